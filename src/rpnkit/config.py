@@ -1,0 +1,82 @@
+"""Saving typed dataclass configurations to JSON/YAML and reading them back."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+def config_to_dict(config: Any) -> Any:
+    """A dataclass (nested, with tuples) -> plain dicts and lists for JSON/YAML."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    if isinstance(config, (list, tuple)):
+        return [config_to_dict(v) for v in config]
+    if isinstance(config, dict):
+        return {k: config_to_dict(v) for k, v in config.items()}
+    return config
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return config_from_dict(tp, value, where=where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where) if len(args) == 1 else value
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def config_from_dict(cls: type[T], data: dict, *, where: str = "config") -> T:
+    """Plain dict -> dataclass ``cls``; unknown keys raise a ValueError naming them."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__}"
+        )
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(names)}"
+        )
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def save_config(config: Any, path: str | Path) -> None:
+    """Write a dataclass config as JSON (``.json``) or YAML (anything else)."""
+    path = Path(path)
+    data = config_to_dict(config)
+    if path.suffix == ".json":
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read a JSON or YAML file written by ``save_config`` into dataclass ``cls``."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, json.JSONDecodeError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the config: {err}") from err
+    return config_from_dict(cls, data, where=str(path))

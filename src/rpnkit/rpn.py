@@ -1,0 +1,523 @@
+"""The Region Proposal Network: head, anchor labelling, losses and batched proposal selection.
+
+Shape glossary:
+    B       : images in the batch (padded to one size)
+    L       : feature levels
+    A_l     : anchors per position on level l;  A_total: anchors of an image over all levels
+    K_obj   : objectness channels per anchor: 1 (sigmoid) or 2 (the paper's 2-class softmax)
+    N_pre   : proposals kept per level before NMS;  K : proposals kept per image after NMS
+    P, S    : positive and total sample slots per image
+
+Every prediction is flattened in the anchors' order (see ``anchors.py``): level, row, column,
+anchor. Proposals come out padded: (B, K, 4) xyxy boxes, (B, K) scores and (B,) counts, the
+valid entries first and sorted by decreasing score.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .anchors import AnchorConfig, AnchorGenerator, visible_anchors
+from .boxes import BoxCoder, clip_boxes
+from .matching import BalancedSampler, Matcher, MatchResult, SampledAnchors
+from .nms import nms_keep
+from .structures import GroundTruth
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """Proposal selection. ``pre_nms_top_n`` counts per level, ``post_nms_top_n`` per image.
+
+    ``min_size`` is in input pixels (multiplied by ``image_scales`` when those are given, so the
+    paper's 16 px in original-image scale is ``min_size=16`` with the resize factors passed in).
+    """
+
+    pre_nms_top_n: int = 1000
+    post_nms_top_n: int = 1000
+    nms_threshold: float = 0.7
+    nms_per_level: bool = True
+    min_size: float = 1e-3
+    score_threshold: float = 0.0
+
+
+@dataclass(frozen=True)
+class RPNConfig:
+    """Everything that defines an RPN besides the backbone."""
+
+    anchors: AnchorConfig = field(default_factory=AnchorConfig.pyramid)
+    objectness: Literal["sigmoid", "softmax"] = "sigmoid"
+    fg_iou_threshold: float = 0.7
+    bg_iou_threshold: float = 0.3
+    allow_low_quality_matches: bool = True
+    crowd_ioa_threshold: float = 0.5
+    allowed_border: float | None = None
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    loss_form: Literal["modern", "paper"] = "modern"
+    box_loss: Literal["smooth_l1", "l1", "giou"] = "smooth_l1"
+    smooth_l1_beta: float = 1.0 / 9
+    box_loss_weight: float | None = None  # lambda; None: 1 (modern) or 10 (paper)
+    box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    train_proposals: ProposalConfig = field(
+        default_factory=lambda: ProposalConfig(pre_nms_top_n=2000, post_nms_top_n=2000)
+    )
+    test_proposals: ProposalConfig = field(
+        default_factory=lambda: ProposalConfig(pre_nms_top_n=1000, post_nms_top_n=1000)
+    )
+    match_chunk_elements: int = 1 << 22
+
+    @classmethod
+    def paper(cls, **overrides) -> RPNConfig:
+        """The Faster R-CNN paper's single-level RPN (VGG-16 conv5_3)."""
+        settings = dict(
+            anchors=AnchorConfig.single_level(offset=0.5),
+            objectness="softmax",
+            allowed_border=0.0,
+            loss_form="paper",
+            train_proposals=ProposalConfig(
+                pre_nms_top_n=12000, post_nms_top_n=2000, nms_per_level=False, min_size=16
+            ),
+            test_proposals=ProposalConfig(
+                pre_nms_top_n=6000, post_nms_top_n=300, nms_per_level=False, min_size=16
+            ),
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+
+@dataclass(frozen=True)
+class Proposals:
+    """Padded proposals: ``boxes`` (B, K, 4) xyxy, ``scores`` (B, K) objectness probabilities,
+    ``levels`` (B, K) feature level of each, ``num`` (B,) valid count. Padding is zeros."""
+
+    boxes: Tensor
+    scores: Tensor
+    levels: Tensor
+    num: Tensor
+
+    @property
+    def valid(self) -> Tensor:
+        """(B, K) bool: the valid prefix of each row."""
+        slots = torch.arange(self.boxes.shape[1], device=self.boxes.device)
+        return slots[None, :] < self.num[:, None]
+
+    def per_image(self) -> list[tuple[Tensor, Tensor]]:
+        """[(boxes (n_i, 4), scores (n_i,))] per image. Syncs: for output and tests only."""
+        return [(self.boxes[i, :n], self.scores[i, :n]) for i, n in enumerate(self.num.tolist())]
+
+
+class RPNHead(nn.Module):
+    """3x3 conv + ReLU, then sibling 1x1 convs for objectness and box deltas, shared by levels.
+
+    Levels with different anchor counts get their own 1x1 convs behind the shared 3x3 conv.
+    Objectness layout: sigmoid, (B, A, H, W); softmax, (B, 2 * A, H, W) with the A background
+    logits first and the A foreground logits after (the paper's 18-channel map for A = 9).
+    """
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_anchors_per_level: Sequence[int],
+        objectness: Literal["sigmoid", "softmax"] = "sigmoid",
+    ) -> None:
+        super().__init__()
+        if objectness not in ("sigmoid", "softmax"):
+            raise ValueError(f"objectness must be 'sigmoid' or 'softmax', got {objectness!r}")
+        self.in_channels = in_channels
+        self.num_anchors_per_level = list(num_anchors_per_level)
+        self.objectness = objectness
+        self.cls_channels = 1 if objectness == "sigmoid" else 2
+        self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
+        distinct = self.num_anchors_per_level
+        if len(set(distinct)) == 1:
+            distinct = distinct[:1]  # one shared pair of 1x1 convs
+        self.cls_logits = nn.ModuleList(
+            nn.Conv2d(in_channels, a * self.cls_channels, kernel_size=1) for a in distinct
+        )
+        self.bbox_pred = nn.ModuleList(
+            nn.Conv2d(in_channels, a * 4, kernel_size=1) for a in distinct
+        )
+        for layer in [self.conv, *self.cls_logits, *self.bbox_pred]:
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.constant_(layer.bias, 0)
+
+    def forward(self, features: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Features [(B, C, H_l, W_l)] -> objectness [(B, A_l*K_obj, H_l, W_l)], deltas
+        [(B, A_l*4, H_l, W_l)]."""
+        logits, deltas = [], []
+        for level, feature in enumerate(features):
+            t = F.relu(self.conv(feature))
+            i = level if len(self.cls_logits) > 1 else 0
+            logits.append(self.cls_logits[i](t))
+            deltas.append(self.bbox_pred[i](t))
+        return logits, deltas
+
+    def flatten(self, logits: Sequence[Tensor], deltas: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """Per-level maps -> (B, A_total) objectness logits and (B, A_total, 4) deltas.
+
+        The softmax form's logit is fg - bg: sigmoid(fg - bg) is the softmax foreground
+        probability, and binary cross-entropy on it equals the 2-class cross-entropy.
+        """
+        flat_logits, flat_deltas = [], []
+        for lg, dl in zip(logits, deltas):
+            b, _, h, w = lg.shape
+            if self.cls_channels == 2:
+                lg = lg.view(b, 2, -1, h, w)  # (B, 2A, H, W) -> (B, 2, A, H, W)
+                lg = lg[:, 1] - lg[:, 0]  # (B, A, H, W): fg - bg
+            flat_logits.append(lg.permute(0, 2, 3, 1).reshape(b, -1))  # (B,A,H,W)->(B,H*W*A)
+            dl = dl.view(b, -1, 4, h, w)  # (B, A*4, H, W) -> (B, A, 4, H, W)
+            flat_deltas.append(dl.permute(0, 3, 4, 1, 2).reshape(b, -1, 4))  # -> (B, H*W*A, 4)
+        return torch.cat(flat_logits, dim=1), torch.cat(flat_deltas, dim=1)
+
+
+@dataclass
+class RPNOutput:
+    """What ``RegionProposalNetwork.forward`` returns. Losses are empty without targets."""
+
+    proposals: Proposals
+    losses: dict[str, Tensor]
+    pred_objectness: Tensor  # (B, A_total) logits
+    pred_deltas: Tensor  # (B, A_total, 4)
+    anchors: Tensor  # (A_total, 4) xyxy
+    match: MatchResult | None = None
+    sample: SampledAnchors | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def _level_tables(
+    level_sizes: tuple[int, ...], pre_nms_top_n: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Index tables for per-level top-k, cached: built from Python ints once per feature size,
+    since copying host lists to the GPU on every call would synchronise.
+
+    Returns (L, N_max) flat anchor index of each level's n-th anchor, (L, N_max) validity of
+    that entry, (L, k) validity of each top-k slot, and (L * k,) level of each slot.
+    """
+    n_max = max(level_sizes)
+    k = max(min(pre_nms_top_n, n) for n in level_sizes)
+    sizes = torch.tensor(level_sizes)
+    starts = torch.cumsum(torch.tensor([0, *level_sizes[:-1]]), 0)
+    pos = torch.arange(n_max)
+    index = (starts[:, None] + pos[None, :]).clamp(max=sum(level_sizes) - 1)
+    entry_valid = pos[None, :] < sizes[:, None]
+    slot_valid = torch.arange(k)[None, :] < sizes.clamp(max=pre_nms_top_n)[:, None]
+    slot_level = torch.arange(len(level_sizes)).repeat_interleave(k)
+    return tuple(t.to(device) for t in (index, entry_valid, slot_valid, slot_level))
+
+
+def select_proposals(
+    pred_objectness: Tensor,
+    pred_deltas: Tensor,
+    anchors: Tensor,
+    level_sizes: Sequence[int],
+    image_sizes: Tensor,
+    config: ProposalConfig,
+    *,
+    box_coder: BoxCoder | None = None,
+    image_scales: Tensor | None = None,
+) -> Proposals:
+    """Head outputs of the whole batch -> padded proposals, with no loop over images or levels.
+
+    (B, A_total) logits, (B, A_total, 4) deltas, (A_total, 4) anchors, per-level anchor counts,
+    (B, 2) image (height, width) -> Proposals with K = min(post_nms_top_n, L * N_pre).
+    The inputs should be detached: no gradient flows through the proposal boxes.
+    """
+    box_coder = box_coder or BoxCoder()
+    num_images = pred_objectness.shape[0]
+    device = pred_objectness.device
+    num_levels = len(level_sizes)
+
+    # 1. Top-N per level by objectness, before decoding anything: levels are padded into one
+    #    (B, L, N_max) tensor so that a single topk serves them all.
+    level_index, level_valid, slot_valid, slot_level = _level_tables(
+        tuple(int(n) for n in level_sizes), int(config.pre_nms_top_n), torch.device(device)
+    )  # (L, N_max), (L, N_max), (L, k), (L*k,)
+    k = slot_valid.shape[1]
+    if num_levels == 1:
+        top_logits, top_pos = pred_objectness.topk(k, dim=1)  # (B, k)
+        top_logits, top_pos = top_logits[:, None], top_pos[:, None]  # (B, 1, k)
+    else:
+        padded = pred_objectness[:, level_index]  # (B, L, N_max)
+        padded = padded.masked_fill(~level_valid, float("-inf"))
+        top_logits, top_pos = padded.topk(k, dim=2)  # (B, L, k)
+    top_idx = level_index[torch.arange(num_levels, device=device)[:, None], top_pos]  # (B, L, k)
+
+    # 2. Decode only the selected anchors and clip them to their image.
+    flat_idx = top_idx.reshape(num_images, -1)  # (B, L*k)
+    deltas = pred_deltas.gather(1, flat_idx[..., None].expand(-1, -1, 4))  # (B, L*k, 4)
+    boxes = box_coder.decode(deltas, anchors[flat_idx])  # (B, L*k, 4)
+    boxes = clip_boxes(boxes, image_sizes)
+    logits = top_logits.reshape(num_images, -1).float()  # (B, L*k)
+    scores = torch.sigmoid(logits)
+
+    # 3. Drop small boxes, low scores and unused slots.
+    min_size = torch.full((num_images, 1), config.min_size, device=device)
+    if image_scales is not None:
+        min_size = min_size * image_scales.to(device).reshape(-1, 1)
+    widths = boxes[..., 2] - boxes[..., 0]
+    heights = boxes[..., 3] - boxes[..., 1]
+    valid = (
+        slot_valid.reshape(1, -1)
+        & (widths >= min_size)
+        & (heights >= min_size)
+        & (scores >= config.score_threshold)
+    )  # (B, L*k)
+
+    # 4. NMS within each (image, level) group, or within each image across levels.
+    levels = slot_level[None].expand(num_images, -1)  # (B, L*k)
+    if config.nms_per_level or num_levels == 1:
+        # each (image, level) row of k boxes is already sorted by decreasing logit
+        keep = nms_keep(
+            boxes.view(num_images * num_levels, k, 4),
+            valid.view(num_images * num_levels, k),
+            config.nms_threshold,
+        ).view(num_images, -1)
+    else:
+        order = logits.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True)
+        sorted_keep = nms_keep(
+            boxes.gather(1, order[..., None].expand(-1, -1, 4)),
+            valid.gather(1, order),
+            config.nms_threshold,
+        )
+        keep = torch.zeros_like(sorted_keep).scatter_(1, order, sorted_keep)
+
+    # 5. Top-K per image over the survivors of every level.
+    num_out = min(config.post_nms_top_n, logits.shape[1])
+    ranked = logits.masked_fill(~keep, float("-inf"))
+    _, out_idx = ranked.topk(num_out, dim=1)  # (B, K), survivors first, by decreasing logit
+    num = keep.sum(dim=1).clamp(max=num_out)  # (B,)
+    out_valid = torch.arange(num_out, device=device)[None, :] < num[:, None]
+    out_boxes = boxes.gather(1, out_idx[..., None].expand(-1, -1, 4))
+    return Proposals(
+        boxes=out_boxes * out_valid[..., None],
+        scores=scores.gather(1, out_idx) * out_valid,
+        levels=levels.gather(1, out_idx) * out_valid,
+        num=num,
+    )
+
+
+def rpn_losses(
+    pred_objectness: Tensor,
+    pred_deltas: Tensor,
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    match: MatchResult,
+    sample: SampledAnchors,
+    *,
+    config: RPNConfig,
+    num_positions: int,
+    box_coder: BoxCoder | None = None,
+) -> dict[str, Tensor]:
+    """Objectness and box losses on the sampled anchors.
+
+    (B, A_total) logits, (B, A_total, 4) deltas, (A_total, 4) anchors, (B, G, 4) GT boxes.
+    ``num_positions`` is the number of anchor positions of one image (sum of H_l * W_l), the
+    paper's N_reg. Normalisation: modern, both terms by the number of sampled anchors and
+    lambda = 1; paper, objectness by the sampled anchors (N_cls = 256 per image) and boxes by
+    the anchor positions, lambda = 10.
+    """
+    box_coder = box_coder or BoxCoder(config.box_coder_weights)
+    num_images = pred_objectness.shape[0]
+    pos_idx, pos_valid = sample.pos_idx, sample.pos_valid  # (B, P)
+    neg_idx, neg_valid = sample.neg_idx, sample.neg_valid  # (B, S)
+
+    # 1. Objectness: binary cross-entropy on the sampled positives and negatives.
+    pos_logits = pred_objectness.gather(1, pos_idx).float()
+    neg_logits = pred_objectness.gather(1, neg_idx).float()
+    cls_sum = (F.softplus(-pos_logits) * pos_valid).sum() + (
+        F.softplus(neg_logits) * neg_valid
+    ).sum()
+
+    # 2. Boxes: regression to the matched GT, on the sampled positives only.
+    gt_idx = match.matched_idxs.gather(1, pos_idx).clamp(min=0)  # (B, P)
+    pos_gt = gt_boxes.gather(1, gt_idx[..., None].expand(-1, -1, 4))  # (B, P, 4)
+    pos_anchors = anchors[pos_idx]  # (B, P, 4)
+    # empty slots regress an anchor onto itself: finite targets, masked out below
+    pos_gt = torch.where(pos_valid[..., None], pos_gt, pos_anchors)
+    pos_deltas = pred_deltas.gather(1, pos_idx[..., None].expand(-1, -1, 4)).float()
+    if config.box_loss == "giou":
+        pred_boxes = box_coder.decode(pos_deltas, pos_anchors)
+        per_box = generalized_iou_loss(pred_boxes, pos_gt)
+    else:
+        target = box_coder.encode(pos_gt, pos_anchors)
+        if config.box_loss == "l1":
+            per_box = (pos_deltas - target).abs().sum(-1)
+        else:
+            per_box = F.smooth_l1_loss(
+                pos_deltas, target, beta=config.smooth_l1_beta, reduction="none"
+            ).sum(-1)
+    box_sum = (per_box * pos_valid).sum()
+
+    # 3. Normalise. The counts stay tensors: no GPU->CPU sync.
+    num_sampled = sample.num_sampled().clamp(min=1).to(cls_sum.dtype)
+    if config.loss_form == "paper":
+        weight = 10.0 if config.box_loss_weight is None else config.box_loss_weight
+        box_norm = float(num_positions * num_images)
+    else:
+        weight = 1.0 if config.box_loss_weight is None else config.box_loss_weight
+        box_norm = num_sampled
+    return {
+        "loss_objectness": cls_sum / num_sampled,
+        "loss_rpn_box": weight * box_sum / box_norm,
+    }
+
+
+def generalized_iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """1 - GIoU for paired (..., 4) xyxy boxes -> (...)."""
+    tiny = torch.finfo(boxes1.dtype).tiny
+    inter = (
+        (
+            torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+            - torch.maximum(boxes1[..., :2], boxes2[..., :2])
+        )
+        .clamp(min=0)
+        .prod(-1)
+    )
+    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
+    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
+    union = area1 + area2 - inter
+    hull = (
+        (
+            torch.maximum(boxes1[..., 2:], boxes2[..., 2:])
+            - torch.minimum(boxes1[..., :2], boxes2[..., :2])
+        )
+        .clamp(min=0)
+        .prod(-1)
+    )
+    iou = inter / union.clamp(min=tiny)
+    return 1 - iou + (hull - union) / hull.clamp(min=tiny)
+
+
+class RegionProposalNetwork(nn.Module):
+    """Anchors + head + labelling + losses + proposals, for a whole padded batch at once."""
+
+    def __init__(self, *, in_channels: int, config: RPNConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.anchor_generator = AnchorGenerator(config.anchors)
+        self.head = RPNHead(
+            in_channels=in_channels,
+            num_anchors_per_level=config.anchors.num_anchors_per_level,
+            objectness=config.objectness,
+        )
+        self.box_coder = BoxCoder(config.box_coder_weights)
+        self.matcher = Matcher(
+            high_threshold=config.fg_iou_threshold,
+            low_threshold=config.bg_iou_threshold,
+            allow_low_quality_matches=config.allow_low_quality_matches,
+            crowd_ioa_threshold=config.crowd_ioa_threshold,
+            chunk_elements=config.match_chunk_elements,
+        )
+        self.sampler = BalancedSampler(config.batch_size_per_image, config.positive_fraction)
+
+    @classmethod
+    def from_parts(
+        cls, *, anchor_generator: AnchorGenerator, head: RPNHead, config: RPNConfig
+    ) -> RegionProposalNetwork:
+        """Assemble from a separately built head, checking that it fits the anchors."""
+        expected = anchor_generator.num_anchors_per_level
+        if list(head.num_anchors_per_level) != list(expected):
+            raise ValueError(
+                f"the RPN head predicts {head.num_anchors_per_level} anchors per position per "
+                f"level, but the anchor config gives {expected} (sizes x ratios per level). "
+                f"Build the head with num_anchors_per_level={expected}, or change the anchor "
+                f"sizes/ratios to match the head."
+            )
+        rpn = cls(in_channels=head.in_channels, config=config)
+        rpn.anchor_generator = anchor_generator
+        rpn.head = head
+        return rpn
+
+    def _check_inputs(self, features: Sequence[Tensor], image_sizes: Tensor) -> None:
+        if len(features) == 0 or features[0].shape[0] == 0:
+            raise ValueError("empty batch: the RPN needs at least one image")
+        if len(features) != self.anchor_generator.num_levels:
+            raise ValueError(
+                f"got {len(features)} feature maps but the anchors have "
+                f"{self.anchor_generator.num_levels} level(s) (strides "
+                f"{self.config.anchors.strides}): give one feature map per anchor level"
+            )
+        num_images = features[0].shape[0]
+        for level, f in enumerate(features):
+            if f.ndim != 4 or f.shape[0] != num_images or f.shape[1] != self.head.in_channels:
+                raise ValueError(
+                    f"feature level {level}: expected shape ({num_images}, "
+                    f"{self.head.in_channels}, H, W), got {tuple(f.shape)}"
+                )
+        if image_sizes.shape != (num_images, 2):
+            raise ValueError(
+                f"image_sizes must be ({num_images}, 2) as (height, width) per image, got "
+                f"{tuple(image_sizes.shape)}"
+            )
+
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        image_sizes: Tensor,
+        targets: GroundTruth | None = None,
+        *,
+        image_scales: Tensor | None = None,
+    ) -> RPNOutput:
+        """Features [(B, C, H_l, W_l)], (B, 2) image (height, width) -> RPNOutput.
+
+        With ``targets`` the losses are computed too (training); proposals always are.
+        """
+        self._check_inputs(features, image_sizes)
+        feature_sizes = [(f.shape[-2], f.shape[-1]) for f in features]
+        anchors = self.anchor_generator(
+            feature_sizes, device=features[0].device, dtype=torch.float32
+        )
+        pred_objectness, pred_deltas = self.head.flatten(*self.head(features))
+
+        proposal_config = (
+            self.config.train_proposals if self.training else self.config.test_proposals
+        )
+        # proposals are detached: no gradient flows through the boxes
+        proposals = select_proposals(
+            pred_objectness.detach(),
+            pred_deltas.detach(),
+            anchors,
+            self.anchor_generator.level_sizes(feature_sizes),
+            image_sizes,
+            proposal_config,
+            box_coder=self.box_coder,
+            image_scales=image_scales,
+        )
+        output = RPNOutput(proposals, {}, pred_objectness, pred_deltas, anchors)
+        if targets is not None:
+            output.match, output.sample = self.label_and_sample_anchors(
+                anchors, image_sizes, targets
+            )
+            output.losses = rpn_losses(
+                pred_objectness,
+                pred_deltas,
+                anchors,
+                targets.boxes,
+                output.match,
+                output.sample,
+                config=self.config,
+                num_positions=sum(h * w for h, w in feature_sizes),
+                box_coder=self.box_coder,
+            )
+        return output
+
+    def label_and_sample_anchors(
+        self,
+        anchors: Tensor,
+        image_sizes: Tensor,
+        targets: GroundTruth,
+        generator: torch.Generator | None = None,
+    ) -> tuple[MatchResult, SampledAnchors]:
+        """Match (A_total, 4) anchors to the batch's GT and sample the training anchors."""
+        targets.check(image_sizes)  # the training step's one GPU->CPU sync
+        visible = visible_anchors(anchors, image_sizes, self.config.allowed_border)
+        match = self.matcher(anchors, targets.boxes, targets.mask, targets.ignore, visible)
+        return match, self.sampler(match.labels(), generator=generator)
