@@ -48,7 +48,7 @@ class GroundTruth:
                     f"{tuple(b.shape)}"
                 )
         num = len(boxes)
-        g_max = max(int(b.shape[0]) for b in boxes)
+        g_max = max(1, *(int(b.shape[0]) for b in boxes))  # one padded slot at least
         device = device if device is not None else boxes[0].device
         out_boxes = torch.zeros((num, g_max, 4), dtype=torch.float32, device=device)
         out_mask = torch.zeros((num, g_max), dtype=torch.bool, device=device)
