@@ -1,0 +1,57 @@
+"""Collating dataset items into a padded batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..structures import GroundTruth
+
+
+@dataclass
+class Batch:
+    """``images`` (B, 3, H, W) padded with zeros to a multiple of ``size_divisible``;
+    ``image_sizes`` (B, 2) true (height, width); ``targets`` padded ground truth."""
+
+    images: Tensor
+    image_sizes: Tensor
+    targets: GroundTruth
+    image_ids: list
+    file_names: list[str]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.images.to(device, non_blocking=True),
+            self.image_sizes.to(device, non_blocking=True),
+            self.targets.to(device),
+            self.image_ids,
+            self.file_names,
+        )
+
+
+def collate(items: Sequence[dict], size_divisible: int = 32) -> Batch:
+    """Pad a list of dataset items into a Batch."""
+    if len(items) == 0:
+        raise ValueError("empty batch: no images were given")
+    heights = [int(it["image"].shape[1]) for it in items]
+    widths = [int(it["image"].shape[2]) for it in items]
+    h = -(-max(heights) // size_divisible) * size_divisible
+    w = -(-max(widths) // size_divisible) * size_divisible
+    images = torch.zeros((len(items), 3, h, w), dtype=items[0]["image"].dtype)
+    for i, it in enumerate(items):
+        images[i, :, : heights[i], : widths[i]] = it["image"]
+    targets = GroundTruth.from_lists(
+        [it["boxes"] for it in items],
+        [it["labels"] for it in items],
+        [it["ignore"] for it in items],
+    )
+    return Batch(
+        images=images,
+        image_sizes=torch.tensor(list(zip(heights, widths))),
+        targets=targets,
+        image_ids=[it["image_id"] for it in items],
+        file_names=[it["file_name"] for it in items],
+    )

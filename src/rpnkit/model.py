@@ -1,0 +1,57 @@
+"""A backbone and an RPN behind one forward: images in, proposals (and losses) out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .rpn import RegionProposalNetwork, RPNOutput
+from .structures import GroundTruth
+
+
+class ProposalModel(nn.Module):
+    """Normalises a padded (B, 3, H, W) batch of RGB images in [0, 1], runs the backbone and the
+    RPN. ``image_sizes`` (B, 2) gives each image's true (height, width) inside the padding."""
+
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        rpn: RegionProposalNetwork,
+        pixel_mean: Sequence[float],
+        pixel_std: Sequence[float],
+    ) -> None:
+        super().__init__()
+        strides = tuple(backbone.strides)
+        if strides != tuple(rpn.config.anchors.strides):
+            raise ValueError(
+                f"the backbone's feature strides {strides} differ from the anchor strides "
+                f"{tuple(rpn.config.anchors.strides)}: give the anchor config one level per "
+                f"backbone level, with the same strides"
+            )
+        if backbone.out_channels != rpn.head.in_channels:
+            raise ValueError(
+                f"the backbone gives {backbone.out_channels} channels but the RPN head expects "
+                f"{rpn.head.in_channels}"
+            )
+        self.backbone = backbone
+        self.rpn = rpn
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
+
+    def forward(
+        self,
+        images: Tensor,
+        image_sizes: Tensor,
+        targets: GroundTruth | None = None,
+        *,
+        image_scales: Tensor | None = None,
+    ) -> RPNOutput:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be a (B, 3, H, W) batch, got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError("empty batch: no images were given")
+        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        return self.rpn(features, image_sizes, targets, image_scales=image_scales)
