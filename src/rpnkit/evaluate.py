@@ -32,6 +32,7 @@ AREA_RANGES = {
     "large": (96.0**2, 1e10),
 }
 MAX_DETS = (10, 100, 300, 1000)
+NEVER = torch.iinfo(torch.int64).max  # rank recorded for a GT box that no proposal matched
 
 
 def _iou_with_crowd(dets: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
@@ -49,7 +50,7 @@ def _iou_with_crowd(dets: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
 
 @dataclass
 class MatchTable:
-    """Per GT box, the rank of the proposal that matched it, or ``never`` (= D) if none did.
+    """Per GT box, the rank of the proposal that matched it, or ``NEVER`` if none did.
 
     ``first_match`` (R, T, I, G) int64; ``counted`` (R, I, G) bool: real, non-ignored GT boxes
     of each area range.
@@ -57,7 +58,6 @@ class MatchTable:
 
     first_match: Tensor
     counted: Tensor
-    never: int
 
     def recall(self, max_dets: int) -> Tensor:
         """(R, T) recall with at most ``max_dets`` proposals per image; -1 where no GT counts."""
@@ -114,7 +114,7 @@ def match_proposals(
 
     num_ranges, num_thr, num_gt = ranges.shape[0], thresholds.shape[0], gt_mask.shape[1]
     shape = (num_ranges, num_thr, num_images, num_gt)
-    first_match = torch.full(shape, num_dets, dtype=torch.int64, device=device)
+    first_match = torch.full(shape, NEVER, dtype=torch.int64, device=device)
     taken = torch.zeros(shape, dtype=torch.bool, device=device)
     flip = torch.arange(num_gt - 1, -1, -1, device=device)
     gt_index = torch.arange(num_gt, device=device)
@@ -136,7 +136,7 @@ def match_proposals(
         newly = chosen & ~taken
         first_match = torch.where(newly, rank, first_match)
         taken = taken | chosen
-    return MatchTable(first_match=first_match, counted=counted, never=num_dets)
+    return MatchTable(first_match=first_match, counted=counted)
 
 
 def proposal_recall_summary(

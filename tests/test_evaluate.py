@@ -1,0 +1,165 @@
+import numpy as np
+import pytest
+import torch
+
+from rpnkit.evaluate import match_proposals, proposal_recall_summary
+
+
+def _table(preds, gts, crowd=None, **kw):
+    preds = torch.tensor(preds, dtype=torch.float32).view(1, -1, 4)
+    gts = torch.tensor(gts, dtype=torch.float32).view(1, -1, 4)
+    valid = torch.ones(preds.shape[:2], dtype=torch.bool)
+    mask = torch.ones(gts.shape[:2], dtype=torch.bool)
+    crowd = None if crowd is None else torch.tensor([crowd])
+    return match_proposals(preds, valid, gts, mask, crowd, **kw)
+
+
+def test_hand_computed_recall():
+    # GT A = [0, 0, 10, 10], GT B = [20, 20, 30, 30].
+    # Proposal 1 covers A with IoU 50/150 = 0.33 (no match at 0.5);
+    # proposal 2 equals B (IoU 1); proposal 3 covers A with IoU 80/100 = 0.8.
+    table = _table(
+        [[5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 10, 8]],
+        [[0, 0, 10, 10], [20, 20, 30, 30]],
+        iou_thresholds=(0.5, 0.75, 0.85),
+        area_ranges=((0, 1e10),),
+    )
+    assert table.recall(1).tolist() == [[0.0, 0.0, 0.0]]  # the first proposal matches nothing
+    assert table.recall(2).tolist() == [[0.5, 0.5, 0.5]]  # B found at every threshold
+    assert table.recall(3).tolist() == [[1.0, 1.0, 0.5]]  # A found at 0.5 and 0.75, not 0.85
+
+
+def test_one_proposal_matches_one_gt():
+    # Two identical GT boxes, one proposal on them: greedy one-to-one matching finds one.
+    table = _table([[0, 0, 10, 10]], [[0, 0, 10, 10], [0, 0, 10, 10]], area_ranges=((0, 1e10),))
+    assert table.recall(1)[0, 0] == 0.5
+
+
+def test_empty_predictions_give_zero_recall():
+    preds = torch.zeros(2, 5, 4)
+    valid = torch.zeros(2, 5, dtype=torch.bool)
+    gts = torch.tensor([[[0.0, 0, 50, 50]], [[10.0, 10, 20, 20]]])
+    table = match_proposals(preds, valid, gts, torch.ones(2, 1, dtype=torch.bool))
+    summary = proposal_recall_summary(table, (10, 100))
+    assert summary["AR@100"] == 0.0 and summary["recall@10@0.5"] == 0.0
+
+
+def test_image_without_gt_does_not_count():
+    preds = torch.tensor([[[0.0, 0, 50, 50]], [[0.0, 0, 50, 50]]])
+    valid = torch.ones(2, 1, dtype=torch.bool)
+    gts = torch.tensor([[[0.0, 0, 50, 50]], [[0.0, 0, 0, 0]]])
+    mask = torch.tensor([[True], [False]])  # the second image has no GT
+    summary = proposal_recall_summary(match_proposals(preds, valid, gts, mask), (10,))
+    assert summary["AR@10"] == 1.0
+
+
+def test_only_crowd_gt_gives_undefined_recall():
+    table = _table([[0, 0, 50, 50]], [[0, 0, 50, 50]], crowd=[True])
+    summary = proposal_recall_summary(table, (10,))
+    assert summary["AR@10"] == -1.0  # COCO's "no GT to count"
+
+
+def test_crowd_absorbs_proposals_without_counting():
+    # The first proposal lies inside the crowd region and is absorbed by it; the second finds
+    # the real GT.
+    table = _table(
+        [[0, 0, 10, 10], [50, 50, 60, 60]],
+        [[0, 0, 40, 40], [50, 50, 60, 60]],
+        crowd=[True, False],
+        area_ranges=((0, 1e10),),
+    )
+    assert table.recall(2)[0].tolist() == [1.0] * 10
+
+
+def test_area_ranges_follow_coco():
+    # a 20x20 box is small (area 400 <= 32^2), a 50x50 box medium, a 200x200 box large
+    gts = [[0, 0, 20, 20], [100, 100, 150, 150], [300, 300, 500, 500]]
+    table = _table([[0, 0, 20, 20]], gts)
+    summary = proposal_recall_summary(table, (10,))
+    assert summary["recall@10@0.5_small"] == 1.0
+    assert summary["recall@10@0.5_medium"] == 0.0
+    assert summary["recall@10@0.5_large"] == 0.0
+    assert summary["recall@10@0.5"] == pytest.approx(1 / 3)
+
+
+def test_equals_pycocotools_on_random_scenes():
+    # pycocotools' COCOeval with useCats=0 is the reference: agreement to 1e-4 on every number.
+    coco_mod = pytest.importorskip("pycocotools.coco")
+    cocoeval_mod = pytest.importorskip("pycocotools.cocoeval")
+    rng = np.random.default_rng(0)
+    # dense scenes: GT boxes overlap each other, so the preference for non-ignored boxes and
+    # the one-to-one rule both matter
+    num_images, max_dets = 16, (1, 10, 100, 300)
+    images, anns, results = [], [], []
+    preds = torch.zeros(num_images, 100, 4)
+    valid = torch.zeros(num_images, 100, dtype=torch.bool)
+    gts = torch.zeros(num_images, 20, 4)
+    mask = torch.zeros(num_images, 20, dtype=torch.bool)
+    crowd = torch.zeros(num_images, 20, dtype=torch.bool)
+    # COCO puts boxes in area ranges by the annotation's "area" (the mask's, smaller than the
+    # box's): use 0.7 x the box area on both sides
+    areas = torch.zeros(num_images, 20, dtype=torch.float64)
+    ann_id = 1
+    for i in range(num_images):
+        images.append({"id": i + 1, "width": 400, "height": 400})
+        n_gt = int(rng.integers(0, 20))
+        for g in range(n_gt):
+            xy = rng.uniform(0, 150, 2)
+            wh = rng.uniform(5, 130, 2)
+            is_crowd = bool(rng.random() < 0.15)
+            gts[i, g] = torch.tensor([*xy, *(xy + wh)])
+            mask[i, g] = True
+            crowd[i, g] = is_crowd
+            areas[i, g] = 0.7 * float(wh[0] * wh[1])
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "iscrowd": int(is_crowd),
+                    "bbox": [float(v) for v in gts[i, g, :2]]
+                    + [float(v) for v in gts[i, g, 2:] - gts[i, g, :2]],
+                    "area": float(areas[i, g]),
+                }
+            )
+            ann_id += 1
+        n_det = int(rng.integers(0, 100))
+        for d in range(n_det):
+            # half of them jittered copies of GT boxes, so that matches happen
+            if n_gt and rng.random() < 0.5:
+                box = gts[i, int(rng.integers(n_gt))].numpy() + rng.normal(0, 4, 4)
+            else:
+                xy = rng.uniform(0, 300, 2)
+                box = np.array([*xy, *(xy + rng.uniform(5, 150, 2))])
+            box[2:] = np.maximum(box[2:], box[:2] + 1)
+            preds[i, d] = torch.tensor(box, dtype=torch.float32)
+            valid[i, d] = True
+            score = 1.0 - d / 100  # already in decreasing order
+            b = preds[i, d]
+            results.append(
+                {
+                    "image_id": i + 1,
+                    "category_id": 1,
+                    "score": score,
+                    "bbox": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+                }
+            )
+    gt_coco = coco_mod.COCO()
+    gt_coco.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": 1, "name": "object"}],
+    }
+    gt_coco.createIndex()
+    dt_coco = gt_coco.loadRes(results)
+    ev = cocoeval_mod.COCOeval(gt_coco, dt_coco, "bbox")
+    ev.params.useCats = 0
+    ev.params.maxDets = list(max_dets)
+    ev.evaluate()
+    ev.accumulate()
+    reference = ev.eval["recall"][:, 0, :, :]  # (T, R, M)
+
+    table = match_proposals(preds, valid, gts, mask, crowd, areas)
+    for m, k in enumerate(max_dets):
+        ours = table.recall(k).numpy().T  # (T, R)
+        np.testing.assert_allclose(ours, reference[:, :, m], atol=1e-4)
