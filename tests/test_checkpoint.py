@@ -1,0 +1,88 @@
+import os
+
+import pytest
+import torch
+
+from rpnkit.checkpoint import load_checkpoint, save_checkpoint
+from rpnkit.config import config_from_dict, config_to_dict
+from rpnkit.presets import ModelConfig, build_model, preset_config
+
+
+def test_round_trip_weights_optimizer_config_and_rng(tmp_path):
+    config = preset_config("tiny")
+    model = build_model(config)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.rand(1, 3, 64, 64), torch.tensor([[64, 64]]))  # touch the model
+    loss = sum(p.sum() for p in model.parameters())
+    loss.backward()
+    opt.step()
+    torch.manual_seed(123)
+    path = save_checkpoint(
+        tmp_path / "ck.safetensors", model, config=config_to_dict(config), optimizer=opt, step=7
+    )
+    expected_next = torch.rand(3)
+
+    loaded = load_checkpoint(path)
+    assert loaded["step"] == 7
+    assert config_from_dict(ModelConfig, loaded["config"]) == config
+    fresh = build_model(config)
+    fresh.load_state_dict(loaded["model"])
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+    opt2 = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    opt2.load_state_dict(loaded["optimizer"])
+    for group_a, group_b in zip(
+        opt.state_dict()["state"].values(), opt2.state_dict()["state"].values()
+    ):
+        assert torch.equal(group_a["momentum_buffer"], group_b["momentum_buffer"])
+    from rpnkit.checkpoint import set_rng_state
+
+    set_rng_state(*loaded["rng"])
+    assert torch.equal(torch.rand(3), expected_next)
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    model = build_model(preset_config("tiny"))
+    path = tmp_path / "ck.safetensors"
+    save_checkpoint(path, model, config={})
+    save_checkpoint(path, model, config={"again": True})
+    assert sorted(os.listdir(tmp_path)) == ["ck.safetensors"]
+    assert load_checkpoint(path)["config"] == {"again": True}
+
+
+def test_unreadable_checkpoints_give_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a checkpoint" * 10)
+    with pytest.raises(ValueError, match=r"garbage.safetensors: not a readable rpnkit checkpoint"):
+        load_checkpoint(garbage)
+    # a truncated file, as a crash mid-copy would leave
+    model = build_model(preset_config("tiny"))
+    good = save_checkpoint(tmp_path / "good.safetensors", model, config={})
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=r"truncated\.safetensors: not a readable"):
+        load_checkpoint(truncated)
+
+
+def test_pickle_files_are_refused(tmp_path):
+    # a legacy torch pickle is never unpickled: it is not a safetensors file
+    path = tmp_path / "model.pt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not a readable rpnkit checkpoint"):
+        load_checkpoint(path)
+
+
+def test_config_round_trip_through_yaml_and_unknown_keys(tmp_path):
+    from rpnkit.config import load_config, save_config
+
+    config = preset_config("tiny")
+    save_config(config, tmp_path / "c.yaml")
+    save_config(config, tmp_path / "c.json")
+    assert load_config(ModelConfig, tmp_path / "c.yaml") == config
+    assert load_config(ModelConfig, tmp_path / "c.json") == config
+    data = config_to_dict(config)
+    data["rpn"]["fg_iou_treshold"] = 0.5
+    with pytest.raises(ValueError, match=r"config.rpn: unknown key\(s\) \['fg_iou_treshold'\]"):
+        config_from_dict(ModelConfig, data)

@@ -1,0 +1,69 @@
+import csv
+
+import pytest
+import torch
+
+from rpnkit.data import SyntheticShapes
+from rpnkit.presets import build_model, preset_config
+from rpnkit.train import TrainConfig, lr_factor, train
+
+FAST = TrainConfig(steps=4, batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=2, log_every=1)
+
+
+def _losses(tmp_path, name, config=FAST):
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny"))
+    train(
+        model,
+        SyntheticShapes(16, image_size=128),
+        config,
+        out_dir=tmp_path / name,
+        model_config={},
+        progress=False,
+    )
+    with open(tmp_path / name / "train_log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_runs_are_reproducible_from_the_seed(tmp_path):
+    first, second = _losses(tmp_path, "a"), _losses(tmp_path, "b")
+    assert len(first) == 4 and first == second
+    assert (tmp_path / "a" / "checkpoint.safetensors").is_file()
+
+
+def test_diverging_loss_stops_with_step_images_and_terms(tmp_path):
+    model = build_model(preset_config("tiny"))
+    calls = {"n": 0}
+    original = model.rpn.forward
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:  # the third step diverges
+            out.losses["loss_rpn_box"] = out.losses["loss_rpn_box"] * float("nan")
+        return out
+
+    model.rpn.forward = poisoned
+    with pytest.raises(FloatingPointError) as err:
+        train(
+            model,
+            SyntheticShapes(16, image_size=128),
+            FAST,
+            out_dir=tmp_path,
+            model_config={},
+            progress=False,
+        )
+    message = str(err.value)
+    assert "diverged at step 2" in message
+    assert "loss_rpn_box=nan" in message and "loss_objectness=" in message
+    assert "shapes-0-" in message  # the file names of the batch
+
+
+def test_schedules():
+    cfg = TrainConfig(steps=100, warmup_steps=10, schedule="step", milestones=(0.5, 0.8))
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(20, cfg) == 1.0
+    assert lr_factor(60, cfg) == pytest.approx(0.1)
+    assert lr_factor(90, cfg) == pytest.approx(0.01)
+    cos = TrainConfig(steps=100, warmup_steps=0, schedule="cosine")
+    assert lr_factor(0, cos) == 1.0 and lr_factor(50, cos) == pytest.approx(0.5)
