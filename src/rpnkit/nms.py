@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
@@ -16,9 +18,22 @@ def nms_keep(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
     """(G, N, 4) xyxy sorted by score within each group, (G, N) bool -> (G, N) bool keep mask.
 
     A box is kept if it is valid and no kept, higher-ranked box of its group overlaps it with
-    IoU > ``iou_threshold``.
+    IoU > ``iou_threshold``. On CUDA this runs rpnkit's Triton kernel (two launches, no sync);
+    elsewhere torchvision's ``batched_nms``.
     """
+    if boxes.is_cuda and _triton_op() is not None:
+        return _triton_op()(boxes, valid, float(iou_threshold))
     return _nms_keep_torchvision(boxes, valid, iou_threshold)
+
+
+@functools.cache
+def _triton_op():
+    """The registered Triton NMS op, or None where Triton cannot be imported."""
+    try:
+        from .kernels.nms_triton import nms_keep_op
+    except ImportError:  # no Triton: CPU-only installs
+        return None
+    return nms_keep_op
 
 
 def _nms_keep_torchvision(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:

@@ -271,7 +271,9 @@ def select_proposals(
         & (scores >= config.score_threshold)
     )  # (B, L*k)
 
-    # 4. NMS within each (image, level) group, or within each image across levels.
+    # 4. NMS within each (image, level) group, or within each image across levels. Ranking is
+    #    by probability with ties in (level, logit) order, as torchvision's stable sorts give:
+    #    distinct logits often round to the same float32 probability.
     levels = slot_level[None].expand(num_images, -1)  # (B, L*k)
     if config.nms_per_level or num_levels == 1:
         # each (image, level) row of k boxes is already sorted by decreasing logit
@@ -281,7 +283,8 @@ def select_proposals(
             config.nms_threshold,
         ).view(num_images, -1)
     else:
-        order = logits.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True)
+        ranked = scores.masked_fill(~valid, -1.0)
+        order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, L*k)
         sorted_keep = nms_keep(
             boxes.gather(1, order[..., None].expand(-1, -1, 4)),
             valid.gather(1, order),
@@ -291,8 +294,8 @@ def select_proposals(
 
     # 5. Top-K per image over the survivors of every level.
     num_out = min(config.post_nms_top_n, logits.shape[1])
-    ranked = logits.masked_fill(~keep, float("-inf"))
-    _, out_idx = ranked.topk(num_out, dim=1)  # (B, K), survivors first, by decreasing logit
+    ranked = scores.masked_fill(~keep, -1.0)
+    out_idx = ranked.sort(dim=1, descending=True, stable=True).indices[:, :num_out]  # (B, K)
     num = keep.sum(dim=1).clamp(max=num_out)  # (B,)
     out_valid = torch.arange(num_out, device=device)[None, :] < num[:, None]
     out_boxes = boxes.gather(1, out_idx[..., None].expand(-1, -1, 4))

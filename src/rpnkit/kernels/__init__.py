@@ -1,0 +1,1 @@
+"""GPU kernels (Triton). Imported lazily: the package works without Triton or a GPU."""

@@ -1,0 +1,117 @@
+"""GPU-only tests: run on a CUDA machine (skipped elsewhere). Timings are never asserted."""
+
+import pytest
+import torch
+
+from rpnkit.anchors import AnchorConfig
+from rpnkit.nms import _nms_keep_torchvision, nms_keep
+from rpnkit.rpn import ProposalConfig, RegionProposalNetwork, RPNConfig, select_proposals
+from rpnkit.structures import GroundTruth
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _groups(num_groups, n, seed, valid_fraction=0.8):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(num_groups, n, 2, generator=g) * 600
+    wh = torch.rand(num_groups, n, 2, generator=g) * 200 + 1
+    boxes = torch.cat([xy, xy + wh], -1)
+    valid = torch.rand(num_groups, n, generator=g) < valid_fraction
+    return boxes, valid
+
+
+@cuda
+@pytest.mark.parametrize(("num_groups", "n"), [(1, 1), (3, 31), (40, 1000), (8, 5000), (2, 33)])
+def test_triton_nms_equals_torchvision(num_groups, n):
+    # Exact: the kernel computes torchvision's float32 IoU with the same operations.
+    boxes, valid = _groups(num_groups, n, seed=n)
+    for thr in (0.3, 0.5, 0.7):
+        ours = nms_keep(boxes.cuda(), valid.cuda(), thr).cpu()
+        ref = _nms_keep_torchvision(boxes.cuda(), valid.cuda(), thr).cpu()
+        assert torch.equal(ours, ref), f"{num_groups}x{n} at {thr}"
+
+
+def _rpn_and_inputs(batch=4):
+    torch.manual_seed(0)
+    config = RPNConfig(
+        anchors=AnchorConfig.pyramid(),
+        test_proposals=ProposalConfig(1000, 1000),
+    )
+    rpn = RegionProposalNetwork(in_channels=64, config=config).cuda()
+    for p in rpn.head.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    feats = [torch.randn(batch, 64, 512 // s, 640 // s, device="cuda") for s in (4, 8, 16, 32, 64)]
+    sizes = torch.tensor([[512, 640], [500, 600], [480, 640], [512, 512]][:batch], device="cuda")
+    return rpn, feats, sizes
+
+
+@cuda
+def test_rpn_inference_has_no_gpu_to_cpu_sync():
+    rpn, feats, sizes = _rpn_and_inputs()
+    rpn.eval()
+    with torch.no_grad():
+        rpn(feats, sizes)  # warm-up: anchors and index tables are cached per feature size
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = rpn(feats, sizes)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert out.proposals.num.min() > 0
+
+
+@cuda
+def test_gpu_proposals_equal_cpu_proposals():
+    rpn, feats, sizes = _rpn_and_inputs()
+    rpn.eval()
+    with torch.no_grad():
+        gpu = rpn(feats, sizes).proposals
+        rpn_cpu = rpn.to("cpu")
+        cpu = rpn_cpu([f.cpu() for f in feats], sizes.cpu()).proposals
+    for (bg, sg), (bc, sc) in zip(gpu.per_image(), cpu.per_image()):
+        assert bg.shape == bc.shape
+        assert torch.allclose(bg.cpu(), bc, atol=1e-2) and torch.allclose(sg.cpu(), sc, atol=1e-5)
+
+
+@cuda
+def test_proposal_stage_captures_in_a_cuda_graph_and_compiles_fullgraph():
+    rpn, feats, sizes = _rpn_and_inputs()
+    with torch.no_grad():
+        logits, deltas = rpn.head.flatten(*rpn.head(feats))
+    fs = [(f.shape[-2], f.shape[-1]) for f in feats]
+    anchors = rpn.anchor_generator(fs, device="cuda")
+    level_sizes = rpn.anchor_generator.level_sizes(fs)
+    cfg = rpn.config.test_proposals
+
+    def run():
+        return select_proposals(logits, deltas, anchors, level_sizes, sizes, cfg)
+
+    reference = run()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        run()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = run()
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(captured.boxes, reference.boxes)
+
+    compiled = torch.compile(select_proposals, fullgraph=True, dynamic=False)
+    out = compiled(logits, deltas, anchors, level_sizes, sizes, cfg)
+    assert torch.equal(out.num, reference.num)
+    assert torch.allclose(out.boxes, reference.boxes, atol=1e-3)
+
+
+@cuda
+def test_rpn_training_step_runs_on_gpu():
+    rpn, feats, sizes = _rpn_and_inputs()
+    rpn.train()
+    gt = GroundTruth.from_lists(
+        [torch.tensor([[10.0, 20, 200, 300], [300, 100, 400, 200]], device="cuda")] * 4
+    )
+    out = rpn(feats, sizes, gt)
+    sum(out.losses.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in rpn.head.parameters())
