@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .boxes import box_ioa, box_iou
+from .boxes import box_area
 
 # Values of ``matched_idxs`` that are not GT indices.
 BELOW_LOW_THRESHOLD = -1  # best IoU < low threshold: background
@@ -32,6 +32,23 @@ IGNORED = -3  # outside the allowed border, or background covered by a crowd/ign
 POSITIVE = 1
 NEGATIVE = 0
 IGNORE = -1
+
+
+def _iou_and_ioa(anchors: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """(C, 4) anchors, (B, G, 4) GT xyxy -> (B, C, G) IoU and intersection over anchor area.
+
+    Works per axis so that no (B, C, G, 2) temporaries are built; the values equal
+    ``box_iou``'s bit for bit.
+    """
+    a = anchors[None, :, None, :]  # (1, C, 1, 4)
+    g = gt_boxes[:, None, :, :]  # (B, 1, G, 4)
+    iw = (torch.minimum(a[..., 2], g[..., 2]) - torch.maximum(a[..., 0], g[..., 0])).clamp(min=0)
+    ih = (torch.minimum(a[..., 3], g[..., 3]) - torch.maximum(a[..., 1], g[..., 1])).clamp(min=0)
+    inter = iw * ih  # (B, C, G)
+    area_a = box_area(anchors)[None, :, None]  # (1, C, 1)
+    union = area_a + box_area(gt_boxes)[:, None, :] - inter
+    tiny = torch.finfo(inter.dtype).tiny
+    return inter / union.clamp(min=tiny), inter / area_a.clamp(min=tiny)
 
 
 @dataclass(frozen=True)
@@ -101,13 +118,14 @@ class Matcher:
         # 1. Each anchor's best real GT, and each GT's best IoU over all anchors.
         cached: Tensor | None = None
         for start in starts:
-            iou = self._masked_iou(anchors[start : start + chunk], gt_boxes, real)  # (B, C, G)
+            part = anchors[start : start + chunk]
+            iou, ioa = _iou_and_ioa(part, gt_boxes)  # (B, C, G) each
+            iou = iou.masked_fill(~real[:, None, :], -1.0)
             if num_gt > 0:
                 best, arg = iou.max(dim=2)
                 matched_iou[:, start : start + chunk] = best.clamp(min=0)
                 matched_gt[:, start : start + chunk] = arg
                 gt_best_iou = torch.maximum(gt_best_iou, iou.max(dim=1).values)
-                ioa = box_ioa(anchors[None, start : start + chunk], gt_boxes)  # (B, C, G)
                 hit = (ioa >= self.crowd_ioa_threshold) & crowd[:, None, :]
                 in_crowd[:, start : start + chunk] = hit.any(dim=2)
             cached = iou if len(starts) == 1 else None
@@ -122,8 +140,9 @@ class Matcher:
             gt_has_overlap = real & (gt_best_iou > 0)  # (B, G)
             for start in starts:
                 iou = cached
-                if iou is None:
-                    iou = self._masked_iou(anchors[start : start + chunk], gt_boxes, real)
+                if iou is None:  # recomputed: bit-identical to pass 1's values
+                    iou = _iou_and_ioa(anchors[start : start + chunk], gt_boxes)[0]
+                    iou = iou.masked_fill(~real[:, None, :], -1.0)
                 is_best = (iou == gt_best_iou[:, None, :]) & gt_has_overlap[:, None, :]
                 best_of_some_gt = is_best.any(dim=2)  # (B, C)
                 part = matched_idxs[:, start : start + chunk]
@@ -134,12 +153,6 @@ class Matcher:
         if visible is not None:
             matched_idxs.masked_fill_(~visible, IGNORED)
         return MatchResult(matched_idxs=matched_idxs, matched_iou=matched_iou)
-
-    @staticmethod
-    def _masked_iou(anchors: Tensor, gt_boxes: Tensor, real: Tensor) -> Tensor:
-        """(C, 4), (B, G, 4), (B, G) -> (B, C, G) IoU, -1 where the GT is not a real box."""
-        iou = box_iou(anchors[None], gt_boxes)  # (1, C, 4) x (B, G, 4) -> (B, C, G)
-        return iou.masked_fill(~real[:, None, :], -1.0)
 
 
 @dataclass(frozen=True)
