@@ -164,13 +164,18 @@ def bench_select(device, batch, dtype, reps, warmup, channels=256):
     image_sizes = torch.tensor(sizes_list, device=device)
     cfg = ours.config.test_proposals
     coder = TVBoxCoder((1.0, 1.0, 1.0, 1.0))
+    # bf16: both sides get bf16 head outputs and run under autocast (torchvision's NMS casts
+    # to float32 only under autocast)
+    amp = dtype == torch.bfloat16
 
     def run_ours():
-        return select_proposals(logits, deltas, anchors, level_sizes, image_sizes, cfg)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            return select_proposals(logits, deltas, anchors, level_sizes, image_sizes, cfg)
 
     def run_theirs():
-        boxes = coder.decode(tv_deltas_flat.detach(), tv_anchors).view(batch, -1, 4)
-        return tv.filter_proposals(boxes, tv_obj_flat.detach(), sizes_list, counts)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            boxes = coder.decode(tv_deltas_flat.detach(), tv_anchors).view(batch, -1, 4)
+            return tv.filter_proposals(boxes, tv_obj_flat.detach(), sizes_list, counts)
 
     with torch.no_grad():
         assert torch.equal(anchors, tv_anchors[0]), "anchors differ"
