@@ -79,7 +79,7 @@ def test_gpu_selection_equals_cpu_selection():
             logits.cpu(), deltas.cpu(), rpn.anchor_generator(fs), level_sizes, sizes.cpu(), cfg
         )
         for (bg, sg), (bc, sc) in zip(gpu.per_image(), cpu.per_image()):
-            assert same_proposals(bg.cpu(), sg.cpu(), bc, sc, atol=1e-3), per_level
+            assert same_proposals(bg.cpu(), sg.cpu(), bc, sc, atol=1e-3, score_atol=1e-6)
 
 
 @cuda
@@ -110,8 +110,9 @@ def test_proposal_stage_captures_in_a_cuda_graph_and_compiles_fullgraph():
 
     compiled = torch.compile(select_proposals, fullgraph=True, dynamic=False)
     out = compiled(logits, deltas, anchors, level_sizes, sizes, cfg)
-    assert torch.equal(out.num, reference.num)
-    assert torch.allclose(out.boxes, reference.boxes, atol=1e-3)
+    # the compiler may fuse the decoding arithmetic (FMA): boxes to 1e-3 px
+    for (b, s), (rb, rs) in zip(out.per_image(), reference.per_image()):
+        assert same_proposals(b, s, rb, rs, atol=1e-3, score_atol=1e-6)
 
 
 @cuda
