@@ -125,3 +125,60 @@ def test_rpn_training_step_runs_on_gpu():
     out = rpn(feats, sizes, gt)
     sum(out.losses.values()).backward()
     assert all(torch.isfinite(p.grad).all() for p in rpn.head.parameters())
+
+
+def _scene(seed, counts=(7, 0, 20, 300)):
+    g = torch.Generator().manual_seed(seed)
+    boxes, ignore = [], []
+    for n in counts:
+        xy = torch.rand(n, 2, generator=g) * 500
+        wh = torch.rand(n, 2, generator=g) * 200 + 8
+        boxes.append(torch.cat([xy, xy + wh], 1))
+        ignore.append(torch.rand(n, generator=g) < 0.1)
+    if counts[2] > 5:
+        boxes[2][3] = boxes[2][5]  # a duplicated GT box: ties between GT boxes
+    return GroundTruth.from_lists(boxes, ignore=ignore)
+
+
+@cuda
+def test_triton_matcher_equals_the_pytorch_path():
+    # Exact: the kernel computes IoU like box_iou, without floating-point contraction.
+    from rpnkit.anchors import AnchorGenerator
+    from rpnkit.matching import Matcher
+
+    anchors = AnchorGenerator(AnchorConfig.pyramid())(
+        [(128, 160), (64, 80), (32, 40), (16, 20), (8, 10)], device="cuda"
+    )
+    gt = _scene(0).to("cuda")
+    matcher = Matcher()
+    real, crowd = gt.mask & ~gt.ignore, gt.mask & gt.ignore
+    fused = matcher(anchors, gt.boxes, gt.mask, gt.ignore)
+    chunked = matcher._match_chunked(anchors, gt.boxes, real, crowd)
+    assert torch.equal(fused.matched_iou, chunked[0])
+    from rpnkit.matching import BELOW_LOW_THRESHOLD
+
+    reference = Matcher(chunk_elements=1 << 20)
+    # the PyTorch path on the CPU gives the same states
+    cpu = reference(anchors.cpu(), gt.boxes.cpu(), gt.mask.cpu(), gt.ignore.cpu())
+    assert torch.equal(fused.matched_idxs.cpu(), cpu.matched_idxs)
+    assert (fused.matched_idxs == BELOW_LOW_THRESHOLD).any()
+
+
+@cuda
+def test_target_assignment_has_no_gpu_to_cpu_sync():
+    rpn, feats, sizes = _rpn_and_inputs()
+    fs = [(f.shape[-2], f.shape[-1]) for f in feats]
+    anchors = rpn.anchor_generator(fs, device="cuda")
+    gt = _scene(1, counts=(5, 0, 12, 40)).to("cuda")
+    from rpnkit.anchors import visible_anchors
+
+    rpn.matcher(anchors, gt.boxes, gt.mask, gt.ignore)  # warm-up: compiles the kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        visible = visible_anchors(anchors, sizes, None)
+        match = rpn.matcher(anchors, gt.boxes, gt.mask, gt.ignore, visible)
+        sample = rpn.sampler(match.labels())
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert int(sample.pos_valid.sum()) > 0

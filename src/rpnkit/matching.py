@@ -16,6 +16,7 @@ Shape glossary:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -100,59 +101,89 @@ class Matcher:
         visible: Tensor | None = None,
     ) -> MatchResult:
         """(A, 4), (B, G, 4), (B, G), (B, G) | None, (B, A) | None -> MatchResult."""
-        num_images, num_gt = gt_mask.shape
-        num_anchors = anchors.shape[0]
-        device = anchors.device
         if gt_ignore is None:
             gt_ignore = torch.zeros_like(gt_mask)
         real = gt_mask & ~gt_ignore  # (B, G) boxes that can match
         crowd = gt_mask & gt_ignore  # (B, G) regions that only suppress negatives
 
-        matched_iou = torch.zeros((num_images, num_anchors), dtype=anchors.dtype, device=device)
-        matched_gt = torch.zeros((num_images, num_anchors), dtype=torch.int64, device=device)
-        in_crowd = torch.zeros((num_images, num_anchors), dtype=torch.bool, device=device)
-        gt_best_iou = torch.zeros((num_images, num_gt), dtype=anchors.dtype, device=device)
-        chunk = max(1, self.chunk_elements // max(1, num_images * num_gt))
-        starts = range(0, num_anchors, chunk)
+        # 1. Each anchor's best real GT and whether it lies in a crowd; each GT's best anchors.
+        if gt_mask.shape[1] == 0:
+            zeros = torch.zeros(
+                (gt_mask.shape[0], anchors.shape[0]), dtype=torch.bool, device=anchors.device
+            )
+            matched_iou = zeros.to(anchors.dtype)
+            matched_gt = zeros.long()
+            in_crowd = low_quality = zeros
+        elif anchors.is_cuda and _triton_match() is not None:
+            matched_iou, matched_gt, in_crowd, low_quality = _triton_match()(
+                anchors, gt_boxes, real, crowd, float(self.crowd_ioa_threshold)
+            )
+        else:
+            matched_iou, matched_gt, in_crowd, low_quality = self._match_chunked(
+                anchors, gt_boxes, real, crowd
+            )
 
-        # 1. Each anchor's best real GT, and each GT's best IoU over all anchors.
-        cached: Tensor | None = None
-        for start in starts:
-            part = anchors[start : start + chunk]
-            iou, ioa = _iou_and_ioa(part, gt_boxes)  # (B, C, G) each
-            iou = iou.masked_fill(~real[:, None, :], -1.0)
-            if num_gt > 0:
-                best, arg = iou.max(dim=2)
-                matched_iou[:, start : start + chunk] = best.clamp(min=0)
-                matched_gt[:, start : start + chunk] = arg
-                gt_best_iou = torch.maximum(gt_best_iou, iou.max(dim=1).values)
-                hit = (ioa >= self.crowd_ioa_threshold) & crowd[:, None, :]
-                in_crowd[:, start : start + chunk] = hit.any(dim=2)
-            cached = iou if len(starts) == 1 else None
-
-        # 2. Threshold into states.
-        # masked_fill, not boolean indexing: no GPU->CPU sync
+        # 2. Threshold into states (masked_fill, not boolean indexing: no GPU->CPU sync).
         matched_idxs = matched_gt.masked_fill(matched_iou < self.high_threshold, BETWEEN_THRESHOLDS)
         matched_idxs.masked_fill_(matched_iou < self.low_threshold, BELOW_LOW_THRESHOLD)
 
-        # 3. Low-quality matches: the best anchor(s) of every GT. Ties count.
-        if self.allow_low_quality_matches and num_gt > 0:
-            gt_has_overlap = real & (gt_best_iou > 0)  # (B, G)
-            for start in starts:
-                iou = cached
-                if iou is None:  # recomputed: bit-identical to pass 1's values
-                    iou = _iou_and_ioa(anchors[start : start + chunk], gt_boxes)[0]
-                    iou = iou.masked_fill(~real[:, None, :], -1.0)
-                is_best = (iou == gt_best_iou[:, None, :]) & gt_has_overlap[:, None, :]
-                best_of_some_gt = is_best.any(dim=2)  # (B, C)
-                part = matched_idxs[:, start : start + chunk]
-                part.copy_(torch.where(best_of_some_gt, matched_gt[:, start : start + chunk], part))
+        # 3. Low-quality matches: the best anchor(s) of every GT take their own best GT.
+        if self.allow_low_quality_matches:
+            matched_idxs = torch.where(low_quality, matched_gt, matched_idxs)
 
         # 4. Crowd regions turn background into ignored; so does the border.
         matched_idxs.masked_fill_((matched_idxs == BELOW_LOW_THRESHOLD) & in_crowd, IGNORED)
         if visible is not None:
             matched_idxs.masked_fill_(~visible, IGNORED)
         return MatchResult(matched_idxs=matched_idxs, matched_iou=matched_iou)
+
+    def _match_chunked(
+        self, anchors: Tensor, gt_boxes: Tensor, real: Tensor, crowd: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The PyTorch path, in chunks of anchors: (B, A) best IoU, best GT, in-crowd flags and
+        low-quality flags (the anchor is at some GT's maximum IoU, > 0; ties count)."""
+        num_images, num_gt = real.shape
+        num_anchors = anchors.shape[0]
+        device = anchors.device
+        matched_iou = torch.zeros((num_images, num_anchors), dtype=anchors.dtype, device=device)
+        matched_gt = torch.zeros((num_images, num_anchors), dtype=torch.int64, device=device)
+        in_crowd = torch.zeros((num_images, num_anchors), dtype=torch.bool, device=device)
+        low_quality = torch.zeros_like(in_crowd)
+        gt_best_iou = torch.zeros((num_images, num_gt), dtype=anchors.dtype, device=device)
+        chunk = max(1, self.chunk_elements // max(1, num_images * num_gt))
+        starts = range(0, num_anchors, chunk)
+
+        cached: Tensor | None = None
+        for start in starts:
+            iou, ioa = _iou_and_ioa(anchors[start : start + chunk], gt_boxes)  # (B, C, G) each
+            iou = iou.masked_fill(~real[:, None, :], -1.0)
+            best, arg = iou.max(dim=2)
+            matched_iou[:, start : start + chunk] = best.clamp(min=0)
+            matched_gt[:, start : start + chunk] = arg
+            gt_best_iou = torch.maximum(gt_best_iou, iou.max(dim=1).values)
+            hit = (ioa >= self.crowd_ioa_threshold) & crowd[:, None, :]
+            in_crowd[:, start : start + chunk] = hit.any(dim=2)
+            cached = iou if len(starts) == 1 else None
+
+        gt_has_overlap = real & (gt_best_iou > 0)  # (B, G)
+        for start in starts:
+            iou = cached
+            if iou is None:  # recomputed: bit-identical to the first pass's values
+                iou = _iou_and_ioa(anchors[start : start + chunk], gt_boxes)[0]
+                iou = iou.masked_fill(~real[:, None, :], -1.0)
+            is_best = (iou == gt_best_iou[:, None, :]) & gt_has_overlap[:, None, :]
+            low_quality[:, start : start + chunk] = is_best.any(dim=2)
+        return matched_iou, matched_gt, in_crowd, low_quality
+
+
+@functools.cache
+def _triton_match():
+    """The registered Triton matching op, or None where Triton cannot be imported."""
+    try:
+        from .kernels.match_triton import match_anchors_op
+    except ImportError:  # no Triton: CPU-only installs
+        return None
+    return match_anchors_op
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,160 @@
+"""Anchor matching in two Triton passes, without ever building the (B, A, G) IoU matrix.
+
+1. ``_match_pass1``: per (image, block of anchors), loop over the GT boxes in tiles: each
+   anchor's best IoU with a real GT and its index (the first on ties, as ``torch.max``), whether
+   it lies inside a crowd region (intersection over anchor area), and each GT's best IoU over
+   all anchors by atomic max.
+2. ``_match_pass2``: the same tiles again; an anchor is a low-quality match if its IoU with some
+   real GT equals that GT's best (> 0). Ties count.
+
+IoU is computed as ``rpnkit.boxes.box_iou`` computes it, in float32, with floating-point
+contraction disabled so that the values equal the PyTorch path's bit for bit.
+
+Shapes: anchors (A, 4); gt (B, G, 4) xyxy; real, crowd (B, G) bool.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+BLOCK_A = 128
+BLOCK_G = 16
+
+
+@triton.jit
+def _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2):
+    """(BA,) anchors x (BG,) GT -> (BA, BG) IoU and intersection over anchor area."""
+    iw = tl.maximum(
+        tl.minimum(ax2[:, None], gx2[None, :]) - tl.maximum(ax1[:, None], gx1[None, :]), 0.0
+    )
+    ih = tl.maximum(
+        tl.minimum(ay2[:, None], gy2[None, :]) - tl.maximum(ay1[:, None], gy1[None, :]), 0.0
+    )
+    inter = iw * ih
+    area_a = (ax2 - ax1) * (ay2 - ay1)
+    area_g = (gx2 - gx1) * (gy2 - gy1)
+    union = area_a[:, None] + area_g[None, :] - inter
+    tiny = 1.1754943508222875e-38
+    iou = tl.math.div_rn(inter, tl.maximum(union, tiny))
+    ioa = tl.math.div_rn(inter, tl.maximum(area_a[:, None], tiny))
+    return iou, ioa
+
+
+@triton.jit
+def _load_anchors(anchors_ptr, offs, ok):
+    ax1 = tl.load(anchors_ptr + offs * 4 + 0, mask=ok, other=0.0)
+    ay1 = tl.load(anchors_ptr + offs * 4 + 1, mask=ok, other=0.0)
+    ax2 = tl.load(anchors_ptr + offs * 4 + 2, mask=ok, other=0.0)
+    ay2 = tl.load(anchors_ptr + offs * 4 + 3, mask=ok, other=0.0)
+    return ax1, ay1, ax2, ay2
+
+
+@triton.jit
+def _match_pass1(
+    anchors_ptr, gt_ptr, real_ptr, crowd_ptr,
+    best_iou_ptr, best_gt_ptr, in_crowd_ptr, gt_best_ptr,
+    num_anchors, num_gt, crowd_threshold,
+    BA: tl.constexpr, BG: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    b = tl.program_id(1)
+    offs = pid * BA + tl.arange(0, BA)
+    a_ok = offs < num_anchors
+    ax1, ay1, ax2, ay2 = _load_anchors(anchors_ptr, offs, a_ok)
+    best = tl.full([BA], -1.0, tl.float32)
+    best_idx = tl.zeros([BA], tl.int32)
+    crowd_hit = tl.zeros([BA], tl.int1)
+    for g0 in range(0, num_gt, BG):
+        g = g0 + tl.arange(0, BG)
+        g_ok = g < num_gt
+        base = gt_ptr + (b * num_gt + g) * 4
+        gx1 = tl.load(base + 0, mask=g_ok, other=0.0)
+        gy1 = tl.load(base + 1, mask=g_ok, other=0.0)
+        gx2 = tl.load(base + 2, mask=g_ok, other=0.0)
+        gy2 = tl.load(base + 3, mask=g_ok, other=0.0)
+        real = tl.load(real_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
+        crowd = tl.load(crowd_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
+        iou, ioa = _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2)
+        iou = tl.where(real[None, :], iou, -1.0)
+        tile_best = tl.max(iou, axis=1)
+        tile_idx = tl.min(tl.where(iou == tile_best[:, None], g[None, :], 2147483647), axis=1)
+        better = tile_best > best  # strictly: the first GT wins ties
+        best_idx = tl.where(better, tile_idx, best_idx)
+        best = tl.maximum(best, tile_best)
+        col_best = tl.max(tl.where(a_ok[:, None], iou, -1.0), axis=0)
+        tl.atomic_max(gt_best_ptr + b * num_gt + g, col_best, mask=g_ok & real)
+        hit = (ioa >= crowd_threshold) & crowd[None, :] & a_ok[:, None]
+        crowd_hit = crowd_hit | (tl.max(hit.to(tl.int32), axis=1) > 0)
+    tl.store(best_iou_ptr + b * num_anchors + offs, tl.maximum(best, 0.0), mask=a_ok)
+    tl.store(best_gt_ptr + b * num_anchors + offs, best_idx.to(tl.int64), mask=a_ok)
+    tl.store(in_crowd_ptr + b * num_anchors + offs, crowd_hit, mask=a_ok)
+
+
+@triton.jit
+def _match_pass2(
+    anchors_ptr, gt_ptr, real_ptr, gt_best_ptr, low_quality_ptr,
+    num_anchors, num_gt,
+    BA: tl.constexpr, BG: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    b = tl.program_id(1)
+    offs = pid * BA + tl.arange(0, BA)
+    a_ok = offs < num_anchors
+    ax1, ay1, ax2, ay2 = _load_anchors(anchors_ptr, offs, a_ok)
+    found = tl.zeros([BA], tl.int1)
+    for g0 in range(0, num_gt, BG):
+        g = g0 + tl.arange(0, BG)
+        g_ok = g < num_gt
+        base = gt_ptr + (b * num_gt + g) * 4
+        gx1 = tl.load(base + 0, mask=g_ok, other=0.0)
+        gy1 = tl.load(base + 1, mask=g_ok, other=0.0)
+        gx2 = tl.load(base + 2, mask=g_ok, other=0.0)
+        gy2 = tl.load(base + 3, mask=g_ok, other=0.0)
+        real = tl.load(real_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
+        gt_best = tl.load(gt_best_ptr + b * num_gt + g, mask=g_ok, other=0.0)
+        iou, _ = _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2)
+        eq = (iou == gt_best[None, :]) & (real & (gt_best > 0.0))[None, :]
+        found = found | (tl.max(eq.to(tl.int32), axis=1) > 0)
+    tl.store(low_quality_ptr + b * num_anchors + offs, found, mask=a_ok)
+
+
+def match_triton(
+    anchors: Tensor, gt_boxes: Tensor, real: Tensor, crowd: Tensor, crowd_threshold: float,
+    *, wrap=None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """-> best IoU (B, A), best GT index (B, A), in-crowd (B, A) bool, low-quality (B, A) bool."""
+    num_anchors = anchors.shape[0]
+    num_images, num_gt = real.shape
+    device = anchors.device
+    anchors = anchors.contiguous().float()
+    gt_boxes = gt_boxes.contiguous().float()
+    real, crowd = real.contiguous(), crowd.contiguous()
+    best_iou = torch.empty((num_images, num_anchors), dtype=torch.float32, device=device)
+    best_gt = torch.empty((num_images, num_anchors), dtype=torch.int64, device=device)
+    in_crowd = torch.empty((num_images, num_anchors), dtype=torch.bool, device=device)
+    low_quality = torch.empty((num_images, num_anchors), dtype=torch.bool, device=device)
+    gt_best = torch.zeros((num_images, num_gt), dtype=torch.float32, device=device)
+    launch = wrap or (lambda kernel: kernel)
+    grid = (triton.cdiv(num_anchors, BLOCK_A), num_images)
+    launch(_match_pass1)[grid](
+        anchors, gt_boxes, real, crowd, best_iou, best_gt, in_crowd, gt_best,
+        num_anchors, num_gt, crowd_threshold, BA=BLOCK_A, BG=BLOCK_G, enable_fp_fusion=False,
+    )  # fmt: skip
+    launch(_match_pass2)[grid](
+        anchors, gt_boxes, real, gt_best, low_quality,
+        num_anchors, num_gt, BA=BLOCK_A, BG=BLOCK_G, enable_fp_fusion=False,
+    )  # fmt: skip
+    return best_iou, best_gt, in_crowd, low_quality
+
+
+@torch.library.triton_op("rpnkit::match_anchors", mutates_args=())
+def match_anchors_op(
+    anchors: Tensor, gt_boxes: Tensor, real: Tensor, crowd: Tensor, crowd_threshold: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The registered op: capturable in CUDA graphs and traceable by torch.compile."""
+    return match_triton(
+        anchors, gt_boxes, real, crowd, crowd_threshold, wrap=torch.library.wrap_triton
+    )
