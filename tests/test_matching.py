@@ -122,14 +122,14 @@ def test_crowded_image_never_builds_the_whole_iou_matrix(monkeypatch):
     )
     assert anchors.shape[0] > 260_000
     largest = []
-    real_iou = matching._iou_and_ioa
+    real_iou = matching._iou_and_intersection
 
     def recording_iou(a, b):
         out = real_iou(a, b)
         largest.append(out[0].numel())
         return out
 
-    monkeypatch.setattr(matching, "_iou_and_ioa", recording_iou)
+    monkeypatch.setattr(matching, "_iou_and_intersection", recording_iou)
     gt = GroundTruth.from_lists([_random_scene(5, 1000, image=800.0)])
     matcher = Matcher(chunk_elements=1 << 22)
     match = matcher(anchors, gt.boxes, gt.mask, gt.ignore)

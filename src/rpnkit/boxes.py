@@ -71,15 +71,6 @@ def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     return inter / union.clamp(min=torch.finfo(inter.dtype).tiny)
 
 
-def box_ioa(boxes: Tensor, regions: Tensor) -> Tensor:
-    """Intersection over the area of ``boxes``: (..., N, 4), (..., M, 4) -> (..., N, M).
-
-    Used for crowd/ignore regions: the fraction of each box that lies inside a region.
-    """
-    inter = _intersection(boxes, regions)
-    return inter / box_area(boxes)[..., :, None].clamp(min=torch.finfo(inter.dtype).tiny)
-
-
 def clip_boxes(boxes: Tensor, image_sizes: Tensor) -> Tensor:
     """Clip (B, N, 4) xyxy boxes to per-image sizes (B, 2) given as (height, width)."""
     hw = image_sizes.to(boxes.dtype)

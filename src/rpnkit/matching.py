@@ -35,8 +35,8 @@ NEGATIVE = 0
 IGNORE = -1
 
 
-def _iou_and_ioa(anchors: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
-    """(C, 4) anchors, (B, G, 4) GT xyxy -> (B, C, G) IoU and intersection over anchor area.
+def _iou_and_intersection(anchors: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
+    """(C, 4) anchors, (B, G, 4) GT xyxy -> (B, C, G) IoU and intersection areas.
 
     Works per axis so that no (B, C, G, 2) temporaries are built; the values equal
     ``box_iou``'s bit for bit.
@@ -48,8 +48,7 @@ def _iou_and_ioa(anchors: Tensor, gt_boxes: Tensor) -> tuple[Tensor, Tensor]:
     inter = iw * ih  # (B, C, G)
     area_a = box_area(anchors)[None, :, None]  # (1, C, 1)
     union = area_a + box_area(gt_boxes)[:, None, :] - inter
-    tiny = torch.finfo(inter.dtype).tiny
-    return inter / union.clamp(min=tiny), inter / area_a.clamp(min=tiny)
+    return inter / union.clamp(min=torch.finfo(inter.dtype).tiny), inter
 
 
 @dataclass(frozen=True)
@@ -155,13 +154,15 @@ class Matcher:
 
         cached: Tensor | None = None
         for start in starts:
-            iou, ioa = _iou_and_ioa(anchors[start : start + chunk], gt_boxes)  # (B, C, G) each
+            iou, inter = _iou_and_intersection(anchors[start : start + chunk], gt_boxes)
             iou = iou.masked_fill(~real[:, None, :], -1.0)
             best, arg = iou.max(dim=2)
             matched_iou[:, start : start + chunk] = best.clamp(min=0)
             matched_gt[:, start : start + chunk] = arg
             gt_best_iou = torch.maximum(gt_best_iou, iou.max(dim=1).values)
-            hit = (ioa >= self.crowd_ioa_threshold) & crowd[:, None, :]
+            # inside a crowd: intersection >= threshold x anchor area (as the GPU kernel)
+            area = box_area(anchors[start : start + chunk])[None, :, None]
+            hit = (inter >= self.crowd_ioa_threshold * area) & crowd[:, None, :]
             in_crowd[:, start : start + chunk] = hit.any(dim=2)
             cached = iou if len(starts) == 1 else None
 
@@ -169,7 +170,7 @@ class Matcher:
         for start in starts:
             iou = cached
             if iou is None:  # recomputed: bit-identical to the first pass's values
-                iou = _iou_and_ioa(anchors[start : start + chunk], gt_boxes)[0]
+                iou = _iou_and_intersection(anchors[start : start + chunk], gt_boxes)[0]
                 iou = iou.masked_fill(~real[:, None, :], -1.0)
             is_best = (iou == gt_best_iou[:, None, :]) & gt_has_overlap[:, None, :]
             low_quality[:, start : start + chunk] = is_best.any(dim=2)

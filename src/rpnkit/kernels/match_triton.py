@@ -2,8 +2,9 @@
 
 1. ``_match_pass1``: per (image, block of anchors), loop over the GT boxes in tiles: each
    anchor's best IoU with a real GT and its index (the first on ties, as ``torch.max``), whether
-   it lies inside a crowd region (intersection over anchor area), and each GT's best IoU over
-   all anchors by atomic max.
+   it lies inside a crowd region (intersection over anchor area), and each GT's best IoU within
+   the block. One ``amax`` over the blocks then gives each GT's best IoU over all anchors
+   (atomics on the few GT addresses serialised thousands of blocks: 1 ms instead of 30 us).
 2. ``_match_pass2``: the same tiles again; an anchor is a low-quality match if its IoU with some
    real GT equals that GT's best (> 0). Ties count.
 
@@ -20,13 +21,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK_A = 128
-BLOCK_G = 16
+BLOCK_A = 128  # anchors per program
+BLOCK_G = 16  # GT boxes per tile
+NUM_WARPS = 4
 
 
 @triton.jit
 def _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2):
-    """(BA,) anchors x (BG,) GT -> (BA, BG) IoU and intersection over anchor area."""
+    """(BA,) anchors x (BG,) GT -> (BA, BG) IoU and intersection, and (BA,) anchor areas."""
     iw = tl.maximum(
         tl.minimum(ax2[:, None], gx2[None, :]) - tl.maximum(ax1[:, None], gx1[None, :]), 0.0
     )
@@ -39,8 +41,7 @@ def _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2):
     union = area_a[:, None] + area_g[None, :] - inter
     tiny = 1.1754943508222875e-38
     iou = tl.math.div_rn(inter, tl.maximum(union, tiny))
-    ioa = tl.math.div_rn(inter, tl.maximum(area_a[:, None], tiny))
-    return iou, ioa
+    return iou, inter, area_a
 
 
 @triton.jit
@@ -55,8 +56,8 @@ def _load_anchors(anchors_ptr, offs, ok):
 @triton.jit
 def _match_pass1(
     anchors_ptr, gt_ptr, real_ptr, crowd_ptr,
-    best_iou_ptr, best_gt_ptr, in_crowd_ptr, gt_best_ptr,
-    num_anchors, num_gt, crowd_threshold,
+    best_iou_ptr, best_gt_ptr, in_crowd_ptr, block_best_ptr,
+    num_anchors, num_gt, num_blocks, crowd_threshold,
     BA: tl.constexpr, BG: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
@@ -77,7 +78,7 @@ def _match_pass1(
         gy2 = tl.load(base + 3, mask=g_ok, other=0.0)
         real = tl.load(real_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
         crowd = tl.load(crowd_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
-        iou, ioa = _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2)
+        iou, inter, area_a = _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2)
         iou = tl.where(real[None, :], iou, -1.0)
         tile_best = tl.max(iou, axis=1)
         tile_idx = tl.min(tl.where(iou == tile_best[:, None], g[None, :], 2147483647), axis=1)
@@ -85,8 +86,9 @@ def _match_pass1(
         best_idx = tl.where(better, tile_idx, best_idx)
         best = tl.maximum(best, tile_best)
         col_best = tl.max(tl.where(a_ok[:, None], iou, -1.0), axis=0)
-        tl.atomic_max(gt_best_ptr + b * num_gt + g, col_best, mask=g_ok & real)
-        hit = (ioa >= crowd_threshold) & crowd[None, :] & a_ok[:, None]
+        tl.store(block_best_ptr + (b * num_blocks + pid) * num_gt + g, col_best, mask=g_ok)
+        # inside a crowd: intersection >= threshold x anchor area (no division)
+        hit = (inter >= crowd_threshold * area_a[:, None]) & crowd[None, :] & a_ok[:, None]
         crowd_hit = crowd_hit | (tl.max(hit.to(tl.int32), axis=1) > 0)
     tl.store(best_iou_ptr + b * num_anchors + offs, tl.maximum(best, 0.0), mask=a_ok)
     tl.store(best_gt_ptr + b * num_anchors + offs, best_idx.to(tl.int64), mask=a_ok)
@@ -115,7 +117,7 @@ def _match_pass2(
         gy2 = tl.load(base + 3, mask=g_ok, other=0.0)
         real = tl.load(real_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
         gt_best = tl.load(gt_best_ptr + b * num_gt + g, mask=g_ok, other=0.0)
-        iou, _ = _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2)
+        iou, _, _ = _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2)
         eq = (iou == gt_best[None, :]) & (real & (gt_best > 0.0))[None, :]
         found = found | (tl.max(eq.to(tl.int32), axis=1) > 0)
     tl.store(low_quality_ptr + b * num_anchors + offs, found, mask=a_ok)
@@ -123,7 +125,7 @@ def _match_pass2(
 
 def match_triton(
     anchors: Tensor, gt_boxes: Tensor, real: Tensor, crowd: Tensor, crowd_threshold: float,
-    *, wrap=None,
+    *, wrap=None, block_a: int = BLOCK_A, block_g: int = BLOCK_G, num_warps: int = NUM_WARPS,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """-> best IoU (B, A), best GT index (B, A), in-crowd (B, A) bool, low-quality (B, A) bool."""
     num_anchors = anchors.shape[0]
@@ -136,16 +138,19 @@ def match_triton(
     best_gt = torch.empty((num_images, num_anchors), dtype=torch.int64, device=device)
     in_crowd = torch.empty((num_images, num_anchors), dtype=torch.bool, device=device)
     low_quality = torch.empty((num_images, num_anchors), dtype=torch.bool, device=device)
-    gt_best = torch.zeros((num_images, num_gt), dtype=torch.float32, device=device)
+    num_blocks = triton.cdiv(num_anchors, block_a)
+    block_best = torch.empty((num_images, num_blocks, num_gt), dtype=torch.float32, device=device)
     launch = wrap or (lambda kernel: kernel)
-    grid = (triton.cdiv(num_anchors, BLOCK_A), num_images)
+    grid = (num_blocks, num_images)
     launch(_match_pass1)[grid](
-        anchors, gt_boxes, real, crowd, best_iou, best_gt, in_crowd, gt_best,
-        num_anchors, num_gt, crowd_threshold, BA=BLOCK_A, BG=BLOCK_G, enable_fp_fusion=False,
+        anchors, gt_boxes, real, crowd, best_iou, best_gt, in_crowd, block_best,
+        num_anchors, num_gt, num_blocks, crowd_threshold,
+        BA=block_a, BG=block_g, enable_fp_fusion=False, num_warps=num_warps,
     )  # fmt: skip
+    gt_best = block_best.amax(dim=1).clamp(min=0)  # (B, G); padded GT: -1 -> 0, never > 0
     launch(_match_pass2)[grid](
         anchors, gt_boxes, real, gt_best, low_quality,
-        num_anchors, num_gt, BA=BLOCK_A, BG=BLOCK_G, enable_fp_fusion=False,
+        num_anchors, num_gt, BA=block_a, BG=block_g, enable_fp_fusion=False, num_warps=num_warps,
     )  # fmt: skip
     return best_iou, best_gt, in_crowd, low_quality
 
