@@ -1,6 +1,6 @@
 """Anchor matching in two Triton passes, without ever building the (B, A, G) IoU matrix.
 
-1. ``_match_pass1``: per (image, block of anchors), loop over the GT boxes in tiles: each
+1. ``_match_pass1``: per (image, block of anchors), loop over the GT boxes one by one: each
    anchor's best IoU with a real GT and its index (the first on ties, as ``torch.max``), whether
    it lies inside a crowd region (intersection over anchor area), and each GT's best IoU within
    the block. One ``amax`` over the blocks then gives each GT's best IoU over all anchors
@@ -21,27 +21,28 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK_A = 128  # anchors per program
-BLOCK_G = 16  # GT boxes per tile
+BLOCK_A = 512  # anchors per program
 NUM_WARPS = 4
 
 
 @triton.jit
-def _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2):
-    """(BA,) anchors x (BG,) GT -> (BA, BG) IoU and intersection, and (BA,) anchor areas."""
-    iw = tl.maximum(
-        tl.minimum(ax2[:, None], gx2[None, :]) - tl.maximum(ax1[:, None], gx1[None, :]), 0.0
-    )
-    ih = tl.maximum(
-        tl.minimum(ay2[:, None], gy2[None, :]) - tl.maximum(ay1[:, None], gy1[None, :]), 0.0
-    )
+def _load_gt(gt_ptr, flags_ptr, idx):
+    """Scalars of GT box ``idx`` (flat index into (B, G)): x1, y1, x2, y2 and its flag."""
+    gx1 = tl.load(gt_ptr + idx * 4 + 0)
+    gy1 = tl.load(gt_ptr + idx * 4 + 1)
+    gx2 = tl.load(gt_ptr + idx * 4 + 2)
+    gy2 = tl.load(gt_ptr + idx * 4 + 3)
+    return gx1, gy1, gx2, gy2, tl.load(flags_ptr + idx) != 0
+
+
+@triton.jit
+def _iou_with(ax1, ay1, ax2, ay2, area_a, gx1, gy1, gx2, gy2):
+    """(BA,) anchors against one GT box -> (BA,) IoU and intersection, as box_iou computes."""
+    iw = tl.maximum(tl.minimum(ax2, gx2) - tl.maximum(ax1, gx1), 0.0)
+    ih = tl.maximum(tl.minimum(ay2, gy2) - tl.maximum(ay1, gy1), 0.0)
     inter = iw * ih
-    area_a = (ax2 - ax1) * (ay2 - ay1)
-    area_g = (gx2 - gx1) * (gy2 - gy1)
-    union = area_a[:, None] + area_g[None, :] - inter
-    tiny = 1.1754943508222875e-38
-    iou = tl.math.div_rn(inter, tl.maximum(union, tiny))
-    return iou, inter, area_a
+    union = area_a + (gx2 - gx1) * (gy2 - gy1) - inter
+    return tl.math.div_rn(inter, tl.maximum(union, 1.1754943508222875e-38)), inter
 
 
 @triton.jit
@@ -50,7 +51,7 @@ def _load_anchors(anchors_ptr, offs, ok):
     ay1 = tl.load(anchors_ptr + offs * 4 + 1, mask=ok, other=0.0)
     ax2 = tl.load(anchors_ptr + offs * 4 + 2, mask=ok, other=0.0)
     ay2 = tl.load(anchors_ptr + offs * 4 + 3, mask=ok, other=0.0)
-    return ax1, ay1, ax2, ay2
+    return ax1, ay1, ax2, ay2, (ax2 - ax1) * (ay2 - ay1)
 
 
 @triton.jit
@@ -58,74 +59,59 @@ def _match_pass1(
     anchors_ptr, gt_ptr, real_ptr, crowd_ptr,
     best_iou_ptr, best_gt_ptr, in_crowd_ptr, block_best_ptr,
     num_anchors, num_gt, num_blocks, crowd_threshold,
-    BA: tl.constexpr, BG: tl.constexpr,
+    BA: tl.constexpr,
 ):  # fmt: skip
+    # each thread owns whole anchors and walks the GT boxes one by one: the per-anchor
+    # maximum stays in registers; only the per-GT maximum needs a block reduction
     pid = tl.program_id(0)
     b = tl.program_id(1)
     offs = pid * BA + tl.arange(0, BA)
     a_ok = offs < num_anchors
-    ax1, ay1, ax2, ay2 = _load_anchors(anchors_ptr, offs, a_ok)
+    ax1, ay1, ax2, ay2, area_a = _load_anchors(anchors_ptr, offs, a_ok)
     best = tl.full([BA], -1.0, tl.float32)
     best_idx = tl.zeros([BA], tl.int32)
     crowd_hit = tl.zeros([BA], tl.int1)
-    for g0 in range(0, num_gt, BG):
-        g = g0 + tl.arange(0, BG)
-        g_ok = g < num_gt
-        base = gt_ptr + (b * num_gt + g) * 4
-        gx1 = tl.load(base + 0, mask=g_ok, other=0.0)
-        gy1 = tl.load(base + 1, mask=g_ok, other=0.0)
-        gx2 = tl.load(base + 2, mask=g_ok, other=0.0)
-        gy2 = tl.load(base + 3, mask=g_ok, other=0.0)
-        real = tl.load(real_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
-        crowd = tl.load(crowd_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
-        iou, inter, area_a = _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2)
-        iou = tl.where(real[None, :], iou, -1.0)
-        tile_best = tl.max(iou, axis=1)
-        tile_idx = tl.min(tl.where(iou == tile_best[:, None], g[None, :], 2147483647), axis=1)
-        better = tile_best > best  # strictly: the first GT wins ties
-        best_idx = tl.where(better, tile_idx, best_idx)
-        best = tl.maximum(best, tile_best)
-        col_best = tl.max(tl.where(a_ok[:, None], iou, -1.0), axis=0)
-        tl.store(block_best_ptr + (b * num_blocks + pid) * num_gt + g, col_best, mask=g_ok)
+    for g in range(0, num_gt):
+        gx1, gy1, gx2, gy2, real = _load_gt(gt_ptr, real_ptr, b * num_gt + g)
+        crowd = tl.load(crowd_ptr + b * num_gt + g) != 0
+        iou, inter = _iou_with(ax1, ay1, ax2, ay2, area_a, gx1, gy1, gx2, gy2)
+        iou = tl.where(real, iou, -1.0)
+        better = iou > best  # strictly: the first GT wins ties, as torch.max
+        best_idx = tl.where(better, g, best_idx)
+        best = tl.where(better, iou, best)
+        col_best = tl.max(tl.where(a_ok, iou, -1.0), axis=0)
+        tl.store(block_best_ptr + (b * num_blocks + pid) * num_gt + g, col_best)
         # inside a crowd: intersection >= threshold x anchor area (no division)
-        hit = (inter >= crowd_threshold * area_a[:, None]) & crowd[None, :] & a_ok[:, None]
-        crowd_hit = crowd_hit | (tl.max(hit.to(tl.int32), axis=1) > 0)
-    tl.store(best_iou_ptr + b * num_anchors + offs, tl.maximum(best, 0.0), mask=a_ok)
-    tl.store(best_gt_ptr + b * num_anchors + offs, best_idx.to(tl.int64), mask=a_ok)
-    tl.store(in_crowd_ptr + b * num_anchors + offs, crowd_hit, mask=a_ok)
+        crowd_hit = crowd_hit | tl.where(crowd, inter >= crowd_threshold * area_a, False)
+    out = b * num_anchors + offs
+    tl.store(best_iou_ptr + out, tl.maximum(best, 0.0), mask=a_ok)
+    tl.store(best_gt_ptr + out, best_idx.to(tl.int64), mask=a_ok)
+    tl.store(in_crowd_ptr + out, crowd_hit, mask=a_ok)
 
 
 @triton.jit
 def _match_pass2(
     anchors_ptr, gt_ptr, real_ptr, gt_best_ptr, low_quality_ptr,
     num_anchors, num_gt,
-    BA: tl.constexpr, BG: tl.constexpr,
+    BA: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     b = tl.program_id(1)
     offs = pid * BA + tl.arange(0, BA)
     a_ok = offs < num_anchors
-    ax1, ay1, ax2, ay2 = _load_anchors(anchors_ptr, offs, a_ok)
+    ax1, ay1, ax2, ay2, area_a = _load_anchors(anchors_ptr, offs, a_ok)
     found = tl.zeros([BA], tl.int1)
-    for g0 in range(0, num_gt, BG):
-        g = g0 + tl.arange(0, BG)
-        g_ok = g < num_gt
-        base = gt_ptr + (b * num_gt + g) * 4
-        gx1 = tl.load(base + 0, mask=g_ok, other=0.0)
-        gy1 = tl.load(base + 1, mask=g_ok, other=0.0)
-        gx2 = tl.load(base + 2, mask=g_ok, other=0.0)
-        gy2 = tl.load(base + 3, mask=g_ok, other=0.0)
-        real = tl.load(real_ptr + b * num_gt + g, mask=g_ok, other=0) != 0
-        gt_best = tl.load(gt_best_ptr + b * num_gt + g, mask=g_ok, other=0.0)
-        iou, _, _ = _tile_iou(ax1, ay1, ax2, ay2, gx1, gy1, gx2, gy2)
-        eq = (iou == gt_best[None, :]) & (real & (gt_best > 0.0))[None, :]
-        found = found | (tl.max(eq.to(tl.int32), axis=1) > 0)
+    for g in range(0, num_gt):
+        gx1, gy1, gx2, gy2, real = _load_gt(gt_ptr, real_ptr, b * num_gt + g)
+        gt_best = tl.load(gt_best_ptr + b * num_gt + g)
+        iou, _ = _iou_with(ax1, ay1, ax2, ay2, area_a, gx1, gy1, gx2, gy2)
+        found = found | tl.where(real & (gt_best > 0.0), iou == gt_best, False)
     tl.store(low_quality_ptr + b * num_anchors + offs, found, mask=a_ok)
 
 
 def match_triton(
     anchors: Tensor, gt_boxes: Tensor, real: Tensor, crowd: Tensor, crowd_threshold: float,
-    *, wrap=None, block_a: int = BLOCK_A, block_g: int = BLOCK_G, num_warps: int = NUM_WARPS,
+    *, wrap=None, block_a: int = BLOCK_A, num_warps: int = NUM_WARPS,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """-> best IoU (B, A), best GT index (B, A), in-crowd (B, A) bool, low-quality (B, A) bool."""
     num_anchors = anchors.shape[0]
@@ -145,12 +131,12 @@ def match_triton(
     launch(_match_pass1)[grid](
         anchors, gt_boxes, real, crowd, best_iou, best_gt, in_crowd, block_best,
         num_anchors, num_gt, num_blocks, crowd_threshold,
-        BA=block_a, BG=block_g, enable_fp_fusion=False, num_warps=num_warps,
+        BA=block_a, enable_fp_fusion=False, num_warps=num_warps,
     )  # fmt: skip
     gt_best = block_best.amax(dim=1).clamp(min=0)  # (B, G); padded GT: -1 -> 0, never > 0
     launch(_match_pass2)[grid](
         anchors, gt_boxes, real, gt_best, low_quality,
-        num_anchors, num_gt, BA=block_a, BG=block_g, enable_fp_fusion=False, num_warps=num_warps,
+        num_anchors, num_gt, BA=block_a, enable_fp_fusion=False, num_warps=num_warps,
     )  # fmt: skip
     return best_iou, best_gt, in_crowd, low_quality
 
