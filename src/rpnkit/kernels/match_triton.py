@@ -21,7 +21,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-BLOCK_A = 512  # anchors per program
+BLOCK_A = 256  # anchors per program (bench/sweep_match.py)
 NUM_WARPS = 4
 
 
