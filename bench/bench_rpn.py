@@ -347,8 +347,10 @@ def bench_assign(device, reps, warmup, batch=8):
     fs = [(pad_h // s, pad_w // s) for s in strides]
     anchors = ours.anchor_generator(fs, device=device)
     image_sizes = torch.tensor(sizes_list, device=device)
-    boxes = [b.to(device) for b in random_gt(batch, sizes_list, (3, 20), 4)]
-    gt = GroundTruth.from_lists(boxes)
+    # validated on the CPU, as rpnkit's collate does, then moved: no sync left on the GPU
+    boxes_cpu = random_gt(batch, sizes_list, (3, 20), 4)
+    gt = GroundTruth.from_lists(boxes_cpu).check(torch.tensor(sizes_list)).to(device)
+    boxes = [b.to(device) for b in boxes_cpu]
     targets = [{"boxes": b} for b in boxes]
     anchors_list = [anchors] * batch
 
@@ -436,8 +438,9 @@ def check_syncs(device, ours, feats, image_sizes):
     report("syncs: RPN inference b8", float("nan"), None, verdict)
 
     ours.train()
-    boxes = [b.to(device) for b in random_gt(len(image_sizes), image_sizes.tolist(), (3, 20), 6)]
-    gt = GroundTruth.from_lists(boxes)
+    sizes_cpu = image_sizes.cpu()
+    gt = GroundTruth.from_lists(random_gt(len(sizes_cpu), sizes_cpu.tolist(), (3, 20), 6))
+    gt = gt.check(sizes_cpu).to(device)  # validated on the CPU, as collate does
     ours(feats, image_sizes, gt)
     import warnings
 

@@ -45,3 +45,19 @@ def test_demo_learns_and_writes_its_outputs(tmp_path):
     for name in ("anchors.png", "sampled_anchors.png", "proposals.png"):
         with Image.open(out / name) as img:
             assert img.format == "PNG"
+
+
+def test_collate_validates_on_the_cpu_and_names_the_file():
+    import pytest
+    import torch
+
+    from rpnkit.data import collate
+
+    items = [SyntheticShapes(2)[i] for i in range(2)]
+    batch = collate(items)
+    assert batch.targets.validated and batch.images.shape == (2, 3, 256, 256)
+    items[1]["boxes"] = torch.tensor([[50.0, 10.0, 40.0, 30.0]])
+    items[1]["labels"] = torch.tensor([1])
+    items[1]["ignore"] = torch.tensor([False])
+    with pytest.raises(ValueError, match=r"image 1 \(shapes-0-00001.png\): ground-truth box 0"):
+        collate(items)

@@ -13,6 +13,7 @@ Shape glossary:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -162,8 +163,11 @@ def find_bad_gt_boxes(gt_boxes: Tensor, gt_mask: Tensor, image_sizes: Tensor) ->
     return gt_mask & ~(finite & ordered & overlaps_image)
 
 
-def describe_bad_gt_box(gt_boxes: Tensor, gt_mask: Tensor, image_sizes: Tensor) -> str | None:
-    """A message naming the first unusable box (image index, box index, coordinates, reason)."""
+def describe_bad_gt_box(
+    gt_boxes: Tensor, gt_mask: Tensor, image_sizes: Tensor, names: Sequence[str] | None = None
+) -> str | None:
+    """A message naming the first unusable box (image index and name, box index, coordinates,
+    reason), or None if every box is usable."""
     bad = find_bad_gt_boxes(gt_boxes, gt_mask, image_sizes)
     if not bool(bad.any()):
         return None
@@ -178,4 +182,5 @@ def describe_bad_gt_box(gt_boxes: Tensor, gt_mask: Tensor, image_sizes: Tensor) 
     else:
         why = f"lies entirely outside the {w}x{h} (w x h) image"
     coords = ", ".join(f"{v:g}" for v in (x1, y1, x2, y2))
-    return f"image {b}: ground-truth box {g} ({coords}) in xyxy {why}"
+    image = f"image {b} ({names[b]})" if names is not None else f"image {b}"
+    return f"{image}: ground-truth box {g} ({coords}) in xyxy {why}"

@@ -519,8 +519,13 @@ class RegionProposalNetwork(nn.Module):
         targets: GroundTruth,
         generator: torch.Generator | None = None,
     ) -> tuple[MatchResult, SampledAnchors]:
-        """Match (A_total, 4) anchors to the batch's GT and sample the training anchors."""
-        targets.check(image_sizes)  # the training step's one GPU->CPU sync
+        """Match (A_total, 4) anchors to the batch's GT and sample the training anchors.
+
+        Unvalidated ground truth is checked first: on a GPU that is the training step's one
+        GPU->CPU sync, which ``collate`` avoids by validating on the CPU.
+        """
+        if not targets.validated:
+            targets = targets.check(image_sizes)
         visible = visible_anchors(anchors, image_sizes, self.config.allowed_border)
         match = self.matcher(anchors, targets.boxes, targets.mask, targets.ignore, visible)
         return match, self.sampler(match.labels(), generator=generator)

@@ -6,6 +6,7 @@ Shape glossary:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,13 +22,15 @@ class GroundTruth:
 
     ``boxes`` (B, G, 4) xyxy pixels; ``mask`` (B, G) bool marks real entries; ``ignore`` (B, G)
     bool marks crowd/ignore regions among them; ``labels`` (B, G) int64 class ids (1..K, for the
-    second stage; the RPN ignores them).
+    second stage; the RPN ignores them). ``validated`` is set by ``check``: validating on the CPU
+    (``collate`` does) spares the GPU training step its synchronisation.
     """
 
     boxes: Tensor
     mask: Tensor
     ignore: Tensor
     labels: Tensor
+    validated: bool = False
 
     @classmethod
     def from_lists(
@@ -72,16 +75,18 @@ class GroundTruth:
 
     def to(self, device: torch.device | str) -> GroundTruth:
         return GroundTruth(
-            self.boxes.to(device),
-            self.mask.to(device),
-            self.ignore.to(device),
-            self.labels.to(device),
+            self.boxes.to(device, non_blocking=True),
+            self.mask.to(device, non_blocking=True),
+            self.ignore.to(device, non_blocking=True),
+            self.labels.to(device, non_blocking=True),
+            self.validated,
         )
 
-    def check(self, image_sizes: Tensor) -> None:
-        """Raise ValueError naming the image, the box and the problem if any box is unusable.
+    def check(self, image_sizes: Tensor, names: Sequence[str] | None = None) -> GroundTruth:
+        """Raise ValueError naming the image, the box and the problem if any box is unusable;
+        return the same ground truth marked as validated.
 
-        GPU->CPU sync: one, to learn whether anything is wrong (the message is built only then).
+        On a GPU this synchronises once, to learn whether anything is wrong.
         """
         if self.boxes.ndim != 3 or self.boxes.shape[-1] != 4:
             raise ValueError(
@@ -97,6 +102,7 @@ class GroundTruth:
                 f"image_sizes must be (B, 2) = ({self.boxes.shape[0]}, 2) as (height, width), "
                 f"got {tuple(image_sizes.shape)}"
             )
-        message = describe_bad_gt_box(self.boxes, self.mask, image_sizes)
+        message = describe_bad_gt_box(self.boxes, self.mask, image_sizes, names)
         if message is not None:
             raise ValueError(message)
+        return dataclasses.replace(self, validated=True)

@@ -43,14 +43,17 @@ def collate(items: Sequence[dict], size_divisible: int = 32) -> Batch:
     images = torch.zeros((len(items), 3, h, w), dtype=items[0]["image"].dtype)
     for i, it in enumerate(items):
         images[i, :, : heights[i], : widths[i]] = it["image"]
+    image_sizes = torch.tensor(list(zip(heights, widths)))
     targets = GroundTruth.from_lists(
         [it["boxes"] for it in items],
         [it["labels"] for it in items],
         [it["ignore"] for it in items],
     )
+    # validated here, on the CPU: the GPU training step then needs no sync for it
+    targets = targets.check(image_sizes, [it["file_name"] for it in items])
     return Batch(
         images=images,
-        image_sizes=torch.tensor(list(zip(heights, widths))),
+        image_sizes=image_sizes,
         targets=targets,
         image_ids=[it["image_id"] for it in items],
         file_names=[it["file_name"] for it in items],
