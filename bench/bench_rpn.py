@@ -380,9 +380,8 @@ def bench_assign(device, reps, warmup, batch=8):
     )
 
     # one crowded image: 1,000 GT boxes against all anchors of an 832x1344 image
-    crowd = GroundTruth.from_lists(
-        [b.to(device) for b in random_gt(1, sizes_list[:1], (1000, 1000), 5)]
-    )
+    crowd = GroundTruth.from_lists(random_gt(1, sizes_list[:1], (1000, 1000), 5))
+    crowd = crowd.check(torch.tensor(sizes_list[:1])).to(device)
     crowd_targets = [{"boxes": crowd.boxes[0]}]
     if device.type == "cuda":
         torch.cuda.synchronize()

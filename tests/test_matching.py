@@ -109,9 +109,12 @@ def test_chunked_matching_equals_one_chunk():
     )
     gt = GroundTruth.from_lists([_random_scene(3, 30), _random_scene(4, 5)])
     whole = Matcher(chunk_elements=1 << 30)(anchors, gt.boxes, gt.mask, gt.ignore)
-    chunked = Matcher(chunk_elements=1000)(anchors, gt.boxes, gt.mask, gt.ignore)
-    assert torch.equal(whole.matched_idxs, chunked.matched_idxs)
-    assert torch.equal(whole.matched_iou, chunked.matched_iou)
+    for cache in (1 << 30, 0):  # chunks kept for the second pass, or recomputed
+        chunked = Matcher(chunk_elements=1000, cache_elements=cache)(
+            anchors, gt.boxes, gt.mask, gt.ignore
+        )
+        assert torch.equal(whole.matched_idxs, chunked.matched_idxs)
+        assert torch.equal(whole.matched_iou, chunked.matched_iou)
 
 
 def test_crowded_image_never_builds_the_whole_iou_matrix(monkeypatch):

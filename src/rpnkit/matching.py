@@ -4,9 +4,11 @@ Ground truth arrives padded: ``gt_boxes`` (B, G, 4) xyxy with ``gt_mask`` (B, G)
 boxes and ``gt_ignore`` (B, G) marking crowd/ignore regions among them. Anchors are shared by all
 images: (A, 4).
 
-The IoU matrix is built in chunks of anchors, so memory stays bounded by ``chunk_elements``
-whatever the number of GT boxes: a crowded image with 1,000 boxes against 270k anchors never holds
-the whole 270M-entry matrix.
+On CUDA, matching runs as two fused Triton passes that never store IoU values. Elsewhere the IoU
+matrix is built in chunks of anchors: at most ``chunk_elements`` entries at a time, and the
+chunks are kept for the second pass only while the whole matrix has at most ``cache_elements``
+entries. A crowded image with 1,000 boxes against 270k anchors never holds its 270M-entry
+matrix.
 
 Shape glossary:
     B : images;  A : anchors;  G : padded GT boxes per image;  C : anchors in one chunk
@@ -83,6 +85,7 @@ class Matcher:
     allow_low_quality_matches: bool = True
     crowd_ioa_threshold: float = 0.5
     chunk_elements: int = 1 << 22
+    cache_elements: int = 1 << 26
 
     def __post_init__(self) -> None:
         if not 0 <= self.low_threshold <= self.high_threshold <= 1:
@@ -151,8 +154,10 @@ class Matcher:
         gt_best_iou = torch.zeros((num_images, num_gt), dtype=anchors.dtype, device=device)
         chunk = max(1, self.chunk_elements // max(1, num_images * num_gt))
         starts = range(0, num_anchors, chunk)
-
-        cached: Tensor | None = None
+        # keep the IoU chunks for the second pass when they fit in cache_elements; otherwise
+        # recompute them (bounded memory for crowded images)
+        keep = num_images * num_anchors * num_gt <= self.cache_elements
+        cached: list[Tensor] = []
         for start in starts:
             iou, inter = _iou_and_intersection(anchors[start : start + chunk], gt_boxes)
             iou = iou.masked_fill(~real[:, None, :], -1.0)
@@ -164,12 +169,14 @@ class Matcher:
             area = box_area(anchors[start : start + chunk])[None, :, None]
             hit = (inter >= self.crowd_ioa_threshold * area) & crowd[:, None, :]
             in_crowd[:, start : start + chunk] = hit.any(dim=2)
-            cached = iou if len(starts) == 1 else None
+            if keep:
+                cached.append(iou)
 
         gt_has_overlap = real & (gt_best_iou > 0)  # (B, G)
-        for start in starts:
-            iou = cached
-            if iou is None:  # recomputed: bit-identical to the first pass's values
+        for i, start in enumerate(starts):
+            if keep:
+                iou = cached[i]
+            else:  # recomputed: bit-identical to the first pass's values
                 iou = _iou_and_intersection(anchors[start : start + chunk], gt_boxes)[0]
                 iou = iou.masked_fill(~real[:, None, :], -1.0)
             is_best = (iou == gt_best_iou[:, None, :]) & gt_has_overlap[:, None, :]
