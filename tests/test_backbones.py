@@ -1,0 +1,117 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models import ResNet50_Weights, resnet18
+from torchvision.ops import FrozenBatchNorm2d
+
+from rpnkit.backbones import BackboneConfig, build_backbone, load_efficientnet_lite0
+from rpnkit.backbones.efficientnet_lite import EFFNET_PIXEL_MEAN, EFFNET_PIXEL_STD
+from rpnkit.presets import PRESETS, build_model, preset_config
+
+COCO_VAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128" / "images"
+COCO_VAL = COCO_VAL / "val2017"
+IMAGENET = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]  # names only: nothing downloaded
+
+
+def _classify(model, path: Path) -> list[str]:
+    img = Image.open(path).convert("RGB").resize((224, 224), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float()[None] / 255
+    x = (x - torch.tensor(EFFNET_PIXEL_MEAN).view(1, 3, 1, 1)) / torch.tensor(
+        EFFNET_PIXEL_STD
+    ).view(1, 3, 1, 1)
+    with torch.no_grad():
+        top = model(x).softmax(1)[0].topk(3).indices
+    return [IMAGENET[int(i)] for i in top]
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"), [("000000000285.jpg", "brown bear"), ("000000001818.jpg", "zebra")]
+)
+def test_efficientnet_lite0_with_packaged_weights_names_real_photos(file, expected):
+    # COCO val photos of a bear and of zebras: the packaged ImageNet weights must load into our
+    # definition (TF "same" padding, ReLU6, no SE) and give the right top-1 class.
+    model = load_efficientnet_lite0().eval()
+    assert _classify(model, COCO_VAL / file)[0] == expected
+
+
+def test_random_init_does_not_recognise_the_bear():
+    from rpnkit.backbones import EfficientNetLite0
+
+    torch.manual_seed(0)
+    assert _classify(EfficientNetLite0().eval(), COCO_VAL / "000000000285.jpg")[0] != "brown bear"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_and_runs(name):
+    config = preset_config(name)
+    model = build_model(config).eval()
+    strides = model.backbone.strides
+    with torch.no_grad():
+        feats = model.backbone(torch.rand(1, 3, 128, 192))
+    assert [f.shape[1] for f in feats] == [model.backbone.out_channels] * len(strides)
+    assert [(f.shape[-2], f.shape[-1]) for f in feats] == [
+        (-(-128 // s), -(-192 // s)) for s in strides
+    ]
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 128, 192), torch.tensor([[128, 192]]))
+    assert out.proposals.num.item() > 0
+
+
+def test_torchvision_weights_load_from_a_local_file(tmp_path):
+    reference = resnet18()
+    torch.nn.init.normal_(reference.conv1.weight)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    backbone = build_backbone(BackboneConfig(name="resnet18", layout="fpn", weights=str(path)))
+    assert torch.equal(backbone.body.stem[0].weight, reference.conv1.weight)
+
+
+def test_unreadable_or_wrong_weights_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="weights file not found"):
+        build_backbone(BackboneConfig(name="resnet50", weights=str(tmp_path / "nope.pth")))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"bad.pth: cannot read resnet50 weights"):
+        build_backbone(BackboneConfig(name="resnet50", weights=str(bad)))
+    other = tmp_path / "vgg.pth"
+    torch.save({"features.0.weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match=r"not resnet18 weights in torchvision format"):
+        build_backbone(BackboneConfig(name="resnet18", weights=str(other)))
+
+
+def test_freezing_batch_norm_and_early_stages():
+    backbone = build_backbone(
+        BackboneConfig(name="resnet18", layout="c4", freeze_at=2, freeze_bn=True)
+    )
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in backbone.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in backbone.modules())
+    stem_conv, layer1 = backbone.body.stem[0], backbone.body.layers[0]
+    assert not stem_conv.weight.requires_grad
+    assert not any(p.requires_grad for p in layer1.parameters())
+    assert all(p.requires_grad for p in backbone.body.layers[1].parameters())
+    eff = build_backbone(BackboneConfig(name="efficientnet_lite0", freeze_at=3, freeze_bn=True))
+    blocks = eff.body.net._blocks
+    assert not any(p.requires_grad for p in blocks[2].parameters())
+    assert all(p.requires_grad for p in blocks[3].parameters())
+    # frozen BN keeps the pretrained statistics: outputs equal with or without freezing
+    torch.manual_seed(0)  # the FPN layers are freshly initialised: the same seed for both
+    plain = build_backbone(BackboneConfig(name="efficientnet_lite0", weights="imagenet")).eval()
+    torch.manual_seed(0)
+    frozen = build_backbone(
+        BackboneConfig(name="efficientnet_lite0", weights="imagenet", freeze_bn=True)
+    )
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(plain(x), frozen(x)):
+            assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_layouts_that_do_not_exist_are_refused():
+    with pytest.raises(ValueError, match="vgg16 comes as layout 'c5'"):
+        build_backbone(BackboneConfig(name="vgg16", layout="fpn"))
+    with pytest.raises(ValueError, match="tiny backbone has no pretrained weights"):
+        build_backbone(BackboneConfig(name="tiny", weights="imagenet"))
