@@ -2,6 +2,34 @@
 ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,), ``ignore`` (N,) bool, ``image_id``, ``file_name``."""
 
 from .batching import Batch, collate
+from .dataset import DetectionDataset
+from .images import load_rgb
+from .readers import DataError, DatasetIndex, Record, detect_format, read_dataset
 from .synthetic import SyntheticShapes
+from .transforms import (
+    Compose,
+    HorizontalFlip,
+    ResizeFixed,
+    ResizeShortest,
+    eval_transforms,
+    train_transforms,
+)
 
-__all__ = ["Batch", "SyntheticShapes", "collate"]
+__all__ = [
+    "Batch",
+    "Compose",
+    "DataError",
+    "DatasetIndex",
+    "DetectionDataset",
+    "HorizontalFlip",
+    "Record",
+    "ResizeFixed",
+    "ResizeShortest",
+    "SyntheticShapes",
+    "collate",
+    "detect_format",
+    "eval_transforms",
+    "load_rgb",
+    "read_dataset",
+    "train_transforms",
+]

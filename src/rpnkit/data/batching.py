@@ -21,21 +21,28 @@ class Batch:
     targets: GroundTruth
     image_ids: list
     file_names: list[str]
+    image_scales: Tensor | None = None  # (B,) resize factor of each image, when resized
 
     def to(self, device: torch.device | str) -> Batch:
+        scales = self.image_scales
         return Batch(
             self.images.to(device, non_blocking=True),
             self.image_sizes.to(device, non_blocking=True),
             self.targets.to(device),
             self.image_ids,
             self.file_names,
+            scales.to(device, non_blocking=True) if scales is not None else None,
         )
 
 
-def collate(items: Sequence[dict], size_divisible: int = 32) -> Batch:
-    """Pad a list of dataset items into a Batch."""
+def collate(items: Sequence[dict | None], size_divisible: int = 32) -> Batch | None:
+    """Pad a list of dataset items into a Batch. Items that are None (images that could not be
+    read, already reported) are dropped; if none is left the result is None."""
     if len(items) == 0:
         raise ValueError("empty batch: no images were given")
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
     heights = [int(it["image"].shape[1]) for it in items]
     widths = [int(it["image"].shape[2]) for it in items]
     h = -(-max(heights) // size_divisible) * size_divisible
@@ -57,4 +64,5 @@ def collate(items: Sequence[dict], size_divisible: int = 32) -> Batch:
         targets=targets,
         image_ids=[it["image_id"] for it in items],
         file_names=[it["file_name"] for it in items],
+        image_scales=torch.tensor([float(it.get("scale", 1.0)) for it in items]),
     )

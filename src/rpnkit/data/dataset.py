@@ -1,0 +1,76 @@
+"""A torch Dataset over a DatasetIndex: loads images, applies transforms, yields items."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .images import load_rgb
+from .readers import DataError, DatasetIndex
+from .transforms import Compose
+
+
+class DetectionDataset(Dataset):
+    """Items: dict with ``image`` (3, H, W) float in [0, 1], ``boxes`` (N, 4) xyxy in the
+    transformed image, ``labels``, ``ignore``, ``areas`` (in original pixels), ``image_id``,
+    ``file_name``, ``scale`` (resize factor) and ``orig_size`` (h, w).
+
+    An image that cannot be decoded gives None with a warning (``collate`` drops it), or raises
+    with ``strict``. Randomness (flips, scales) comes from ``seed``, the item index and the
+    epoch set by ``set_epoch``, so runs are reproducible whatever the worker count.
+    """
+
+    def __init__(
+        self, index: DatasetIndex, transforms: Compose | None = None, *, strict: bool = False,
+        seed: int = 0,
+    ) -> None:  # fmt: skip
+        self.index = index
+        self.transforms = transforms or Compose()
+        self.strict = strict
+        self.seed = seed
+        self.epoch = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.index.class_names
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.index.records)
+
+    def __getitem__(self, i: int) -> dict | None:
+        record = self.index.records[i]
+        try:
+            image = load_rgb(record.path)
+        except DataError as err:
+            if self.strict:
+                raise
+            warnings.warn(f"skipped {err}", stacklevel=2)
+            return None
+        if image.shape[:2] != (record.height, record.width):
+            message = (
+                f"{record.path}: image is {image.shape[1]}x{image.shape[0]} but its annotation "
+                f"says {record.width}x{record.height}"
+            )
+            if self.strict:
+                raise DataError(message)
+            warnings.warn(f"skipped {message}", stacklevel=2)
+            return None
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        (image, boxes), scale = self.transforms(image, record.boxes.copy(), rng)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255,
+            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+            "labels": torch.from_numpy(record.labels),
+            "ignore": torch.from_numpy(record.ignore),
+            "areas": torch.from_numpy(record.areas),
+            "image_id": record.image_id,
+            "file_name": record.file_name,
+            "scale": scale,
+            "orig_size": (record.height, record.width),
+        }
