@@ -52,9 +52,15 @@ def main():
                 out = match_triton(anchors, gt.boxes, real, crowd, 0.5, block_a=ba, num_warps=nw)
                 ok = all(torch.equal(a, b) for a, b in zip(out, ref))
                 call = functools.partial(
-                    match_triton, anchors, gt.boxes, real, crowd, 0.5,
-                    block_a=ba, num_warps=nw,
-                )  # fmt: skip
+                    match_triton,
+                    anchors,
+                    gt.boxes,
+                    real,
+                    crowd,
+                    0.5,
+                    block_a=ba,
+                    num_warps=nw,
+                )
                 ms = median_ms(call)
                 print(
                     f"{name:7s} BA={ba:4d} warps={nw}  {ms:8.3f} ms  equal={ok}",

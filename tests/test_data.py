@@ -249,7 +249,7 @@ def test_boxes_follow_every_transform(transform):
 
 
 def test_resize_reports_its_scale():
-    (out, _), scale = ResizeShortest(400, 2000)(np.zeros((100, 300, 3), np.uint8),
-                                                np.zeros((0, 4), np.float32),
-                                                np.random.default_rng(0))  # fmt: skip
+    (out, _), scale = ResizeShortest(400, 2000)(
+        np.zeros((100, 300, 3), np.uint8), np.zeros((0, 4), np.float32), np.random.default_rng(0)
+    )
     assert out.shape[:2] == (400, 1200) and scale == 4.0

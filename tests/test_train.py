@@ -74,8 +74,15 @@ def test_resume_continues_exactly(tmp_path):
     # One 6-step run, against a 6-step run killed during step 4 and resumed from its step-3
     # checkpoint: the losses of steps 3-5 must be equal (weights, optimizer, scheduler, RNG and
     # the position in the data all restored).
-    config = TrainConfig(steps=6, batch_size=2, optimizer="sgd", lr=0.01, warmup_steps=2,
-                         log_every=1, checkpoint_every=3)  # fmt: skip
+    config = TrainConfig(
+        steps=6,
+        batch_size=2,
+        optimizer="sgd",
+        lr=0.01,
+        warmup_steps=2,
+        log_every=1,
+        checkpoint_every=3,
+    )
     data = SyntheticShapes(5, image_size=96)  # 5 images, batches of 2: epochs wrap mid-batch
 
     def run(name, resume=None, kill_at=None):
@@ -87,8 +94,16 @@ def test_resume_continues_exactly(tmp_path):
                 raise KeyboardInterrupt
 
         with contextlib.suppress(KeyboardInterrupt):
-            train(model, data, config, out_dir=tmp_path / name, model_config={}, progress=False,
-                  resume=resume, on_step=killer)  # fmt: skip
+            train(
+                model,
+                data,
+                config,
+                out_dir=tmp_path / name,
+                model_config={},
+                progress=False,
+                resume=resume,
+                on_step=killer,
+            )
         with open(tmp_path / name / "train_log.csv") as f:
             return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}  # last wins
 

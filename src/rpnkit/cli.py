@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+import warnings
+from pathlib import Path
+
+import yaml
+
+HELP = argparse.ArgumentDefaultsHelpFormatter
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -26,7 +34,226 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_config(args: argparse.Namespace):
+    from .config import config_to_dict, load_config
+    from .presets import ModelConfig, preset_config
+
+    config = load_config(ModelConfig, args.config) if args.config else preset_config(args.preset)
+    if args.weights is not None:
+        config = dataclasses.replace(
+            config, backbone=dataclasses.replace(config.backbone, weights=args.weights)
+        )
+    return config, config_to_dict(config)
+
+
+def _train_config(args: argparse.Namespace):
+    from .train import TrainConfig
+
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,
+        schedule=args.schedule,
+        grad_clip=args.grad_clip,
+        amp=args.amp,
+        seed=args.seed,
+        num_workers=args.workers,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        sync_bn=args.sync_bn,
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .config import config_to_dict
+    from .data import DetectionDataset, read_dataset, train_transforms
+    from .evaluate import evaluate_model
+    from .inference import eval_dataset, resolve_device
+    from .presets import build_model
+    from .train import train
+
+    model_config, model_dict = _model_config(args)
+    train_config = _train_config(args)
+    if args.print_config:
+        print(
+            yaml.safe_dump(
+                {"model": model_dict, "train": config_to_dict(train_config)}, sort_keys=False
+            )
+        )
+        return 0
+    if args.data is None:
+        raise SystemExit("rpnkit train: --data is required (a COCO JSON, VOC or YOLO dataset)")
+    index = read_dataset(
+        args.data, split=args.split, fmt=args.format, split_file=args.split_file, strict=args.strict
+    )
+    print(index.summary())
+    train_set = DetectionDataset(
+        index,
+        train_transforms(args.short_side, args.max_size, args.flip),
+        strict=args.strict,
+        seed=args.seed,
+    )
+    evaluate = None
+    if args.val_data is not None:
+        val_index = read_dataset(
+            args.val_data,
+            split=args.val_split,
+            fmt=args.format,
+            split_file=args.val_split_file,
+            strict=args.strict,
+        )
+        print(val_index.summary())
+        val_set = eval_dataset(val_index, args.short_side, args.max_size)
+
+        def evaluate(model):
+            return evaluate_model(
+                model, val_set, batch_size=args.batch_size, device=device, progress=False
+            )[0]
+
+    device = resolve_device(args.device)
+    model = build_model(model_config)
+    summary = train(
+        model,
+        train_set,
+        train_config,
+        out_dir=args.out,
+        model_config=model_dict,
+        device=device,
+        progress=not args.no_progress,
+        resume=args.resume,
+        evaluate=evaluate,
+    )
+    out = Path(args.out)
+    (out / "config.yaml").write_text(
+        yaml.safe_dump(
+            {"model": model_dict, "train": config_to_dict(train_config)}, sort_keys=False
+        )
+    )
+    print(
+        f"trained {summary['steps']} steps in {summary['seconds']:.0f} s "
+        f"({summary['images_per_s']:.1f} images/s); checkpoint {out / 'checkpoint.safetensors'}"
+    )
+    if evaluate is not None:
+        metrics = evaluate(model)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"validation: AR@100 {metrics['AR@100']:.3f}, AR@1000 {metrics['AR@1000']:.3f}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from .data import read_dataset
+    from .evaluate import MAX_DETS, evaluate_model
+    from .inference import eval_dataset, format_table, load_model, resolve_device
+
+    device = resolve_device(args.device)
+    model, _ = load_model(args.checkpoint, device)
+    index = read_dataset(
+        args.data,
+        split=args.split,
+        fmt=args.format,
+        split_file=args.split_file,
+        strict=args.strict,
+    )
+    print(index.summary())
+    dataset = eval_dataset(index, args.short_side, args.max_size)
+    metrics, _, _ = evaluate_model(
+        model, dataset, batch_size=args.batch_size, device=device, progress=not args.no_progress
+    )
+    print(format_table(metrics, MAX_DETS))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _propose(args: argparse.Namespace) -> int:
+    from .data import load_rgb
+    from .inference import (
+        coco_results,
+        eval_dataset,
+        index_for_input,
+        load_model,
+        propose,
+        resolve_device,
+        write_json,
+    )
+    from .visualize import plot_proposals
+
+    device = resolve_device(args.device)
+    model, _ = load_model(args.checkpoint, device)
+    index = index_for_input(
+        args.input,
+        split=args.split,
+        fmt=args.format,
+        split_file=args.split_file,
+        strict=args.strict,
+    )
+    dataset = eval_dataset(index, args.short_side, args.max_size)
+    results, drawn = [], 0
+    records = {r.file_name: r for r in index.records}
+    for item, boxes, scores in propose(
+        model,
+        dataset,
+        top=args.top,
+        batch_size=args.batch_size,
+        device=device,
+        progress=not args.no_progress,
+    ):
+        results += coco_results(item["image_id"], item["file_name"], boxes, scores)
+        if args.overlays and drawn < args.max_overlays:
+            image = load_rgb(records[item["file_name"]].path)
+            plot_proposals(
+                image,
+                boxes[: args.overlay_top],
+                scores[: args.overlay_top],
+                Path(args.overlays) / f"{Path(item['file_name']).stem}.png",
+            )
+            drawn += 1
+    write_json(args.out, results)
+    print(
+        f"wrote {len(results)} proposals for {len(dataset)} image(s) to {args.out}"
+        + (f"; {drawn} overlays in {args.overlays}" if args.overlays else "")
+    )
+    return 0
+
+
+def _add_data_options(p: argparse.ArgumentParser, *, split: str) -> None:
+    p.add_argument(
+        "--format",
+        choices=["coco", "voc", "yolo"],
+        default=None,
+        help="dataset format (detected from the path when not given)",
+    )
+    p.add_argument(
+        "--split",
+        default=split,
+        help="COCO: a name in annotations/instances_<split>.json; YOLO: the data.yaml key",
+    )
+    p.add_argument(
+        "--split-file",
+        default=None,
+        help="VOC: a text file of image ids or a CSV with a 'filename' column "
+        "selecting the images (e.g. raccoon's train_labels.csv)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first bad sample instead of skipping it with a warning",
+    )
+    p.add_argument("--short-side", type=int, default=800, help="resize: shorter side in pixels")
+    p.add_argument("--max-size", type=int, default=1333, help="resize: cap on the longer side")
+    p.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .presets import PRESETS
+
     parser = argparse.ArgumentParser(
         prog="rpnkit",
         description="Region Proposal Networks: train, propose, evaluate and look.",
@@ -41,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
             "scratch, print AR@10, AR@100 and recall@100 at IoU 0.5 on held-out images, and "
             "write the checkpoint, metrics.json and PNG pictures to --out."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HELP,
     )
     demo.add_argument("--out", default="runs/demo", help="output folder")
     demo.add_argument("--steps", type=int, default=400, help="training steps (16 images each)")
@@ -55,12 +282,134 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser(
+        "train",
+        help="train an RPN on a COCO, VOC or YOLO dataset",
+        description=(
+            "Train a preset's RPN on a dataset given by path (format detected, or --format). "
+            "Writes checkpoint.safetensors (weights, config, optimizer, scheduler and RNG "
+            "state), train_log.csv, TensorBoard events and config.yaml to --out. Under "
+            "'torchrun --nproc_per_node N' it trains with DistributedDataParallel."
+        ),
+        formatter_class=HELP,
+    )
+    train.add_argument("--data", help="training dataset: COCO JSON, VOC folder or YOLO data.yaml")
+    train.add_argument("--val-data", default=None, help="validation dataset (same forms)")
+    train.add_argument("--val-split", default="val", help="split of --val-data")
+    train.add_argument("--val-split-file", default=None, help="VOC split file of --val-data")
+    train.add_argument(
+        "--preset", default="effnet-lite0-fpn", choices=sorted(PRESETS), help="model preset"
+    )
+    train.add_argument(
+        "--config",
+        default=None,
+        help="a model config YAML/JSON (e.g. with fitted anchors) instead of --preset",
+    )
+    train.add_argument(
+        "--weights",
+        default=None,
+        help="backbone weights: a local torchvision-format file (ResNet/VGG), or "
+        "'imagenet' for the packaged EfficientNet-Lite0 weights",
+    )
+    train.add_argument("--out", default="runs/train", help="output folder")
+    train.add_argument("--steps", type=int, default=2000, help="training steps")
+    train.add_argument("--batch-size", type=int, default=4, help="images per step and process")
+    train.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="optimizer")
+    train.add_argument("--lr", type=float, default=0.01, help="base learning rate")
+    train.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
+    train.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    train.add_argument(
+        "--schedule",
+        choices=["cosine", "step", "constant"],
+        default="cosine",
+        help="learning-rate schedule after warm-up",
+    )
+    train.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
+    train.add_argument(
+        "--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision"
+    )
+    train.add_argument("--flip", type=float, default=0.5, help="horizontal flip probability")
+    train.add_argument("--seed", type=int, default=0, help="seed: runs are reproducible")
+    train.add_argument("--workers", type=int, default=2, help="data loading processes")
+    train.add_argument("--log-every", type=int, default=10, help="log every N steps")
+    train.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="evaluate on --val-data every N steps (0: only at the end)",
+    )
+    train.add_argument(
+        "--checkpoint-every", type=int, default=500, help="write the checkpoint every N steps"
+    )
+    train.add_argument(
+        "--resume",
+        default=None,
+        help="continue exactly from this checkpoint (same --steps and options)",
+    )
+    train.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="synchronise batch norm across processes under torchrun",
+    )
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the full model and training configuration and exit",
+    )
+    _add_data_options(train, split="train")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser(
+        "eval",
+        help="proposal recall of a checkpoint on a dataset",
+        description=(
+            "AR@10/100/300/1000 (IoU 0.5:0.95) and recall at IoU 0.5 and 0.7, overall "
+            "and per COCO size range, computed as pycocotools' COCOeval with "
+            "useCats=0. Prints a table; --out writes JSON."
+        ),
+        formatter_class=HELP,
+    )
+    ev.add_argument("--checkpoint", required=True, help="checkpoint.safetensors to evaluate")
+    ev.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder, YOLO yaml")
+    ev.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    ev.add_argument("--out", default=None, help="write the metrics as JSON here")
+    _add_data_options(ev, split="val")
+    ev.set_defaults(func=_eval)
+
+    pr = sub.add_parser(
+        "propose",
+        help="class-agnostic proposals for an image, a folder or a dataset",
+        description=(
+            "Writes COCO-style results JSON: a list of {file_name, image_id, bbox "
+            "[x, y, w, h] in original pixels, score}, best first per image."
+        ),
+        formatter_class=HELP,
+    )
+    pr.add_argument("input", help="an image, a folder of images, or a dataset")
+    pr.add_argument("--checkpoint", required=True, help="checkpoint.safetensors to use")
+    pr.add_argument("--top", type=int, default=100, help="proposals kept per image")
+    pr.add_argument("--out", default="proposals.json", help="results JSON to write")
+    pr.add_argument("--overlays", default=None, help="folder for PNG overlays (optional)")
+    pr.add_argument("--overlay-top", type=int, default=20, help="proposals drawn per overlay")
+    pr.add_argument("--max-overlays", type=int, default=50, help="at most this many overlays")
+    pr.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    _add_data_options(pr, split="val")
+    pr.set_defaults(func=_propose)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    from .data.readers import DataError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        try:
+            return args.func(args)
+        except (DataError, ValueError, FloatingPointError) as err:
+            print(f"rpnkit {args.command}: error: {err}", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":

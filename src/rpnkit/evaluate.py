@@ -171,31 +171,54 @@ def evaluate_model(
 ) -> tuple[dict[str, float], MatchTable, list]:
     """Run a ProposalModel over ``dataset`` and measure proposal recall.
 
-    Returns the summary, the match table and per-image (proposal boxes, GT boxes) on the CPU.
+    Size ranges use the items' ``areas`` (COCO's, in original pixels) when they have them, else
+    the box areas brought back to original pixels. Unreadable images (None items) are left out.
+    Returns the summary, the match table and per-image (proposal boxes, real GT boxes) on the
+    CPU.
     """
     from tqdm import tqdm
 
     from .data import collate
 
     model.to(device).eval()
-    preds, valids, gts, masks, crowds, kept = [], [], [], [], [], []
+    preds, valids, gts, masks, crowds, areas, kept = [], [], [], [], [], [], []
+    k = max(max_dets)
     batches = range(0, len(dataset), batch_size)
     for start in tqdm(batches, desc="evaluating", disable=not progress, dynamic_ncols=True):
         items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        items = [it for it in items if it is not None]
+        if not items:
+            continue
         batch = collate(items).to(device)
-        proposals = model(batch.images, batch.image_sizes).proposals
-        k = max(max_dets)
+        proposals = model(
+            batch.images, batch.image_sizes, image_scales=batch.image_scales
+        ).proposals
         preds.append(proposals.boxes[:, :k].cpu())
         valids.append(proposals.valid[:, :k].cpu())
         t = batch.targets.to("cpu")
         gts.append(t.boxes)
         masks.append(t.mask)
         crowds.append(t.ignore)
-        for i in range(len(items)):
+        area = torch.zeros(t.mask.shape, dtype=torch.float64)
+        for i, it in enumerate(items):
+            g = len(it["boxes"])
+            if "areas" in it:
+                area[i, :g] = it["areas"].double()
+            else:
+                b = it["boxes"].double()
+                area[i, :g] = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / it.get("scale", 1.0) ** 2
             n = int(proposals.num[i])
             kept.append((proposals.boxes[i, :n].cpu(), t.boxes[i][t.mask[i] & ~t.ignore[i]]))
+        areas.append(area)
+    if not preds:
+        raise ValueError("no readable images to evaluate")
     table = match_proposals(
-        _pad_cat(preds), _pad_cat(valids), _pad_cat(gts), _pad_cat(masks), _pad_cat(crowds)
+        _pad_cat(preds),
+        _pad_cat(valids),
+        _pad_cat(gts),
+        _pad_cat(masks),
+        _pad_cat(crowds),
+        _pad_cat(areas),
     )
     return proposal_recall_summary(table, max_dets), table, kept
 

@@ -91,9 +91,15 @@ class StepBatchSampler(Sampler[list[int]]):
     can seed its augmentation by epoch in any worker process."""
 
     def __init__(
-        self, n: int, batch_size: int, *, seed: int, start_step: int = 0, rank: int = 0,
+        self,
+        n: int,
+        batch_size: int,
+        *,
+        seed: int,
+        start_step: int = 0,
+        rank: int = 0,
         world: int = 1,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if n == 0:
             raise ValueError("the training set is empty: no usable images were found")
         self.n, self.batch_size, self.seed = n, batch_size, seed
@@ -199,14 +205,18 @@ def train(
     loader = DataLoader(
         _EpochIndexed(dataset),
         batch_sampler=StepBatchSampler(
-            len(dataset), config.batch_size, seed=config.seed, start_step=start_step,
-            rank=rank, world=world,
+            len(dataset),
+            config.batch_size,
+            seed=config.seed,
+            start_step=start_step,
+            rank=rank,
+            world=world,
         ),
         collate_fn=collate,
         num_workers=config.num_workers,
         pin_memory=device_type == "cuda",
         persistent_workers=config.num_workers > 0,
-    )  # fmt: skip
+    )
     writer = _tensorboard(out_dir) if main_process else None
     fields = ["step", "lr", "loss", "loss_objectness", "loss_rpn_box", "images_per_s"]
     log_path = out_dir / "train_log.csv"
@@ -221,16 +231,23 @@ def train(
     def checkpoint(step_done: int, name: str = "checkpoint.safetensors") -> None:
         if main_process:
             save_checkpoint(
-                out_dir / name, model, config=model_config, optimizer=optimizer,
-                scheduler=scheduler, step=step_done,
-            )  # fmt: skip
+                out_dir / name,
+                model,
+                config=model_config,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                step=step_done,
+            )
 
     start = time.perf_counter()
     images_seen, step = 0, start_step
     bar = tqdm(
-        total=config.steps, initial=start_step, desc="training",
-        disable=not (progress and main_process), dynamic_ncols=True,
-    )  # fmt: skip
+        total=config.steps,
+        initial=start_step,
+        desc="training",
+        disable=not (progress and main_process),
+        dynamic_ncols=True,
+    )
     batches = iter(loader)  # draws from the global RNG: restore the saved state after it
     if state is not None:
         set_rng_state(*state["rng"])
@@ -284,9 +301,10 @@ def train(
                         if key != "step":
                             writer.add_scalar(f"train/{key}", value, step)
                 bar.set_postfix(
-                    loss=f"{row['loss']:.3f}", img_s=f"{row['images_per_s']:.1f}",
+                    loss=f"{row['loss']:.3f}",
+                    img_s=f"{row['images_per_s']:.1f}",
                     **{k.removeprefix("loss_")[:3]: f"{v:.3f}" for k, v in logged.items()},
-                )  # fmt: skip
+                )
                 if on_step is not None:
                     on_step(step, row)
             if config.checkpoint_every and done % config.checkpoint_every == 0:

@@ -145,3 +145,44 @@ def plot_proposals_vs_gt(
         _draw_boxes(ax, gts[~found], MISSED_COLOUR, width=2.0, linestyle="--")
     _save(fig, path)
     return drawn
+
+
+def plot_proposals(
+    image: Tensor | np.ndarray,
+    boxes: Tensor | np.ndarray,
+    scores: Tensor | np.ndarray,
+    path: str | Path,
+    *,
+    size_px: tuple[int, int] = (800, 600),
+) -> int:
+    """Draw proposals with their scores, the best first and brightest."""
+    fig, (ax,) = _figure(size_px)
+    img = _as_hwc(image)
+    ax.imshow(img)
+    ax.set_axis_off()
+    ax.set_title(f"top {len(boxes)} proposals", fontsize=8)
+    boxes, scores = np.asarray(boxes).reshape(-1, 4), np.asarray(scores).reshape(-1)
+    for rank, ((x1, y1, x2, y2), s) in enumerate(zip(boxes, scores)):
+        alpha = 1.0 - 0.7 * rank / max(1, len(boxes) - 1)
+        ax.add_patch(
+            Rectangle(
+                (x1, y1),
+                x2 - x1,
+                y2 - y1,
+                fill=False,
+                edgecolor=PROPOSAL_COLOUR,
+                linewidth=1.2,
+                alpha=alpha,
+            )
+        )
+        if rank < 10:
+            ax.text(
+                x1,
+                y1,
+                f"{s:.2f}",
+                color="white",
+                fontsize=6,
+                bbox={"facecolor": PROPOSAL_COLOUR, "alpha": 0.6, "pad": 0.5},
+            )
+    _save(fig, path)
+    return len(boxes)

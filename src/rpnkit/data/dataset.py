@@ -24,9 +24,13 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(
-        self, index: DatasetIndex, transforms: Compose | None = None, *, strict: bool = False,
+        self,
+        index: DatasetIndex,
+        transforms: Compose | None = None,
+        *,
+        strict: bool = False,
         seed: int = 0,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.index = index
         self.transforms = transforms or Compose()
         self.strict = strict
@@ -64,7 +68,7 @@ class DetectionDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         (image, boxes), scale = self.transforms(image, record.boxes.copy(), rng)
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255,
+            "image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255,
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
             "labels": torch.from_numpy(record.labels),
             "ignore": torch.from_numpy(record.ignore),

@@ -350,8 +350,12 @@ def read_yolo(data_yaml: str | Path, split: str = "train", *, strict: bool = Fal
             if not 0 <= cls < len(names):
                 problem = f"{label_path.name} line {n}: unknown class {cls} ({len(names)} known)"
                 break
-            box = ((cx - w / 2) * width, (cy - h / 2) * height,
-                   (cx + w / 2) * width, (cy + h / 2) * height)  # fmt: skip
+            box = (
+                (cx - w / 2) * width,
+                (cy - h / 2) * height,
+                (cx + w / 2) * width,
+                (cy + h / 2) * height,
+            )
             why = _check_box(box, width, height)
             if why is not None:
                 problem = f"{label_path.name} line {n}: {why}"

@@ -56,11 +56,20 @@ def _load_anchors(anchors_ptr, offs, ok):
 
 @triton.jit
 def _match_pass1(
-    anchors_ptr, gt_ptr, real_ptr, crowd_ptr,
-    best_iou_ptr, best_gt_ptr, in_crowd_ptr, block_best_ptr,
-    num_anchors, num_gt, num_blocks, crowd_threshold,
+    anchors_ptr,
+    gt_ptr,
+    real_ptr,
+    crowd_ptr,
+    best_iou_ptr,
+    best_gt_ptr,
+    in_crowd_ptr,
+    block_best_ptr,
+    num_anchors,
+    num_gt,
+    num_blocks,
+    crowd_threshold,
     BA: tl.constexpr,
-):  # fmt: skip
+):
     # each thread owns whole anchors and walks the GT boxes one by one: the per-anchor
     # maximum stays in registers; only the per-GT maximum needs a block reduction
     pid = tl.program_id(0)
@@ -91,10 +100,15 @@ def _match_pass1(
 
 @triton.jit
 def _match_pass2(
-    anchors_ptr, gt_ptr, real_ptr, gt_best_ptr, low_quality_ptr,
-    num_anchors, num_gt,
+    anchors_ptr,
+    gt_ptr,
+    real_ptr,
+    gt_best_ptr,
+    low_quality_ptr,
+    num_anchors,
+    num_gt,
     BA: tl.constexpr,
-):  # fmt: skip
+):
     pid = tl.program_id(0)
     b = tl.program_id(1)
     offs = pid * BA + tl.arange(0, BA)
@@ -110,9 +124,16 @@ def _match_pass2(
 
 
 def match_triton(
-    anchors: Tensor, gt_boxes: Tensor, real: Tensor, crowd: Tensor, crowd_threshold: float,
-    *, wrap=None, block_a: int = BLOCK_A, num_warps: int = NUM_WARPS,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    real: Tensor,
+    crowd: Tensor,
+    crowd_threshold: float,
+    *,
+    wrap=None,
+    block_a: int = BLOCK_A,
+    num_warps: int = NUM_WARPS,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """-> best IoU (B, A), best GT index (B, A), in-crowd (B, A) bool, low-quality (B, A) bool."""
     num_anchors = anchors.shape[0]
     num_images, num_gt = real.shape
@@ -129,15 +150,35 @@ def match_triton(
     launch = wrap or (lambda kernel: kernel)
     grid = (num_blocks, num_images)
     launch(_match_pass1)[grid](
-        anchors, gt_boxes, real, crowd, best_iou, best_gt, in_crowd, block_best,
-        num_anchors, num_gt, num_blocks, crowd_threshold,
-        BA=block_a, enable_fp_fusion=False, num_warps=num_warps,
-    )  # fmt: skip
+        anchors,
+        gt_boxes,
+        real,
+        crowd,
+        best_iou,
+        best_gt,
+        in_crowd,
+        block_best,
+        num_anchors,
+        num_gt,
+        num_blocks,
+        crowd_threshold,
+        BA=block_a,
+        enable_fp_fusion=False,
+        num_warps=num_warps,
+    )
     gt_best = block_best.amax(dim=1).clamp(min=0)  # (B, G); padded GT: -1 -> 0, never > 0
     launch(_match_pass2)[grid](
-        anchors, gt_boxes, real, gt_best, low_quality,
-        num_anchors, num_gt, BA=block_a, enable_fp_fusion=False, num_warps=num_warps,
-    )  # fmt: skip
+        anchors,
+        gt_boxes,
+        real,
+        gt_best,
+        low_quality,
+        num_anchors,
+        num_gt,
+        BA=block_a,
+        enable_fp_fusion=False,
+        num_warps=num_warps,
+    )
     return best_iou, best_gt, in_crowd, low_quality
 
 

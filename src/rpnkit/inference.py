@@ -1,0 +1,190 @@
+"""Running a trained model: load it from a checkpoint, propose boxes for images, folders or
+datasets, and write COCO-style results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint
+from .config import config_from_dict
+from .data import DetectionDataset, collate
+from .data.images import load_rgb
+from .data.readers import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, read_dataset
+from .data.transforms import Compose
+from .model import ProposalModel
+from .presets import ModelConfig, build_model
+
+
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[ProposalModel, ModelConfig]:
+    """A ProposalModel and its config from a checkpoint written by ``rpnkit train`` or
+    ``rpnkit demo``. Nothing in the file is executed."""
+    state = load_checkpoint(path)
+    try:
+        config = config_from_dict(ModelConfig, state["config"], where=f"{path} config")
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: the checkpoint's model config is not usable: {err}") from err
+    # the checkpoint holds every weight: do not load pretrained backbone files first
+    bare = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, weights=None))
+    model = build_model(bare)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: the weights do not fit the model config: {err}") from err
+    return model.to(device).eval(), config
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def index_for_input(
+    path: str | Path,
+    *,
+    split: str = "val",
+    fmt: str | None = None,
+    split_file=None,
+    strict: bool = False,
+) -> DatasetIndex:
+    """An image, a folder of images, or a dataset (COCO, VOC, YOLO) as a DatasetIndex; plain
+    images get no boxes and integer ids in name order."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        files = [path]
+    elif path.is_dir() and fmt is None and not _looks_like_dataset(path):
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    else:
+        return read_dataset(path, split=split, fmt=fmt, split_file=split_file, strict=strict)
+    records = []
+    for i, f in enumerate(files):
+        try:
+            h, w = load_rgb(f).shape[:2]
+        except DataError:
+            if strict:
+                raise
+            continue
+        empty = np.zeros((0,), np.float32)
+        records.append(
+            Record(
+                f,
+                i,
+                w,
+                h,
+                np.zeros((0, 4), np.float32),
+                empty.astype(np.int64),
+                empty.astype(bool),
+                empty,
+            )
+        )
+    return DatasetIndex(records, [], source=str(path))
+
+
+def _looks_like_dataset(path: Path) -> bool:
+    return (
+        (path / "data.yaml").is_file()
+        or any(path.glob("annotations/*"))
+        or any(path.glob("Annotations/*"))
+        or any(path.glob("*.xml"))
+    )
+
+
+@torch.no_grad()
+def propose(
+    model: ProposalModel,
+    dataset: DetectionDataset,
+    *,
+    top: int = 100,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
+    """For each readable image: (item, (K, 4) xyxy boxes in original-image pixels, (K,) scores)."""
+    model.to(device).eval()
+    for start in tqdm(
+        range(0, len(dataset), batch_size),
+        desc="proposing",
+        disable=not progress,
+        dynamic_ncols=True,
+    ):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        items = [it for it in items if it is not None]
+        if not items:
+            continue
+        batch = collate(items).to(device)
+        proposals = model(
+            batch.images, batch.image_sizes, image_scales=batch.image_scales
+        ).proposals
+        boxes, scores, num = proposals.boxes.cpu(), proposals.scores.cpu(), proposals.num.cpu()
+        for i, item in enumerate(items):
+            n = min(int(num[i]), top)
+            oh, ow = item["orig_size"]
+            h, w = item["image"].shape[1:]
+            to_orig = torch.tensor([ow / w, oh / h, ow / w, oh / h])
+            yield item, (boxes[i, :n] * to_orig).numpy(), scores[i, :n].numpy()
+
+
+def coco_results(
+    image_id, file_name: str, boxes: np.ndarray, scores: np.ndarray, **extra
+) -> list[dict]:
+    """COCO results entries: ``bbox`` as [x, y, w, h] in pixels, rounded to 0.01."""
+    return [
+        {
+            "file_name": file_name,
+            "image_id": image_id,
+            "bbox": [
+                round(float(b[0]), 2),
+                round(float(b[1]), 2),
+                round(float(b[2] - b[0]), 2),
+                round(float(b[3] - b[1]), 2),
+            ],
+            "score": round(float(s), 5),
+            **extra,
+        }
+        for b, s in zip(boxes, scores)
+    ]
+
+
+def write_json(path: str | Path, data) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+    return path
+
+
+def eval_dataset(index: DatasetIndex, short: int, max_size: int) -> DetectionDataset:
+    from .data.transforms import ResizeShortest
+
+    return DetectionDataset(index, Compose((ResizeShortest(short, max_size),)))
+
+
+def format_table(metrics: dict[str, float], ks: Sequence[int]) -> str:
+    """A text table: rows AR (0.5:0.95), recall@0.5 and @0.7; columns k x sizes."""
+    lines = []
+    sizes = ("", "_small", "_medium", "_large")
+    header = f"{'':>14}" + "".join(f"{'k=' + str(k):>9}" for k in ks)
+    for size in sizes:
+        name = size.removeprefix("_") or "all"
+        lines.append(f"[{name}]")
+        lines.append(header)
+        for label, key in (
+            ("AR 0.5:0.95", "AR@{k}"),
+            ("recall@0.5", "recall@{k}@0.5"),
+            ("recall@0.7", "recall@{k}@0.7"),
+        ):
+            values = [metrics.get(key.format(k=k) + size, float("nan")) for k in ks]
+            lines.append(f"{label:>14}" + "".join(f"{v:9.3f}" for v in values))
+    return "\n".join(lines)

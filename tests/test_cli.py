@@ -1,0 +1,84 @@
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rpnkit.cli import build_parser, main
+
+RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
+SMALL = ["--short-side", "128", "--max-size", "192", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    code = main([
+        "train", "--data", str(RACCOON), "--split-file", str(RACCOON / "train_labels.csv"),
+        "--val-data", str(RACCOON), "--val-split-file", str(RACCOON / "test_labels.csv"),
+        "--preset", "tiny", "--steps", "4", "--batch-size", "2", "--workers", "0",
+        "--log-every", "1", "--out", str(out), *SMALL,
+    ])  # fmt: skip
+    assert code == 0
+    return out
+
+
+def test_train_writes_checkpoint_logs_config_and_metrics(trained):
+    for name in ("checkpoint.safetensors", "train_log.csv", "config.yaml", "metrics.json"):
+        assert (trained / name).is_file(), name
+    assert any((trained / "tensorboard").iterdir())
+    assert len((trained / "train_log.csv").read_text().splitlines()) == 5  # header + 4 steps
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert {"AR@100", "AR@1000", "recall@100@0.5_small"} <= set(metrics)
+
+
+def test_eval_prints_a_table_and_writes_json(trained, tmp_path, capsys):
+    out = tmp_path / "m.json"
+    code = main([
+        "eval", "--checkpoint", str(trained / "checkpoint.safetensors"), "--data", str(RACCOON),
+        "--split-file", str(RACCOON / "test_labels.csv"), "--out", str(out), *SMALL,
+    ])  # fmt: skip
+    assert code == 0
+    assert "AR 0.5:0.95" in capsys.readouterr().out
+    assert 0 <= json.loads(out.read_text())["AR@100"] <= 1
+
+
+def test_propose_writes_coco_results_and_overlays(trained, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("raccoon-1.jpg", "raccoon-2.jpg"):
+        (folder / name).write_bytes((RACCOON / "images" / name).read_bytes())
+    out, overlays = tmp_path / "p.json", tmp_path / "over"
+    code = main([
+        "propose", str(folder), "--checkpoint", str(trained / "checkpoint.safetensors"),
+        "--top", "7", "--out", str(out), "--overlays", str(overlays), *SMALL,
+    ])  # fmt: skip
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert len(results) == 14 and {r["file_name"] for r in results} == {
+        "raccoon-1.jpg",
+        "raccoon-2.jpg",
+    }
+    first = results[0]
+    assert set(first) == {"file_name", "image_id", "bbox", "score"}
+    with Image.open(folder / "raccoon-1.jpg") as img:
+        w, h = img.size
+    x, y, bw, bh = first["bbox"]  # original-image pixels
+    assert x >= 0 and x + bw <= w + 0.01 and y >= 0 and y + bh <= h + 0.01
+    assert sorted(p.name for p in overlays.iterdir()) == ["raccoon-1.png", "raccoon-2.png"]
+
+
+def test_errors_are_one_clear_line(tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.safetensors"),
+                 "--data", str(RACCOON)]) == 2  # fmt: skip
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["train", "--data", str(tmp_path / "nowhere"), "--preset", "tiny"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["demo", "train", "eval", "propose"])
+def test_every_option_has_help(command):
+    parser = build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        assert action.help, f"{command} {action.option_strings} has no help"
