@@ -1,0 +1,178 @@
+"""rpnkit's RPN against torchvision's RegionProposalNetwork, trained the same way.
+
+Both models get the same backbone (effnet-lite0-fpn: ImageNet EfficientNet-Lite0 + FPN) with
+identical initial weights (backbone, FPN and RPN head copied from one to the other), the same
+anchors and settings, and go through the same training loop (``rpnkit.train.train``: same data
+order, transforms, schedule and seed) and the same evaluation (``rpnkit.evaluate``, equal to
+pycocotools' COCOeval with useCats=0). torchvision gets the non-crowd boxes (it has no ignore
+regions), as its own COCO reference scripts do.
+
+    PYTHONPATH=src python bench/accuracy_rpn.py --dataset coco128 --steps 1000 --out out.json
+    PYTHONPATH=src python bench/accuracy_rpn.py --dataset raccoon --steps 600 --out out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import OrderedDict
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
+from torchvision.models.detection.rpn import RPNHead as TVRPNHead
+
+from rpnkit.config import config_to_dict
+from rpnkit.data import DetectionDataset, read_dataset, train_transforms
+from rpnkit.evaluate import evaluate_model
+from rpnkit.inference import eval_dataset
+from rpnkit.presets import build_model, preset_config
+from rpnkit.rpn import Proposals
+from rpnkit.train import TrainConfig, train
+
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+class TorchvisionProposalModel(nn.Module):
+    """torchvision's RPN behind rpnkit's model interface (reference only, for this benchmark)."""
+
+    def __init__(self, ours) -> None:
+        super().__init__()
+        cfg = ours.rpn.config
+        levels = cfg.anchors.levels
+        self.backbone = ours.backbone  # replaced by a copy below
+        self.register_buffer("pixel_mean", ours.pixel_mean.clone(), False)
+        self.register_buffer("pixel_std", ours.pixel_std.clone(), False)
+        self.rpn = TVRPN(
+            TVAnchorGenerator(tuple(lv.sizes for lv in levels), tuple(lv.ratios for lv in levels)),
+            TVRPNHead(ours.backbone.out_channels, levels[0].num_anchors),
+            fg_iou_thresh=cfg.fg_iou_threshold,
+            bg_iou_thresh=cfg.bg_iou_threshold,
+            batch_size_per_image=cfg.batch_size_per_image,
+            positive_fraction=cfg.positive_fraction,
+            pre_nms_top_n=dict(
+                training=cfg.train_proposals.pre_nms_top_n,
+                testing=cfg.test_proposals.pre_nms_top_n,
+            ),
+            post_nms_top_n=dict(
+                training=cfg.train_proposals.post_nms_top_n,
+                testing=cfg.test_proposals.post_nms_top_n,
+            ),
+            nms_thresh=cfg.test_proposals.nms_threshold,
+        )
+        with torch.no_grad():
+            self.rpn.head.conv[0][0].weight.copy_(ours.rpn.head.conv.weight)
+            self.rpn.head.conv[0][0].bias.copy_(ours.rpn.head.conv.bias)
+            self.rpn.head.cls_logits.weight.copy_(ours.rpn.head.cls_logits[0].weight)
+            self.rpn.head.cls_logits.bias.copy_(ours.rpn.head.cls_logits[0].bias)
+            self.rpn.head.bbox_pred.weight.copy_(ours.rpn.head.bbox_pred[0].weight)
+            self.rpn.head.bbox_pred.bias.copy_(ours.rpn.head.bbox_pred[0].bias)
+
+    def forward(self, images, image_sizes, targets=None, *, image_scales=None):
+        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        image_list = ImageList(images, [tuple(s) for s in image_sizes.tolist()])
+        tv_targets = None
+        if targets is not None and self.training:
+            keep = targets.mask & ~targets.ignore
+            tv_targets = [{"boxes": targets.boxes[i][keep[i]]} for i in range(len(keep))]
+        boxes, losses = self.rpn(image_list, OrderedDict(enumerate(features)), tv_targets)
+        k = max(1, max(len(b) for b in boxes))
+        padded = images.new_zeros((len(boxes), k, 4))
+        scores = images.new_zeros((len(boxes), k))
+        for i, b in enumerate(boxes):  # reference model: a loop is fine here
+            padded[i, : len(b)] = b
+            scores[i, : len(b)] = torch.linspace(1, 0.5, len(b), device=images.device)
+        num = torch.tensor([len(b) for b in boxes], device=images.device)
+        proposals = Proposals(padded, scores, torch.zeros_like(scores, dtype=torch.long), num)
+        renamed = {}
+        if losses:
+            renamed = {
+                "loss_objectness": losses["loss_objectness"],
+                "loss_rpn_box": losses["loss_rpn_box_reg"],
+            }
+        return SimpleNamespace(losses=renamed, proposals=proposals)
+
+
+def datasets(name: str, short: int, max_size: int, seed: int, data_root: Path):
+    if name == "coco128":
+        train_index = read_dataset(data_root / "coco128", split="train2017")  # COCO JSON: crowds
+        val_index = read_dataset(data_root / "coco128", split="val")  # YOLO labels
+    elif name == "raccoon":
+        root = data_root / "raccoon"
+        train_index = read_dataset(root, split_file=root / "train_labels.csv")
+        val_index = read_dataset(root, split_file=root / "test_labels.csv")
+    else:
+        raise SystemExit(f"unknown dataset {name}")
+    train_set = DetectionDataset(train_index, train_transforms(short, max_size), seed=seed)
+    return train_set, eval_dataset(val_index, short, max_size)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=["coco128", "raccoon"], default="coco128")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--short-side", type=int, default=640)
+    parser.add_argument("--max-size", type=int, default=1066)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default=None, help="write the results as JSON here")
+    parser.add_argument("--runs-dir", default="runs/accuracy")
+    parser.add_argument("--data-root", default=str(DATA), help="folder holding coco128/, raccoon/")
+    args = parser.parse_args()
+
+    config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, optimizer="sgd", lr=args.lr,
+        warmup_steps=min(100, args.steps // 5), schedule="cosine", grad_clip=10.0,
+        seed=args.seed, num_workers=args.workers, log_every=50,
+    )  # fmt: skip
+    model_config = preset_config("effnet-lite0-fpn")
+    torch.manual_seed(args.seed)
+    ours = build_model(model_config)
+    theirs = TorchvisionProposalModel(ours)
+    theirs.backbone = build_model(model_config).backbone
+    theirs.backbone.load_state_dict(ours.backbone.state_dict())  # identical initial weights
+    train_set, val_set = datasets(
+        args.dataset, args.short_side, args.max_size, args.seed, Path(args.data_root)
+    )
+    print(f"train {len(train_set)} images, val {len(val_set)} images; {config}", flush=True)
+
+    results = {"dataset": args.dataset, "train_config": config_to_dict(config),
+               "short_side": args.short_side, "max_size": args.max_size,
+               "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+               "torch": torch.__version__}  # fmt: skip
+    for name, model in (("rpnkit", ours), ("torchvision", theirs)):
+        torch.manual_seed(args.seed)
+        start = time.perf_counter()
+        summary = train(
+            model, train_set, config, out_dir=Path(args.runs_dir) / args.dataset / name,
+            model_config=config_to_dict(model_config), device=args.device, progress=False,
+        )  # fmt: skip
+        metrics, _, _ = evaluate_model(model, val_set, batch_size=8, device=args.device,
+                                       progress=False)  # fmt: skip
+        results[name] = {
+            "AR@100": metrics["AR@100"],
+            "AR@1000": metrics["AR@1000"],
+            "recall@100@0.5": metrics["recall@100@0.5"],
+            "recall@1000@0.7": metrics["recall@1000@0.7"],
+            "AR@100_small": metrics["AR@100_small"],
+            "AR@100_large": metrics["AR@100_large"],
+            "train_seconds": round(time.perf_counter() - start, 1),
+            "images_per_s": round(summary["images_per_s"], 1),
+        }
+        print(name, json.dumps(results[name]), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
