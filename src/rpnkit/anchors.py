@@ -27,15 +27,17 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class LevelAnchors:
-    """The anchors of one feature level."""
+    """The anchors of one feature level: every size at every ratio, or, when ``shapes`` is
+    given, exactly those (width, height) pairs (anchors fitted to a dataset)."""
 
     stride: int
-    sizes: tuple[float, ...]
+    sizes: tuple[float, ...] = ()
     ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    shapes: tuple[tuple[float, float], ...] = ()
 
     @property
     def num_anchors(self) -> int:
-        return len(self.sizes) * len(self.ratios)
+        return len(self.shapes) if self.shapes else len(self.sizes) * len(self.ratios)
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,13 @@ class AnchorConfig:
         for i, level in enumerate(self.levels):
             if level.stride <= 0:
                 raise ValueError(f"anchor level {i}: stride must be positive, got {level.stride}")
+            if level.shapes:
+                if any(len(wh) != 2 or min(wh) <= 0 for wh in level.shapes):
+                    raise ValueError(
+                        f"anchor level {i}: shapes must be positive (width, height) pairs, got "
+                        f"{level.shapes}"
+                    )
+                continue
             if not level.sizes or not level.ratios:
                 raise ValueError(f"anchor level {i}: needs at least one size and one ratio")
             if any(s <= 0 for s in level.sizes) or any(r <= 0 for r in level.ratios):
@@ -106,7 +115,12 @@ class AnchorConfig:
 
 
 def base_anchors(level: LevelAnchors, *, round_base: bool = False) -> Tensor:
-    """(A_l, 4) xyxy anchors centred at (0, 0), ratio-major then size (torchvision's order)."""
+    """(A_l, 4) xyxy anchors centred at (0, 0), ratio-major then size (torchvision's order),
+    or the level's explicit shapes in their order."""
+    if level.shapes:
+        wh = torch.tensor(level.shapes, dtype=torch.float32)
+        anchors = torch.cat([-wh, wh], dim=1) / 2
+        return anchors.round() if round_base else anchors
     sizes = torch.tensor(level.sizes, dtype=torch.float32)
     ratios = torch.tensor(level.ratios, dtype=torch.float32)
     h_ratios = torch.sqrt(ratios)

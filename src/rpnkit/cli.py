@@ -222,6 +222,63 @@ def _propose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _anchors(args: argparse.Namespace) -> int:
+    from .anchor_fit import (
+        best_anchor_iou,
+        collect_gt,
+        coverage_table,
+        describe_anchors,
+        fit_anchors,
+        format_coverage,
+        unmatched,
+    )
+    from .config import config_to_dict, save_config
+    from .data import read_dataset
+
+    model_config, _ = _model_config(args)
+    index = read_dataset(args.data, split=args.split, fmt=args.format,
+                         split_file=args.split_file, strict=args.strict)  # fmt: skip
+    print(index.summary())
+    sample = collect_gt(index, short=args.short_side, max_size=args.max_size)
+    anchors = model_config.rpn.anchors
+    best = best_anchor_iou(anchors, sample)
+    table = coverage_table(sample, best)
+    print(f"\nanchors of {model_config.preset}:\n{describe_anchors(anchors)}")
+    print(
+        f"\nbest-anchor IoU of {len(best)} GT boxes at training scale "
+        f"(shorter side {args.short_side}): the upper bound of what the RPN can be taught"
+    )
+    print(format_coverage(table))
+    lost = unmatched(sample, best, args.threshold)
+    print(f"\n{len(lost)} box(es) with no anchor at IoU >= {args.threshold}"
+          + (":" if lost else ""))  # fmt: skip
+    for row in lost[: args.show]:
+        print(f"  {row['file']}: box {row['box_at_training_scale']} best IoU {row['best_iou']}")
+    if len(lost) > args.show:
+        print(f"  ... and {len(lost) - args.show} more (all in --json)")
+    report = {"preset": model_config.preset, "coverage": table, "unmatched": lost}
+    if args.fit:
+        fitted = fit_anchors(anchors, sample, seed=args.seed)
+        best_fit = best_anchor_iou(fitted, sample)
+        table_fit = coverage_table(sample, best_fit)
+        k = sum(anchors.num_anchors_per_level)
+        print(f"\nfitted anchors (k-means, distance 1 - IoU, k = {k}):")
+        print(describe_anchors(fitted))
+        print(format_coverage(table_fit))
+        report["fitted_anchors"] = config_to_dict(fitted)
+        report["coverage_fitted"] = table_fit
+        if args.out_config:
+            new_config = dataclasses.replace(
+                model_config, rpn=dataclasses.replace(model_config.rpn, anchors=fitted)
+            )
+            save_config(new_config, args.out_config)
+            print(f"wrote {args.out_config}: rpnkit train --config {args.out_config} ...")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
 def _add_data_options(p: argparse.ArgumentParser, *, split: str) -> None:
     p.add_argument(
         "--format",
@@ -396,6 +453,31 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     _add_data_options(pr, split="val")
     pr.set_defaults(func=_propose)
+    an = sub.add_parser(
+        "anchors",
+        help="how well a preset's anchors cover a dataset's boxes; fit anchors to it",
+        description=("For every GT box at training scale, the IoU of its best anchor (the upper "
+                     "bound of what the RPN can learn), per COCO size range; the boxes no anchor "
+                     "covers; and with --fit, anchors fitted by k-means with distance 1 - IoU, "
+                     "the coverage they reach, and a config for rpnkit train --config."),
+        formatter_class=HELP,
+    )  # fmt: skip
+    an.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder or YOLO yaml")
+    an.add_argument("--preset", default="effnet-lite0-fpn", choices=sorted(PRESETS),
+                    help="whose anchors to check")  # fmt: skip
+    an.add_argument("--config", default=None, help="a model config file instead of --preset")
+    an.add_argument("--weights", default=None, help=argparse.SUPPRESS)
+    an.add_argument("--threshold", type=float, default=0.3,
+                    help="list the boxes whose best anchor IoU stays below this")  # fmt: skip
+    an.add_argument("--show", type=int, default=20, help="list at most this many boxes")
+    an.add_argument("--fit", action="store_true", help="fit anchors to the dataset")
+    an.add_argument("--seed", type=int, default=0, help="seed of the k-means start")
+    an.add_argument("--out-config", default=None,
+                    help="with --fit: write the preset's config with the fitted anchors here "
+                         "(YAML or .json), for rpnkit train --config")  # fmt: skip
+    an.add_argument("--json", default=None, help="write the whole report as JSON here")
+    _add_data_options(an, split="train")
+    an.set_defaults(func=_anchors)
     return parser
 
 

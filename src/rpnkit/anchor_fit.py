@@ -1,0 +1,203 @@
+"""Anchor diagnostics: how well a dataset's boxes can be covered by an anchor configuration, and
+anchors fitted to the dataset.
+
+A GT box's best-anchor IoU is the upper bound of what the RPN can be taught for it: below the
+matcher's 0.7 it only gets a positive through the low-quality rule, below 0.3 that positive is
+an anchor that hardly overlaps it. Boxes are taken as the training pipeline sees them (resized
+to the training scale); size ranges use COCO's areas in original pixels.
+
+Fitting: k-means over the boxes' (width, height) with distance 1 - IoU of boxes sharing a
+centre (as YOLOv2), k = the configuration's anchors per position summed over levels; each
+cluster goes to the level whose anchors are closest in scale, every level keeping at least one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .anchors import AnchorConfig, AnchorGenerator, LevelAnchors
+from .boxes import box_iou
+from .data.readers import DatasetIndex
+from .evaluate import AREA_RANGES
+
+THRESHOLDS = (0.7, 0.5, 0.3)
+
+
+@dataclass
+class GTSample:
+    """Every usable (non-ignore) GT box of a dataset at training scale: ``boxes`` (N, 4) xyxy,
+    ``areas`` (N,) original-pixel areas, ``image`` (N,) index into ``files`` and ``sizes``
+    ((height, width) of each resized image)."""
+
+    boxes: np.ndarray
+    areas: np.ndarray
+    image: np.ndarray
+    files: list[str]
+    sizes: list[tuple[int, int]]
+
+
+def collect_gt(index: DatasetIndex, *, short: int = 800, max_size: int = 1333) -> GTSample:
+    boxes, areas, image, files, sizes = [], [], [], [], []
+    for i, r in enumerate(index.records):
+        scale = min(short / min(r.height, r.width), max_size / max(r.height, r.width))
+        keep = ~r.ignore
+        boxes.append(r.boxes[keep] * scale)
+        areas.append(r.areas[keep])
+        image.append(np.full(int(keep.sum()), i))
+        files.append(r.file_name)
+        sizes.append((round(r.height * scale), round(r.width * scale)))
+    return GTSample(
+        np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
+        np.concatenate(areas) if areas else np.zeros(0, np.float32),
+        np.concatenate(image) if image else np.zeros(0, np.int64),
+        files,
+        sizes,
+    )
+
+
+def best_anchor_iou(config: AnchorConfig, sample: GTSample, *, chunk: int = 1 << 16) -> np.ndarray:
+    """(N,) each GT box's best IoU with the anchors of its (padded) image."""
+    generator = AnchorGenerator(config)
+    best = np.zeros(len(sample.boxes), np.float32)
+    for i, (h, w) in enumerate(sample.sizes):
+        rows = np.nonzero(sample.image == i)[0]
+        if len(rows) == 0:
+            continue
+        hp, wp = -(-h // 32) * 32, -(-w // 32) * 32  # padded as collate pads
+        anchors = generator([(-(-hp // s), -(-wp // s)) for s in config.strides])
+        gt = torch.from_numpy(sample.boxes[rows])
+        top = torch.zeros(len(rows))
+        for start in range(0, len(anchors), chunk):  # bounded memory
+            top = torch.maximum(top, box_iou(gt, anchors[start : start + chunk]).max(dim=1).values)
+        best[rows] = top.numpy()
+    return best
+
+
+def coverage_table(sample: GTSample, best: np.ndarray) -> dict[str, dict[str, float | None]]:
+    """Per COCO size range: the number of boxes and the fraction whose best anchor reaches each
+    threshold (None for a range without boxes)."""
+    table = {}
+    for name, (lo, hi) in AREA_RANGES.items():
+        sel = (sample.areas >= lo) & (sample.areas <= hi)
+        row: dict[str, float | None] = {"count": int(sel.sum())}
+        for t in THRESHOLDS:
+            row[f">={t}"] = float((best[sel] >= t).mean()) if sel.any() else None
+        table[name] = row
+    return table
+
+
+def format_coverage(table: dict[str, dict[str, float]]) -> str:
+    lines = [f"{'size':<8}{'boxes':>7}" + "".join(f"{'IoU>=' + str(t):>10}" for t in THRESHOLDS)]
+    for name, row in table.items():
+        cells = "".join(
+            f"{row[f'>={t}']:10.3f}" if row[f">={t}"] is not None else f"{'-':>10}"
+            for t in THRESHOLDS
+        )
+        lines.append(f"{name:<8}{row['count']:>7}{cells}")
+    return "\n".join(lines)
+
+
+def unmatched(sample: GTSample, best: np.ndarray, threshold: float = 0.3) -> list[dict]:
+    """The boxes whose best anchor stays below ``threshold``, worst first."""
+    out = []
+    for j in np.argsort(best):
+        if best[j] >= threshold:
+            break
+        x1, y1, x2, y2 = (float(v) for v in sample.boxes[j])
+        out.append({
+            "file": sample.files[int(sample.image[j])],
+            "box_at_training_scale": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
+            "best_iou": round(float(best[j]), 3),
+        })  # fmt: skip
+    return out
+
+
+def _wh_iou(wh: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """(N, 2), (K, 2) widths and heights of boxes sharing a centre -> (N, K) IoU."""
+    inter = np.minimum(wh[:, None, 0], centres[None, :, 0]) * np.minimum(
+        wh[:, None, 1], centres[None, :, 1]
+    )
+    area = wh[:, 0:1] * wh[:, 1:2] + (centres[:, 0] * centres[:, 1])[None, :]
+    return inter / (area - inter)
+
+
+def kmeans_iou(wh: np.ndarray, k: int, *, seed: int = 0, iterations: int = 300) -> np.ndarray:
+    """k-means over (width, height) with distance 1 - IoU; k-means++ start; medians as centres.
+    Returns (k, 2) centres sorted by area."""
+    if len(wh) < k:
+        raise ValueError(f"cannot fit {k} anchors to {len(wh)} boxes: need at least {k} boxes")
+    rng = np.random.default_rng(seed)
+    centres = [wh[rng.integers(len(wh))]]
+    for _ in range(1, k):  # k-means++: far (in 1 - IoU) boxes are likelier new centres
+        d = 1 - _wh_iou(wh, np.array(centres)).max(axis=1)
+        centres.append(
+            wh[rng.choice(len(wh), p=d / d.sum()) if d.sum() > 0 else rng.integers(len(wh))]
+        )
+    centres = np.array(centres, dtype=np.float64)
+    assign = None
+    for _ in range(iterations):
+        new = _wh_iou(wh, centres).argmax(axis=1)
+        if assign is not None and np.array_equal(new, assign):
+            break
+        assign = new
+        for c in range(k):
+            members = wh[assign == c]
+            if len(members):
+                centres[c] = np.median(members, axis=0)
+    return centres[np.argsort(centres[:, 0] * centres[:, 1])]
+
+
+def _level_scale(level: LevelAnchors) -> float:
+    if level.shapes:
+        return float(np.exp(np.mean([0.5 * np.log(w * h) for w, h in level.shapes])))
+    return float(np.exp(np.mean(np.log(level.sizes))))
+
+
+def fit_anchors(config: AnchorConfig, sample: GTSample, *, seed: int = 0) -> AnchorConfig:
+    """Anchors fitted to ``sample``: as many shapes as ``config`` has per position in all, each
+    on the level of the nearest scale, every level keeping at least one."""
+    k = sum(config.num_anchors_per_level)
+    wh = np.stack(
+        [sample.boxes[:, 2] - sample.boxes[:, 0], sample.boxes[:, 3] - sample.boxes[:, 1]], 1
+    )
+    centres = kmeans_iou(wh.astype(np.float64), k, seed=seed)
+    scales = np.log([_level_scale(lv) for lv in config.levels])
+    sizes = 0.5 * np.log(centres[:, 0] * centres[:, 1])
+    level_of = np.abs(sizes[:, None] - scales[None, :]).argmin(axis=1)
+    for level in range(len(config.levels)):  # every level needs at least one anchor: take
+        if (level_of == level).any():  # the nearest cluster from a level that can spare one
+            continue
+        counts = np.bincount(level_of, minlength=len(config.levels))
+        spare = counts[level_of] > 1
+        distance = np.where(spare, np.abs(sizes - scales[level]), np.inf)
+        level_of[distance.argmin()] = level
+    levels = tuple(
+        LevelAnchors(
+            stride=lv.stride,
+            shapes=tuple(
+                (round(float(w), 1), round(float(h), 1)) for w, h in centres[level_of == i]
+            ),
+        )
+        for i, lv in enumerate(config.levels)
+    )
+    return dataclasses.replace(config, levels=levels)
+
+
+def describe_anchors(config: AnchorConfig) -> str:
+    lines = []
+    for lv in config.levels:
+        if lv.shapes:
+            shapes = ", ".join(f"{w:g}x{h:g}" for w, h in lv.shapes)
+        else:
+            shapes = ", ".join(
+                f"{s / math.sqrt(r):.0f}x{s * math.sqrt(r):.0f}"
+                for r in lv.ratios
+                for s in lv.sizes
+            )
+        lines.append(f"  stride {lv.stride:>3}: {shapes}")
+    return "\n".join(lines)
