@@ -163,3 +163,67 @@ def test_equals_pycocotools_on_random_scenes():
     for m, k in enumerate(max_dets):
         ours = table.recall(k).numpy().T  # (T, R)
         np.testing.assert_allclose(ours, reference[:, :, m], atol=1e-4)
+
+
+def test_equals_pycocotools_on_real_coco128_proposals(tmp_path):
+    # Real photos, real GT (COCO JSON with crowds and mask areas) and real proposals from a
+    # trained model: rpnkit's recall equals COCOeval(useCats=0) to 1e-4 in every (IoU, area,
+    # maxDets) cell, evaluating the very boxes written to the results JSON.
+    import json
+    from pathlib import Path
+
+    coco_mod = pytest.importorskip("pycocotools.coco")
+    cocoeval_mod = pytest.importorskip("pycocotools.cocoeval")
+    from rpnkit.cli import main
+
+    coco = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128"
+    ann_file = coco / "annotations" / "instances_train2017.json"
+    small = ["--short-side", "256", "--max-size", "384", "--no-progress"]
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(coco), "--split", "train2017", "--preset", "tiny",
+                 "--steps", "8", "--batch-size", "4", "--workers", "0", "--out", str(run),
+                 *small]) == 0  # fmt: skip
+    results_path = tmp_path / "proposals.json"
+    assert main(["propose", str(coco), "--split", "train2017", "--checkpoint",
+                 str(run / "checkpoint.safetensors"), "--top", "300", "--out", str(results_path),
+                 *small]) == 0  # fmt: skip
+    results = json.loads(results_path.read_text())
+    for r in results:
+        r["category_id"] = 1  # class-agnostic: COCOeval with useCats=0 ignores it
+
+    gt = coco_mod.COCO(str(ann_file))
+    ev = cocoeval_mod.COCOeval(gt, gt.loadRes(results), "bbox")
+    ev.params.useCats = 0
+    ev.params.maxDets = [10, 100, 300]
+    ev.evaluate()
+    ev.accumulate()
+    reference = ev.eval["recall"][:, 0, :, :]  # (T, R, M)
+
+    data = json.loads(ann_file.read_text())
+    image_ids = [img["id"] for img in data["images"]]
+    row_of = {i: n for n, i in enumerate(image_ids)}
+    anns = [[] for _ in image_ids]
+    for a in data["annotations"]:
+        anns[row_of[a["image_id"]]].append(a)
+    dets = [[] for _ in image_ids]
+    for r in results:  # results are written best first per image
+        dets[row_of[r["image_id"]]].append(r["bbox"])
+    g_max, d_max = max(map(len, anns)), max(map(len, dets))
+    gts = torch.zeros(len(image_ids), g_max, 4, dtype=torch.float64)
+    mask = torch.zeros(len(image_ids), g_max, dtype=torch.bool)
+    crowd, areas = torch.zeros_like(mask), torch.zeros(len(image_ids), g_max, dtype=torch.float64)
+    preds = torch.zeros(len(image_ids), d_max, 4, dtype=torch.float64)
+    valid = torch.zeros(len(image_ids), d_max, dtype=torch.bool)
+    for i, (image_anns, image_dets) in enumerate(zip(anns, dets)):
+        for g, a in enumerate(image_anns):
+            x, y, w, h = a["bbox"]
+            gts[i, g] = torch.tensor([x, y, x + w, y + h], dtype=torch.float64)
+            mask[i, g], crowd[i, g], areas[i, g] = True, bool(a["iscrowd"]), a["area"]
+        for d, (x, y, w, h) in enumerate(image_dets):
+            preds[i, d] = torch.tensor([x, y, x + w, y + h], dtype=torch.float64)
+            valid[i, d] = True
+    table = match_proposals(preds, valid, gts, mask, crowd, areas)
+    assert crowd.sum() == 10 and len(results) > 100 * len(image_ids)
+    for m, k in enumerate(ev.params.maxDets):
+        np.testing.assert_allclose(table.recall(k).numpy().T, reference[:, :, m], atol=1e-4)
+    assert reference[0, 0, 2] > 0.1  # a model that proposes something real
