@@ -67,6 +67,19 @@ def timeit(fn, *, reps: int, warmup: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
+def timeit_alternating(fn_a, fn_b, *, reps: int, warmup: int, device: torch.device):
+    """Median milliseconds of ``fn_a()`` and ``fn_b()``, called in turn: on a shared, noisy
+    machine drifts then hit both alike."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    a, b = [], []
+    for _ in range(reps):
+        a.append(timeit(fn_a, reps=1, warmup=0, device=device))
+        b.append(timeit(fn_b, reps=1, warmup=0, device=device))
+    return statistics.median(a), statistics.median(b)
+
+
 def report(case: str, ours_ms: float, theirs_ms: float | None, check: str, **extra) -> None:
     ratio = theirs_ms / ours_ms if theirs_ms else None
     row = {
@@ -458,6 +471,65 @@ def check_syncs(device, ours, feats, image_sizes):
     report("syncs: RPN training step b8", float("nan"), None, f"{len(syncs)} sync(s)", syncs=syncs)
 
 
+def bench_effnet_model(device, reps, warmup):
+    """Backbone + RPN inference with effnet-lite0-fpn at 640x640, rpnkit against torchvision's
+    RPN on the same backbone weights and head weights (issue 6's CPU target). 640 is a multiple
+    of 64: torchvision derives strides by integer division, which is exact only then."""
+    import dataclasses
+
+    from accuracy_rpn import TorchvisionProposalModel
+
+    from rpnkit.presets import build_model, preset_config
+
+    torch.manual_seed(0)
+    config = preset_config("effnet-lite0-fpn")
+    anchors = dataclasses.replace(config.rpn.anchors, round_base=True)  # torchvision rounds them
+    config = dataclasses.replace(config, rpn=dataclasses.replace(config.rpn, anchors=anchors))
+    ours = build_model(config).to(device).eval()
+    for p in ours.rpn.head.parameters():  # spread the scores: init-scale weights give near ties
+        torch.nn.init.normal_(p, std=0.05)
+    theirs = TorchvisionProposalModel(ours).to(device).eval()  # shares the backbone module
+    g = torch.Generator().manual_seed(7)
+    images = torch.rand(1, 3, 640, 640, generator=g).to(device)
+    sizes = torch.tensor([[640, 640]], device=device)
+    with torch.no_grad():
+        a = ours(images, sizes).proposals.per_image()[0][0]
+        b = theirs(images, sizes).proposals.per_image()[0][0]
+        # the wrapper's scores are ranks: compare the boxes as sets
+        zeros = torch.zeros(len(a))
+        same = len(a) == len(b) and same_proposals(a, zeros, b, torch.zeros(len(b)), atol=1e-2)
+        t_ours, t_theirs = timeit_alternating(
+            lambda: ours(images, sizes),
+            lambda: theirs(images, sizes),
+            reps=reps,
+            warmup=warmup,
+            device=device,
+        )
+        # the part that differs: the RPN on the same backbone features
+        feats = ours.backbone((images - ours.pixel_mean) / ours.pixel_std)
+        image_list = ImageList(images, [(640, 640)])
+        rpn_ours, rpn_theirs = timeit_alternating(
+            lambda: ours.rpn(feats, sizes),
+            lambda: theirs.rpn(image_list, OrderedDict(enumerate(feats))),
+            reps=reps,
+            warmup=warmup,
+            device=device,
+        )
+    threads = torch.get_num_threads()
+    report(
+        f"RPN on effnet-lite0-fpn features 640x640 b1 ({device.type}, {threads} threads)",
+        rpn_ours,
+        rpn_theirs,
+        "same backbone features",
+    )
+    report(
+        f"effnet-lite0-fpn 640x640 b1 ({device.type}, {threads} threads)",
+        t_ours,
+        t_theirs,
+        "same proposals" if same else "proposals DIFFER",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="run on the CPU")
@@ -497,6 +569,8 @@ def main() -> int:
         bench_vgg(device, reps, warmup)
     if "assign" in cases:
         bench_assign(device, reps, warmup)
+    if "effnet" in cases:
+        bench_effnet_model(device, reps, warmup)
     if "syncs" in cases and device.type == "cuda" and rpn_state is not None:
         check_syncs(device, *rpn_state)
     if args.json:
