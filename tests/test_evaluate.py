@@ -226,5 +226,5 @@ def test_equals_pycocotools_on_real_coco128_proposals(tmp_path):
     assert crowd.sum() == 10 and len(results) > 100 * len(image_ids)
     for m, k in enumerate(ev.params.maxDets):
         np.testing.assert_allclose(table.recall(k).numpy().T, reference[:, :, m], atol=1e-4)
-    # a non-trivial comparison: some boxes found, not all
-    assert 0 < reference[0, 0, 2] < 1 and 0 < reference[0, 0, 0] <= reference[0, 0, 2]
+    # a non-trivial comparison: with 300 proposals per image some boxes are found, not all
+    assert 0 < reference[0, 0, 2] < 1
