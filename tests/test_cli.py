@@ -13,12 +13,32 @@ SMALL = ["--short-side", "128", "--max-size", "192", "--no-progress"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    code = main([
-        "train", "--data", str(RACCOON), "--split-file", str(RACCOON / "train_labels.csv"),
-        "--val-data", str(RACCOON), "--val-split-file", str(RACCOON / "test_labels.csv"),
-        "--preset", "tiny", "--steps", "4", "--batch-size", "2", "--workers", "0",
-        "--log-every", "1", "--out", str(out), *SMALL,
-    ])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--data",
+            str(RACCOON),
+            "--split-file",
+            str(RACCOON / "train_labels.csv"),
+            "--val-data",
+            str(RACCOON),
+            "--val-split-file",
+            str(RACCOON / "test_labels.csv"),
+            "--preset",
+            "tiny",
+            "--steps",
+            "4",
+            "--batch-size",
+            "2",
+            "--workers",
+            "0",
+            "--log-every",
+            "1",
+            "--out",
+            str(out),
+            *SMALL,
+        ]
+    )
     assert code == 0
     return out
 
@@ -34,10 +54,20 @@ def test_train_writes_checkpoint_logs_config_and_metrics(trained):
 
 def test_eval_prints_a_table_and_writes_json(trained, tmp_path, capsys):
     out = tmp_path / "m.json"
-    code = main([
-        "eval", "--checkpoint", str(trained / "checkpoint.safetensors"), "--data", str(RACCOON),
-        "--split-file", str(RACCOON / "test_labels.csv"), "--out", str(out), *SMALL,
-    ])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "--checkpoint",
+            str(trained / "checkpoint.safetensors"),
+            "--data",
+            str(RACCOON),
+            "--split-file",
+            str(RACCOON / "test_labels.csv"),
+            "--out",
+            str(out),
+            *SMALL,
+        ]
+    )
     assert code == 0
     assert "AR 0.5:0.95" in capsys.readouterr().out
     assert 0 <= json.loads(out.read_text())["AR@100"] <= 1
@@ -49,10 +79,21 @@ def test_propose_writes_coco_results_and_overlays(trained, tmp_path):
     for name in ("raccoon-1.jpg", "raccoon-2.jpg"):
         (folder / name).write_bytes((RACCOON / "images" / name).read_bytes())
     out, overlays = tmp_path / "p.json", tmp_path / "over"
-    code = main([
-        "propose", str(folder), "--checkpoint", str(trained / "checkpoint.safetensors"),
-        "--top", "7", "--out", str(out), "--overlays", str(overlays), *SMALL,
-    ])  # fmt: skip
+    code = main(
+        [
+            "propose",
+            str(folder),
+            "--checkpoint",
+            str(trained / "checkpoint.safetensors"),
+            "--top",
+            "7",
+            "--out",
+            str(out),
+            "--overlays",
+            str(overlays),
+            *SMALL,
+        ]
+    )
     assert code == 0
     results = json.loads(out.read_text())
     assert len(results) == 14 and {r["file_name"] for r in results} == {
@@ -69,8 +110,10 @@ def test_propose_writes_coco_results_and_overlays(trained, tmp_path):
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys):
-    assert main(["eval", "--checkpoint", str(tmp_path / "none.safetensors"),
-                 "--data", str(RACCOON)]) == 2  # fmt: skip
+    assert (
+        main(["eval", "--checkpoint", str(tmp_path / "none.safetensors"), "--data", str(RACCOON)])
+        == 2
+    )
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["train", "--data", str(tmp_path / "nowhere"), "--preset", "tiny"]) == 2
     assert "no such file or folder" in capsys.readouterr().err
@@ -82,3 +125,48 @@ def test_every_option_has_help(command):
     sub = parser._subparsers._group_actions[0].choices[command]
     for action in sub._actions:
         assert action.help, f"{command} {action.option_strings} has no help"
+
+
+@pytest.mark.parametrize("what", ["anchors", "grid", "labels", "objectness", "nms", "proposals"])
+def test_show_writes_each_picture(trained, tmp_path, what):
+    out = tmp_path / f"{what}.png"
+    args = [
+        "show",
+        what,
+        str(RACCOON),
+        "--split-file",
+        str(RACCOON / "test_labels.csv"),
+        "--preset",
+        "tiny",
+        "--out",
+        str(out),
+        *SMALL,
+    ]
+    if what in ("objectness", "nms", "proposals"):
+        args += ["--checkpoint", str(trained / "checkpoint.safetensors")]
+    assert main(args) == 0
+    with Image.open(out) as img:
+        assert img.format == "PNG"
+
+
+def test_show_losses_and_eval_plots(trained, tmp_path):
+    assert main(["show", "losses", str(trained), "--out", str(tmp_path / "l.png")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                str(trained / "checkpoint.safetensors"),
+                "--data",
+                str(RACCOON),
+                "--split-file",
+                str(RACCOON / "test_labels.csv"),
+                "--plots",
+                str(tmp_path),
+                *SMALL,
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "recall.png").is_file()
+    assert main(["show", "nms", str(RACCOON), "--out", str(tmp_path / "x.png")]) == 2

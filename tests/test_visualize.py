@@ -32,3 +32,59 @@ def test_proposal_picture_draws_top_k_per_image(tmp_path):
     assert n == 5
     with Image.open(tmp_path / "p.png") as img:
         assert img.size == (640, 360)
+
+
+def test_more_pictures_have_the_expected_size_and_content(tmp_path):
+    import csv
+
+    from rpnkit.visualize import (
+        plot_anchor_centres,
+        plot_anchor_labels,
+        plot_loss_curves,
+        plot_nms_before_after,
+        plot_objectness_maps,
+        plot_recall_curves,
+    )
+
+    img = _image()
+    assert plot_anchor_centres(img, torch.rand(12, 2) * 90, tmp_path / "c.png") == 12
+    box = torch.tensor([[10.0, 10, 50, 50]])
+    drawn = plot_anchor_labels(
+        img,
+        box,
+        box.repeat(3, 1),
+        box.repeat(300, 1),
+        box.repeat(5, 1),
+        tmp_path / "l.png",
+        max_each=100,
+    )
+    assert drawn == 3 + 100 + 5
+    assert (
+        plot_objectness_maps(img, [torch.rand(12, 16), torch.rand(6, 8)], tmp_path / "o.png") == 2
+    )
+    assert plot_nms_before_after(img, box.repeat(7, 1), box, tmp_path / "n.png") == (7, 1)
+    curve = {"k": [1, 10, 100], "AR": [0.1, 0.3, 0.5], "recall@0.5": [0.2, 0.5, 0.8]}
+    by_iou = {"iou": [0.5, 0.75, 1.0], "recall@100": [0.8, 0.5, 0.0]}
+    assert (
+        plot_recall_curves({"a": curve, "b": curve}, tmp_path / "r.png", by_iou={"a": by_iou}) == 5
+    )
+    log = tmp_path / "train_log.csv"
+    with log.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["step", "loss", "loss_objectness", "loss_rpn_box"])
+        w.writeheader()
+        for s in range(5):
+            w.writerow(
+                {"step": s, "loss": 1 / (s + 1), "loss_objectness": 0.5, "loss_rpn_box": 0.1}
+            )
+    assert plot_loss_curves(log, tmp_path / "loss.png") == 3
+    expected = {
+        "c.png": (640, 640),
+        "l.png": (640, 640),
+        "o.png": (780, 300),
+        "n.png": (1000, 500),
+        "r.png": (1000, 420),
+        "loss.png": (900, 420),
+    }
+    for name, size in expected.items():
+        with Image.open(tmp_path / name) as png:
+            assert png.format == "PNG" and png.size == size, name

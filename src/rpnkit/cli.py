@@ -160,15 +160,41 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(index.summary())
     dataset = eval_dataset(index, args.short_side, args.max_size)
-    metrics, _, _ = evaluate_model(
+    metrics, table, kept = evaluate_model(
         model, dataset, batch_size=args.batch_size, device=device, progress=not args.no_progress
     )
     print(format_table(metrics, MAX_DETS))
+    if args.plots:
+        from .evaluate import recall_vs_iou, recall_vs_proposals
+        from .visualize import plot_recall_curves
+
+        ks = [k for k in (1, 3, 10, 30, 100, 300, 1000) if k <= max(MAX_DETS)]
+        preds = _pad_boxes([p for p, _ in kept])
+        gts = _pad_boxes([g for _, g in kept])
+        curves_iou = recall_vs_iou(preds[0], preds[1], gts[0], gts[1])
+        path = Path(args.plots) / "recall.png"
+        plot_recall_curves(
+            {"model": recall_vs_proposals(table, ks)}, path, by_iou={"model": curves_iou}
+        )
+        print(f"wrote {path}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0
+
+
+def _pad_boxes(lists):
+    """[(n_i, 4)] -> (I, N, 4) zero-padded boxes and (I, N) validity."""
+    import torch
+
+    n = max(1, max(len(b) for b in lists))
+    boxes = torch.zeros(len(lists), n, 4)
+    valid = torch.zeros(len(lists), n, dtype=torch.bool)
+    for i, b in enumerate(lists):
+        boxes[i, : len(b)] = b
+        valid[i, : len(b)] = True
+    return boxes, valid
 
 
 def _propose(args: argparse.Namespace) -> int:
@@ -236,8 +262,9 @@ def _anchors(args: argparse.Namespace) -> int:
     from .data import read_dataset
 
     model_config, _ = _model_config(args)
-    index = read_dataset(args.data, split=args.split, fmt=args.format,
-                         split_file=args.split_file, strict=args.strict)  # fmt: skip
+    index = read_dataset(
+        args.data, split=args.split, fmt=args.format, split_file=args.split_file, strict=args.strict
+    )
     print(index.summary())
     sample = collect_gt(index, short=args.short_side, max_size=args.max_size)
     anchors = model_config.rpn.anchors
@@ -250,8 +277,9 @@ def _anchors(args: argparse.Namespace) -> int:
     )
     print(format_coverage(table))
     lost = unmatched(sample, best, args.threshold)
-    print(f"\n{len(lost)} box(es) with no anchor at IoU >= {args.threshold}"
-          + (":" if lost else ""))  # fmt: skip
+    print(
+        f"\n{len(lost)} box(es) with no anchor at IoU >= {args.threshold}" + (":" if lost else "")
+    )
     for row in lost[: args.show]:
         print(f"  {row['file']}: box {row['box_at_training_scale']} best IoU {row['best_iou']}")
     if len(lost) > args.show:
@@ -276,6 +304,56 @@ def _anchors(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.json}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from . import show
+    from .visualize import plot_loss_curves
+
+    out = Path(args.out)
+    opts = dict(short=args.short_side, max_size=args.max_size)
+    data_opts = dict(split=args.split, fmt=args.format, split_file=args.split_file)
+    what = args.what
+    if what == "losses":
+        source = Path(args.source)
+        plot_loss_curves(source / "train_log.csv" if source.is_dir() else source, out)
+    elif what in ("anchors", "grid", "labels"):
+        config, _ = _model_config(args)
+        if what == "anchors":
+            show.show_anchors(config, args.source, out, x=args.x, y=args.y, **opts, **data_opts)
+        elif what == "grid":
+            show.show_grid(config, args.source, out, level=args.level, **opts, **data_opts)
+        else:
+            show.show_labels(config, args.source, out, index=args.index, **opts, **data_opts)
+    else:
+        if not args.checkpoint:
+            raise ValueError(f"rpnkit show {what} needs --checkpoint")
+        if what == "objectness":
+            show.show_objectness(
+                args.checkpoint, args.source, out, index=args.index, **opts, **data_opts
+            )
+        elif what == "nms":
+            show.show_nms(
+                args.checkpoint,
+                args.source,
+                out,
+                index=args.index,
+                top=args.top,
+                **opts,
+                **data_opts,
+            )
+        else:
+            show.show_proposals(
+                args.checkpoint,
+                args.source,
+                out,
+                index=args.index,
+                top=args.top,
+                **opts,
+                **data_opts,
+            )
+    print(f"wrote {out}")
     return 0
 
 
@@ -431,6 +509,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder, YOLO yaml")
     ev.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     ev.add_argument("--out", default=None, help="write the metrics as JSON here")
+    ev.add_argument(
+        "--plots",
+        default=None,
+        help="folder for recall.png: recall against proposals and against IoU",
+    )
     _add_data_options(ev, split="val")
     ev.set_defaults(func=_eval)
 
@@ -456,28 +539,79 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser(
         "anchors",
         help="how well a preset's anchors cover a dataset's boxes; fit anchors to it",
-        description=("For every GT box at training scale, the IoU of its best anchor (the upper "
-                     "bound of what the RPN can learn), per COCO size range; the boxes no anchor "
-                     "covers; and with --fit, anchors fitted by k-means with distance 1 - IoU, "
-                     "the coverage they reach, and a config for rpnkit train --config."),
+        description=(
+            "For every GT box at training scale, the IoU of its best anchor (the upper "
+            "bound of what the RPN can learn), per COCO size range; the boxes no anchor "
+            "covers; and with --fit, anchors fitted by k-means with distance 1 - IoU, "
+            "the coverage they reach, and a config for rpnkit train --config."
+        ),
         formatter_class=HELP,
-    )  # fmt: skip
+    )
     an.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder or YOLO yaml")
-    an.add_argument("--preset", default="effnet-lite0-fpn", choices=sorted(PRESETS),
-                    help="whose anchors to check")  # fmt: skip
+    an.add_argument(
+        "--preset",
+        default="effnet-lite0-fpn",
+        choices=sorted(PRESETS),
+        help="whose anchors to check",
+    )
     an.add_argument("--config", default=None, help="a model config file instead of --preset")
     an.add_argument("--weights", default=None, help=argparse.SUPPRESS)
-    an.add_argument("--threshold", type=float, default=0.3,
-                    help="list the boxes whose best anchor IoU stays below this")  # fmt: skip
+    an.add_argument(
+        "--threshold",
+        type=float,
+        default=0.3,
+        help="list the boxes whose best anchor IoU stays below this",
+    )
     an.add_argument("--show", type=int, default=20, help="list at most this many boxes")
     an.add_argument("--fit", action="store_true", help="fit anchors to the dataset")
     an.add_argument("--seed", type=int, default=0, help="seed of the k-means start")
-    an.add_argument("--out-config", default=None,
-                    help="with --fit: write the preset's config with the fitted anchors here "
-                         "(YAML or .json), for rpnkit train --config")  # fmt: skip
+    an.add_argument(
+        "--out-config",
+        default=None,
+        help="with --fit: write the preset's config with the fitted anchors here "
+        "(YAML or .json), for rpnkit train --config",
+    )
     an.add_argument("--json", default=None, help="write the whole report as JSON here")
     _add_data_options(an, split="train")
     an.set_defaults(func=_anchors)
+
+    sh = sub.add_parser(
+        "show",
+        help="pictures: anchors, anchor grid, anchor labels, objectness, NMS, proposals, losses",
+        description=(
+            "Write one PNG. anchors: every level's anchors at one position (--x, --y; default "
+            "the centre). grid: a level's anchor centres (--level). labels: positive, negative "
+            "and ignored anchors of a dataset image (--index). objectness: per-level heat maps. "
+            "nms: the top boxes before and after NMS. proposals: the top proposals against the "
+            "GT of a dataset image, found green and missed red. losses: the training losses of "
+            "a run folder or train_log.csv. objectness, nms and proposals need --checkpoint; "
+            "anchors, grid and labels use --preset (or --config)."
+        ),
+        formatter_class=HELP,
+    )
+    sh.add_argument(
+        "what",
+        choices=["anchors", "grid", "labels", "objectness", "nms", "proposals", "losses"],
+        help="which picture",
+    )
+    sh.add_argument("source", help="an image, a dataset (labels, proposals), or a run folder")
+    sh.add_argument("--out", default="show.png", help="PNG to write")
+    sh.add_argument(
+        "--preset",
+        default="effnet-lite0-fpn",
+        choices=sorted(PRESETS),
+        help="whose anchors (anchors, grid, labels)",
+    )
+    sh.add_argument("--config", default=None, help="a model config file instead of --preset")
+    sh.add_argument("--weights", default=None, help=argparse.SUPPRESS)
+    sh.add_argument("--checkpoint", default=None, help="model (objectness, nms, proposals)")
+    sh.add_argument("--index", type=int, default=0, help="which image of a dataset or folder")
+    sh.add_argument("--level", type=int, default=0, help="pyramid level (grid)")
+    sh.add_argument("--x", type=float, default=None, help="position in pixels (anchors)")
+    sh.add_argument("--y", type=float, default=None, help="position in pixels (anchors)")
+    sh.add_argument("--top", type=int, default=10, help="boxes drawn (nms, proposals)")
+    _add_data_options(sh, split="val")
+    sh.set_defaults(func=_show)
     return parser
 
 

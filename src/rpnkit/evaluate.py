@@ -231,3 +231,38 @@ def _pad_cat(tensors: Sequence[Tensor]) -> Tensor:
         pad = [0, 0] * (t.ndim - 2) + [0, width - t.shape[1]]
         padded.append(torch.nn.functional.pad(t, pad))
     return torch.cat(padded, dim=0)
+
+
+def recall_vs_proposals(table: MatchTable, ks: Sequence[int]) -> dict[str, list[float]]:
+    """Recall against the number of proposals per image: AR (0.5:0.95) and recall at IoU 0.5
+    and 0.7 for each k, over all sizes."""
+    thresholds = list(IOU_THRESHOLDS)
+    i50, i70 = thresholds.index(0.5), int(np.argmin([abs(t - 0.7) for t in thresholds]))
+    rows = [table.recall(k)[0] for k in ks]  # (T,) each, "all" sizes
+    return {
+        "k": list(ks),
+        "AR": [float(r.mean()) for r in rows],
+        "recall@0.5": [float(r[i50]) for r in rows],
+        "recall@0.7": [float(r[i70]) for r in rows],
+    }
+
+
+def recall_vs_iou(
+    pred_boxes: Tensor,
+    pred_valid: Tensor,
+    gt_boxes: Tensor,
+    gt_mask: Tensor,
+    gt_crowd: Tensor | None = None,
+    *,
+    ks: Sequence[int] = (100, 1000),
+    thresholds: Sequence[float] = tuple(float(t) for t in np.linspace(0.5, 1.0, 21)),
+) -> dict[str, list[float]]:
+    """Recall against the IoU threshold (0.5 to 1.0), for each proposal budget in ``ks``."""
+    table = match_proposals(
+        pred_boxes, pred_valid, gt_boxes, gt_mask, gt_crowd,
+        iou_thresholds=thresholds, area_ranges=((0.0, 1e10),),
+    )  # fmt: skip
+    out: dict[str, list[float]] = {"iou": list(thresholds)}
+    for k in ks:
+        out[f"recall@{k}"] = [float(v) for v in table.recall(k)[0]]
+    return out

@@ -186,3 +186,170 @@ def plot_proposals(
             )
     _save(fig, path)
     return len(boxes)
+
+
+IGNORED_COLOUR = "#a0a0a0"
+
+
+def plot_anchor_centres(
+    image: Tensor | np.ndarray,
+    centres: Tensor | np.ndarray,
+    path: str | Path,
+    *,
+    title: str = "anchor centres",
+    size_px: tuple[int, int] = (640, 640),
+) -> int:
+    """Dots at a level's anchor centres, (N, 2) (x, y), over the image."""
+    fig, (ax,) = _figure(size_px)
+    img = _as_hwc(image)
+    ax.imshow(img)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    c = np.asarray(centres.detach().cpu() if isinstance(centres, Tensor) else centres)
+    ax.plot(c[:, 0], c[:, 1], ".", color=POSITIVE_COLOUR, markersize=2)
+    ax.set_xlim(0, img.shape[1])
+    ax.set_ylim(img.shape[0], 0)
+    _save(fig, path)
+    return len(c)
+
+
+def plot_anchor_labels(
+    image: Tensor | np.ndarray,
+    gt_boxes: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    ignored: Tensor,
+    path: str | Path,
+    *,
+    max_each: int = 200,
+    size_px: tuple[int, int] = (640, 640),
+) -> int:
+    """Positive (yellow), negative (blue) and ignored (grey) anchors of one image, up to
+    ``max_each`` of each (a random subset when given in random order), and the GT (green)."""
+    fig, (ax,) = _figure(size_px)
+    _show(ax, image, f"anchors: {len(positive)} positive, {len(negative)} negative, "
+                     f"{len(ignored)} ignored (at most {max_each} of each drawn)")  # fmt: skip
+    n = _draw_boxes(ax, negative[:max_each], NEGATIVE_COLOUR, width=0.5, alpha=0.5)
+    n += _draw_boxes(ax, ignored[:max_each], IGNORED_COLOUR, width=0.5, alpha=0.6)
+    n += _draw_boxes(ax, positive[:max_each], POSITIVE_COLOUR, width=1.0)
+    _draw_boxes(ax, gt_boxes, GT_COLOUR, width=2.0)
+    _save(fig, path)
+    return n
+
+
+def plot_objectness_maps(
+    image: Tensor | np.ndarray,
+    maps: Sequence[Tensor],
+    path: str | Path,
+    *,
+    size_px: tuple[int, int] | None = None,
+) -> int:
+    """The image, then one heat map per level: each position's highest objectness probability
+    over its anchors. ``maps``: [(H_l, W_l)] probabilities."""
+    size_px = size_px or (260 * (len(maps) + 1), 300)
+    fig, axes = _figure(size_px, panels=len(maps) + 1)
+    img = _as_hwc(image)
+    axes[0].imshow(img)
+    axes[0].set_title("image", fontsize=8)
+    axes[0].set_axis_off()
+    for level, (ax, m) in enumerate(zip(axes[1:], maps)):
+        ax.imshow(np.asarray(m.detach().cpu()), cmap="inferno", vmin=0, vmax=1)
+        ax.set_title(f"level {level}: {m.shape[0]}x{m.shape[1]}", fontsize=8)
+        ax.set_axis_off()
+    _save(fig, path)
+    return len(maps)
+
+
+def plot_nms_before_after(
+    image: Tensor | np.ndarray,
+    before: Tensor,
+    after: Tensor,
+    path: str | Path,
+    *,
+    size_px: tuple[int, int] = (1000, 500),
+) -> tuple[int, int]:
+    """Two panels: the top boxes before NMS, and those kept after it."""
+    fig, axes = _figure(size_px, panels=2)
+    drawn = []
+    for ax, boxes, title in zip(axes, (before, after), ("before NMS", "after NMS")):
+        img = _as_hwc(image)
+        ax.imshow(img)
+        ax.set_axis_off()
+        ax.set_title(f"{title}: {len(boxes)} boxes", fontsize=8)
+        drawn.append(_draw_boxes(ax, boxes, PROPOSAL_COLOUR, width=0.7, alpha=0.7))
+        ax.set_xlim(0, img.shape[1])
+        ax.set_ylim(img.shape[0], 0)
+    _save(fig, path)
+    return drawn[0], drawn[1]
+
+
+def plot_recall_curves(
+    by_proposals: dict[str, dict[str, list[float]]],
+    path: str | Path,
+    *,
+    by_iou: dict[str, dict[str, list[float]]] | None = None,
+    size_px: tuple[int, int] = (1000, 420),
+) -> int:
+    """Recall against the number of proposals (AR and recall@0.5 per model), and, given
+    ``by_iou``, recall against the IoU threshold. Keys are model names."""
+    panels = 2 if by_iou else 1
+    fig, axes = plt.subplots(1, panels, figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100,
+                             squeeze=False)  # fmt: skip
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    ax = axes[0][0]
+    lines = 0
+    for name, curve in by_proposals.items():
+        ax.plot(curve["k"], curve["AR"], marker="o", label=f"{name} AR 0.5:0.95")
+        ax.plot(curve["k"], curve["recall@0.5"], marker=".", linestyle="--",
+                label=f"{name} recall@0.5")  # fmt: skip
+        lines += 2
+    ax.set_xscale("log")
+    ax.set_xlabel("proposals per image")
+    ax.set_ylabel("recall")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("recall against the number of proposals", fontsize=9)
+    if by_iou:
+        ax = axes[0][1]
+        for name, curve in by_iou.items():
+            for key in (k for k in curve if k.startswith("recall@")):
+                ax.plot(curve["iou"], curve[key], label=f"{name} {key}")
+                lines += 1
+        ax.set_xlabel("IoU threshold")
+        ax.set_ylabel("recall")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title("recall against IoU", fontsize=9)
+    _save(fig, path)
+    return lines
+
+
+def plot_loss_curves(
+    csv_path: str | Path, path: str | Path, *, size_px: tuple[int, int] = (900, 420)
+) -> int:
+    """Training losses from a ``train_log.csv`` against the step (log scale)."""
+    import csv
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{csv_path}: no rows to plot")
+    keys = [k for k in rows[0] if k.startswith("loss")]
+    fig, axes = plt.subplots(
+        1, 1, figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100, squeeze=False
+    )
+    ax = axes[0][0]  # fmt: skip
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9)
+    steps = [int(r["step"]) for r in rows]
+    for key in keys:
+        ax.plot(steps, [float(r[key]) for r in rows], label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"training losses ({Path(csv_path).parent.name})", fontsize=9)
+    _save(fig, path)
+    return len(keys)
