@@ -128,9 +128,21 @@ def _train(args: argparse.Namespace) -> int:
         evaluate=evaluate,
     )
     out = Path(args.out)
+    data_record = {
+        "data": args.data,
+        "split": args.split,
+        "split_file": args.split_file,
+        "val_data": args.val_data,
+        "val_split": args.val_split,
+        "val_split_file": args.val_split_file,
+        "format": args.format,
+        "short_side": args.short_side,
+        "max_size": args.max_size,
+    }
     (out / "config.yaml").write_text(
         yaml.safe_dump(
-            {"model": model_dict, "train": config_to_dict(train_config)}, sort_keys=False
+            {"model": model_dict, "train": config_to_dict(train_config), "data": data_record},
+            sort_keys=False,
         )
     )
     print(
@@ -354,6 +366,25 @@ def _show(args: argparse.Namespace) -> int:
                 **data_opts,
             )
     print(f"wrote {out}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = write_report(
+        args.run_dir,
+        data=args.data,
+        split=args.split,
+        split_file=args.split_file,
+        fmt=args.format,
+        short=args.short_side,
+        max_size=args.max_size,
+        gallery=args.gallery,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {out}: open it in a browser")
     return 0
 
 
@@ -612,6 +643,35 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--top", type=int, default=10, help="boxes drawn (nms, proposals)")
     _add_data_options(sh, split="val")
     sh.set_defaults(func=_show)
+
+    rep = sub.add_parser(
+        "report",
+        help="one static HTML page for a training run",
+        description=(
+            "Write RUN_DIR/report.html: the run's config, the recall tables, the loss and "
+            "recall curves, and proposals on validation images (best and worst recall first), "
+            "every picture embedded: it opens in a browser from disk with no server. The "
+            "validation data recorded by 'rpnkit train --val-data' is used unless --data is "
+            "given."
+        ),
+        formatter_class=HELP,
+    )
+    rep.add_argument("run_dir", help="a folder written by rpnkit train")
+    rep.add_argument("--data", default=None, help="validation dataset (default: the run's)")
+    rep.add_argument("--split", default=None, help="split of --data (default: the run's)")
+    rep.add_argument("--split-file", default=None, help="VOC split file (default: the run's)")
+    rep.add_argument(
+        "--format",
+        choices=["coco", "voc", "yolo"],
+        default=None,
+        help="dataset format (default: the run's, or detected)",
+    )
+    rep.add_argument("--short-side", type=int, default=None, help="resize (default: the run's)")
+    rep.add_argument("--max-size", type=int, default=None, help="resize (default: the run's)")
+    rep.add_argument("--gallery", type=int, default=4, help="best and worst images shown, each")
+    rep.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    rep.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    rep.set_defaults(func=_report)
     return parser
 
 

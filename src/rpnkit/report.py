@@ -1,0 +1,192 @@
+"""``rpnkit report RUN_DIR``: one static HTML page for a training run, with every picture
+embedded, so that it opens in a browser from disk with no server.
+
+It holds the run's configuration, the metric tables, the loss and recall curves, and a gallery
+of proposals on validation images: the images with the best recall first, then the worst.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import yaml
+
+from .data import read_dataset
+from .evaluate import MAX_DETS, evaluate_model, recall_vs_iou, recall_vs_proposals
+from .inference import eval_dataset, load_model, resolve_device
+from .visualize import plot_loss_curves, plot_proposals_vs_gt, plot_recall_curves
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; }
+td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: .85em; }
+img { max-width: 100%; border: 1px solid #ddd; }
+.gallery { display: grid; grid-template-columns: repeat(4, 1fr); gap: .6em; }
+.gallery figure { margin: 0; } figcaption { font-size: .8em; color: #555; }
+"""
+
+# records in the DOM how many images actually decoded (checked by the headless-browser test)
+SCRIPT = """
+window.addEventListener('load', () => {
+  const imgs = Array.from(document.images);
+  document.body.dataset.imagesLoaded = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  document.body.dataset.imagesTotal = imgs.length;
+});
+"""
+
+
+def _img(path: Path, alt: str, cls: str = "") -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _metrics_table(metrics: dict[str, float]) -> str:
+    sizes = [("all", ""), ("small", "_small"), ("medium", "_medium"), ("large", "_large")]
+    head = "".join(f"<th>{name}</th>" for name, _ in sizes)
+    rows = []
+    for k in MAX_DETS:
+        for label, key in (
+            ("AR", f"AR@{k}"),
+            ("recall@0.5", f"recall@{k}@0.5"),
+            ("recall@0.7", f"recall@{k}@0.7"),
+        ):
+            cells = "".join(
+                f"<td>{metrics[key + suffix]:.3f}</td>"
+                if metrics.get(key + suffix, -1) >= 0
+                else "<td>-</td>"
+                for _, suffix in sizes
+            )
+            rows.append(f"<tr><td>{label} @ {k} proposals</td>{cells}</tr>")
+    return f'<table id="metrics"><tr><th>measure</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    data: str | None = None,
+    split: str | None = None,
+    split_file: str | None = None,
+    fmt: str | None = None,
+    short: int | None = None,
+    max_size: int | None = None,
+    gallery: int = 4,
+    device: str = "auto",
+    progress: bool = False,
+) -> Path:
+    """Write ``RUN_DIR/report.html``. Validation data comes from the run's ``config.yaml``
+    (recorded by ``rpnkit train --val-data``) unless given."""
+    run_dir = Path(run_dir)
+    checkpoint = run_dir / "checkpoint.safetensors"
+    if not checkpoint.is_file():
+        raise ValueError(f"{run_dir}: no checkpoint.safetensors: not a training run folder")
+    config_text = (
+        (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    )
+    recorded = (yaml.safe_load(config_text) or {}).get("data", {}) if config_text else {}
+    data = data or recorded.get("val_data")
+    if data is None:
+        raise ValueError(f"{run_dir}: give --data (the run recorded no validation data)")
+    split = split or recorded.get("val_split", "val")
+    split_file = split_file or recorded.get("val_split_file")
+    fmt = fmt or recorded.get("format")
+    short = short or recorded.get("short_side", 800)
+    max_size = max_size or recorded.get("max_size", 1333)
+
+    device_obj = resolve_device(device)
+    model, _ = load_model(checkpoint, device_obj)
+    index = read_dataset(data, split=split, fmt=fmt, split_file=split_file)
+    dataset = eval_dataset(index, short, max_size)
+    metrics, table, kept = evaluate_model(model, dataset, device=device_obj, progress=progress)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sections = [
+            f"<h1>rpnkit run: {html.escape(run_dir.name)}</h1>",
+            f"<p>{html.escape(str(run_dir.resolve()))}; validation data "
+            f"{html.escape(str(data))} ({len(dataset)} images); written "
+            f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
+        ]
+        sections.append("<h2>Proposal recall</h2>" + _metrics_table(metrics))
+
+        curves = []
+        if (run_dir / "train_log.csv").is_file():
+            plot_loss_curves(run_dir / "train_log.csv", tmp / "loss.png")
+            curves.append(_img(tmp / "loss.png", "training losses", "curve"))
+        ks = [1, 3, 10, 30, 100, 300, 1000]
+        n = max(1, max(len(p) for p, _ in kept))
+        g = max(1, max(len(b) for _, b in kept))
+        preds = torch.zeros(len(kept), n, 4)
+        pvalid = torch.zeros(len(kept), n, dtype=torch.bool)
+        gts = torch.zeros(len(kept), g, 4)
+        gvalid = torch.zeros(len(kept), g, dtype=torch.bool)
+        for i, (p, b) in enumerate(kept):
+            preds[i, : len(p)], pvalid[i, : len(p)] = p, True
+            gts[i, : len(b)], gvalid[i, : len(b)] = b, True
+        plot_recall_curves(
+            {"model": recall_vs_proposals(table, ks)},
+            tmp / "recall.png",
+            by_iou={"model": recall_vs_iou(preds, pvalid, gts, gvalid)},
+        )
+        curves.append(_img(tmp / "recall.png", "recall curves", "curve"))
+        sections.append("<h2>Curves</h2>" + "".join(f"<p>{c}</p>" for c in curves))
+
+        per_image = table.recall_per_image(100)  # recall@100 at IoU 0.5, NaN without GT
+        order = [
+            int(i)
+            for i in torch.argsort(torch.nan_to_num(per_image, nan=-1.0), descending=True)
+            if not torch.isnan(per_image[i])
+        ]
+        best, worst = order[:gallery], order[::-1][:gallery]
+        figures = []
+        for title, chosen in (("best recall", best), ("worst recall", worst)):
+            for i in chosen:
+                name = f"{title.split()[0]}_{i}.png"
+                item = dataset[i]
+                plot_proposals_vs_gt(
+                    [item["image"]],
+                    [kept[i][0]],
+                    [kept[i][1]],
+                    tmp / name,
+                    top_k=10,
+                    size_px=(400, 420),
+                )
+                caption = (
+                    f"{title}: {html.escape(str(item['file_name']))}, recall@100 at "
+                    f"IoU 0.5 = {float(per_image[i]):.2f}"
+                )
+                figures.append(
+                    f"<figure>{_img(tmp / name, caption, 'gallery-image')}"
+                    f"<figcaption>{caption}</figcaption></figure>"
+                )
+        sections.append(
+            "<h2>Validation images: best recall first, then worst</h2>"
+            "<p>Top 10 proposals (magenta); GT found among the top 100 at IoU 0.5 (green, "
+            f"dashed) and missed (red).</p><div class='gallery'>{''.join(figures)}</div>"
+        )
+        sections.append(
+            "<h2>Configuration</h2><pre id='config'>"
+            f"{html.escape(config_text or 'no config.yaml in the run folder')}</pre>"
+        )
+        sections.append(
+            "<h2>All metrics</h2><pre id='metrics-json'>"
+            f"{html.escape(json.dumps(metrics, indent=1))}</pre>"
+        )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>rpnkit report: "
+        f"{html.escape(run_dir.name)}</title><style>{STYLE}</style>"
+        f"<script>{SCRIPT}</script></head><body>{''.join(sections)}</body></html>"
+    )
+    out = run_dir / "report.html"
+    tmp_out = out.with_suffix(".html.tmp")
+    tmp_out.write_text(page)
+    tmp_out.replace(out)
+    return out

@@ -1,0 +1,108 @@
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rpnkit.cli import main
+
+RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("run")
+    small = ["--short-side", "192", "--max-size", "288", "--no-progress"]
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(RACCOON),
+                "--split-file",
+                str(RACCOON / "train_labels.csv"),
+                "--val-data",
+                str(RACCOON),
+                "--val-split-file",
+                str(RACCOON / "test_labels.csv"),
+                "--preset",
+                "tiny",
+                "--steps",
+                "6",
+                "--batch-size",
+                "2",
+                "--workers",
+                "0",
+                "--out",
+                str(run),
+                *small,
+            ]
+        )
+        == 0
+    )
+    assert main(["report", str(run), "--gallery", "3", "--no-progress"]) == 0
+    return run / "report.html"
+
+
+def test_report_is_one_self_contained_page(report):
+    text = report.read_text()
+    assert 'id="metrics"' in text and "<pre id='config'>" in text
+    assert text.count("data:image/png;base64,") == 2 + 2 * 3  # 2 curves, 3 best + 3 worst
+    assert not re.search(r'src="(?!data:)', text)  # nothing to fetch: opens from disk
+
+
+def test_report_displays_in_headless_chromium(report, chromium, tmp_path):
+    # The page's own script counts the images that decoded; the DOM dump after load shows it.
+    dom = subprocess.run(
+        [
+            chromium,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--virtual-time-budget=8000",
+            "--dump-dom",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    loaded = re.search(r'data-images-loaded="(\d+)" data-images-total="(\d+)"', dom)
+    assert loaded is not None, "the page's load script did not run"
+    assert loaded.group(1) == loaded.group(2) == "8"
+    assert dom.count("<tr>") >= 13  # the header and 12 metric rows rendered as a table
+    # and a screenshot that is not blank: text, tables and pictures give many colours
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            chromium,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            "--window-size=1200,2000",
+            f"--screenshot={shot}",
+            report.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+    assert len(np.unique(pixels, axis=0)) > 2000
+    assert (pixels != 255).any(axis=1).mean() > 0.1  # more than a white page
+
+
+def test_report_needs_a_run_folder(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a training run folder" in capsys.readouterr().err
