@@ -1,0 +1,341 @@
+"""The second stage (Fast R-CNN head): RoI sampling, RoI pooling over pyramid levels, the box
+head, class-specific regression, losses and detection post-processing, batched over images.
+
+Shape glossary:
+    B : images;  K : proposals per image (padded);  G : GT boxes per image (padded)
+    R : sampled RoIs per image;  C : classes including background (index 0)
+    L : feature levels used for pooling;  S : pooled size (7)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, roi_align, roi_pool
+
+from .boxes import BoxCoder, box_iou, clip_boxes
+from .matching import IGNORE, NEGATIVE, POSITIVE, BalancedSampler, SampledAnchors
+from .structures import GroundTruth
+
+
+@dataclass(frozen=True)
+class RoIHeadConfig:
+    """Second-stage settings. ``bg_iou`` is the background IoU range [low, high): (0.1, 0.5) in
+    the paper, (0.0, 0.5) in the modern setting; below ``low`` a RoI is ignored."""
+
+    num_classes: int = 91  # including background
+    rois_per_image: int = 512
+    positive_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou: tuple[float, float] = (0.0, 0.5)
+    pooler: Literal["align", "pool"] = "align"
+    pooled_size: int = 7
+    sampling_ratio: int = 2
+    head: Literal["mlp", "vgg"] = "mlp"
+    representation_size: int = 1024
+    box_coder_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    smooth_l1_beta: float = 1.0 / 9
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    detections_per_image: int = 100
+    min_size: float = 1e-2
+    canonical_scale: float = 224.0
+    canonical_level: int = 4
+
+    @classmethod
+    def paper(cls, **overrides) -> RoIHeadConfig:
+        """The paper's: 128 RoIs, background [0.1, 0.5), RoIPool, VGG fc6/fc7, NMS 0.3."""
+        settings = dict(
+            rois_per_image=128,
+            bg_iou=(0.1, 0.5),
+            pooler="pool",
+            head="vgg",
+            representation_size=4096,
+            nms_threshold=0.3,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
+
+@dataclass
+class SampledRoIs:
+    """``boxes`` (B, R, 4) xyxy, ``valid`` (B, R), ``labels`` (B, R) int64 (0 = background),
+    ``targets`` (B, R, 4) regression targets to the matched GT (meaningful where labels > 0)."""
+
+    boxes: Tensor
+    valid: Tensor
+    labels: Tensor
+    targets: Tensor
+
+
+@dataclass
+class Detections:
+    """Padded detections: ``boxes`` (B, D, 4) xyxy, ``scores`` (B, D), ``labels`` (B, D)
+    int64 class ids (1..C-1), ``num`` (B,) valid count, best first."""
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    num: Tensor
+
+    def per_image(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        return [
+            (self.boxes[i, :n], self.scores[i, :n], self.labels[i, :n])
+            for i, n in enumerate(self.num.tolist())
+        ]
+
+
+def _combine_samples(sample: SampledAnchors, rois_per_image: int) -> tuple[Tensor, Tensor]:
+    """Positive slots then negative slots, compacted into (B, R) indices and validity."""
+    num_pos = sample.pos_valid.sum(dim=1, keepdim=True)  # (B, 1)
+    num_neg = sample.neg_valid.sum(dim=1, keepdim=True)
+    slots = torch.arange(rois_per_image, device=num_pos.device)[None, :]  # (1, R)
+    from_pos = sample.pos_idx.gather(
+        1, slots.clamp(max=sample.pos_idx.shape[1] - 1).expand(len(num_pos), -1)
+    )
+    neg_slot = (slots - num_pos).clamp(min=0, max=sample.neg_idx.shape[1] - 1)
+    from_neg = sample.neg_idx.gather(1, neg_slot)
+    index = torch.where(slots < num_pos, from_pos, from_neg)
+    return index, slots < num_pos + num_neg
+
+
+class RoISampler:
+    """Proposals plus GT boxes -> R sampled RoIs per image with labels and box targets."""
+
+    def __init__(self, config: RoIHeadConfig) -> None:
+        self.config = config
+        self.sampler = BalancedSampler(config.rois_per_image, config.positive_fraction)
+        self.coder = BoxCoder(config.box_coder_weights)
+
+    def __call__(
+        self,
+        proposals: Tensor,
+        proposals_valid: Tensor,
+        targets: GroundTruth,
+        generator: torch.Generator | None = None,
+    ) -> SampledRoIs:
+        """(B, K, 4), (B, K), GT -> SampledRoIs. GT boxes are appended to the proposals."""
+        cfg = self.config
+        real = targets.mask & ~targets.ignore  # (B, G)
+        rois = torch.cat([proposals.to(targets.boxes.dtype), targets.boxes], dim=1)  # (B, K+G, 4)
+        rois_valid = torch.cat([proposals_valid, real], dim=1)
+        iou = box_iou(rois, targets.boxes).masked_fill(~real[:, None, :], -1.0)  # (B, K+G, G)
+        best, matched = (
+            iou.max(dim=2)
+            if iou.shape[2]
+            else (
+                torch.full(rois_valid.shape, -1.0, device=rois.device),
+                torch.zeros(rois_valid.shape, dtype=torch.long, device=rois.device),
+            )
+        )
+        lo, hi = cfg.bg_iou
+        state = torch.full_like(matched, IGNORE, dtype=torch.int8)
+        state.masked_fill_((best >= lo) & (best < hi), NEGATIVE)
+        state.masked_fill_(best < 0, NEGATIVE if lo <= 0 else IGNORE)  # images without GT
+        state.masked_fill_(best >= cfg.fg_iou, POSITIVE)
+        state.masked_fill_(~rois_valid, IGNORE)
+        index, valid = _combine_samples(self.sampler(state, generator), cfg.rois_per_image)
+        boxes = rois.gather(1, index[..., None].expand(-1, -1, 4))  # (B, R, 4)
+        gt_index = matched.gather(1, index)
+        labels = targets.labels.gather(1, gt_index) if targets.labels.shape[1] else gt_index
+        labels = torch.where(state.gather(1, index) == POSITIVE, labels, 0) * valid
+        gt_boxes = targets.boxes.gather(1, gt_index[..., None].expand(-1, -1, 4))
+        fg = labels > 0
+        # only foreground RoIs have targets; elsewhere zeros (a degenerate unused box would
+        # encode to NaN, and NaN times a zero mask still poisons the gradient)
+        deltas = self.coder.encode(gt_boxes, boxes)
+        return SampledRoIs(boxes, valid, labels, torch.where(fg[..., None], deltas, 0.0))
+
+
+class MultiLevelRoIPooler(nn.Module):
+    """RoIAlign or RoIPool from torchvision's kernels; on a pyramid each box goes to level
+    k = floor(4 + log2(sqrt(w h) / 224)), clamped to the pooled levels."""
+
+    def __init__(self, *, strides: Sequence[int], config: RoIHeadConfig) -> None:
+        super().__init__()
+        self.strides = list(strides)
+        self.config = config
+        self.k_min = round(math.log2(self.strides[0]))
+        self.k_max = round(math.log2(self.strides[-1]))
+
+    def levels(self, boxes: Tensor) -> Tensor:
+        """(N, 4) -> (N,) index into the pooled levels (torchvision's LevelMapper)."""
+        c = self.config
+        scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+        k = torch.floor(c.canonical_level + torch.log2(scale / c.canonical_scale) + 1e-6)
+        return (k.clamp(self.k_min, self.k_max) - self.k_min).to(torch.int64)
+
+    def forward(self, features: Sequence[Tensor], boxes: Tensor) -> Tensor:
+        """Features [(B, ch, H_l, W_l)] for the pooled levels, (B, R, 4) boxes ->
+        (B*R, ch, S, S)."""
+        num_images, r = boxes.shape[:2]
+        flat = boxes.reshape(-1, 4).float()
+        batch_index = torch.arange(num_images, device=boxes.device).repeat_interleave(r)
+        rois = torch.cat([batch_index[:, None].to(flat.dtype), flat], dim=1)  # (B*R, 5)
+        size = self.config.pooled_size
+        out = features[0].new_zeros((len(rois), features[0].shape[1], size, size))
+        levels = self.levels(flat) if len(features) > 1 else torch.zeros_like(batch_index)
+        for level, (feature, stride) in enumerate(zip(features, self.strides)):
+            # GPU->CPU sync: selecting each level's boxes (as torchvision's pooler); the pooled
+            # boxes per level vary with the data
+            idx = (levels == level).nonzero().squeeze(1)
+            if self.config.pooler == "align":
+                pooled = roi_align(
+                    feature,
+                    rois[idx],
+                    size,
+                    spatial_scale=1.0 / stride,
+                    sampling_ratio=self.config.sampling_ratio,
+                )
+            else:
+                pooled = roi_pool(feature, rois[idx], size, spatial_scale=1.0 / stride)
+            out[idx] = pooled.to(out.dtype)
+        return out
+
+
+class BoxHead(nn.Module):
+    """Two fully connected layers (1024-wide MLP, or VGG's fc6/fc7 at 4096), then the class
+    scores (C) and class-specific box deltas (4 C)."""
+
+    def __init__(self, *, in_channels: int, config: RoIHeadConfig) -> None:
+        super().__init__()
+        size, width = config.pooled_size, config.representation_size
+        self.fc6 = nn.Linear(in_channels * size * size, width)
+        self.fc7 = nn.Linear(width, width)
+        self.dropout = config.head == "vgg"  # VGG's fc6/fc7 were trained with dropout
+        self.cls_score = nn.Linear(width, config.num_classes)
+        self.bbox_pred = nn.Linear(width, config.num_classes * 4)
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, ch, S, S) -> (N, C) logits, (N, 4 C) deltas."""
+        x = F.relu(self.fc6(pooled.flatten(1)))
+        if self.dropout:
+            x = F.dropout(x, 0.5, self.training)
+        x = F.relu(self.fc7(x))
+        if self.dropout:
+            x = F.dropout(x, 0.5, self.training)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+def fast_rcnn_losses(
+    class_logits: Tensor, box_deltas: Tensor, sample: SampledRoIs, beta: float
+) -> dict[str, Tensor]:
+    """Cross-entropy over the sampled RoIs and smooth-L1 on the foreground RoIs' deltas for
+    their class, both divided by the number of sampled RoIs (torchvision's normalisation)."""
+    labels = sample.labels.reshape(-1)  # (B*R,)
+    valid = sample.valid.reshape(-1)
+    count = valid.sum().clamp(min=1).to(class_logits.dtype)
+    ce = F.cross_entropy(class_logits.float(), labels, reduction="none")
+    deltas = box_deltas.float().view(len(labels), -1, 4)  # (N, 4C) -> (N, C, 4)
+    own = deltas.gather(1, labels[:, None, None].expand(-1, 1, 4)).squeeze(1)  # (N, 4)
+    box = F.smooth_l1_loss(
+        own, sample.targets.reshape(-1, 4).float(), beta=beta, reduction="none"
+    ).sum(-1)
+    fg = (labels > 0) & valid
+    return {
+        "loss_classifier": (ce * valid).sum() / count,
+        "loss_box_reg": (box * fg).sum() / count,
+    }
+
+
+def postprocess_detections(
+    class_logits: Tensor,
+    box_deltas: Tensor,
+    boxes: Tensor,
+    valid: Tensor,
+    image_sizes: Tensor,
+    config: RoIHeadConfig,
+    coder: BoxCoder,
+) -> Detections:
+    """(B*R, C), (B*R, 4C), (B, R, 4) RoIs, (B, R) -> top detections per image: decode per
+    class, clip, drop background and scores below the threshold, per-class NMS."""
+    num_images, r = boxes.shape[:2]
+    c = class_logits.shape[1]
+    scores = F.softmax(class_logits.float(), -1).view(num_images, r, c)
+    decoded = coder.decode(
+        box_deltas.float().view(num_images, r, c, 4),
+        boxes.float()[:, :, None, :].expand(-1, -1, c, -1),
+    )
+    decoded = clip_boxes(decoded.reshape(num_images, r * c, 4), image_sizes).view(
+        num_images, r, c, 4
+    )
+    labels = torch.arange(c, device=boxes.device).expand(num_images, r, c)
+    # drop the background column, flatten (RoI, class) pairs per image
+    scores, decoded, labels = scores[..., 1:], decoded[:, :, 1:], labels[..., 1:]
+    scores = scores.reshape(num_images, -1)
+    decoded = decoded.reshape(num_images, -1, 4)
+    labels = labels.reshape(num_images, -1)
+    wh = decoded[..., 2:] - decoded[..., :2]
+    keep = (
+        valid[:, :, None].expand(-1, -1, c - 1).reshape(num_images, -1)
+        & (scores > config.score_threshold)
+        & (wh >= config.min_size).all(-1)
+    )
+    det = config.detections_per_image
+    out_boxes = boxes.new_zeros((num_images, det, 4), dtype=torch.float32)
+    out_scores = boxes.new_zeros((num_images, det), dtype=torch.float32)
+    out_labels = torch.zeros((num_images, det), dtype=torch.int64, device=boxes.device)
+    nums = []
+    for i in range(num_images):
+        # GPU->CPU sync and a loop over images here: per-class NMS on variable-size sets, as
+        # torchvision does; the batched fixed-shape version is future work
+        idx = keep[i].nonzero().squeeze(1)
+        kept = batched_nms(decoded[i, idx], scores[i, idx], labels[i, idx], config.nms_threshold)
+        kept = idx[kept[:det]]
+        n = len(kept)
+        out_boxes[i, :n], out_scores[i, :n], out_labels[i, :n] = (
+            decoded[i, kept],
+            scores[i, kept],
+            labels[i, kept],
+        )
+        nums.append(n)
+    return Detections(out_boxes, out_scores, out_labels, torch.tensor(nums, device=boxes.device))
+
+
+class RoIHeads(nn.Module):
+    """Sampler + pooler + box head, with losses in training and detections at inference."""
+
+    def __init__(self, *, in_channels: int, strides: Sequence[int], config: RoIHeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.sampler = RoISampler(config)
+        self.pooler = MultiLevelRoIPooler(strides=strides, config=config)
+        self.box_head = BoxHead(in_channels=in_channels, config=config)
+        self.coder = BoxCoder(config.box_coder_weights)
+
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        proposals: Tensor,
+        proposals_valid: Tensor,
+        image_sizes: Tensor,
+        targets: GroundTruth | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Detections | None, dict[str, Tensor], SampledRoIs | None]:
+        """Features of the pooled levels, (B, K, 4) proposals (detached), (B, K) validity."""
+        if targets is not None:
+            if targets.labels.numel() and bool(
+                ((targets.labels >= self.config.num_classes) & targets.mask).any()
+            ):  # one sync, to say which label is out of range
+                bad = ((targets.labels >= self.config.num_classes) & targets.mask).nonzero()[0]
+                b, g = (int(v) for v in bad)
+                raise ValueError(
+                    f"image {b}: ground-truth box {g} has class id {int(targets.labels[b, g])} "
+                    f"but the head has {self.config.num_classes - 1} classes (ids 1.."
+                    f"{self.config.num_classes - 1}; 0 is background)"
+                )
+            sample = self.sampler(proposals.detach(), proposals_valid, targets, generator)
+            logits, deltas = self.box_head(self.pooler(features, sample.boxes))
+            losses = fast_rcnn_losses(logits, deltas, sample, self.config.smooth_l1_beta)
+            return None, losses, sample
+        logits, deltas = self.box_head(self.pooler(features, proposals))
+        detections = postprocess_detections(
+            logits, deltas, proposals, proposals_valid, image_sizes, self.config, self.coder
+        )
+        return detections, {}, None
