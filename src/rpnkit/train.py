@@ -218,7 +218,8 @@ def train(
         persistent_workers=config.num_workers > 0,
     )
     writer = _tensorboard(out_dir) if main_process else None
-    fields = ["step", "lr", "loss", "loss_objectness", "loss_rpn_box", "images_per_s"]
+    # the loss terms are whatever the model returns: the RPN's two, a detector's four
+    fields = ["step", "lr", "loss", *sorted(_loss_names(model)), "images_per_s"]
     log_path = out_dir / "train_log.csv"
     log_file = None
     if main_process:
@@ -340,6 +341,14 @@ def train(
 
 
 EVAL_SHOWN = ("AR@100", "AR@1000", "recall@100@0.5")
+
+
+def _loss_names(model: nn.Module) -> list[str]:
+    """The loss terms a ProposalModel or a FasterRCNN returns."""
+    names = ["loss_objectness", "loss_rpn_box"]
+    if hasattr(model, "roi_heads"):
+        names += ["loss_classifier", "loss_box_reg"]
+    return names
 
 
 def _tensorboard(out_dir: Path):

@@ -1,0 +1,76 @@
+"""Faster R-CNN: a backbone, rpnkit's RPN and the Fast R-CNN second stage, trained jointly
+(the four losses summed: the paper's approximate joint training)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from .presets import ModelConfig, build_model, preset_config
+from .roi_heads import Detections, RoIHeadConfig, RoIHeads
+from .rpn import Proposals
+from .structures import GroundTruth
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """A first stage (any proposal preset) and a second stage. ``pooled_levels``: how many of
+    the backbone's levels the RoI pooler uses (FPN: P2-P5, the first four; single level: 1)."""
+
+    model: ModelConfig = field(default_factory=lambda: preset_config("effnet-lite0-fpn"))
+    roi: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+    pooled_levels: int = 4
+
+
+@dataclass
+class DetectorOutput:
+    proposals: Proposals
+    detections: Detections | None
+    losses: dict[str, Tensor]
+
+
+class FasterRCNN(nn.Module):
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__()
+        first = build_model(config.model)
+        self.config = config
+        self.backbone = first.backbone
+        self.rpn = first.rpn
+        self.register_buffer("pixel_mean", first.pixel_mean.clone(), False)
+        self.register_buffer("pixel_std", first.pixel_std.clone(), False)
+        levels = min(config.pooled_levels, len(self.backbone.strides))
+        self.pooled_levels = levels
+        self.roi_heads = RoIHeads(
+            in_channels=self.backbone.out_channels,
+            strides=self.backbone.strides[:levels],
+            config=config.roi,
+        )
+
+    def forward(
+        self,
+        images: Tensor,
+        image_sizes: Tensor,
+        targets: GroundTruth | None = None,
+        *,
+        image_scales: Tensor | None = None,
+    ) -> DetectorOutput:
+        """(B, 3, H, W) RGB in [0, 1], (B, 2) sizes -> proposals, and detections (inference)
+        or the RPN and second-stage losses (training, with ``targets``)."""
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise ValueError(
+                f"images must be a non-empty (B, 3, H, W) batch, got {tuple(images.shape)}"
+            )
+        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        rpn_out = self.rpn(features, image_sizes, targets, image_scales=image_scales)
+        proposals = rpn_out.proposals  # detached: no gradient through the boxes
+        pooled = features[: self.pooled_levels]
+        training = targets is not None and self.training
+        detections, roi_losses, _ = self.roi_heads(
+            pooled, proposals.boxes, proposals.valid, image_sizes, targets if training else None
+        )
+        return DetectorOutput(proposals, detections, {**rpn_out.losses, **roi_losses})
+
+
+def build_detector(config: DetectorConfig) -> FasterRCNN:
+    return FasterRCNN(config)
