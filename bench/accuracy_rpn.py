@@ -34,6 +34,7 @@ from rpnkit.evaluate import evaluate_model
 from rpnkit.inference import eval_dataset
 from rpnkit.presets import build_model, preset_config
 from rpnkit.rpn import Proposals
+from rpnkit.testing import copy_rpn_head_to_torchvision
 from rpnkit.train import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -66,13 +67,7 @@ class TorchvisionProposalModel(nn.Module):
             ),
             nms_thresh=cfg.test_proposals.nms_threshold,
         )
-        with torch.no_grad():
-            self.rpn.head.conv[0][0].weight.copy_(ours.rpn.head.conv.weight)
-            self.rpn.head.conv[0][0].bias.copy_(ours.rpn.head.conv.bias)
-            self.rpn.head.cls_logits.weight.copy_(ours.rpn.head.cls_logits[0].weight)
-            self.rpn.head.cls_logits.bias.copy_(ours.rpn.head.cls_logits[0].bias)
-            self.rpn.head.bbox_pred.weight.copy_(ours.rpn.head.bbox_pred[0].weight)
-            self.rpn.head.bbox_pred.bias.copy_(ours.rpn.head.bbox_pred[0].bias)
+        copy_rpn_head_to_torchvision(ours.rpn.head, self.rpn.head)
 
     def forward(self, images, image_sizes, targets=None, *, image_scales=None):
         features = self.backbone((images - self.pixel_mean) / self.pixel_std)

@@ -40,7 +40,7 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from rpnkit.anchors import AnchorConfig
 from rpnkit.rpn import ProposalConfig, RegionProposalNetwork, RPNConfig, select_proposals
 from rpnkit.structures import GroundTruth
-from rpnkit.testing import same_proposals
+from rpnkit.testing import copy_rpn_head_to_torchvision, same_proposals
 
 ROWS: list[dict] = []
 
@@ -124,13 +124,7 @@ def make_pair(channels, strides, sizes, pre, post, *, nms_per_level=True, seed=0
         post_nms_top_n=dict(training=post, testing=post),
         nms_thresh=0.7,
     )
-    with torch.no_grad():
-        tv.head.conv[0][0].weight.copy_(ours.head.conv.weight)
-        tv.head.conv[0][0].bias.copy_(ours.head.conv.bias)
-        tv.head.cls_logits.weight.copy_(ours.head.cls_logits[0].weight)
-        tv.head.cls_logits.bias.copy_(ours.head.cls_logits[0].bias)
-        tv.head.bbox_pred.weight.copy_(ours.head.bbox_pred[0].weight)
-        tv.head.bbox_pred.bias.copy_(ours.head.bbox_pred[0].bias)
+    copy_rpn_head_to_torchvision(ours.head, tv.head)
     return ours, tv
 
 

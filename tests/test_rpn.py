@@ -20,7 +20,7 @@ from rpnkit.rpn import (
     select_proposals,
 )
 from rpnkit.structures import GroundTruth
-from rpnkit.testing import same_proposals
+from rpnkit.testing import copy_rpn_head_to_torchvision, same_proposals
 
 CHANNELS = 32
 STRIDES = (8, 16, 32)
@@ -52,13 +52,7 @@ def make_pair(pre_nms=300, post_nms=200, seed=0):
         post_nms_top_n=dict(training=post_nms, testing=post_nms),
         nms_thresh=0.7,
     )
-    with torch.no_grad():
-        tv.head.conv[0][0].weight.copy_(ours.head.conv.weight)
-        tv.head.conv[0][0].bias.copy_(ours.head.conv.bias)
-        tv.head.cls_logits.weight.copy_(ours.head.cls_logits[0].weight)
-        tv.head.cls_logits.bias.copy_(ours.head.cls_logits[0].bias)
-        tv.head.bbox_pred.weight.copy_(ours.head.bbox_pred[0].weight)
-        tv.head.bbox_pred.bias.copy_(ours.head.bbox_pred[0].bias)
+    copy_rpn_head_to_torchvision(ours.head, tv.head)
     return ours, tv
 
 

@@ -160,6 +160,25 @@ def proposal_recall_summary(
 
 
 @torch.no_grad()
+def batched_proposals(model, dataset, *, batch_size: int, device, progress: bool, desc: str):
+    """Yield (items, batch, proposals) for consecutive batches of the readable items of
+    ``dataset`` (unreadable ones, None, are left out)."""
+    from tqdm import tqdm
+
+    from .data import collate
+
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        items = [it for it in items if it is not None]
+        if not items:
+            continue
+        batch = collate(items).to(device)
+        out = model(batch.images, batch.image_sizes, image_scales=batch.image_scales)
+        yield items, batch, out.proposals
+
+
+@torch.no_grad()
 def evaluate_model(
     model: torch.nn.Module,
     dataset,
@@ -176,23 +195,12 @@ def evaluate_model(
     Returns the summary, the match table and per-image (proposal boxes, real GT boxes) on the
     CPU.
     """
-    from tqdm import tqdm
-
-    from .data import collate
-
     model.to(device).eval()
     preds, valids, gts, masks, crowds, areas, kept = [], [], [], [], [], [], []
     k = max(max_dets)
-    batches = range(0, len(dataset), batch_size)
-    for start in tqdm(batches, desc="evaluating", disable=not progress, dynamic_ncols=True):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        items = [it for it in items if it is not None]
-        if not items:
-            continue
-        batch = collate(items).to(device)
-        proposals = model(
-            batch.images, batch.image_sizes, image_scales=batch.image_scales
-        ).proposals
+    for items, batch, proposals in batched_proposals(
+        model, dataset, batch_size=batch_size, device=device, progress=progress, desc="evaluating"
+    ):
         preds.append(proposals.boxes[:, :k].cpu())
         valids.append(proposals.valid[:, :k].cpu())
         t = batch.targets.to("cpu")

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .config import config_from_dict
-from .data import DetectionDataset, collate
+from .data import DetectionDataset
 from .data.images import load_rgb
 from .data.readers import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, read_dataset
 from .data.transforms import Compose
+from .evaluate import batched_proposals
 from .model import ProposalModel
 from .presets import ModelConfig, build_model
 
@@ -112,20 +112,9 @@ def propose(
 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
     """For each readable image: (item, (K, 4) xyxy boxes in original-image pixels, (K,) scores)."""
     model.to(device).eval()
-    for start in tqdm(
-        range(0, len(dataset), batch_size),
-        desc="proposing",
-        disable=not progress,
-        dynamic_ncols=True,
+    for items, _, proposals in batched_proposals(
+        model, dataset, batch_size=batch_size, device=device, progress=progress, desc="proposing"
     ):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        items = [it for it in items if it is not None]
-        if not items:
-            continue
-        batch = collate(items).to(device)
-        proposals = model(
-            batch.images, batch.image_sizes, image_scales=batch.image_scales
-        ).proposals
         boxes, scores, num = proposals.boxes.cpu(), proposals.scores.cpu(), proposals.num.cpu()
         for i, item in enumerate(items):
             n = min(int(num[i]), top)

@@ -39,3 +39,14 @@ def same_proposals(
     return torch.allclose(a[:, :4], b[:, :4], atol=atol, rtol=0) and torch.allclose(
         a[:, 4], b[:, 4], atol=score_atol, rtol=0
     )
+
+
+@torch.no_grad()
+def copy_rpn_head_to_torchvision(head, tv_head) -> None:
+    """Load rpnkit's (shared-predictor) RPNHead weights into torchvision's RPNHead."""
+    tv_head.conv[0][0].weight.copy_(head.conv.weight)
+    tv_head.conv[0][0].bias.copy_(head.conv.bias)
+    tv_head.cls_logits.weight.copy_(head.cls_logits[0].weight)
+    tv_head.cls_logits.bias.copy_(head.cls_logits[0].bias)
+    tv_head.bbox_pred.weight.copy_(head.bbox_pred[0].weight)
+    tv_head.bbox_pred.bias.copy_(head.bbox_pred[0].bias)
