@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+
+from rpnkit.detection_eval import (
+    ImageDetections,
+    ImageTruth,
+    coco_map,
+    format_per_class,
+    voc_ap,
+    voc_map,
+)
+
+
+def _truth(boxes, labels, ignore=None, size=(200, 200)):
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    ignore = np.zeros(len(boxes), bool) if ignore is None else np.asarray(ignore)
+    return ImageTruth(boxes, np.asarray(labels), ignore, areas, size[1], size[0])
+
+
+def _dets(boxes, scores, labels):
+    return ImageDetections(
+        np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores), np.asarray(labels)
+    )
+
+
+def test_voc_ap_by_hand():
+    # recall 0.5 at precision 1, then recall 1.0 at precision 0.5:
+    # area form: 0.5 * 1 + 0.5 * 0.5 = 0.75; 11-point: 6 points at 1 (t <= 0.5), 5 at 0.5
+    recall, precision = np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])
+    assert voc_ap(recall, precision) == pytest.approx(0.5 * 1 + 0.5 * (2 / 3))
+    assert voc_ap(np.array([0.5, 1.0]), np.array([1.0, 0.5])) == pytest.approx(0.75)
+    assert voc_ap(np.array([0.5, 1.0]), np.array([1.0, 0.5]), use_07_metric=True) == pytest.approx(
+        (6 * 1.0 + 5 * 0.5) / 11
+    )
+
+
+def test_voc_map_with_a_duplicate_a_miss_and_a_difficult_box():
+    truths = [
+        _truth(
+            [[0, 0, 50, 50], [100, 100, 150, 150], [10, 150, 40, 190]],
+            [1, 1, 1],
+            ignore=[False, False, True],
+        )
+    ]
+    dets = [
+        _dets(
+            [[0, 0, 50, 50], [1, 1, 50, 50], [12, 150, 40, 190], [160, 0, 190, 30]],
+            [0.9, 0.8, 0.7, 0.6],
+            [1, 1, 1, 1],
+        )
+    ]
+    # ranked: TP (box 0), FP (duplicate), ignored (difficult), FP (nothing there)
+    # -> recall 0.5, 0.5, 0.5; precision 1, 0.5, 1/3; the second real box is never found
+    mean, per_class = voc_map(truths, dets, ["thing"], use_07_metric=False)
+    assert per_class["thing"] == pytest.approx(0.5)
+    assert mean == pytest.approx(0.5)
+
+
+def test_coco_map_perfect_and_absent_class():
+    truths = [
+        _truth([[0, 0, 50, 50], [100, 100, 190, 180]], [1, 2]),
+        _truth([[20, 20, 60, 90]], [1]),
+    ]
+    perfect = [_dets(t.boxes, np.ones(len(t.boxes)), t.labels) for t in truths]
+    stats, per_class = coco_map(truths, perfect, ["cat", "dog", "bird"])
+    assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
+    assert per_class["cat"] == pytest.approx(1.0) and np.isnan(per_class["bird"])  # no bird GT
+    shifted = [_dets(t.boxes + 8, np.ones(len(t.boxes)), t.labels) for t in truths]
+    worse, _ = coco_map(truths, shifted, ["cat", "dog", "bird"])
+    assert worse["AP"] < 1.0
+    none, _ = coco_map(truths, [_dets([], [], []) for _ in truths], ["cat", "dog", "bird"])
+    assert none["AP"] == 0.0
+    assert "bird" in format_per_class(per_class) and "-" in format_per_class(per_class)
