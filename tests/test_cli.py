@@ -170,3 +170,106 @@ def test_show_losses_and_eval_plots(trained, tmp_path):
     )
     assert (tmp_path / "recall.png").is_file()
     assert main(["show", "nms", str(RACCOON), "--out", str(tmp_path / "x.png")]) == 2
+
+
+def test_faster_rcnn_trains_evaluates_detects_and_proposes(tmp_path, capsys):
+    run = tmp_path / "frcnn"
+    common = ["--short-side", "128", "--max-size", "192", "--no-progress"]
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                "faster-rcnn",
+                "--data",
+                str(RACCOON),
+                "--split-file",
+                str(RACCOON / "train_labels.csv"),
+                "--val-data",
+                str(RACCOON),
+                "--val-split-file",
+                str(RACCOON / "test_labels.csv"),
+                "--preset",
+                "tiny",
+                "--steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--workers",
+                "0",
+                "--out",
+                str(run),
+                *common,
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"} <= set(metrics)
+    assert set(metrics["per_class_AP"]) == {"raccoon"}
+    ck = str(run / "checkpoint.safetensors")
+    assert (
+        main(
+            [
+                "eval",
+                "--checkpoint",
+                ck,
+                "--data",
+                str(RACCOON),
+                "--split-file",
+                str(RACCOON / "test_labels.csv"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert "COCO box AP" in capsys.readouterr().out
+    out = tmp_path / "det.json"
+    assert (
+        main(
+            [
+                "detect",
+                str(RACCOON / "images" / "raccoon-1.jpg"),
+                "--checkpoint",
+                ck,
+                "--score",
+                "0",
+                "--out",
+                str(out),
+                "--overlays",
+                str(tmp_path / "o"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    results = json.loads(out.read_text())
+    assert len(results) > 0 and all(r["category_name"] == "raccoon" for r in results)
+    assert {"file_name", "image_id", "bbox", "score", "category_id"} <= set(results[0])
+    assert (tmp_path / "o" / "raccoon-1.png").is_file()
+    # a detector checkpoint also proposes, through its RPN; an RPN checkpoint cannot detect
+    assert (
+        main(
+            [
+                "propose",
+                str(RACCOON / "images" / "raccoon-1.jpg"),
+                "--checkpoint",
+                ck,
+                "--out",
+                str(tmp_path / "p.json"),
+                *common,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "detect",
+                str(RACCOON / "images"),
+                "--checkpoint",
+                str(tmp_path / "missing.safetensors"),
+            ]
+        )
+        == 2
+    )

@@ -56,7 +56,7 @@ def _train_config(args: argparse.Namespace):
         lr=args.lr,
         weight_decay=args.weight_decay,
         warmup_steps=args.warmup,
-        schedule=args.schedule,
+        schedule=args.lr_schedule,
         grad_clip=args.grad_clip,
         amp=args.amp,
         seed=args.seed,
@@ -97,7 +97,7 @@ def _train(args: argparse.Namespace) -> int:
         strict=args.strict,
         seed=args.seed,
     )
-    evaluate = None
+    val_set = None
     if args.val_data is not None:
         val_index = read_dataset(
             args.val_data,
@@ -109,13 +109,33 @@ def _train(args: argparse.Namespace) -> int:
         print(val_index.summary())
         val_set = eval_dataset(val_index, args.short_side, args.max_size)
 
-        def evaluate(model):
-            return evaluate_model(
-                model, val_set, batch_size=args.batch_size, device=device, progress=False
-            )[0]
-
     device = resolve_device(args.device)
-    model = build_model(model_config)
+    evaluate = None
+    if args.model == "faster-rcnn":
+        from .detect import detector_checkpoint_config, evaluate_detector
+
+        model, detector_config = _build_detector(model_config, index.class_names)
+        model_dict = detector_checkpoint_config(detector_config, index.class_names)
+        if val_set is not None:
+
+            def evaluate(m):
+                return evaluate_detector(
+                    m,
+                    val_set,
+                    index.class_names,
+                    batch_size=args.batch_size,
+                    device=device,
+                    progress=False,
+                )
+    else:
+        model = build_model(model_config)
+        if val_set is not None:
+
+            def evaluate(m):
+                return evaluate_model(
+                    m, val_set, batch_size=args.batch_size, device=device, progress=False
+                )[0]
+
     summary = train(
         model,
         train_set,
@@ -152,16 +172,41 @@ def _train(args: argparse.Namespace) -> int:
     if evaluate is not None:
         metrics = evaluate(model)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        print(f"validation: AR@100 {metrics['AR@100']:.3f}, AR@1000 {metrics['AR@1000']:.3f}")
+        if args.model == "faster-rcnn":
+            print(
+                f"validation: AP {metrics['AP']:.3f}, AP50 {metrics['AP50']:.3f}, "
+                f"VOC07 mAP50 {metrics['VOC07_mAP50']:.3f}"
+            )
+        else:
+            print(f"validation: AR@100 {metrics['AR@100']:.3f}, AR@1000 {metrics['AR@1000']:.3f}")
     return 0
 
 
+def _build_detector(model_config, class_names):
+    """A Faster R-CNN on the preset's backbone and RPN, one class per dataset class."""
+    from .detector import DetectorConfig, FasterRCNN
+    from .roi_heads import RoIHeadConfig
+
+    num_classes = len(class_names) + 1
+    levels = len(model_config.rpn.anchors.levels)
+    if model_config.preset == "vgg16-c5":
+        roi = RoIHeadConfig.paper(num_classes=num_classes)
+    else:
+        roi = RoIHeadConfig(num_classes=num_classes)
+    config = DetectorConfig(model=model_config, roi=roi, pooled_levels=4 if levels >= 5 else levels)
+    return FasterRCNN(config), config
+
+
 def _eval(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
     from .data import read_dataset
+    from .detect import is_detector_checkpoint
     from .evaluate import MAX_DETS, evaluate_model
     from .inference import eval_dataset, format_table, load_model, resolve_device
 
     device = resolve_device(args.device)
+    if is_detector_checkpoint(load_checkpoint(args.checkpoint)["config"]):
+        return _eval_detector(args, device)
     model, _ = load_model(args.checkpoint, device)
     index = read_dataset(
         args.data,
@@ -193,6 +238,94 @@ def _eval(args: argparse.Namespace) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
         print(f"wrote {args.out}")
+    return 0
+
+
+def _eval_detector(args: argparse.Namespace, device) -> int:
+    from .data import read_dataset
+    from .detect import evaluate_detector, load_detector
+    from .detection_eval import COCO_STATS, format_per_class
+    from .inference import eval_dataset
+
+    model, _, class_names = load_detector(args.checkpoint, device)
+    index = read_dataset(
+        args.data, split=args.split, fmt=args.format, split_file=args.split_file, strict=args.strict
+    )
+    print(index.summary())
+    if index.class_names and list(index.class_names) != list(class_names):
+        raise ValueError(
+            f"{args.data}: its classes {index.class_names[:5]}... differ from the "
+            f"checkpoint's {class_names[:5]}..."
+        )
+    dataset = eval_dataset(index, args.short_side, args.max_size)
+    metrics = evaluate_detector(
+        model,
+        dataset,
+        class_names,
+        batch_size=args.batch_size,
+        device=device,
+        progress=not args.no_progress,
+    )
+    print("COCO box AP: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in COCO_STATS))
+    print(
+        f"VOC mAP@0.5: 2007 11-point {metrics['VOC07_mAP50']:.3f}, "
+        f"area {metrics['VOC_area_mAP50']:.3f}"
+    )
+    print(format_per_class(metrics["per_class_AP"], "AP"))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from .data import load_rgb
+    from .detect import load_detector, run_detector
+    from .inference import coco_results, eval_dataset, index_for_input, resolve_device, write_json
+    from .visualize import plot_detections
+
+    device = resolve_device(args.device)
+    model, _, class_names = load_detector(args.checkpoint, device)
+    index = index_for_input(
+        args.input,
+        split=args.split,
+        fmt=args.format,
+        split_file=args.split_file,
+        strict=args.strict,
+    )
+    dataset = eval_dataset(index, args.short_side, args.max_size)
+    records = {r.file_name: r for r in index.records}
+    results, drawn = [], 0
+    for item, boxes, scores, labels in run_detector(
+        model, dataset, batch_size=args.batch_size, device=device, progress=not args.no_progress
+    ):
+        keep = scores >= args.score
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        for box, score, label in zip(boxes, scores, labels):
+            results += coco_results(
+                item["image_id"],
+                item["file_name"],
+                box[None],
+                score[None],
+                category_id=int(label),
+                category_name=class_names[int(label) - 1],
+            )
+        if args.overlays and drawn < args.max_overlays:
+            names = [class_names[int(k) - 1] for k in labels]
+            plot_detections(
+                load_rgb(records[item["file_name"]].path),
+                boxes,
+                scores,
+                names,
+                Path(args.overlays) / f"{Path(item['file_name']).stem}.png",
+            )
+            drawn += 1
+    write_json(args.out, results)
+    print(
+        f"wrote {len(results)} detections for {len(dataset)} image(s) to {args.out}"
+        + (f"; {drawn} overlays in {args.overlays}" if args.overlays else "")
+    )
     return 0
 
 
@@ -465,7 +598,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--val-split", default="val", help="split of --val-data")
     train.add_argument("--val-split-file", default=None, help="VOC split file of --val-data")
     train.add_argument(
-        "--preset", default="effnet-lite0-fpn", choices=sorted(PRESETS), help="model preset"
+        "--model",
+        choices=["rpn", "faster-rcnn"],
+        default="rpn",
+        help="an RPN alone, or the Faster R-CNN detector built on it",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=["joint"],
+        default="joint",
+        help="faster-rcnn: approximate joint training (the four losses summed)",
+    )
+    train.add_argument(
+        "--preset",
+        default="effnet-lite0-fpn",
+        choices=sorted(PRESETS),
+        help="model preset (the backbone and the RPN)",
     )
     train.add_argument(
         "--config",
@@ -486,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
     train.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
     train.add_argument(
-        "--schedule",
+        "--lr-schedule",
         choices=["cosine", "step", "constant"],
         default="cosine",
         help="learning-rate schedule after warm-up",
@@ -643,6 +791,27 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--top", type=int, default=10, help="boxes drawn (nms, proposals)")
     _add_data_options(sh, split="val")
     sh.set_defaults(func=_show)
+
+    de = sub.add_parser(
+        "detect",
+        help="class detections for an image, a folder or a dataset (Faster R-CNN checkpoints)",
+        description=(
+            "Writes COCO-style results JSON: a list of {file_name, image_id, bbox "
+            "[x, y, w, h] in original pixels, score, category_id (1..K in the "
+            "checkpoint's class order), category_name}; PNG overlays with names and "
+            "scores on request."
+        ),
+        formatter_class=HELP,
+    )
+    de.add_argument("input", help="an image, a folder of images, or a dataset")
+    de.add_argument("--checkpoint", required=True, help="a checkpoint of train --model faster-rcnn")
+    de.add_argument("--score", type=float, default=0.3, help="keep detections at least this sure")
+    de.add_argument("--out", default="detections.json", help="results JSON to write")
+    de.add_argument("--overlays", default=None, help="folder for PNG overlays (optional)")
+    de.add_argument("--max-overlays", type=int, default=50, help="at most this many overlays")
+    de.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    _add_data_options(de, split="val")
+    de.set_defaults(func=_detect)
 
     rep = sub.add_parser(
         "report",

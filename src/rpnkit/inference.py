@@ -26,8 +26,14 @@ def load_model(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[ProposalModel, ModelConfig]:
     """A ProposalModel and its config from a checkpoint written by ``rpnkit train`` or
-    ``rpnkit demo``. Nothing in the file is executed."""
+    ``rpnkit demo`` (for a Faster R-CNN checkpoint, the detector, whose RPN proposes, and its
+    first-stage config). Nothing in the file is executed."""
     state = load_checkpoint(path)
+    if isinstance(state["config"], dict) and state["config"].get("kind") == "faster-rcnn":
+        from .detect import load_detector  # its RPN proposes; its outputs carry .proposals
+
+        detector, detector_config, _ = load_detector(path, device)
+        return detector, detector_config.model
     try:
         config = config_from_dict(ModelConfig, state["config"], where=f"{path} config")
     except (TypeError, ValueError) as err:

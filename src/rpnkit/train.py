@@ -318,7 +318,8 @@ def train(
                 bar.write(f"step {done}: {shown}")
                 if writer is not None:
                     for key, value in evaluation.items():
-                        writer.add_scalar(f"eval/{key}", value, done)
+                        if isinstance(value, (int, float)):  # not the per-class tables
+                            writer.add_scalar(f"eval/{key}", value, done)
             if time_budget_s is not None and time.perf_counter() - start > time_budget_s:
                 break
         else:
@@ -340,7 +341,7 @@ def train(
     }
 
 
-EVAL_SHOWN = ("AR@100", "AR@1000", "recall@100@0.5")
+EVAL_SHOWN = ("AR@100", "AR@1000", "recall@100@0.5", "AP", "AP50")
 
 
 def _loss_names(model: nn.Module) -> list[str]:

@@ -353,3 +353,38 @@ def plot_loss_curves(
     ax.set_title(f"training losses ({Path(csv_path).parent.name})", fontsize=9)
     _save(fig, path)
     return len(keys)
+
+
+def plot_detections(
+    image: Tensor | np.ndarray,
+    boxes: Tensor | np.ndarray,
+    scores: Tensor | np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    size_px: tuple[int, int] = (800, 600),
+) -> int:
+    """Detections with their class names and scores."""
+    fig, (ax,) = _figure(size_px)
+    img = _as_hwc(image)
+    ax.imshow(img)
+    ax.set_axis_off()
+    ax.set_title(f"{len(names)} detections", fontsize=8)
+    colours = plt.get_cmap("tab10")
+    for (x1, y1, x2, y2), s, name in zip(
+        np.asarray(boxes).reshape(-1, 4), np.asarray(scores), names
+    ):
+        colour = colours(hash(name) % 10)
+        ax.add_patch(
+            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5)
+        )
+        ax.text(
+            x1,
+            y1,
+            f"{name} {s:.2f}",
+            color="white",
+            fontsize=7,
+            bbox={"facecolor": colour, "alpha": 0.7, "pad": 0.5},
+        )
+    _save(fig, path)
+    return len(names)

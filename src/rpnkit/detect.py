@@ -1,0 +1,113 @@
+"""Running a trained Faster R-CNN: load it from a checkpoint, detect objects in images, folders
+or datasets, and measure mAP."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .checkpoint import load_checkpoint
+from .config import config_from_dict, config_to_dict
+from .data import DetectionDataset, collate
+from .detection_eval import ImageDetections, ImageTruth, coco_map, voc_map
+from .detector import DetectorConfig, FasterRCNN
+
+KIND = "faster-rcnn"
+
+
+def detector_checkpoint_config(config: DetectorConfig, class_names: list[str]) -> dict:
+    """What a detector checkpoint stores as its config."""
+    return {"kind": KIND, "detector": config_to_dict(config), "class_names": list(class_names)}
+
+
+def is_detector_checkpoint(config: dict) -> bool:
+    return isinstance(config, dict) and config.get("kind") == KIND
+
+
+def load_detector(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[FasterRCNN, DetectorConfig, list[str]]:
+    """A FasterRCNN, its config and class names from a checkpoint of ``rpnkit train --model
+    faster-rcnn``. Nothing in the file is executed."""
+    state = load_checkpoint(path)
+    if not is_detector_checkpoint(state["config"]):
+        raise ValueError(
+            f"{path}: not a Faster R-CNN checkpoint (train one with --model "
+            "faster-rcnn); proposal checkpoints go to rpnkit propose"
+        )
+    config = config_from_dict(DetectorConfig, state["config"]["detector"], where=f"{path} config")
+    backbone = dataclasses.replace(config.model.backbone, weights=None)  # all in the checkpoint
+    bare = dataclasses.replace(config, model=dataclasses.replace(config.model, backbone=backbone))
+    model = FasterRCNN(bare)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: the weights do not fit the detector config: {err}") from err
+    return model.to(device).eval(), config, list(state["config"]["class_names"])
+
+
+@torch.no_grad()
+def run_detector(
+    model: FasterRCNN,
+    dataset: DetectionDataset,
+    *,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
+    """For each readable image: (item, boxes (D, 4) xyxy in original pixels, scores, labels)."""
+    model.to(device).eval()
+    starts = range(0, len(dataset), batch_size)
+    for start in tqdm(starts, desc="detecting", disable=not progress, dynamic_ncols=True):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        items = [it for it in items if it is not None]
+        if not items:
+            continue
+        batch = collate(items).to(device)
+        dets = model(batch.images, batch.image_sizes, image_scales=batch.image_scales).detections
+        for item, (boxes, scores, labels) in zip(items, dets.per_image()):
+            oh, ow = item["orig_size"]
+            h, w = item["image"].shape[1:]
+            to_orig = torch.tensor([ow / w, oh / h, ow / w, oh / h], device=boxes.device)
+            yield item, (boxes * to_orig).cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()
+
+
+def evaluate_detector(
+    model: FasterRCNN,
+    dataset: DetectionDataset,
+    class_names: list[str],
+    *,
+    batch_size: int = 4,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> dict:
+    """COCO mAP (pycocotools) and VOC mAP (07 11-point and area) with per-class AP tables."""
+    truths, detections = [], []
+    for item, boxes, scores, labels in run_detector(
+        model, dataset, batch_size=batch_size, device=device, progress=progress
+    ):
+        oh, ow = item["orig_size"]
+        h, w = item["image"].shape[1:]
+        to_orig = np.array([ow / w, oh / h, ow / w, oh / h])
+        gt = item["boxes"].numpy() * to_orig
+        truths.append(
+            ImageTruth(
+                gt, item["labels"].numpy(), item["ignore"].numpy(), item["areas"].numpy(), ow, oh
+            )
+        )
+        detections.append(ImageDetections(boxes, scores, labels))
+    coco, coco_per_class = coco_map(truths, detections, class_names)
+    voc07, voc_per_class = voc_map(truths, detections, class_names, use_07_metric=True)
+    voc_area, _ = voc_map(truths, detections, class_names, use_07_metric=False)
+    return {
+        **coco,
+        "VOC07_mAP50": voc07,
+        "VOC_area_mAP50": voc_area,
+        "per_class_AP": coco_per_class,
+        "per_class_VOC07_AP50": voc_per_class,
+    }
