@@ -63,12 +63,17 @@ def test_coco_map_perfect_and_absent_class():
         _truth([[20, 20, 60, 90]], [1]),
     ]
     perfect = [_dets(t.boxes, np.ones(len(t.boxes)), t.labels) for t in truths]
-    stats, per_class = coco_map(truths, perfect, ["cat", "dog", "bird"])
+    stats, per_class, pr = coco_map(truths, perfect, ["cat", "dog", "bird"])
     assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
     assert per_class["cat"] == pytest.approx(1.0) and np.isnan(per_class["bird"])  # no bird GT
     shifted = [_dets(t.boxes + 8, np.ones(len(t.boxes)), t.labels) for t in truths]
-    worse, _ = coco_map(truths, shifted, ["cat", "dog", "bird"])
+    worse, _, pr_worse = coco_map(truths, shifted, ["cat", "dog", "bird"])
     assert worse["AP"] < 1.0
-    none, _ = coco_map(truths, [_dets([], [], []) for _ in truths], ["cat", "dog", "bird"])
+    none, _, _ = coco_map(truths, [_dets([], [], []) for _ in truths], ["cat", "dog", "bird"])
     assert none["AP"] == 0.0
     assert "bird" in format_per_class(per_class) and "-" in format_per_class(per_class)
+    # precision-recall: perfect detections keep precision 1 up to recall 1; classes without GT
+    # have no curve
+    assert len(pr["recall"]) == 101 and min(pr["precision@0.5"]) == pytest.approx(1.0)
+    assert set(pr["per_class@0.5"]) == {"cat", "dog"}
+    assert min(pr_worse["precision@0.75"]) < 1.0

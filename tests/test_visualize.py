@@ -88,3 +88,18 @@ def test_more_pictures_have_the_expected_size_and_content(tmp_path):
     for name, size in expected.items():
         with Image.open(tmp_path / name) as png:
             assert png.format == "PNG" and png.size == size, name
+
+
+def test_precision_recall_picture(tmp_path):
+    from rpnkit.visualize import plot_precision_recall
+
+    recall = [i / 100 for i in range(101)]
+    curves = {
+        "recall": recall,
+        "precision@0.5": [1 - r / 2 for r in recall],
+        "precision@0.75": [1 - r for r in recall],
+        "per_class@0.5": {"cat": [1.0] * 101, "dog": [0.5] * 101},
+    }
+    assert plot_precision_recall(curves, tmp_path / "pr.png") == 4
+    with Image.open(tmp_path / "pr.png") as png:
+        assert png.size == (1000, 420)

@@ -272,6 +272,12 @@ def _eval_detector(args: argparse.Namespace, device) -> int:
         f"area {metrics['VOC_area_mAP50']:.3f}"
     )
     print(format_per_class(metrics["per_class_AP"], "AP"))
+    if args.plots:
+        from .visualize import plot_precision_recall
+
+        path = Path(args.plots) / "precision_recall.png"
+        plot_precision_recall(metrics["pr_curves"], path)
+        print(f"wrote {path}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -691,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--plots",
         default=None,
-        help="folder for recall.png: recall against proposals and against IoU",
+        help="folder for recall.png (recall against proposals and against IoU), or for a "
+        "Faster R-CNN checkpoint precision_recall.png",
     )
     _add_data_options(ev, split="val")
     ev.set_defaults(func=_eval)

@@ -101,7 +101,7 @@ def evaluate_detector(
             )
         )
         detections.append(ImageDetections(boxes, scores, labels))
-    coco, coco_per_class = coco_map(truths, detections, class_names)
+    coco, coco_per_class, pr = coco_map(truths, detections, class_names)
     voc07, voc_per_class = voc_map(truths, detections, class_names, use_07_metric=True)
     voc_area, _ = voc_map(truths, detections, class_names, use_07_metric=False)
     return {
@@ -110,4 +110,5 @@ def evaluate_detector(
         "VOC_area_mAP50": voc_area,
         "per_class_AP": coco_per_class,
         "per_class_VOC07_AP50": voc_per_class,
+        "pr_curves": pr,
     }

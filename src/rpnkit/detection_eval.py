@@ -43,9 +43,10 @@ def coco_map(
     class_names: Sequence[str],
     *,
     max_dets: int = 100,
-) -> tuple[dict[str, float], dict[str, float]]:
-    """COCO box AP through pycocotools: the six summary numbers and AP (IoU 0.5:0.95) per class
-    (NaN for a class without GT)."""
+) -> tuple[dict[str, float], dict[str, float], dict[str, list]]:
+    """COCO box AP through pycocotools: the six summary numbers, AP (IoU 0.5:0.95) per class
+    (NaN for a class without GT), and precision-recall curves (COCO's 101 recall points) at
+    IoU 0.5 and 0.75, averaged over the classes that have GT, and per class at IoU 0.5."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -80,7 +81,8 @@ def coco_map(
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
         gt.createIndex()
         if not results:
-            return dict.fromkeys(COCO_STATS, 0.0), {n: float("nan") for n in class_names}
+            empty = {"recall": [], "precision@0.5": [], "precision@0.75": [], "per_class@0.5": {}}
+            return dict.fromkeys(COCO_STATS, 0.0), {n: float("nan") for n in class_names}, empty
         ev = COCOeval(gt, gt.loadRes(results), "bbox")
         ev.params.maxDets = [1, 10, max_dets]
         ev.evaluate()
@@ -92,7 +94,30 @@ def coco_map(
     for k, name in enumerate(class_names):
         p = precision[:, :, k]
         per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else float("nan")
-    return stats, per_class
+    return stats, per_class, _pr_curves(ev, class_names)
+
+
+def _pr_curves(ev, class_names: Sequence[str]) -> dict[str, list]:
+    """Precision at COCO's 101 recall points (area "all", the largest maxDets)."""
+    precision = ev.eval["precision"][:, :, :, 0, -1]  # (T, 101, K)
+    thresholds = list(np.round(ev.params.iouThrs, 2))
+
+    def mean_over_classes(t: int) -> list[float]:
+        p = precision[thresholds.index(t)]  # (101, K)
+        has = (p > -1).all(axis=0)
+        return [float(v) for v in p[:, has].mean(axis=1)] if has.any() else []
+
+    per_class = {
+        name: [float(v) for v in precision[thresholds.index(0.5), :, k]]
+        for k, name in enumerate(class_names)
+        if (precision[thresholds.index(0.5), :, k] > -1).all()
+    }
+    return {
+        "recall": [float(r) for r in ev.params.recThrs],
+        "precision@0.5": mean_over_classes(0.5),
+        "precision@0.75": mean_over_classes(0.75),
+        "per_class@0.5": per_class,
+    }
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, *, use_07_metric: bool = False) -> float:

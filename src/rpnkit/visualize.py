@@ -388,3 +388,33 @@ def plot_detections(
         )
     _save(fig, path)
     return len(names)
+
+
+def plot_precision_recall(
+    curves: dict, path: str | Path, *, max_classes: int = 10, size_px: tuple[int, int] = (1000, 420)
+) -> int:
+    """Precision against recall (COCO's 101 recall points): the class average at IoU 0.5 and
+    0.75, and up to ``max_classes`` classes at IoU 0.5 (the best by area under the curve)."""
+    fig, axes = plt.subplots(1, 2, figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    recall = curves["recall"]
+    lines = 0
+    for key in ("precision@0.5", "precision@0.75"):
+        if curves.get(key):
+            axes[0].plot(recall, curves[key], label=f"all classes, IoU {key.split('@')[1]}")
+            lines += 1
+    per_class = sorted(curves.get("per_class@0.5", {}).items(), key=lambda kv: -sum(kv[1]))
+    for name, precision in per_class[:max_classes]:
+        axes[1].plot(recall, precision, label=name)
+        lines += 1
+    for ax, title in zip(axes, ("mean over classes", "per class, IoU 0.5")):
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title(title, fontsize=9)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    _save(fig, path)
+    return lines
