@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import train_tiny_on_raccoon
 from PIL import Image
 
 from rpnkit.cli import build_parser, main
@@ -13,32 +14,7 @@ SMALL = ["--short-side", "128", "--max-size", "192", "--no-progress"]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    code = main(
-        [
-            "train",
-            "--data",
-            str(RACCOON),
-            "--split-file",
-            str(RACCOON / "train_labels.csv"),
-            "--val-data",
-            str(RACCOON),
-            "--val-split-file",
-            str(RACCOON / "test_labels.csv"),
-            "--preset",
-            "tiny",
-            "--steps",
-            "4",
-            "--batch-size",
-            "2",
-            "--workers",
-            "0",
-            "--log-every",
-            "1",
-            "--out",
-            str(out),
-            *SMALL,
-        ]
-    )
+    code = train_tiny_on_raccoon(out, steps=4, extra=["--log-every", "1"])
     assert code == 0
     return out
 
@@ -175,35 +151,7 @@ def test_show_losses_and_eval_plots(trained, tmp_path):
 def test_faster_rcnn_trains_evaluates_detects_and_proposes(tmp_path, capsys):
     run = tmp_path / "frcnn"
     common = ["--short-side", "128", "--max-size", "192", "--no-progress"]
-    assert (
-        main(
-            [
-                "train",
-                "--model",
-                "faster-rcnn",
-                "--data",
-                str(RACCOON),
-                "--split-file",
-                str(RACCOON / "train_labels.csv"),
-                "--val-data",
-                str(RACCOON),
-                "--val-split-file",
-                str(RACCOON / "test_labels.csv"),
-                "--preset",
-                "tiny",
-                "--steps",
-                "3",
-                "--batch-size",
-                "2",
-                "--workers",
-                "0",
-                "--out",
-                str(run),
-                *common,
-            ]
-        )
-        == 0
-    )
+    assert train_tiny_on_raccoon(run, steps=3, extra=["--model", "faster-rcnn"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50"} <= set(metrics)
     assert set(metrics["per_class_AP"]) == {"raccoon"}

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import train_tiny_on_raccoon
 from PIL import Image
 
 from rpnkit.cli import main
@@ -24,34 +25,7 @@ FLAGS = [
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("run")
-    small = ["--short-side", "192", "--max-size", "288", "--no-progress"]
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                str(RACCOON),
-                "--split-file",
-                str(RACCOON / "train_labels.csv"),
-                "--val-data",
-                str(RACCOON),
-                "--val-split-file",
-                str(RACCOON / "test_labels.csv"),
-                "--preset",
-                "tiny",
-                "--steps",
-                "6",
-                "--batch-size",
-                "2",
-                "--workers",
-                "0",
-                "--out",
-                str(run),
-                *small,
-            ]
-        )
-        == 0
-    )
+    assert train_tiny_on_raccoon(run, steps=6, size=192) == 0
     assert main(["report", str(run), "--gallery", "3", "--no-progress"]) == 0
     return run / "report.html"
 

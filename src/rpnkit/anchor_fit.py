@@ -109,11 +109,13 @@ def unmatched(sample: GTSample, best: np.ndarray, threshold: float = 0.3) -> lis
         if best[j] >= threshold:
             break
         x1, y1, x2, y2 = (float(v) for v in sample.boxes[j])
-        out.append({
-            "file": sample.files[int(sample.image[j])],
-            "box_at_training_scale": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
-            "best_iou": round(float(best[j]), 3),
-        })  # fmt: skip
+        out.append(
+            {
+                "file": sample.files[int(sample.image[j])],
+                "box_at_training_scale": [round(x1, 1), round(y1, 1), round(x2, 1), round(y2, 1)],
+                "best_iou": round(float(best[j]), 3),
+            }
+        )
     return out
 
 

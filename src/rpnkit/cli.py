@@ -222,12 +222,12 @@ def _eval(args: argparse.Namespace) -> int:
     )
     print(format_table(metrics, MAX_DETS))
     if args.plots:
-        from .evaluate import recall_vs_iou, recall_vs_proposals
+        from .evaluate import pad_boxes, recall_vs_iou, recall_vs_proposals
         from .visualize import plot_recall_curves
 
         ks = [k for k in (1, 3, 10, 30, 100, 300, 1000) if k <= max(MAX_DETS)]
-        preds = _pad_boxes([p for p, _ in kept])
-        gts = _pad_boxes([g for _, g in kept])
+        preds = pad_boxes([p for p, _ in kept])
+        gts = pad_boxes([g for _, g in kept])
         curves_iou = recall_vs_iou(preds[0], preds[1], gts[0], gts[1])
         path = Path(args.plots) / "recall.png"
         plot_recall_curves(
@@ -333,19 +333,6 @@ def _detect(args: argparse.Namespace) -> int:
         + (f"; {drawn} overlays in {args.overlays}" if args.overlays else "")
     )
     return 0
-
-
-def _pad_boxes(lists):
-    """[(n_i, 4)] -> (I, N, 4) zero-padded boxes and (I, N) validity."""
-    import torch
-
-    n = max(1, max(len(b) for b in lists))
-    boxes = torch.zeros(len(lists), n, 4)
-    valid = torch.zeros(len(lists), n, dtype=torch.bool)
-    for i, b in enumerate(lists):
-        boxes[i, : len(b)] = b
-        valid[i, : len(b)] = True
-    return boxes, valid
 
 
 def _propose(args: argparse.Namespace) -> int:
@@ -525,6 +512,19 @@ def _report(args: argparse.Namespace) -> int:
     )
     print(f"wrote {out}: open it in a browser")
     return 0
+
+
+def _add_inference_options(
+    p: argparse.ArgumentParser, *, checkpoint_help: str, out_default: str
+) -> None:
+    """The options propose and detect share."""
+    p.add_argument("input", help="an image, a folder of images, or a dataset")
+    p.add_argument("--checkpoint", required=True, help=checkpoint_help)
+    p.add_argument("--out", default=out_default, help="results JSON to write")
+    p.add_argument("--overlays", default=None, help="folder for PNG overlays (optional)")
+    p.add_argument("--max-overlays", type=int, default=50, help="at most this many overlays")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    _add_data_options(p, split="val")
 
 
 def _add_data_options(p: argparse.ArgumentParser, *, split: str) -> None:
@@ -712,15 +712,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HELP,
     )
-    pr.add_argument("input", help="an image, a folder of images, or a dataset")
-    pr.add_argument("--checkpoint", required=True, help="checkpoint.safetensors to use")
+    _add_inference_options(
+        pr, checkpoint_help="checkpoint.safetensors to use", out_default="proposals.json"
+    )
     pr.add_argument("--top", type=int, default=100, help="proposals kept per image")
-    pr.add_argument("--out", default="proposals.json", help="results JSON to write")
-    pr.add_argument("--overlays", default=None, help="folder for PNG overlays (optional)")
     pr.add_argument("--overlay-top", type=int, default=20, help="proposals drawn per overlay")
-    pr.add_argument("--max-overlays", type=int, default=50, help="at most this many overlays")
-    pr.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
-    _add_data_options(pr, split="val")
     pr.set_defaults(func=_propose)
     an = sub.add_parser(
         "anchors",
@@ -810,14 +806,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=HELP,
     )
-    de.add_argument("input", help="an image, a folder of images, or a dataset")
-    de.add_argument("--checkpoint", required=True, help="a checkpoint of train --model faster-rcnn")
+    _add_inference_options(
+        de,
+        checkpoint_help="a checkpoint of train --model faster-rcnn",
+        out_default="detections.json",
+    )
     de.add_argument("--score", type=float, default=0.3, help="keep detections at least this sure")
-    de.add_argument("--out", default="detections.json", help="results JSON to write")
-    de.add_argument("--overlays", default=None, help="folder for PNG overlays (optional)")
-    de.add_argument("--max-overlays", type=int, default=50, help="at most this many overlays")
-    de.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
-    _add_data_options(de, split="val")
     de.set_defaults(func=_detect)
 
     rep = sub.add_parser(

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .config import config_from_dict, config_to_dict
-from .data import DetectionDataset, collate
+from .data import DetectionDataset
 from .detection_eval import ImageDetections, ImageTruth, coco_map, voc_map
 from .detector import DetectorConfig, FasterRCNN
+from .evaluate import batched_outputs, to_original_pixels
 
 KIND = "faster-rcnn"
 
@@ -62,19 +62,12 @@ def run_detector(
 ) -> Iterator[tuple[dict, np.ndarray, np.ndarray, np.ndarray]]:
     """For each readable image: (item, boxes (D, 4) xyxy in original pixels, scores, labels)."""
     model.to(device).eval()
-    starts = range(0, len(dataset), batch_size)
-    for start in tqdm(starts, desc="detecting", disable=not progress, dynamic_ncols=True):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        items = [it for it in items if it is not None]
-        if not items:
-            continue
-        batch = collate(items).to(device)
-        dets = model(batch.images, batch.image_sizes, image_scales=batch.image_scales).detections
-        for item, (boxes, scores, labels) in zip(items, dets.per_image()):
-            oh, ow = item["orig_size"]
-            h, w = item["image"].shape[1:]
-            to_orig = torch.tensor([ow / w, oh / h, ow / w, oh / h], device=boxes.device)
-            yield item, (boxes * to_orig).cpu().numpy(), scores.cpu().numpy(), labels.cpu().numpy()
+    for items, _, out in batched_outputs(
+        model, dataset, batch_size=batch_size, device=device, progress=progress, desc="detecting"
+    ):
+        for item, (boxes, scores, labels) in zip(items, out.detections.per_image()):
+            boxes = boxes.cpu() * to_original_pixels(item)
+            yield item, boxes.numpy(), scores.cpu().numpy(), labels.cpu().numpy()
 
 
 def evaluate_detector(
@@ -92,9 +85,7 @@ def evaluate_detector(
         model, dataset, batch_size=batch_size, device=device, progress=progress
     ):
         oh, ow = item["orig_size"]
-        h, w = item["image"].shape[1:]
-        to_orig = np.array([ow / w, oh / h, ow / w, oh / h])
-        gt = item["boxes"].numpy() * to_orig
+        gt = (item["boxes"] * to_original_pixels(item)).numpy()
         truths.append(
             ImageTruth(
                 gt, item["labels"].numpy(), item["ignore"].numpy(), item["areas"].numpy(), ow, oh

@@ -160,8 +160,8 @@ def proposal_recall_summary(
 
 
 @torch.no_grad()
-def batched_proposals(model, dataset, *, batch_size: int, device, progress: bool, desc: str):
-    """Yield (items, batch, proposals) for consecutive batches of the readable items of
+def batched_outputs(model, dataset, *, batch_size: int, device, progress: bool, desc: str):
+    """Yield (items, batch, model output) for consecutive batches of the readable items of
     ``dataset`` (unreadable ones, None, are left out)."""
     from tqdm import tqdm
 
@@ -174,8 +174,33 @@ def batched_proposals(model, dataset, *, batch_size: int, device, progress: bool
         if not items:
             continue
         batch = collate(items).to(device)
-        out = model(batch.images, batch.image_sizes, image_scales=batch.image_scales)
+        yield items, batch, model(batch.images, batch.image_sizes, image_scales=batch.image_scales)
+
+
+def batched_proposals(model, dataset, *, batch_size: int, device, progress: bool, desc: str):
+    """Yield (items, batch, proposals) for consecutive batches of readable items."""
+    for items, batch, out in batched_outputs(
+        model, dataset, batch_size=batch_size, device=device, progress=progress, desc=desc
+    ):
         yield items, batch, out.proposals
+
+
+def to_original_pixels(item: dict) -> Tensor:
+    """(4,) factors taking xyxy boxes of a resized dataset item back to its original pixels."""
+    oh, ow = item["orig_size"]
+    h, w = item["image"].shape[1:]
+    return torch.tensor([ow / w, oh / h, ow / w, oh / h])
+
+
+def pad_boxes(lists: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """[(n_i, 4)] -> (I, N, 4) zero-padded boxes and (I, N) validity."""
+    n = max([1, *(len(b) for b in lists)])
+    boxes = torch.zeros(len(lists), n, 4)
+    valid = torch.zeros(len(lists), n, dtype=torch.bool)
+    for i, b in enumerate(lists):
+        boxes[i, : len(b)] = b
+        valid[i, : len(b)] = True
+    return boxes, valid
 
 
 @torch.no_grad()
@@ -267,9 +292,14 @@ def recall_vs_iou(
 ) -> dict[str, list[float]]:
     """Recall against the IoU threshold (0.5 to 1.0), for each proposal budget in ``ks``."""
     table = match_proposals(
-        pred_boxes, pred_valid, gt_boxes, gt_mask, gt_crowd,
-        iou_thresholds=thresholds, area_ranges=((0.0, 1e10),),
-    )  # fmt: skip
+        pred_boxes,
+        pred_valid,
+        gt_boxes,
+        gt_mask,
+        gt_crowd,
+        iou_thresholds=thresholds,
+        area_ranges=((0.0, 1e10),),
+    )
     out: dict[str, list[float]] = {"iou": list(thresholds)}
     for k in ks:
         out[f"recall@{k}"] = [float(v) for v in table.recall(k)[0]]

@@ -17,7 +17,7 @@ from .data import DetectionDataset
 from .data.images import load_rgb
 from .data.readers import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, read_dataset
 from .data.transforms import Compose
-from .evaluate import batched_proposals
+from .evaluate import batched_proposals, to_original_pixels
 from .model import ProposalModel
 from .presets import ModelConfig, build_model
 
@@ -124,10 +124,7 @@ def propose(
         boxes, scores, num = proposals.boxes.cpu(), proposals.scores.cpu(), proposals.num.cpu()
         for i, item in enumerate(items):
             n = min(int(num[i]), top)
-            oh, ow = item["orig_size"]
-            h, w = item["image"].shape[1:]
-            to_orig = torch.tensor([ow / w, oh / h, ow / w, oh / h])
-            yield item, (boxes[i, :n] * to_orig).numpy(), scores[i, :n].numpy()
+            yield item, (boxes[i, :n] * to_original_pixels(item)).numpy(), scores[i, :n].numpy()
 
 
 def coco_results(

@@ -18,7 +18,13 @@ import torch
 import yaml
 
 from .data import read_dataset
-from .evaluate import MAX_DETS, evaluate_model, recall_vs_iou, recall_vs_proposals
+from .evaluate import (
+    MAX_DETS,
+    evaluate_model,
+    pad_boxes,
+    recall_vs_iou,
+    recall_vs_proposals,
+)
 from .inference import eval_dataset, load_model, resolve_device
 from .visualize import plot_loss_curves, plot_proposals_vs_gt, plot_recall_curves
 
@@ -122,15 +128,8 @@ def write_report(
             plot_loss_curves(run_dir / "train_log.csv", tmp / "loss.png")
             curves.append(_img(tmp / "loss.png", "training losses", "curve"))
         ks = [1, 3, 10, 30, 100, 300, 1000]
-        n = max(1, max(len(p) for p, _ in kept))
-        g = max(1, max(len(b) for _, b in kept))
-        preds = torch.zeros(len(kept), n, 4)
-        pvalid = torch.zeros(len(kept), n, dtype=torch.bool)
-        gts = torch.zeros(len(kept), g, 4)
-        gvalid = torch.zeros(len(kept), g, dtype=torch.bool)
-        for i, (p, b) in enumerate(kept):
-            preds[i, : len(p)], pvalid[i, : len(p)] = p, True
-            gts[i, : len(b)], gvalid[i, : len(b)] = b, True
+        preds, pvalid = pad_boxes([p for p, _ in kept])
+        gts, gvalid = pad_boxes([b for _, b in kept])
         plot_recall_curves(
             {"model": recall_vs_proposals(table, ks)},
             tmp / "recall.png",

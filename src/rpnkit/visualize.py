@@ -42,6 +42,15 @@ def _figure(size_px: tuple[int, int], panels: int = 1):
     return fig, list(axes[0])
 
 
+def _chart(size_px: tuple[int, int], panels: int = 1):
+    """A figure of ``panels`` side-by-side charts with room for axis labels."""
+    fig, axes = plt.subplots(
+        1, panels, figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100, squeeze=False
+    )
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    return fig, list(axes[0])
+
+
 def _draw_boxes(ax, boxes: Tensor | np.ndarray, colour: str, width: float = 1.2, **kw) -> int:
     boxes = np.asarray(boxes.detach().cpu() if isinstance(boxes, Tensor) else boxes)
     for x1, y1, x2, y2 in boxes.reshape(-1, 4):
@@ -227,8 +236,12 @@ def plot_anchor_labels(
     """Positive (yellow), negative (blue) and ignored (grey) anchors of one image, up to
     ``max_each`` of each (a random subset when given in random order), and the GT (green)."""
     fig, (ax,) = _figure(size_px)
-    _show(ax, image, f"anchors: {len(positive)} positive, {len(negative)} negative, "
-                     f"{len(ignored)} ignored (at most {max_each} of each drawn)")  # fmt: skip
+    _show(
+        ax,
+        image,
+        f"anchors: {len(positive)} positive, {len(negative)} negative, "
+        f"{len(ignored)} ignored (at most {max_each} of each drawn)",
+    )
     n = _draw_boxes(ax, negative[:max_each], NEGATIVE_COLOUR, width=0.5, alpha=0.5)
     n += _draw_boxes(ax, ignored[:max_each], IGNORED_COLOUR, width=0.5, alpha=0.6)
     n += _draw_boxes(ax, positive[:max_each], POSITIVE_COLOUR, width=1.0)
@@ -293,15 +306,14 @@ def plot_recall_curves(
     """Recall against the number of proposals (AR and recall@0.5 per model), and, given
     ``by_iou``, recall against the IoU threshold. Keys are model names."""
     panels = 2 if by_iou else 1
-    fig, axes = plt.subplots(1, panels, figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100,
-                             squeeze=False)  # fmt: skip
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
-    ax = axes[0][0]
+    fig, axes = _chart(size_px, panels)
+    ax = axes[0]
     lines = 0
     for name, curve in by_proposals.items():
         ax.plot(curve["k"], curve["AR"], marker="o", label=f"{name} AR 0.5:0.95")
-        ax.plot(curve["k"], curve["recall@0.5"], marker=".", linestyle="--",
-                label=f"{name} recall@0.5")  # fmt: skip
+        ax.plot(
+            curve["k"], curve["recall@0.5"], marker=".", linestyle="--", label=f"{name} recall@0.5"
+        )
         lines += 2
     ax.set_xscale("log")
     ax.set_xlabel("proposals per image")
@@ -311,7 +323,7 @@ def plot_recall_curves(
     ax.legend(fontsize=7)
     ax.set_title("recall against the number of proposals", fontsize=9)
     if by_iou:
-        ax = axes[0][1]
+        ax = axes[1]
         for name, curve in by_iou.items():
             for key in (k for k in curve if k.startswith("recall@")):
                 ax.plot(curve["iou"], curve[key], label=f"{name} {key}")
@@ -337,11 +349,7 @@ def plot_loss_curves(
     if not rows:
         raise ValueError(f"{csv_path}: no rows to plot")
     keys = [k for k in rows[0] if k.startswith("loss")]
-    fig, axes = plt.subplots(
-        1, 1, figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100, squeeze=False
-    )
-    ax = axes[0][0]  # fmt: skip
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9)
+    fig, (ax,) = _chart(size_px)
     steps = [int(r["step"]) for r in rows]
     for key in keys:
         ax.plot(steps, [float(r[key]) for r in rows], label=key)
@@ -395,8 +403,7 @@ def plot_precision_recall(
 ) -> int:
     """Precision against recall (COCO's 101 recall points): the class average at IoU 0.5 and
     0.75, and up to ``max_classes`` classes at IoU 0.5 (the best by area under the curve)."""
-    fig, axes = plt.subplots(1, 2, figsize=(size_px[0] / 100, size_px[1] / 100), dpi=100)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    fig, axes = _chart(size_px, 2)
     recall = curves["recall"]
     lines = 0
     for key in ("precision@0.5", "precision@0.75"):
