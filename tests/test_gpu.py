@@ -28,8 +28,19 @@ def test_triton_nms_equals_torchvision(num_groups, n):
     boxes, valid = _groups(num_groups, n, seed=n)
     for thr in (0.3, 0.5, 0.7):
         ours = nms_keep(boxes.cuda(), valid.cuda(), thr).cpu()
-        ref = _nms_keep_torchvision(boxes.cuda(), valid.cuda(), thr).cpu()
+        zeros = torch.zeros(valid.shape, dtype=torch.int32, device="cuda")
+        ref = _nms_keep_torchvision(boxes.cuda(), valid.cuda(), zeros, thr).cpu()
         assert torch.equal(ours, ref), f"{num_groups}x{n} at {thr}"
+        classes = torch.randint(0, 5, valid.shape, generator=torch.Generator().manual_seed(n))
+        ours = nms_keep(boxes.cuda(), valid.cuda(), thr, classes=classes.cuda()).cpu()
+        ref = _nms_keep_torchvision(boxes.cuda(), valid.cuda(), classes.cuda(), thr).cpu()
+        assert torch.equal(ours, ref), f"{num_groups}x{n} at {thr}, 5 classes"
+        single = _nms_keep_torchvision(boxes, valid, zeros.cpu(), thr)
+        for max_keep in (1, 37, 300):
+            ours = nms_keep(boxes.cuda(), valid.cuda(), thr, max_keep=max_keep).cpu()
+            for o, r in zip(ours, single):
+                first = r.nonzero().squeeze(1)[:max_keep]  # exact up to the max_keep-th kept
+                assert torch.equal(o.nonzero().squeeze(1)[: len(first)], first)
 
 
 def _rpn_and_inputs(batch=4):

@@ -1,3 +1,4 @@
+import dataclasses
 from collections import OrderedDict
 
 import pytest
@@ -13,10 +14,13 @@ CH, CLASSES, STRIDES = 16, 5, (4, 8, 16, 32)
 SIZES = [(256, 320), (240, 300), (256, 288)]
 
 
-def make_pair(rois_per_image=64):
+def make_pair(rois_per_image=64, detections=100):
     torch.manual_seed(0)
     config = RoIHeadConfig(
-        num_classes=CLASSES, rois_per_image=rois_per_image, representation_size=64
+        num_classes=CLASSES,
+        rois_per_image=rois_per_image,
+        representation_size=64,
+        detections_per_image=detections,
     )
     ours = RoIHeads(in_channels=CH, strides=STRIDES, config=config)
     tv = TVRoIHeads(
@@ -30,7 +34,7 @@ def make_pair(rois_per_image=64):
         bbox_reg_weights=None,
         score_thresh=0.05,
         nms_thresh=0.5,
-        detections_per_img=100,
+        detections_per_img=detections,
     )
     with torch.no_grad():
         for a, b in (
@@ -101,9 +105,11 @@ def test_losses_equal_torchvision_with_deterministic_sampling():
     assert torch.allclose(losses["loss_box_reg"], tv_losses["loss_box_reg"], rtol=1e-5)
 
 
-def test_detections_equal_torchvision():
-    # Same RoIs and weights: the same detections, scores to 1e-6, boxes to 1e-3 px.
-    ours, tv = make_pair()
+@pytest.mark.parametrize("detections", [100, 7])
+def test_detections_equal_torchvision(detections):
+    # Same RoIs and weights: the same detections, scores to 1e-6, boxes to 1e-3 px; with 7
+    # detections per image the per-image cut after NMS is tested too.
+    ours, tv = make_pair(detections=detections)
     ours.eval()
     tv.eval()
     feats, proposals, valid, *_ = make_inputs(2)
@@ -115,8 +121,10 @@ def test_detections_equal_torchvision():
             [proposals[i, : n[i]] for i in range(3)],
             SIZES,
         )
+    assert dets.boxes.shape == (3, detections, 4)
     for (boxes, scores, labels), ref in zip(dets.per_image(), tv_dets):
         assert len(boxes) == len(ref["boxes"]) > 0
+        assert detections == 100 or len(boxes) == detections
         assert torch.allclose(scores, ref["scores"], atol=1e-6)
         assert torch.equal(labels, ref["labels"])
         assert torch.allclose(boxes, ref["boxes"], atol=1e-3)
@@ -161,3 +169,18 @@ def test_sampling_counts_and_paper_background_range():
         real = gt.boxes[i][gt.mask[i]]
         best = box_iou(bg, real).max(1).values
         assert ((best >= 0.1) & (best < 0.5)).all()
+
+
+def test_nms_candidates_caps_the_pairs_seen_by_nms():
+    # With one candidate per image, the single detection is the best passing (RoI, class) pair.
+    ours, _ = make_pair()
+    ours.eval()
+    feats, proposals, valid, *_ = make_inputs(2)
+    with torch.no_grad():
+        full, _, _ = ours(feats, proposals, valid, torch.tensor(SIZES))
+        ours.config = dataclasses.replace(ours.config, nms_candidates=1)
+        one, _, _ = ours(feats, proposals, valid, torch.tensor(SIZES))
+    assert one.num.tolist() == [1, 1, 1]
+    assert torch.equal(one.scores[:, 0], full.scores[:, 0])
+    assert torch.equal(one.boxes[:, 0], full.boxes[:, 0])
+    assert (one.scores[:, 1:] == 0).all()

@@ -136,17 +136,45 @@ def _train(args: argparse.Namespace) -> int:
                     m, val_set, batch_size=args.batch_size, device=device, progress=False
                 )[0]
 
-    summary = train(
-        model,
-        train_set,
-        train_config,
-        out_dir=args.out,
-        model_config=model_dict,
-        device=device,
-        progress=not args.no_progress,
-        resume=args.resume,
-        evaluate=evaluate,
-    )
+    if args.schedule == "alternating":
+        if args.model != "faster-rcnn":
+            raise SystemExit("rpnkit train: --schedule alternating needs --model faster-rcnn")
+        if args.resume is not None:
+            raise SystemExit("rpnkit train: --resume continues joint training only")
+        from .alternating import train_alternating
+
+        model, steps = train_alternating(
+            detector_config,
+            index,
+            train_config,
+            out_dir=args.out,
+            short_side=args.short_side,
+            max_size=args.max_size,
+            flip=args.flip,
+            strict=args.strict,
+            device=device,
+            progress=not args.no_progress,
+            evaluate=evaluate,
+        )
+        summary = {
+            "steps": sum(s["steps"] for s in steps.values()),
+            "seconds": sum(s["seconds"] for s in steps.values()),
+        }
+        summary["images_per_s"] = (
+            sum(s["images_per_s"] * s["seconds"] for s in steps.values()) / summary["seconds"]
+        )
+    else:
+        summary = train(
+            model,
+            train_set,
+            train_config,
+            out_dir=args.out,
+            model_config=model_dict,
+            device=device,
+            progress=not args.no_progress,
+            resume=args.resume,
+            evaluate=evaluate,
+        )
     out = Path(args.out)
     data_record = {
         "data": args.data,
@@ -611,9 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--schedule",
-        choices=["joint"],
+        choices=["joint", "alternating"],
         default="joint",
-        help="faster-rcnn: approximate joint training (the four losses summed)",
+        help="faster-rcnn: 'joint', approximate joint training (the four losses summed); "
+        "'alternating', the paper's 4 steps (RPN; detector on its proposals; RPN on the "
+        "frozen shared backbone; detector head), each of --steps steps, with the proposals "
+        "of steps 1 and 3 written as COCO results JSON in --out",
     )
     train.add_argument(
         "--preset",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from .presets import ModelConfig, build_model, preset_config
@@ -54,22 +55,36 @@ class FasterRCNN(nn.Module):
         targets: GroundTruth | None = None,
         *,
         image_scales: Tensor | None = None,
+        proposals: tuple[Tensor, Tensor] | None = None,
     ) -> DetectorOutput:
         """(B, 3, H, W) RGB in [0, 1], (B, 2) sizes -> proposals, and detections (inference)
-        or the RPN and second-stage losses (training, with ``targets``)."""
+        or the RPN and second-stage losses (training, with ``targets``).
+
+        ``proposals``: precomputed (B, K, 4) boxes and (B, K) validity (the alternating
+        schedule's steps 2 and 4); the RPN is then not run and gives no losses."""
         if images.ndim != 4 or images.shape[0] == 0:
             raise ValueError(
                 f"images must be a non-empty (B, 3, H, W) batch, got {tuple(images.shape)}"
             )
         features = self.backbone((images - self.pixel_mean) / self.pixel_std)
-        rpn_out = self.rpn(features, image_sizes, targets, image_scales=image_scales)
-        proposals = rpn_out.proposals  # detached: no gradient through the boxes
-        pooled = features[: self.pooled_levels]
         training = targets is not None and self.training
+        if proposals is None:
+            rpn_out = self.rpn(features, image_sizes, targets, image_scales=image_scales)
+            found, rpn_losses = rpn_out.proposals, rpn_out.losses  # no gradient through boxes
+        else:
+            boxes, valid = proposals
+            scores = valid.to(boxes.dtype)
+            levels = torch.zeros(valid.shape, dtype=torch.int64, device=valid.device)
+            found = Proposals(boxes, scores, levels, valid.sum(dim=1))
+            rpn_losses = {}
         detections, roi_losses, _ = self.roi_heads(
-            pooled, proposals.boxes, proposals.valid, image_sizes, targets if training else None
+            features[: self.pooled_levels],
+            found.boxes,
+            found.valid,
+            image_sizes,
+            targets if training else None,
         )
-        return DetectorOutput(proposals, detections, {**rpn_out.losses, **roi_losses})
+        return DetectorOutput(found, detections, {**rpn_losses, **roi_losses})
 
 
 def build_detector(config: DetectorConfig) -> FasterRCNN:

@@ -2,7 +2,7 @@
 
 ``nms_keep`` takes (G, N, 4) boxes already sorted by decreasing score within each group and a
 (G, N) validity mask, and returns a (G, N) keep mask: greedy NMS run independently in every group
-(one group per image, or per (image, level)).
+(one group per image, or per (image, level)), optionally only between boxes of the same class.
 """
 
 from __future__ import annotations
@@ -14,16 +14,30 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 
-def nms_keep(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+def nms_keep(
+    boxes: Tensor,
+    valid: Tensor,
+    iou_threshold: float,
+    *,
+    classes: Tensor | None = None,
+    max_keep: int | None = None,
+) -> Tensor:
     """(G, N, 4) xyxy sorted by score within each group, (G, N) bool -> (G, N) bool keep mask.
 
-    A box is kept if it is valid and no kept, higher-ranked box of its group overlaps it with
-    IoU > ``iou_threshold``. On CUDA this runs rpnkit's Triton kernel (two launches, no sync);
-    elsewhere torchvision's ``batched_nms``.
+    A box is kept if it is valid and no kept, higher-ranked box of its group (and of its class,
+    when (G, N) integer ``classes`` are given) overlaps it with IoU > ``iou_threshold``.
+
+    ``max_keep``: the caller uses at most this many kept boxes per group, so the scan may stop
+    once a group has that many; the mask is exact up to the group's ``max_keep``-th kept box and
+    may be False after it. On CUDA this runs rpnkit's Triton kernel (two launches, no sync);
+    elsewhere torchvision's ``batched_nms`` (exact everywhere).
     """
+    if classes is None:
+        classes = torch.zeros(valid.shape, dtype=torch.int32, device=valid.device)
     if boxes.is_cuda and _triton_op() is not None:
-        return _triton_op()(boxes, valid, float(iou_threshold))
-    return _nms_keep_torchvision(boxes, valid, iou_threshold)
+        limit = boxes.shape[1] if max_keep is None else int(max_keep)
+        return _triton_op()(boxes, valid, classes, float(iou_threshold), limit)
+    return _nms_keep_torchvision(boxes, valid, classes, iou_threshold)
 
 
 @functools.cache
@@ -36,7 +50,9 @@ def _triton_op():
     return nms_keep_op
 
 
-def _nms_keep_torchvision(boxes: Tensor, valid: Tensor, iou_threshold: float) -> Tensor:
+def _nms_keep_torchvision(
+    boxes: Tensor, valid: Tensor, classes: Tensor, iou_threshold: float
+) -> Tensor:
     """Reference path through torchvision's ``batched_nms`` kernel.
 
     GPU->CPU sync: selecting the valid boxes (``nonzero``) and the kernel's variable-length
@@ -45,9 +61,14 @@ def _nms_keep_torchvision(boxes: Tensor, valid: Tensor, iou_threshold: float) ->
     num_groups, n = valid.shape
     flat_idx = valid.reshape(-1).nonzero().squeeze(1)  # sync: output size is data-dependent
     group = torch.div(flat_idx, n, rounding_mode="floor")
+    # one batched_nms group per (group, class)
+    cls = classes.reshape(-1)[flat_idx].to(torch.int64)
+    num_classes = int(cls.max()) + 1 if len(cls) else 1
     # torchvision sorts by score: a descending rank keeps our order (ties impossible).
     rank = (n - (flat_idx - group * n)).to(torch.float32)
-    kept = batched_nms(boxes.reshape(-1, 4)[flat_idx].float(), rank, group, iou_threshold)
+    kept = batched_nms(
+        boxes.reshape(-1, 4)[flat_idx].float(), rank, group * num_classes + cls, iou_threshold
+    )
     keep = torch.zeros(num_groups * n, dtype=torch.bool, device=boxes.device)
     keep[flat_idx[kept]] = True
     return keep.view(num_groups, n)

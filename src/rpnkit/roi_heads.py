@@ -17,10 +17,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, roi_align, roi_pool
+from torchvision.ops import roi_align, roi_pool
 
 from .boxes import BoxCoder, box_iou, clip_boxes
 from .matching import IGNORE, NEGATIVE, POSITIVE, BalancedSampler, SampledAnchors
+from .nms import nms_keep
 from .structures import GroundTruth
 
 
@@ -44,6 +45,7 @@ class RoIHeadConfig:
     score_threshold: float = 0.05
     nms_threshold: float = 0.5
     detections_per_image: int = 100
+    nms_candidates: int = 5000  # per image, best first: see postprocess_detections
     min_size: float = 1e-2
     canonical_scale: float = 224.0
     canonical_level: int = 4
@@ -178,25 +180,34 @@ class MultiLevelRoIPooler(nn.Module):
         flat = boxes.reshape(-1, 4).float()
         batch_index = torch.arange(num_images, device=boxes.device).repeat_interleave(r)
         rois = torch.cat([batch_index[:, None].to(flat.dtype), flat], dim=1)  # (B*R, 5)
+        if len(features) == 1:
+            return self._pool(features[0], rois, self.strides[0])
+        # Sort the RoIs by level so that each level's RoIs are one contiguous slice, pool each
+        # slice, and put the results back in RoI order.
+        levels = self.levels(flat)
+        order = levels.argsort(stable=True)
+        # GPU->CPU sync, the only one here: the slice lengths (torchvision's pooler syncs once
+        # per level). A kernel that pools every level in one launch would remove it.
+        counts = torch.bincount(levels, minlength=len(features)).tolist()
+        sorted_rois = rois[order]
+        pooled, start = [], 0
+        for feature, stride, count in zip(features, self.strides, counts):
+            pooled.append(self._pool(feature, sorted_rois[start : start + count], stride))
+            start += count
+        by_level = torch.cat(pooled)  # (B*R, ch, S, S) in level order
+        return torch.empty_like(by_level).index_copy(0, order, by_level)
+
+    def _pool(self, feature: Tensor, rois: Tensor, stride: int) -> Tensor:
         size = self.config.pooled_size
-        out = features[0].new_zeros((len(rois), features[0].shape[1], size, size))
-        levels = self.levels(flat) if len(features) > 1 else torch.zeros_like(batch_index)
-        for level, (feature, stride) in enumerate(zip(features, self.strides)):
-            # GPU->CPU sync: selecting each level's boxes (as torchvision's pooler); the pooled
-            # boxes per level vary with the data
-            idx = (levels == level).nonzero().squeeze(1)
-            if self.config.pooler == "align":
-                pooled = roi_align(
-                    feature,
-                    rois[idx],
-                    size,
-                    spatial_scale=1.0 / stride,
-                    sampling_ratio=self.config.sampling_ratio,
-                )
-            else:
-                pooled = roi_pool(feature, rois[idx], size, spatial_scale=1.0 / stride)
-            out[idx] = pooled.to(out.dtype)
-        return out
+        if self.config.pooler == "align":
+            return roi_align(
+                feature,
+                rois,
+                size,
+                spatial_scale=1.0 / stride,
+                sampling_ratio=self.config.sampling_ratio,
+            )
+        return roi_pool(feature, rois, size, spatial_scale=1.0 / stride)
 
 
 class BoxHead(nn.Module):
@@ -254,7 +265,12 @@ def postprocess_detections(
     coder: BoxCoder,
 ) -> Detections:
     """(B*R, C), (B*R, 4C), (B, R, 4) RoIs, (B, R) -> top detections per image: decode per
-    class, clip, drop background and scores below the threshold, per-class NMS."""
+    class, clip, drop background, scores at or below the threshold and tiny boxes, NMS within
+    each class, keep the best ``detections_per_image``. Batched over images, no sync.
+
+    The NMS sees each image's ``nms_candidates`` best (RoI, class) pairs that pass the threshold
+    (all of them, as in torchvision, when there are no more than that).
+    """
     num_images, r = boxes.shape[:2]
     c = class_logits.shape[1]
     scores = F.softmax(class_logits.float(), -1).view(num_images, r, c)
@@ -265,37 +281,37 @@ def postprocess_detections(
     decoded = clip_boxes(decoded.reshape(num_images, r * c, 4), image_sizes).view(
         num_images, r, c, 4
     )
-    labels = torch.arange(c, device=boxes.device).expand(num_images, r, c)
-    # drop the background column, flatten (RoI, class) pairs per image
-    scores, decoded, labels = scores[..., 1:], decoded[:, :, 1:], labels[..., 1:]
-    scores = scores.reshape(num_images, -1)
-    decoded = decoded.reshape(num_images, -1, 4)
-    labels = labels.reshape(num_images, -1)
+    # drop the background column, flatten the (RoI, class) pairs of each image
+    scores = scores[..., 1:].reshape(num_images, -1)  # (B, R*(C-1))
+    decoded = decoded[:, :, 1:].reshape(num_images, -1, 4)
     wh = decoded[..., 2:] - decoded[..., :2]
-    keep = (
+    passing = (
         valid[:, :, None].expand(-1, -1, c - 1).reshape(num_images, -1)
         & (scores > config.score_threshold)
         & (wh >= config.min_size).all(-1)
     )
+    # the best candidates of each image, sorted by score (failing ones rank last)
+    n = min(config.nms_candidates, scores.shape[1])
+    top_scores, top_idx = scores.masked_fill(~passing, -1.0).topk(n, dim=1)  # (B, n)
+    top_valid = passing.gather(1, top_idx)
+    top_boxes = decoded.gather(1, top_idx[..., None].expand(-1, -1, 4))
+    top_labels = top_idx % (c - 1) + 1  # class ids 1..C-1
     det = config.detections_per_image
-    out_boxes = boxes.new_zeros((num_images, det, 4), dtype=torch.float32)
-    out_scores = boxes.new_zeros((num_images, det), dtype=torch.float32)
-    out_labels = torch.zeros((num_images, det), dtype=torch.int64, device=boxes.device)
-    nums = []
-    for i in range(num_images):
-        # GPU->CPU sync and a loop over images here: per-class NMS on variable-size sets, as
-        # torchvision does; the batched fixed-shape version is future work
-        idx = keep[i].nonzero().squeeze(1)
-        kept = batched_nms(decoded[i, idx], scores[i, idx], labels[i, idx], config.nms_threshold)
-        kept = idx[kept[:det]]
-        n = len(kept)
-        out_boxes[i, :n], out_scores[i, :n], out_labels[i, :n] = (
-            decoded[i, kept],
-            scores[i, kept],
-            labels[i, kept],
-        )
-        nums.append(n)
-    return Detections(out_boxes, out_scores, out_labels, torch.tensor(nums, device=boxes.device))
+    keep = nms_keep(
+        top_boxes, top_valid, config.nms_threshold, classes=top_labels, max_keep=det
+    )  # (B, n)
+    # the first ``det`` kept, in score order: kept slots rank by position, the others last
+    rank = torch.where(keep, torch.arange(n, device=keep.device), n)
+    slots = rank.topk(min(det, n), dim=1, largest=False).values.clamp(max=n - 1)  # (B, D')
+    num = keep.sum(dim=1).clamp(max=det)
+    found = torch.arange(slots.shape[1], device=keep.device)[None, :] < num[:, None]
+    pad = det - slots.shape[1]
+    out_boxes = F.pad(
+        top_boxes.gather(1, slots[..., None].expand(-1, -1, 4)) * found[..., None], (0, 0, 0, pad)
+    )
+    out_scores = F.pad(top_scores.gather(1, slots) * found, (0, pad))
+    out_labels = F.pad(top_labels.gather(1, slots) * found, (0, pad))
+    return Detections(out_boxes, out_scores, out_labels, num)
 
 
 class RoIHeads(nn.Module):

@@ -281,6 +281,7 @@ def select_proposals(
             boxes.view(num_images * num_levels, k, 4),
             valid.view(num_images * num_levels, k),
             config.nms_threshold,
+            max_keep=config.post_nms_top_n,  # no level gives more than the image keeps
         ).view(num_images, -1)
     else:
         ranked = scores.masked_fill(~valid, -1.0)
@@ -289,6 +290,7 @@ def select_proposals(
             boxes.gather(1, order[..., None].expand(-1, -1, 4)),
             valid.gather(1, order),
             config.nms_threshold,
+            max_keep=config.post_nms_top_n,
         )
         keep = torch.zeros_like(sorted_keep).scatter_(1, order, sorted_keep)
 

@@ -262,8 +262,13 @@ def train(
             with torch.autocast(
                 device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None
             ):
+                extra = {} if batch.proposals is None else {"proposals": batch.proposals}
                 output = net(
-                    batch.images, batch.image_sizes, batch.targets, image_scales=batch.image_scales
+                    batch.images,
+                    batch.image_sizes,
+                    batch.targets,
+                    image_scales=batch.image_scales,
+                    **extra,
                 )
             losses = {k: v.float() for k, v in output.losses.items()}
             loss = sum(losses.values())

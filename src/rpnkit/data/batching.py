@@ -22,6 +22,8 @@ class Batch:
     image_ids: list
     file_names: list[str]
     image_scales: Tensor | None = None  # (B,) resize factor of each image, when resized
+    # precomputed proposals (B, K, 4) and their (B, K) validity, when the dataset carries them
+    proposals: tuple[Tensor, Tensor] | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         scales = self.image_scales
@@ -32,6 +34,9 @@ class Batch:
             self.image_ids,
             self.file_names,
             scales.to(device, non_blocking=True) if scales is not None else None,
+            None
+            if self.proposals is None
+            else tuple(t.to(device, non_blocking=True) for t in self.proposals),
         )
 
 
@@ -58,7 +63,17 @@ def collate(items: Sequence[dict | None], size_divisible: int = 32) -> Batch | N
     )
     # validated here, on the CPU: the GPU training step then needs no sync for it
     targets = targets.check(image_sizes, [it["file_name"] for it in items])
+    proposals = None
+    if "proposals" in items[0]:
+        k = max([1, *(len(it["proposals"]) for it in items)])
+        boxes = torch.zeros((len(items), k, 4))
+        valid = torch.zeros((len(items), k), dtype=torch.bool)
+        for i, it in enumerate(items):
+            boxes[i, : len(it["proposals"])] = it["proposals"]
+            valid[i, : len(it["proposals"])] = True
+        proposals = (boxes, valid)
     return Batch(
+        proposals=proposals,
         images=images,
         image_sizes=image_sizes,
         targets=targets,

@@ -21,6 +21,10 @@ class DetectionDataset(Dataset):
     An image that cannot be decoded gives None with a warning (``collate`` drops it), or raises
     with ``strict``. Randomness (flips, scales) comes from ``seed``, the item index and the
     epoch set by ``set_epoch``, so runs are reproducible whatever the worker count.
+
+    ``proposals`` (file name -> (K, 4) xyxy boxes in original pixels, best first), when given,
+    are carried through the same transforms as the boxes and returned as ``proposals``: the
+    precomputed RPN proposals that the 4-step alternating training feeds the detector.
     """
 
     def __init__(
@@ -30,8 +34,10 @@ class DetectionDataset(Dataset):
         *,
         strict: bool = False,
         seed: int = 0,
+        proposals: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.index = index
+        self.proposals = proposals
         self.transforms = transforms or Compose()
         self.strict = strict
         self.seed = seed
@@ -66,8 +72,12 @@ class DetectionDataset(Dataset):
             warnings.warn(f"skipped {message}", stacklevel=2)
             return None
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        (image, boxes), scale = self.transforms(image, record.boxes.copy(), rng)
-        return {
+        boxes = record.boxes.copy()
+        if self.proposals is not None:
+            extra = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
+            boxes = np.concatenate([boxes, np.asarray(extra, np.float32).reshape(-1, 4)])
+        (image, boxes), scale = self.transforms(image, boxes, rng)
+        item = {
             "image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255,
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
             "labels": torch.from_numpy(record.labels),
@@ -78,3 +88,7 @@ class DetectionDataset(Dataset):
             "scale": scale,
             "orig_size": (record.height, record.width),
         }
+        if self.proposals is not None:  # split the proposals off the GT again
+            n = len(record.boxes)
+            item["proposals"], item["boxes"] = item["boxes"][n:], item["boxes"][:n]
+        return item

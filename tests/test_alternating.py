@@ -1,0 +1,78 @@
+"""The paper's 4-step alternating training from the CLI, on a few raccoon images."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import RACCOON, train_tiny_on_raccoon
+
+from rpnkit.alternating import load_proposals
+from rpnkit.checkpoint import load_checkpoint
+from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.detect import load_detector
+
+
+def test_alternating_schedule_runs_the_four_steps(tmp_path):
+    run = tmp_path / "alt"
+    extra = ["--model", "faster-rcnn", "--schedule", "alternating"]
+    assert train_tiny_on_raccoon(run, steps=2, extra=extra) == 0
+    for step in ("step1_rpn", "step2_detector", "step3_rpn", "step4_detector"):
+        assert (run / step / "checkpoint.safetensors").is_file(), step
+        assert (run / step / "train_log.csv").is_file(), step
+    # the proposals of steps 1 and 3: COCO results JSON, up to the RPN's training top-n
+    # per training image, inside the original image
+    index = read_dataset(RACCOON, split_file=RACCOON / "train_labels.csv")
+    sizes = {r.file_name: (r.width, r.height) for r in index.records}
+    for name in ("step1_proposals.json", "step3_proposals.json"):
+        entries = json.loads((run / name).read_text())
+        assert {"file_name", "image_id", "bbox", "score"} <= set(entries[0])
+        assert {e["file_name"] for e in entries} == set(sizes)
+        for e in entries[:500]:
+            x, y, w, h = e["bbox"]
+            width, height = sizes[e["file_name"]]
+            assert w >= 0 and h >= 0 and x + w <= width + 0.01 and y + h <= height + 0.01
+    # step 3 trained the RPN only: the backbone is step 2's; step 4 trained the box head only
+    step2 = load_checkpoint(run / "step2_detector" / "checkpoint.safetensors")["model"]
+    step3 = load_checkpoint(run / "step3_rpn" / "checkpoint.safetensors")["model"]
+    final = load_checkpoint(run / "checkpoint.safetensors")["model"]
+    for key, value in step2.items():
+        if key.startswith("backbone."):
+            assert torch.equal(value, step3[key]), key
+            assert torch.equal(value, final[key]), key
+    for key, value in step3.items():
+        if key.startswith("rpn."):
+            assert torch.equal(value, final[key]), key
+    assert any(not torch.equal(step2[k], final[k]) for k in final if k.startswith("roi_heads."))
+    assert any(not torch.equal(step2[k], step3[k]) for k in step3 if k.startswith("rpn.head"))
+    _, _, names = load_detector(run / "checkpoint.safetensors")
+    assert names == ["raccoon"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "AP50" in metrics
+
+
+def test_precomputed_proposals_follow_the_transforms(tmp_path):
+    index = read_dataset(RACCOON, split_file=RACCOON / "train_labels.csv")
+    record = index.records[0]
+    proposals = {record.file_name: np.array([[10, 20, 110, 220], [0, 0, 5, 5]], np.float32)}
+    flip = DetectionDataset(index, train_transforms(200, 300, 1.0), proposals=proposals)
+    item = flip[0]
+    h, w = item["image"].shape[1:]
+    sx, sy = w / record.width, h / record.height
+    expected = torch.tensor([[w - 110 * sx, 20 * sy, w - 10 * sx, 220 * sy]])
+    assert torch.allclose(item["proposals"][:1], expected, atol=1e-3)
+    assert len(item["boxes"]) == len(record.boxes)
+    # an image without proposals gets none; the batch pads them with a validity mask
+    batch = collate([item, flip[1]])
+    boxes, valid = batch.proposals
+    assert boxes.shape == (2, 2, 4) and valid.tolist() == [[True, True], [False, False]]
+
+
+def test_unreadable_proposals_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "p.json"
+    bad.write_text('[{"file_name": "a.jpg", "bbox": [1, 2]}]')
+    with pytest.raises(ValueError, match=r"p.json: entry 0"):
+        load_proposals(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read the proposals"):
+        load_proposals(bad)
