@@ -32,6 +32,7 @@ from rpnkit.config import config_to_dict
 from rpnkit.data import DetectionDataset, read_dataset, train_transforms
 from rpnkit.evaluate import evaluate_model
 from rpnkit.inference import eval_dataset
+from rpnkit.model import normalize
 from rpnkit.presets import build_model, preset_config
 from rpnkit.rpn import Proposals
 from rpnkit.testing import copy_rpn_head_to_torchvision
@@ -70,7 +71,7 @@ class TorchvisionProposalModel(nn.Module):
         copy_rpn_head_to_torchvision(ours.rpn.head, self.rpn.head)
 
     def forward(self, images, image_sizes, targets=None, *, image_scales=None):
-        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        features = self.backbone(normalize(images, image_sizes, self.pixel_mean, self.pixel_std))
         image_list = ImageList(images, [tuple(s) for s in image_sizes.tolist()])
         tv_targets = None
         if targets is not None and self.training:

@@ -38,6 +38,7 @@ from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from rpnkit.anchors import AnchorConfig
+from rpnkit.model import normalize
 from rpnkit.rpn import ProposalConfig, RegionProposalNetwork, RPNConfig, select_proposals
 from rpnkit.structures import GroundTruth
 from rpnkit.testing import copy_rpn_head_to_torchvision, same_proposals
@@ -500,7 +501,7 @@ def bench_effnet_model(device, reps, warmup):
             device=device,
         )
         # the part that differs: the RPN on the same backbone features
-        feats = ours.backbone((images - ours.pixel_mean) / ours.pixel_std)
+        feats = ours.backbone(normalize(images, sizes, ours.pixel_mean, ours.pixel_std))
         image_list = ImageList(images, [(640, 640)])
         rpn_ours, rpn_theirs = timeit_alternating(
             lambda: ours.rpn(feats, sizes),

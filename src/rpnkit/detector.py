@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .model import normalize
 from .presets import ModelConfig, build_model, preset_config
 from .roi_heads import Detections, RoIHeadConfig, RoIHeads
 from .rpn import Proposals
@@ -66,7 +67,7 @@ class FasterRCNN(nn.Module):
             raise ValueError(
                 f"images must be a non-empty (B, 3, H, W) batch, got {tuple(images.shape)}"
             )
-        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        features = self.backbone(normalize(images, image_sizes, self.pixel_mean, self.pixel_std))
         training = targets is not None and self.training
         if proposals is None:
             rpn_out = self.rpn(features, image_sizes, targets, image_scales=image_scales)
@@ -77,6 +78,13 @@ class FasterRCNN(nn.Module):
             levels = torch.zeros(valid.shape, dtype=torch.int64, device=valid.device)
             found = Proposals(boxes, scores, levels, valid.sum(dim=1))
             rpn_losses = {}
+        if not images.is_cuda and found.boxes.shape[1] > 1:
+            # on the CPU a sync is free and the second stage's work follows the RoI count:
+            # drop the padding columns that no image uses
+            k = max(1, int(found.num.max()))
+            found = Proposals(
+                found.boxes[:, :k], found.scores[:, :k], found.levels[:, :k], found.num
+            )
         detections, roi_losses, _ = self.roi_heads(
             features[: self.pooled_levels],
             found.boxes,

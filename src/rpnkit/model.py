@@ -11,6 +11,17 @@ from .rpn import RegionProposalNetwork, RPNOutput
 from .structures import GroundTruth
 
 
+def normalize(images: Tensor, image_sizes: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+    """(B, 3, H, W) in [0, 1] -> (x - mean) / std inside each image and exactly 0 in the padding
+    (torchvision's, detectron2's and mmdetection's convention: pad after normalising)."""
+    h, w = images.shape[-2:]
+    sizes = image_sizes.to(images.device)
+    rows = torch.arange(h, device=images.device)[None, :] < sizes[:, :1]  # (B, H)
+    cols = torch.arange(w, device=images.device)[None, :] < sizes[:, 1:]  # (B, W)
+    inside = (rows[:, :, None] & cols[:, None, :])[:, None]  # (B, 1, H, W)
+    return ((images - mean) / std) * inside
+
+
 class ProposalModel(nn.Module):
     """Normalises a padded (B, 3, H, W) batch of RGB images in [0, 1], runs the backbone and the
     RPN. ``image_sizes`` (B, 2) gives each image's true (height, width) inside the padding."""
@@ -53,5 +64,5 @@ class ProposalModel(nn.Module):
             raise ValueError(f"images must be a (B, 3, H, W) batch, got {tuple(images.shape)}")
         if images.shape[0] == 0:
             raise ValueError("empty batch: no images were given")
-        features = self.backbone((images - self.pixel_mean) / self.pixel_std)
+        features = self.backbone(normalize(images, image_sizes, self.pixel_mean, self.pixel_std))
         return self.rpn(features, image_sizes, targets, image_scales=image_scales)

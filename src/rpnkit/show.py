@@ -11,6 +11,7 @@ from .data import DetectionDataset, collate
 from .data.transforms import Compose, ResizeShortest
 from .inference import index_for_input, load_model
 from .matching import IGNORE, NEGATIVE, POSITIVE
+from .model import normalize
 from .presets import ModelConfig, build_model
 from .rpn import select_proposals
 
@@ -102,7 +103,9 @@ def _forward(checkpoint, image, **opts):
     model, config = load_model(checkpoint)
     item = _item(image, **opts)
     batch = collate([item])
-    features = model.backbone((batch.images - model.pixel_mean) / model.pixel_std)
+    features = model.backbone(
+        normalize(batch.images, batch.image_sizes, model.pixel_mean, model.pixel_std)
+    )
     out = model.rpn(features, batch.image_sizes)
     return model, config, item, batch, features, out
 
