@@ -221,3 +221,33 @@ def test_faster_rcnn_trains_evaluates_detects_and_proposes(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_train_with_a_seed_is_reproducible(tmp_path):
+    # the same seed: the same initial weights, data order and losses
+    for name in ("a", "b"):
+        assert train_tiny_on_raccoon(tmp_path / name, steps=2, extra=["--log-every", "1"]) == 0
+    logs = [(tmp_path / n / "train_log.csv").read_text().splitlines() for n in ("a", "b")]
+    losses = [[line.split(",")[2] for line in log[1:]] for log in logs]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+
+
+def test_train_under_torchrun_with_two_processes(tmp_path):
+    # DistributedDataParallel on the CPU (gloo): rank 0 alone writes and reports; the global
+    # batch is split between the processes by the distributed sampler
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", "-m", "rpnkit", "train", "--data", str(RACCOON)]
+    command += ["--split-file", str(RACCOON / "train_labels.csv"), "--val-data", str(RACCOON)]
+    command += ["--val-split-file", str(RACCOON / "test_labels.csv"), "--preset", "tiny"]
+    command += ["--steps", "3", "--batch-size", "2", "--workers", "0", "--out", str(out)]
+    command += ["--short-side", "96", "--max-size", "144", "--no-progress", "--log-every", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 3 steps") == 1
+    assert done.stdout.count("validation: AR@100") == 1
+    assert (out / "checkpoint.safetensors").is_file()
+    assert len((out / "train_log.csv").read_text().splitlines()) == 4

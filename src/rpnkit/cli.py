@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -74,7 +75,7 @@ def _train(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_model
     from .inference import eval_dataset, resolve_device
     from .presets import build_model
-    from .train import train
+    from .train import seed_everything, train
 
     model_config, model_dict = _model_config(args)
     train_config = _train_config(args)
@@ -110,6 +111,7 @@ def _train(args: argparse.Namespace) -> int:
         val_set = eval_dataset(val_index, args.short_side, args.max_size)
 
     device = resolve_device(args.device)
+    seed_everything(args.seed)  # the initial weights too: the same seed, the same run
     evaluate = None
     if args.model == "faster-rcnn":
         from .detect import detector_checkpoint_config, evaluate_detector
@@ -175,6 +177,8 @@ def _train(args: argparse.Namespace) -> int:
             resume=args.resume,
             evaluate=evaluate,
         )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports and evaluates
+        return 0
     out = Path(args.out)
     data_record = {
         "data": args.data,
