@@ -146,6 +146,7 @@ def test_equals_pycocotools_on_random_scenes():
             )
     gt_coco = coco_mod.COCO()
     gt_coco.dataset = {
+        "info": {},  # pycocotools 2.0.10's loadRes copies it
         "images": images,
         "annotations": anns,
         "categories": [{"id": 1, "name": "object"}],

@@ -77,7 +77,14 @@ def coco_map(
             )
     categories = [{"id": k + 1, "name": n} for k, n in enumerate(class_names)]
     gt = COCO()
-    gt.dataset = {"images": images, "annotations": anns, "categories": categories}
+    # "info" and "licenses": pycocotools 2.0.10 copies them in loadRes
+    gt.dataset = {
+        "info": {},
+        "licenses": [],
+        "images": images,
+        "annotations": anns,
+        "categories": categories,
+    }
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
         gt.createIndex()
         if not results:
