@@ -38,7 +38,20 @@ from rpnkit.roi_heads import RoIHeadConfig
 from rpnkit.structures import GroundTruth
 
 
-def build_pair(device, seed=0):
+class ChannelsLast(torch.nn.Module):
+    """The backbone run in channels-last memory format (faster convolutions on tensor cores).
+    Applied to both sides alike (``--channels-last``): it changes the shared floor only."""
+
+    def __init__(self, body) -> None:
+        super().__init__()
+        self.body = body.to(memory_format=torch.channels_last)
+        self.out_channels, self.strides = body.out_channels, body.strides
+
+    def forward(self, x):
+        return self.body(x.contiguous(memory_format=torch.channels_last))
+
+
+def build_pair(device, seed=0, channels_last=False):
     torch.manual_seed(seed)
     model = preset_config("r50-fpn")
     # torchvision rounds its base anchors to whole pixels
@@ -68,6 +81,9 @@ def build_pair(device, seed=0):
         torch.nn.init.normal_(ours.roi_heads.box_head.cls_score.weight, std=0.3)
     theirs = torchvision_faster_rcnn(ours)
     theirs.transform.size_divisible = 64
+    if channels_last:
+        ours.backbone = ChannelsLast(ours.backbone)
+        theirs.backbone.body = ChannelsLast(theirs.backbone.body)
     return ours.to(device).eval(), theirs.to(device).eval()
 
 
@@ -146,6 +162,8 @@ def bench_infer(device, ours, theirs, batch, dtype, reps, warmup, h, w):
         run_ours, run_theirs, reps=reps, warmup=warmup, device=device
     )
     name = "fp32" if dtype == torch.float32 else "bf16"
+    if ours.backbone.__class__.__name__ == "ChannelsLast":
+        name += " channels-last"
     report(
         f"faster-rcnn infer b{batch} {name}",
         t_ours,
@@ -237,6 +255,10 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per case")
     parser.add_argument("--cases", default="infer,train", help="comma-separated cases")
     parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument(
+        "--channels-last", action="store_true", help="both backbones in channels-last format"
+    )
+    parser.add_argument("--batches", default=None, help="comma-separated inference batches")
     args = parser.parse_args()
     device = torch.device("cpu" if args.cpu or not torch.cuda.is_available() else "cuda")
     cuda = device.type == "cuda"
@@ -250,14 +272,17 @@ def main() -> int:
         f"device {torch.cuda.get_device_name() if cuda else 'cpu'}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}, reps {reps}, images {h}x{w}"
     )
-    ours, theirs = build_pair(device)
+    ours, theirs = build_pair(device, channels_last=args.channels_last)
     if not cuda:
         theirs.transform.min_size, theirs.transform.max_size = (h,), w
     cases = set(args.cases.split(","))
     dtypes = (torch.float32, torch.bfloat16) if cuda else (torch.float32,)
     if "infer" in cases:
         for dtype in dtypes:
-            for batch in (1, 8) if cuda else (1, 2):
+            batches = (1, 8) if cuda else (1, 2)
+            if args.batches:
+                batches = tuple(int(b) for b in args.batches.split(","))
+            for batch in batches:
                 bench_infer(device, ours, theirs, batch, dtype, reps, warmup, h, w)
     if "train" in cases:
         for dtype in dtypes[::-1]:

@@ -49,6 +49,9 @@ class RoIHeadConfig:
     min_size: float = 1e-2
     canonical_scale: float = 224.0
     canonical_level: int = 4
+    # False: the second stage's losses train its own layers only, not the shared features (no
+    # RoIAlign backward, which is slow on a CPU; the demo's setting)
+    feature_gradient: bool = True
 
     @classmethod
     def paper(cls, **overrides) -> RoIHeadConfig:
@@ -347,6 +350,8 @@ class RoIHeads(nn.Module):
                     f"{self.config.num_classes - 1}; 0 is background)"
                 )
             sample = self.sampler(proposals.detach(), proposals_valid, targets, generator)
+            if not self.config.feature_gradient:
+                features = [f.detach() for f in features]
             logits, deltas = self.box_head(self.pooler(features, sample.boxes))
             losses = fast_rcnn_losses(logits, deltas, sample, self.config.smooth_l1_beta)
             return None, losses, sample

@@ -6,6 +6,7 @@ and xyxy boxes in pixels, writes a PNG of ``size_px`` and returns the number of 
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -382,7 +383,7 @@ def plot_detections(
     for (x1, y1, x2, y2), s, name in zip(
         np.asarray(boxes).reshape(-1, 4), np.asarray(scores), names
     ):
-        colour = colours(hash(name) % 10)
+        colour = colours(zlib.crc32(name.encode()) % 10)  # the same colour in every run
         ax.add_patch(
             Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=1.5)
         )

@@ -123,6 +123,9 @@ class SyntheticShapes(Dataset):
             "boxes": torch.from_numpy(boxes),
             "labels": torch.from_numpy(labels),
             "ignore": torch.zeros(len(boxes), dtype=torch.bool),
+            "areas": torch.from_numpy((boxes[:, 2:] - boxes[:, :2]).prod(axis=1)),
             "image_id": index,
             "file_name": f"shapes-{self.seed}-{index:05d}.png",
+            "scale": 1.0,
+            "orig_size": (self.image_size, self.image_size),
         }
