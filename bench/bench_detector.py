@@ -29,13 +29,13 @@ import sys
 
 import torch
 from bench_rpn import ROWS, report, timeit, timeit_alternating
-from reference import torchvision_faster_rcnn
 
 from rpnkit.detector import DetectorConfig, FasterRCNN
 from rpnkit.model import normalize
 from rpnkit.presets import preset_config
 from rpnkit.roi_heads import RoIHeadConfig
 from rpnkit.structures import GroundTruth
+from rpnkit.testing import torchvision_faster_rcnn
 
 
 class ChannelsLast(torch.nn.Module):

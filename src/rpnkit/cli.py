@@ -115,8 +115,11 @@ def _train(args: argparse.Namespace) -> int:
     evaluate = None
     if args.model == "faster-rcnn":
         from .detect import detector_checkpoint_config, evaluate_detector
+        from .detector import FasterRCNN
 
-        model, detector_config = _build_detector(model_config, index.class_names)
+        detector_config = _detector_config(model_config, index.class_names)
+        # the alternating schedule builds its own models, step by step
+        model = FasterRCNN(detector_config) if args.schedule == "joint" else None
         model_dict = detector_checkpoint_config(detector_config, index.class_names)
         if val_set is not None:
 
@@ -214,9 +217,9 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_detector(model_config, class_names):
+def _detector_config(model_config, class_names):
     """A Faster R-CNN on the preset's backbone and RPN, one class per dataset class."""
-    from .detector import DetectorConfig, FasterRCNN
+    from .detector import DetectorConfig
     from .roi_heads import RoIHeadConfig
 
     num_classes = len(class_names) + 1
@@ -225,8 +228,7 @@ def _build_detector(model_config, class_names):
         roi = RoIHeadConfig.paper(num_classes=num_classes)
     else:
         roi = RoIHeadConfig(num_classes=num_classes)
-    config = DetectorConfig(model=model_config, roi=roi, pooled_levels=4 if levels >= 5 else levels)
-    return FasterRCNN(config), config
+    return DetectorConfig(model=model_config, roi=roi, pooled_levels=4 if levels >= 5 else levels)
 
 
 def _eval(args: argparse.Namespace) -> int:
