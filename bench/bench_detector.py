@@ -3,7 +3,7 @@
     PYTHONPATH=src python bench/bench_detector.py            # on a CUDA GPU
     PYTHONPATH=src python bench/bench_detector.py --cpu      # small images, few repetitions
 
-Both models hold the same weights: torchvision's is built by ``bench/reference.py`` around a copy
+Both models hold the same weights: torchvision's is built by ``rpnkit.testing`` around a copy
 of rpnkit's backbone, with rpnkit's RPN head and box head copied in (random weights: no
 ImageNet ResNet-50 file is available here; the class layer is scaled so that many (RoI, class)
 pairs pass the 0.05 score threshold and NMS has work to do). Same settings: 1000/1000
