@@ -241,7 +241,7 @@ def _eval(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if is_detector_checkpoint(load_checkpoint(args.checkpoint)["config"]):
         return _eval_detector(args, device)
-    model, _ = load_model(args.checkpoint, device)
+    model, _ = load_model(args.checkpoint, device, fold_bn=True)
     index = read_dataset(
         args.data,
         split=args.split,
@@ -281,7 +281,7 @@ def _eval_detector(args: argparse.Namespace, device) -> int:
     from .detection_eval import COCO_STATS, format_per_class
     from .inference import eval_dataset
 
-    model, _, class_names = load_detector(args.checkpoint, device)
+    model, _, class_names = load_detector(args.checkpoint, device, fold_bn=True)
     index = read_dataset(
         args.data, split=args.split, fmt=args.format, split_file=args.split_file, strict=args.strict
     )
@@ -326,7 +326,7 @@ def _detect(args: argparse.Namespace) -> int:
     from .visualize import plot_detections
 
     device = resolve_device(args.device)
-    model, _, class_names = load_detector(args.checkpoint, device)
+    model, _, class_names = load_detector(args.checkpoint, device, fold_bn=True)
     index = index_for_input(
         args.input,
         split=args.split,
@@ -383,7 +383,7 @@ def _propose(args: argparse.Namespace) -> int:
     from .visualize import plot_proposals
 
     device = resolve_device(args.device)
-    model, _ = load_model(args.checkpoint, device)
+    model, _ = load_model(args.checkpoint, device, fold_bn=True)
     index = index_for_input(
         args.input,
         split=args.split,

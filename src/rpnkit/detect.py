@@ -30,10 +30,10 @@ def is_detector_checkpoint(config: dict) -> bool:
 
 
 def load_detector(
-    path: str | Path, device: torch.device | str = "cpu"
+    path: str | Path, device: torch.device | str = "cpu", *, fold_bn: bool = False
 ) -> tuple[FasterRCNN, DetectorConfig, list[str]]:
     """A FasterRCNN, its config and class names from a checkpoint of ``rpnkit train --model
-    faster-rcnn``. Nothing in the file is executed."""
+    faster-rcnn``. Nothing in the file is executed. ``fold_bn``: see ``fold_for_inference``."""
     state = load_checkpoint(path)
     if not is_detector_checkpoint(state["config"]):
         raise ValueError(
@@ -48,7 +48,12 @@ def load_detector(
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         raise ValueError(f"{path}: the weights do not fit the detector config: {err}") from err
-    return model.to(device).eval(), config, list(state["config"]["class_names"])
+    model = model.to(device).eval()
+    if fold_bn:
+        from .inference import fold_for_inference
+
+        fold_for_inference(model)
+    return model, config, list(state["config"]["class_names"])
 
 
 @torch.no_grad()

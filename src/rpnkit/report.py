@@ -108,7 +108,7 @@ def write_report(
     max_size = max_size or recorded.get("max_size", 1333)
 
     device_obj = resolve_device(device)
-    model, _ = load_model(checkpoint, device_obj)
+    model, _ = load_model(checkpoint, device_obj, fold_bn=True)
     index = read_dataset(data, split=split, fmt=fmt, split_file=split_file)
     dataset = eval_dataset(index, short, max_size)
     metrics, table, kept = evaluate_model(model, dataset, device=device_obj, progress=progress)
