@@ -193,3 +193,69 @@ def test_target_assignment_has_no_gpu_to_cpu_sync():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert int(sample.pos_valid.sum()) > 0
+
+
+def _detector_pair():
+    """The test_detector_torchvision pair, on the GPU."""
+    import dataclasses
+
+    from rpnkit.detector import DetectorConfig, FasterRCNN
+    from rpnkit.presets import preset_config
+    from rpnkit.roi_heads import RoIHeadConfig
+    from rpnkit.testing import torchvision_faster_rcnn
+
+    torch.manual_seed(0)
+    model = preset_config("tiny")
+    anchors = dataclasses.replace(model.rpn.anchors, round_base=True)
+    model = dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=anchors))
+    ours = FasterRCNN(
+        DetectorConfig(
+            model=model, roi=RoIHeadConfig(num_classes=5, representation_size=64), pooled_levels=3
+        )
+    ).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(ours.roi_heads.box_head.cls_score.weight, std=0.3)
+    theirs = torchvision_faster_rcnn(ours, min_size=256, max_size=256).eval()
+    return ours.cuda(), theirs.cuda()
+
+
+@cuda
+def test_detector_on_gpu_equals_torchvision_and_postprocessing_does_not_sync():
+    # The batched per-class Triton NMS against torchvision's per-image batched_nms; then the
+    # second stage's post-processing alone under sync debug mode "error".
+    from rpnkit.data import SyntheticShapes
+    from rpnkit.roi_heads import postprocess_detections
+
+    ours, theirs = _detector_pair()
+    shapes = SyntheticShapes(2, seed=3)
+    crops = [shapes[0]["image"].cuda(), shapes[1]["image"][:, :224, :].cuda()]
+    images = torch.zeros(2, 3, 256, 256, device="cuda")
+    for i, c in enumerate(crops):
+        images[i, :, : c.shape[1], : c.shape[2]] = c
+    sizes = torch.tensor([[256, 256], [224, 256]], device="cuda")
+    torch.backends.cudnn.allow_tf32 = False  # the same convolution arithmetic on both sides
+    try:
+        with torch.no_grad():
+            out = ours(images, sizes)
+            ref = theirs(crops)
+    finally:
+        torch.backends.cudnn.allow_tf32 = True
+    for (boxes, scores, _), r in zip(out.detections.per_image(), ref):
+        assert len(boxes) == len(r["boxes"]) > 10
+        order = scores.argsort(descending=True, stable=True)
+        ref_order = r["scores"].argsort(descending=True, stable=True)
+        assert torch.allclose(scores[order], r["scores"][ref_order], atol=1e-5)
+    proposals = out.proposals
+    r = proposals.boxes.shape[1]
+    c = ours.roi_heads.config.num_classes
+    logits = torch.randn(2 * r, c, device="cuda") * 3
+    deltas = torch.randn(2 * r, 4 * c, device="cuda") * 0.1
+    args = (logits, deltas, proposals.boxes, proposals.valid, sizes, ours.roi_heads.config)
+    postprocess_detections(*args, ours.roi_heads.coder)  # warm-up (Triton compile)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        dets = postprocess_detections(*args, ours.roi_heads.coder)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert dets.boxes.shape == (2, 100, 4)
