@@ -14,6 +14,7 @@ regions), as its own COCO reference scripts do.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -95,7 +96,24 @@ class TorchvisionProposalModel(nn.Module):
         return SimpleNamespace(losses=renamed, proposals=proposals)
 
 
-def datasets(name: str, short: int, max_size: int, seed: int, data_root: Path):
+def drop_ignored(index):
+    """The same dataset without its ignore boxes (crowd regions become plain background)."""
+    records = [
+        dataclasses.replace(
+            r,
+            boxes=r.boxes[~r.ignore],
+            labels=r.labels[~r.ignore],
+            ignore=r.ignore[~r.ignore],
+            areas=r.areas[~r.ignore],
+        )
+        for r in index.records
+    ]
+    return dataclasses.replace(index, records=records)
+
+
+def datasets(
+    name: str, short: int, max_size: int, seed: int, data_root: Path, crowd: str = "ignore"
+):
     if name == "coco128":
         train_index = read_dataset(data_root / "coco128", split="train2017")  # COCO JSON: crowds
         val_index = read_dataset(data_root / "coco128", split="val")  # YOLO labels
@@ -105,6 +123,8 @@ def datasets(name: str, short: int, max_size: int, seed: int, data_root: Path):
         val_index = read_dataset(root, split_file=root / "test_labels.csv")
     else:
         raise SystemExit(f"unknown dataset {name}")
+    if crowd == "drop":
+        train_index = drop_ignored(train_index)
     train_set = DetectionDataset(train_index, train_transforms(short, max_size), seed=seed)
     return train_set, eval_dataset(val_index, short, max_size)
 
@@ -119,6 +139,12 @@ def main() -> int:
     parser.add_argument("--max-size", type=int, default=1066)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--crowd",
+        choices=["ignore", "drop"],
+        default="ignore",
+        help="rpnkit's use of crowd boxes: ignore regions, or dropped (background, as torchvision)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--runs-dir", default="runs/accuracy")
@@ -137,7 +163,7 @@ def main() -> int:
     theirs.backbone = build_model(model_config).backbone
     theirs.backbone.load_state_dict(ours.backbone.state_dict())  # identical initial weights
     train_set, val_set = datasets(
-        args.dataset, args.short_side, args.max_size, args.seed, Path(args.data_root)
+        args.dataset, args.short_side, args.max_size, args.seed, Path(args.data_root), args.crowd
     )
     print(f"train {len(train_set)} images, val {len(val_set)} images; {config}", flush=True)
 
