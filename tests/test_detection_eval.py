@@ -77,3 +77,22 @@ def test_coco_map_perfect_and_absent_class():
     assert len(pr["recall"]) == 101 and min(pr["precision@0.5"]) == pytest.approx(1.0)
     assert set(pr["per_class@0.5"]) == {"cat", "dog"}
     assert min(pr_worse["precision@0.75"]) < 1.0
+
+
+def test_coco_map_works_with_pycocotools_2_0_10(monkeypatch):
+    # regression: pycocotools 2.0.10's loadRes copies the GT's "info"; a GT dataset without it
+    # raised KeyError on the GPU machine (2.0.11 does not need it)
+    from pycocotools.coco import COCO
+
+    original = COCO.loadRes
+
+    def load_res_2_0_10(self, results):
+        info = self.dataset["info"]  # what 2.0.10 reads
+        res = original(self, results)
+        res.dataset["info"] = info
+        return res
+
+    monkeypatch.setattr(COCO, "loadRes", load_res_2_0_10)
+    truths = [_truth([[0, 0, 50, 50]], [1])]
+    stats, _, _ = coco_map(truths, [_dets([[0, 0, 50, 50]], [0.9], [1])], ["cat"])
+    assert stats["AP"] == pytest.approx(1.0)

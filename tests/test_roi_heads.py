@@ -184,3 +184,25 @@ def test_nms_candidates_caps_the_pairs_seen_by_nms():
     assert torch.equal(one.scores[:, 0], full.scores[:, 0])
     assert torch.equal(one.boxes[:, 0], full.boxes[:, 0])
     assert (one.scores[:, 1:] == 0).all()
+
+
+def test_batched_detections_equal_one_image_at_a_time():
+    # the batched pooling, box head and per-class NMS give each image what it gets alone
+    ours, _ = make_pair()
+    ours.eval()
+    feats, proposals, valid, *_ = make_inputs(2)
+    sizes = torch.tensor(SIZES)
+    with torch.no_grad():
+        batched, _, _ = ours(feats, proposals, valid, sizes)
+        for i in range(3):
+            alone, _, _ = ours(
+                [f[i : i + 1] for f in feats],
+                proposals[i : i + 1],
+                valid[i : i + 1],
+                sizes[i : i + 1],
+            )
+            n = int(alone.num[0])
+            assert int(batched.num[i]) == n > 0
+            assert torch.allclose(batched.scores[i, :n], alone.scores[0, :n], atol=1e-6)
+            assert torch.equal(batched.labels[i, :n], alone.labels[0, :n])
+            assert torch.allclose(batched.boxes[i, :n], alone.boxes[0, :n], atol=1e-4)
