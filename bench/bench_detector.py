@@ -36,7 +36,7 @@ from rpnkit.model import normalize
 from rpnkit.presets import preset_config
 from rpnkit.roi_heads import RoIHeadConfig
 from rpnkit.structures import GroundTruth
-from rpnkit.testing import torchvision_faster_rcnn
+from rpnkit.testing import detection_rows, torchvision_faster_rcnn
 
 
 class ChannelsLast(torch.nn.Module):
@@ -110,15 +110,6 @@ def make_images(batch, h, w, device, seed=0):
     return padded, torch.tensor(sizes, device=device), crops
 
 
-def _rows(boxes, scores, labels):
-    """(N, 6) float64 rows [x1, y1, x2, y2, score, label] in a canonical order."""
-    rows = torch.cat([boxes.double(), scores[:, None].double(), labels[:, None].double()], 1)
-    rows = rows.cpu()
-    for col in (5, 3, 2, 1, 0):  # least significant key first; stable sorts keep the rest
-        rows = rows[rows[:, col].sort(stable=True).indices]
-    return rows
-
-
 def same_detections(ours_dets, theirs_out, score_tol=1e-4) -> tuple[bool, str]:
     """The same (box, score, label) sets per image, in any order among equal scores."""
     worst_score, worst_box = 0.0, 0.0
@@ -127,8 +118,8 @@ def same_detections(ours_dets, theirs_out, score_tol=1e-4) -> tuple[bool, str]:
             return False, f"{len(boxes)} detections against {len(ref['boxes'])}"
         if not len(boxes):
             continue
-        a = _rows(boxes, scores, labels)
-        b = _rows(ref["boxes"], ref["scores"], ref["labels"])
+        a = detection_rows(boxes, scores, labels)
+        b = detection_rows(ref["boxes"], ref["scores"], ref["labels"])
         if not torch.equal(a[:, 5], b[:, 5]):
             return False, "labels differ"
         worst_score = max(worst_score, float((a[:, 4] - b[:, 4]).abs().max()))
@@ -137,10 +128,24 @@ def same_detections(ours_dets, theirs_out, score_tol=1e-4) -> tuple[bool, str]:
     return ok, f"max |score diff| {worst_score:.1e}, max |box diff| {worst_box:.3f} px"
 
 
+def is_folded(model) -> bool:
+    """True once rpnkit's inference folded the backbone's batch norms into its convolutions."""
+    norms = (FrozenBatchNorm2d, torch.nn.BatchNorm2d)
+    return not any(isinstance(m, norms) for m in model.modules())
+
+
+def variant(model, dtype) -> str:
+    """The case's precision and model options, as printed: e.g. 'bf16 channels-last'."""
+    name = "fp32" if dtype == torch.float32 else "bf16"
+    if isinstance(model.backbone, ChannelsLast):
+        name += " channels-last"
+    if is_folded(model):
+        name += " bn-folded"
+    return name
+
+
 def bench_infer(device, ours, theirs, batch, dtype, reps, warmup, h, w):
-    folded = not any(
-        isinstance(m, (FrozenBatchNorm2d, torch.nn.BatchNorm2d)) for m in ours.modules()
-    )
+    folded = is_folded(ours)
     images, sizes, crops = make_images(batch, h, w, device)
     autocast = dict(device_type=device.type, dtype=dtype, enabled=dtype != torch.float32)
 
@@ -166,11 +171,7 @@ def bench_infer(device, ours, theirs, batch, dtype, reps, warmup, h, w):
     t_ours, t_theirs = timeit_alternating(
         run_ours, run_theirs, reps=reps, warmup=warmup, device=device
     )
-    name = "fp32" if dtype == torch.float32 else "bf16"
-    if ours.backbone.__class__.__name__ == "ChannelsLast":
-        name += " channels-last"
-    if folded:
-        name += " bn-folded"
+    name = variant(ours, dtype)
     report(
         f"faster-rcnn infer b{batch} {name}",
         t_ours,
@@ -241,7 +242,7 @@ def bench_train(device, ours, theirs, batch, dtype, reps, warmup, h, w):
     t_ours, t_theirs = timeit_alternating(
         run_ours, run_theirs, reps=reps, warmup=warmup, device=device
     )
-    name = "fp32" if dtype == torch.float32 else "bf16"
+    name = variant(ours, dtype)
     check = f"peak GiB ours {peaks['ours']:.2f} theirs {peaks['theirs']:.2f}" if peaks else "-"
     report(
         f"faster-rcnn train step b{batch} {name}",

@@ -59,3 +59,27 @@ def train_tiny_on_raccoon(out: Path, *, steps: int, size: int = 128, extra=()) -
             *extra,
         ]
     )
+
+
+def tiny_detector_pair():
+    """rpnkit's FasterRCNN on the tiny preset (anchors rounded as torchvision's, 4 classes, a
+    64-wide head) and torchvision's FasterRCNN with the same weights, both in eval mode, for
+    images up to 256 px. The class layer is scaled so that many detections pass 0.05."""
+    import dataclasses
+
+    import torch
+
+    from rpnkit.detector import DetectorConfig, FasterRCNN
+    from rpnkit.presets import preset_config
+    from rpnkit.roi_heads import RoIHeadConfig
+    from rpnkit.testing import torchvision_faster_rcnn
+
+    torch.manual_seed(0)
+    model = preset_config("tiny")
+    anchors = dataclasses.replace(model.rpn.anchors, round_base=True)  # as torchvision's
+    model = dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=anchors))
+    roi = RoIHeadConfig(num_classes=5, representation_size=64)
+    ours = FasterRCNN(DetectorConfig(model=model, roi=roi, pooled_levels=3)).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(ours.roi_heads.box_head.cls_score.weight, std=0.3)
+    return ours, torchvision_faster_rcnn(ours, min_size=256, max_size=256).eval()

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import tiny_detector_pair
 
 from rpnkit.anchors import AnchorConfig
 from rpnkit.nms import _nms_keep_torchvision, nms_keep
@@ -195,30 +196,6 @@ def test_target_assignment_has_no_gpu_to_cpu_sync():
     assert int(sample.pos_valid.sum()) > 0
 
 
-def _detector_pair():
-    """The test_detector_torchvision pair, on the GPU."""
-    import dataclasses
-
-    from rpnkit.detector import DetectorConfig, FasterRCNN
-    from rpnkit.presets import preset_config
-    from rpnkit.roi_heads import RoIHeadConfig
-    from rpnkit.testing import torchvision_faster_rcnn
-
-    torch.manual_seed(0)
-    model = preset_config("tiny")
-    anchors = dataclasses.replace(model.rpn.anchors, round_base=True)
-    model = dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=anchors))
-    ours = FasterRCNN(
-        DetectorConfig(
-            model=model, roi=RoIHeadConfig(num_classes=5, representation_size=64), pooled_levels=3
-        )
-    ).eval()
-    with torch.no_grad():
-        torch.nn.init.normal_(ours.roi_heads.box_head.cls_score.weight, std=0.3)
-    theirs = torchvision_faster_rcnn(ours, min_size=256, max_size=256).eval()
-    return ours.cuda(), theirs.cuda()
-
-
 @cuda
 def test_detector_on_gpu_equals_torchvision_and_postprocessing_does_not_sync():
     # The batched per-class Triton NMS against torchvision's per-image batched_nms; then the
@@ -226,7 +203,8 @@ def test_detector_on_gpu_equals_torchvision_and_postprocessing_does_not_sync():
     from rpnkit.data import SyntheticShapes
     from rpnkit.roi_heads import postprocess_detections
 
-    ours, theirs = _detector_pair()
+    ours, theirs = tiny_detector_pair()
+    ours, theirs = ours.cuda(), theirs.cuda()
     shapes = SyntheticShapes(2, seed=3)
     crops = [shapes[0]["image"].cuda(), shapes[1]["image"][:, :224, :].cuda()]
     images = torch.zeros(2, 3, 256, 256, device="cuda")

@@ -45,6 +45,17 @@ def same_proposals(
     )
 
 
+def detection_rows(boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
+    """(N, 4), (N,), (N,) detections -> (N, 6) float64 rows [x1, y1, x2, y2, score, label] in
+    coordinate order: two lists of the same detections give the same rows, whatever the order
+    of their equal scores."""
+    rows = torch.cat([boxes.double(), scores[:, None].double(), labels[:, None].double()], 1)
+    rows = rows.cpu()
+    for col in (5, 3, 2, 1, 0):  # least significant key first; stable sorts keep the rest
+        rows = rows[rows[:, col].sort(stable=True).indices]
+    return rows
+
+
 @torch.no_grad()
 def copy_rpn_head_to_torchvision(head, tv_head) -> None:
     """Load rpnkit's (shared-predictor) RPNHead weights into torchvision's RPNHead."""
