@@ -145,6 +145,10 @@ def main() -> int:
         default="ignore",
         help="rpnkit's use of crowd boxes: ignore regions, or dropped (background, as torchvision)",
     )
+    parser.add_argument(
+        "--models", default="rpnkit,torchvision", help="which of rpnkit,torchvision to train"
+    )
+    parser.add_argument("--log-every", type=int, default=50, help="train_log.csv row interval")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--runs-dir", default="runs/accuracy")
@@ -154,7 +158,7 @@ def main() -> int:
     config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, optimizer="sgd", lr=args.lr,
         warmup_steps=min(100, args.steps // 5), schedule="cosine", grad_clip=10.0,
-        seed=args.seed, num_workers=args.workers, log_every=50,
+        seed=args.seed, num_workers=args.workers, log_every=args.log_every,
     )  # fmt: skip
     model_config = preset_config("effnet-lite0-fpn")
     torch.manual_seed(args.seed)
@@ -170,8 +174,10 @@ def main() -> int:
     results = {"dataset": args.dataset, "train_config": config_to_dict(config),
                "short_side": args.short_side, "max_size": args.max_size,
                "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-               "torch": torch.__version__}  # fmt: skip
-    for name, model in (("rpnkit", ours), ("torchvision", theirs)):
+               "torch": torch.__version__, "crowd": args.crowd}  # fmt: skip
+    models = {"rpnkit": ours, "torchvision": theirs}
+    for name in args.models.split(","):
+        model = models[name]
         torch.manual_seed(args.seed)
         start = time.perf_counter()
         summary = train(

@@ -1,5 +1,6 @@
 import contextlib
 import csv
+import dataclasses
 
 import pytest
 import torch
@@ -30,6 +31,14 @@ def test_runs_are_reproducible_from_the_seed(tmp_path):
     first, second = _losses(tmp_path, "a"), _losses(tmp_path, "b")
     assert len(first) == 4 and first == second
     assert (tmp_path / "a" / "checkpoint.safetensors").is_file()
+
+
+def test_log_records_the_gradient_norm_before_clipping(tmp_path):
+    config = dataclasses.replace(FAST, grad_clip=1e-6)  # clips every step
+    _losses(tmp_path, "clip", config)
+    with open(tmp_path / "clip" / "train_log.csv") as f:
+        norms = [float(r["grad_norm"]) for r in csv.DictReader(f)]
+    assert len(norms) == 4 and all(n > 1e-6 for n in norms)  # before clipping, not after
 
 
 def test_diverging_loss_stops_with_step_images_and_terms(tmp_path):

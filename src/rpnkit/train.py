@@ -219,7 +219,7 @@ def train(
     )
     writer = _tensorboard(out_dir) if main_process else None
     # the loss terms are whatever the model returns: the RPN's two, a detector's four
-    fields = ["step", "lr", "loss", *sorted(_loss_names(model)), "images_per_s"]
+    fields = ["step", "lr", "loss", *sorted(_loss_names(model)), "grad_norm", "images_per_s"]
     log_path = out_dir / "train_log.csv"
     log_file = None
     if main_process:
@@ -282,9 +282,10 @@ def train(
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            grad_norm = None  # the norm before clipping, logged: a collapse shows here first
             if config.grad_clip:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -298,13 +299,14 @@ def train(
                     "lr": optimizer.param_groups[0]["lr"],
                     "loss": float(loss.detach()),
                     **{k: float(v) for k, v in logged.items()},
+                    "grad_norm": "" if grad_norm is None else float(grad_norm),
                     "images_per_s": images_seen / elapsed,
                 }
                 csv_writer.writerow(row)
                 log_file.flush()
                 if writer is not None:
                     for key, value in row.items():
-                        if key != "step":
+                        if key != "step" and value != "":
                             writer.add_scalar(f"train/{key}", value, step)
                 bar.set_postfix(
                     loss=f"{row['loss']:.3f}",
