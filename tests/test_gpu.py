@@ -237,3 +237,27 @@ def test_detector_on_gpu_equals_torchvision_and_postprocessing_does_not_sync():
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert dets.boxes.shape == (2, 100, 4)
+
+
+@cuda
+def test_batch_norm_folds_on_gpu_with_tf32_on():
+    # A random ResNet-50 (frozen BN, identity statistics) has huge activations: with cuDNN's
+    # default TF32 its rounding alone once failed the fold's output check (the check now runs
+    # in full float32). The folded model keeps the output to float32 rounding.
+    from rpnkit.inference import fold_for_inference
+    from rpnkit.presets import build_model, preset_config
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("r50-fpn")).cuda().eval()
+    images = torch.rand(1, 3, 256, 256, device="cuda")
+    sizes = torch.tensor([[256, 256]], device="cuda")
+    assert torch.backends.cudnn.allow_tf32  # PyTorch's default, on while folding
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        reference = model.backbone(images)
+    fold_for_inference(model)
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        folded = model.backbone(images)
+    for a, b in zip(reference, folded):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max()))
+    with torch.no_grad():
+        model(images, sizes)  # runs folded, TF32 on

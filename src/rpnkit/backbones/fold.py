@@ -9,6 +9,8 @@ output (and the next convolution's input) is promoted to float32 at every layer.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -34,6 +36,54 @@ def fold_batch_norm(module: nn.Module, probe: Tensor, *, rtol: float = 1e-3) -> 
     """
     if module.training:
         raise ValueError("fold_batch_norm is for inference: call module.eval() first")
+    with _full_float32():
+        pairs, reference = _conv_norm_pairs(module, probe)
+    parents = {
+        id(child): (parent, name)
+        for parent in module.modules()
+        for name, child in parent.named_children()
+    }
+    folded = 0
+    for conv, norm in {id(n): (c, n) for c, n in pairs}.values():  # each norm once
+        scale, shift = _affine(norm)
+        conv.weight.mul_(scale.view(-1, 1, 1, 1).to(conv.weight.dtype))
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+        parent, name = parents[id(norm)]
+        setattr(parent, name, nn.Identity())
+        folded += 1
+    with _full_float32():
+        result = module(probe)
+    for a, b in zip(_flat(reference), _flat(result)):
+        if not torch.allclose(a, b, rtol=rtol, atol=rtol * float(a.abs().max().clamp(min=1e-6))):
+            raise RuntimeError(
+                "folding batch norm changed the module's output: a convolution's output is "
+                "used elsewhere as well; use the module unfolded"
+            )
+    return folded
+
+
+@contextlib.contextmanager
+def _full_float32():
+    """Convolutions and matmuls in full float32 while the fold is checked: with TF32 (cuDNN's
+    default on Ampere and later) a 50-layer network's rounding alone can pass the tolerance,
+    and the check is about the graph (a convolution output used twice), not about rounding."""
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.backends.cudnn.flags(
+            enabled=torch.backends.cudnn.enabled,
+            benchmark=torch.backends.cudnn.benchmark,
+            deterministic=torch.backends.cudnn.deterministic,
+            allow_tf32=False,
+        ):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+
+
+def _conv_norm_pairs(module: nn.Module, probe: Tensor):
+    """(conv, norm) pairs where the norm's input is the conv's output, and the probe's output."""
     # each convolution's output, kept alive during the probe so that ids are not reused
     produced_by: dict[int, tuple[nn.Conv2d, Tensor]] = {}
     pairs: list[tuple[nn.Conv2d, nn.Module]] = []
@@ -57,28 +107,7 @@ def fold_batch_norm(module: nn.Module, probe: Tensor, *, rtol: float = 1e-3) -> 
     finally:
         for h in hooks:
             h.remove()
-    parents = {
-        id(child): (parent, name)
-        for parent in module.modules()
-        for name, child in parent.named_children()
-    }
-    folded = 0
-    for conv, norm in {id(n): (c, n) for c, n in pairs}.values():  # each norm once
-        scale, shift = _affine(norm)
-        conv.weight.mul_(scale.view(-1, 1, 1, 1).to(conv.weight.dtype))
-        bias = shift if conv.bias is None else conv.bias * scale + shift
-        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
-        parent, name = parents[id(norm)]
-        setattr(parent, name, nn.Identity())
-        folded += 1
-    result = module(probe)
-    for a, b in zip(_flat(reference), _flat(result)):
-        if not torch.allclose(a, b, rtol=rtol, atol=rtol * float(a.abs().max().clamp(min=1e-6))):
-            raise RuntimeError(
-                "folding batch norm changed the module's output: a convolution's output is "
-                "used elsewhere as well; use the module unfolded"
-            )
-    return folded
+    return pairs, reference
 
 
 def _flat(out) -> list[Tensor]:
