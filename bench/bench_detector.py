@@ -29,6 +29,7 @@ import sys
 
 import torch
 from bench_rpn import ROWS, report, timeit, timeit_alternating
+from torchvision.ops import box_iou
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from rpnkit.detector import DetectorConfig, FasterRCNN
@@ -128,6 +129,19 @@ def same_detections(ours_dets, theirs_out, score_tol=1e-4) -> tuple[bool, str]:
     return ok, f"max |score diff| {worst_score:.1e}, max |box diff| {worst_box:.3f} px"
 
 
+def agreement(ours_dets, theirs_out, iou=0.9) -> str:
+    """Where exact equality is not expected (bf16, folded batch norm): the share of
+    torchvision's detections that rpnkit also has, with the same label and IoU >= ``iou``."""
+    found, total = 0, 0
+    for (boxes, _, labels), ref in zip(ours_dets.per_image(), theirs_out):
+        total += len(ref["boxes"])
+        if len(boxes) and len(ref["boxes"]):
+            overlap = box_iou(ref["boxes"].float(), boxes.float())
+            overlap[ref["labels"][:, None] != labels[None, :]] = 0
+            found += int((overlap.max(1).values >= iou).sum())
+    return f"{found}/{total} of torchvision's detections matched (label, IoU >= {iou})"
+
+
 def is_folded(model) -> bool:
     """True once rpnkit's inference folded the backbone's batch norms into its convolutions."""
     norms = (FrozenBatchNorm2d, torch.nn.BatchNorm2d)
@@ -161,13 +175,11 @@ def bench_infer(device, ours, theirs, batch, dtype, reps, warmup, h, w):
 
     dets, ref = run_ours(), run_theirs()
     n = int(dets.num.sum())
-    if dtype == torch.float32:
-        # folding batch norm changes float rounding: scores to 1e-3 then
-        ok, detail = same_detections(dets, ref, 1e-3 if folded else 1e-4)
+    if dtype == torch.float32 and not folded:
+        ok, detail = same_detections(dets, ref)
         check = ("same detections: " if ok else "DETECTIONS DIFFER: ") + detail
-    else:
-        counts = [len(r["boxes"]) for r in ref]
-        check = f"bf16: counts ours {dets.num.tolist()} theirs {counts}"
+    else:  # other rounding: near-tied class scores can swap labels, so measure the overlap
+        check = agreement(dets, ref)
     t_ours, t_theirs = timeit_alternating(
         run_ours, run_theirs, reps=reps, warmup=warmup, device=device
     )
