@@ -29,6 +29,7 @@ import sys
 
 import torch
 from bench_rpn import ROWS, report, timeit, timeit_alternating
+from torch import Tensor
 from torchvision.ops import box_iou
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -129,17 +130,26 @@ def same_detections(ours_dets, theirs_out, score_tol=1e-4) -> tuple[bool, str]:
     return ok, f"max |score diff| {worst_score:.1e}, max |box diff| {worst_box:.3f} px"
 
 
-def agreement(ours_dets, theirs_out, iou=0.9) -> str:
-    """Where exact equality is not expected (bf16, folded batch norm): the share of
-    torchvision's detections that rpnkit also has, with the same label and IoU >= ``iou``."""
+def _tv_lists(out) -> list[tuple[Tensor, Tensor]]:
+    return [(o["boxes"], o["labels"]) for o in out]
+
+
+def _our_lists(dets) -> list[tuple[Tensor, Tensor]]:
+    return [(boxes, labels) for boxes, _, labels in dets.per_image()]
+
+
+def agreement(found_lists, reference_out, iou=0.9) -> str:
+    """Where exact equality is not expected (bf16, folded batch norm): how many of the
+    reference's (torchvision's) detections the other list has too, with the same label and
+    IoU >= ``iou``. ``found_lists``: per image, (boxes, labels)."""
     found, total = 0, 0
-    for (boxes, _, labels), ref in zip(ours_dets.per_image(), theirs_out):
+    for (boxes, labels), ref in zip(found_lists, reference_out):
         total += len(ref["boxes"])
         if len(boxes) and len(ref["boxes"]):
             overlap = box_iou(ref["boxes"].float(), boxes.float())
             overlap[ref["labels"][:, None] != labels[None, :]] = 0
             found += int((overlap.max(1).values >= iou).sum())
-    return f"{found}/{total} of torchvision's detections matched (label, IoU >= {iou})"
+    return f"{found}/{total}"
 
 
 def is_folded(model) -> bool:
@@ -178,8 +188,18 @@ def bench_infer(device, ours, theirs, batch, dtype, reps, warmup, h, w):
     if dtype == torch.float32 and not folded:
         ok, detail = same_detections(dets, ref)
         check = ("same detections: " if ok else "DETECTIONS DIFFER: ") + detail
-    else:  # other rounding: near-tied class scores can swap labels, so measure the overlap
-        check = agreement(dets, ref)
+    elif dtype == torch.float32:  # folding changes rounding: near-tied scores can swap
+        check = f"{agreement(_our_lists(dets), ref)} of torchvision's detections matched"
+    else:
+        # bf16 rounds differently on the two sides (torchvision decodes boxes in bf16, rpnkit
+        # in float32): measure both against torchvision's float32 detections instead
+        with torch.no_grad():
+            ref32 = theirs(crops)
+        check = (
+            f"of torchvision's fp32 detections, ours bf16 match "
+            f"{agreement(_our_lists(dets), ref32)}, torchvision's bf16 "
+            f"{agreement(_tv_lists(ref), ref32)} (label, IoU >= 0.9)"
+        )
     t_ours, t_theirs = timeit_alternating(
         run_ours, run_theirs, reps=reps, warmup=warmup, device=device
     )
@@ -281,6 +301,9 @@ def main() -> int:
     )
     parser.add_argument("--batches", default=None, help="comma-separated inference batches")
     parser.add_argument(
+        "--dtypes", default=None, help="fp32,bf16 (default: both on the GPU, fp32 on the CPU)"
+    )
+    parser.add_argument(
         "--fold-bn",
         action="store_true",
         help="inference with rpnkit's backbone batch norms folded (as its CLI runs it)",
@@ -303,6 +326,9 @@ def main() -> int:
         theirs.transform.min_size, theirs.transform.max_size = (h,), w
     cases = set(args.cases.split(","))
     dtypes = (torch.float32, torch.bfloat16) if cuda else (torch.float32,)
+    if args.dtypes:
+        named = {"fp32": torch.float32, "bf16": torch.bfloat16}
+        dtypes = tuple(named[d] for d in args.dtypes.split(","))
     if "infer" in cases:
         infer_model = ours
         if args.fold_bn:
