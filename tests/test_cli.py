@@ -172,6 +172,8 @@ def test_faster_rcnn_trains_evaluates_detects_and_proposes(tmp_path, capsys):
         == 0
     )
     assert "COCO box AP" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", ck, "--data", str(RACCOON), "--amp", "fp16", *common])
+    assert "--amp fp16 needs a CUDA device" in capsys.readouterr().err
     out = tmp_path / "det.json"
     assert (
         main(
@@ -193,6 +195,11 @@ def test_faster_rcnn_trains_evaluates_detects_and_proposes(tmp_path, capsys):
     )
     results = json.loads(out.read_text())
     assert len(results) > 0 and all(r["category_name"] == "raccoon" for r in results)
+    # under bf16 autocast too (boxes decoded in float32: JSON-writable)
+    args = [str(RACCOON / "images" / "raccoon-1.jpg"), "--checkpoint", ck, "--score", "0"]
+    out_bf16 = tmp_path / "det-bf16.json"
+    assert main(["detect", *args, "--amp", "bf16", "--out", str(out_bf16), *common]) == 0
+    assert len(json.loads(out_bf16.read_text())) > 0
     assert {"file_name", "image_id", "bbox", "score", "category_id"} <= set(results[0])
     assert (tmp_path / "o" / "raccoon-1.png").is_file()
     # a detector checkpoint also proposes, through its RPN; an RPN checkpoint cannot detect

@@ -3,6 +3,7 @@ datasets, and write COCO-style results."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Iterator, Sequence
@@ -60,6 +61,23 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     probe = torch.rand(1, 3, 128, 128, device=model.pixel_mean.device)
     fold_batch_norm(model.backbone, probe)
     return model
+
+
+def inference_precision(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The context to run inference in: ``"none"`` (float32), ``"bf16"`` or ``"fp16"`` autocast.
+
+    Convolutions and matmuls then run in half precision; rpnkit decodes and selects boxes in
+    float32 either way. With the backbone's batch norms folded (as the CLI does) bf16 is where
+    the GPU gains most (docs/performance.md); on a CPU without bf16 units it is slower.
+    """
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in dtypes:
+        raise ValueError(f"--amp {amp!r}: expected none, bf16 or fp16")
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError(f"--amp fp16 needs a CUDA device (got {device}); use bf16 on the CPU")
+    return torch.autocast(device.type, dtype=dtypes[amp])
 
 
 def resolve_device(name: str = "auto") -> torch.device:
