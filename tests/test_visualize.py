@@ -77,6 +77,12 @@ def test_more_pictures_have_the_expected_size_and_content(tmp_path):
                 {"step": s, "loss": 1 / (s + 1), "loss_objectness": 0.5, "loss_rpn_box": 0.1}
             )
     assert plot_loss_curves(log, tmp_path / "loss.png") == 3
+    with log.open("w", newline="") as f:  # a run with clipping logs the norm: one more panel
+        w = csv.DictWriter(f, fieldnames=["step", "loss", "grad_norm"])
+        w.writeheader()
+        for s in range(5):
+            w.writerow({"step": s, "loss": 1 / (s + 1), "grad_norm": 10 / (s + 1)})
+    assert plot_loss_curves(log, tmp_path / "loss_norm.png") == 2
     expected = {
         "c.png": (640, 640),
         "l.png": (640, 640),
@@ -84,6 +90,7 @@ def test_more_pictures_have_the_expected_size_and_content(tmp_path):
         "n.png": (1000, 500),
         "r.png": (1000, 420),
         "loss.png": (900, 420),
+        "loss_norm.png": (900, 420),
     }
     for name, size in expected.items():
         with Image.open(tmp_path / name) as png:

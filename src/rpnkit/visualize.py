@@ -342,7 +342,9 @@ def plot_recall_curves(
 def plot_loss_curves(
     csv_path: str | Path, path: str | Path, *, size_px: tuple[int, int] = (900, 420)
 ) -> int:
-    """Training losses from a ``train_log.csv`` against the step (log scale)."""
+    """Training losses from a ``train_log.csv`` against the step (log scale) and, where the
+    run clipped gradients, the gradient norm before clipping beside them: a spike there is
+    where a run that goes wrong usually starts. Returns the number of curves."""
     import csv
 
     with open(csv_path, newline="") as f:
@@ -350,7 +352,9 @@ def plot_loss_curves(
     if not rows:
         raise ValueError(f"{csv_path}: no rows to plot")
     keys = [k for k in rows[0] if k.startswith("loss")]
-    fig, (ax,) = _chart(size_px)
+    norms = [(int(r["step"]), float(r["grad_norm"])) for r in rows if r.get("grad_norm")]
+    fig, axes = _chart(size_px, panels=2 if norms else 1)
+    ax = axes[0]
     steps = [int(r["step"]) for r in rows]
     for key in keys:
         ax.plot(steps, [float(r[key]) for r in rows], label=key)
@@ -360,8 +364,16 @@ def plot_loss_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(f"training losses ({Path(csv_path).parent.name})", fontsize=9)
+    if norms:
+        ax = axes[1]
+        ax.plot(*zip(*norms), color="tab:gray")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("gradient norm")
+        ax.grid(alpha=0.3)
+        ax.set_title("gradient norm before clipping", fontsize=9)
     _save(fig, path)
-    return len(keys)
+    return len(keys) + bool(norms)
 
 
 def plot_detections(
