@@ -330,27 +330,12 @@ def _eval_detector(args: argparse.Namespace, device) -> int:
 def _detect(args: argparse.Namespace) -> int:
     from .data import load_rgb
     from .detect import load_detector, run_detector
-    from .inference import (
-        coco_results,
-        eval_dataset,
-        index_for_input,
-        inference_precision,
-        resolve_device,
-        write_json,
-    )
+    from .inference import coco_results, inference_precision, resolve_device
     from .visualize import plot_detections
 
     device = resolve_device(args.device)
     model, _, class_names = load_detector(args.checkpoint, device, fold_bn=True)
-    index = index_for_input(
-        args.input,
-        split=args.split,
-        fmt=args.format,
-        split_file=args.split_file,
-        strict=args.strict,
-    )
-    dataset = eval_dataset(index, args.short_side, args.max_size)
-    records = {r.file_name: r for r in index.records}
+    dataset, records = _inference_inputs(args)
     results, drawn = [], 0
     detections = run_detector(
         model, dataset, batch_size=args.batch_size, device=device, progress=not args.no_progress
@@ -377,40 +362,18 @@ def _detect(args: argparse.Namespace) -> int:
                 Path(args.overlays) / f"{Path(item['file_name']).stem}.png",
             )
             drawn += 1
-    write_json(args.out, results)
-    print(
-        f"wrote {len(results)} detections for {len(dataset)} image(s) to {args.out}"
-        + (f"; {drawn} overlays in {args.overlays}" if args.overlays else "")
-    )
-    return 0
+    return _write_results(args, results, "detections", len(dataset), drawn)
 
 
 def _propose(args: argparse.Namespace) -> int:
     from .data import load_rgb
-    from .inference import (
-        coco_results,
-        eval_dataset,
-        index_for_input,
-        inference_precision,
-        load_model,
-        propose,
-        resolve_device,
-        write_json,
-    )
+    from .inference import coco_results, inference_precision, load_model, propose, resolve_device
     from .visualize import plot_proposals
 
     device = resolve_device(args.device)
     model, _ = load_model(args.checkpoint, device, fold_bn=True)
-    index = index_for_input(
-        args.input,
-        split=args.split,
-        fmt=args.format,
-        split_file=args.split_file,
-        strict=args.strict,
-    )
-    dataset = eval_dataset(index, args.short_side, args.max_size)
+    dataset, records = _inference_inputs(args)
     results, drawn = [], 0
-    records = {r.file_name: r for r in index.records}
     proposals = propose(
         model,
         dataset,
@@ -430,9 +393,31 @@ def _propose(args: argparse.Namespace) -> int:
                 Path(args.overlays) / f"{Path(item['file_name']).stem}.png",
             )
             drawn += 1
+    return _write_results(args, results, "proposals", len(dataset), drawn)
+
+
+def _inference_inputs(args: argparse.Namespace):
+    """What propose and detect run over (an image, a folder or a dataset), resized for the
+    network, and its records by file name (for the overlays)."""
+    from .inference import eval_dataset, index_for_input
+
+    index = index_for_input(
+        args.input,
+        split=args.split,
+        fmt=args.format,
+        split_file=args.split_file,
+        strict=args.strict,
+    )
+    records = {r.file_name: r for r in index.records}
+    return eval_dataset(index, args.short_side, args.max_size), records
+
+
+def _write_results(args: argparse.Namespace, results: list, what: str, images: int, drawn: int):
+    from .inference import write_json
+
     write_json(args.out, results)
     print(
-        f"wrote {len(results)} proposals for {len(dataset)} image(s) to {args.out}"
+        f"wrote {len(results)} {what} for {images} image(s) to {args.out}"
         + (f"; {drawn} overlays in {args.overlays}" if args.overlays else "")
     )
     return 0

@@ -358,20 +358,17 @@ def plot_loss_curves(
     steps = [int(r["step"]) for r in rows]
     for key in keys:
         ax.plot(steps, [float(r[key]) for r in rows], label=key)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"training losses ({Path(csv_path).parent.name})", fontsize=9)
+    panels = [(ax, "loss", f"training losses ({Path(csv_path).parent.name})")]
     if norms:
-        ax = axes[1]
-        ax.plot(*zip(*norms), color="tab:gray")
+        axes[1].plot(*zip(*norms), color="tab:gray")
+        panels.append((axes[1], "gradient norm", "gradient norm before clipping"))
+    for ax, ylabel, title in panels:
         ax.set_yscale("log")
         ax.set_xlabel("step")
-        ax.set_ylabel("gradient norm")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.set_title("gradient norm before clipping", fontsize=9)
+        ax.set_title(title, fontsize=9)
     _save(fig, path)
     return len(keys) + bool(norms)
 
