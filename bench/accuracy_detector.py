@@ -1,14 +1,14 @@
 """Faster R-CNN mAP: rpnkit (joint and 4-step alternating) against torchvision's FasterRCNN.
 
 All runs use the ``effnet-lite0-fpn`` backbone (packaged ImageNet weights), the same data,
-transforms, seeded data order and schedule (``rpnkit.train.train``) and the same evaluation
-(``rpnkit.detect.evaluate_detector``: pycocotools COCO AP and VOC AP).
+transforms, seeded data order and schedule (``rpnkit.engine.trainer.train``) and the same evaluation
+(``rpnkit.engine.detect.evaluate_detector``: pycocotools COCO AP and VOC AP).
 
 - ``rpnkit-joint``: rpnkit's FasterRCNN, the four losses summed, ``--steps`` steps.
 - ``torchvision-joint``: torchvision's FasterRCNN (its transform, RPN, RoIHeads) around a copy of
   the same backbone, starting from **identical weights** (backbone, FPN, RPN head and box head
   copied from the rpnkit model before training), ``--steps`` steps. It gets the non-crowd boxes.
-- ``rpnkit-alternating``: the paper's 4 steps (``rpnkit.alternating``), each ``--steps / 2``
+- ``rpnkit-alternating``: the paper's 4 steps (``rpnkit.engine.alternating``), each ``--steps / 2``
   steps, so that the RPN and the detector head are each trained for ``--steps`` steps in all
   as in joint training. Proposals of steps 1 and 3 go to COCO results JSON in the run folder.
 
@@ -30,12 +30,12 @@ import torch
 from accuracy_rpn import DATA, datasets
 from reference import TorchvisionDetector
 
-from rpnkit.alternating import train_alternating
-from rpnkit.detect import detector_checkpoint_config, evaluate_detector
-from rpnkit.detector import DetectorConfig, FasterRCNN
-from rpnkit.presets import preset_config
-from rpnkit.roi_heads import RoIHeadConfig
-from rpnkit.train import TrainConfig, train
+from rpnkit.engine.alternating import train_alternating
+from rpnkit.engine.detect import detector_checkpoint_config, evaluate_detector
+from rpnkit.engine.trainer import TrainConfig, train
+from rpnkit.modeling.detector import DetectorConfig, FasterRCNN
+from rpnkit.modeling.presets import preset_config
+from rpnkit.modeling.roi_heads import RoIHeadConfig
 
 RUNS = ("rpnkit-joint", "torchvision-joint", "rpnkit-alternating")
 KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "VOC07_mAP50", "VOC_area_mAP50")

@@ -2,10 +2,10 @@
 
 Both models get the same backbone (effnet-lite0-fpn: ImageNet EfficientNet-Lite0 + FPN) with
 identical initial weights (backbone, FPN and RPN head copied from one to the other), the same
-anchors and settings, and go through the same training loop (``rpnkit.train.train``: same data
-order, transforms, schedule and seed) and the same evaluation (``rpnkit.evaluate``, equal to
-pycocotools' COCOeval with useCats=0). torchvision gets the non-crowd boxes (it has no ignore
-regions), as its own COCO reference scripts do.
+anchors and settings, and go through the same training loop (``rpnkit.engine.trainer``: same
+data order, transforms, schedule and seed) and the same evaluation (``rpnkit.evaluation.recall``,
+equal to pycocotools' COCOeval with useCats=0). torchvision gets the non-crowd boxes (it has no
+ignore regions), as its own COCO reference scripts do.
 
     PYTHONPATH=src python bench/accuracy_rpn.py --dataset coco128 --steps 1000 --out out.json
     PYTHONPATH=src python bench/accuracy_rpn.py --dataset raccoon --steps 600 --out out.json
@@ -31,13 +31,13 @@ from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 
 from rpnkit.config import config_to_dict
 from rpnkit.data import DetectionDataset, read_dataset, train_transforms
-from rpnkit.evaluate import evaluate_model
-from rpnkit.inference import eval_dataset
-from rpnkit.model import normalize
-from rpnkit.presets import build_model, preset_config
-from rpnkit.rpn import Proposals
+from rpnkit.engine.runtime import eval_dataset
+from rpnkit.engine.trainer import TrainConfig, train
+from rpnkit.evaluation.recall import evaluate_model
+from rpnkit.modeling.presets import build_model, preset_config
+from rpnkit.modeling.proposal_model import normalize
+from rpnkit.modeling.rpn import Proposals
 from rpnkit.testing import copy_rpn_head_to_torchvision
-from rpnkit.train import TrainConfig, train
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

@@ -16,8 +16,8 @@ import sys
 import torch
 
 from rpnkit.data import SyntheticShapes, read_dataset
-from rpnkit.detect import evaluate_detector, load_detector
-from rpnkit.inference import eval_dataset, inference_precision, resolve_device
+from rpnkit.engine.detect import evaluate_detector, load_detector
+from rpnkit.engine.runtime import eval_dataset, inference_precision, resolve_device
 
 
 def main() -> int:

@@ -33,11 +33,11 @@ from torch import Tensor
 from torchvision.ops import box_iou
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from rpnkit.detector import DetectorConfig, FasterRCNN
-from rpnkit.model import normalize
-from rpnkit.presets import preset_config
-from rpnkit.roi_heads import RoIHeadConfig
-from rpnkit.structures import GroundTruth
+from rpnkit.modeling.detector import DetectorConfig, FasterRCNN
+from rpnkit.modeling.presets import preset_config
+from rpnkit.modeling.proposal_model import normalize
+from rpnkit.modeling.roi_heads import RoIHeadConfig
+from rpnkit.modeling.structures import GroundTruth
 from rpnkit.testing import detection_rows, torchvision_faster_rcnn
 
 
@@ -334,7 +334,7 @@ def main() -> int:
         if args.fold_bn:
             import copy
 
-            from rpnkit.inference import fold_for_inference
+            from rpnkit.engine.runtime import fold_for_inference
 
             infer_model = fold_for_inference(copy.deepcopy(ours))
         for dtype in dtypes:

@@ -37,10 +37,10 @@ from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
-from rpnkit.anchors import AnchorConfig
-from rpnkit.model import normalize
-from rpnkit.rpn import ProposalConfig, RegionProposalNetwork, RPNConfig, select_proposals
-from rpnkit.structures import GroundTruth
+from rpnkit.modeling.anchors import AnchorConfig
+from rpnkit.modeling.proposal_model import normalize
+from rpnkit.modeling.rpn import ProposalConfig, RegionProposalNetwork, RPNConfig, select_proposals
+from rpnkit.modeling.structures import GroundTruth
 from rpnkit.testing import copy_rpn_head_to_torchvision, same_proposals
 
 ROWS: list[dict] = []
@@ -474,7 +474,7 @@ def bench_effnet_model(device, reps, warmup):
 
     from accuracy_rpn import TorchvisionProposalModel
 
-    from rpnkit.presets import build_model, preset_config
+    from rpnkit.modeling.presets import build_model, preset_config
 
     torch.manual_seed(0)
     config = preset_config("effnet-lite0-fpn")
@@ -514,7 +514,7 @@ def bench_effnet_model(device, reps, warmup):
     # convolutions (torchvision's model keeps them)
     import copy
 
-    from rpnkit.inference import fold_for_inference
+    from rpnkit.engine.runtime import fold_for_inference
 
     folded = fold_for_inference(copy.deepcopy(ours))
     with torch.no_grad():

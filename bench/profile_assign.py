@@ -7,9 +7,9 @@ label_and_sample_anchors at batch 8 (R50-FPN anchors, 832x1344), CUDA kernels an
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from rpnkit.anchors import AnchorConfig
-from rpnkit.rpn import RegionProposalNetwork, RPNConfig
-from rpnkit.structures import GroundTruth
+from rpnkit.modeling.anchors import AnchorConfig
+from rpnkit.modeling.rpn import RegionProposalNetwork, RPNConfig
+from rpnkit.modeling.structures import GroundTruth
 
 
 def main() -> None:

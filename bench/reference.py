@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 
-from rpnkit.roi_heads import Detections
+from rpnkit.modeling.roi_heads import Detections
 from rpnkit.testing import torchvision_faster_rcnn
 
 

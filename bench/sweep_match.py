@@ -10,10 +10,10 @@ import statistics
 
 import torch
 
-from rpnkit.anchors import AnchorConfig, AnchorGenerator
-from rpnkit.kernels.match_triton import match_triton
-from rpnkit.matching import Matcher
-from rpnkit.structures import GroundTruth
+from rpnkit.modeling.anchors import AnchorConfig, AnchorGenerator
+from rpnkit.modeling.kernels.match_triton import match_triton
+from rpnkit.modeling.matching import Matcher
+from rpnkit.modeling.structures import GroundTruth
 
 
 def scene(counts, seed):

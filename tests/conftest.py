@@ -69,9 +69,9 @@ def tiny_detector_pair():
 
     import torch
 
-    from rpnkit.detector import DetectorConfig, FasterRCNN
-    from rpnkit.presets import preset_config
-    from rpnkit.roi_heads import RoIHeadConfig
+    from rpnkit.modeling.detector import DetectorConfig, FasterRCNN
+    from rpnkit.modeling.presets import preset_config
+    from rpnkit.modeling.roi_heads import RoIHeadConfig
     from rpnkit.testing import torchvision_faster_rcnn
 
     torch.manual_seed(0)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import RACCOON, train_tiny_on_raccoon
 
-from rpnkit.alternating import load_proposals
-from rpnkit.checkpoint import load_checkpoint
 from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
-from rpnkit.detect import load_detector
+from rpnkit.engine.alternating import load_proposals
+from rpnkit.engine.checkpoint import load_checkpoint
+from rpnkit.engine.detect import load_detector
 
 
 def test_alternating_schedule_runs_the_four_steps(tmp_path):

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from rpnkit.anchor_fit import (
+from rpnkit.cli import main
+from rpnkit.config import load_config
+from rpnkit.data import read_dataset
+from rpnkit.evaluation.anchor_fit import (
     GTSample,
     best_anchor_iou,
     collect_gt,
@@ -13,11 +16,8 @@ from rpnkit.anchor_fit import (
     kmeans_iou,
     unmatched,
 )
-from rpnkit.anchors import AnchorConfig
-from rpnkit.cli import main
-from rpnkit.config import load_config
-from rpnkit.data import read_dataset
-from rpnkit.presets import ModelConfig, build_model, preset_config
+from rpnkit.modeling.anchors import AnchorConfig
+from rpnkit.modeling.presets import ModelConfig, build_model, preset_config
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 

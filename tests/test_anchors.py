@@ -3,7 +3,7 @@ import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator as TVAnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from rpnkit.anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors
+from rpnkit.modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors
 
 
 def test_seed_grid_nine_anchors_by_hand():

@@ -8,9 +8,9 @@ from torch import nn
 from torchvision.models import ResNet50_Weights, resnet18
 from torchvision.ops import FrozenBatchNorm2d
 
-from rpnkit.backbones import BackboneConfig, build_backbone, load_efficientnet_lite0
-from rpnkit.backbones.efficientnet_lite import EFFNET_PIXEL_MEAN, EFFNET_PIXEL_STD
-from rpnkit.presets import PRESETS, build_model, preset_config
+from rpnkit.modeling.backbones import BackboneConfig, build_backbone, load_efficientnet_lite0
+from rpnkit.modeling.backbones.efficientnet_lite import EFFNET_PIXEL_MEAN, EFFNET_PIXEL_STD
+from rpnkit.modeling.presets import PRESETS, build_model, preset_config
 
 COCO_VAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128" / "images"
 COCO_VAL = COCO_VAL / "val2017"
@@ -39,7 +39,7 @@ def test_efficientnet_lite0_with_packaged_weights_names_real_photos(file, expect
 
 
 def test_random_init_does_not_recognise_the_bear():
-    from rpnkit.backbones import EfficientNetLite0
+    from rpnkit.modeling.backbones import EfficientNetLite0
 
     torch.manual_seed(0)
     assert _classify(EfficientNetLite0().eval(), COCO_VAL / "000000000285.jpg")[0] != "brown bear"

@@ -6,7 +6,7 @@ from torchvision.models.detection._utils import BoxCoder as TVBoxCoder
 from torchvision.ops import box_convert
 from torchvision.ops import box_iou as tv_box_iou
 
-from rpnkit.boxes import (
+from rpnkit.modeling.boxes import (
     BBOX_XFORM_CLIP,
     BoxCoder,
     box_cxcywh_to_xyxy,

@@ -3,9 +3,9 @@ import os
 import pytest
 import torch
 
-from rpnkit.checkpoint import load_checkpoint, save_checkpoint
 from rpnkit.config import config_from_dict, config_to_dict
-from rpnkit.presets import ModelConfig, build_model, preset_config
+from rpnkit.engine.checkpoint import load_checkpoint, save_checkpoint
+from rpnkit.modeling.presets import ModelConfig, build_model, preset_config
 
 
 def test_round_trip_weights_optimizer_config_and_rng(tmp_path):
@@ -35,7 +35,7 @@ def test_round_trip_weights_optimizer_config_and_rng(tmp_path):
         opt.state_dict()["state"].values(), opt2.state_dict()["state"].values()
     ):
         assert torch.equal(group_a["momentum_buffer"], group_b["momentum_buffer"])
-    from rpnkit.checkpoint import set_rng_state
+    from rpnkit.engine.checkpoint import set_rng_state
 
     set_rng_state(*loaded["rng"])
     assert torch.equal(torch.rand(3), expected_next)

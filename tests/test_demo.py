@@ -7,9 +7,9 @@ from rpnkit.cli import main
 from rpnkit.data import SyntheticShapes
 from rpnkit.data.synthetic import make_shapes_image
 from rpnkit.demo import demo_detector_config
-from rpnkit.detect import evaluate_detector, load_detector
-from rpnkit.detector import FasterRCNN
-from rpnkit.inference import inference_precision
+from rpnkit.engine.detect import evaluate_detector, load_detector
+from rpnkit.engine.runtime import inference_precision
+from rpnkit.modeling.detector import FasterRCNN
 
 
 def test_synthetic_data_is_deterministic_and_varied():

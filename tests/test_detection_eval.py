@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from rpnkit.detection_eval import (
+from rpnkit.evaluation.detection import (
     ImageDetections,
     ImageTruth,
     coco_map,

@@ -3,10 +3,10 @@ import csv
 import torch
 
 from rpnkit.data import SyntheticShapes
-from rpnkit.detector import DetectorConfig, FasterRCNN
-from rpnkit.presets import preset_config
-from rpnkit.roi_heads import RoIHeadConfig
-from rpnkit.train import TrainConfig, train
+from rpnkit.engine.trainer import TrainConfig, train
+from rpnkit.modeling.detector import DetectorConfig, FasterRCNN
+from rpnkit.modeling.presets import preset_config
+from rpnkit.modeling.roi_heads import RoIHeadConfig
 
 
 def _detector():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from rpnkit.evaluate import match_proposals, proposal_recall_summary
+from rpnkit.evaluation.recall import match_proposals, proposal_recall_summary
 
 
 def _table(preds, gts, crowd=None, **kw):

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from rpnkit.backbones.fold import fold_batch_norm
-from rpnkit.presets import build_model, preset_config
+from rpnkit.modeling.backbones.fold import fold_batch_norm
+from rpnkit.modeling.presets import build_model, preset_config
 
 
 def _norms(module):

@@ -4,10 +4,10 @@ import pytest
 import torch
 from conftest import tiny_detector_pair
 
-from rpnkit.anchors import AnchorConfig
-from rpnkit.nms import _nms_keep_torchvision, nms_keep
-from rpnkit.rpn import ProposalConfig, RegionProposalNetwork, RPNConfig, select_proposals
-from rpnkit.structures import GroundTruth
+from rpnkit.modeling.anchors import AnchorConfig
+from rpnkit.modeling.nms import _nms_keep_torchvision, nms_keep
+from rpnkit.modeling.rpn import ProposalConfig, RegionProposalNetwork, RPNConfig, select_proposals
+from rpnkit.modeling.structures import GroundTruth
 from rpnkit.testing import same_proposals
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -155,8 +155,8 @@ def _scene(seed, counts=(7, 0, 20, 300)):
 @cuda
 def test_triton_matcher_equals_the_pytorch_path():
     # Exact: the kernel computes IoU like box_iou, without floating-point contraction.
-    from rpnkit.anchors import AnchorGenerator
-    from rpnkit.matching import Matcher
+    from rpnkit.modeling.anchors import AnchorGenerator
+    from rpnkit.modeling.matching import Matcher
 
     anchors = AnchorGenerator(AnchorConfig.pyramid())(
         [(128, 160), (64, 80), (32, 40), (16, 20), (8, 10)], device="cuda"
@@ -167,7 +167,7 @@ def test_triton_matcher_equals_the_pytorch_path():
     fused = matcher(anchors, gt.boxes, gt.mask, gt.ignore)
     chunked = matcher._match_chunked(anchors, gt.boxes, real, crowd)
     assert torch.equal(fused.matched_iou, chunked[0])
-    from rpnkit.matching import BELOW_LOW_THRESHOLD
+    from rpnkit.modeling.matching import BELOW_LOW_THRESHOLD
 
     reference = Matcher(chunk_elements=1 << 20)
     # the PyTorch path on the CPU gives the same states
@@ -182,7 +182,7 @@ def test_target_assignment_has_no_gpu_to_cpu_sync():
     fs = [(f.shape[-2], f.shape[-1]) for f in feats]
     anchors = rpn.anchor_generator(fs, device="cuda")
     gt = _scene(1, counts=(5, 0, 12, 40)).to("cuda")
-    from rpnkit.anchors import visible_anchors
+    from rpnkit.modeling.anchors import visible_anchors
 
     rpn.matcher(anchors, gt.boxes, gt.mask, gt.ignore)  # warm-up: compiles the kernels
     torch.cuda.synchronize()
@@ -201,7 +201,7 @@ def test_detector_on_gpu_equals_torchvision_and_postprocessing_does_not_sync():
     # The batched per-class Triton NMS against torchvision's per-image batched_nms; then the
     # second stage's post-processing alone under sync debug mode "error".
     from rpnkit.data import SyntheticShapes
-    from rpnkit.roi_heads import postprocess_detections
+    from rpnkit.modeling.roi_heads import postprocess_detections
 
     ours, theirs = tiny_detector_pair()
     ours, theirs = ours.cuda(), theirs.cuda()
@@ -244,8 +244,8 @@ def test_batch_norm_folds_on_gpu_with_tf32_on():
     # A random ResNet-50 (frozen BN, identity statistics) has huge activations: with cuDNN's
     # default TF32 its rounding alone once failed the fold's output check (the check now runs
     # in full float32). The folded model keeps the output to float32 rounding.
-    from rpnkit.inference import fold_for_inference
-    from rpnkit.presets import build_model, preset_config
+    from rpnkit.engine.runtime import fold_for_inference
+    from rpnkit.modeling.presets import build_model, preset_config
 
     torch.manual_seed(0)
     model = build_model(preset_config("r50-fpn")).cuda().eval()

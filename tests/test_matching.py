@@ -3,10 +3,10 @@ import torch
 from torchvision.models.detection._utils import Matcher as TVMatcher
 from torchvision.ops import box_iou as tv_box_iou
 
-import rpnkit.matching as matching
-from rpnkit.anchors import AnchorConfig, AnchorGenerator
-from rpnkit.boxes import box_iou
-from rpnkit.matching import (
+import rpnkit.modeling.matching as matching
+from rpnkit.modeling.anchors import AnchorConfig, AnchorGenerator
+from rpnkit.modeling.boxes import box_iou
+from rpnkit.modeling.matching import (
     BELOW_LOW_THRESHOLD,
     BETWEEN_THRESHOLDS,
     IGNORE,
@@ -16,7 +16,7 @@ from rpnkit.matching import (
     BalancedSampler,
     Matcher,
 )
-from rpnkit.structures import GroundTruth
+from rpnkit.modeling.structures import GroundTruth
 
 ANCHORS = torch.tensor(
     [

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from rpnkit.backbones import TinyFPN
-from rpnkit.model import ProposalModel, normalize
-from rpnkit.presets import build_model, preset_config
-from rpnkit.rpn import RegionProposalNetwork, RPNConfig
+from rpnkit.modeling.backbones import TinyFPN
+from rpnkit.modeling.presets import build_model, preset_config
+from rpnkit.modeling.proposal_model import ProposalModel, normalize
+from rpnkit.modeling.rpn import RegionProposalNetwork, RPNConfig
 
 
 def test_backbone_and_anchor_strides_must_agree_at_construction():

@@ -9,13 +9,13 @@ import textwrap
 import pytest
 import torch
 
-from rpnkit.nms import nms_keep
+from rpnkit.modeling.nms import nms_keep
 
 SCRIPT = textwrap.dedent(
     """
     import torch
-    from rpnkit.kernels.nms_triton import nms_keep_triton
-    from rpnkit.nms import _nms_keep_torchvision
+    from rpnkit.modeling.kernels.nms_triton import nms_keep_triton
+    from rpnkit.modeling.nms import _nms_keep_torchvision
 
     g = torch.Generator().manual_seed(0)
     G, N = 2, 70

@@ -7,8 +7,8 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.roi_heads import RoIHeads as TVRoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 
-from rpnkit.roi_heads import RoIHeadConfig, RoIHeads
-from rpnkit.structures import GroundTruth
+from rpnkit.modeling.roi_heads import RoIHeadConfig, RoIHeads
+from rpnkit.modeling.structures import GroundTruth
 
 CH, CLASSES, STRIDES = 16, 5, (4, 8, 16, 32)
 SIZES = [(256, 320), (240, 300), (256, 288)]
@@ -162,7 +162,7 @@ def test_sampling_counts_and_paper_background_range():
     sample = heads.sampler(proposals, valid, gt)
     fg = (sample.labels > 0) & sample.valid
     assert (fg.sum(1) <= 32).all()  # at most 25 % of 128 foreground
-    from rpnkit.boxes import box_iou
+    from rpnkit.modeling.boxes import box_iou
 
     for i in range(3):  # background RoIs overlap some GT by [0.1, 0.5)
         bg = sample.boxes[i][(sample.labels[i] == 0) & sample.valid[i]]

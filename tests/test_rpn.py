@@ -9,9 +9,9 @@ from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
-from rpnkit.anchors import AnchorConfig, AnchorGenerator, LevelAnchors
-from rpnkit.matching import POSITIVE
-from rpnkit.rpn import (
+from rpnkit.modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors
+from rpnkit.modeling.matching import POSITIVE
+from rpnkit.modeling.rpn import (
     ProposalConfig,
     RegionProposalNetwork,
     RPNConfig,
@@ -19,7 +19,7 @@ from rpnkit.rpn import (
     rpn_losses,
     select_proposals,
 )
-from rpnkit.structures import GroundTruth
+from rpnkit.modeling.structures import GroundTruth
 from rpnkit.testing import copy_rpn_head_to_torchvision, same_proposals
 
 CHANNELS = 32

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from rpnkit.data import SyntheticShapes
-from rpnkit.presets import build_model, preset_config
-from rpnkit.train import TrainConfig, lr_factor, train
+from rpnkit.engine.trainer import TrainConfig, lr_factor, train
+from rpnkit.modeling.presets import build_model, preset_config
 
 FAST = TrainConfig(steps=4, batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=2, log_every=1)
 

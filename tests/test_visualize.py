@@ -1,7 +1,11 @@
 import torch
 from PIL import Image
 
-from rpnkit.visualize import plot_anchors_at_position, plot_proposals_vs_gt, plot_sampled_anchors
+from rpnkit.viz.visualize import (
+    plot_anchors_at_position,
+    plot_proposals_vs_gt,
+    plot_sampled_anchors,
+)
 
 
 def _image():
@@ -37,7 +41,7 @@ def test_proposal_picture_draws_top_k_per_image(tmp_path):
 def test_more_pictures_have_the_expected_size_and_content(tmp_path):
     import csv
 
-    from rpnkit.visualize import (
+    from rpnkit.viz.visualize import (
         plot_anchor_centres,
         plot_anchor_labels,
         plot_loss_curves,
@@ -98,7 +102,7 @@ def test_more_pictures_have_the_expected_size_and_content(tmp_path):
 
 
 def test_precision_recall_picture(tmp_path):
-    from rpnkit.visualize import plot_precision_recall
+    from rpnkit.viz.visualize import plot_precision_recall
 
     recall = [i / 100 for i in range(101)]
     curves = {

@@ -1,9 +1,9 @@
 """rpnkit: Region Proposal Networks and the Faster R-CNN detector built on them."""
 
-from .anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors
-from .boxes import BoxCoder, box_iou
-from .matching import BalancedSampler, Matcher
-from .rpn import (
+from .modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors
+from .modeling.boxes import BoxCoder, box_iou
+from .modeling.matching import BalancedSampler, Matcher
+from .modeling.rpn import (
     ProposalConfig,
     Proposals,
     RegionProposalNetwork,
@@ -11,7 +11,7 @@ from .rpn import (
     RPNHead,
     select_proposals,
 )
-from .structures import GroundTruth
+from .modeling.structures import GroundTruth
 
 __version__ = "0.1.0"
 

@@ -37,7 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _model_config(args: argparse.Namespace):
     from .config import config_to_dict, load_config
-    from .presets import ModelConfig, preset_config
+    from .modeling.presets import ModelConfig, preset_config
 
     config = load_config(ModelConfig, args.config) if args.config else preset_config(args.preset)
     if args.weights is not None:
@@ -48,7 +48,7 @@ def _model_config(args: argparse.Namespace):
 
 
 def _train_config(args: argparse.Namespace):
-    from .train import TrainConfig
+    from .engine.trainer import TrainConfig
 
     return TrainConfig(
         steps=args.steps,
@@ -72,10 +72,10 @@ def _train_config(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     from .config import config_to_dict
     from .data import DetectionDataset, read_dataset, train_transforms
-    from .evaluate import evaluate_model
-    from .inference import eval_dataset, resolve_device
-    from .presets import build_model
-    from .train import seed_everything, train
+    from .engine.runtime import eval_dataset, resolve_device
+    from .engine.trainer import seed_everything, train
+    from .evaluation.recall import evaluate_model
+    from .modeling.presets import build_model
 
     model_config, model_dict = _model_config(args)
     train_config = _train_config(args)
@@ -114,8 +114,8 @@ def _train(args: argparse.Namespace) -> int:
     seed_everything(args.seed)  # the initial weights too: the same seed, the same run
     evaluate = None
     if args.model == "faster-rcnn":
-        from .detect import detector_checkpoint_config, evaluate_detector
-        from .detector import FasterRCNN
+        from .engine.detect import detector_checkpoint_config, evaluate_detector
+        from .modeling.detector import FasterRCNN
 
         detector_config = _detector_config(model_config, index.class_names)
         # the alternating schedule builds its own models, step by step
@@ -146,7 +146,7 @@ def _train(args: argparse.Namespace) -> int:
             raise SystemExit("rpnkit train: --schedule alternating needs --model faster-rcnn")
         if args.resume is not None:
             raise SystemExit("rpnkit train: --resume continues joint training only")
-        from .alternating import train_alternating
+        from .engine.alternating import train_alternating
 
         model, steps = train_alternating(
             detector_config,
@@ -219,8 +219,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _detector_config(model_config, class_names):
     """A Faster R-CNN on the preset's backbone and RPN, one class per dataset class."""
-    from .detector import DetectorConfig
-    from .roi_heads import RoIHeadConfig
+    from .modeling.detector import DetectorConfig
+    from .modeling.roi_heads import RoIHeadConfig
 
     num_classes = len(class_names) + 1
     levels = len(model_config.rpn.anchors.levels)
@@ -232,17 +232,17 @@ def _detector_config(model_config, class_names):
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from .checkpoint import load_checkpoint
     from .data import read_dataset
-    from .detect import is_detector_checkpoint
-    from .evaluate import MAX_DETS, evaluate_model
-    from .inference import (
+    from .engine.checkpoint import load_checkpoint
+    from .engine.detect import is_detector_checkpoint
+    from .engine.runtime import (
         eval_dataset,
         format_table,
         inference_precision,
         load_model,
         resolve_device,
     )
+    from .evaluation.recall import MAX_DETS, evaluate_model
 
     device = resolve_device(args.device)
     if is_detector_checkpoint(load_checkpoint(args.checkpoint)["config"]):
@@ -263,8 +263,8 @@ def _eval(args: argparse.Namespace) -> int:
         )
     print(format_table(metrics, MAX_DETS))
     if args.plots:
-        from .evaluate import pad_boxes, recall_vs_iou, recall_vs_proposals
-        from .visualize import plot_recall_curves
+        from .evaluation.recall import pad_boxes, recall_vs_iou, recall_vs_proposals
+        from .viz.visualize import plot_recall_curves
 
         ks = [k for k in (1, 3, 10, 30, 100, 300, 1000) if k <= max(MAX_DETS)]
         preds = pad_boxes([p for p, _ in kept])
@@ -284,9 +284,9 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _eval_detector(args: argparse.Namespace, device) -> int:
     from .data import read_dataset
-    from .detect import evaluate_detector, load_detector
-    from .detection_eval import COCO_STATS, format_per_class
-    from .inference import eval_dataset, inference_precision
+    from .engine.detect import evaluate_detector, load_detector
+    from .engine.runtime import eval_dataset, inference_precision
+    from .evaluation.detection import COCO_STATS, format_per_class
 
     model, _, class_names = load_detector(args.checkpoint, device, fold_bn=True)
     index = read_dataset(
@@ -315,7 +315,7 @@ def _eval_detector(args: argparse.Namespace, device) -> int:
     )
     print(format_per_class(metrics["per_class_AP"], "AP"))
     if args.plots:
-        from .visualize import plot_precision_recall
+        from .viz.visualize import plot_precision_recall
 
         path = Path(args.plots) / "precision_recall.png"
         plot_precision_recall(metrics["pr_curves"], path)
@@ -329,9 +329,9 @@ def _eval_detector(args: argparse.Namespace, device) -> int:
 
 def _detect(args: argparse.Namespace) -> int:
     from .data import load_rgb
-    from .detect import load_detector, run_detector
-    from .inference import coco_results, inference_precision, resolve_device
-    from .visualize import plot_detections
+    from .engine.detect import load_detector, run_detector
+    from .engine.runtime import coco_results, inference_precision, resolve_device
+    from .viz.visualize import plot_detections
 
     device = resolve_device(args.device)
     model, _, class_names = load_detector(args.checkpoint, device, fold_bn=True)
@@ -367,8 +367,14 @@ def _detect(args: argparse.Namespace) -> int:
 
 def _propose(args: argparse.Namespace) -> int:
     from .data import load_rgb
-    from .inference import coco_results, inference_precision, load_model, propose, resolve_device
-    from .visualize import plot_proposals
+    from .engine.runtime import (
+        coco_results,
+        inference_precision,
+        load_model,
+        propose,
+        resolve_device,
+    )
+    from .viz.visualize import plot_proposals
 
     device = resolve_device(args.device)
     model, _ = load_model(args.checkpoint, device, fold_bn=True)
@@ -399,7 +405,7 @@ def _propose(args: argparse.Namespace) -> int:
 def _inference_inputs(args: argparse.Namespace):
     """What propose and detect run over (an image, a folder or a dataset), resized for the
     network, and its records by file name (for the overlays)."""
-    from .inference import eval_dataset, index_for_input
+    from .engine.runtime import eval_dataset, index_for_input
 
     index = index_for_input(
         args.input,
@@ -413,7 +419,7 @@ def _inference_inputs(args: argparse.Namespace):
 
 
 def _write_results(args: argparse.Namespace, results: list, what: str, images: int, drawn: int):
-    from .inference import write_json
+    from .engine.runtime import write_json
 
     write_json(args.out, results)
     print(
@@ -424,7 +430,9 @@ def _write_results(args: argparse.Namespace, results: list, what: str, images: i
 
 
 def _anchors(args: argparse.Namespace) -> int:
-    from .anchor_fit import (
+    from .config import config_to_dict, save_config
+    from .data import read_dataset
+    from .evaluation.anchor_fit import (
         best_anchor_iou,
         collect_gt,
         coverage_table,
@@ -433,8 +441,6 @@ def _anchors(args: argparse.Namespace) -> int:
         format_coverage,
         unmatched,
     )
-    from .config import config_to_dict, save_config
-    from .data import read_dataset
 
     model_config, _ = _model_config(args)
     index = read_dataset(
@@ -483,8 +489,8 @@ def _anchors(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from . import show
-    from .visualize import plot_loss_curves
+    from .viz import show
+    from .viz.visualize import plot_loss_curves
 
     out = Path(args.out)
     opts = dict(short=args.short_side, max_size=args.max_size)
@@ -533,7 +539,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from .viz.report import write_report
 
     out = write_report(
         args.run_dir,
@@ -618,7 +624,7 @@ def _add_data_options(p: argparse.ArgumentParser, *, split: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .presets import PRESETS
+    from .modeling.presets import PRESETS
 
     parser = argparse.ArgumentParser(
         prog="rpnkit",

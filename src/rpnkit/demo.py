@@ -10,17 +10,17 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import save_checkpoint
 from .data import SyntheticShapes, collate
-from .detect import detector_checkpoint_config, evaluate_detector
-from .detector import DetectorConfig, FasterRCNN
-from .evaluate import evaluate_model
-from .model import ProposalModel
-from .presets import preset_config
-from .roi_heads import RoIHeadConfig
-from .rpn import ProposalConfig
-from .train import TrainConfig, seed_everything, train
-from .visualize import (
+from .engine.checkpoint import save_checkpoint
+from .engine.detect import detector_checkpoint_config, evaluate_detector
+from .engine.trainer import TrainConfig, seed_everything, train
+from .evaluation.recall import evaluate_model
+from .modeling.detector import DetectorConfig, FasterRCNN
+from .modeling.presets import preset_config
+from .modeling.proposal_model import ProposalModel
+from .modeling.roi_heads import RoIHeadConfig
+from .modeling.rpn import ProposalConfig
+from .viz.visualize import (
     plot_anchors_at_position,
     plot_detections,
     plot_proposals_vs_gt,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..structures import GroundTruth
+from ..modeling.structures import GroundTruth
 
 
 @dataclass

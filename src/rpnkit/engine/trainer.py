@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from ..data import collate
 from .checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from .data import collate
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ def batched_outputs(model, dataset, *, batch_size: int, device, progress: bool, 
     ``dataset`` (unreadable ones, None, are left out)."""
     from tqdm import tqdm
 
-    from .data import collate
+    from ..data import collate
 
     starts = range(0, len(dataset), batch_size)
     for start in tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True):

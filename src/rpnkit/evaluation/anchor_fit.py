@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .anchors import AnchorConfig, AnchorGenerator, LevelAnchors
-from .boxes import box_iou
-from .data.readers import DatasetIndex
-from .evaluate import AREA_RANGES
+from ..data.readers import DatasetIndex
+from ..modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors
+from ..modeling.boxes import box_iou
+from .recall import AREA_RANGES
 
 THRESHOLDS = (0.7, 0.5, 0.3)
 

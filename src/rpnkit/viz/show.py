@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import torch
 
+from ..data import DetectionDataset, collate
+from ..data.transforms import Compose, ResizeShortest
+from ..engine.runtime import index_for_input, load_model
+from ..modeling.anchors import visible_anchors
+from ..modeling.matching import IGNORE, NEGATIVE, POSITIVE
+from ..modeling.presets import ModelConfig, build_model
+from ..modeling.proposal_model import normalize
+from ..modeling.rpn import select_proposals
 from . import visualize as vis
-from .anchors import visible_anchors
-from .data import DetectionDataset, collate
-from .data.transforms import Compose, ResizeShortest
-from .inference import index_for_input, load_model
-from .matching import IGNORE, NEGATIVE, POSITIVE
-from .model import normalize
-from .presets import ModelConfig, build_model
-from .rpn import select_proposals
 
 
 def _item(path, *, index: int = 0, short: int = 800, max_size: int = 1333, **data_options):

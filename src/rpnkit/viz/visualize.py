@@ -19,7 +19,7 @@ import torch
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from .boxes import box_iou
+from ..modeling.boxes import box_iou
 
 GT_COLOUR = "#00e000"
 MISSED_COLOUR = "#ff2020"

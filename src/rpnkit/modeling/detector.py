@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .model import normalize
 from .presets import ModelConfig, build_model, preset_config
+from .proposal_model import normalize
 from .roi_heads import Detections, RoIHeadConfig, RoIHeads
 from .rpn import Proposals
 from .structures import GroundTruth

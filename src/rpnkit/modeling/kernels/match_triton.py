@@ -8,7 +8,7 @@
 2. ``_match_pass2``: the same tiles again; an anchor is a low-quality match if its IoU with some
    real GT equals that GT's best (> 0). Ties count.
 
-IoU is computed as ``rpnkit.boxes.box_iou`` computes it, in float32, with floating-point
+IoU is computed as ``rpnkit.modeling.boxes.box_iou`` computes it, in float32, with floating-point
 contraction disabled so that the values equal the PyTorch path's bit for bit.
 
 Shapes: anchors (A, 4); gt (B, G, 4) xyxy; real, crowd (B, G) bool.

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import config_from_dict, config_to_dict
+from ..data import DetectionDataset
+from ..evaluation.detection import ImageDetections, ImageTruth, coco_map, voc_map
+from ..evaluation.recall import batched_outputs, to_original_pixels
+from ..modeling.detector import DetectorConfig, FasterRCNN
 from .checkpoint import load_checkpoint
-from .config import config_from_dict, config_to_dict
-from .data import DetectionDataset
-from .detection_eval import ImageDetections, ImageTruth, coco_map, voc_map
-from .detector import DetectorConfig, FasterRCNN
-from .evaluate import batched_outputs, to_original_pixels
 
 KIND = "faster-rcnn"
 
@@ -50,7 +50,7 @@ def load_detector(
         raise ValueError(f"{path}: the weights do not fit the detector config: {err}") from err
     model = model.to(device).eval()
     if fold_bn:
-        from .inference import fold_for_inference
+        from .runtime import fold_for_inference
 
         fold_for_inference(model)
     return model, config, list(state["config"]["class_names"])

@@ -13,16 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones.fold import fold_batch_norm
+from ..config import config_from_dict
+from ..data import DetectionDataset
+from ..data.images import load_rgb
+from ..data.readers import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, read_dataset
+from ..data.transforms import Compose
+from ..evaluation.recall import batched_proposals, to_original_pixels
+from ..modeling.backbones.fold import fold_batch_norm
+from ..modeling.presets import ModelConfig, build_model
+from ..modeling.proposal_model import ProposalModel
 from .checkpoint import load_checkpoint
-from .config import config_from_dict
-from .data import DetectionDataset
-from .data.images import load_rgb
-from .data.readers import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, read_dataset
-from .data.transforms import Compose
-from .evaluate import batched_proposals, to_original_pixels
-from .model import ProposalModel
-from .presets import ModelConfig, build_model
 
 
 def load_model(
@@ -190,7 +190,7 @@ def write_json(path: str | Path, data) -> Path:
 
 
 def eval_dataset(index: DatasetIndex, short: int, max_size: int) -> DetectionDataset:
-    from .data.transforms import ResizeShortest
+    from ..data.transforms import ResizeShortest
 
     return DetectionDataset(index, Compose((ResizeShortest(short, max_size),)))
 

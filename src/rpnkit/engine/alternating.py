@@ -26,15 +26,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import config_to_dict
+from ..data import DatasetIndex, DetectionDataset, eval_transforms, train_transforms
+from ..modeling.detector import DetectorConfig, FasterRCNN
+from ..modeling.presets import build_model
+from ..modeling.proposal_model import ProposalModel
 from .checkpoint import save_checkpoint
-from .config import config_to_dict
-from .data import DatasetIndex, DetectionDataset, eval_transforms, train_transforms
 from .detect import detector_checkpoint_config
-from .detector import DetectorConfig, FasterRCNN
-from .inference import coco_results, propose, write_json
-from .model import ProposalModel
-from .presets import build_model
-from .train import TrainConfig, distributed_context, train
+from .runtime import coco_results, propose, write_json
+from .trainer import TrainConfig, distributed_context, train
 
 
 def load_proposals(path: str | Path) -> dict[str, np.ndarray]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from .anchors import AnchorConfig, LevelAnchors
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, build_backbone
 from .backbones.efficientnet_lite import EFFNET_PIXEL_MEAN, EFFNET_PIXEL_STD
-from .model import ProposalModel
+from .proposal_model import ProposalModel
 from .rpn import ProposalConfig, RegionProposalNetwork, RPNConfig
 
 

@@ -17,15 +17,15 @@ from pathlib import Path
 import torch
 import yaml
 
-from .data import read_dataset
-from .evaluate import (
+from ..data import read_dataset
+from ..engine.runtime import eval_dataset, load_model, resolve_device
+from ..evaluation.recall import (
     MAX_DETS,
     evaluate_model,
     pad_boxes,
     recall_vs_iou,
     recall_vs_proposals,
 )
-from .inference import eval_dataset, load_model, resolve_device
 from .visualize import plot_loss_curves, plot_proposals_vs_gt, plot_recall_curves
 
 STYLE = """
