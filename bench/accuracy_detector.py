@@ -2,7 +2,7 @@
 
 All runs use the ``effnet-lite0-fpn`` backbone (packaged ImageNet weights), the same data,
 transforms, seeded data order and schedule (``rpnkit.engine.trainer.train``) and the same evaluation
-(``rpnkit.engine.detect.evaluate_detector``: pycocotools COCO AP and VOC AP).
+(``rpnkit.engine.evaluate.evaluate_detections``: pycocotools COCO AP and VOC AP).
 
 - ``rpnkit-joint``: rpnkit's FasterRCNN, the four losses summed, ``--steps`` steps.
 - ``torchvision-joint``: torchvision's FasterRCNN (its transform, RPN, RoIHeads) around a copy of
@@ -30,11 +30,12 @@ import torch
 from accuracy_rpn import DATA, datasets
 from reference import TorchvisionDetector
 
+from rpnkit.data import DataConfig
 from rpnkit.engine.alternating import train_alternating
-from rpnkit.engine.detect import detector_checkpoint_config, evaluate_detector
+from rpnkit.engine.checkpoint import DETECTOR, ModelSpec
+from rpnkit.engine.evaluate import evaluate_detections
 from rpnkit.engine.trainer import TrainConfig, train
-from rpnkit.modeling.detector import DetectorConfig, FasterRCNN
-from rpnkit.modeling.presets import preset_config
+from rpnkit.modeling.presets import DetectorConfig, build_detector, preset_config
 from rpnkit.modeling.roi_heads import RoIHeadConfig
 
 RUNS = ("rpnkit-joint", "torchvision-joint", "rpnkit-alternating")
@@ -89,14 +90,16 @@ def main() -> int:
     print(f"train {len(train_set)} images, val {len(val_set)} images", flush=True)
     for name in args.runs.split(","):
         torch.manual_seed(args.seed)
-        ours = FasterRCNN(config)  # the same initial weights in every process (same seed)
+        ours = build_detector(config)  # the same initial weights in every process (same seed)
         run_dir = Path(args.runs_dir) / args.dataset / name
         start = time.perf_counter()
         if name == "rpnkit-alternating":
+            data = DataConfig(
+                args.dataset, short_side=args.short_side, max_size=args.max_size
+            )  # the index below is the dataset; its sizes and flips come from here
             model, _ = train_alternating(
-                config, train_set.index, train_config(max(1, args.steps // 2)),
-                out_dir=run_dir, short_side=args.short_side, max_size=args.max_size,
-                device=args.device, progress=False,
+                config, train_set.index, data, train_config(max(1, args.steps // 2)),
+                out_dir=run_dir, device=args.device, progress=False,
             )  # fmt: skip
             images_per_s = None
         else:
@@ -105,13 +108,13 @@ def main() -> int:
                 raise SystemExit(f"unknown run {name}; choose from {RUNS}")
             summary = train(
                 model, train_set, train_config(args.steps), out_dir=run_dir,
-                model_config=detector_checkpoint_config(config, class_names),
+                spec=ModelSpec(DETECTOR, config, tuple(class_names)),
                 device=args.device, progress=False,
             )  # fmt: skip
             images_per_s = round(summary["images_per_s"], 1)
-        metrics = evaluate_detector(
+        metrics = evaluate_detections(
             model, val_set, class_names, batch_size=8, device=args.device, progress=False
-        )
+        ).metrics
         results[name] = {
             **{k: round(float(metrics[k]), 4) for k in KEYS},
             "train_seconds": round(time.perf_counter() - start, 1),

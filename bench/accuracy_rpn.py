@@ -30,10 +30,10 @@ from torchvision.models.detection.rpn import RegionProposalNetwork as TVRPN
 from torchvision.models.detection.rpn import RPNHead as TVRPNHead
 
 from rpnkit.config import config_to_dict
-from rpnkit.data import DetectionDataset, read_dataset, train_transforms
-from rpnkit.engine.runtime import eval_dataset
+from rpnkit.data import DetectionDataset, eval_transforms, read_dataset, train_transforms
+from rpnkit.engine.checkpoint import RPN, ModelSpec
+from rpnkit.engine.evaluate import evaluate_proposals
 from rpnkit.engine.trainer import TrainConfig, train
-from rpnkit.evaluation.recall import evaluate_model
 from rpnkit.modeling.presets import build_model, preset_config
 from rpnkit.modeling.proposal_model import normalize
 from rpnkit.modeling.rpn import Proposals
@@ -126,7 +126,7 @@ def datasets(
     if crowd == "drop":
         train_index = drop_ignored(train_index)
     train_set = DetectionDataset(train_index, train_transforms(short, max_size), seed=seed)
-    return train_set, eval_dataset(val_index, short, max_size)
+    return train_set, DetectionDataset(val_index, eval_transforms(short, max_size))
 
 
 def main() -> int:
@@ -182,10 +182,10 @@ def main() -> int:
         start = time.perf_counter()
         summary = train(
             model, train_set, config, out_dir=Path(args.runs_dir) / args.dataset / name,
-            model_config=config_to_dict(model_config), device=args.device, progress=False,
+            spec=ModelSpec(RPN, model_config), device=args.device, progress=False,
         )  # fmt: skip
-        metrics, _, _ = evaluate_model(model, val_set, batch_size=8, device=args.device,
-                                       progress=False)  # fmt: skip
+        metrics = evaluate_proposals(model, val_set, batch_size=8, device=args.device,
+                                     progress=False).metrics  # fmt: skip
         results[name] = {
             "AR@100": metrics["AR@100"],
             "AR@1000": metrics["AR@1000"],

@@ -15,9 +15,9 @@ import sys
 
 import torch
 
-from rpnkit.data import SyntheticShapes, read_dataset
-from rpnkit.engine.detect import evaluate_detector, load_detector
-from rpnkit.engine.runtime import eval_dataset, inference_precision, resolve_device
+import rpnkit
+from rpnkit.data import DataConfig, SyntheticShapes
+from rpnkit.engine.device import resolve_device
 
 
 def main() -> int:
@@ -32,17 +32,16 @@ def main() -> int:
     args = parser.parse_args()
     device = resolve_device(args.device)
     if args.data:
-        dataset = eval_dataset(read_dataset(args.data, split=args.split), args.short_side,
-                               args.max_size)  # fmt: skip
+        data = DataConfig(args.data, split=args.split, short_side=args.short_side,
+                          max_size=args.max_size)  # fmt: skip
+        dataset = data.eval_dataset(data.read_train())
     else:
         dataset = SyntheticShapes(args.num_val, seed=1_000_003)  # the demo's held-out seed
     rows = {}
     for fold in (False, True):
-        model, _, names = load_detector(args.checkpoint, device, fold_bn=fold)
+        model = rpnkit.load(args.checkpoint, device, fold_bn=fold)
         for amp in ("none", "bf16"):
-            with inference_precision(amp, device):
-                m = evaluate_detector(model, dataset, names, batch_size=16, device=device,
-                                      progress=False)  # fmt: skip
+            m = model.evaluate_detections(dataset, batch_size=16, amp=amp).metrics
             name = f"{'folded' if fold else 'unfolded'} {amp}"
             rows[name] = {k: round(m[k], 4) for k in ("AP", "AP50", "AP75", "VOC07_mAP50")}
             print(f"{name:16s}", json.dumps(rows[name]), flush=True)

@@ -33,9 +33,7 @@ from torch import Tensor
 from torchvision.ops import box_iou
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from rpnkit.modeling.detector import DetectorConfig, FasterRCNN
-from rpnkit.modeling.presets import preset_config
-from rpnkit.modeling.proposal_model import normalize
+from rpnkit.modeling.presets import DetectorConfig, build_detector, preset_config
 from rpnkit.modeling.roi_heads import RoIHeadConfig
 from rpnkit.modeling.structures import GroundTruth
 from rpnkit.testing import detection_rows, torchvision_faster_rcnn
@@ -64,7 +62,7 @@ def build_pair(device, seed=0, channels_last=False):
             model.rpn, anchors=dataclasses.replace(model.rpn.anchors, round_base=True)
         ),
     )
-    ours = FasterRCNN(DetectorConfig(model=model, roi=RoIHeadConfig(num_classes=91)))
+    ours = build_detector(DetectorConfig(model=model, roi=RoIHeadConfig(num_classes=91)))
     with torch.no_grad():
         # A random ResNet behind identity frozen BN gives huge activations: scale each FPN
         # output conv so that its map has unit standard deviation on a random image, as a
@@ -217,7 +215,7 @@ def bench_infer(device, ours, theirs, batch, dtype, reps, warmup, h, w):
     @torch.no_grad()
     def run_backbone():
         with torch.autocast(**autocast):
-            return ours.backbone(normalize(images, sizes, ours.pixel_mean, ours.pixel_std))
+            return ours.first_stage.features(images, sizes)
 
     t_bb = timeit(run_backbone, reps=reps, warmup=warmup, device=device)
     floor = "rpnkit's folded backbone" if folded else "shared by both: the floor"
@@ -334,7 +332,7 @@ def main() -> int:
         if args.fold_bn:
             import copy
 
-            from rpnkit.engine.runtime import fold_for_inference
+            from rpnkit.engine.device import fold_for_inference
 
             infer_model = fold_for_inference(copy.deepcopy(ours))
         for dtype in dtypes:

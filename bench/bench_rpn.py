@@ -514,7 +514,7 @@ def bench_effnet_model(device, reps, warmup):
     # convolutions (torchvision's model keeps them)
     import copy
 
-    from rpnkit.engine.runtime import fold_for_inference
+    from rpnkit.engine.device import fold_for_inference
 
     folded = fold_for_inference(copy.deepcopy(ours))
     with torch.no_grad():

@@ -69,8 +69,7 @@ def tiny_detector_pair():
 
     import torch
 
-    from rpnkit.modeling.detector import DetectorConfig, FasterRCNN
-    from rpnkit.modeling.presets import preset_config
+    from rpnkit.modeling.presets import DetectorConfig, build_detector, preset_config
     from rpnkit.modeling.roi_heads import RoIHeadConfig
     from rpnkit.testing import torchvision_faster_rcnn
 
@@ -79,7 +78,7 @@ def tiny_detector_pair():
     anchors = dataclasses.replace(model.rpn.anchors, round_base=True)  # as torchvision's
     model = dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=anchors))
     roi = RoIHeadConfig(num_classes=5, representation_size=64)
-    ours = FasterRCNN(DetectorConfig(model=model, roi=roi, pooled_levels=3)).eval()
+    ours = build_detector(DetectorConfig(model=model, roi=roi, pooled_levels=3)).eval()
     with torch.no_grad():
         torch.nn.init.normal_(ours.roi_heads.box_head.cls_score.weight, std=0.3)
     return ours, torchvision_faster_rcnn(ours, min_size=256, max_size=256).eval()

@@ -7,10 +7,10 @@ import pytest
 import torch
 from conftest import RACCOON, train_tiny_on_raccoon
 
+import rpnkit
 from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
-from rpnkit.engine.alternating import load_proposals
 from rpnkit.engine.checkpoint import load_checkpoint
-from rpnkit.engine.detect import load_detector
+from rpnkit.engine.results import load_proposals
 
 
 def test_alternating_schedule_runs_the_four_steps(tmp_path):
@@ -36,17 +36,22 @@ def test_alternating_schedule_runs_the_four_steps(tmp_path):
     step2 = load_checkpoint(run / "step2_detector" / "checkpoint.safetensors")["model"]
     step3 = load_checkpoint(run / "step3_rpn" / "checkpoint.safetensors")["model"]
     final = load_checkpoint(run / "checkpoint.safetensors")["model"]
-    for key, value in step2.items():
-        if key.startswith("backbone."):
-            assert torch.equal(value, step3[key]), key
-            assert torch.equal(value, final[key]), key
-    for key, value in step3.items():
-        if key.startswith("rpn."):
-            assert torch.equal(value, final[key]), key
+    # a detector holds its RPN's modules under first_stage.; an RPN at the top
+    backbone = [k for k in step3 if k.startswith("backbone.")]
+    rpn = [k for k in step3 if k.startswith("rpn.")]
+    assert backbone and rpn
+    for key in backbone:
+        assert torch.equal(step2["first_stage." + key], step3[key]), key
+        assert torch.equal(step3[key], final["first_stage." + key]), key
+    for key in rpn:
+        assert torch.equal(step3[key], final["first_stage." + key]), key
     assert any(not torch.equal(step2[k], final[k]) for k in final if k.startswith("roi_heads."))
-    assert any(not torch.equal(step2[k], step3[k]) for k in step3 if k.startswith("rpn.head"))
-    _, _, names = load_detector(run / "checkpoint.safetensors")
-    assert names == ["raccoon"]
+    assert any(
+        not torch.equal(step2["first_stage." + k], step3[k])
+        for k in rpn
+        if k.startswith("rpn.head")
+    )
+    assert rpnkit.load(run / "checkpoint.safetensors", "cpu").class_names == ("raccoon",)
     metrics = json.loads((run / "metrics.json").read_text())
     assert "AP50" in metrics
 

@@ -3,13 +3,13 @@ import json
 import torch
 from PIL import Image
 
+import rpnkit
 from rpnkit.cli import main
 from rpnkit.data import SyntheticShapes
 from rpnkit.data.synthetic import make_shapes_image
 from rpnkit.demo import demo_detector_config
-from rpnkit.engine.detect import evaluate_detector, load_detector
-from rpnkit.engine.runtime import inference_precision
-from rpnkit.modeling.detector import FasterRCNN
+from rpnkit.engine.evaluate import evaluate_detections
+from rpnkit.modeling.presets import build_detector
 
 
 def test_synthetic_data_is_deterministic_and_varied():
@@ -49,27 +49,27 @@ def test_demo_learns_and_writes_its_outputs(tmp_path):
     assert metrics["AR@100"] > metrics["AR@10"]
     assert set(metrics["per_class_VOC07_AP50"]) == set(SyntheticShapes.class_names)
     torch.manual_seed(0)
-    untrained = evaluate_detector(
-        FasterRCNN(demo_detector_config()),
+    untrained = evaluate_detections(
+        build_detector(demo_detector_config()),
         SyntheticShapes(32, seed=1_000_003),
         list(SyntheticShapes.class_names),
         batch_size=16,
         progress=False,
-    )
+    ).metrics
     assert metrics["mAP50"] > untrained["AP50"] + 0.005
     assert (out / "checkpoint.safetensors").stat().st_size > 1_000_000
     for name in ("anchors.png", "sampled_anchors.png", "proposals.png", "detections.png"):
         with Image.open(out / name) as img:
             assert img.format == "PNG"
     # the demo's checkpoint is a Faster R-CNN: it loads as one, with the shape names
-    _, _, names = load_detector(out / "checkpoint.safetensors")
-    assert names == list(SyntheticShapes.class_names)
+    unfolded = rpnkit.load(out / "checkpoint.safetensors", "cpu", fold_bn=False)
+    assert unfolded.kind == "faster-rcnn"
+    assert unfolded.class_names == tuple(SyntheticShapes.class_names)
     # bf16 inference of the folded model (rpnkit eval/detect --amp bf16) keeps its accuracy
-    folded, _, _ = load_detector(out / "checkpoint.safetensors", fold_bn=True)
-    with inference_precision("bf16", torch.device("cpu")):
-        half = evaluate_detector(
-            folded, SyntheticShapes(32, seed=1_000_003), names, batch_size=16, progress=False
-        )
+    folded = rpnkit.load(out / "checkpoint.safetensors", "cpu", amp="bf16")
+    half = folded.evaluate_detections(
+        SyntheticShapes(32, seed=1_000_003), batch_size=16, progress=False
+    ).metrics
     for ours, full in (("AP50", "mAP50"), ("AP", "mAP")):  # measured: 0.5 % and 4 % apart
         assert abs(half[ours] - metrics[full]) < 0.15 * metrics[full] + 0.002
 

@@ -4,8 +4,7 @@ import torch
 
 from rpnkit.data import SyntheticShapes
 from rpnkit.engine.trainer import TrainConfig, train
-from rpnkit.modeling.detector import DetectorConfig, FasterRCNN
-from rpnkit.modeling.presets import preset_config
+from rpnkit.modeling.presets import DetectorConfig, build_detector, preset_config
 from rpnkit.modeling.roi_heads import RoIHeadConfig
 
 
@@ -16,7 +15,7 @@ def _detector():
         pooled_levels=3,
     )
     torch.manual_seed(0)
-    return FasterRCNN(config)
+    return build_detector(config)
 
 
 def test_joint_training_sums_four_losses_and_learns(tmp_path):
@@ -25,7 +24,7 @@ def test_joint_training_sums_four_losses_and_learns(tmp_path):
     config = TrainConfig(
         steps=30, batch_size=4, optimizer="adamw", lr=1e-3, warmup_steps=5, log_every=1
     )
-    train(model, data, config, out_dir=tmp_path, model_config={}, progress=False)
+    train(model, data, config, out_dir=tmp_path, progress=False)
     with open(tmp_path / "train_log.csv") as f:
         rows = list(csv.DictReader(f))
     assert {"loss_objectness", "loss_rpn_box", "loss_classifier", "loss_box_reg"} <= set(rows[0])

@@ -244,7 +244,7 @@ def test_batch_norm_folds_on_gpu_with_tf32_on():
     # A random ResNet-50 (frozen BN, identity statistics) has huge activations: with cuDNN's
     # default TF32 its rounding alone once failed the fold's output check (the check now runs
     # in full float32). The folded model keeps the output to float32 rounding.
-    from rpnkit.engine.runtime import fold_for_inference
+    from rpnkit.engine.device import fold_for_inference
     from rpnkit.modeling.presets import build_model, preset_config
 
     torch.manual_seed(0)

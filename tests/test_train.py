@@ -20,7 +20,6 @@ def _losses(tmp_path, name, config=FAST):
         SyntheticShapes(16, image_size=128),
         config,
         out_dir=tmp_path / name,
-        model_config={},
         progress=False,
     )
     with open(tmp_path / name / "train_log.csv") as f:
@@ -60,7 +59,6 @@ def test_diverging_loss_stops_with_step_images_and_terms(tmp_path):
             SyntheticShapes(16, image_size=128),
             FAST,
             out_dir=tmp_path,
-            model_config={},
             progress=False,
         )
     message = str(err.value)
@@ -108,7 +106,6 @@ def test_resume_continues_exactly(tmp_path):
                 data,
                 config,
                 out_dir=tmp_path / name,
-                model_config={},
                 progress=False,
                 resume=resume,
                 on_step=killer,

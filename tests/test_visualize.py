@@ -1,11 +1,18 @@
+from pathlib import Path
+
+import pytest
 import torch
 from PIL import Image
 
-from rpnkit.viz.visualize import (
+from rpnkit.engine.results import DetectionResult, ProposalResult
+from rpnkit.viz.overlays import (
     plot_anchors_at_position,
     plot_proposals_vs_gt,
     plot_sampled_anchors,
+    save_overlay,
 )
+
+RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 
 
 def _image():
@@ -41,13 +48,12 @@ def test_proposal_picture_draws_top_k_per_image(tmp_path):
 def test_more_pictures_have_the_expected_size_and_content(tmp_path):
     import csv
 
-    from rpnkit.viz.visualize import (
+    from rpnkit.viz.charts import plot_loss_curves, plot_recall_curves
+    from rpnkit.viz.overlays import (
         plot_anchor_centres,
         plot_anchor_labels,
-        plot_loss_curves,
         plot_nms_before_after,
         plot_objectness_maps,
-        plot_recall_curves,
     )
 
     img = _image()
@@ -102,7 +108,7 @@ def test_more_pictures_have_the_expected_size_and_content(tmp_path):
 
 
 def test_precision_recall_picture(tmp_path):
-    from rpnkit.viz.visualize import plot_precision_recall
+    from rpnkit.viz.charts import plot_precision_recall
 
     recall = [i / 100 for i in range(101)]
     curves = {
@@ -114,3 +120,35 @@ def test_precision_recall_picture(tmp_path):
     assert plot_precision_recall(curves, tmp_path / "pr.png") == 4
     with Image.open(tmp_path / "pr.png") as png:
         assert png.size == (1000, 420)
+
+
+def test_save_overlay_draws_proposals_and_detections_of_an_image_file(tmp_path):
+    source = RACCOON / "images" / "raccoon-1.jpg"
+    boxes = torch.tensor([[50.0, 60, 300, 350], [100, 100, 200, 200], [0, 0, 640, 400]])
+    scores = torch.tensor([0.9, 0.6, 0.3])
+    proposals = ProposalResult(1, "raccoon-1.jpg", boxes, scores, (417, 650), source=source)
+    path = save_overlay(proposals, tmp_path / "proposals", top=2)
+    assert path == tmp_path / "proposals" / "raccoon-1.png"
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.size == (800, 600)
+    detections = DetectionResult(
+        1,
+        "raccoon-1.jpg",
+        boxes[:2],
+        scores[:2],
+        torch.tensor([1, 2]),
+        ("raccoon", "dog"),
+        (417, 650),
+        source=source,
+    )
+    path = save_overlay(detections, tmp_path / "detections")
+    assert path == tmp_path / "detections" / "raccoon-1.png"
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.size == (800, 600)
+
+
+def test_save_overlay_refuses_an_image_given_in_memory(tmp_path):
+    result = ProposalResult(0, "frame.png", torch.zeros(0, 4), torch.zeros(0), (96, 128))
+    with pytest.raises(ValueError, match=r"frame\.png.*in memory"):
+        save_overlay(result, tmp_path)
+    assert not any(tmp_path.iterdir())

@@ -80,3 +80,8 @@ def load_config(cls: type[T], path: str | Path) -> T:
     except (OSError, json.JSONDecodeError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: cannot read the config: {err}") from err
     return config_from_dict(cls, data, where=str(path))
+
+
+def configs_to_yaml(**configs: Any) -> str:
+    """Named dataclass configs as one YAML document (``rpnkit train --print-config``)."""
+    return yaml.safe_dump({k: config_to_dict(v) for k, v in configs.items()}, sort_keys=False)

@@ -11,16 +11,14 @@ from pathlib import Path
 import torch
 
 from .data import SyntheticShapes, collate
-from .engine.checkpoint import save_checkpoint
-from .engine.detect import detector_checkpoint_config, evaluate_detector
-from .engine.trainer import TrainConfig, seed_everything, train
-from .evaluation.recall import evaluate_model
-from .modeling.detector import DetectorConfig, FasterRCNN
-from .modeling.presets import preset_config
+from .engine.checkpoint import DETECTOR, ModelSpec, save_model
+from .engine.evaluate import evaluate_detections, evaluate_proposals
+from .engine.trainer import TrainConfig, TrainSummary, seed_everything, train
+from .modeling.presets import DetectorConfig, detector_config, preset_config
 from .modeling.proposal_model import ProposalModel
 from .modeling.roi_heads import RoIHeadConfig
 from .modeling.rpn import ProposalConfig
-from .viz.visualize import (
+from .viz.overlays import (
     plot_anchors_at_position,
     plot_detections,
     plot_proposals_vs_gt,
@@ -38,6 +36,7 @@ DEMO_TRAIN = TrainConfig(
     grad_clip=10.0,
     seed=0,
 )
+SHOWN = ("AR@10", "AR@100", "recall@100@0.5", "mAP", "mAP50")
 
 
 def demo_detector_config() -> DetectorConfig:
@@ -45,20 +44,18 @@ def demo_detector_config() -> DetectorConfig:
     trained on the RPN's features without changing them) for the four shape classes."""
     model = preset_config("tiny")
     # 500 proposals per image are plenty for 256 px images with at most 6 shapes
-    rpn = replace(model.rpn, train_proposals=ProposalConfig(500, 500))
-    return DetectorConfig(
-        model=replace(model, rpn=rpn),
-        roi=RoIHeadConfig(
-            num_classes=len(SyntheticShapes.class_names) + 1,
-            rois_per_image=64,
-            representation_size=256,
-            feature_gradient=False,  # the RPN trains the features: a CPU-friendly step
-        ),
-        pooled_levels=3,
+    model = replace(model, rpn=replace(model.rpn, train_proposals=ProposalConfig(500, 500)))
+    base = detector_config(model, len(SyntheticShapes.class_names))
+    roi = RoIHeadConfig(
+        num_classes=base.roi.num_classes,
+        rois_per_image=64,
+        representation_size=256,
+        feature_gradient=False,  # the RPN trains the features: a CPU-friendly step
     )
+    return replace(base, roi=roi)
 
 
-def _anchors_at_centre(model, image_size: int) -> torch.Tensor:
+def _anchors_at_centre(model: ProposalModel, image_size: int) -> torch.Tensor:
     """All anchors of every level at the position nearest the image centre: (sum A_l, 4)."""
     gen = model.rpn.anchor_generator
     out = []
@@ -67,6 +64,81 @@ def _anchors_at_centre(model, image_size: int) -> torch.Tensor:
         grid = gen.grid_anchors(level, n, n).view(n, n, lv.num_anchors, 4)
         out.append(grid[n // 2, n // 2])
     return torch.cat(out)
+
+
+def draw_anchors(model: ProposalModel, sample: dict, image_size: int, out_dir: Path) -> None:
+    """anchors.png (one position of every level) and sampled_anchors.png (the anchors sampled
+    for training on ``sample``), before training."""
+    plot_anchors_at_position(
+        sample["image"],
+        _anchors_at_centre(model, image_size),
+        out_dir / "anchors.png",
+        title="anchors at the centre position of each level",
+    )
+    batch = collate([sample])
+    model.eval()
+    with torch.no_grad():
+        out = model(batch.images, batch.image_sizes)
+        _, sampled = model.rpn.label_and_sample_anchors(
+            out.anchors, batch.image_sizes, batch.targets
+        )
+    # the sampled slots are in random order: the first negatives drawn are a random subset
+    plot_sampled_anchors(
+        sample["image"],
+        sample["boxes"],
+        out.anchors[sampled.pos_idx[0][sampled.pos_valid[0]]],
+        out.anchors[sampled.neg_idx[0][sampled.neg_valid[0]]],
+        out_dir / "sampled_anchors.png",
+    )
+
+
+def draw_results(detector, val_set: SyntheticShapes, kept: list, out_dir: Path) -> None:
+    """proposals.png (top proposals against the GT of four held-out images) and
+    detections.png (the confident detections of one)."""
+    shown = range(4)
+    plot_proposals_vs_gt(
+        [val_set[i]["image"] for i in shown],
+        [kept[i][0] for i in shown],
+        [kept[i][1] for i in shown],
+        out_dir / "proposals.png",
+        top_k=10,
+    )
+    sample = val_set[0]
+    detector.eval()
+    with torch.no_grad():
+        batch = collate([sample])
+        boxes, scores, labels = detector(batch.images, batch.image_sizes).detections.per_image()[0]
+    confident = scores >= 0.5
+    plot_detections(
+        sample["image"],
+        boxes[confident],
+        scores[confident],
+        [val_set.class_names[int(c) - 1] for c in labels[confident]],
+        out_dir / "detections.png",
+    )
+
+
+def held_out_metrics(
+    detector, val_set, summary: TrainSummary, *, progress: bool
+) -> tuple[dict, list]:
+    """Proposal recall (through the first stage) and detection mAP on the held-out images,
+    and the per-image proposals and GT for the pictures."""
+    recall = evaluate_proposals(detector, val_set, batch_size=16, progress=progress)
+    detection = evaluate_detections(
+        detector, val_set, val_set.class_names, batch_size=16, progress=progress
+    ).metrics
+    m = recall.metrics
+    result = {
+        **{k: m[k] for k in ("AR@10", "AR@100", "recall@100@0.5", "recall@100@0.7", "AR@300")},
+        "mAP": detection["AP"],
+        "mAP50": detection["AP50"],
+        "VOC07_mAP50": detection["VOC07_mAP50"],
+        "per_class_VOC07_AP50": detection["per_class_VOC07_AP50"],
+        "train_steps": summary.steps,
+        "train_seconds": round(summary.seconds, 1),
+        "num_val_images": len(val_set),
+    }
+    return result, recall.kept
 
 
 def run_demo(
@@ -83,50 +155,20 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seed_everything(seed)
-    detector_config = demo_detector_config()
-    detector = FasterRCNN(detector_config)
-    # the first stage on its own, sharing the detector's modules: proposals and their pictures
-    model = ProposalModel(
-        backbone=detector.backbone,
-        rpn=detector.rpn,
-        pixel_mean=detector.pixel_mean.flatten().tolist(),
-        pixel_std=detector.pixel_std.flatten().tolist(),
-    )
+    spec = ModelSpec(DETECTOR, demo_detector_config(), tuple(SyntheticShapes.class_names))
+    detector = spec.build()
     train_set = SyntheticShapes(100_000, seed=seed)  # generated on the fly: fresh every step
     val_set = SyntheticShapes(num_val, seed=seed + 1_000_003)  # held out: another seed
-    class_names = list(SyntheticShapes.class_names)
-    checkpoint_config = detector_checkpoint_config(detector_config, class_names)
     config = replace(DEMO_TRAIN, steps=steps, seed=seed)
     print(
         f"rpnkit demo: training a small Faster R-CNN (the 'tiny' RPN and a second stage) on "
         f"synthetic shapes for {steps} steps of {config.batch_size} images (at most "
         f"{time_budget_s:.0f} s) on the CPU"
     )
-
     # 1. Pictures of the anchors and of the anchors sampled for training, before training.
-    first = SyntheticShapes(1, seed=seed)[0]
-    plot_anchors_at_position(
-        first["image"],
-        _anchors_at_centre(model, train_set.image_size),
-        out_dir / "anchors.png",
-        title="anchors at the centre position of each level",
+    draw_anchors(
+        detector.first_stage, SyntheticShapes(1, seed=seed)[0], train_set.image_size, out_dir
     )
-    batch = collate([first])
-    model.eval()
-    with torch.no_grad():
-        out = model(batch.images, batch.image_sizes)
-        _, sample = model.rpn.label_and_sample_anchors(
-            out.anchors, batch.image_sizes, batch.targets
-        )
-    # the sampled slots are in random order: the first negatives drawn are a random subset
-    plot_sampled_anchors(
-        first["image"],
-        first["boxes"],
-        out.anchors[sample.pos_idx[0][sample.pos_valid[0]]],
-        out.anchors[sample.neg_idx[0][sample.neg_valid[0]]],
-        out_dir / "sampled_anchors.png",
-    )
-
     # 2. Train the whole detector jointly (the RPN's and the second stage's losses summed).
     started = time.perf_counter()
     summary = train(
@@ -134,67 +176,24 @@ def run_demo(
         train_set,
         config,
         out_dir=out_dir,
-        model_config=checkpoint_config,
+        spec=spec,
         progress=progress,
         time_budget_s=time_budget_s,
     )
     print(
-        f"trained {summary['steps']} steps in {summary['seconds']:.0f} s "
-        f"({summary['images_per_s']:.1f} images/s)"
+        f"trained {summary.steps} steps in {summary.seconds:.0f} s "
+        f"({summary.images_per_s:.1f} images/s)"
     )
-
     # 3. Held-out proposal recall and detection mAP.
-    metrics, _, kept = evaluate_model(model, val_set, batch_size=16, progress=progress)
-    detection = evaluate_detector(detector, val_set, class_names, batch_size=16, progress=progress)
-    result = {
-        "AR@10": metrics["AR@10"],
-        "AR@100": metrics["AR@100"],
-        "recall@100@0.5": metrics["recall@100@0.5"],
-        "recall@100@0.7": metrics["recall@100@0.7"],
-        "AR@300": metrics["AR@300"],
-        "mAP": detection["AP"],
-        "mAP50": detection["AP50"],
-        "VOC07_mAP50": detection["VOC07_mAP50"],
-        "per_class_VOC07_AP50": detection["per_class_VOC07_AP50"],
-        "train_steps": summary["steps"],
-        "train_seconds": round(summary["seconds"], 1),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        "num_val_images": num_val,
-    }
+    result, kept = held_out_metrics(detector, val_set, summary, progress=progress)
+    result["total_seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    save_checkpoint(
-        out_dir / "checkpoint.safetensors",
-        detector,
-        config=checkpoint_config,
-        step=summary["steps"],
-        extra={"metrics": {k: v for k, v in result.items() if not isinstance(v, dict)}},
-    )
-
+    extra = {"metrics": {k: v for k, v in result.items() if not isinstance(v, dict)}}
+    save_model(out_dir / "checkpoint.safetensors", detector, spec, step=summary.steps, extra=extra)
     # 4. Top proposals against the GT, and detections, on held-out images.
-    shown = list(range(4))
-    plot_proposals_vs_gt(
-        [val_set[i]["image"] for i in shown],
-        [kept[i][0] for i in shown],
-        [kept[i][1] for i in shown],
-        out_dir / "proposals.png",
-        top_k=10,
-    )
-    sample = val_set[0]
-    detector.eval()
-    with torch.no_grad():
-        batch = collate([sample])
-        dets = detector(batch.images, batch.image_sizes).detections
-    boxes, scores, labels = dets.per_image()[0]
-    confident = scores >= 0.5
-    plot_detections(
-        sample["image"],
-        boxes[confident],
-        scores[confident],
-        [class_names[int(c) - 1] for c in labels[confident]],
-        out_dir / "detections.png",
-    )
+    draw_results(detector, val_set, kept, out_dir)
     print(f"held-out images: {num_val}")
-    for key in ("AR@10", "AR@100", "recall@100@0.5", "mAP", "mAP50"):
+    for key in SHOWN:
         print(f"  {key:<16} {result[key]:.3f}")
     print(
         f"wrote {out_dir}/: checkpoint.safetensors (a Faster R-CNN: rpnkit detect and propose "

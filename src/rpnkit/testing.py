@@ -100,8 +100,8 @@ def torchvision_faster_rcnn(ours, *, min_size: int = 800, max_size: int = 1333):
         box_predictor=FastRCNNPredictor(roi_cfg.representation_size, roi_cfg.num_classes),
         min_size=min_size,
         max_size=max_size,
-        image_mean=ours.pixel_mean.flatten().tolist(),
-        image_std=ours.pixel_std.flatten().tolist(),
+        image_mean=ours.first_stage.pixel_mean.flatten().tolist(),
+        image_std=ours.first_stage.pixel_std.flatten().tolist(),
         rpn_anchor_generator=TVAnchorGenerator(
             tuple(lv.sizes for lv in levels), tuple(lv.ratios for lv in levels)
         ),

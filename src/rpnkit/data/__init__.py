@@ -2,9 +2,11 @@
 ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,), ``ignore`` (N,) bool, ``image_id``, ``file_name``."""
 
 from .batching import Batch, collate
+from .config import DataConfig
 from .dataset import DetectionDataset
-from .images import load_rgb
+from .images import load_rgb, to_rgb
 from .readers import DataError, DatasetIndex, Record, detect_format, read_dataset
+from .sources import ImageList, index_for_input
 from .synthetic import SyntheticShapes
 from .transforms import (
     Compose,
@@ -18,10 +20,12 @@ from .transforms import (
 __all__ = [
     "Batch",
     "Compose",
+    "DataConfig",
     "DataError",
     "DatasetIndex",
     "DetectionDataset",
     "HorizontalFlip",
+    "ImageList",
     "Record",
     "ResizeFixed",
     "ResizeShortest",
@@ -29,7 +33,9 @@ __all__ = [
     "collate",
     "detect_format",
     "eval_transforms",
+    "index_for_input",
     "load_rgb",
     "read_dataset",
+    "to_rgb",
     "train_transforms",
 ]

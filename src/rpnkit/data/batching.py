@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..modeling.sizes import SIZE_DIVISIBLE, padded_size
 from ..modeling.structures import GroundTruth
 
 
@@ -40,7 +41,7 @@ class Batch:
         )
 
 
-def collate(items: Sequence[dict | None], size_divisible: int = 32) -> Batch | None:
+def collate(items: Sequence[dict | None], size_divisible: int = SIZE_DIVISIBLE) -> Batch | None:
     """Pad a list of dataset items into a Batch. Items that are None (images that could not be
     read, already reported) are dropped; if none is left the result is None."""
     if len(items) == 0:
@@ -50,8 +51,7 @@ def collate(items: Sequence[dict | None], size_divisible: int = 32) -> Batch | N
         return None
     heights = [int(it["image"].shape[1]) for it in items]
     widths = [int(it["image"].shape[2]) for it in items]
-    h = -(-max(heights) // size_divisible) * size_divisible
-    w = -(-max(widths) // size_divisible) * size_divisible
+    h, w = padded_size(max(heights), max(widths), size_divisible)
     images = torch.zeros((len(items), 3, h, w), dtype=items[0]["image"].dtype)
     for i, it in enumerate(items):
         images[i, :, : heights[i], : widths[i]] = it["image"]

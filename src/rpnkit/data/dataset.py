@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .images import load_rgb
-from .readers import DataError, DatasetIndex
+from .readers import DataError, DatasetIndex, Record
 from .transforms import Compose
 
 
 class DetectionDataset(Dataset):
     """Items: dict with ``image`` (3, H, W) float in [0, 1], ``boxes`` (N, 4) xyxy in the
     transformed image, ``labels``, ``ignore``, ``areas`` (in original pixels), ``image_id``,
-    ``file_name``, ``scale`` (resize factor) and ``orig_size`` (h, w).
+    ``file_name``, ``scale`` (resize factor), ``orig_size`` (h, w) and ``source`` (the file).
 
     An image that cannot be decoded gives None with a warning (``collate`` drops it), or raises
     with ``strict``. Randomness (flips, scales) comes from ``seed``, the item index and the
@@ -72,23 +73,38 @@ class DetectionDataset(Dataset):
             warnings.warn(f"skipped {message}", stacklevel=2)
             return None
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        boxes = record.boxes.copy()
-        if self.proposals is not None:
+        boxes = record.boxes
+        if self.proposals is not None:  # carried through the same transforms as the boxes
             extra = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
             boxes = np.concatenate([boxes, np.asarray(extra, np.float32).reshape(-1, 4)])
-        (image, boxes), scale = self.transforms(image, boxes, rng)
-        item = {
-            "image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255,
-            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
-            "labels": torch.from_numpy(record.labels),
-            "ignore": torch.from_numpy(record.ignore),
-            "areas": torch.from_numpy(record.areas),
-            "image_id": record.image_id,
-            "file_name": record.file_name,
-            "scale": scale,
-            "orig_size": (record.height, record.width),
-        }
+        item = make_item(image, boxes, record, self.transforms, rng, source=record.path)
         if self.proposals is not None:  # split the proposals off the GT again
             n = len(record.boxes)
             item["proposals"], item["boxes"] = item["boxes"][n:], item["boxes"][:n]
         return item
+
+
+def make_item(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    record: Record,
+    transforms: Compose,
+    rng,
+    *,
+    source: Path | None = None,
+) -> dict:
+    """A dataset item from an (H, W, 3) uint8 image and (N, 4) xyxy boxes in its pixels, with
+    the labels, ignore flags and areas of ``record``; ``source`` is the image's file."""
+    (image, boxes), scale = transforms(image, boxes.copy(), rng)
+    return {
+        "image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255,
+        "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
+        "labels": torch.from_numpy(record.labels),
+        "ignore": torch.from_numpy(record.ignore),
+        "areas": torch.from_numpy(record.areas),
+        "image_id": record.image_id,
+        "file_name": record.file_name,
+        "scale": scale,
+        "orig_size": (record.height, record.width),
+        "source": source,
+    }

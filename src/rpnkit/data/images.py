@@ -1,10 +1,11 @@
-"""Loading any image as 8-bit RGB in its displayed orientation."""
+"""Any image as 8-bit RGB in its displayed orientation: files, PIL images, arrays, tensors."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .readers import DataError
@@ -20,22 +21,78 @@ def load_rgb(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, not later
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-                gray = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            if img.mode == "F":
-                arr = np.asarray(img, dtype=np.float64)
-                span = max(arr.max() - arr.min(), 1e-12)
-                gray = ((arr - arr.min()) / span * 255.0 + 0.5).astype(np.uint8)
-                return np.repeat(gray[..., None], 3, axis=2)
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")
-            rgb = np.array(img.convert("RGB"))
+            rgb = pil_to_rgb(ImageOps.exif_transpose(img))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from err
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise DataError(f"{path}: zero-size image")
     return rgb
+
+
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from a decoded PIL image of any mode (16-bit and float images
+    scaled to 8 bits, palette transparency and alpha dropped, CMYK converted)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        gray = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        span = max(arr.max() - arr.min(), 1e-12)
+        gray = ((arr - arr.min()) / span * 255.0 + 0.5).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return np.array(img.convert("RGB"))
+
+
+def to_rgb(image: Image.Image | np.ndarray | torch.Tensor, where: str = "image") -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an image in memory.
+
+    - a PIL image of any mode;
+    - a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped): uint8 as is,
+      uint16 scaled by 1/257, floating point taken as [0, 1];
+    - a tensor (C, H, W) with C in 1, 3, 4 (torchvision's layout), same value rules.
+
+    Floating-point images are rounded to 8 bits, as images read from files are. Raises
+    ValueError naming ``where`` for anything else.
+    """
+    if isinstance(image, Image.Image):
+        return pil_to_rgb(image)
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
+            raise ValueError(
+                f"{where}: a tensor image must be (C, H, W) with C 1, 3 or 4, got "
+                f"{tuple(image.shape)}"
+            )
+        image = image.detach().cpu().permute(1, 2, 0).numpy()
+    if not isinstance(image, np.ndarray):
+        raise ValueError(
+            f"{where}: expected a path, a PIL image, a numpy array or a tensor, "
+            f"got {type(image).__name__}"
+        )
+    return _array_to_rgb(image, where)
+
+
+def _array_to_rgb(arr: np.ndarray, where: str) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4) or 0 in arr.shape[:2]:
+        raise ValueError(
+            f"{where}: an image array must be (H, W) or (H, W, C) with C 1, 3 or 4, got {arr.shape}"
+        )
+    if arr.dtype == np.uint8:
+        pass
+    elif arr.dtype == np.uint16:
+        arr = (arr.astype(np.float64) / 257.0 + 0.5).astype(np.uint8)
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{where}: the image has NaN or infinite values")
+        arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    else:
+        raise ValueError(
+            f"{where}: unsupported image dtype {arr.dtype} (use uint8, uint16 or floats in [0, 1])"
+        )
+    arr = arr[..., :3]
+    return np.ascontiguousarray(np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr)

@@ -11,6 +11,18 @@ import numpy as np
 from PIL import Image
 
 
+def resize_scale(height: int, width: int, short: int, max_size: int) -> float:
+    """The factor that brings the shorter side to ``short`` without the longer exceeding
+    ``max_size``: the one formula for the network's input size (training, inference and the
+    anchor diagnostics)."""
+    return min(short / min(height, width), max_size / max(height, width))
+
+
+def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(height, width) of an image resized by ``scale``, at least one pixel each."""
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
 @dataclass(frozen=True)
 class ResizeShortest:
     """Scale so that the shorter side is ``short`` without the longer exceeding ``max_size``
@@ -25,8 +37,8 @@ class ResizeShortest:
         short = self.short
         if not isinstance(short, int):
             short = int(rng.choice(list(short)))
-        scale = min(short / min(h, w), self.max_size / max(h, w))
-        new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+        scale = resize_scale(h, w, short, self.max_size)
+        new_h, new_w = resized_size(h, w, scale)
         return _resize(image, boxes, new_w, new_h), scale
 
 

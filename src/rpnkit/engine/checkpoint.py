@@ -1,19 +1,25 @@
-"""Checkpoints: one safetensors file holding weights, optimizer tensors and a JSON header.
+"""Checkpoints: one safetensors file holding weights, optimizer tensors and a JSON header, and
+the schema of what the header says the model is (``ModelSpec``: kind, config, class names).
 
 Nothing in a checkpoint is executed on load: tensors are read by safetensors and everything else
-(the model config, optimizer hyper-parameters, scheduler and RNG states, the step) is JSON in the
+(the model spec, optimizer hyper-parameters, scheduler and RNG states, the step) is JSON in the
 file's metadata. Files are written to a temporary name and renamed, so a crash mid-write never
 leaves a truncated checkpoint behind.
+
+Format 2 nests a detector's first stage under ``first_stage.``; format-1 files (a detector's
+``backbone.*`` and ``rpn.*`` at the top) are read and renamed on load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -21,7 +27,85 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-FORMAT = "rpnkit-checkpoint-1"
+from ..config import config_from_dict, config_to_dict
+from ..modeling.presets import (
+    DetectorConfig,
+    ModelConfig,
+    build_detector,
+    build_model,
+    without_pretrained_weights,
+)
+
+FORMAT = "rpnkit-checkpoint-2"
+READABLE_FORMATS = ("rpnkit-checkpoint-1", FORMAT)
+RPN = "rpn"
+DETECTOR = "faster-rcnn"
+Kind = Literal["rpn", "faster-rcnn"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a checkpoint's model is: its ``kind`` (an RPN, ``ProposalModel``, or a Faster
+    R-CNN), its full config, and the class names of its training set (label k is
+    ``class_names[k - 1]``; an RPN keeps them for reference)."""
+
+    kind: Kind
+    config: ModelConfig | DetectorConfig
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        expected = DetectorConfig if self.kind == DETECTOR else ModelConfig
+        if self.kind not in (RPN, DETECTOR) or not isinstance(self.config, expected):
+            raise ValueError(
+                f"a {self.kind!r} model needs a {expected.__name__}, got "
+                f"{type(self.config).__name__}"
+            )
+
+    @property
+    def is_detector(self) -> bool:
+        return self.kind == DETECTOR
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The first stage's config (the whole config of an RPN)."""
+        return self.config.model if isinstance(self.config, DetectorConfig) else self.config
+
+    def build(self, *, pretrained: bool = True) -> nn.Module:
+        """A fresh ``ProposalModel`` or ``FasterRCNN``; ``pretrained=False`` skips loading
+        backbone weights (a checkpoint's weights replace them)."""
+        if self.is_detector:
+            config = self.config
+            if not pretrained:
+                config = dataclasses.replace(config, model=without_pretrained_weights(config.model))
+            return build_detector(config)
+        return build_model(self.config if pretrained else without_pretrained_weights(self.config))
+
+    def to_dict(self) -> dict:
+        key = "detector" if self.is_detector else "model"
+        return {
+            "kind": self.kind,
+            key: config_to_dict(self.config),
+            "class_names": list(self.class_names),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, where: str = "checkpoint") -> ModelSpec:
+        """Read ``to_dict``'s form; a bare ``ModelConfig`` dict (format 1's RPN) is an RPN."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: the model config is not a mapping")
+        try:
+            kind = data.get("kind", RPN)
+            if kind == DETECTOR:
+                config = config_from_dict(DetectorConfig, data["detector"], where=where)
+            elif "kind" in data:
+                config = config_from_dict(ModelConfig, data["model"], where=where)
+            else:
+                config = config_from_dict(ModelConfig, data, where=where)
+            return cls(kind, config, tuple(data.get("class_names", ())))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                f"{where}: the checkpoint's model config is not usable: {err}"
+            ) from err
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -125,10 +209,13 @@ def load_checkpoint(path: str | Path) -> dict:
         raise ValueError(
             f"{path}: not a readable rpnkit checkpoint ({type(err).__name__}: {err})"
         ) from err
-    if header.get("format") != FORMAT:
+    if header.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{path}: unknown checkpoint format {header.get('format')!r}")
+    weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    if header["format"] == "rpnkit-checkpoint-1":
+        weights = _upgrade_format_1(weights, header["config"])
     out = {
-        "model": {k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+        "model": weights,
         "config": header["config"],
         "step": header["step"],
         "extra": header.get("extra", {}),
@@ -139,3 +226,31 @@ def load_checkpoint(path: str | Path) -> dict:
         opt = {k: v for k, v in tensors.items() if k.startswith("optim.")}
         out["optimizer"] = _unflatten_optimizer(opt, header["optimizer"])
     return out
+
+
+def _upgrade_format_1(weights: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
+    """Format 1 kept a detector's backbone and RPN at the top of its state dict."""
+    if not (isinstance(config, dict) and config.get("kind") == DETECTOR):
+        return weights
+    first = ("backbone.", "rpn.")
+    return {("first_stage." + k if k.startswith(first) else k): v for k, v in weights.items()}
+
+
+def save_model(
+    path: str | Path, model: nn.Module, spec: ModelSpec, *, step: int = 0, **state: Any
+) -> Path:
+    """``save_checkpoint`` with the header's config written from ``spec``."""
+    return save_checkpoint(path, model, config=spec.to_dict(), step=step, **state)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
+    """The model of a checkpoint (an RPN's ``ProposalModel`` or a ``FasterRCNN``, in eval mode
+    on ``device``) and its spec. Nothing in the file is executed."""
+    state = load_checkpoint(path)
+    spec = ModelSpec.from_dict(state["config"], where=f"{path}")
+    model = spec.build(pretrained=False)  # every weight is in the checkpoint
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: the weights do not fit the model config: {err}") from err
+    return model.to(device).eval(), spec

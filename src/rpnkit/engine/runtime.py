@@ -1,214 +1,275 @@
-"""Running a trained model: load it from a checkpoint, propose boxes for images, folders or
-datasets, and write COCO-style results."""
+"""The inference runtime: ``rpnkit.load`` a checkpoint, then ``propose``, ``detect`` or
+``evaluate`` on anything that holds images.
+
+    model = rpnkit.load("runs/x/checkpoint.safetensors", device="cuda")  # kind read from the file
+    dets = model.detect(["a.jpg", pil_image, np_array, tensor], batch_size=8, amp="bf16")
+    props = model.propose("photos/", top=1000)
+
+Inputs: an image file, a folder of images, a dataset (COCO JSON, VOC, YOLO; ``split`` and the
+other data options pick it), a ``DatasetIndex`` or a dataset of items, or a list of image files,
+PIL images, numpy arrays and tensors (``rpnkit.data.to_rgb`` says which). Images are resized as
+in training (shorter side ``short_side``, longer at most ``max_size``); results come back per
+image in original pixels. Batch-norm folding and autocast are decided here, for every caller.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
+from torch.utils.data import Dataset
 
-from ..config import config_from_dict
-from ..data import DetectionDataset
-from ..data.images import load_rgb
-from ..data.readers import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, read_dataset
-from ..data.transforms import Compose
-from ..evaluation.recall import batched_proposals, to_original_pixels
-from ..modeling.backbones.fold import fold_batch_norm
-from ..modeling.presets import ModelConfig, build_model
-from ..modeling.proposal_model import ProposalModel
-from .checkpoint import load_checkpoint
+from ..data import DatasetIndex, DetectionDataset, ImageList, eval_transforms, index_for_input
+from ..modeling.rpn import ProposalConfig
+from .checkpoint import ModelSpec, load_model
+from .device import fold_for_inference, inference_precision, resolve_device
+from .evaluate import (
+    DetectionReport,
+    RecallReport,
+    evaluate_detections,
+    evaluate_proposals,
+)
+from .results import DetectionResult, ProposalResult
+from .runner import (
+    detection_forward,
+    first_stage,
+    proposal_forward,
+    run_batches,
+    to_original_pixels,
+)
 
-
-def load_model(
-    path: str | Path, device: torch.device | str = "cpu", *, fold_bn: bool = False
-) -> tuple[ProposalModel, ModelConfig]:
-    """A ProposalModel and its config from a checkpoint written by ``rpnkit train`` or
-    ``rpnkit demo`` (for a Faster R-CNN checkpoint, the detector, whose RPN proposes, and its
-    first-stage config). Nothing in the file is executed. ``fold_bn``: fold the backbone's
-    batch norms into its convolutions (``fold_for_inference``), for inference only."""
-    state = load_checkpoint(path)
-    if isinstance(state["config"], dict) and state["config"].get("kind") == "faster-rcnn":
-        from .detect import load_detector  # its RPN proposes; its outputs carry .proposals
-
-        detector, detector_config, _ = load_detector(path, device, fold_bn=fold_bn)
-        return detector, detector_config.model
-    try:
-        config = config_from_dict(ModelConfig, state["config"], where=f"{path} config")
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{path}: the checkpoint's model config is not usable: {err}") from err
-    # the checkpoint holds every weight: do not load pretrained backbone files first
-    bare = dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, weights=None))
-    model = build_model(bare)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: the weights do not fit the model config: {err}") from err
-    model = model.to(device).eval()
-    return (fold_for_inference(model) if fold_bn else model), config
+Inputs = Any  # str | Path | DatasetIndex | Dataset | Sequence[str | Path | ImageLike]
 
 
-def fold_for_inference(model: nn.Module) -> nn.Module:
-    """Fold the backbone's batch norms into its convolutions, in place: the same function with
-    less memory traffic (effnet-lite0's backbone: about 16 % less time on a 2-core CPU). The
-    model can then no longer be trained or saved in the checkpoint's layout."""
-    model.eval()
-    probe = torch.rand(1, 3, 128, 128, device=model.pixel_mean.device)
-    fold_batch_norm(model.backbone, probe)
-    return model
+class Predictor:
+    """A trained RPN or Faster R-CNN ready for inference. ``network`` is the model (eval mode,
+    batch norms folded unless ``fold_bn=False``), ``spec`` what its checkpoint says it is.
+    ``amp`` (``"none"``, ``"bf16"``, ``"fp16"``) is the default precision of every call."""
 
+    def __init__(
+        self,
+        network: nn.Module,
+        spec: ModelSpec,
+        *,
+        device: torch.device | str = "auto",
+        fold_bn: bool = True,
+        amp: str = "none",
+        short_side: int = 800,
+        max_size: int = 1333,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.network = network.to(self.device).eval()
+        if fold_bn:
+            fold_for_inference(self.network)
+        self.spec = spec
+        inference_precision(amp, self.device)  # an unusable setting fails here, once
+        self.amp = amp
+        self.short_side, self.max_size = short_side, max_size
 
-def inference_precision(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """The context to run inference in: ``"none"`` (float32), ``"bf16"`` or ``"fp16"`` autocast.
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
 
-    Convolutions and matmuls then run in half precision; rpnkit decodes and selects boxes in
-    float32 either way. With the backbone's batch norms folded (as the CLI does) bf16 is where
-    the GPU gains most (docs/performance.md); on a CPU without bf16 units it is slower.
-    """
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in dtypes:
-        raise ValueError(f"--amp {amp!r}: expected none, bf16 or fp16")
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError(f"--amp fp16 needs a CUDA device (got {device}); use bf16 on the CPU")
-    return torch.autocast(device.type, dtype=dtypes[amp])
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
 
+    def precision(self, amp: str | None = None):
+        return inference_precision(self.amp if amp is None else amp, self.device)
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def index_for_input(
-    path: str | Path,
-    *,
-    split: str = "val",
-    fmt: str | None = None,
-    split_file=None,
-    strict: bool = False,
-) -> DatasetIndex:
-    """An image, a folder of images, or a dataset (COCO, VOC, YOLO) as a DatasetIndex; plain
-    images get no boxes and integer ids in name order."""
-    path = Path(path)
-    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        files = [path]
-    elif path.is_dir() and fmt is None and not _looks_like_dataset(path):
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    else:
-        return read_dataset(path, split=split, fmt=fmt, split_file=split_file, strict=strict)
-    records = []
-    for i, f in enumerate(files):
-        try:
-            h, w = load_rgb(f).shape[:2]
-        except DataError:
-            if strict:
-                raise
-            continue
-        empty = np.zeros((0,), np.float32)
-        records.append(
-            Record(
-                f,
-                i,
-                w,
-                h,
-                np.zeros((0, 4), np.float32),
-                empty.astype(np.int64),
-                empty.astype(bool),
-                empty,
+    def dataset(
+        self,
+        inputs: Inputs,
+        *,
+        split: str = "val",
+        fmt: str | None = None,
+        split_file: str | Path | None = None,
+        strict: bool = False,
+        names: Sequence[str] | None = None,
+    ) -> Dataset:
+        """``inputs`` as dataset items resized for the network."""
+        transforms = eval_transforms(self.short_side, self.max_size)
+        if isinstance(inputs, Dataset):
+            return inputs
+        if isinstance(inputs, (str, Path)):
+            inputs = index_for_input(
+                inputs, split=split, fmt=fmt, split_file=split_file, strict=strict
             )
-        )
-    return DatasetIndex(records, [], source=str(path))
-
-
-def _looks_like_dataset(path: Path) -> bool:
-    return (
-        (path / "data.yaml").is_file()
-        or any(path.glob("annotations/*"))
-        or any(path.glob("Annotations/*"))
-        or any(path.glob("*.xml"))
-    )
-
-
-@torch.no_grad()
-def propose(
-    model: ProposalModel,
-    dataset: DetectionDataset,
-    *,
-    top: int = 100,
-    batch_size: int = 4,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> Iterator[tuple[dict, np.ndarray, np.ndarray]]:
-    """For each readable image: (item, (K, 4) xyxy boxes in original-image pixels, (K,) scores)."""
-    model.to(device).eval()
-    for items, _, proposals in batched_proposals(
-        model, dataset, batch_size=batch_size, device=device, progress=progress, desc="proposing"
-    ):
-        boxes, scores, num = proposals.boxes.cpu(), proposals.scores.cpu(), proposals.num.cpu()
-        for i, item in enumerate(items):
-            n = min(int(num[i]), top)
-            yield item, (boxes[i, :n] * to_original_pixels(item)).numpy(), scores[i, :n].numpy()
-
-
-def coco_results(
-    image_id, file_name: str, boxes: np.ndarray, scores: np.ndarray, **extra
-) -> list[dict]:
-    """COCO results entries: ``bbox`` as [x, y, w, h] in pixels, rounded to 0.01."""
-    return [
-        {
-            "file_name": file_name,
-            "image_id": image_id,
-            "bbox": [
-                round(float(b[0]), 2),
-                round(float(b[1]), 2),
-                round(float(b[2] - b[0]), 2),
-                round(float(b[3] - b[1]), 2),
-            ],
-            "score": round(float(s), 5),
-            **extra,
-        }
-        for b, s in zip(boxes, scores)
-    ]
-
-
-def write_json(path: str | Path, data) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
-    return path
-
-
-def eval_dataset(index: DatasetIndex, short: int, max_size: int) -> DetectionDataset:
-    from ..data.transforms import ResizeShortest
-
-    return DetectionDataset(index, Compose((ResizeShortest(short, max_size),)))
-
-
-def format_table(metrics: dict[str, float], ks: Sequence[int]) -> str:
-    """A text table: rows AR (0.5:0.95), recall@0.5 and @0.7; columns k x sizes."""
-    lines = []
-    sizes = ("", "_small", "_medium", "_large")
-    header = f"{'':>14}" + "".join(f"{'k=' + str(k):>9}" for k in ks)
-    for size in sizes:
-        name = size.removeprefix("_") or "all"
-        lines.append(f"[{name}]")
-        lines.append(header)
-        for label, key in (
-            ("AR 0.5:0.95", "AR@{k}"),
-            ("recall@0.5", "recall@{k}@0.5"),
-            ("recall@0.7", "recall@{k}@0.7"),
+        if isinstance(inputs, DatasetIndex):
+            return DetectionDataset(inputs, transforms, strict=strict)
+        if isinstance(inputs, (Image.Image, np.ndarray)) or (
+            isinstance(inputs, torch.Tensor) and inputs.ndim == 3
         ):
-            values = [metrics.get(key.format(k=k) + size, float("nan")) for k in ks]
-            lines.append(f"{label:>14}" + "".join(f"{v:9.3f}" for v in values))
-    return "\n".join(lines)
+            inputs = [inputs]  # one image in memory
+        return ImageList(list(inputs), transforms, names=names, strict=strict)
+
+    def iter_proposals(
+        self,
+        inputs: Inputs,
+        *,
+        top: int = 100,
+        batch_size: int = 4,
+        amp: str | None = None,
+        progress: bool = False,
+        proposal_config: ProposalConfig | None = None,
+        **data_options,
+    ) -> Iterator[ProposalResult]:
+        """Each readable image's best ``top`` proposals, in input order, as they are computed.
+        ``proposal_config`` overrides the RPN's test setting (the alternating schedule
+        proposes with its training one)."""
+        if top < 1:
+            raise ValueError(f"top must be at least 1, got {top}")
+        for items, _, proposals in run_batches(
+            proposal_forward(self.network, proposal_config),
+            self.dataset(inputs, **data_options),
+            batch_size=batch_size,
+            device=self.device,
+            progress=progress,
+            desc="proposing",
+            precision=self.precision(amp),
+        ):
+            boxes, scores, num = proposals.boxes.cpu(), proposals.scores.cpu(), proposals.num.cpu()
+            for i, item in enumerate(items):
+                n = min(int(num[i]), top)
+                yield ProposalResult(
+                    item["image_id"],
+                    item["file_name"],
+                    boxes[i, :n] * to_original_pixels(item),
+                    scores[i, :n],
+                    tuple(item["orig_size"]),
+                    item.get("source"),
+                )
+
+    def iter_detections(
+        self,
+        inputs: Inputs,
+        *,
+        score_threshold: float = 0.0,
+        batch_size: int = 4,
+        amp: str | None = None,
+        progress: bool = False,
+        **data_options,
+    ) -> Iterator[DetectionResult]:
+        """Each readable image's detections scoring at least ``score_threshold`` (the model
+        itself keeps those above its own threshold, 0.05 by default), in input order."""
+        detector = self._detector()
+        for items, _, found in run_batches(
+            detection_forward(detector),
+            self.dataset(inputs, **data_options),
+            batch_size=batch_size,
+            device=self.device,
+            progress=progress,
+            desc="detecting",
+            precision=self.precision(amp),
+        ):
+            for item, (boxes, scores, labels) in zip(items, found.per_image()):
+                keep = scores >= score_threshold
+                yield DetectionResult(
+                    item["image_id"],
+                    item["file_name"],
+                    boxes[keep].cpu() * to_original_pixels(item),
+                    scores[keep].cpu(),
+                    labels[keep].cpu(),
+                    self.class_names,
+                    tuple(item["orig_size"]),
+                    item.get("source"),
+                )
+
+    def propose(self, inputs: Inputs, **options) -> list[ProposalResult]:
+        """``iter_proposals`` as a list."""
+        return list(self.iter_proposals(inputs, **options))
+
+    def detect(self, inputs: Inputs, **options) -> list[DetectionResult]:
+        """``iter_detections`` as a list."""
+        return list(self.iter_detections(inputs, **options))
+
+    def evaluate(self, data: Inputs, **options) -> RecallReport | DetectionReport:
+        """Detection mAP for a Faster R-CNN, proposal recall for an RPN."""
+        if self.spec.is_detector:
+            return self.evaluate_detections(data, **options)
+        return self.evaluate_proposals(data, **options)
+
+    def evaluate_proposals(
+        self,
+        data: Inputs,
+        *,
+        batch_size: int = 4,
+        amp: str | None = None,
+        progress: bool = False,
+        **data_options,
+    ) -> RecallReport:
+        """COCO-style proposal recall on a labelled dataset (a detector's through its RPN)."""
+        return evaluate_proposals(
+            first_stage(self.network),
+            self.dataset(data, **data_options),
+            batch_size=batch_size,
+            device=self.device,
+            progress=progress,
+            precision=self.precision(amp),
+        )
+
+    def evaluate_detections(
+        self,
+        data: Inputs,
+        *,
+        batch_size: int = 4,
+        amp: str | None = None,
+        progress: bool = False,
+        **data_options,
+    ) -> DetectionReport:
+        """COCO and VOC mAP on a labelled dataset whose classes are the checkpoint's."""
+        dataset = self.dataset(data, **data_options)
+        names = list(getattr(dataset, "class_names", []) or [])
+        if names and names != list(self.class_names):
+            index = getattr(dataset, "index", None)
+            source = index.source if index is not None else type(dataset).__name__
+            raise ValueError(
+                f"{source}: its classes {names[:5]}... differ from the checkpoint's "
+                f"{list(self.class_names)[:5]}..."
+            )
+        return evaluate_detections(
+            self._detector(),
+            dataset,
+            self.class_names,
+            batch_size=batch_size,
+            device=self.device,
+            progress=progress,
+            precision=self.precision(amp),
+        )
+
+    def _detector(self) -> nn.Module:
+        if not self.spec.is_detector:
+            raise ValueError(
+                "not a Faster R-CNN checkpoint (train one with --model faster-rcnn); proposal "
+                "checkpoints go to rpnkit propose"
+            )
+        return self.network
+
+
+def load(
+    path: str | Path,
+    device: torch.device | str = "auto",
+    *,
+    fold_bn: bool = True,
+    amp: str = "none",
+    short_side: int = 800,
+    max_size: int = 1333,
+) -> Predictor:
+    """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
+    an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
+    device = resolve_device(device)
+    network, spec = load_model(path, device)
+    return Predictor(
+        network,
+        spec,
+        device=device,
+        fold_bn=fold_bn,
+        amp=amp,
+        short_side=short_side,
+        max_size=max_size,
+    )

@@ -20,9 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config import config_to_dict
 from ..data.readers import DatasetIndex
+from ..data.transforms import resize_scale, resized_size
 from ..modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors
 from ..modeling.boxes import box_iou
+from ..modeling.presets import ModelConfig
+from ..modeling.sizes import feature_sizes
 from .recall import AREA_RANGES
 
 THRESHOLDS = (0.7, 0.5, 0.3)
@@ -44,13 +48,13 @@ class GTSample:
 def collect_gt(index: DatasetIndex, *, short: int = 800, max_size: int = 1333) -> GTSample:
     boxes, areas, image, files, sizes = [], [], [], [], []
     for i, r in enumerate(index.records):
-        scale = min(short / min(r.height, r.width), max_size / max(r.height, r.width))
+        scale = resize_scale(r.height, r.width, short, max_size)
         keep = ~r.ignore
         boxes.append(r.boxes[keep] * scale)
         areas.append(r.areas[keep])
         image.append(np.full(int(keep.sum()), i))
         files.append(r.file_name)
-        sizes.append((round(r.height * scale), round(r.width * scale)))
+        sizes.append(resized_size(r.height, r.width, scale))
     return GTSample(
         np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
         np.concatenate(areas) if areas else np.zeros(0, np.float32),
@@ -68,8 +72,7 @@ def best_anchor_iou(config: AnchorConfig, sample: GTSample, *, chunk: int = 1 <<
         rows = np.nonzero(sample.image == i)[0]
         if len(rows) == 0:
             continue
-        hp, wp = -(-h // 32) * 32, -(-w // 32) * 32  # padded as collate pads
-        anchors = generator([(-(-hp // s), -(-wp // s)) for s in config.strides])
+        anchors = generator(feature_sizes(h, w, config.strides))  # padded as collate pads
         gt = torch.from_numpy(sample.boxes[rows])
         top = torch.zeros(len(rows))
         for start in range(0, len(anchors), chunk):  # bounded memory
@@ -203,3 +206,82 @@ def describe_anchors(config: AnchorConfig) -> str:
             )
         lines.append(f"  stride {lv.stride:>3}: {shapes}")
     return "\n".join(lines)
+
+
+@dataclass
+class AnchorReport:
+    """``rpnkit anchors``: a preset's anchor coverage of a dataset at training scale, the boxes
+    no anchor covers, and optionally anchors fitted to the dataset with their coverage."""
+
+    model: ModelConfig
+    short_side: int
+    threshold: float
+    num_boxes: int
+    coverage: dict
+    unmatched: list[dict]
+    fitted: AnchorConfig | None = None
+    coverage_fitted: dict | None = None
+
+    def fitted_model(self) -> ModelConfig:
+        """The preset's config with the fitted anchors (for ``rpnkit train --config``)."""
+        if self.fitted is None:
+            raise ValueError("no fitted anchors: build the report with fit=True")
+        rpn = dataclasses.replace(self.model.rpn, anchors=self.fitted)
+        return dataclasses.replace(self.model, rpn=rpn)
+
+    def to_dict(self) -> dict:
+        out = {"preset": self.model.preset, "coverage": self.coverage, "unmatched": self.unmatched}
+        if self.fitted is not None:
+            out["fitted_anchors"] = config_to_dict(self.fitted)
+            out["coverage_fitted"] = self.coverage_fitted
+        return out
+
+    def format(self, show: int = 20) -> str:
+        anchors = self.model.rpn.anchors
+        lines = [
+            f"\nanchors of {self.model.preset}:\n{describe_anchors(anchors)}",
+            f"\nbest-anchor IoU of {self.num_boxes} GT boxes at training scale (shorter side "
+            f"{self.short_side}): the upper bound of what the RPN can be taught",
+            format_coverage(self.coverage),
+            f"\n{len(self.unmatched)} box(es) with no anchor at IoU >= {self.threshold}"
+            + (":" if self.unmatched else ""),
+        ]
+        for row in self.unmatched[:show]:
+            lines.append(
+                f"  {row['file']}: box {row['box_at_training_scale']} best IoU {row['best_iou']}"
+            )
+        if len(self.unmatched) > show:
+            lines.append(f"  ... and {len(self.unmatched) - show} more (all in --json)")
+        if self.fitted is not None:
+            k = sum(anchors.num_anchors_per_level)
+            lines.append(f"\nfitted anchors (k-means, distance 1 - IoU, k = {k}):")
+            lines += [describe_anchors(self.fitted), format_coverage(self.coverage_fitted)]
+        return "\n".join(lines)
+
+
+def anchor_report(
+    model: ModelConfig,
+    index: DatasetIndex,
+    *,
+    short: int = 800,
+    max_size: int = 1333,
+    threshold: float = 0.3,
+    fit: bool = False,
+    seed: int = 0,
+) -> AnchorReport:
+    """Coverage of ``index``'s boxes by ``model``'s anchors and, with ``fit``, by anchors
+    fitted to them."""
+    sample = collect_gt(index, short=short, max_size=max_size)
+    best = best_anchor_iou(model.rpn.anchors, sample)
+    report = AnchorReport(
+        model,
+        short,
+        threshold,
+        len(best),
+        coverage_table(sample, best),
+        unmatched(sample, best, threshold),
+    )
+    if fit:
+        report.fitted = fit_anchors(model.rpn.anchors, sample, seed=seed)
+        report.coverage_fitted = coverage_table(sample, best_anchor_iou(report.fitted, sample))
+    return report

@@ -216,3 +216,15 @@ def format_per_class(per_class: dict[str, float], title: str = "AP") -> str:
             else f"{name:<{width}}  {'-':>6}"
         )
     return "\n".join(lines)
+
+
+def format_detection_metrics(metrics: dict) -> str:
+    """COCO box AP, VOC mAP@0.5 (07 11-point and area) and the per-class AP table."""
+    return "\n".join(
+        [
+            "COCO box AP: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in COCO_STATS),
+            f"VOC mAP@0.5: 2007 11-point {metrics['VOC07_mAP50']:.3f}, "
+            f"area {metrics['VOC_area_mAP50']:.3f}",
+            format_per_class(metrics["per_class_AP"], "AP"),
+        ]
+    )

@@ -159,39 +159,6 @@ def proposal_recall_summary(
     return out
 
 
-@torch.no_grad()
-def batched_outputs(model, dataset, *, batch_size: int, device, progress: bool, desc: str):
-    """Yield (items, batch, model output) for consecutive batches of the readable items of
-    ``dataset`` (unreadable ones, None, are left out)."""
-    from tqdm import tqdm
-
-    from ..data import collate
-
-    starts = range(0, len(dataset), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        items = [it for it in items if it is not None]
-        if not items:
-            continue
-        batch = collate(items).to(device)
-        yield items, batch, model(batch.images, batch.image_sizes, image_scales=batch.image_scales)
-
-
-def batched_proposals(model, dataset, *, batch_size: int, device, progress: bool, desc: str):
-    """Yield (items, batch, proposals) for consecutive batches of readable items."""
-    for items, batch, out in batched_outputs(
-        model, dataset, batch_size=batch_size, device=device, progress=progress, desc=desc
-    ):
-        yield items, batch, out.proposals
-
-
-def to_original_pixels(item: dict) -> Tensor:
-    """(4,) factors taking xyxy boxes of a resized dataset item back to its original pixels."""
-    oh, ow = item["orig_size"]
-    h, w = item["image"].shape[1:]
-    return torch.tensor([ow / w, oh / h, ow / w, oh / h])
-
-
 def pad_boxes(lists: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """[(n_i, 4)] -> (I, N, 4) zero-padded boxes and (I, N) validity."""
     n = max([1, *(len(b) for b in lists)])
@@ -203,60 +170,7 @@ def pad_boxes(lists: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     return boxes, valid
 
 
-@torch.no_grad()
-def evaluate_model(
-    model: torch.nn.Module,
-    dataset,
-    *,
-    batch_size: int = 8,
-    device: torch.device | str = "cpu",
-    max_dets: Sequence[int] = MAX_DETS,
-    progress: bool = True,
-) -> tuple[dict[str, float], MatchTable, list]:
-    """Run a ProposalModel over ``dataset`` and measure proposal recall.
-
-    Size ranges use the items' ``areas`` (COCO's, in original pixels) when they have them, else
-    the box areas brought back to original pixels. Unreadable images (None items) are left out.
-    Returns the summary, the match table and per-image (proposal boxes, real GT boxes) on the
-    CPU.
-    """
-    model.to(device).eval()
-    preds, valids, gts, masks, crowds, areas, kept = [], [], [], [], [], [], []
-    k = max(max_dets)
-    for items, batch, proposals in batched_proposals(
-        model, dataset, batch_size=batch_size, device=device, progress=progress, desc="evaluating"
-    ):
-        preds.append(proposals.boxes[:, :k].cpu())
-        valids.append(proposals.valid[:, :k].cpu())
-        t = batch.targets.to("cpu")
-        gts.append(t.boxes)
-        masks.append(t.mask)
-        crowds.append(t.ignore)
-        area = torch.zeros(t.mask.shape, dtype=torch.float64)
-        for i, it in enumerate(items):
-            g = len(it["boxes"])
-            if "areas" in it:
-                area[i, :g] = it["areas"].double()
-            else:
-                b = it["boxes"].double()
-                area[i, :g] = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) / it.get("scale", 1.0) ** 2
-            n = int(proposals.num[i])
-            kept.append((proposals.boxes[i, :n].cpu(), t.boxes[i][t.mask[i] & ~t.ignore[i]]))
-        areas.append(area)
-    if not preds:
-        raise ValueError("no readable images to evaluate")
-    table = match_proposals(
-        _pad_cat(preds),
-        _pad_cat(valids),
-        _pad_cat(gts),
-        _pad_cat(masks),
-        _pad_cat(crowds),
-        _pad_cat(areas),
-    )
-    return proposal_recall_summary(table, max_dets), table, kept
-
-
-def _pad_cat(tensors: Sequence[Tensor]) -> Tensor:
+def pad_cat(tensors: Sequence[Tensor]) -> Tensor:
     """Concatenate along dim 0, padding dim 1 with zeros (False) to the longest."""
     width = max(t.shape[1] for t in tensors)
     padded = []
@@ -304,3 +218,22 @@ def recall_vs_iou(
     for k in ks:
         out[f"recall@{k}"] = [float(v) for v in table.recall(k)[0]]
     return out
+
+
+def format_recall_table(metrics: dict[str, float], ks: Sequence[int] = MAX_DETS) -> str:
+    """A text table: rows AR (0.5:0.95), recall@0.5 and @0.7; columns k x sizes."""
+    lines = []
+    sizes = ("", "_small", "_medium", "_large")
+    header = f"{'':>14}" + "".join(f"{'k=' + str(k):>9}" for k in ks)
+    for size in sizes:
+        name = size.removeprefix("_") or "all"
+        lines.append(f"[{name}]")
+        lines.append(header)
+        for label, key in (
+            ("AR 0.5:0.95", "AR@{k}"),
+            ("recall@0.5", "recall@{k}@0.5"),
+            ("recall@0.7", "recall@{k}@0.7"),
+        ):
+            values = [metrics.get(key.format(k=k) + size, float("nan")) for k in ks]
+            lines.append(f"{label:>14}" + "".join(f"{v:9.3f}" for v in values))
+    return "\n".join(lines)

@@ -142,10 +142,30 @@ class BoxCoder:
         )
 
 
-def check_boxes_shape(boxes: Tensor, name: str = "boxes") -> None:
-    """Raise ValueError unless ``boxes`` is (..., 4)."""
-    if boxes.ndim < 1 or boxes.shape[-1] != 4:
-        raise ValueError(f"{name} must have shape (..., 4) in xyxy order, got {tuple(boxes.shape)}")
+def generalized_iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """1 - GIoU for paired (..., 4) xyxy boxes -> (...)."""
+    tiny = torch.finfo(boxes1.dtype).tiny
+    inter = (
+        (
+            torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+            - torch.maximum(boxes1[..., :2], boxes2[..., :2])
+        )
+        .clamp(min=0)
+        .prod(-1)
+    )
+    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
+    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
+    union = area1 + area2 - inter
+    hull = (
+        (
+            torch.maximum(boxes1[..., 2:], boxes2[..., 2:])
+            - torch.minimum(boxes1[..., :2], boxes2[..., :2])
+        )
+        .clamp(min=0)
+        .prod(-1)
+    )
+    iou = inter / union.clamp(min=tiny)
+    return 1 - iou + (hull - union) / hull.clamp(min=tiny)
 
 
 def find_bad_gt_boxes(gt_boxes: Tensor, gt_mask: Tensor, image_sizes: Tensor) -> Tensor:

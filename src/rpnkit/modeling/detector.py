@@ -1,28 +1,19 @@
-"""Faster R-CNN: a backbone, rpnkit's RPN and the Fast R-CNN second stage, trained jointly
-(the four losses summed: the paper's approximate joint training)."""
+"""Faster R-CNN: a first stage (``ProposalModel``: backbone and RPN) and the Fast R-CNN second
+stage on its features, trained jointly (the four losses summed: the paper's approximate joint
+training) or on given proposals (the alternating schedule's detector steps)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from .presets import ModelConfig, build_model, preset_config
-from .proposal_model import normalize
-from .roi_heads import Detections, RoIHeadConfig, RoIHeads
-from .rpn import Proposals
+from .freezing import Freezable
+from .proposal_model import ProposalModel
+from .roi_heads import Detections, RoIHeads
+from .rpn import Proposals, RegionProposalNetwork
 from .structures import GroundTruth
-
-
-@dataclass(frozen=True)
-class DetectorConfig:
-    """A first stage (any proposal preset) and a second stage. ``pooled_levels``: how many of
-    the backbone's levels the RoI pooler uses (FPN: P2-P5, the first four; single level: 1)."""
-
-    model: ModelConfig = field(default_factory=lambda: preset_config("effnet-lite0-fpn"))
-    roi: RoIHeadConfig = field(default_factory=RoIHeadConfig)
-    pooled_levels: int = 4
 
 
 @dataclass
@@ -32,22 +23,32 @@ class DetectorOutput:
     losses: dict[str, Tensor]
 
 
-class FasterRCNN(nn.Module):
-    def __init__(self, config: DetectorConfig) -> None:
+class FasterRCNN(Freezable):
+    """``first_stage`` proposes; ``roi_heads`` pools the first ``pooled_levels`` of its feature
+    maps (FPN: P2-P5) for every proposal, classifies and refines. Built by
+    ``presets.build_detector``; the first stage is a module of its own, usable alone."""
+
+    def __init__(
+        self, *, first_stage: ProposalModel, roi_heads: RoIHeads, pooled_levels: int
+    ) -> None:
         super().__init__()
-        first = build_model(config.model)
-        self.config = config
-        self.backbone = first.backbone
-        self.rpn = first.rpn
-        self.register_buffer("pixel_mean", first.pixel_mean.clone(), False)
-        self.register_buffer("pixel_std", first.pixel_std.clone(), False)
-        levels = min(config.pooled_levels, len(self.backbone.strides))
-        self.pooled_levels = levels
-        self.roi_heads = RoIHeads(
-            in_channels=self.backbone.out_channels,
-            strides=self.backbone.strides[:levels],
-            config=config.roi,
-        )
+        strides = tuple(first_stage.backbone.strides)
+        if tuple(roi_heads.pooler.strides) != strides[:pooled_levels]:
+            raise ValueError(
+                f"the RoI heads pool strides {tuple(roi_heads.pooler.strides)} but the first "
+                f"{pooled_levels} backbone level(s) have strides {strides[:pooled_levels]}"
+            )
+        self.first_stage = first_stage
+        self.roi_heads = roi_heads
+        self.pooled_levels = pooled_levels
+
+    @property
+    def backbone(self) -> nn.Module:
+        return self.first_stage.backbone
+
+    @property
+    def rpn(self) -> RegionProposalNetwork:
+        return self.first_stage.rpn
 
     def forward(
         self,
@@ -63,28 +64,15 @@ class FasterRCNN(nn.Module):
 
         ``proposals``: precomputed (B, K, 4) boxes and (B, K) validity (the alternating
         schedule's steps 2 and 4); the RPN is then not run and gives no losses."""
-        if images.ndim != 4 or images.shape[0] == 0:
-            raise ValueError(
-                f"images must be a non-empty (B, 3, H, W) batch, got {tuple(images.shape)}"
-            )
-        features = self.backbone(normalize(images, image_sizes, self.pixel_mean, self.pixel_std))
+        features = self.first_stage.features(images, image_sizes)
         training = targets is not None and self.training
         if proposals is None:
             rpn_out = self.rpn(features, image_sizes, targets, image_scales=image_scales)
             found, rpn_losses = rpn_out.proposals, rpn_out.losses  # no gradient through boxes
         else:
-            boxes, valid = proposals
-            scores = valid.to(boxes.dtype)
-            levels = torch.zeros(valid.shape, dtype=torch.int64, device=valid.device)
-            found = Proposals(boxes, scores, levels, valid.sum(dim=1))
-            rpn_losses = {}
+            found, rpn_losses = given_proposals(*proposals), {}
         if not images.is_cuda and found.boxes.shape[1] > 1:
-            # on the CPU a sync is free and the second stage's work follows the RoI count:
-            # drop the padding columns that no image uses
-            k = max(1, int(found.num.max()))
-            found = Proposals(
-                found.boxes[:, :k], found.scores[:, :k], found.levels[:, :k], found.num
-            )
+            found = trim_padding(found)
         detections, roi_losses, _ = self.roi_heads(
             features[: self.pooled_levels],
             found.boxes,
@@ -95,5 +83,14 @@ class FasterRCNN(nn.Module):
         return DetectorOutput(found, detections, {**rpn_losses, **roi_losses})
 
 
-def build_detector(config: DetectorConfig) -> FasterRCNN:
-    return FasterRCNN(config)
+def given_proposals(boxes: Tensor, valid: Tensor) -> Proposals:
+    """(B, K, 4) boxes and (B, K) validity as Proposals (score 1, level 0)."""
+    levels = torch.zeros(valid.shape, dtype=torch.int64, device=valid.device)
+    return Proposals(boxes, valid.to(boxes.dtype), levels, valid.sum(dim=1))
+
+
+def trim_padding(found: Proposals) -> Proposals:
+    """Drop the padding columns that no image uses. For the CPU only: it reads the largest
+    count (a sync, free there), and the second stage's work follows the RoI count."""
+    k = max(1, int(found.num.max()))
+    return Proposals(found.boxes[:, :k], found.scores[:, :k], found.levels[:, :k], found.num)

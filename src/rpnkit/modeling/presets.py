@@ -1,18 +1,22 @@
-"""Presets: named model configurations, and the one builder that assembles any of them.
+"""Presets: named model configurations, and the builders that assemble them.
 
-The registry is a plain dict of functions returning a ``ModelConfig``; ``build_model`` is the
-single place where a backbone and an RPN meet.
+The registry is a plain dict of functions returning a ``ModelConfig``. ``build_model`` is the
+single place where a backbone and an RPN meet; ``build_detector`` adds the second stage, whose
+config ``detector_config`` derives from a preset and the number of classes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .anchors import AnchorConfig, LevelAnchors
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, build_backbone
 from .backbones.efficientnet_lite import EFFNET_PIXEL_MEAN, EFFNET_PIXEL_STD
+from .detector import FasterRCNN
 from .proposal_model import ProposalModel
+from .roi_heads import RoIHeadConfig, RoIHeads
 from .rpn import ProposalConfig, RegionProposalNetwork, RPNConfig
 
 
@@ -127,6 +131,42 @@ def preset_config(name: str) -> ModelConfig:
     return PRESETS[name]()
 
 
+@dataclass(frozen=True)
+class DetectorConfig:
+    """A first stage (any proposal preset) and a second stage. ``pooled_levels``: how many of
+    the backbone's levels the RoI pooler uses (FPN: P2-P5, the first four; single level: 1)."""
+
+    model: ModelConfig = field(default_factory=lambda: preset_config("effnet-lite0-fpn"))
+    roi: RoIHeadConfig = field(default_factory=RoIHeadConfig)
+    pooled_levels: int = 4
+
+
+def detector_config(model: ModelConfig, num_classes: int) -> DetectorConfig:
+    """A Faster R-CNN on a preset's backbone and RPN for ``num_classes`` object classes
+    (background excluded): the paper's second stage (VGG fc6/fc7, 128 RoIs) on the paper's
+    preset, the modern light one elsewhere; RoIs pooled from P2-P5 on a pyramid."""
+    classes = num_classes + 1  # and background
+    if model.preset == "vgg16-c5":
+        roi = RoIHeadConfig.paper(num_classes=classes)
+    else:
+        roi = RoIHeadConfig(num_classes=classes)
+    levels = len(model.rpn.anchors.levels)
+    return DetectorConfig(model=model, roi=roi, pooled_levels=4 if levels >= 5 else levels)
+
+
+def without_pretrained_weights(config: ModelConfig) -> ModelConfig:
+    """The config with no backbone weights to load: for models whose weights come from a
+    checkpoint, and for pictures of anchors, which need none."""
+    return with_backbone_weights(config, None)
+
+
+def with_backbone_weights(config: ModelConfig, weights: str | None) -> ModelConfig:
+    """The config with another backbone weights file (or ``"imagenet"``)."""
+    return dataclasses.replace(
+        config, backbone=dataclasses.replace(config.backbone, weights=weights)
+    )
+
+
 def build_model(config: ModelConfig) -> ProposalModel:
     """Backbone + RPN + pixel normalisation, from a config."""
     backbone = build_backbone(config.backbone)
@@ -134,3 +174,15 @@ def build_model(config: ModelConfig) -> ProposalModel:
     return ProposalModel(
         backbone=backbone, rpn=rpn, pixel_mean=config.pixel_mean, pixel_std=config.pixel_std
     )
+
+
+def build_detector(config: DetectorConfig) -> FasterRCNN:
+    """The first stage of ``config.model`` and a second stage on its first
+    ``config.pooled_levels`` feature maps."""
+    first_stage = build_model(config.model)
+    strides = first_stage.backbone.strides
+    levels = min(config.pooled_levels, len(strides))
+    roi_heads = RoIHeads(
+        in_channels=first_stage.backbone.out_channels, strides=strides[:levels], config=config.roi
+    )
+    return FasterRCNN(first_stage=first_stage, roi_heads=roi_heads, pooled_levels=levels)

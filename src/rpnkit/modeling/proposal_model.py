@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .rpn import RegionProposalNetwork, RPNOutput
+from .freezing import Freezable
+from .rpn import ProposalConfig, RegionProposalNetwork, RPNOutput
 from .structures import GroundTruth
 
 
@@ -22,9 +23,17 @@ def normalize(images: Tensor, image_sizes: Tensor, mean: Tensor, std: Tensor) ->
     return ((images - mean) / std) * inside
 
 
-class ProposalModel(nn.Module):
+def check_images(images: Tensor) -> None:
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be a (B, 3, H, W) batch, got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise ValueError("empty batch: no images were given")
+
+
+class ProposalModel(Freezable):
     """Normalises a padded (B, 3, H, W) batch of RGB images in [0, 1], runs the backbone and the
-    RPN. ``image_sizes`` (B, 2) gives each image's true (height, width) inside the padding."""
+    RPN. ``image_sizes`` (B, 2) gives each image's true (height, width) inside the padding.
+    The first stage of ``FasterRCNN`` is one of these."""
 
     def __init__(
         self,
@@ -52,6 +61,11 @@ class ProposalModel(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
 
+    def features(self, images: Tensor, image_sizes: Tensor) -> list[Tensor]:
+        """The backbone's [(B, C, H_l, W_l)] maps of the normalised batch."""
+        check_images(images)
+        return self.backbone(normalize(images, image_sizes, self.pixel_mean, self.pixel_std))
+
     def forward(
         self,
         images: Tensor,
@@ -59,10 +73,14 @@ class ProposalModel(nn.Module):
         targets: GroundTruth | None = None,
         *,
         image_scales: Tensor | None = None,
+        proposal_config: ProposalConfig | None = None,
     ) -> RPNOutput:
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be a (B, 3, H, W) batch, got {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            raise ValueError("empty batch: no images were given")
-        features = self.backbone(normalize(images, image_sizes, self.pixel_mean, self.pixel_std))
-        return self.rpn(features, image_sizes, targets, image_scales=image_scales)
+        """``proposal_config`` overrides the RPN's own setting for this call (the alternating
+        schedule proposes for training images with the training top-n, in inference mode)."""
+        return self.rpn(
+            self.features(images, image_sizes),
+            image_sizes,
+            targets,
+            image_scales=image_scales,
+            proposal_config=proposal_config,
+        )

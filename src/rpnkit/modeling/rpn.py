@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .anchors import AnchorConfig, AnchorGenerator, visible_anchors
-from .boxes import BoxCoder, clip_boxes
+from .boxes import BoxCoder, clip_boxes, generalized_iou_loss
 from .matching import BalancedSampler, Matcher, MatchResult, SampledAnchors
 from .nms import nms_keep
 from .structures import GroundTruth
@@ -187,6 +187,7 @@ class RPNOutput:
     pred_objectness: Tensor  # (B, A_total) logits
     pred_deltas: Tensor  # (B, A_total, 4)
     anchors: Tensor  # (A_total, 4) xyxy
+    feature_sizes: list[tuple[int, int]] = field(default_factory=list)  # [(H_l, W_l)]
     match: MatchResult | None = None
     sample: SampledAnchors | None = None
 
@@ -271,28 +272,9 @@ def select_proposals(
         & (scores >= config.score_threshold)
     )  # (B, L*k)
 
-    # 4. NMS within each (image, level) group, or within each image across levels. Ranking is
-    #    by probability with ties in (level, logit) order, as torchvision's stable sorts give:
-    #    distinct logits often round to the same float32 probability.
+    # 4. NMS within each (image, level) group, or within each image across levels.
     levels = slot_level[None].expand(num_images, -1)  # (B, L*k)
-    if config.nms_per_level or num_levels == 1:
-        # each (image, level) row of k boxes is already sorted by decreasing logit
-        keep = nms_keep(
-            boxes.view(num_images * num_levels, k, 4),
-            valid.view(num_images * num_levels, k),
-            config.nms_threshold,
-            max_keep=config.post_nms_top_n,  # no level gives more than the image keeps
-        ).view(num_images, -1)
-    else:
-        ranked = scores.masked_fill(~valid, -1.0)
-        order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, L*k)
-        sorted_keep = nms_keep(
-            boxes.gather(1, order[..., None].expand(-1, -1, 4)),
-            valid.gather(1, order),
-            config.nms_threshold,
-            max_keep=config.post_nms_top_n,
-        )
-        keep = torch.zeros_like(sorted_keep).scatter_(1, order, sorted_keep)
+    keep = _suppress(boxes, scores, valid, config, num_levels=num_levels, k=k)
 
     # 5. Top-K per image over the survivors of every level.
     num_out = min(config.post_nms_top_n, logits.shape[1])
@@ -307,6 +289,33 @@ def select_proposals(
         levels=levels.gather(1, out_idx) * out_valid,
         num=num,
     )
+
+
+def _suppress(
+    boxes: Tensor, scores: Tensor, valid: Tensor, config: ProposalConfig, *, num_levels: int, k: int
+) -> Tensor:
+    """(B, L*k, 4) boxes, (B, L*k) scores and validity, each level's k slots sorted by
+    decreasing logit -> (B, L*k) kept after NMS. Ranking is by probability with ties in (level,
+    logit) order, as torchvision's stable sorts give: distinct logits often round to the same
+    float32 probability."""
+    num_images = boxes.shape[0]
+    if config.nms_per_level or num_levels == 1:
+        # each (image, level) row of k boxes is already sorted by decreasing logit
+        return nms_keep(
+            boxes.view(num_images * num_levels, k, 4),
+            valid.view(num_images * num_levels, k),
+            config.nms_threshold,
+            max_keep=config.post_nms_top_n,  # no level gives more than the image keeps
+        ).view(num_images, -1)
+    ranked = scores.masked_fill(~valid, -1.0)
+    order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, L*k)
+    sorted_keep = nms_keep(
+        boxes.gather(1, order[..., None].expand(-1, -1, 4)),
+        valid.gather(1, order),
+        config.nms_threshold,
+        max_keep=config.post_nms_top_n,
+    )
+    return torch.zeros_like(sorted_keep).scatter_(1, order, sorted_keep)
 
 
 def rpn_losses(
@@ -375,30 +384,15 @@ def rpn_losses(
     }
 
 
-def generalized_iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """1 - GIoU for paired (..., 4) xyxy boxes -> (...)."""
-    tiny = torch.finfo(boxes1.dtype).tiny
-    inter = (
-        (
-            torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-            - torch.maximum(boxes1[..., :2], boxes2[..., :2])
-        )
-        .clamp(min=0)
-        .prod(-1)
+def rpn_matcher(config: RPNConfig) -> Matcher:
+    """The anchor matcher of an RPN with this config (also what ``rpnkit show labels`` draws)."""
+    return Matcher(
+        high_threshold=config.fg_iou_threshold,
+        low_threshold=config.bg_iou_threshold,
+        allow_low_quality_matches=config.allow_low_quality_matches,
+        crowd_ioa_threshold=config.crowd_ioa_threshold,
+        chunk_elements=config.match_chunk_elements,
     )
-    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
-    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
-    union = area1 + area2 - inter
-    hull = (
-        (
-            torch.maximum(boxes1[..., 2:], boxes2[..., 2:])
-            - torch.minimum(boxes1[..., :2], boxes2[..., :2])
-        )
-        .clamp(min=0)
-        .prod(-1)
-    )
-    iou = inter / union.clamp(min=tiny)
-    return 1 - iou + (hull - union) / hull.clamp(min=tiny)
 
 
 class RegionProposalNetwork(nn.Module):
@@ -414,13 +408,7 @@ class RegionProposalNetwork(nn.Module):
             objectness=config.objectness,
         )
         self.box_coder = BoxCoder(config.box_coder_weights)
-        self.matcher = Matcher(
-            high_threshold=config.fg_iou_threshold,
-            low_threshold=config.bg_iou_threshold,
-            allow_low_quality_matches=config.allow_low_quality_matches,
-            crowd_ioa_threshold=config.crowd_ioa_threshold,
-            chunk_elements=config.match_chunk_elements,
-        )
+        self.matcher = rpn_matcher(config)
         self.sampler = BalancedSampler(config.batch_size_per_image, config.positive_fraction)
 
     @classmethod
@@ -470,10 +458,12 @@ class RegionProposalNetwork(nn.Module):
         targets: GroundTruth | None = None,
         *,
         image_scales: Tensor | None = None,
+        proposal_config: ProposalConfig | None = None,
     ) -> RPNOutput:
         """Features [(B, C, H_l, W_l)], (B, 2) image (height, width) -> RPNOutput.
 
-        With ``targets`` the losses are computed too (training); proposals always are.
+        With ``targets`` the losses are computed too (training); proposals always are, with
+        ``proposal_config`` when given, else the config's training or test setting by mode.
         """
         self._check_inputs(features, image_sizes)
         feature_sizes = [(f.shape[-2], f.shape[-1]) for f in features]
@@ -482,9 +472,10 @@ class RegionProposalNetwork(nn.Module):
         )
         pred_objectness, pred_deltas = self.head.flatten(*self.head(features))
 
-        proposal_config = (
-            self.config.train_proposals if self.training else self.config.test_proposals
-        )
+        if proposal_config is None:
+            proposal_config = (
+                self.config.train_proposals if self.training else self.config.test_proposals
+            )
         # proposals are detached: no gradient flows through the boxes
         proposals = select_proposals(
             pred_objectness.detach(),
@@ -496,7 +487,7 @@ class RegionProposalNetwork(nn.Module):
             box_coder=self.box_coder,
             image_scales=image_scales,
         )
-        output = RPNOutput(proposals, {}, pred_objectness, pred_deltas, anchors)
+        output = RPNOutput(proposals, {}, pred_objectness, pred_deltas, anchors, feature_sizes)
         if targets is not None:
             output.match, output.sample = self.label_and_sample_anchors(
                 anchors, image_sizes, targets

@@ -15,18 +15,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import yaml
 
-from ..data import read_dataset
-from ..engine.runtime import eval_dataset, load_model, resolve_device
-from ..evaluation.recall import (
-    MAX_DETS,
-    evaluate_model,
-    pad_boxes,
-    recall_vs_iou,
-    recall_vs_proposals,
-)
-from .visualize import plot_loss_curves, plot_proposals_vs_gt, plot_recall_curves
+from ..data import DataConfig
+from ..engine.evaluate import RecallReport
+from ..engine.run_record import RECORD_FILE, RunRecord
+from ..engine.runtime import load
+from ..evaluation.recall import MAX_DETS
+from .charts import plot_loss_curves, plot_recall_curves
+from .overlays import plot_proposals_vs_gt
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -75,6 +71,30 @@ def _metrics_table(metrics: dict[str, float]) -> str:
     return f'<table id="metrics"><tr><th>measure</th>{head}</tr>{"".join(rows)}</table>'
 
 
+def report_data(run_dir: Path, record: RunRecord | None, **given) -> DataConfig:
+    """The validation data of the report: what is given, else what the run recorded."""
+    recorded = record.data if record is not None else None
+    data = given.get("data") or (recorded.val_data if recorded else None)
+    if data is None:
+        raise ValueError(f"{run_dir}: give --data (the run recorded no validation data)")
+
+    def pick(name: str, recorded_name: str, default):
+        value = given.get(name)
+        if value is not None:
+            return value
+        return getattr(recorded, recorded_name) if recorded is not None else default
+
+    return DataConfig(
+        data=str(data),
+        val_data=str(data),
+        val_split=pick("split", "val_split", "val"),
+        val_split_file=pick("split_file", "val_split_file", None),
+        format=pick("fmt", "format", None),
+        short_side=pick("short", "short_side", 800),
+        max_size=pick("max_size", "max_size", 1333),
+    )
+
+
 def write_report(
     run_dir: str | Path,
     *,
@@ -88,97 +108,41 @@ def write_report(
     device: str = "auto",
     progress: bool = False,
 ) -> Path:
-    """Write ``RUN_DIR/report.html``. Validation data comes from the run's ``config.yaml``
-    (recorded by ``rpnkit train --val-data``) unless given."""
+    """Write ``RUN_DIR/report.html``. Validation data comes from the run's record
+    (``config.yaml``, written by ``rpnkit train --val-data``) unless given."""
     run_dir = Path(run_dir)
     checkpoint = run_dir / "checkpoint.safetensors"
     if not checkpoint.is_file():
         raise ValueError(f"{run_dir}: no checkpoint.safetensors: not a training run folder")
-    config_text = (
-        (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    record = RunRecord.load(run_dir)
+    config = report_data(
+        run_dir,
+        record,
+        data=data,
+        split=split,
+        split_file=split_file,
+        fmt=fmt,
+        short=short,
+        max_size=max_size,
     )
-    recorded = (yaml.safe_load(config_text) or {}).get("data", {}) if config_text else {}
-    data = data or recorded.get("val_data")
-    if data is None:
-        raise ValueError(f"{run_dir}: give --data (the run recorded no validation data)")
-    split = split or recorded.get("val_split", "val")
-    split_file = split_file or recorded.get("val_split_file")
-    fmt = fmt or recorded.get("format")
-    short = short or recorded.get("short_side", 800)
-    max_size = max_size or recorded.get("max_size", 1333)
-
-    device_obj = resolve_device(device)
-    model, _ = load_model(checkpoint, device_obj, fold_bn=True)
-    index = read_dataset(data, split=split, fmt=fmt, split_file=split_file)
-    dataset = eval_dataset(index, short, max_size)
-    metrics, table, kept = evaluate_model(model, dataset, device=device_obj, progress=progress)
-
+    runtime = load(checkpoint, device, short_side=config.short_side, max_size=config.max_size)
+    dataset = config.eval_dataset(config.read_val())
+    recall = runtime.evaluate_proposals(dataset, progress=progress)
+    config_text = (run_dir / RECORD_FILE).read_text() if record is not None else ""
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
         sections = [
             f"<h1>rpnkit run: {html.escape(run_dir.name)}</h1>",
             f"<p>{html.escape(str(run_dir.resolve()))}; validation data "
-            f"{html.escape(str(data))} ({len(dataset)} images); written "
+            f"{html.escape(config.val_data)} ({len(dataset)} images); written "
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
-        ]
-        sections.append("<h2>Proposal recall</h2>" + _metrics_table(metrics))
-
-        curves = []
-        if (run_dir / "train_log.csv").is_file():
-            plot_loss_curves(run_dir / "train_log.csv", tmp / "loss.png")
-            curves.append(_img(tmp / "loss.png", "training losses", "curve"))
-        ks = [1, 3, 10, 30, 100, 300, 1000]
-        preds, pvalid = pad_boxes([p for p, _ in kept])
-        gts, gvalid = pad_boxes([b for _, b in kept])
-        plot_recall_curves(
-            {"model": recall_vs_proposals(table, ks)},
-            tmp / "recall.png",
-            by_iou={"model": recall_vs_iou(preds, pvalid, gts, gvalid)},
-        )
-        curves.append(_img(tmp / "recall.png", "recall curves", "curve"))
-        sections.append("<h2>Curves</h2>" + "".join(f"<p>{c}</p>" for c in curves))
-
-        per_image = table.recall_per_image(100)  # recall@100 at IoU 0.5, NaN without GT
-        order = [
-            int(i)
-            for i in torch.argsort(torch.nan_to_num(per_image, nan=-1.0), descending=True)
-            if not torch.isnan(per_image[i])
-        ]
-        best, worst = order[:gallery], order[::-1][:gallery]
-        figures = []
-        for title, chosen in (("best recall", best), ("worst recall", worst)):
-            for i in chosen:
-                name = f"{title.split()[0]}_{i}.png"
-                item = dataset[i]
-                plot_proposals_vs_gt(
-                    [item["image"]],
-                    [kept[i][0]],
-                    [kept[i][1]],
-                    tmp / name,
-                    top_k=10,
-                    size_px=(400, 420),
-                )
-                caption = (
-                    f"{title}: {html.escape(str(item['file_name']))}, recall@100 at "
-                    f"IoU 0.5 = {float(per_image[i]):.2f}"
-                )
-                figures.append(
-                    f"<figure>{_img(tmp / name, caption, 'gallery-image')}"
-                    f"<figcaption>{caption}</figcaption></figure>"
-                )
-        sections.append(
-            "<h2>Validation images: best recall first, then worst</h2>"
-            "<p>Top 10 proposals (magenta); GT found among the top 100 at IoU 0.5 (green, "
-            f"dashed) and missed (red).</p><div class='gallery'>{''.join(figures)}</div>"
-        )
-        sections.append(
+            "<h2>Proposal recall</h2>" + _metrics_table(recall.metrics),
+            _curves_section(run_dir, recall, Path(tmp)),
+            _gallery_section(dataset, recall, gallery, Path(tmp)),
             "<h2>Configuration</h2><pre id='config'>"
-            f"{html.escape(config_text or 'no config.yaml in the run folder')}</pre>"
-        )
-        sections.append(
+            f"{html.escape(config_text or 'no config.yaml in the run folder')}</pre>",
             "<h2>All metrics</h2><pre id='metrics-json'>"
-            f"{html.escape(json.dumps(metrics, indent=1))}</pre>"
-        )
+            f"{html.escape(json.dumps(recall.metrics, indent=1))}</pre>",
+        ]
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>rpnkit report: "
         f"{html.escape(run_dir.name)}</title><style>{STYLE}</style>"
@@ -189,3 +153,50 @@ def write_report(
     tmp_out.write_text(page)
     tmp_out.replace(out)
     return out
+
+
+def _curves_section(run_dir: Path, recall: RecallReport, tmp: Path) -> str:
+    """The loss curves (when the run logged them) and the recall curves."""
+    curves = []
+    if (run_dir / "train_log.csv").is_file():
+        plot_loss_curves(run_dir / "train_log.csv", tmp / "loss.png")
+        curves.append(_img(tmp / "loss.png", "training losses", "curve"))
+    by_proposals, by_iou = recall.curves()
+    plot_recall_curves({"model": by_proposals}, tmp / "recall.png", by_iou={"model": by_iou})
+    curves.append(_img(tmp / "recall.png", "recall curves", "curve"))
+    return "<h2>Curves</h2>" + "".join(f"<p>{c}</p>" for c in curves)
+
+
+def _gallery_section(dataset, recall: RecallReport, gallery: int, tmp: Path) -> str:
+    """The images with the best recall@100 at IoU 0.5 first, then the worst."""
+    per_image = recall.table.recall_per_image(100)  # NaN for images without GT
+    order = [
+        int(i)
+        for i in torch.argsort(torch.nan_to_num(per_image, nan=-1.0), descending=True)
+        if not torch.isnan(per_image[i])
+    ]
+    figures = []
+    for title, chosen in (
+        ("best recall", order[:gallery]),
+        ("worst recall", order[::-1][:gallery]),
+    ):
+        for i in chosen:
+            name = f"{title.split()[0]}_{i}.png"
+            item = dataset[i]
+            proposals, gt = recall.kept[i]
+            plot_proposals_vs_gt(
+                [item["image"]], [proposals], [gt], tmp / name, top_k=10, size_px=(400, 420)
+            )
+            caption = (
+                f"{title}: {html.escape(str(item['file_name']))}, recall@100 at "
+                f"IoU 0.5 = {float(per_image[i]):.2f}"
+            )
+            figures.append(
+                f"<figure>{_img(tmp / name, caption, 'gallery-image')}"
+                f"<figcaption>{caption}</figcaption></figure>"
+            )
+    return (
+        "<h2>Validation images: best recall first, then worst</h2>"
+        "<p>Top 10 proposals (magenta); GT found among the top 100 at IoU 0.5 (green, "
+        f"dashed) and missed (red).</p><div class='gallery'>{''.join(figures)}</div>"
+    )

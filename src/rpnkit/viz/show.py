@@ -1,19 +1,21 @@
-"""The pictures behind ``rpnkit show``: each loads what it needs, runs the model or the anchor
-machinery on one image as training or inference would see it, and writes a PNG."""
+"""The pictures behind ``rpnkit show``: each takes one image as training or inference sees it
+(resized, and with its GT for a dataset), runs the anchor machinery or the model's own forward
+on it, and writes a PNG through ``overlays``."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from ..data import DetectionDataset, collate
-from ..data.transforms import Compose, ResizeShortest
-from ..engine.runtime import index_for_input, load_model
-from ..modeling.anchors import visible_anchors
+from ..data import DetectionDataset, collate, eval_transforms, index_for_input
+from ..engine.runtime import load
+from ..modeling.anchors import AnchorGenerator, visible_anchors
 from ..modeling.matching import IGNORE, NEGATIVE, POSITIVE
-from ..modeling.presets import ModelConfig, build_model
-from ..modeling.proposal_model import normalize
-from ..modeling.rpn import select_proposals
-from . import visualize as vis
+from ..modeling.presets import ModelConfig
+from ..modeling.rpn import RPNOutput, rpn_matcher, select_proposals
+from ..modeling.sizes import feature_sizes
+from . import overlays
 
 
 def _item(path, *, index: int = 0, short: int = 800, max_size: int = 1333, **data_options):
@@ -23,17 +25,15 @@ def _item(path, *, index: int = 0, short: int = 800, max_size: int = 1333, **dat
         raise ValueError(
             f"{path}: index {index} out of range ({len(dataset_index.records)} images)"
         )
-    dataset = DetectionDataset(dataset_index, Compose((ResizeShortest(short, max_size),)))
-    item = dataset[index]
+    item = DetectionDataset(dataset_index, eval_transforms(short, max_size))[index]
     if item is None:
         raise ValueError(f"{dataset_index.records[index].path}: unreadable image")
     return item
 
 
-def _feature_sizes(config: ModelConfig, item) -> list[tuple[int, int]]:
+def _sizes(config: ModelConfig, item: dict) -> list[tuple[int, int]]:
     h, w = item["image"].shape[1:]
-    hp, wp = -(-h // 32) * 32, -(-w // 32) * 32
-    return [(-(-hp // s), -(-wp // s)) for s in config.rpn.anchors.strides]
+    return feature_sizes(h, w, config.rpn.anchors.strides)
 
 
 def show_anchors(
@@ -41,20 +41,18 @@ def show_anchors(
 ) -> int:
     """All anchors of every level at the position nearest (x, y) (default: the centre)."""
     item = _item(image, **opts)
-    model = build_model(_bare(config))
-    gen = model.rpn.anchor_generator
+    anchors = config.rpn.anchors
+    gen = AnchorGenerator(anchors)
     h, w = item["image"].shape[1:]
     x = w / 2 if x is None else x
     y = h / 2 if y is None else y
     chosen = []
-    for level, ((fh, fw), lv) in enumerate(
-        zip(_feature_sizes(config, item), config.rpn.anchors.levels)
-    ):
+    for level, ((fh, fw), lv) in enumerate(zip(_sizes(config, item), anchors.levels)):
         grid = gen.grid_anchors(level, fh, fw).view(fh, fw, lv.num_anchors, 4)
-        i = min(fh - 1, max(0, round(y / lv.stride - config.rpn.anchors.offset)))
-        j = min(fw - 1, max(0, round(x / lv.stride - config.rpn.anchors.offset)))
+        i = min(fh - 1, max(0, round(y / lv.stride - anchors.offset)))
+        j = min(fw - 1, max(0, round(x / lv.stride - anchors.offset)))
         chosen.append(grid[i, j])
-    return vis.plot_anchors_at_position(
+    return overlays.plot_anchors_at_position(
         item["image"], torch.cat(chosen), out, title=f"anchors at ({x:.0f}, {y:.0f}), every level"
     )
 
@@ -62,7 +60,7 @@ def show_anchors(
 def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int:
     """A level's anchor centres over the image."""
     item = _item(image, **opts)
-    sizes = _feature_sizes(config, item)
+    sizes = _sizes(config, item)
     if not 0 <= level < len(sizes):
         raise ValueError(f"level {level} out of range: the preset has {len(sizes)} levels")
     lv = config.rpn.anchors.levels[level]
@@ -71,7 +69,7 @@ def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int
     centres = (torch.stack([xs, ys], -1).reshape(-1, 2) + config.rpn.anchors.offset) * lv.stride
     h, w = item["image"].shape[1:]
     inside = (centres[:, 0] < w) & (centres[:, 1] < h)
-    return vis.plot_anchor_centres(
+    return overlays.plot_anchor_centres(
         item["image"],
         centres[inside],
         out,
@@ -82,74 +80,72 @@ def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int
 def show_labels(config: ModelConfig, data, out, *, index: int = 0, **opts) -> int:
     """Positive, negative and ignored anchors of one training image, as the matcher labels them."""
     item = _item(data, index=index, **opts)
-    model = build_model(_bare(config))
+    rpn = config.rpn
     batch = collate([item])
-    anchors = model.rpn.anchor_generator(_feature_sizes(config, item))
-    visible = visible_anchors(anchors, batch.image_sizes, config.rpn.allowed_border)
+    anchors = AnchorGenerator(rpn.anchors)(_sizes(config, item))
+    visible = visible_anchors(anchors, batch.image_sizes, rpn.allowed_border)
+    matcher = rpn_matcher(rpn)
     t = batch.targets
-    labels = model.rpn.matcher(anchors, t.boxes, t.mask, t.ignore, visible).labels()[0]
+    labels = matcher(anchors, t.boxes, t.mask, t.ignore, visible).labels()[0]
     order = torch.randperm(len(anchors), generator=torch.Generator().manual_seed(0))
     pick = {
         name: anchors[order[labels[order] == v]]
         for name, v in (("pos", POSITIVE), ("neg", NEGATIVE), ("ign", IGNORE))
     }
-    return vis.plot_anchor_labels(
+    return overlays.plot_anchor_labels(
         item["image"], item["boxes"], pick["pos"], pick["neg"], pick["ign"], out
     )
 
 
 @torch.no_grad()
-def _forward(checkpoint, image, **opts):
-    model, config = load_model(checkpoint)
+def _forward(checkpoint, image, **opts) -> tuple:
+    """The checkpoint's first stage on one image: (the first stage, the item, the batch and
+    the RPN's output with its raw predictions)."""
+    model = load(checkpoint, "cpu", fold_bn=False).network
+    first_stage = getattr(model, "first_stage", model)
     item = _item(image, **opts)
     batch = collate([item])
-    features = model.backbone(
-        normalize(batch.images, batch.image_sizes, model.pixel_mean, model.pixel_std)
-    )
-    out = model.rpn(features, batch.image_sizes)
-    return model, config, item, batch, features, out
+    return first_stage, item, batch, first_stage(batch.images, batch.image_sizes)
 
 
 def show_objectness(checkpoint, image, out, **opts) -> int:
     """Per level, each position's highest objectness probability."""
-    _, config, item, _, features, output = _forward(checkpoint, image, **opts)
-    maps, start = [], 0
-    for f, lv in zip(features, config.rpn.anchors.levels):
-        fh, fw = f.shape[-2:]
-        n = fh * fw * lv.num_anchors
-        probs = output.pred_objectness[0, start : start + n].sigmoid()
+    model, item, _, output = _forward(checkpoint, image, **opts)
+    maps = []
+    levels = model.rpn.config.anchors.levels
+    counts = model.rpn.anchor_generator.level_sizes(output.feature_sizes)
+    per_level = output.pred_objectness[0].sigmoid().split(counts)
+    for probs, (fh, fw), lv in zip(per_level, output.feature_sizes, levels):
         maps.append(probs.view(fh, fw, lv.num_anchors).amax(-1))  # (H*W*A,) -> (H, W)
-        start += n
-    return vis.plot_objectness_maps(item["image"], maps, out)
+    return overlays.plot_objectness_maps(item["image"], maps, out)
 
 
 def show_nms(checkpoint, image, out, *, top: int = 300, **opts) -> tuple[int, int]:
     """The top boxes before NMS and the proposals kept after it (at most ``top`` each)."""
-    model, config, item, batch, features, output = _forward(checkpoint, image, **opts)
-    fs = [(f.shape[-2], f.shape[-1]) for f in features]
-    no_nms = config.rpn.test_proposals.__class__(
-        pre_nms_top_n=config.rpn.test_proposals.pre_nms_top_n,
-        post_nms_top_n=top,
-        nms_threshold=1.0,
-        min_size=config.rpn.test_proposals.min_size,
-    )
-    before = select_proposals(
+    model, item, batch, output = _forward(checkpoint, image, **opts)
+    before = _without_nms(model.rpn, output, batch.image_sizes, top)
+    after = output.proposals.per_image()[0][0][:top]
+    return overlays.plot_nms_before_after(item["image"], before, after, out)
+
+
+def _without_nms(rpn, output: RPNOutput, image_sizes, top: int):
+    """The RPN's top ``top`` boxes with its test setting but no suppression."""
+    no_nms = dataclasses.replace(rpn.config.test_proposals, post_nms_top_n=top, nms_threshold=1.0)
+    return select_proposals(
         output.pred_objectness,
         output.pred_deltas,
         output.anchors,
-        model.rpn.anchor_generator.level_sizes(fs),
-        batch.image_sizes,
+        rpn.anchor_generator.level_sizes(output.feature_sizes),
+        image_sizes,
         no_nms,
     ).per_image()[0][0]
-    after = output.proposals.per_image()[0][0][:top]
-    return vis.plot_nms_before_after(item["image"], before, after, out)
 
 
 def show_proposals(checkpoint, data, out, *, index: int = 0, top: int = 10, **opts) -> int:
     """Top proposals against the GT of a dataset image: found GT green, missed red."""
-    _, _, item, _, _, output = _forward(checkpoint, data, index=index, **opts)
+    _, item, _, output = _forward(checkpoint, data, index=index, **opts)
     boxes = output.proposals.per_image()[0][0]
-    return vis.plot_proposals_vs_gt(
+    return overlays.plot_proposals_vs_gt(
         [item["image"]],
         [boxes],
         [item["boxes"][~item["ignore"]]],
@@ -157,10 +153,3 @@ def show_proposals(checkpoint, data, out, *, index: int = 0, top: int = 10, **op
         top_k=top,
         size_px=(640, 640),
     )
-
-
-def _bare(config: ModelConfig) -> ModelConfig:
-    """The config without pretrained weights to load: pictures of anchors need none."""
-    import dataclasses
-
-    return dataclasses.replace(config, backbone=dataclasses.replace(config.backbone, weights=None))

@@ -1,0 +1,66 @@
+"""``rpnkit anchors``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .options import HELP, add_data_options, add_model_options, model_config, read_data
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "anchors",
+        help="how well a preset's anchors cover a dataset's boxes; fit anchors to it",
+        description=(
+            "For every GT box at training scale, the IoU of its best anchor (the upper "
+            "bound of what the RPN can learn), per COCO size range; the boxes no anchor "
+            "covers; and with --fit, anchors fitted by k-means with distance 1 - IoU, "
+            "the coverage they reach, and a config for rpnkit train --config."
+        ),
+        formatter_class=HELP,
+    )
+    p.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder or YOLO yaml")
+    add_model_options(p, preset_help="whose anchors to check", weights=False)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.3,
+        help="list the boxes whose best anchor IoU stays below this",
+    )
+    p.add_argument("--show", type=int, default=20, help="list at most this many boxes")
+    p.add_argument("--fit", action="store_true", help="fit anchors to the dataset")
+    p.add_argument("--seed", type=int, default=0, help="seed of the k-means start")
+    p.add_argument(
+        "--out-config",
+        default=None,
+        help="with --fit: write the preset's config with the fitted anchors here "
+        "(YAML or .json), for rpnkit train --config",
+    )
+    p.add_argument("--json", default=None, help="write the whole report as JSON here")
+    add_data_options(p, split="train")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import save_config
+    from ..evaluation.anchor_fit import anchor_report
+
+    report = anchor_report(
+        model_config(args),
+        read_data(args),
+        short=args.short_side,
+        max_size=args.max_size,
+        threshold=args.threshold,
+        fit=args.fit,
+        seed=args.seed,
+    )
+    print(report.format(show=args.show))
+    if args.fit and args.out_config:
+        save_config(report.fitted_model(), args.out_config)
+        print(f"wrote {args.out_config}: rpnkit train --config {args.out_config} ...")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,45 @@
+"""``rpnkit detect``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import HELP, add_inference_options, data_options, load_runtime
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "detect",
+        help="class detections for an image, a folder or a dataset (Faster R-CNN checkpoints)",
+        description=(
+            "Writes COCO-style results JSON: a list of {file_name, image_id, bbox "
+            "[x, y, w, h] in original pixels, score, category_id (1..K in the "
+            "checkpoint's class order), category_name}; PNG overlays with names and "
+            "scores on request."
+        ),
+        formatter_class=HELP,
+    )
+    add_inference_options(
+        p,
+        checkpoint_help="a checkpoint of train --model faster-rcnn",
+        out_default="detections.json",
+    )
+    p.add_argument("--score", type=float, default=0.3, help="keep detections at least this sure")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..viz.export import export_results
+
+    results = load_runtime(args).iter_detections(
+        args.input,
+        score_threshold=args.score,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        **data_options(args),
+    )
+    written = export_results(
+        results, args.out, overlays=args.overlays, max_overlays=args.max_overlays
+    )
+    print(written.describe("detections", args.out, args.overlays))
+    return 0

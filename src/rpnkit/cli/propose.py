@@ -1,0 +1,46 @@
+"""``rpnkit propose``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import HELP, add_inference_options, data_options, load_runtime
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "propose",
+        help="class-agnostic proposals for an image, a folder or a dataset",
+        description=(
+            "Writes COCO-style results JSON: a list of {file_name, image_id, bbox "
+            "[x, y, w, h] in original pixels, score}, best first per image."
+        ),
+        formatter_class=HELP,
+    )
+    add_inference_options(
+        p, checkpoint_help="checkpoint.safetensors to use", out_default="proposals.json"
+    )
+    p.add_argument("--top", type=int, default=100, help="proposals kept per image")
+    p.add_argument("--overlay-top", type=int, default=20, help="proposals drawn per overlay")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..viz.export import export_results
+
+    results = load_runtime(args).iter_proposals(
+        args.input,
+        top=args.top,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        **data_options(args),
+    )
+    written = export_results(
+        results,
+        args.out,
+        overlays=args.overlays,
+        max_overlays=args.max_overlays,
+        overlay_top=args.overlay_top,
+    )
+    print(written.describe("proposals", args.out, args.overlays))
+    return 0

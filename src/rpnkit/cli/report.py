@@ -1,0 +1,56 @@
+"""``rpnkit report``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import HELP, add_run_options
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="one static HTML page for a training run",
+        description=(
+            "Write RUN_DIR/report.html: the run's config, the recall tables, the loss and "
+            "recall curves, and proposals on validation images (best and worst recall first), "
+            "every picture embedded: it opens in a browser from disk with no server. The "
+            "validation data recorded by 'rpnkit train --val-data' is used unless --data is "
+            "given."
+        ),
+        formatter_class=HELP,
+    )
+    p.add_argument("run_dir", help="a folder written by rpnkit train")
+    p.add_argument("--data", default=None, help="validation dataset (default: the run's)")
+    p.add_argument("--split", default=None, help="split of --data (default: the run's)")
+    p.add_argument("--split-file", default=None, help="VOC split file (default: the run's)")
+    p.add_argument(
+        "--format",
+        choices=["coco", "voc", "yolo"],
+        default=None,
+        help="dataset format (default: the run's, or detected)",
+    )
+    p.add_argument("--short-side", type=int, default=None, help="resize (default: the run's)")
+    p.add_argument("--max-size", type=int, default=None, help="resize (default: the run's)")
+    p.add_argument("--gallery", type=int, default=4, help="best and worst images shown, each")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..viz.report import write_report
+
+    out = write_report(
+        args.run_dir,
+        data=args.data,
+        split=args.split,
+        split_file=args.split_file,
+        fmt=args.format,
+        short=args.short_side,
+        max_size=args.max_size,
+        gallery=args.gallery,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    print(f"wrote {out}: open it in a browser")
+    return 0

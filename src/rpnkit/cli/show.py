@@ -1,0 +1,67 @@
+"""``rpnkit show``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import HELP, add_data_options, add_model_options, model_config
+
+PICTURES = ("anchors", "grid", "labels", "objectness", "nms", "proposals", "losses")
+NEED_CHECKPOINT = ("objectness", "nms", "proposals")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "show",
+        help="pictures: anchors, anchor grid, anchor labels, objectness, NMS, proposals, losses",
+        description=(
+            "Write one PNG. anchors: every level's anchors at one position (--x, --y; default "
+            "the centre). grid: a level's anchor centres (--level). labels: positive, negative "
+            "and ignored anchors of a dataset image (--index). objectness: per-level heat maps. "
+            "nms: the top boxes before and after NMS. proposals: the top proposals against the "
+            "GT of a dataset image, found green and missed red. losses: the training losses of "
+            "a run folder or train_log.csv. objectness, nms and proposals need --checkpoint; "
+            "anchors, grid and labels use --preset (or --config)."
+        ),
+        formatter_class=HELP,
+    )
+    p.add_argument("what", choices=PICTURES, help="which picture")
+    p.add_argument("source", help="an image, a dataset (labels, proposals), or a run folder")
+    p.add_argument("--out", default="show.png", help="PNG to write")
+    add_model_options(p, preset_help="whose anchors (anchors, grid, labels)", weights=False)
+    p.add_argument("--checkpoint", default=None, help="model (objectness, nms, proposals)")
+    p.add_argument("--index", type=int, default=0, help="which image of a dataset or folder")
+    p.add_argument("--level", type=int, default=0, help="pyramid level (grid)")
+    p.add_argument("--x", type=float, default=None, help="position in pixels (anchors)")
+    p.add_argument("--y", type=float, default=None, help="position in pixels (anchors)")
+    p.add_argument("--top", type=int, default=10, help="boxes drawn (nms, proposals)")
+    add_data_options(p, split="val")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..viz import charts, show
+
+    out, what, source = Path(args.out), args.what, args.source
+    opts = dict(short=args.short_side, max_size=args.max_size, split=args.split)
+    opts.update(fmt=args.format, split_file=args.split_file)
+    if what == "losses":
+        log = Path(source) / "train_log.csv" if Path(source).is_dir() else Path(source)
+        charts.plot_loss_curves(log, out)
+    elif what == "anchors":
+        show.show_anchors(model_config(args), source, out, x=args.x, y=args.y, **opts)
+    elif what == "grid":
+        show.show_grid(model_config(args), source, out, level=args.level, **opts)
+    elif what == "labels":
+        show.show_labels(model_config(args), source, out, index=args.index, **opts)
+    elif not args.checkpoint:
+        raise ValueError(f"rpnkit show {what} needs --checkpoint")
+    elif what == "objectness":
+        show.show_objectness(args.checkpoint, source, out, index=args.index, **opts)
+    elif what == "nms":
+        show.show_nms(args.checkpoint, source, out, index=args.index, top=args.top, **opts)
+    else:
+        show.show_proposals(args.checkpoint, source, out, index=args.index, top=args.top, **opts)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,158 @@
+"""``rpnkit train``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .options import HELP, add_data_options, add_model_options, model_config
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train an RPN on a COCO, VOC or YOLO dataset",
+        description=(
+            "Train a preset's RPN on a dataset given by path (format detected, or --format). "
+            "Writes checkpoint.safetensors (weights, config, optimizer, scheduler and RNG "
+            "state), train_log.csv, TensorBoard events and config.yaml to --out. Under "
+            "'torchrun --nproc_per_node N' it trains with DistributedDataParallel."
+        ),
+        formatter_class=HELP,
+    )
+    p.add_argument("--data", help="training dataset: COCO JSON, VOC folder or YOLO data.yaml")
+    p.add_argument("--val-data", default=None, help="validation dataset (same forms)")
+    p.add_argument("--val-split", default="val", help="split of --val-data")
+    p.add_argument("--val-split-file", default=None, help="VOC split file of --val-data")
+    p.add_argument(
+        "--model",
+        choices=["rpn", "faster-rcnn"],
+        default="rpn",
+        help="an RPN alone, or the Faster R-CNN detector built on it",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=["joint", "alternating"],
+        default="joint",
+        help="faster-rcnn: 'joint', approximate joint training (the four losses summed); "
+        "'alternating', the paper's 4 steps (RPN; detector on its proposals; RPN on the "
+        "frozen shared backbone; detector head), each of --steps steps, with the proposals "
+        "of steps 1 and 3 written as COCO results JSON in --out",
+    )
+    add_model_options(p, preset_help="model preset (the backbone and the RPN)", weights=True)
+    p.add_argument("--out", default="runs/train", help="output folder")
+    _add_schedule_options(p)
+    p.add_argument(
+        "--resume",
+        default=None,
+        help="continue exactly from this checkpoint (same --steps and options)",
+    )
+    p.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the full model and training configuration and exit",
+    )
+    add_data_options(p, split="train")
+    p.set_defaults(func=run)
+
+
+def _add_schedule_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--steps", type=int, default=2000, help="training steps")
+    p.add_argument("--batch-size", type=int, default=4, help="images per step and process")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="optimizer")
+    p.add_argument("--lr", type=float, default=0.01, help="base learning rate")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
+    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    p.add_argument(
+        "--lr-schedule",
+        choices=["cosine", "step", "constant"],
+        default="cosine",
+        help="learning-rate schedule after warm-up",
+    )
+    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
+    p.add_argument(
+        "--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision"
+    )
+    p.add_argument("--flip", type=float, default=0.5, help="horizontal flip probability")
+    p.add_argument("--seed", type=int, default=0, help="seed: runs are reproducible")
+    p.add_argument("--workers", type=int, default=2, help="data loading processes")
+    p.add_argument("--log-every", type=int, default=10, help="log every N steps")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="evaluate on --val-data every N steps (0: only at the end)",
+    )
+    p.add_argument(
+        "--checkpoint-every", type=int, default=500, help="write the checkpoint every N steps"
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="synchronise batch norm across processes under torchrun",
+    )
+
+
+def train_config(args: argparse.Namespace):
+    from ..engine.trainer import TrainConfig
+
+    return TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,
+        schedule=args.lr_schedule,
+        grad_clip=args.grad_clip,
+        amp=args.amp,
+        seed=args.seed,
+        num_workers=args.workers,
+        log_every=args.log_every,
+        eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every,
+        sync_bn=args.sync_bn,
+    )
+
+
+def data_config(args: argparse.Namespace):
+    from ..data import DataConfig
+
+    return DataConfig(
+        data=args.data,
+        split=args.split,
+        split_file=args.split_file,
+        val_data=args.val_data,
+        val_split=args.val_split,
+        val_split_file=args.val_split_file,
+        format=args.format,
+        short_side=args.short_side,
+        max_size=args.max_size,
+        flip=args.flip,
+        strict=args.strict,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import configs_to_yaml
+    from ..engine.fit import fit
+
+    model, train = model_config(args), train_config(args)
+    if args.print_config:
+        print(configs_to_yaml(model=model, train=train))
+        return 0
+    if args.data is None:
+        raise ValueError("--data is required (a COCO JSON, VOC or YOLO dataset)")
+    result = fit(
+        data_config(args),
+        kind=args.model,
+        model=model,
+        schedule=args.schedule,
+        train=train,
+        out=args.out,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    if result.is_main:  # under torchrun, rank 0 reports
+        print(result.describe())
+    return 0

@@ -1,0 +1,119 @@
+"""What inference runs over: an image file, a folder of images, a dataset, or a list of images
+(files, PIL images, numpy arrays, tensors), each turned into dataset items as the network sees
+them (``DetectionDataset``'s items, without boxes for plain images)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .dataset import make_item
+from .images import load_rgb, to_rgb
+from .readers import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, image_size, read_dataset
+from .transforms import Compose
+
+ImageLike = Image.Image | np.ndarray | torch.Tensor
+
+
+def looks_like_dataset(path: Path) -> bool:
+    """A folder that holds annotations (COCO, VOC or YOLO), not only images."""
+    return (
+        (path / "data.yaml").is_file()
+        or any(path.glob("annotations/*"))
+        or any(path.glob("Annotations/*"))
+        or any(path.glob("*.xml"))
+    )
+
+
+def index_for_input(
+    path: str | Path,
+    *,
+    split: str = "val",
+    fmt: str | None = None,
+    split_file: str | Path | None = None,
+    strict: bool = False,
+) -> DatasetIndex:
+    """An image, a folder of images, or a dataset (COCO, VOC, YOLO) as a DatasetIndex; plain
+    images get no boxes and integer ids in name order."""
+    path = Path(path)
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        files = [path]
+    elif path.is_dir() and fmt is None and not looks_like_dataset(path):
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    else:
+        return read_dataset(path, split=split, fmt=fmt, split_file=split_file, strict=strict)
+    records, issues = [], []
+    for i, f in enumerate(files):
+        try:
+            width, height = image_size(f)
+        except DataError as err:
+            if strict:
+                raise
+            warnings.warn(f"skipped {err}", stacklevel=2)
+            issues.append(str(err))
+            continue
+        records.append(empty_record(f, i, width, height))
+    return DatasetIndex(records, [], issues, source=str(path))
+
+
+def empty_record(path: Path, image_id: int | str, width: int, height: int) -> Record:
+    """A record without boxes."""
+    empty = np.zeros((0,), np.float32)
+    boxes = np.zeros((0, 4), np.float32)
+    return Record(path, image_id, width, height, boxes, empty.astype(np.int64), empty > 0, empty)
+
+
+class ImageList(Dataset):
+    """Images given one by one, as files or in memory (see ``to_rgb``), as dataset items
+    without boxes. ``names`` name the in-memory images in results (default ``image-<i>``);
+    files keep their own names. An unreadable file gives None with a warning (or raises with
+    ``strict``), as in ``DetectionDataset``."""
+
+    def __init__(
+        self,
+        sources: Sequence[str | Path | ImageLike],
+        transforms: Compose,
+        *,
+        names: Sequence[str] | None = None,
+        strict: bool = False,
+    ) -> None:
+        self.sources = list(sources)
+        if names is not None and len(names) != len(self.sources):
+            raise ValueError(f"{len(names)} names for {len(self.sources)} images")
+        self.names = list(names) if names is not None else None
+        self.transforms = transforms
+        self.strict = strict
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def name(self, i: int) -> str:
+        source = self.sources[i]
+        if isinstance(source, (str, Path)):
+            return Path(source).name
+        return self.names[i] if self.names is not None else f"image-{i}"
+
+    def __getitem__(self, i: int) -> dict | None:
+        source = self.sources[i]
+        path = Path(source) if isinstance(source, (str, Path)) else None
+        if path is not None:
+            try:
+                image = load_rgb(path)
+            except DataError as err:
+                if self.strict:
+                    raise
+                warnings.warn(f"skipped {err}", stacklevel=2)
+                return None
+        else:
+            image = to_rgb(source, where=f"image {i}")
+        h, w = image.shape[:2]
+        record = empty_record(Path(self.name(i)), i, w, h)
+        return make_item(image, record.boxes, record, self.transforms, None, source=path)

@@ -1,0 +1,45 @@
+"""Where this process stands in a torchrun job, read once from its environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistributedContext:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, evaluates and writes the run folder."""
+        return self.rank == 0
+
+    def device(self, default: torch.device | str) -> torch.device:
+        """Under torchrun on GPUs each process takes its local GPU; otherwise ``default``."""
+        if self.world > 1 and torch.cuda.is_available():
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+            return device
+        return torch.device(default)
+
+
+def distributed_context() -> DistributedContext:
+    """torchrun's rank, world size and local rank (initialising the process group on first
+    use); a single process without it."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistributedContext()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return DistributedContext(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def main_process() -> bool:
+    """Whether this process reports (rank 0, or no torchrun), without starting a group."""
+    return int(os.environ.get("RANK", "0")) == 0

@@ -1,0 +1,168 @@
+"""``rpnkit.fit``: a whole training run from typed configs, as ``rpnkit train`` runs it.
+
+It reads the data, seeds, builds the model (an RPN, or a Faster R-CNN whose second stage fits
+the dataset's classes), trains it (jointly, or in the paper's four alternating steps), and
+writes the run folder: ``checkpoint.safetensors``, ``train_log.csv``, TensorBoard events, the
+run record ``config.yaml`` and, with validation data, ``metrics.json``. Under torchrun every
+process trains and rank 0 alone writes, evaluates and reports.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..data import DataConfig, DetectionDataset
+from ..modeling.presets import ModelConfig, detector_config, preset_config
+from .alternating import combined_summary, train_alternating
+from .checkpoint import DETECTOR, RPN, Kind, ModelSpec
+from .device import resolve_device
+from .distributed import main_process
+from .evaluate import evaluate_detections, evaluate_proposals
+from .run_record import RunRecord
+from .trainer import Evaluate, TrainConfig, Trainer, TrainSummary, seed_everything
+
+Schedule = Literal["joint", "alternating"]
+
+
+@dataclass
+class FitResult:
+    """A finished run: its folder, final checkpoint, model spec, training summary and the
+    final validation metrics (None without validation data, or on ranks other than 0)."""
+
+    out_dir: Path
+    checkpoint: Path
+    spec: ModelSpec
+    summary: TrainSummary
+    metrics: dict | None
+    is_main: bool = True
+
+    def describe(self) -> str:
+        s = self.summary
+        lines = [
+            f"trained {s.steps} steps in {s.seconds:.0f} s ({s.images_per_s:.1f} images/s); "
+            f"checkpoint {self.checkpoint}"
+        ]
+        m = self.metrics
+        if m is not None and self.spec.is_detector:
+            lines.append(
+                f"validation: AP {m['AP']:.3f}, AP50 {m['AP50']:.3f}, "
+                f"VOC07 mAP50 {m['VOC07_mAP50']:.3f}"
+            )
+        elif m is not None:
+            lines.append(f"validation: AR@100 {m['AR@100']:.3f}, AR@1000 {m['AR@1000']:.3f}")
+        return "\n".join(lines)
+
+
+def model_spec(kind: Kind, model: ModelConfig | str, class_names) -> ModelSpec:
+    """The spec of the model ``fit`` trains: a preset (by name) or a config, as an RPN or as a
+    Faster R-CNN with one output per class."""
+    config = preset_config(model) if isinstance(model, str) else model
+    names = tuple(class_names)
+    if kind == DETECTOR:
+        return ModelSpec(DETECTOR, detector_config(config, len(names)), names)
+    if kind != RPN:
+        raise ValueError(f"model kind must be {RPN!r} or {DETECTOR!r}, got {kind!r}")
+    return ModelSpec(RPN, config, names)
+
+
+def make_evaluator(
+    spec: ModelSpec, dataset: DetectionDataset | None, *, batch_size: int, device: torch.device
+) -> Evaluate | None:
+    """The validation measure of a model of this spec: mAP for a detector, recall for an RPN."""
+    if dataset is None:
+        return None
+    if spec.is_detector:
+        return lambda m: (
+            evaluate_detections(
+                m, dataset, spec.class_names, batch_size=batch_size, device=device, progress=False
+            ).metrics
+        )
+    return lambda m: (
+        evaluate_proposals(m, dataset, batch_size=batch_size, device=device, progress=False).metrics
+    )
+
+
+def fit(
+    data: DataConfig | str,
+    *,
+    kind: Kind = RPN,
+    model: ModelConfig | str = "effnet-lite0-fpn",
+    schedule: Schedule = "joint",
+    train: TrainConfig | None = None,
+    out: str | Path = "runs/train",
+    device: torch.device | str = "auto",
+    resume: str | Path | None = None,
+    progress: bool = True,
+    time_budget_s: float | None = None,
+) -> FitResult:
+    """Train a ``kind`` model (``"rpn"`` or ``"faster-rcnn"``) of preset or config ``model``
+    on ``data`` (a dataset path, or a ``DataConfig`` with validation data and sizes) and write
+    the run folder ``out``. ``resume`` continues a joint run exactly from its checkpoint."""
+    data = DataConfig(str(data)) if isinstance(data, (str, Path)) else data
+    train = train or TrainConfig()
+    _check_schedule(kind, schedule, resume)
+    index, val_set = _read(data)
+    device = resolve_device(device)
+    seed_everything(train.seed)  # the initial weights too: the same seed, the same run
+    spec = model_spec(kind, model, index.class_names)
+    evaluate = make_evaluator(spec, val_set, batch_size=train.batch_size, device=device)
+    out = Path(out)
+    if schedule == "alternating":  # the four steps build their own models
+        network, steps = train_alternating(
+            spec.config,
+            index,
+            data,
+            train,
+            out_dir=out,
+            device=device,
+            progress=progress,
+            evaluate=evaluate,
+        )
+        summary = combined_summary(steps)
+    else:
+        network = spec.build()
+        summary = Trainer(
+            network,
+            data.train_dataset(index, seed=train.seed),
+            train,
+            out_dir=out,
+            spec=spec,
+            device=device,
+            progress=progress,
+            time_budget_s=time_budget_s,
+            resume=resume,
+            evaluate=evaluate,
+        ).run()
+    checkpoint = out / "checkpoint.safetensors"
+    if not main_process():  # under torchrun, rank 0 reports and evaluates
+        return FitResult(out, checkpoint, spec, summary, None, is_main=False)
+    RunRecord(spec, train, data, schedule).save(out)
+    metrics = evaluate(network) if evaluate is not None else None
+    if metrics is not None:
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return FitResult(out, checkpoint, spec, summary, metrics)
+
+
+def _check_schedule(kind: Kind, schedule: Schedule, resume) -> None:
+    if schedule not in ("joint", "alternating"):
+        raise ValueError(f"schedule must be 'joint' or 'alternating', got {schedule!r}")
+    if schedule == "alternating" and kind != DETECTOR:
+        raise ValueError("--schedule alternating needs --model faster-rcnn")
+    if schedule == "alternating" and resume is not None:
+        raise ValueError("--resume continues joint training only")
+
+
+def _read(data: DataConfig) -> tuple:
+    """The training index and the validation dataset (or None), each summarised in a line."""
+    index = data.read_train()
+    print(index.summary())
+    val_index = data.read_val()
+    if val_index is None:
+        return index, None
+    print(val_index.summary())
+    return index, data.eval_dataset(val_index)

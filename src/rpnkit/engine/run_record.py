@@ -1,0 +1,57 @@
+"""The record of a training run, ``config.yaml`` in its folder: what was trained (the model
+spec), how (the training config and schedule) and on what (the data config). ``fit`` writes
+it; ``rpnkit report`` reads it back to find the validation data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ..config import config_from_dict, config_to_dict
+from ..data import DataConfig
+from .checkpoint import ModelSpec
+from .trainer import TrainConfig
+
+RECORD_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    model: ModelSpec
+    train: TrainConfig
+    data: DataConfig
+    schedule: str = "joint"
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model.to_dict(),
+            "train": config_to_dict(self.train),
+            "data": config_to_dict(self.data),
+            "schedule": self.schedule,
+        }
+
+    def save(self, run_dir: str | Path) -> Path:
+        path = Path(run_dir) / RECORD_FILE
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunRecord | None:
+        """The run's record, or None for a folder without one (a demo's, say)."""
+        path = Path(run_dir) / RECORD_FILE
+        if not path.is_file():
+            return None
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            return cls(
+                ModelSpec.from_dict(data["model"], where=str(path)),
+                config_from_dict(TrainConfig, data["train"], where=f"{path} train"),
+                config_from_dict(DataConfig, data["data"], where=f"{path} data"),
+                data.get("schedule", "joint"),
+            )
+        except (yaml.YAMLError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a readable run record ({err})") from err

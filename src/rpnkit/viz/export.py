@@ -1,0 +1,43 @@
+"""Writing an inference run's results: COCO results JSON, and PNG overlays of the first images
+drawn as the results stream in (the images are not kept in memory)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..engine.results import DetectionResult, ProposalResult, write_json
+from .overlays import save_overlay
+
+
+@dataclass
+class Written:
+    entries: int
+    images: int
+    overlays: int
+
+    def describe(self, what: str, out: str | Path, overlays: str | Path | None) -> str:
+        text = f"wrote {self.entries} {what} for {self.images} image(s) to {out}"
+        return text + (f"; {self.overlays} overlays in {overlays}" if overlays else "")
+
+
+def export_results(
+    results: Iterable[ProposalResult | DetectionResult],
+    out: str | Path,
+    *,
+    overlays: str | Path | None = None,
+    max_overlays: int = 50,
+    overlay_top: int | None = None,
+) -> Written:
+    """Consume ``results``: every entry into the COCO results JSON ``out`` (written atomically
+    at the end), and the first ``max_overlays`` images drawn into ``overlays``."""
+    entries, images, drawn = [], 0, 0
+    for result in results:
+        entries += result.to_coco_results()
+        images += 1
+        if overlays is not None and drawn < max_overlays:
+            save_overlay(result, overlays, top=overlay_top)
+            drawn += 1
+    write_json(out, entries)
+    return Written(len(entries), images, drawn)

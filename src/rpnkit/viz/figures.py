@@ -1,0 +1,137 @@
+"""The figure plumbing that the overlay pictures and the charts share, written once.
+
+A picture is a matplotlib figure of one or more side-by-side panels (Agg backend, 100 dpi, so
+``size_px`` is the PNG's size in pixels): :func:`image_figure` for images, with thin margins, and
+:func:`chart_figure` for charts, with room for axis labels. :func:`image_panel` shows an image
+in a panel, :func:`draw_boxes` draws xyxy pixel boxes over it, :func:`style_chart` labels a
+chart's axes, and :func:`save_figure` writes the PNG and closes the figure.
+
+Images are (3, H, W) float tensors in [0, 1] or (H, W, 3) uint8 arrays; :func:`as_hwc` turns
+either into an (H, W, 3) array for ``imshow``. The colour constants keep one meaning in every
+picture: green GT, red missed GT, yellow positive anchors, blue negative, grey ignored, magenta
+proposals.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # PNG files only: no display needed, works on headless machines
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+GT_COLOUR = "#00e000"
+MISSED_COLOUR = "#ff2020"
+POSITIVE_COLOUR = "#ffd000"
+NEGATIVE_COLOUR = "#3090ff"
+IGNORED_COLOUR = "#a0a0a0"
+PROPOSAL_COLOUR = "#ff40ff"
+
+DPI = 100
+
+
+def as_numpy(values: Tensor | np.ndarray) -> np.ndarray:
+    """A tensor (on any device, with or without grad) or array-like as a numpy array."""
+    if isinstance(values, Tensor):
+        return values.detach().cpu().numpy()
+    return np.asarray(values)
+
+
+def as_hwc(image: Tensor | np.ndarray) -> np.ndarray:
+    """A (3, H, W) float tensor in [0, 1] or an (H, W, 3) array as an (H, W, 3) array."""
+    if isinstance(image, Tensor):
+        return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+    return np.asarray(image)
+
+
+def _subplots(size_px: tuple[int, int], panels: int) -> tuple[Figure, list[Axes]]:
+    fig, axes = plt.subplots(
+        1, panels, figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI, squeeze=False
+    )
+    return fig, list(axes[0])
+
+
+def image_figure(size_px: tuple[int, int], panels: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure of ``panels`` side-by-side image panels with thin margins, room for a title."""
+    fig, axes = _subplots(size_px, panels)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03)
+    return fig, axes
+
+
+def chart_figure(size_px: tuple[int, int], panels: int = 1) -> tuple[Figure, list[Axes]]:
+    """A figure of ``panels`` side-by-side charts with room for axis labels."""
+    fig, axes = _subplots(size_px, panels)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
+    return fig, axes
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG of its pixel size (creating the folder) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)  # pyplot keeps every open figure alive otherwise
+    return path
+
+
+def image_panel(ax: Axes, image: Tensor | np.ndarray, title: str, *, margin: float = 0.0) -> None:
+    """Show ``image`` in ``ax`` without axes, titled, the view limited to the image plus
+    ``margin`` (a fraction of its size) on every side."""
+    img = as_hwc(image)
+    ax.imshow(img)
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    # fixed limits: boxes past the border would otherwise stretch the view (anchors reach
+    # past it, hence the anchor pictures' margin of 0.25)
+    h, w = img.shape[:2]
+    ax.set_xlim(-margin * w, (1 + margin) * w)
+    ax.set_ylim((1 + margin) * h, -margin * h)
+
+
+def draw_boxes(ax: Axes, boxes: Tensor | np.ndarray, colour, width: float = 1.2, **kw) -> int:
+    """Outline (N, 4) xyxy pixel boxes; ``kw`` goes to the patches (alpha, linestyle).
+    Returns N."""
+    boxes = as_numpy(boxes).reshape(-1, 4)
+    for x1, y1, x2, y2 in boxes:
+        ax.add_patch(
+            Rectangle(
+                (x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=colour, linewidth=width, **kw
+            )
+        )
+    return len(boxes)
+
+
+def style_chart(
+    ax: Axes,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    xlim: tuple[float, float] | None = None,
+    ylim: tuple[float, float] | None = None,
+    log_x: bool = False,
+    log_y: bool = False,
+    legend_fontsize: float = 7,
+) -> None:
+    """Label a chart's axes, title it, grid it faintly, set the limits and log scales given,
+    and add a legend when it has labelled lines (an empty legend would draw an empty box)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend_fontsize)

@@ -1,0 +1,276 @@
+"""PNG pictures drawn over an image: what the RPN does at each stage, and its results.
+
+Anchors (at one position, their centres, their labels, those sampled for the loss), the
+objectness maps, proposals before and after NMS, proposals against the ground truth, and the
+final proposals or detections of one image (:func:`save_overlay` draws an inference result).
+
+Images are (3, H, W) float tensors in [0, 1] or (H, W, 3) uint8 arrays; boxes are (N, 4) xyxy
+in the image's pixels. Each function writes a PNG of ``size_px`` to ``path`` and returns the
+number of boxes drawn (points for the anchor centres, maps for the objectness). The anchor
+pictures show a margin around the image, as anchors reach past its border; the others show
+the image only. Colours: green GT, red missed GT, yellow positive anchors, blue negative, grey
+ignored, magenta proposals.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from torch import Tensor
+
+from ..data import load_rgb
+from ..engine.results import DetectionResult, ProposalResult
+from ..modeling.boxes import box_iou
+from .figures import (
+    GT_COLOUR,
+    IGNORED_COLOUR,
+    MISSED_COLOUR,
+    NEGATIVE_COLOUR,
+    POSITIVE_COLOUR,
+    PROPOSAL_COLOUR,
+    as_numpy,
+    draw_boxes,
+    image_figure,
+    image_panel,
+    save_figure,
+)
+
+ANCHOR_MARGIN = 0.25  # of the image's size, on every side of the anchor pictures
+
+
+def plot_anchors_at_position(
+    image: Tensor | np.ndarray,
+    anchors: Tensor,
+    path: str | Path,
+    *,
+    title: str = "anchors at one position",
+    size_px: tuple[int, int] = (640, 640),
+) -> int:
+    """Draw the (A, 4) anchors of one feature-map position over the image."""
+    fig, (ax,) = image_figure(size_px)
+    image_panel(ax, image, title, margin=ANCHOR_MARGIN)
+    n = draw_boxes(ax, anchors, POSITIVE_COLOUR, width=1.5)
+    centre = ((anchors[:, :2] + anchors[:, 2:]) / 2).mean(0).cpu().numpy()
+    ax.plot(centre[0], centre[1], "+", color="red", markersize=12)
+    save_figure(fig, path)
+    return n
+
+
+def plot_sampled_anchors(
+    image: Tensor | np.ndarray,
+    gt_boxes: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    path: str | Path,
+    *,
+    max_negatives: int = 64,
+    size_px: tuple[int, int] = (640, 640),
+) -> int:
+    """Draw GT boxes, the sampled positive anchors, and up to ``max_negatives`` negatives."""
+    fig, (ax,) = image_figure(size_px)
+    title = (
+        f"sampled anchors: {len(positive)} positive (yellow), "
+        f"{len(negative)} negative (blue, {min(len(negative), max_negatives)} shown), GT green"
+    )
+    image_panel(ax, image, title, margin=ANCHOR_MARGIN)
+    n = draw_boxes(ax, negative[:max_negatives], NEGATIVE_COLOUR, width=0.6, alpha=0.7)
+    n += draw_boxes(ax, positive, POSITIVE_COLOUR, width=1.0)
+    draw_boxes(ax, gt_boxes, GT_COLOUR, width=2.0)
+    save_figure(fig, path)
+    return n
+
+
+def plot_anchor_centres(
+    image: Tensor | np.ndarray,
+    centres: Tensor | np.ndarray,
+    path: str | Path,
+    *,
+    title: str = "anchor centres",
+    size_px: tuple[int, int] = (640, 640),
+) -> int:
+    """Dots at a level's anchor centres, (N, 2) (x, y), over the image."""
+    fig, (ax,) = image_figure(size_px)
+    image_panel(ax, image, title)
+    c = as_numpy(centres)
+    ax.plot(c[:, 0], c[:, 1], ".", color=POSITIVE_COLOUR, markersize=2)
+    save_figure(fig, path)
+    return len(c)
+
+
+def plot_anchor_labels(
+    image: Tensor | np.ndarray,
+    gt_boxes: Tensor,
+    positive: Tensor,
+    negative: Tensor,
+    ignored: Tensor,
+    path: str | Path,
+    *,
+    max_each: int = 200,
+    size_px: tuple[int, int] = (640, 640),
+) -> int:
+    """Positive (yellow), negative (blue) and ignored (grey) anchors of one image, up to
+    ``max_each`` of each (a random subset when given in random order), and the GT (green)."""
+    fig, (ax,) = image_figure(size_px)
+    title = (
+        f"anchors: {len(positive)} positive, {len(negative)} negative, "
+        f"{len(ignored)} ignored (at most {max_each} of each drawn)"
+    )
+    image_panel(ax, image, title, margin=ANCHOR_MARGIN)
+    # the least interesting first, so that the positives are drawn on top
+    n = draw_boxes(ax, negative[:max_each], NEGATIVE_COLOUR, width=0.5, alpha=0.5)
+    n += draw_boxes(ax, ignored[:max_each], IGNORED_COLOUR, width=0.5, alpha=0.6)
+    n += draw_boxes(ax, positive[:max_each], POSITIVE_COLOUR, width=1.0)
+    draw_boxes(ax, gt_boxes, GT_COLOUR, width=2.0)
+    save_figure(fig, path)
+    return n
+
+
+def plot_objectness_maps(
+    image: Tensor | np.ndarray,
+    maps: Sequence[Tensor],
+    path: str | Path,
+    *,
+    size_px: tuple[int, int] | None = None,
+) -> int:
+    """The image, then one heat map per level: each position's highest objectness probability
+    over its anchors. ``maps``: [(H_l, W_l)] probabilities."""
+    size_px = size_px or (260 * (len(maps) + 1), 300)
+    fig, axes = image_figure(size_px, panels=len(maps) + 1)
+    image_panel(axes[0], image, "image")
+    for level, (ax, m) in enumerate(zip(axes[1:], maps)):
+        # imshow's own limits: whole cells, centred on the positions
+        ax.imshow(as_numpy(m), cmap="inferno", vmin=0, vmax=1)
+        ax.set_title(f"level {level}: {m.shape[0]}x{m.shape[1]}", fontsize=8)
+        ax.set_axis_off()
+    save_figure(fig, path)
+    return len(maps)
+
+
+def plot_nms_before_after(
+    image: Tensor | np.ndarray,
+    before: Tensor,
+    after: Tensor,
+    path: str | Path,
+    *,
+    size_px: tuple[int, int] = (1000, 500),
+) -> tuple[int, int]:
+    """Two panels: the top boxes before NMS, and those kept after it."""
+    fig, axes = image_figure(size_px, panels=2)
+    drawn = []
+    for ax, boxes, title in zip(axes, (before, after), ("before NMS", "after NMS")):
+        image_panel(ax, image, f"{title}: {len(boxes)} boxes")
+        drawn.append(draw_boxes(ax, boxes, PROPOSAL_COLOUR, width=0.7, alpha=0.7))
+    save_figure(fig, path)
+    return drawn[0], drawn[1]
+
+
+def plot_proposals_vs_gt(
+    images: Sequence[Tensor | np.ndarray],
+    proposals: Sequence[Tensor],
+    gt_boxes: Sequence[Tensor],
+    path: str | Path,
+    *,
+    top_k: int = 10,
+    iou_threshold: float = 0.5,
+    size_px: tuple[int, int] | None = None,
+) -> int:
+    """One panel per image: its top ``top_k`` proposals (magenta), GT boxes found by some
+    proposal among its top 100 at IoU >= ``iou_threshold`` (green) and missed ones (red)."""
+    size_px = size_px or (320 * len(images), 360)
+    fig, axes = image_figure(size_px, panels=len(images))
+    drawn = 0
+    for ax, image, props, gts in zip(axes, images, proposals, gt_boxes):
+        props, gts = props.detach().cpu(), gts.detach().cpu()
+        if len(gts) and len(props):
+            found = box_iou(gts, props[:100]).max(dim=1).values >= iou_threshold
+        else:
+            found = torch.zeros(len(gts), dtype=torch.bool)
+        image_panel(ax, image, f"top {top_k} proposals; GT found {int(found.sum())}/{len(gts)}")
+        drawn += draw_boxes(ax, props[:top_k], PROPOSAL_COLOUR, width=1.0)
+        draw_boxes(ax, gts[found], GT_COLOUR, width=2.0, linestyle="--")
+        draw_boxes(ax, gts[~found], MISSED_COLOUR, width=2.0, linestyle="--")
+    save_figure(fig, path)
+    return drawn
+
+
+def _label(ax: Axes, x: float, y: float, text: str, colour, *, fontsize: float, alpha: float):
+    """White text on a box of ``colour`` at a box's top-left corner."""
+    ax.text(
+        x,
+        y,
+        text,
+        color="white",
+        fontsize=fontsize,
+        bbox={"facecolor": colour, "alpha": alpha, "pad": 0.5},
+    )
+
+
+def plot_proposals(
+    image: Tensor | np.ndarray,
+    boxes: Tensor | np.ndarray,
+    scores: Tensor | np.ndarray,
+    path: str | Path,
+    *,
+    size_px: tuple[int, int] = (800, 600),
+) -> int:
+    """Draw proposals with their scores, the best first and brightest."""
+    fig, (ax,) = image_figure(size_px)
+    image_panel(ax, image, f"top {len(boxes)} proposals")
+    boxes, scores = as_numpy(boxes).reshape(-1, 4), as_numpy(scores).reshape(-1)
+    for rank, (box, score) in enumerate(zip(boxes, scores)):
+        # fading down the ranking: the weak ones stay visible without hiding the best
+        alpha = 1.0 - 0.7 * rank / max(1, len(boxes) - 1)
+        draw_boxes(ax, box, PROPOSAL_COLOUR, width=1.2, alpha=alpha)
+        if rank < 10:  # more scores would cover the image
+            _label(ax, box[0], box[1], f"{score:.2f}", PROPOSAL_COLOUR, fontsize=6, alpha=0.6)
+    save_figure(fig, path)
+    return len(boxes)
+
+
+def plot_detections(
+    image: Tensor | np.ndarray,
+    boxes: Tensor | np.ndarray,
+    scores: Tensor | np.ndarray,
+    names: Sequence[str],
+    path: str | Path,
+    *,
+    size_px: tuple[int, int] = (800, 600),
+) -> int:
+    """Detections with their class names and scores."""
+    fig, (ax,) = image_figure(size_px)
+    image_panel(ax, image, f"{len(names)} detections")
+    colours = colormaps["tab10"]
+    for box, score, name in zip(as_numpy(boxes).reshape(-1, 4), as_numpy(scores), names):
+        colour = colours(zlib.crc32(name.encode()) % 10)  # the same colour in every run
+        draw_boxes(ax, box, colour, width=1.5)
+        _label(ax, box[0], box[1], f"{name} {score:.2f}", colour, fontsize=7, alpha=0.7)
+    save_figure(fig, path)
+    return len(names)
+
+
+def save_overlay(
+    result: ProposalResult | DetectionResult, folder: str | Path, *, top: int | None = None
+) -> Path:
+    """Draw one inference result over its image into ``folder/<file stem>.png``: proposals
+    (the best ``top`` of them, all when None) with :func:`plot_proposals`, detections (all)
+    with :func:`plot_detections`. Returns the PNG's path."""
+    if not isinstance(result, (ProposalResult, DetectionResult)):
+        raise TypeError(f"expected a ProposalResult or DetectionResult, got {type(result)}")
+    if result.source is None:
+        raise ValueError(
+            f"{result.file_name}: the image was given in memory: draw it with "
+            "plot_proposals/plot_detections"
+        )
+    image = load_rgb(result.source)
+    path = Path(folder) / f"{Path(result.file_name).stem}.png"
+    if isinstance(result, DetectionResult):
+        plot_detections(image, result.boxes, result.scores, result.names, path)
+    else:
+        plot_proposals(image, result.boxes[:top], result.scores[:top], path)
+    return path
