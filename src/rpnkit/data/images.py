@@ -50,7 +50,7 @@ def pil_to_rgb(img: Image.Image) -> np.ndarray:
 def to_rgb(image: Image.Image | np.ndarray | torch.Tensor, where: str = "image") -> np.ndarray:
     """(H, W, 3) uint8 RGB from an image in memory.
 
-    - a PIL image of any mode;
+    - a PIL image of any mode, turned upright by its EXIF orientation;
     - a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped): uint8 as is,
       uint16 scaled by 1/257, floating point taken as [0, 1];
     - a tensor (C, H, W) with C in 1, 3, 4 (torchvision's layout), same value rules.
@@ -58,8 +58,8 @@ def to_rgb(image: Image.Image | np.ndarray | torch.Tensor, where: str = "image")
     Floating-point images are rounded to 8 bits, as images read from files are. Raises
     ValueError naming ``where`` for anything else.
     """
-    if isinstance(image, Image.Image):
-        return pil_to_rgb(image)
+    if isinstance(image, Image.Image):  # displayed orientation, as load_rgb gives files
+        return pil_to_rgb(ImageOps.exif_transpose(image))
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
             raise ValueError(

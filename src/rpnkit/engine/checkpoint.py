@@ -54,8 +54,10 @@ class ModelSpec:
     class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.kind not in (RPN, DETECTOR):
+            raise ValueError(f"unknown model kind {self.kind!r}: expected {RPN!r} or {DETECTOR!r}")
         expected = DetectorConfig if self.kind == DETECTOR else ModelConfig
-        if self.kind not in (RPN, DETECTOR) or not isinstance(self.config, expected):
+        if not isinstance(self.config, expected):
             raise ValueError(
                 f"a {self.kind!r} model needs a {expected.__name__}, got "
                 f"{type(self.config).__name__}"

@@ -9,6 +9,7 @@ import dataclasses
 import torch
 
 from ..data import DetectionDataset, collate, eval_transforms, index_for_input
+from ..engine import runner
 from ..engine.runtime import load
 from ..modeling.anchors import AnchorGenerator, visible_anchors
 from ..modeling.matching import IGNORE, NEGATIVE, POSITIVE
@@ -101,8 +102,7 @@ def show_labels(config: ModelConfig, data, out, *, index: int = 0, **opts) -> in
 def _forward(checkpoint, image, **opts) -> tuple:
     """The checkpoint's first stage on one image: (the first stage, the item, the batch and
     the RPN's output with its raw predictions)."""
-    model = load(checkpoint, "cpu", fold_bn=False).network
-    first_stage = getattr(model, "first_stage", model)
+    first_stage = runner.first_stage(load(checkpoint, "cpu", fold_bn=False).network)
     item = _item(image, **opts)
     batch = collate([item])
     return first_stage, item, batch, first_stage(batch.images, batch.image_sizes)

@@ -1,0 +1,362 @@
+"""The inference runtime's Python API: ``rpnkit.load`` and ``Predictor`` on every input kind
+(files, folders, datasets, indexes, PIL images, arrays, tensors, lists of them), on small
+untrained checkpoints of the tiny preset and real raccoon photos at 128 px."""
+
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import rpnkit
+from rpnkit.data import DataError, load_rgb, read_dataset
+from rpnkit.engine.checkpoint import ModelSpec, save_model
+from rpnkit.engine.evaluate import DetectionReport, RecallReport
+from rpnkit.modeling.presets import build_detector, build_model, detector_config, preset_config
+from rpnkit.modeling.sizes import padded_size
+
+RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
+IMAGES = RACCOON / "images"
+TEST_SPLIT = RACCOON / "test_labels.csv"
+SMALL = {"short_side": 128, "max_size": 192}
+THREE = ("cat", "dog", "raccoon")
+
+
+def _spread_objectness(model) -> None:
+    """An untrained RPN scores every anchor about 0.5, so proposals whose scores differ in the
+    last bits swap places under the float noise of batched convolutions: spread the scores."""
+    with torch.no_grad():
+        torch.nn.init.normal_(model.rpn.head.conv.weight, std=0.3)
+        for layer in model.rpn.head.cls_logits:
+            torch.nn.init.normal_(layer.weight, std=3.0)
+
+
+def _detector(num_classes: int, seed: int):
+    """A tiny Faster R-CNN whose class layer is scaled so that detections pass 0.05."""
+    config = detector_config(preset_config("tiny"), num_classes)
+    torch.manual_seed(seed)
+    model = build_detector(config)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.roi_heads.box_head.cls_score.weight, std=0.3)
+    return model, config
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("checkpoints")
+    tiny = preset_config("tiny")
+    torch.manual_seed(0)
+    rpn = build_model(tiny)
+    _spread_objectness(rpn)
+    det, det_config = _detector(1, seed=1)
+    three, three_config = _detector(len(THREE), seed=2)
+    return {
+        "rpn": save_model(folder / "rpn.safetensors", rpn, ModelSpec("rpn", tiny, ("raccoon",))),
+        "detector": save_model(
+            folder / "detector.safetensors",
+            det,
+            ModelSpec("faster-rcnn", det_config, ("raccoon",)),
+        ),
+        # the detector's first stage saved alone, as an RPN checkpoint
+        "first_stage": save_model(
+            folder / "first_stage.safetensors",
+            det.first_stage,
+            ModelSpec("rpn", det_config.model, ("raccoon",)),
+        ),
+        "three_classes": save_model(
+            folder / "three.safetensors", three, ModelSpec("faster-rcnn", three_config, THREE)
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def rpn(checkpoints):
+    return rpnkit.load(checkpoints["rpn"], "cpu", **SMALL)
+
+
+@pytest.fixture(scope="module")
+def detector(checkpoints):
+    return rpnkit.load(checkpoints["detector"], "cpu", **SMALL)
+
+
+@pytest.fixture(scope="module")
+def three_classes(checkpoints):
+    return rpnkit.load(checkpoints["three_classes"], "cpu", **SMALL)
+
+
+def _same(a, b) -> None:
+    """The same proposals, bit for bit (the same image through the same computation)."""
+    assert torch.equal(a.boxes, b.boxes)
+    assert torch.equal(a.scores, b.scores)
+
+
+def _close(a, b) -> None:
+    """The same proposals up to the float noise of batched convolutions."""
+    torch.testing.assert_close(a.boxes, b.boxes, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-5)
+
+
+def test_load_reads_the_kind_and_class_names_from_the_file(rpn, detector, three_classes):
+    assert rpn.kind == "rpn" and not rpn.spec.is_detector
+    assert rpn.class_names == ("raccoon",)
+    assert isinstance(rpn.network, rpnkit.ProposalModel)
+    assert detector.kind == "faster-rcnn" and detector.spec.is_detector
+    assert detector.class_names == ("raccoon",)
+    assert isinstance(detector.network, rpnkit.FasterRCNN)
+    assert three_classes.class_names == THREE
+    assert three_classes.spec.config.roi.num_classes == 4  # and background
+    assert (rpn.short_side, rpn.max_size) == (128, 192)
+    assert not rpn.network.training
+
+
+def test_every_input_kind_of_one_image_gives_the_proposals_of_its_file(rpn):
+    path = IMAGES / "raccoon-1.jpg"
+    rgb = load_rgb(path)
+    with Image.open(path) as img:
+        pil = img.copy()
+    (expected,) = rpn.propose(path, top=50)
+    assert len(expected.boxes) == 50
+    inputs = {
+        "str path": str(path),
+        "PIL image": pil,
+        "uint8 array": rgb,
+        "uint8 tensor": torch.from_numpy(rgb).permute(2, 0, 1),
+        # floats that are exactly k/255 come back as the same 8-bit image
+        "float32 array": rgb.astype(np.float32) / 255,
+        "float64 array": rgb / 255.0,
+        "float tensor": torch.from_numpy(rgb).permute(2, 0, 1).float() / 255,
+    }
+    for kind, image in inputs.items():
+        (found,) = rpn.propose(image, top=50)
+        assert torch.equal(found.boxes, expected.boxes), kind
+        assert torch.equal(found.scores, expected.scores), kind
+        assert found.image_size == (417, 650), kind
+
+
+def test_an_exif_rotated_photo_as_a_pil_image_gives_the_proposals_of_its_file(rpn, tmp_path):
+    # raccoon-1 stored 650 wide x 417 high with EXIF orientation 6 (displayed 417 x 650);
+    # images.py: "any image as 8-bit RGB in its displayed orientation: files, PIL images..."
+    with Image.open(IMAGES / "raccoon-1.jpg") as img:
+        exif = img.getexif()
+        exif[0x0112] = 6
+        img.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    (from_file,) = rpn.propose(tmp_path / "rotated.jpg", top=10)
+    assert from_file.image_size == (650, 417)
+    with Image.open(tmp_path / "rotated.jpg") as img:
+        (from_pil,) = rpn.propose(img, top=10)
+    assert from_pil.image_size == from_file.image_size
+    _same(from_pil, from_file)
+
+
+def test_a_list_mixing_input_kinds_gives_each_image_its_result_in_order(rpn):
+    path = IMAGES / "raccoon-1.jpg"
+    rgb = load_rgb(path)
+    (expected,) = rpn.propose(path, top=10)
+    mixed = [str(path), path, Image.fromarray(rgb), rgb, torch.from_numpy(rgb).permute(2, 0, 1)]
+    results = rpn.propose(mixed, top=10)
+    assert [r.file_name for r in results] == [
+        "raccoon-1.jpg",
+        "raccoon-1.jpg",
+        "image-2",
+        "image-3",
+        "image-4",
+    ]
+    assert [r.image_id for r in results] == [0, 1, 2, 3, 4]
+    assert [r.source for r in results] == [path, path, None, None, None]
+    assert all(isinstance(r.source, Path) for r in results[:2])
+    for r in results:  # batched four and one
+        _close(r, expected)
+    named = rpn.propose(mixed, top=10, names=["a", "b", "c", "d", "e"])
+    # files keep their own names; in-memory images take the given ones
+    assert [r.file_name for r in named] == ["raccoon-1.jpg", "raccoon-1.jpg", "c", "d", "e"]
+
+
+def test_a_grayscale_array_is_read_as_three_equal_channels(rpn):
+    gray = load_rgb(IMAGES / "raccoon-1.jpg").mean(axis=2).astype(np.uint8)  # (H, W)
+    item = rpn.dataset(gray)[0]
+    assert item["image"].shape[0] == 3
+    assert torch.equal(item["image"][0], item["image"][1])
+    assert torch.equal(item["image"][0], item["image"][2])
+    (found,) = rpn.propose(gray, top=20)
+    (as_rgb,) = rpn.propose(np.repeat(gray[..., None], 3, axis=2), top=20)
+    (one_channel,) = rpn.propose(torch.from_numpy(gray)[None], top=20)  # (1, H, W)
+    _same(found, as_rgb)
+    _same(one_channel, as_rgb)
+    assert found.image_size == gray.shape
+
+
+def test_a_folder_gives_one_result_per_image_in_name_order(rpn, tmp_path):
+    for name in ("raccoon-2.jpg", "raccoon-1.jpg"):
+        shutil.copy(IMAGES / name, tmp_path / name)
+    results = rpn.propose(tmp_path, top=10, batch_size=1)
+    assert [r.file_name for r in results] == ["raccoon-1.jpg", "raccoon-2.jpg"]
+    assert [r.image_id for r in results] == [0, 1]
+    assert [r.source for r in results] == [tmp_path / "raccoon-1.jpg", tmp_path / "raccoon-2.jpg"]
+    assert [r.image_size for r in results] == [(417, 650), (573, 800)]
+    for r in results:
+        (alone,) = rpn.propose(IMAGES / r.file_name, top=10)
+        _same(r, alone)
+    assert [r.file_name for r in rpn.propose(str(tmp_path), top=1)] == [
+        "raccoon-1.jpg",
+        "raccoon-2.jpg",
+    ]
+
+
+def test_a_dataset_path_and_its_index_give_the_proposals_of_its_files(rpn):
+    by_path = rpn.propose(str(RACCOON), split_file=str(TEST_SPLIT), top=10, batch_size=1)
+    index = read_dataset(RACCOON, split_file=TEST_SPLIT)
+    by_index = rpn.propose(index, top=10, batch_size=1)
+    listed = {line.split(",")[0] for line in TEST_SPLIT.read_text().splitlines()[1:]}
+    assert len(by_path) == len(index.records) == len(listed) == 40
+    assert {r.file_name for r in by_path} == listed
+    for a, b in zip(by_path, by_index):
+        assert (a.file_name, a.image_id, a.source) == (b.file_name, b.image_id, b.source)
+        _same(a, b)
+    for r in by_path[:3]:
+        assert r.image_id == Path(r.file_name).stem  # VOC ids: the annotation's name
+        assert r.source.resolve() == (IMAGES / r.file_name).resolve()
+        (alone,) = rpn.propose(r.source, top=10)
+        _same(r, alone)
+
+
+def test_results_are_in_original_pixels_best_first(rpn):
+    for name, size in (("raccoon-1.jpg", (417, 650)), ("raccoon-105.jpg", (960, 720))):
+        (r,) = rpn.propose(IMAGES / name, top=1000)
+        h, w = size
+        assert r.image_size == size == load_rgb(IMAGES / name).shape[:2]
+        assert 0 < len(r.boxes) <= 300  # the tiny preset keeps 300 after NMS
+        assert r.boxes.shape == (len(r.scores), 4)
+        assert (r.boxes[:, 0] >= 0).all() and (r.boxes[:, 1] >= 0).all()
+        assert (r.boxes[:, 2] <= w + 1e-3).all() and (r.boxes[:, 3] <= h + 1e-3).all()
+        assert (r.boxes[:, 2:] > r.boxes[:, :2]).all()
+        # the network sees at most 192 px: boxes beyond that are in the original's pixels
+        assert r.boxes[:, 2].max() > 192 and r.boxes[:, 3].max() > 192
+        assert (r.scores[:-1] >= r.scores[1:]).all()
+        (best,) = rpn.propose(IMAGES / name, top=7)
+        assert len(best.boxes) == 7
+        assert torch.equal(best.boxes, r.boxes[:7])
+
+
+def test_batched_proposals_equal_one_image_at_a_time(rpn):
+    paths = [IMAGES / f"raccoon-{i}.jpg" for i in (1, 2, 3)]
+    # 123x192, 128x179 and 128x192 at 128 px: one padded size, so every image sees the same
+    # zero border in the batch as alone (a CNN's features near the border depend on it)
+    sizes = {padded_size(*rpn.dataset(paths)[i]["image"].shape[1:]) for i in range(3)}
+    assert sizes == {(128, 192)}
+    one = rpn.propose(paths, top=20, batch_size=1)
+    three = rpn.propose(paths, top=20, batch_size=3)
+    assert [r.file_name for r in three] == [p.name for p in paths]
+    for a, b in zip(one, three):
+        assert a.image_size == b.image_size
+        _close(b, a)
+
+
+def test_detections_have_labels_names_and_coco_entries(three_classes):
+    paths = [IMAGES / "raccoon-1.jpg", IMAGES / "raccoon-2.jpg"]
+    results = three_classes.detect(paths)
+    assert [r.file_name for r in results] == ["raccoon-1.jpg", "raccoon-2.jpg"]
+    for r in results:
+        h, w = r.image_size
+        assert len(r.labels) > 0
+        assert ((r.labels >= 1) & (r.labels <= 3)).all()
+        assert r.names == [THREE[int(k) - 1] for k in r.labels]
+        assert (r.scores >= 0.05).all()  # the model's own threshold
+        assert (r.boxes[:, 2] <= w + 1e-3).all() and (r.boxes[:, 3] <= h + 1e-3).all()
+        assert r.class_names == THREE
+    first = results[0]
+    entries = first.to_coco_results()
+    assert len(entries) == len(first.boxes)
+    entry = entries[0]
+    assert set(entry) == {
+        "file_name",
+        "image_id",
+        "bbox",
+        "score",
+        "category_id",
+        "category_name",
+    }
+    x1, y1, x2, y2 = (float(v) for v in first.boxes[0])
+    assert entry["bbox"] == pytest.approx([x1, y1, x2 - x1, y2 - y1], abs=0.01)
+    assert entry["score"] == pytest.approx(float(first.scores[0]), abs=1e-5)
+    assert entry["category_id"] == int(first.labels[0])
+    assert entry["category_name"] == first.names[0]
+    assert (entry["file_name"], entry["image_id"]) == ("raccoon-1.jpg", 0)
+    everything = rpnkit.to_coco_results(results)
+    assert everything == entries + results[1].to_coco_results()
+
+
+def test_score_threshold_keeps_the_detections_scoring_at_least_it(detector):
+    path = IMAGES / "raccoon-1.jpg"
+    (every,) = detector.detect(path)
+    threshold = float(every.scores.median())
+    (high,) = detector.detect(path, score_threshold=threshold)
+    keep = every.scores >= threshold
+    assert 0 < len(high.scores) < len(every.scores)
+    assert torch.equal(high.boxes, every.boxes[keep])
+    assert torch.equal(high.labels, every.labels[keep])
+    assert (high.scores >= threshold).all()
+
+
+def test_a_detector_proposes_with_its_first_stage(detector, checkpoints):
+    alone = rpnkit.load(checkpoints["first_stage"], "cpu", **SMALL)
+    assert alone.kind == "rpn"
+    paths = [IMAGES / "raccoon-1.jpg", IMAGES / "raccoon-105.jpg"]
+    for a, b in zip(detector.propose(paths, top=50), alone.propose(paths, top=50)):
+        assert a.file_name == b.file_name
+        _same(a, b)
+
+
+def test_misuse_is_a_clear_value_error(rpn, checkpoints):
+    path = IMAGES / "raccoon-1.jpg"
+    with pytest.raises(ValueError, match="not a Faster R-CNN checkpoint"):
+        rpn.detect(path)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        rpnkit.load(checkpoints["rpn"], "cpu", amp="fp16")
+    with pytest.raises(ValueError, match="top must be at least 1"):
+        rpn.propose(path, top=0)
+    with pytest.raises(ValueError, match="batch size must be at least 1"):
+        rpn.propose(path, batch_size=0)
+
+
+def test_evaluate_measures_recall_of_an_rpn_and_map_of_a_detector(rpn, detector):
+    options = {"split_file": str(TEST_SPLIT), "batch_size": 8}
+    recall = rpn.evaluate(str(RACCOON), **options)
+    assert isinstance(recall, RecallReport)
+    assert 0 <= recall.metrics["AR@100"] <= 1
+    assert "AR 0.5:0.95" in recall.format()
+    found = detector.evaluate(str(RACCOON), **options)
+    assert isinstance(found, DetectionReport)
+    assert 0 <= found.metrics["AP50"] <= 1
+    assert set(found.metrics["per_class_AP"]) == {"raccoon"}
+    # a detector's proposals are measured through its first stage
+    assert isinstance(detector.evaluate_proposals(str(RACCOON), **options), RecallReport)
+
+
+def test_evaluating_a_detector_on_other_classes_names_the_dataset(three_classes):
+    source = re.escape(str(RACCOON / "annotations"))
+    with pytest.raises(ValueError, match=rf"{source}: its classes \['raccoon'\]"):
+        three_classes.evaluate(str(RACCOON), split_file=str(TEST_SPLIT))
+
+
+def test_an_unreadable_file_in_a_list_is_skipped_with_a_warning(rpn, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    good = [IMAGES / "raccoon-1.jpg", IMAGES / "raccoon-2.jpg"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = rpn.propose([good[0], bad, tmp_path / "missing.jpg", good[1]], top=5)
+    skipped = [str(w.message) for w in caught if str(w.message).startswith("skipped")]
+    assert len(skipped) == 2
+    assert "bad.jpg: unreadable" in skipped[0]
+    assert "missing.jpg: image file not found" in skipped[1]
+    assert [r.file_name for r in results] == ["raccoon-1.jpg", "raccoon-2.jpg"]
+    assert [r.image_id for r in results] == [0, 3]  # positions in the list
+    for r, path in zip(results, good):
+        (alone,) = rpn.propose(path, top=5)
+        _close(r, alone)
+    with pytest.raises(DataError, match=r"bad\.jpg: unreadable"):
+        rpn.propose([good[0], bad], strict=True)
