@@ -72,6 +72,8 @@ class TorchvisionProposalModel(nn.Module):
         copy_rpn_head_to_torchvision(ours.rpn.head, self.rpn.head)
 
     def forward(self, images, image_sizes, targets=None, *, image_scales=None):
+        if images.dtype == torch.uint8:  # rpnkit's batches are uint8
+            images = images.float() / 255
         features = self.backbone(normalize(images, image_sizes, self.pixel_mean, self.pixel_std))
         image_list = ImageList(images, [tuple(s) for s in image_sizes.tolist()])
         tv_targets = None

@@ -34,6 +34,8 @@ class TorchvisionDetector(nn.Module):
         return self.model.roi_heads
 
     def forward(self, images, image_sizes, targets=None, *, image_scales=None):
+        if images.dtype == torch.uint8:  # rpnkit's batches are uint8; torchvision takes [0, 1]
+            images = images.float() / 255
         sizes = image_sizes.tolist()
         crops = [img[:, :h, :w] for img, (h, w) in zip(images, sizes)]
         if self.training and targets is not None:

@@ -135,7 +135,7 @@ def test_voc_box_convention_and_difficult_as_ignore(tmp_path):
     [
         (_obj(box=(50, 10, 20, 40)), "empty or inverted"),
         (_obj(box=(12, 11, 11, 40)), "empty or inverted"),  # xmin = xmax + 1: zero width
-        (_obj(box=(11, 11, 300, 40)), "out of bounds of the 100x80 image"),
+        (_obj(box=(150, 11, 300, 40)), "out of bounds of the 100x80 image"),  # wholly outside
         (_obj(box=("nan", 11, 50, 40)), "NaN or infinite"),
         ("<object><name>cat</name><bndbox><xmin>1</xmin></bndbox></object>", "non-numeric"),
         (_obj(name="horse"), "unknown class 'horse'"),
@@ -145,7 +145,8 @@ def test_bad_voc_samples_are_skipped_with_one_line_or_raise_when_strict(tmp_path
     ann = _voc(tmp_path, objects)
     with pytest.warns(UserWarning, match=problem):
         index = read_voc(ann, class_names=["cat", "dog"])
-    assert index.records == [] and len(index.issues) == 1
+    # the bad object is skipped, its image kept (without it)
+    assert [len(r.boxes) for r in index.records] == [0] and len(index.issues) == 1
     assert index.issues[0].startswith(str(ann / "a.xml")) and problem in index.issues[0]
     with pytest.raises(DataError, match=problem):
         read_voc(ann, class_names=["cat", "dog"], strict=True)
@@ -197,8 +198,11 @@ def test_malformed_coco_json_and_unknown_category(tmp_path):
     }
     good = tmp_path / "instances_y.json"
     good.write_text(json.dumps(data))
-    with pytest.warns(UserWarning, match="annotation 7: unknown category 99"):
-        assert read_coco(good, tmp_path).records == []
+    with pytest.warns(
+        UserWarning, match=r"annotations\[0\] \(id 7, image a.jpg\): unknown category 99"
+    ):
+        # the bad annotation is skipped, its image kept (without it)
+        assert [len(r.boxes) for r in read_coco(good, tmp_path).records] == [0]
 
 
 def test_malformed_yolo_lines_and_unknown_class(tmp_path):
@@ -213,7 +217,12 @@ def test_malformed_yolo_lines_and_unknown_class(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         index = read_yolo(tmp_path / "data.yaml")
-    assert [r.file_name for r in index.records] == ["a.jpg"]
+    # the bad lines are skipped, their images kept (without them)
+    assert [(r.file_name, len(r.boxes)) for r in index.records] == [
+        ("a.jpg", 1),
+        ("b.jpg", 0),
+        ("c.jpg", 0),
+    ]
     assert index.records[0].boxes.tolist() == [[40.0, 15.0, 60.0, 35.0]]
     assert any("b.txt line 1: expected 'class cx cy w h'" in i for i in index.issues)
     assert any("c.txt line 1: unknown class 3" in i for i in index.issues)

@@ -26,10 +26,9 @@ def test_synthetic_data_is_deterministic_and_varied():
     assert min(sizes) < 20 and max(sizes) > 120  # many sizes
     assert min(aspects) < 0.5 and max(aspects) > 2  # many aspect ratios
     item = SyntheticShapes(3, seed=1)[2]
-    assert (
-        item["image"].shape == (3, 256, 256)
-        and 0 <= item["image"].min() <= item["image"].max() <= 1
-    )
+    # uint8, as every dataset gives images (the model makes them float on its device)
+    assert item["image"].shape == (3, 256, 256) and item["image"].dtype == torch.uint8
+    assert item["image"].min() < item["image"].max()
     assert (item["boxes"][:, 2:] <= 256).all() and (item["boxes"][:, :2] >= 0).all()
 
 

@@ -12,7 +12,8 @@ def test_detections_equal_torchvision_faster_rcnn():
     ours, theirs = tiny_detector_pair()
 
     shapes = SyntheticShapes(2, seed=3)
-    crops = [shapes[0]["image"], shapes[1]["image"][:, :224, :]]  # 256x256 and 224x256
+    images_u8 = [shapes[0]["image"], shapes[1]["image"][:, :224, :]]  # 256x256 and 224x256
+    crops = [c.float() / 255 for c in images_u8]  # torchvision takes floats in [0, 1]
     images = torch.zeros(2, 3, 256, 256)
     for i, c in enumerate(crops):
         images[i, :, : c.shape[1], : c.shape[2]] = c

@@ -229,3 +229,133 @@ def test_equals_pycocotools_on_real_coco128_proposals(tmp_path):
         np.testing.assert_allclose(table.recall(k).numpy().T, reference[:, :, m], atol=1e-4)
     # a non-trivial comparison: with 300 proposals per image some boxes are found, not all
     assert 0 < reference[0, 0, 2] < 1
+
+
+# --- the fast matcher against the straightforward loop over ranks --------------------------
+
+
+def _reference(*args, **kw):
+    from rpnkit.evaluation.recall import _match_proposals_reference
+
+    return _match_proposals_reference(*args, **kw)
+
+
+def _random_batch(seed, num_images=24, max_dets=120, max_gt=16, grid=4.0):
+    """Padded proposals and GT on a coarse grid (so equal IoUs, hence ties, are common), with
+    duplicated GT boxes, crowds, invalid proposal slots and very different counts per image."""
+    g = torch.Generator().manual_seed(seed)
+    preds = torch.zeros(num_images, max_dets, 4)
+    valid = torch.zeros(num_images, max_dets, dtype=torch.bool)
+    gts = torch.zeros(num_images, max_gt, 4)
+    mask = torch.zeros(num_images, max_gt, dtype=torch.bool)
+    crowd = torch.zeros(num_images, max_gt, dtype=torch.bool)
+    for i in range(num_images):
+        n_gt = int(torch.randint(0, max_gt + 1, (1,), generator=g))
+        xy = torch.randint(0, 12, (n_gt, 2), generator=g) * grid
+        wh = torch.randint(1, 10, (n_gt, 2), generator=g) * grid
+        gts[i, :n_gt] = torch.cat([xy, xy + wh], 1)
+        if n_gt > 1:  # a duplicated box: equal IoUs with every proposal
+            gts[i, n_gt - 1] = gts[i, 0]
+        mask[i, :n_gt] = True
+        crowd[i, :n_gt] = torch.rand(n_gt, generator=g) < 0.2
+        n_det = int(torch.randint(0, max_dets + 1, (1,), generator=g)) if i % 5 else max_dets
+        src = gts[i, torch.randint(0, max(n_gt, 1), (n_det,), generator=g)]
+        jitter = torch.randint(-2, 3, (n_det, 4), generator=g) * grid
+        rand_xy = torch.randint(0, 16, (n_det, 2), generator=g) * grid
+        rand = torch.cat(
+            [rand_xy, rand_xy + torch.randint(1, 8, (n_det, 2), generator=g) * grid], 1
+        )
+        near = (torch.rand(n_det, generator=g) < 0.6)[:, None] & (n_gt > 0)
+        boxes = torch.where(near, src + jitter, rand)
+        boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + grid)
+        preds[i, :n_det] = boxes
+        valid[i, :n_det] = torch.rand(n_det, generator=g) < 0.95  # a few holes
+    areas = ((gts[..., 2] - gts[..., 0]) * (gts[..., 3] - gts[..., 1])).double()
+    areas = areas * (0.5 + torch.rand(areas.shape, generator=g, dtype=torch.float64))
+    return preds, valid, gts, mask, crowd, areas
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_equals_the_loop_over_ranks_on_random_scenes_with_ties_and_crowds(seed):
+    args = _random_batch(seed)
+    ranges = ((0, 1e10), (0, 16.0**2), (16.0**2, 40.0**2), (40.0**2, 1e10))
+    for kw in (
+        {},
+        {"area_ranges": ranges},
+        {"iou_thresholds": tuple(np.linspace(0.5, 1.0, 21))},  # recall_vs_iou's, up to 1
+        {"iou_thresholds": (0.3, 0.9, 0.6)},  # unsorted, below 0.5
+    ):
+        ours, ref = match_proposals(*args, **kw), _reference(*args, **kw)
+        assert torch.equal(ours.first_match, ref.first_match), kw
+        assert torch.equal(ours.counted, ref.counted)
+
+
+def test_chunks_of_images_give_the_same_table(monkeypatch):
+    import rpnkit.evaluation.recall as recall
+
+    args = _random_batch(7, num_images=30)
+    whole = match_proposals(*args)
+    for budget in (1, 2000, 20000):  # one image a chunk, a few images a chunk, more
+        monkeypatch.setattr(recall, "_CHUNK_PAIRS", budget)
+        assert len(recall._image_chunks(args[3], args[0].shape[1])) > 1
+        assert torch.equal(match_proposals(*args).first_match, whole.first_match)
+
+
+def test_a_chain_of_displacements_is_resolved_in_score_order():
+    # Four boxes along x (height 10); every proposal prefers the box of the proposal before it:
+    # p1 wants a (taken by p0) and falls back to b, p2 to c, p3 to d. At 0.75 only each
+    # proposal's first choice is acceptable, so p1 finds nothing and b goes to p2.
+    gts = [[0, 0, 10, 10], [2, 0, 12, 10], [4, 0, 14, 10], [6, 0, 16, 10]]
+    preds = [[0, 0, 10, 10], [0.5, 0, 10.5, 10], [2.5, 0, 12.5, 10], [4.5, 0, 14.5, 10]]
+    table = _table(preds, gts, iou_thresholds=(0.5, 0.75), area_ranges=((0, 1e10),))
+    never = torch.iinfo(torch.int64).max
+    assert table.first_match[0, :, 0].tolist() == [[0, 1, 2, 3], [0, 2, 3, never]]
+    ref = _reference(*_args(preds, gts), iou_thresholds=(0.5, 0.75), area_ranges=((0, 1e10),))
+    assert torch.equal(table.first_match, ref.first_match)
+
+
+def _args(preds, gts, crowd=None):
+    preds = torch.tensor(preds, dtype=torch.float32).view(1, -1, 4)
+    gts = torch.tensor(gts, dtype=torch.float32).view(1, -1, 4)
+    crowd = None if crowd is None else torch.tensor([crowd])
+    valid = torch.ones(preds.shape[:2], dtype=torch.bool)
+    return preds, valid, gts, torch.ones(gts.shape[:2], dtype=torch.bool), crowd
+
+
+def test_ranks_count_the_proposals_that_match_nothing():
+    # Five proposals far from the GT box come first: they are no candidates, but they still
+    # use up the budget, so the match has rank 5.
+    far = [[100, 100, 110, 110]] * 5
+    table = _table([*far, [0, 0, 10, 10]], [[0, 0, 10, 10]], area_ranges=((0, 1e10),))
+    assert table.first_match[0, :, 0, 0].tolist() == [5] * 10
+    assert table.recall(5)[0, 0] == 0.0 and table.recall(6)[0, 0] == 1.0
+
+
+def test_images_without_candidates_crowd_only_images_and_no_gt_at_all():
+    # image 0: proposals nowhere near its GT; image 1: only a crowd box, which absorbs its
+    # proposals; image 2: a GT box found by the second proposal; image 3: no GT
+    preds = torch.tensor(
+        [
+            [[200.0, 200, 220, 220], [300, 300, 330, 330]],
+            [[0, 0, 10, 10], [0, 0, 50, 50]],
+            [[60, 60, 70, 70], [0, 0, 20, 20]],
+            [[0, 0, 20, 20], [0, 0, 0, 0]],
+        ]
+    )
+    gts = torch.tensor([[[0.0, 0, 20, 20]], [[0, 0, 50, 50]], [[0, 0, 20, 20]], [[0, 0, 0, 0]]])
+    mask = torch.tensor([[True], [True], [True], [False]])
+    crowd = torch.tensor([[False], [True], [False], [False]])
+    valid = torch.ones(4, 2, dtype=torch.bool)
+    table = match_proposals(preds, valid, gts, mask, crowd)
+    ref = _reference(preds, valid, gts, mask, crowd)
+    assert torch.equal(table.first_match, ref.first_match)
+    assert table.first_match[0, 0, :, 0].tolist()[:3] == [torch.iinfo(torch.int64).max, 0, 1]
+    assert table.recall(2)[0, 0] == 0.5  # image 2's box found, image 0's not; crowd not counted
+    # no proposal at all, and a batch without any GT box
+    none_valid = torch.zeros_like(valid)
+    assert torch.equal(
+        match_proposals(preds, none_valid, gts, mask, crowd).first_match,
+        _reference(preds, none_valid, gts, mask, crowd).first_match,
+    )
+    empty = match_proposals(preds, valid, gts[:, :0], mask[:, :0])
+    assert empty.first_match.shape == (4, 10, 4, 0) and (empty.recall(10) == -1).all()

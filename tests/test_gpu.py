@@ -207,6 +207,7 @@ def test_detector_on_gpu_equals_torchvision_and_postprocessing_does_not_sync():
     ours, theirs = ours.cuda(), theirs.cuda()
     shapes = SyntheticShapes(2, seed=3)
     crops = [shapes[0]["image"].cuda(), shapes[1]["image"][:, :224, :].cuda()]
+    crops = [c.float() / 255 for c in crops]  # torchvision takes floats in [0, 1]
     images = torch.zeros(2, 3, 256, 256, device="cuda")
     for i, c in enumerate(crops):
         images[i, :, : c.shape[1], : c.shape[2]] = c

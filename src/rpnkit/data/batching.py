@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -14,8 +14,10 @@ from ..modeling.structures import GroundTruth
 
 @dataclass
 class Batch:
-    """``images`` (B, 3, H, W) padded with zeros to a multiple of ``size_divisible``;
-    ``image_sizes`` (B, 2) true (height, width); ``targets`` padded ground truth."""
+    """``images`` (B, 3, H, W) uint8 RGB padded with zeros to a multiple of ``size_divisible``
+    (the model makes them float on its device); ``image_sizes`` (B, 2) true (height, width);
+    ``targets`` padded ground truth; ``meta`` each item without its image (ids, names, original
+    size, resize factor, source file, GT as read), for turning outputs back into results."""
 
     images: Tensor
     image_sizes: Tensor
@@ -25,20 +27,28 @@ class Batch:
     image_scales: Tensor | None = None  # (B,) resize factor of each image, when resized
     # precomputed proposals (B, K, 4) and their (B, K) validity, when the dataset carries them
     proposals: tuple[Tensor, Tensor] | None = None
+    meta: list[dict] = field(default_factory=list)
 
-    def to(self, device: torch.device | str) -> Batch:
+    def _map(self, fn, targets: GroundTruth) -> Batch:
         scales = self.image_scales
         return Batch(
-            self.images.to(device, non_blocking=True),
-            self.image_sizes.to(device, non_blocking=True),
-            self.targets.to(device),
+            fn(self.images),
+            fn(self.image_sizes),
+            targets,
             self.image_ids,
             self.file_names,
-            scales.to(device, non_blocking=True) if scales is not None else None,
-            None
-            if self.proposals is None
-            else tuple(t.to(device, non_blocking=True) for t in self.proposals),
+            fn(scales) if scales is not None else None,
+            None if self.proposals is None else tuple(fn(t) for t in self.proposals),
+            self.meta,
         )
+
+    def to(self, device: torch.device | str) -> Batch:
+        """On ``device``; from pinned memory the copies are asynchronous."""
+        return self._map(lambda t: t.to(device, non_blocking=True), self.targets.to(device))
+
+    def pin_memory(self) -> Batch:
+        """Page-locked copies (DataLoader's ``pin_memory=True`` calls this)."""
+        return self._map(lambda t: t.pin_memory(), self.targets.pin_memory())
 
 
 def collate(items: Sequence[dict | None], size_divisible: int = SIZE_DIVISIBLE) -> Batch | None:
@@ -63,21 +73,34 @@ def collate(items: Sequence[dict | None], size_divisible: int = SIZE_DIVISIBLE) 
     )
     # validated here, on the CPU: the GPU training step then needs no sync for it
     targets = targets.check(image_sizes, [it["file_name"] for it in items])
-    proposals = None
-    if "proposals" in items[0]:
-        k = max([1, *(len(it["proposals"]) for it in items)])
-        boxes = torch.zeros((len(items), k, 4))
-        valid = torch.zeros((len(items), k), dtype=torch.bool)
-        for i, it in enumerate(items):
-            boxes[i, : len(it["proposals"])] = it["proposals"]
-            valid[i, : len(it["proposals"])] = True
-        proposals = (boxes, valid)
     return Batch(
-        proposals=proposals,
+        proposals=_collate_proposals(items),
         images=images,
         image_sizes=image_sizes,
         targets=targets,
         image_ids=[it["image_id"] for it in items],
         file_names=[it["file_name"] for it in items],
         image_scales=torch.tensor([float(it.get("scale", 1.0)) for it in items]),
+        meta=[_meta(it, size) for it, size in zip(items, zip(heights, widths))],
     )
+
+
+def _meta(item: dict, size: tuple[int, int]) -> dict:
+    """The item without its image, and the (height, width) the network sees it at."""
+    meta = {k: v for k, v in item.items() if k not in ("image", "proposals")}
+    meta["size"] = size
+    meta.setdefault("orig_size", size)
+    return meta
+
+
+def _collate_proposals(items: Sequence[dict]) -> tuple[Tensor, Tensor] | None:
+    """Precomputed proposals padded to (B, K, 4) with (B, K) validity, when items carry them."""
+    if "proposals" not in items[0]:
+        return None
+    k = max([1, *(len(it["proposals"]) for it in items)])
+    boxes = torch.zeros((len(items), k, 4))
+    valid = torch.zeros((len(items), k), dtype=torch.bool)
+    for i, it in enumerate(items):
+        boxes[i, : len(it["proposals"])] = it["proposals"]
+        valid[i, : len(it["proposals"])] = True
+    return boxes, valid

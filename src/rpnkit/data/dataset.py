@@ -15,7 +15,7 @@ from .transforms import Compose
 
 
 class DetectionDataset(Dataset):
-    """Items: dict with ``image`` (3, H, W) float in [0, 1], ``boxes`` (N, 4) xyxy in the
+    """Items: dict with ``image`` (3, H, W) uint8 RGB, ``boxes`` (N, 4) xyxy in the
     transformed image, ``labels``, ``ignore``, ``areas`` (in original pixels), ``image_id``,
     ``file_name``, ``scale`` (resize factor), ``orig_size`` (h, w) and ``source`` (the file).
 
@@ -97,7 +97,7 @@ def make_item(
     the labels, ignore flags and areas of ``record``; ``source`` is the image's file."""
     (image, boxes), scale = transforms(image, boxes.copy(), rng)
     return {
-        "image": torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255,
+        "image": torch.from_numpy(np.array(image)).permute(2, 0, 1),  # uint8: 4x less to move
         "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
         "labels": torch.from_numpy(record.labels),
         "ignore": torch.from_numpy(record.ignore),

@@ -8,13 +8,28 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .readers import DataError
+from .readers import DataError, too_large_image_error
+
+
+def allow_large_images(max_pixels: int | None) -> None:
+    """Let Pillow open images of up to ``max_pixels`` pixels (None or 0: any size), as aerial
+    and microscopy images need. Pillow's guard against decompression bombs
+    (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million pixels by default) warns above its limit
+    and refuses images of more than twice it, which ``load_rgb`` and the readers report as a
+    ``DataError``. The setting is Pillow's, for the whole process: DataLoader workers started
+    by fork inherit it, spawned ones (the default on macOS and Windows) do not."""
+    if max_pixels is not None and (
+        isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 0
+    ):
+        raise ValueError(f"max_pixels: expected a pixel count >= 0 or None, got {max_pixels!r}")
+    Image.MAX_IMAGE_PIXELS = max_pixels or None
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8 RGB. EXIF rotation is applied (the boxes of a dataset refer to the image
     as displayed); grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are
-    converted. Raises DataError naming the file for a missing, unreadable or truncated image."""
+    converted. Raises DataError naming the file for a missing, unreadable or truncated image,
+    or one over Pillow's pixel limit (see ``allow_large_images``)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
@@ -22,6 +37,8 @@ def load_rgb(path: str | Path) -> np.ndarray:
         with Image.open(path) as img:
             img.load()  # decode now: truncated files fail here, not later
             rgb = pil_to_rgb(ImageOps.exif_transpose(img))
+    except Image.DecompressionBombError as err:
+        raise too_large_image_error(path, err) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from err
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:

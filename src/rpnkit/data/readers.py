@@ -2,13 +2,31 @@
 
 Each reader returns a ``DatasetIndex``: one ``Record`` per usable image (boxes converted to
 xyxy pixels here, never later), the class names, and one line per sample that was left out,
-naming the file and the problem. ``strict=True`` raises ``DataError`` at the first problem
+naming the file (with the entry index, object index or line number) and the problem, each
+also warned as a ``SkippedSample``. ``strict=True`` raises ``DataError`` at the first problem
 instead.
 
 Conventions: COCO ``[x, y, w, h]`` -> ``(x, y, x + w, y + h)``; VOC's 1-based inclusive pixel
 indices -> ``(xmin - 1, ymin - 1, xmax, ymax)`` (as detectron2); YOLO's normalised
 ``cx cy w h`` -> pixels with the image size. ``iscrowd`` (COCO) and ``difficult`` (VOC) become
-ignore regions. Class ids are remapped to 1..K in the dataset's own order.
+ignore regions.
+
+Class ids: labels are 1..K. Without ``class_names`` they follow the dataset's own order: COCO
+the JSON's categories sorted by id, YOLO the ``names`` of data.yaml, VOC the sorted names seen
+in the XML files read (so they depend on the split: give ``class_names`` for anything but
+training). With ``class_names`` (the training set's names, as a checkpoint stores them) every
+object is labelled BY NAME with its position in that list, whatever the split holds; an
+object of a class not in the list is a bad annotation.
+
+Policy, the same for the three formats: a bad image (missing, unreadable, too large, a
+malformed XML or label file, a malformed COCO image entry) is skipped; a bad annotation (a
+COCO annotation, a VOC object, a YOLO line: malformed, of an unknown class, with a NaN,
+infinite, empty or inverted box, or a box wholly outside its image) is skipped alone and the
+image keeps its other boxes (an image may end with none). A box that overshoots its image by
+at most ``BORDER_TOLERANCE`` pixels is clipped silently; one that overshoots further but
+overlaps the image is clipped and counted in ``DatasetIndex.clipped``. COCO annotations that
+refer to no image of the JSON are counted in one line. Malformed COCO categories are an error
+(the class ids depend on them), as is a JSON that is not COCO instances JSON.
 """
 
 from __future__ import annotations
@@ -16,8 +34,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+import sys
 import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,12 +48,17 @@ from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # a box may overshoot its image by this many pixels (rounding in annotation tools) and is
-# clipped; further out it is an error
+# clipped silently; further out it is clipped and counted, and wholly outside it is skipped
 BORDER_TOLERANCE = 1.0
 
 
 class DataError(ValueError):
     """A problem with the dataset, naming the file."""
+
+
+class SkippedSample(UserWarning):
+    """The warning for a sample (image, annotation, label line) left out of a dataset: one
+    line, ``skipped <file>: <problem>``."""
 
 
 @dataclass
@@ -57,31 +83,76 @@ class Record:
 
 @dataclass
 class DatasetIndex:
+    """``issues``: one line per skip (an image, an annotation, or a count of COCO annotations
+    of unknown images); ``skipped_images`` and ``skipped_annotations`` count them (None: every
+    issue is an image); ``clipped``: one line per box clipped to its image."""
+
     records: list[Record]
     class_names: list[str]
     issues: list[str] = field(default_factory=list)
     source: str = ""
+    skipped_images: int | None = None
+    skipped_annotations: int = 0
+    clipped: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """One line: ``<source>: N images, K classes, 2 image(s) and 5 annotation(s) skipped,
+        3 box(es) clipped`` (the last parts only when there are any)."""
         text = f"{self.source}: {len(self.records)} images, {len(self.class_names)} classes"
-        if self.issues:
-            text += f", {len(self.issues)} sample(s) skipped"
+        images = len(self.issues) if self.skipped_images is None else self.skipped_images
+        skipped = [f"{images} image(s)"] if images else []
+        if self.skipped_annotations:
+            skipped.append(f"{self.skipped_annotations} annotation(s)")
+        if skipped:
+            text += ", " + " and ".join(skipped) + " skipped"
+        if self.clipped:
+            text += f", {len(self.clipped)} box(es) clipped"
         return text
 
 
 class _Collector:
-    """Skips a sample with a warning, or raises with ``strict``."""
+    """Skips a sample with a ``SkippedSample`` warning, or raises with ``strict``; counts the
+    skipped images and annotations and the clipped boxes."""
 
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.issues: list[str] = []
+        self.images = 0
+        self.annotations = 0
+        self.clipped: list[str] = []
 
     def skip(self, where: str | Path, problem: str) -> None:
-        line = f"{where}: {problem}"
+        """An image left out."""
+        self._report(f"{where}: {problem}")
+        self.images += 1
+
+    def skip_annotation(self, where: str | Path, problem: str, count: int = 1) -> None:
+        """``count`` annotations (boxes, objects, label lines) left out, in one line."""
+        self._report(f"{where}: {problem}")
+        self.annotations += count
+
+    def clip(self, where: str | Path, note: str) -> None:
+        self.clipped.append(f"{where}: {note}")
+
+    def _report(self, line: str) -> None:
         if self.strict:
             raise DataError(line)
-        warnings.warn(f"skipped {line}", stacklevel=3)
+        warnings.warn(f"skipped {line}", SkippedSample, stacklevel=_caller_level())
         self.issues.append(line)
+
+    def index(self, records: list[Record], names: list[str], source: str) -> DatasetIndex:
+        return DatasetIndex(
+            records, names, self.issues, source, self.images, self.annotations, self.clipped
+        )
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this module, the
+    code that called the reader."""
+    frame, level = sys._getframe(1), 1  # level 1: the frame that calls warnings.warn
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -92,6 +163,8 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             width, height = img.size
             orientation = img.getexif().get(0x0112, 1)
+    except Image.DecompressionBombError as err:
+        raise too_large_image_error(path, err) from err
     except (UnidentifiedImageError, OSError) as err:
         raise DataError(f"{path}: unreadable image ({err})") from err
     if width <= 0 or height <= 0:
@@ -100,19 +173,62 @@ def image_size(path: Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _check_box(box: tuple[float, float, float, float], width: int, height: int) -> str | None:
-    """Why an xyxy box is unusable, or None."""
+def too_large_image_error(path: Path, err: Exception) -> DataError:
+    """The DataError for Pillow's ``Image.DecompressionBombError``: the file, its size and how
+    to allow such images."""
+    # Pillow: "Image size (N pixels) exceeds limit of M pixels, could be decompression bomb ..."
+    found = re.findall(r"\d+", str(err))
+    size = f"{int(found[0]):,} pixels" if found else "too many pixels"
+    limit = f" of {int(found[1]):,} pixels" if len(found) > 1 else ""
+    return DataError(
+        f"{path}: image of {size} is over Pillow's limit{limit} (a guard against decompression "
+        "bombs); to read such images, set rpnkit.data.images.allow_large_images(None), or "
+        "--max-image-pixels 0 on the command line"
+    )
+
+
+def _fit_box(
+    box: tuple[float, float, float, float], width: int, height: int
+) -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """An xyxy box as used in a ``width`` x ``height`` image, and a note: ``(box, None)`` when it
+    lies in the image up to ``BORDER_TOLERANCE`` (``_make_record`` clips the overshoot);
+    ``(clipped box, what was done)`` when it overshoots further but overlaps the image;
+    ``(None, why)`` when it is unusable (NaN or infinite, empty or inverted, wholly outside)."""
+    shown = tuple(round(v, 2) for v in box)
     if not all(math.isfinite(v) for v in box):
-        return f"box {tuple(round(v, 2) for v in box)} has a NaN or infinite coordinate"
+        return None, f"box {shown} has a NaN or infinite coordinate"
     x1, y1, x2, y2 = box
     if x2 <= x1 or y2 <= y1:
-        return f"box {tuple(round(v, 2) for v in box)} is empty or inverted"
+        return None, f"box {shown} is empty or inverted"
+    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+        return None, f"box {shown} is out of bounds of the {width}x{height} image (wholly outside)"
     t = BORDER_TOLERANCE
     if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
-        return (
-            f"box {tuple(round(v, 2) for v in box)} is out of bounds of the {width}x{height} image"
-        )
-    return None
+        inside = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+        clipped = tuple(round(v, 2) for v in inside)
+        return inside, f"box {shown} overshoots the {width}x{height} image; clipped to {clipped}"
+    return box, None
+
+
+def _class_list(class_names: Sequence[str] | None) -> list[str] | None:
+    """The given class names, checked: a non-empty sequence of distinct non-empty strings."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, str):
+        raise DataError(f"class_names: expected a list of names, got the string {class_names!r}")
+    names = list(class_names)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise DataError(f"class_names: expected a non-empty list of non-empty names, got {names}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"class_names: names given more than once: {repeated}")
+    return names
+
+
+def _known(names: Sequence[str]) -> str:
+    """The class names for a message, the first 10 of a long list."""
+    shown = ", ".join(repr(n) for n in names[:10])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
 
 
 def _make_record(
@@ -137,66 +253,213 @@ def _make_record(
 # ---------------------------------------------------------------- COCO JSON
 
 
+def _is_id(value) -> bool:
+    """A COCO id: an integer or a string."""
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _json_text(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+@dataclass
+class _CocoClasses:
+    names: list[str]  # the index's class names
+    name_of: dict  # category id -> its name
+    label_of: dict  # category id -> label in 1..K; categories not among class_names are absent
+
+
 def read_coco(
-    json_path: str | Path, image_dir: str | Path | None = None, *, strict: bool = False
+    json_path: str | Path,
+    image_dir: str | Path | None = None,
+    *,
+    class_names: Sequence[str] | None = None,
+    strict: bool = False,
 ) -> DatasetIndex:
     """A COCO ``instances_*.json``. ``image_dir`` defaults to ``images/<split>`` or ``<split>``
-    beside the ``annotations`` folder, for ``annotations/instances_<split>.json``."""
+    beside the ``annotations`` folder, for ``annotations/instances_<split>.json``. Classes: the
+    categories sorted by id, or ``class_names`` (matched by category name)."""
     json_path = Path(json_path)
+    data = _load_coco_json(json_path)
+    classes = _coco_classes(json_path, data["categories"], _class_list(class_names))
+    image_dir = Path(image_dir) if image_dir is not None else _coco_image_dir(json_path)
+    out = _Collector(strict)
+    images = _coco_images(json_path, data["images"], out)
+    anns_of = _coco_annotations_by_image(json_path, data["annotations"], images, out)
+    records = []
+    for image_id, entry in images.items():
+        if entry is None:  # a malformed entry, already reported
+            continue
+        path = image_dir / entry["file_name"]
+        try:
+            width, height = image_size(path)  # trust the file: annotation sizes are sometimes off
+        except DataError as err:
+            out.skip(path, str(err).removeprefix(f"{path}: "))
+            continue
+        boxes, labels, ignore, areas = [], [], [], []
+        for i, ann in anns_of.get(image_id, []):
+            where = f"{json_path}: annotations[{i}]"
+            where += f" (id {ann['id']}, image {path.name})" if "id" in ann else f" ({path.name})"
+            found, note = _coco_annotation(ann, classes, width, height)
+            if found is None:
+                out.skip_annotation(where, note)
+                continue
+            if note is not None:
+                out.clip(where, note)
+            boxes.append(found[0])
+            labels.append(found[1])
+            ignore.append(found[2])
+            areas.append(found[3])
+        records.append(_make_record(path, image_id, width, height, boxes, labels, ignore, areas))
+    return out.index(records, classes.names, str(json_path))
+
+
+def _load_coco_json(json_path: Path) -> dict:
     try:
         data = json.loads(json_path.read_text())
     except OSError as err:
         raise DataError(f"{json_path}: cannot read ({err})") from err
     except json.JSONDecodeError as err:
         raise DataError(f"{json_path}: malformed JSON at line {err.lineno}: {err.msg}") from err
+    except UnicodeDecodeError as err:
+        raise DataError(f"{json_path}: not a text file ({err})") from err
+    if not isinstance(data, dict):
+        raise DataError(
+            f"{json_path}: not COCO instances JSON (a {type(data).__name__}, no object)"
+        )
     for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
+        if key not in data:
             raise DataError(f"{json_path}: not COCO instances JSON (no '{key}' list)")
-    image_dir = Path(image_dir) if image_dir is not None else _coco_image_dir(json_path)
-    categories = sorted(data["categories"], key=lambda c: c["id"])
-    label_of = {c["id"]: i + 1 for i, c in enumerate(categories)}
-    anns_of: dict = {}
-    for ann in data["annotations"]:
-        anns_of.setdefault(ann.get("image_id"), []).append(ann)
+        if not isinstance(data[key], list):
+            raise DataError(
+                f"{json_path}: '{key}' must be a list, got {_json_text(data[key])} "
+                f"(a {type(data[key]).__name__})"
+            )
+    return data
 
-    out = _Collector(strict)
-    records = []
-    for img in data["images"]:
-        path = image_dir / img.get("file_name", "")
-        problem = None
-        boxes, labels, ignore, areas = [], [], [], []
-        width, height = int(img.get("width", 0)), int(img.get("height", 0))
-        try:
-            real_w, real_h = image_size(path)
-        except DataError as err:
-            out.skip(path, str(err).split(": ", 1)[1])
-            continue
-        if (width, height) != (real_w, real_h):
-            width, height = real_w, real_h  # trust the file: annotation sizes are sometimes off
-        for ann in anns_of.get(img.get("id"), []):
-            bbox = ann.get("bbox")
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                problem = f"annotation {ann.get('id')}: malformed bbox {bbox!r}"
-                break
-            if ann.get("category_id") not in label_of:
-                problem = f"annotation {ann.get('id')}: unknown category {ann.get('category_id')}"
-                break
-            x, y, w, h = (float(v) for v in bbox)
-            box = (x, y, x + w, y + h)
-            why = _check_box(box, width, height)
-            if why is not None:
-                problem = f"annotation {ann.get('id')}: {why}"
-                break
-            boxes.append(box)
-            labels.append(label_of[ann["category_id"]])
-            ignore.append(bool(ann.get("iscrowd", 0)))
-            areas.append(float(ann.get("area", w * h)))
+
+def _coco_classes(json_path: Path, categories: list, given: list[str] | None) -> _CocoClasses:
+    """The categories checked (each an object with an integer or string ``id``, unique, and a
+    non-empty ``name``), sorted by id; raises DataError naming ``categories[i]``."""
+    name_of = {}
+    for i, cat in enumerate(categories):
+        where = f"{json_path}: categories[{i}]"
+        if not isinstance(cat, dict):
+            raise DataError(f"{where}: expected an object, got {_json_text(cat)}")
+        if not _is_id(cat.get("id")):
+            got = f"'id' {_json_text(cat['id'])}" if "id" in cat else "no 'id'"
+            raise DataError(f"{where}: {got} (an integer is needed)")
+        name = cat.get("name")
+        if not isinstance(name, str) or not name.strip():
+            got = f"'name' {_json_text(name)}" if "name" in cat else "no 'name'"
+            raise DataError(f"{where} (id {cat['id']}): {got} (a non-empty string is needed)")
+        if cat["id"] in name_of:
+            raise DataError(f"{where}: category id {cat['id']!r} appears twice")
+        name_of[cat["id"]] = name
+    ordered = sorted(name_of, key=lambda c: (isinstance(c, str), c))
+    if given is None:
+        names = [name_of[c] for c in ordered]
+        return _CocoClasses(names, name_of, {c: i + 1 for i, c in enumerate(ordered)})
+    position = {n: i + 1 for i, n in enumerate(given)}
+    label_of = {c: position[n] for c, n in name_of.items() if n in position}
+    return _CocoClasses(given, name_of, label_of)
+
+
+def _coco_images(json_path: Path, entries: list, out: _Collector) -> dict:
+    """Image id -> its entry, or None for an entry with an id but malformed otherwise; entries
+    without a usable id are left out. Each malformed entry is reported as ``images[i]``."""
+    images: dict = {}
+    for i, entry in enumerate(entries):
+        problem = _coco_image_problem(entry, images)
         if problem is not None:
-            out.skip(path, problem)
+            out.skip(f"{json_path}: images[{i}]", problem)
+            if isinstance(entry, dict) and _is_id(entry.get("id")):
+                images.setdefault(entry["id"], None)
             continue
-        records.append(_make_record(path, img["id"], width, height, boxes, labels, ignore, areas))
-    names = [c["name"] for c in categories]
-    return DatasetIndex(records, names, out.issues, source=str(json_path))
+        images[entry["id"]] = entry
+    return images
+
+
+def _coco_image_problem(entry, images: dict) -> str | None:
+    if not isinstance(entry, dict):
+        return f"expected an object, got {_json_text(entry)}"
+    if not _is_id(entry.get("id")):
+        return f"'id' {_json_text(entry['id'])} is not an integer" if "id" in entry else "no 'id'"
+    if entry["id"] in images:
+        return f"image id {entry['id']!r} appears twice"
+    name = entry.get("file_name")
+    if not isinstance(name, str) or not name.strip():
+        return f"'file_name' {_json_text(name)} is not a file name" if name else "no 'file_name'"
+    for key in ("width", "height"):
+        if not _is_number(entry.get(key)):
+            got = f"'{key}' {_json_text(entry[key])} is not a number" if key in entry else None
+            return f"{got or f'no {key!r}'} ({name})"
+    return None
+
+
+def _coco_annotations_by_image(
+    json_path: Path, annotations: list, images: dict, out: _Collector
+) -> dict:
+    """Image id -> [(index in ``annotations``, annotation)]. Annotations that are not objects
+    or lack an ``image_id`` are reported one by one; those of image ids that the JSON does not
+    hold are counted in one line."""
+    anns_of: dict = {}
+    unknown = []
+    for i, ann in enumerate(annotations):
+        if not isinstance(ann, dict):
+            out.skip_annotation(
+                f"{json_path}: annotations[{i}]", f"expected an object, got {_json_text(ann)}"
+            )
+        elif not _is_id(ann.get("image_id")):
+            got = ann.get("image_id")
+            problem = f"'image_id' {_json_text(got)} is not an id" if got is not None else ""
+            out.skip_annotation(f"{json_path}: annotations[{i}]", problem or "no 'image_id'")
+        elif ann["image_id"] in images:
+            anns_of.setdefault(ann["image_id"], []).append((i, ann))
+        else:
+            unknown.append(ann["image_id"])
+    if unknown:
+        out.skip_annotation(
+            json_path,
+            f"{len(unknown)} annotation(s) refer to unknown image ids (first: {unknown[0]!r})",
+            count=len(unknown),
+        )
+    return anns_of
+
+
+def _coco_annotation(ann: dict, classes: _CocoClasses, width: int, height: int):
+    """``((box, label, crowd, area), clip note or None)`` for a usable annotation, else
+    ``(None, why)``."""
+    bbox = ann.get("bbox")
+    if "bbox" not in ann or bbox is None:
+        return None, "no 'bbox'" if "bbox" not in ann else "bbox is null"
+    if not isinstance(bbox, list):
+        return None, f"bbox {_json_text(bbox)} is not a list [x, y, w, h]"
+    if len(bbox) != 4:
+        return None, f"bbox {_json_text(bbox)} has {len(bbox)} values, not 4 [x, y, w, h]"
+    if not all(_is_number(v) for v in bbox):
+        return None, f"bbox {_json_text(bbox)} has a non-numeric value"
+    category = ann.get("category_id")
+    if not _is_id(category) or category not in classes.name_of:
+        return None, f"unknown category {_json_text(category)}"
+    if category not in classes.label_of:
+        name = classes.name_of[category]
+        return None, f"unknown class {name!r} (category {category}; known: {_known(classes.names)})"
+    area = ann.get("area")
+    if area is not None and not _is_number(area):
+        return None, f"'area' {_json_text(area)} is not a number"
+    x, y, w, h = (float(v) for v in bbox)
+    box, note = _fit_box((x, y, x + w, y + h), width, height)
+    if box is None:
+        return None, note
+    if area is None:
+        area = w * h if note is None else (box[2] - box[0]) * (box[3] - box[1])
+    return (box, classes.label_of[category], bool(ann.get("iscrowd", 0)), float(area)), note
 
 
 def _coco_image_dir(json_path: Path) -> Path:
@@ -216,7 +479,7 @@ def read_voc(
     image_dir: str | Path | None = None,
     *,
     split_file: str | Path | None = None,
-    class_names: list[str] | None = None,
+    class_names: Sequence[str] | None = None,
     strict: bool = False,
 ) -> DatasetIndex:
     """A folder of VOC XML files. ``split_file``: a text file of image ids (VOC's
@@ -224,65 +487,84 @@ def read_voc(
     ``train_labels.csv``) selecting the images. Classes: ``class_names`` or every name seen,
     sorted."""
     annotation_dir = Path(annotation_dir)
+    given = _class_list(class_names)
     image_dir = Path(image_dir) if image_dir is not None else _voc_image_dir(annotation_dir)
     xml_files = sorted(annotation_dir.glob("*.xml"))
     if split_file is not None:
         wanted = _read_split(Path(split_file))
         xml_files = [f for f in xml_files if f.stem in wanted]
     out = _Collector(strict)
-    parsed = []
+    parsed, seen = [], set()
     for xml_file in xml_files:
-        try:
-            root = ET.parse(xml_file).getroot()
-        except ET.ParseError as err:
-            out.skip(xml_file, f"malformed XML ({err})")
-            continue
-        objects = []
-        problem = None
-        for i, obj in enumerate(root.iter("object")):
-            name = (obj.findtext("name") or "").strip()
-            bnd = obj.find("bndbox")
-            try:
-                coords = [float(bnd.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
-            except (AttributeError, TypeError, ValueError):
-                problem = f"object {i} ({name or 'no name'}): missing or non-numeric bndbox"
-                break
-            difficult = (obj.findtext("difficult") or "0").strip() == "1"
-            objects.append((name, coords, difficult))
-        if problem is not None:
-            out.skip(xml_file, problem)
-            continue
-        parsed.append((xml_file, root, objects))
-    names = class_names or sorted({name for _, _, objs in parsed for name, _, _ in objs})
+        found = _voc_file(xml_file, image_dir, given, out)
+        if found is not None:
+            parsed.append(found)
+            seen.update(found[-1])
+    names = given or sorted(seen)
     label_of = {n: i + 1 for i, n in enumerate(names)}
-
     records = []
-    for xml_file, root, objects in parsed:
-        filename = root.findtext("filename") or f"{xml_file.stem}.jpg"
-        path = image_dir / filename
-        try:
-            width, height = image_size(path)
-        except DataError as err:
-            out.skip(xml_file, str(err))
-            continue
-        boxes, labels, ignore, problem = [], [], [], None
-        for i, (name, (xmin, ymin, xmax, ymax), difficult) in enumerate(objects):
-            if name not in label_of:
-                problem = f"object {i}: unknown class {name!r} (known: {names})"
-                break
-            box = (xmin - 1, ymin - 1, xmax, ymax)
-            why = _check_box(box, width, height)
-            if why is not None:
-                problem = f"object {i} ({name}): {why}"
-                break
-            boxes.append(box)
-            labels.append(label_of[name])
-            ignore.append(difficult)
-        if problem is not None:
-            out.skip(xml_file, problem)
-            continue
+    for xml_file, path, width, height, objects, _ in parsed:
+        boxes = [box for _, box, _ in objects]
+        labels = [label_of[name] for name, _, _ in objects]
+        ignore = [difficult for _, _, difficult in objects]
         records.append(_make_record(path, xml_file.stem, width, height, boxes, labels, ignore))
-    return DatasetIndex(records, names, out.issues, source=str(annotation_dir))
+    return out.index(records, names, str(annotation_dir))
+
+
+def _voc_file(xml_file: Path, image_dir: Path, given: list[str] | None, out: _Collector):
+    """``(xml_file, image path, width, height, [(name, box, difficult)], names seen)`` for a
+    usable XML file, its bad objects reported and left out; None for a skipped file."""
+    try:
+        root = ET.parse(xml_file).getroot()
+    except (ET.ParseError, OSError) as err:
+        out.skip(xml_file, f"malformed XML ({err})")
+        return None
+    filename = root.findtext("filename") or f"{xml_file.stem}.jpg"
+    path = image_dir / filename
+    try:
+        width, height = image_size(path)
+    except DataError as err:
+        out.skip(xml_file, str(err))
+        return None
+    objects, seen = [], set()
+    for i, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip()
+        if not name:
+            out.skip_annotation(xml_file, f"object {i}: no <name> (or an empty one)")
+            continue
+        seen.add(name)
+        coords, problem = _voc_bndbox(obj)
+        if problem is None and given is not None and name not in given:
+            problem = f"unknown class {name!r} (known: {_known(given)})"
+        if problem is None:
+            xmin, ymin, xmax, ymax = coords
+            box, note = _fit_box((xmin - 1, ymin - 1, xmax, ymax), width, height)
+            problem = note if box is None else None
+        if problem is not None:
+            out.skip_annotation(xml_file, f"object {i} ({name}): {problem}")
+            continue
+        if note is not None:
+            out.clip(xml_file, f"object {i} ({name}): {note}")
+        difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        objects.append((name, box, difficult))
+    return xml_file, path, width, height, objects, seen
+
+
+def _voc_bndbox(obj: ET.Element) -> tuple[list[float] | None, str | None]:
+    """The four numbers of an object's ``<bndbox>``, or why there are none."""
+    bnd = obj.find("bndbox")
+    if bnd is None:
+        return None, "missing or non-numeric bndbox (no <bndbox>)"
+    coords = []
+    for key in ("xmin", "ymin", "xmax", "ymax"):
+        text = bnd.findtext(key)
+        if text is None or not text.strip():
+            return None, f"missing or non-numeric bndbox (no <{key}>)"
+        try:
+            coords.append(float(text))
+        except ValueError:
+            return None, f"missing or non-numeric bndbox (<{key}> {text.strip()!r})"
+    return coords, None
 
 
 def _voc_image_dir(annotation_dir: Path) -> Path:
@@ -308,67 +590,105 @@ def _read_split(path: Path) -> set[str]:
 # ---------------------------------------------------------------- YOLO txt
 
 
-def read_yolo(data_yaml: str | Path, split: str = "train", *, strict: bool = False) -> DatasetIndex:
+def read_yolo(
+    data_yaml: str | Path,
+    split: str = "train",
+    *,
+    class_names: Sequence[str] | None = None,
+    strict: bool = False,
+) -> DatasetIndex:
     """A YOLO dataset described by ``data.yaml`` (``path``, ``train``/``val``, ``names``).
     Labels sit beside the images with ``images`` replaced by ``labels`` and a ``.txt`` suffix;
-    a missing or empty label file means an image without objects."""
+    a missing or empty label file means an image without objects. Classes: data.yaml's
+    ``names``, or ``class_names`` (matched by name)."""
     data_yaml = Path(data_yaml)
-    try:
-        meta = yaml.safe_load(data_yaml.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise DataError(f"{data_yaml}: cannot read ({err})") from err
-    if not isinstance(meta, dict) or split not in meta or "names" not in meta:
-        raise DataError(f"{data_yaml}: needs '{split}' and 'names' entries")
-    names = meta["names"]
-    names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-    root = (data_yaml.parent / str(meta.get("path", "."))).resolve()
-    image_dir = root / str(meta[split])
-    if not image_dir.is_dir():
-        raise DataError(f"{data_yaml}: the '{split}' image folder {image_dir} does not exist")
+    yaml_names, image_dir = _yolo_meta(data_yaml, split)
+    given = _class_list(class_names)
+    names = given or yaml_names
+    position = {n: i + 1 for i, n in enumerate(names)}
     out = _Collector(strict)
     records = []
     for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         label_path = Path(str(path.parent).replace("/images", "/labels", 1)) / f"{path.stem}.txt"
         try:
             width, height = image_size(path)
+            lines = label_path.read_text().splitlines() if label_path.is_file() else []
         except DataError as err:
-            out.skip(path, str(err).split(": ", 1)[1])
+            out.skip(path, str(err).removeprefix(f"{path}: "))
             continue
-        boxes, labels, problem = [], [], None
-        lines = label_path.read_text().splitlines() if label_path.is_file() else []
+        except (OSError, UnicodeDecodeError) as err:
+            out.skip(label_path, f"unreadable label file ({err})")
+            continue
+        boxes, labels = [], []
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            parts = line.split()
-            try:
-                cls, cx, cy, w, h = int(parts[0]), *(float(v) for v in parts[1:5])
-                if len(parts) != 5:
-                    raise ValueError
-            except (ValueError, IndexError):
-                problem = f"{label_path.name} line {n}: expected 'class cx cy w h', got {line!r}"
-                break
-            if not 0 <= cls < len(names):
-                problem = f"{label_path.name} line {n}: unknown class {cls} ({len(names)} known)"
-                break
-            box = (
-                (cx - w / 2) * width,
-                (cy - h / 2) * height,
-                (cx + w / 2) * width,
-                (cy + h / 2) * height,
-            )
-            why = _check_box(box, width, height)
-            if why is not None:
-                problem = f"{label_path.name} line {n}: {why}"
-                break
-            boxes.append(box)
-            labels.append(cls + 1)
-        if problem is not None:
-            out.skip(path, problem)
-            continue
+            found, note = _yolo_line(line, yaml_names, position, width, height)
+            if found is None:
+                out.skip_annotation(f"{label_path} line {n}", note)
+                continue
+            if note is not None:
+                out.clip(f"{label_path} line {n}", note)
+            boxes.append(found[0])
+            labels.append(found[1])
         records.append(
             _make_record(path, path.stem, width, height, boxes, labels, [False] * len(boxes))
         )
-    return DatasetIndex(records, names, out.issues, source=f"{data_yaml} [{split}]")
+    return out.index(records, names, f"{data_yaml} [{split}]")
+
+
+def _yolo_meta(data_yaml: Path, split: str) -> tuple[list[str], Path]:
+    """data.yaml's class names and the image folder of ``split``; raises DataError."""
+    try:
+        meta = yaml.safe_load(data_yaml.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise DataError(f"{data_yaml}: cannot read ({err})") from err
+    if not isinstance(meta, dict) or split not in meta or "names" not in meta:
+        raise DataError(f"{data_yaml}: needs '{split}' and 'names' entries")
+    names = meta["names"]
+    if isinstance(names, dict):
+        try:
+            names = [names[k] for k in sorted(names)]
+        except TypeError as err:
+            raise DataError(f"{data_yaml}: 'names' keys must be class numbers ({err})") from err
+    if not isinstance(names, list) or not names:
+        raise DataError(f"{data_yaml}: 'names' must be a list or a mapping of class names")
+    names = [str(n) for n in names]
+    root = (data_yaml.parent / str(meta.get("path", "."))).resolve()
+    image_dir = root / str(meta[split])
+    if not image_dir.is_dir():
+        raise DataError(f"{data_yaml}: the '{split}' image folder {image_dir} does not exist")
+    return names, image_dir
+
+
+def _yolo_line(line: str, yaml_names: list[str], position: dict, width: int, height: int):
+    """``((box, label), clip note or None)`` for a usable label line, else ``(None, why)``."""
+    parts = line.split()
+    if len(parts) != 5:
+        return None, f"expected 'class cx cy w h', got {len(parts)} fields: {line.strip()!r}"
+    try:
+        cls = int(parts[0])
+    except ValueError:
+        return None, f"expected 'class cx cy w h', got the class {parts[0]!r}: {line.strip()!r}"
+    try:
+        cx, cy, w, h = (float(v) for v in parts[1:])
+    except ValueError:
+        return None, f"expected 'class cx cy w h', got a non-numeric value: {line.strip()!r}"
+    if not 0 <= cls < len(yaml_names):
+        return (
+            None,
+            f"unknown class {cls} (data.yaml names {len(yaml_names)}: 0..{len(yaml_names) - 1})",
+        )
+    if yaml_names[cls] not in position:
+        return None, f"unknown class {cls} {yaml_names[cls]!r} (known: {_known(list(position))})"
+    box = (
+        (cx - w / 2) * width,
+        (cy - h / 2) * height,
+        (cx + w / 2) * width,
+        (cy + h / 2) * height,
+    )
+    box, note = _fit_box(box, width, height)
+    return (None, note) if box is None else ((box, position[yaml_names[cls]]), note)
 
 
 # ---------------------------------------------------------------- detection of the format
@@ -405,18 +725,21 @@ def read_dataset(
     split: str = "train",
     fmt: str | None = None,
     split_file: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
     strict: bool = False,
 ) -> DatasetIndex:
     """Any supported dataset by path. ``split`` names COCO's ``instances_<split>.json`` (a
     name containing the split is enough: ``train`` finds ``instances_train2017.json``) and
-    YOLO's data.yaml key; VOC takes ``split_file``."""
+    YOLO's data.yaml key; VOC takes ``split_file``. ``class_names`` (the training set's, for
+    a validation set or a checkpoint's data) fixes the labels by name; see the module."""
     path = Path(path)
     if fmt is None:
         fmt = detect_format(path)
         # a folder with both YOLO labels and COCO JSON (COCO128): YOLO unless its data.yaml
         # lacks the split and a COCO JSON names it
         if fmt == "yolo" and path.is_dir():
-            meta = yaml.safe_load((path / "data.yaml").read_text()) or {}
+            meta = yaml.safe_load((path / "data.yaml").read_text())
+            meta = meta if isinstance(meta, dict) else {}
             has_json = any(split in c.stem for c in path.glob("annotations/*.json"))
             if split not in meta and has_json:
                 fmt = "coco"
@@ -429,14 +752,14 @@ def read_dataset(
                     f"{path}: no COCO JSON for split {split!r} among {[c.name for c in candidates]}"
                 )
             path = matching[0]
-        return read_coco(path, strict=strict)
+        return read_coco(path, class_names=class_names, strict=strict)
     if fmt == "yolo":
         yaml_path = path / "data.yaml" if path.is_dir() else path
-        return read_yolo(yaml_path, split, strict=strict)
+        return read_yolo(yaml_path, split, class_names=class_names, strict=strict)
     if fmt == "voc":
         ann = path
         for sub in ("annotations", "Annotations"):
             if (path / sub).is_dir():
                 ann = path / sub
-        return read_voc(ann, split_file=split_file, strict=strict)
+        return read_voc(ann, split_file=split_file, class_names=class_names, strict=strict)
     raise DataError(f"unknown dataset format {fmt!r}: use coco, voc or yolo")

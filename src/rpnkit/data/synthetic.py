@@ -101,7 +101,7 @@ def make_shapes_image(
 
 
 class SyntheticShapes(Dataset):
-    """``num_images`` images of shapes. Items: dict with ``image`` (3, H, W) float in [0, 1],
+    """``num_images`` images of shapes. Items: dict with ``image`` (3, H, W) uint8 RGB,
     ``boxes`` (N, 4) xyxy, ``labels`` (N,), ``image_id`` and ``file_name``."""
 
     class_names = SHAPE_NAMES
@@ -119,7 +119,7 @@ class SyntheticShapes(Dataset):
             raise IndexError(f"index {index} out of range for {self.num_images} images")
         image, boxes, labels = make_shapes_image(self.seed, index, image_size=self.image_size)
         return {
-            "image": torch.from_numpy(image).permute(2, 0, 1).float() / 255,
+            "image": torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1),
             "boxes": torch.from_numpy(boxes),
             "labels": torch.from_numpy(labels),
             "ignore": torch.zeros(len(boxes), dtype=torch.bool),

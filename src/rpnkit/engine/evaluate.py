@@ -30,6 +30,7 @@ from ..evaluation.recall import (
     recall_vs_proposals,
 )
 from ..modeling.detector import FasterRCNN
+from ..modeling.structures import GroundTruth
 from .runner import detection_forward, proposal_forward, run_batches, to_original_pixels
 
 CURVE_KS = (1, 3, 10, 30, 100, 300, 1000)
@@ -77,6 +78,7 @@ def evaluate_proposals(
     max_dets: Sequence[int] = MAX_DETS,
     progress: bool = True,
     precision: contextlib.AbstractContextManager | None = None,
+    workers: int = 0,
 ) -> RecallReport:
     """Proposal recall of an RPN (or a detector's first stage) on ``dataset``.
 
@@ -86,7 +88,7 @@ def evaluate_proposals(
     network.to(device).eval()
     columns: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "valid", "gt", "mask", "crowd")}
     areas, kept, k = [], [], max(max_dets)
-    for items, batch, proposals in run_batches(
+    for metas, proposals in run_batches(
         proposal_forward(network),
         dataset,
         batch_size=batch_size,
@@ -94,28 +96,35 @@ def evaluate_proposals(
         progress=progress,
         desc="evaluating",
         precision=precision,
+        workers=workers,
     ):
-        t = batch.targets.to("cpu")
-        columns["boxes"].append(proposals.boxes[:, :k].cpu())
-        columns["valid"].append(proposals.valid[:, :k].cpu())
+        t = _ground_truth(metas)
+        columns["boxes"].append(proposals.boxes[:, :k])
+        columns["valid"].append(proposals.valid[:, :k])
         columns["gt"].append(t.boxes)
         columns["mask"].append(t.mask)
         columns["crowd"].append(t.ignore)
-        areas.append(_original_areas(items, t.mask.shape))
-        num = proposals.num.cpu()
-        for i in range(len(items)):
+        areas.append(_original_areas(metas, t.mask.shape))
+        for i in range(len(metas)):
             counted = t.mask[i] & ~t.ignore[i]
-            kept.append((proposals.boxes[i, : int(num[i])].cpu(), t.boxes[i][counted]))
+            kept.append((proposals.boxes[i, : int(proposals.num[i])], t.boxes[i][counted]))
     if not kept:
         raise ValueError("no readable images to evaluate")
     table = match_proposals(*(pad_cat(columns[c]) for c in columns), pad_cat(areas))
     return RecallReport(proposal_recall_summary(table, max_dets), table, kept)
 
 
-def _original_areas(items: list[dict], shape: torch.Size) -> Tensor:
+def _ground_truth(metas: list[dict]) -> GroundTruth:
+    """The batch's GT as the dataset gave it, padded, on the CPU."""
+    return GroundTruth.from_lists(
+        [m["boxes"] for m in metas], [m["labels"] for m in metas], [m["ignore"] for m in metas]
+    )
+
+
+def _original_areas(metas: list[dict], shape: torch.Size) -> Tensor:
     """(B, G) GT areas in original pixels: COCO's when the items carry them."""
     area = torch.zeros(shape, dtype=torch.float64)
-    for i, it in enumerate(items):
+    for i, it in enumerate(metas):
         g = len(it["boxes"])
         if "areas" in it:
             area[i, :g] = it["areas"].double()
@@ -135,12 +144,13 @@ def evaluate_detections(
     device: torch.device | str = "cpu",
     progress: bool = True,
     precision: contextlib.AbstractContextManager | None = None,
+    workers: int = 0,
 ) -> DetectionReport:
     """COCO mAP (pycocotools) and VOC mAP (07 11-point and area) with per-class AP tables."""
     device = torch.device(device)
     detector.to(device).eval()
     truths, detections = [], []
-    for items, _, found in run_batches(
+    for metas, found in run_batches(
         detection_forward(detector),
         dataset,
         batch_size=batch_size,
@@ -148,25 +158,16 @@ def evaluate_detections(
         progress=progress,
         desc="detecting",
         precision=precision,
+        workers=workers,
     ):
-        for item, (boxes, scores, labels) in zip(items, found.per_image()):
-            factors = to_original_pixels(item)
-            oh, ow = item["orig_size"]
-            gt = (item["boxes"] * factors).numpy()
-            truths.append(
-                ImageTruth(
-                    gt,
-                    item["labels"].numpy(),
-                    item["ignore"].numpy(),
-                    item["areas"].numpy(),
-                    ow,
-                    oh,
-                )
-            )
+        for meta, (boxes, scores, labels) in zip(metas, found.per_image()):
+            factors = to_original_pixels(meta)
+            oh, ow = meta["orig_size"]
+            gt = (meta["boxes"] * factors).numpy()
+            ignore, areas = meta["ignore"].numpy(), meta["areas"].numpy()
+            truths.append(ImageTruth(gt, meta["labels"].numpy(), ignore, areas, ow, oh))
             detections.append(
-                ImageDetections(
-                    (boxes.cpu() * factors).numpy(), scores.cpu().numpy(), labels.cpu().numpy()
-                )
+                ImageDetections((boxes * factors).numpy(), scores.numpy(), labels.numpy())
             )
     coco, coco_per_class, pr = coco_map(truths, detections, class_names)
     voc07, voc_per_class = voc_map(truths, detections, class_names, use_07_metric=True)

@@ -1,5 +1,9 @@
 """Running a network over a dataset in batches: the one loop behind proposals, detections and
-evaluation. Unreadable images (None items, already reported) are left out."""
+evaluation. Unreadable images (None items, already reported) are left out.
+
+GPU->CPU synchronisation: one per batch, waiting for the previous batch's outputs (already
+computed while the current batch was queued) in ``HostCopy.get``; the detector's RoI pooler
+adds one per batch for its level slices."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data import Batch, collate
@@ -17,6 +21,7 @@ from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel
 from ..modeling.roi_heads import Detections
 from ..modeling.rpn import ProposalConfig, Proposals
+from .streaming import DevicePrefetcher, to_host
 
 
 @torch.no_grad()
@@ -29,23 +34,38 @@ def run_batches(
     progress: bool = False,
     desc: str = "running",
     precision: contextlib.AbstractContextManager | None = None,
-) -> Iterator[tuple[list[dict], Batch, Any]]:
-    """Yield (items, batch on ``device``, ``forward(batch)``) for consecutive batches of the
-    readable items of ``dataset``. ``precision`` (autocast) is entered around the forward
-    only: what the caller does between batches runs outside it."""
+    workers: int = 0,
+) -> Iterator[tuple[list[dict], Any]]:
+    """Yield (each image's ``meta``, ``forward(batch)`` on the host) for consecutive batches of
+    the readable items of ``dataset``, in order.
+
+    A pipeline, so that the device never waits for the host: ``workers`` processes decode and
+    resize the next batches, the prefetcher copies batch k+1 to the device while batch k runs,
+    and batch k's outputs come back to the host asynchronously while batch k+1 is queued: the
+    caller's work on batch k's results (pictures, JSON, metrics) overlaps the model's on k+1.
+    ``precision`` (autocast) is entered around the forward only."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     precision = precision or contextlib.nullcontext()
-    starts = range(0, len(dataset), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, dynamic_ncols=True):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        items = [it for it in items if it is not None]
-        if not items:
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
+    batches = DevicePrefetcher(iter(loader), device)
+    pending = None
+    for batch in tqdm(batches, total=len(loader), desc=desc, disable=not progress):
+        if batch is None:  # every image of the batch was unreadable (already reported)
             continue
-        batch = collate(items).to(device)
         with precision:
-            output = forward(batch)
-        yield items, batch, output
+            output = to_host(forward(batch))
+        if pending is not None:
+            yield pending[0], pending[1].get()
+        pending = (batch.meta, output)
+    if pending is not None:
+        yield pending[0], pending[1].get()
 
 
 def first_stage(network: nn.Module) -> ProposalModel:
@@ -76,8 +96,9 @@ def detection_forward(detector: FasterRCNN) -> Callable[[Batch], Detections]:
     return forward
 
 
-def to_original_pixels(item: dict) -> Tensor:
-    """(4,) factors taking xyxy boxes of a resized dataset item back to its original pixels."""
-    oh, ow = item["orig_size"]
-    h, w = item["image"].shape[1:]
+def to_original_pixels(meta: dict) -> Tensor:
+    """(4,) factors taking xyxy boxes of a resized image (its batch ``meta``) back to its
+    original pixels."""
+    oh, ow = meta["orig_size"]
+    h, w = meta["size"]
     return torch.tensor([ow / w, oh / h, ow / w, oh / h])

@@ -14,6 +14,7 @@ image in original pixels. Batch-norm folding and autocast are decided here, for 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ Inputs = Any  # str | Path | DatasetIndex | Dataset | Sequence[str | Path | Imag
 class Predictor:
     """A trained RPN or Faster R-CNN ready for inference. ``network`` is the model (eval mode,
     batch norms folded unless ``fold_bn=False``), ``spec`` what its checkpoint says it is.
-    ``amp`` (``"none"``, ``"bf16"``, ``"fp16"``) is the default precision of every call."""
+    ``amp`` (``"none"``, ``"bf16"``, ``"fp16"``) is the default precision of every call;
+    ``workers`` processes decode and resize images while the model runs (default: 4 on a GPU,
+    none on the CPU, where the model needs the cores)."""
 
     def __init__(
         self,
@@ -61,8 +64,10 @@ class Predictor:
         amp: str = "none",
         short_side: int = 800,
         max_size: int = 1333,
+        workers: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        self.workers = default_workers(self.device) if workers is None else workers
         self.network = network.to(self.device).eval()
         if fold_bn:
             fold_for_inference(self.network)
@@ -124,7 +129,7 @@ class Predictor:
         proposes with its training one)."""
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
-        for items, _, proposals in run_batches(
+        for metas, proposals in run_batches(
             proposal_forward(self.network, proposal_config),
             self.dataset(inputs, **data_options),
             batch_size=batch_size,
@@ -132,17 +137,17 @@ class Predictor:
             progress=progress,
             desc="proposing",
             precision=self.precision(amp),
+            workers=self.workers,
         ):
-            boxes, scores, num = proposals.boxes.cpu(), proposals.scores.cpu(), proposals.num.cpu()
-            for i, item in enumerate(items):
-                n = min(int(num[i]), top)
+            for i, meta in enumerate(metas):
+                n = min(int(proposals.num[i]), top)
                 yield ProposalResult(
-                    item["image_id"],
-                    item["file_name"],
-                    boxes[i, :n] * to_original_pixels(item),
-                    scores[i, :n],
-                    tuple(item["orig_size"]),
-                    item.get("source"),
+                    meta["image_id"],
+                    meta["file_name"],
+                    proposals.boxes[i, :n] * to_original_pixels(meta),
+                    proposals.scores[i, :n],
+                    tuple(meta["orig_size"]),
+                    meta.get("source"),
                 )
 
     def iter_detections(
@@ -158,7 +163,7 @@ class Predictor:
         """Each readable image's detections scoring at least ``score_threshold`` (the model
         itself keeps those above its own threshold, 0.05 by default), in input order."""
         detector = self._detector()
-        for items, _, found in run_batches(
+        for metas, found in run_batches(
             detection_forward(detector),
             self.dataset(inputs, **data_options),
             batch_size=batch_size,
@@ -166,18 +171,19 @@ class Predictor:
             progress=progress,
             desc="detecting",
             precision=self.precision(amp),
+            workers=self.workers,
         ):
-            for item, (boxes, scores, labels) in zip(items, found.per_image()):
+            for meta, (boxes, scores, labels) in zip(metas, found.per_image()):
                 keep = scores >= score_threshold
                 yield DetectionResult(
-                    item["image_id"],
-                    item["file_name"],
-                    boxes[keep].cpu() * to_original_pixels(item),
-                    scores[keep].cpu(),
-                    labels[keep].cpu(),
+                    meta["image_id"],
+                    meta["file_name"],
+                    boxes[keep] * to_original_pixels(meta),
+                    scores[keep],
+                    labels[keep],
                     self.class_names,
-                    tuple(item["orig_size"]),
-                    item.get("source"),
+                    tuple(meta["orig_size"]),
+                    meta.get("source"),
                 )
 
     def propose(self, inputs: Inputs, **options) -> list[ProposalResult]:
@@ -211,6 +217,7 @@ class Predictor:
             device=self.device,
             progress=progress,
             precision=self.precision(amp),
+            workers=self.workers,
         )
 
     def evaluate_detections(
@@ -240,6 +247,7 @@ class Predictor:
             device=self.device,
             progress=progress,
             precision=self.precision(amp),
+            workers=self.workers,
         )
 
     def _detector(self) -> nn.Module:
@@ -251,6 +259,10 @@ class Predictor:
         return self.network
 
 
+def default_workers(device: torch.device) -> int:
+    return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
 def load(
     path: str | Path,
     device: torch.device | str = "auto",
@@ -259,6 +271,7 @@ def load(
     amp: str = "none",
     short_side: int = 800,
     max_size: int = 1333,
+    workers: int | None = None,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
@@ -272,4 +285,5 @@ def load(
         amp=amp,
         short_side=short_side,
         max_size=max_size,
+        workers=workers,
     )

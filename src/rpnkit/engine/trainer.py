@@ -25,8 +25,10 @@ from tqdm import tqdm
 from ..data import Batch, collate
 from .checkpoint import ModelSpec, load_checkpoint, save_checkpoint, set_rng_state
 from .distributed import distributed_context
+from .divergence import DivergenceWatch
 from .run_log import RunLog
 from .sampling import EpochIndexed, StepBatchSampler
+from .streaming import DevicePrefetcher
 
 EVAL_SHOWN = ("AR@100", "AR@1000", "recall@100@0.5", "AP", "AP50")
 
@@ -139,6 +141,7 @@ class Trainer:
         self.context = distributed_context()
         self.device = self.context.device(device)
         self.evaluation: dict = {}
+        self.watch = DivergenceWatch()
 
     # 1. Set-up: seeds, the model on its device, optimizer and schedule, resume, DDP.
     def _set_up(self) -> dict | None:
@@ -191,7 +194,9 @@ class Trainer:
             persistent_workers=config.num_workers > 0,
         )
 
-    # 3. One step: forward under autocast, the divergence check, backward, clip, update.
+    # 3. One step: forward under autocast, the divergence check (deferred: no sync), backward,
+    #    clip, update. GPU->CPU syncs left: none in the RPN's step; the detector's RoI pooler
+    #    reads its per-level slice lengths once; fp16's GradScaler checks for infs once.
     def _step(self, batch: Batch, step: int) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
@@ -207,8 +212,7 @@ class Trainer:
         losses = {k: v.float() for k, v in output.losses.items()}
         loss = sum(losses.values())
         logged = {k: v.detach() for k, v in losses.items()}
-        if not torch.isfinite(loss):  # one sync per step, to stop at the step that diverged
-            raise FloatingPointError(_divergence_message(step, loss, logged, batch))
+        self.watch.push(step, loss, logged, batch)  # checked without a GPU->CPU sync
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         grad_norm = None  # the norm before clipping, logged: a collapse shows here first
@@ -222,6 +226,7 @@ class Trainer:
 
     # 4. Logging every ``log_every`` steps (rank 0).
     def _log(self, log: RunLog, bar: tqdm, step: int, loss, logged, grad_norm) -> None:
+        self.watch.flush()  # logging synchronises anyway
         row = {
             "step": step,
             "lr": self.optimizer.param_groups[0]["lr"],
@@ -241,6 +246,7 @@ class Trainer:
 
     # 5. Checkpoints (rank 0), atomic.
     def checkpoint(self, steps_done: int, name: str = "checkpoint.safetensors") -> None:
+        self.watch.flush()  # never a checkpoint after a step that diverged
         if self.context.is_main:
             save_checkpoint(
                 self.out_dir / name,
@@ -253,6 +259,7 @@ class Trainer:
 
     # 6. Periodic evaluation (rank 0).
     def _evaluate(self, log: RunLog, bar: tqdm, done: int) -> None:
+        self.watch.flush()
         self.evaluation = self.evaluate(self.model)
         self.model.train()
         shown = ", ".join(f"{k} {v:.3f}" for k, v in self.evaluation.items() if k in EVAL_SHOWN)
@@ -273,6 +280,7 @@ class Trainer:
         batches = iter(loader)  # draws from the global RNG: restore the saved state after it
         if state is not None:
             set_rng_state(*state["rng"])
+        batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
         self.started, self.images_seen = time.perf_counter(), 0
         steps_done = self.start_step
         log = RunLog(self.out_dir, append=self.resume is not None) if main else None
@@ -281,7 +289,7 @@ class Trainer:
                 batch = next(batches)
                 if batch is None:  # every image of the batch was unreadable (already reported)
                     continue
-                logged, loss, grad_norm = self._step(batch.to(self.device), step)
+                logged, loss, grad_norm = self._step(batch, step)
                 self.images_seen += batch.images.shape[0] * self.context.world
                 bar.update(1)
                 steps_done = step + 1
@@ -307,15 +315,6 @@ class Trainer:
     def _out_of_time(self) -> bool:
         budget = self.time_budget_s
         return budget is not None and time.perf_counter() - self.started > budget
-
-
-def _divergence_message(step: int, loss: Tensor, logged: dict[str, Tensor], batch: Batch) -> str:
-    terms = ", ".join(f"{k}={float(v):.4g}" for k, v in logged.items())
-    return (
-        f"training diverged at step {step}: loss {float(loss.detach())} ({terms}) "
-        f"on images {batch.image_ids} ({', '.join(batch.file_names)}). Lower the "
-        "learning rate, add warm-up or gradient clipping, or check these boxes."
-    )
 
 
 def train(model: nn.Module, dataset: Dataset, config: TrainConfig, **options) -> TrainSummary:

@@ -7,18 +7,43 @@ outside the area range, are ignored. Recall is matched non-ignored GT boxes over
 GT boxes; AR@k averages recall over the IoU thresholds 0.5:0.05:0.95 with at most k proposals
 per image.
 
-Vectorised: one loop over proposal ranks, with all images, thresholds, area ranges and GT boxes
-in each tensor operation. Runs on whatever device the tensors are on.
+How ``match_proposals`` computes it, exactly and without a loop over proposal ranks:
+
+1. Candidate pairs. A (proposal, GT box) pair whose IoU (IoA for a crowd box, COCO's rule) is
+   below the smallest threshold is acceptable at no threshold; a proposal with no acceptable
+   pair takes nothing and changes nothing. Only pairs at or above the smallest threshold are
+   kept (P of them; ignored and crowd boxes included: a proposal that takes one is used up).
+2. Preferences. Per area range a proposal ranks its acceptable boxes: non-ignored first, then
+   by IoU (highest first), then the later box first; this is pycocotools' scan over the GT
+   boxes sorted non-ignored first. A threshold only drops the pairs below it.
+3. The greedy loop is serial dictatorship: in rank order each proposal takes its favourite
+   box not already taken (crowd boxes are never taken). Its result is the unique fixed point
+   of ``held[g]`` = the best rank among the proposals whose favourite box among those not
+   held by a better-ranked proposal (``held >= own rank``, or crowd) is ``g``: by induction
+   over ranks, the boxes held below a proposal's rank are exactly those the greedy loop gave
+   to earlier proposals. Iterating from ``held = NEVER`` reaches it: ``held`` only decreases
+   (a proposal's free boxes only shrink, so a holder keeps choosing its box) and after round
+   k the first k candidate proposals of every image are final, so the rounds number at most
+   one more than the candidate proposals of the busiest image; 3-6 in practice. Each round is
+   a few gathers and scatters over all (range, threshold, pair) entries at once, a parallel
+   deferred acceptance in which every box prefers the better-ranked proposal.
+
+``_match_proposals_reference`` keeps the straightforward loop over ranks for the tests. Images
+are processed in chunks that bound the (GT box, proposal) IoU table to ``_CHUNK_PAIRS`` values;
+everything runs on the tensors' device, with one host sync per chunk and per round.
 
 Shape glossary:
     I : images;  D : proposals per image (padded);  G : GT boxes per image (padded)
     T : IoU thresholds;  R : area ranges;  K : proposal budgets (maxDets)
+    N : real GT boxes of a chunk of images, flattened;  P : candidate (GT box, proposal) pairs
+    E : entries, (range, threshold, pair) with the pair's IoU >= that threshold
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +58,7 @@ AREA_RANGES = {
 }
 MAX_DETS = (10, 100, 300, 1000)
 NEVER = torch.iinfo(torch.int64).max  # rank recorded for a GT box that no proposal matched
+_CHUNK_PAIRS = 1 << 22  # (GT box, proposal) IoU values computed at once: bounds the memory
 
 
 def _iou_with_crowd(dets: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
@@ -45,6 +71,21 @@ def _iou_with_crowd(dets: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
     gt_area = (gts[..., 2] - gts[..., 0]) * (gts[..., 3] - gts[..., 1])  # (I, G)
     union = det_area[:, :, None] + gt_area[:, None, :] - inter
     denom = torch.where(crowd[:, None, :], det_area[:, :, None].expand_as(union), union)
+    return torch.where(denom > 0, inter / denom, torch.zeros_like(inter))
+
+
+def _iou_per_gt(pred_boxes: Tensor, image: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
+    """(I, D, 4) proposals; (N,) image of each GT box, (N, 4) its box, (N,) crowd -> (N, D)
+    IoU (IoA for crowd) with its image's proposals; the same float64 operations in the same
+    order as ``_iou_with_crowd``, so the same values to the bit."""
+    x1, y1, x2, y2 = (c[image] for c in pred_boxes.unbind(-1))  # (N, D) each
+    gx1, gy1, gx2, gy2 = (c[:, None] for c in gts.unbind(-1))  # (N, 1) each
+    w = (torch.minimum(x2, gx2) - torch.maximum(x1, gx1)).clamp(min=0)
+    h = (torch.minimum(y2, gy2) - torch.maximum(y1, gy1)).clamp(min=0)
+    inter = w * h
+    det_area = (x2 - x1) * (y2 - y1)
+    union = det_area + (gx2 - gx1) * (gy2 - gy1) - inter
+    denom = torch.where(crowd[:, None], det_area, union)
     return torch.where(denom > 0, inter / denom, torch.zeros_like(inter))
 
 
@@ -73,6 +114,47 @@ class MatchTable:
         return hit.sum(dim=1).to(torch.float64) / total
 
 
+class _Setup(NamedTuple):
+    """The inputs of a matching in float64, with what both algorithms derive from them."""
+
+    pred_boxes: Tensor  # (I, D, 4) float64
+    gt_boxes: Tensor  # (I, G, 4) float64
+    crowd: Tensor  # (I, G) bool, real crowd boxes
+    ignored: Tensor  # (R, I, G) bool: real boxes that are crowd or outside the area range
+    counted: Tensor  # (R, I, G) bool: real boxes that are neither
+    thresholds: Tensor  # (T,) float64, at most 1 - 1e-10 as in pycocotools
+
+
+def _setup(
+    pred_boxes: Tensor,
+    gt_boxes: Tensor,
+    gt_mask: Tensor,
+    gt_crowd: Tensor | None,
+    gt_areas: Tensor | None,
+    iou_thresholds: Sequence[float],
+    area_ranges: Sequence[tuple[float, float]],
+) -> _Setup:
+    device = pred_boxes.device
+    pred_boxes = pred_boxes.to(torch.float64)
+    gt_boxes = gt_boxes.to(torch.float64)
+    if gt_crowd is None:
+        gt_crowd = torch.zeros_like(gt_mask)
+    gt_crowd = gt_crowd & gt_mask
+    if gt_areas is None:
+        gt_areas = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
+    gt_areas = gt_areas.to(torch.float64)
+    thresholds = torch.tensor(
+        [min(t, 1 - 1e-10) for t in iou_thresholds], dtype=torch.float64, device=device
+    )  # (T,)
+    ranges = torch.tensor(list(area_ranges), dtype=torch.float64, device=device)  # (R, 2)
+    outside = (gt_areas[None] < ranges[:, None, None, 0]) | (
+        gt_areas[None] > ranges[:, None, None, 1]
+    )  # (R, I, G)
+    ignored = (outside | gt_crowd[None]) & gt_mask[None]  # (R, I, G)
+    counted = gt_mask[None] & ~ignored  # (R, I, G)
+    return _Setup(pred_boxes, gt_boxes, gt_crowd, ignored, counted, thresholds)
+
+
 def match_proposals(
     pred_boxes: Tensor,
     pred_valid: Tensor,
@@ -88,31 +170,119 @@ def match_proposals(
 
     (I, D, 4) xyxy proposals sorted by decreasing score with (I, D) validity; (I, G, 4) xyxy GT
     with (I, G) mask, crowd flags and areas (default: box areas). Computed in float64, as
-    pycocotools does.
+    pycocotools does; by the fixed point of the module docstring, in chunks of images.
     """
-    device = pred_boxes.device
-    pred_boxes = pred_boxes.to(torch.float64)
-    gt_boxes = gt_boxes.to(torch.float64)
+    s = _setup(pred_boxes, gt_boxes, gt_mask, gt_crowd, gt_areas, iou_thresholds, area_ranges)
+    num_images, num_gt = gt_mask.shape
+    shape = (s.ignored.shape[0], s.thresholds.shape[0], num_images, num_gt)  # (R, T, I, G)
+    first_match = torch.full(shape, NEVER, dtype=torch.int64, device=pred_boxes.device)
+    for start, stop in _image_chunks(gt_mask, pred_valid.shape[1]):
+        rows = slice(start, stop)
+        image, slot = gt_mask[rows].nonzero(as_tuple=True)  # (N,) each
+        crowd = s.crowd[rows][image, slot]  # (N,)
+        iou = _iou_per_gt(s.pred_boxes[rows], image, s.gt_boxes[rows][image, slot], crowd)
+        first_match[:, :, start + image, slot] = _match_chunk(
+            iou,
+            pred_valid[rows][image],
+            image,
+            crowd,
+            s.ignored[:, rows][:, image, slot],
+            s.thresholds,
+        )
+    return MatchTable(first_match=first_match, counted=s.counted)
+
+
+def _image_chunks(gt_mask: Tensor, num_dets: int) -> list[tuple[int, int]]:
+    """Consecutive image ranges with at most ``_CHUNK_PAIRS`` (GT box, proposal) pairs each
+    (or one image alone); one host sync, for the GT counts."""
+    chunks, start, pairs = [], 0, 0
+    for i, n in enumerate(gt_mask.sum(dim=1).tolist()):
+        if i > start and (pairs + n) * num_dets > _CHUNK_PAIRS:
+            chunks.append((start, i))
+            start, pairs = i, 0
+        pairs += n
+    if start < gt_mask.shape[0]:
+        chunks.append((start, gt_mask.shape[0]))
+    return chunks
+
+
+def _match_chunk(
+    iou: Tensor, valid: Tensor, image: Tensor, crowd: Tensor, ignored: Tensor, thresholds: Tensor
+) -> Tensor:
+    """The rank of the proposal that takes each GT box, per area range and threshold.
+
+    (N, D) IoU of each real GT box with its image's proposals and (N, D) their validity; (N,)
+    image and crowd flag of each box, (R, N) ignored per area range, (T,) thresholds ->
+    (R, T, N) int64 rank or ``NEVER``.
+    """
+    num_gt, num_dets = iou.shape
+    num_ranges, num_thr = ignored.shape[0], thresholds.shape[0]
+    # step 1: the candidate pairs, sorted by GT box then proposal
+    gt, det = ((iou >= thresholds.min()) & valid).nonzero(as_tuple=True)  # (P,) each
+    pair_iou = iou[gt, det]  # (P,)
+    proposal = image.gather(0, gt) * num_dets + det  # (P,) which proposal of the chunk
+    # step 2: per area range, each proposal's pairs together, in order of preference, by
+    # stable sorts from the last key to the first; reversed, the pairs put the later box first
+    order = torch.arange(gt.shape[0] - 1, -1, -1, device=iou.device)  # (P,)
+    order = order[torch.sort(pair_iou[order], descending=True, stable=True).indices]
+    key = proposal[order] * 2 + ignored[:, gt[order]]  # (R, P): proposal, then ignored last
+    order = order[torch.sort(key, dim=1, stable=True).indices]  # (R, P)
+    # the entries: each threshold keeps the pairs at or above it, in the same order
+    keep = pair_iou[order][:, None] >= thresholds[:, None]  # (R, T, P)
+    r, t, j = keep.nonzero(as_tuple=True)  # (E,) each, sorted by range, threshold, place
+    fields = torch.stack([gt, det, proposal, crowd.gather(0, gt).long()], dim=1)[order]
+    gt, rank, proposal, crowd = fields.view(-1, 4)[r * order.shape[1] + j].unbind(1)
+    problem = r * num_thr + t  # (E,) which (range, threshold)
+    # the entries of one (range, threshold, proposal) are consecutive: where does each start?
+    first = torch.ones_like(problem, dtype=torch.bool)  # (E,) the first entry of its segment
+    first[1:] = (problem[1:] != problem[:-1]) | (proposal[1:] != proposal[:-1])
+    place = torch.arange(problem.shape[0], device=iou.device)  # (E,)
+    segment = torch.where(first, place, 0).cummax(0).values  # (E,) its segment's first entry
+    box = problem * num_gt + gt  # (E,) which (range, threshold, GT box)
+    held = _settle(box, rank, crowd.bool(), segment, num_ranges * num_thr * num_gt)
+    return held.view(num_ranges, num_thr, num_gt)
+
+
+def _settle(box: Tensor, rank: Tensor, crowd: Tensor, segment: Tensor, num_boxes: int) -> Tensor:
+    """The fixed point of the module docstring (step 3), by rounds until nothing changes.
+
+    Per entry, in order of preference within each segment (the consecutive entries of one
+    proposal at one (range, threshold)): (E,) the box, the proposal's rank, the box's crowd
+    flag, the segment start (the position of its segment's first entry) -> (num_boxes,) the
+    best rank among the proposals taking each box, or ``NEVER``.
+    """
+    held = torch.full((num_boxes,), NEVER, dtype=torch.int64, device=box.device)
+    while True:
+        # free to this proposal: not held by a better-ranked one (crowd boxes: never held)
+        free = (held.gather(0, box) > rank) | crowd  # (E,)
+        # its favourite is its first free entry: no free entry before it in its segment
+        before = free.cumsum(0) - free.long()  # (E,) free entries before, over all segments
+        chosen = free & (before == before.gather(0, segment))  # (E,) one per segment at most
+        taker = rank.masked_fill(~chosen, NEVER)
+        new = torch.full_like(held, NEVER).scatter_reduce_(0, box, taker, "amin")
+        if torch.equal(new, held):  # one host sync per round
+            return held
+        held = new
+
+
+def _match_proposals_reference(
+    pred_boxes: Tensor,
+    pred_valid: Tensor,
+    gt_boxes: Tensor,
+    gt_mask: Tensor,
+    gt_crowd: Tensor | None = None,
+    gt_areas: Tensor | None = None,
+    *,
+    iou_thresholds: Sequence[float] = IOU_THRESHOLDS,
+    area_ranges: Sequence[tuple[float, float]] = tuple(AREA_RANGES.values()),
+) -> MatchTable:
+    """``match_proposals`` the straightforward way, for tests and benchmarks: one loop over
+    proposal ranks on the padded batch, all images, thresholds, ranges and GT boxes at once."""
+    s = _setup(pred_boxes, gt_boxes, gt_mask, gt_crowd, gt_areas, iou_thresholds, area_ranges)
+    device, gt_crowd, ignored, thresholds = pred_boxes.device, s.crowd, s.ignored, s.thresholds
+    iou = _iou_with_crowd(s.pred_boxes, s.gt_boxes, gt_crowd)  # (I, D, G)
     num_images, num_dets = pred_valid.shape
-    if gt_crowd is None:
-        gt_crowd = torch.zeros_like(gt_mask)
-    gt_crowd = gt_crowd & gt_mask
-    if gt_areas is None:
-        gt_areas = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
-    gt_areas = gt_areas.to(torch.float64)
-    thresholds = torch.tensor(
-        [min(t, 1 - 1e-10) for t in iou_thresholds], dtype=torch.float64, device=device
-    )  # (T,)
-    ranges = torch.tensor(list(area_ranges), dtype=torch.float64, device=device)  # (R, 2)
-
-    iou = _iou_with_crowd(pred_boxes, gt_boxes, gt_crowd)  # (I, D, G)
-    outside = (gt_areas[None] < ranges[:, None, None, 0]) | (
-        gt_areas[None] > ranges[:, None, None, 1]
-    )  # (R, I, G)
-    ignored = (outside | gt_crowd[None]) & gt_mask[None]  # (R, I, G)
-    counted = gt_mask[None] & ~ignored  # (R, I, G)
-
-    num_ranges, num_thr, num_gt = ranges.shape[0], thresholds.shape[0], gt_mask.shape[1]
+    num_ranges, num_thr, num_gt = ignored.shape[0], thresholds.shape[0], gt_mask.shape[1]
     shape = (num_ranges, num_thr, num_images, num_gt)
     first_match = torch.full(shape, NEVER, dtype=torch.int64, device=device)
     taken = torch.zeros(shape, dtype=torch.bool, device=device)
@@ -136,7 +306,7 @@ def match_proposals(
         newly = chosen & ~taken
         first_match = torch.where(newly, rank, first_match)
         taken = taken | chosen
-    return MatchTable(first_match=first_match, counted=counted)
+    return MatchTable(first_match=first_match, counted=s.counted)
 
 
 def proposal_recall_summary(

@@ -13,8 +13,12 @@ from .structures import GroundTruth
 
 
 def normalize(images: Tensor, image_sizes: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """(B, 3, H, W) in [0, 1] -> (x - mean) / std inside each image and exactly 0 in the padding
-    (torchvision's, detectron2's and mmdetection's convention: pad after normalising)."""
+    """(B, 3, H, W) uint8, or float in [0, 1] -> (x - mean) / std inside each image and exactly
+    0 in the padding (torchvision's, detectron2's and mmdetection's convention: pad after
+    normalising). Batches travel as uint8 (a quarter of float32's bytes) and become float
+    here, on the model's device."""
+    if images.dtype == torch.uint8:
+        images = images.float() / 255
     h, w = images.shape[-2:]
     sizes = image_sizes.to(images.device)
     rows = torch.arange(h, device=images.device)[None, :] < sizes[:, :1]  # (B, H)
@@ -31,7 +35,8 @@ def check_images(images: Tensor) -> None:
 
 
 class ProposalModel(Freezable):
-    """Normalises a padded (B, 3, H, W) batch of RGB images in [0, 1], runs the backbone and the
+    """Normalises a padded (B, 3, H, W) batch of RGB images (uint8, or float in [0, 1]), runs
+    the backbone and the
     RPN. ``image_sizes`` (B, 2) gives each image's true (height, width) inside the padding.
     The first stage of ``FasterRCNN`` is one of these."""
 

@@ -174,6 +174,7 @@ class MultiLevelRoIPooler(nn.Module):
         c = self.config
         scale = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
         k = torch.floor(c.canonical_level + torch.log2(scale / c.canonical_scale) + 1e-6)
+        k = torch.nan_to_num(k, nan=self.k_min)  # a NaN box must not become int64's minimum
         return (k.clamp(self.k_min, self.k_max) - self.k_min).to(torch.int64)
 
     def forward(self, features: Sequence[Tensor], boxes: Tensor) -> Tensor:
@@ -292,6 +293,7 @@ def postprocess_detections(
         valid[:, :, None].expand(-1, -1, c - 1).reshape(num_images, -1)
         & (scores > config.score_threshold)
         & (wh >= config.min_size).all(-1)
+        & torch.isfinite(decoded).all(-1)
     )
     # the best candidates of each image, sorted by score (failing ones rank last)
     n = min(config.nms_candidates, scores.shape[1])
@@ -309,11 +311,11 @@ def postprocess_detections(
     num = keep.sum(dim=1).clamp(max=det)
     found = torch.arange(slots.shape[1], device=keep.device)[None, :] < num[:, None]
     pad = det - slots.shape[1]
-    out_boxes = F.pad(
-        top_boxes.gather(1, slots[..., None].expand(-1, -1, 4)) * found[..., None], (0, 0, 0, pad)
-    )
-    out_scores = F.pad(top_scores.gather(1, slots) * found, (0, pad))
-    out_labels = F.pad(top_labels.gather(1, slots) * found, (0, pad))
+    # padding is zeros, chosen with where: multiplying by a mask would keep a NaN
+    kept_boxes = top_boxes.gather(1, slots[..., None].expand(-1, -1, 4))
+    out_boxes = F.pad(torch.where(found[..., None], kept_boxes, 0.0), (0, 0, 0, pad))
+    out_scores = F.pad(torch.where(found, top_scores.gather(1, slots), 0.0), (0, pad))
+    out_labels = F.pad(torch.where(found, top_labels.gather(1, slots), 0), (0, pad))
     return Detections(out_boxes, out_scores, out_labels, num)
 
 
@@ -328,6 +330,24 @@ class RoIHeads(nn.Module):
         self.box_head = BoxHead(in_channels=in_channels, config=config)
         self.coder = BoxCoder(config.box_coder_weights)
 
+    def _check_labels(self, targets: GroundTruth) -> None:
+        """Class ids beyond the head's classes are an error naming the image and the box. Free
+        for GT validated on the CPU (``collate`` records the largest id); otherwise one sync."""
+        top = targets.max_label
+        if top is None:
+            top = (
+                int(targets.labels.masked_fill(~targets.mask, 0).max()) if targets.mask.any() else 0
+            )
+        if top < self.config.num_classes:
+            return
+        bad = ((targets.labels >= self.config.num_classes) & targets.mask).nonzero()[0]
+        b, g = (int(v) for v in bad)
+        raise ValueError(
+            f"image {b}: ground-truth box {g} has class id {int(targets.labels[b, g])} "
+            f"but the head has {self.config.num_classes - 1} classes (ids 1.."
+            f"{self.config.num_classes - 1}; 0 is background)"
+        )
+
     def forward(
         self,
         features: Sequence[Tensor],
@@ -339,16 +359,7 @@ class RoIHeads(nn.Module):
     ) -> tuple[Detections | None, dict[str, Tensor], SampledRoIs | None]:
         """Features of the pooled levels, (B, K, 4) proposals (detached), (B, K) validity."""
         if targets is not None:
-            if targets.labels.numel() and bool(
-                ((targets.labels >= self.config.num_classes) & targets.mask).any()
-            ):  # one sync, to say which label is out of range
-                bad = ((targets.labels >= self.config.num_classes) & targets.mask).nonzero()[0]
-                b, g = (int(v) for v in bad)
-                raise ValueError(
-                    f"image {b}: ground-truth box {g} has class id {int(targets.labels[b, g])} "
-                    f"but the head has {self.config.num_classes - 1} classes (ids 1.."
-                    f"{self.config.num_classes - 1}; 0 is background)"
-                )
+            self._check_labels(targets)
             sample = self.sampler(proposals.detach(), proposals_valid, targets, generator)
             if not self.config.feature_gradient:
                 features = [f.detach() for f in features]

@@ -270,6 +270,7 @@ def select_proposals(
         & (widths >= min_size)
         & (heights >= min_size)
         & (scores >= config.score_threshold)
+        & torch.isfinite(boxes).all(-1)  # a diverging network's NaN boxes are never proposed
     )  # (B, L*k)
 
     # 4. NMS within each (image, level) group, or within each image across levels.
@@ -283,10 +284,11 @@ def select_proposals(
     num = keep.sum(dim=1).clamp(max=num_out)  # (B,)
     out_valid = torch.arange(num_out, device=device)[None, :] < num[:, None]
     out_boxes = boxes.gather(1, out_idx[..., None].expand(-1, -1, 4))
+    # padding slots are zeros, chosen with where: multiplying by a mask would keep a NaN
     return Proposals(
-        boxes=out_boxes * out_valid[..., None],
-        scores=scores.gather(1, out_idx) * out_valid,
-        levels=levels.gather(1, out_idx) * out_valid,
+        boxes=torch.where(out_valid[..., None], out_boxes, 0.0),
+        scores=torch.where(out_valid, scores.gather(1, out_idx), 0.0),
+        levels=torch.where(out_valid, levels.gather(1, out_idx), 0),
         num=num,
     )
 

@@ -31,6 +31,7 @@ class GroundTruth:
     ignore: Tensor
     labels: Tensor
     validated: bool = False
+    max_label: int | None = None  # the largest class id of a real box, recorded by ``check``
 
     @classmethod
     def from_lists(
@@ -80,7 +81,13 @@ class GroundTruth:
             self.ignore.to(device, non_blocking=True),
             self.labels.to(device, non_blocking=True),
             self.validated,
+            self.max_label,
         )
+
+    def pin_memory(self) -> GroundTruth:
+        """In page-locked memory, so that copies to the GPU run asynchronously."""
+        pinned = [t.pin_memory() for t in (self.boxes, self.mask, self.ignore, self.labels)]
+        return GroundTruth(*pinned, self.validated, self.max_label)
 
     def check(self, image_sizes: Tensor, names: Sequence[str] | None = None) -> GroundTruth:
         """Raise ValueError naming the image, the box and the problem if any box is unusable;
@@ -105,4 +112,5 @@ class GroundTruth:
         message = describe_bad_gt_box(self.boxes, self.mask, image_sizes, names)
         if message is not None:
             raise ValueError(message)
-        return dataclasses.replace(self, validated=True)
+        top = int(self.labels.masked_fill(~self.mask, 0).max()) if self.mask.numel() else 0
+        return dataclasses.replace(self, validated=True, max_label=top)

@@ -6,7 +6,8 @@ A picture is a matplotlib figure of one or more side-by-side panels (Agg backend
 in a panel, :func:`draw_boxes` draws xyxy pixel boxes over it, :func:`style_chart` labels a
 chart's axes, and :func:`save_figure` writes the PNG and closes the figure.
 
-Images are (3, H, W) float tensors in [0, 1] or (H, W, 3) uint8 arrays; :func:`as_hwc` turns
+Images are (3, H, W) tensors (uint8, as datasets give them, or float in [0, 1]) or (H, W, 3)
+uint8 arrays; :func:`as_hwc` turns
 either into an (H, W, 3) array for ``imshow``. The colour constants keep one meaning in every
 picture: green GT, red missed GT, yellow positive anchors, blue negative, grey ignored, magenta
 proposals.
@@ -21,6 +22,7 @@ import matplotlib
 matplotlib.use("Agg")  # PNG files only: no display needed, works on headless machines
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
@@ -44,9 +46,11 @@ def as_numpy(values: Tensor | np.ndarray) -> np.ndarray:
 
 
 def as_hwc(image: Tensor | np.ndarray) -> np.ndarray:
-    """A (3, H, W) float tensor in [0, 1] or an (H, W, 3) array as an (H, W, 3) array."""
+    """A (3, H, W) tensor (uint8, or float in [0, 1]) or an (H, W, 3) array as an (H, W, 3)
+    array."""
     if isinstance(image, Tensor):
-        return image.detach().cpu().permute(1, 2, 0).clamp(0, 1).numpy()
+        image = image.detach().cpu().permute(1, 2, 0)
+        return image.numpy() if image.dtype == torch.uint8 else image.clamp(0, 1).numpy()
     return np.asarray(image)
 
 

@@ -1,0 +1,70 @@
+"""Stopping a diverging run at the step that diverged, without stopping the GPU every step.
+
+Each step's total loss and loss terms are copied to pinned host memory asynchronously, with an
+event. The host looks at the steps whose copies have landed (``poll``, free) and waits for the
+others only where it synchronises anyway: logging steps, checkpoints and the end (``flush``).
+A non-finite loss at step s is then reported as step s, with its losses, image ids and files,
+one or two steps later at most on a GPU and at once on the CPU; by then the update of step s
+has been applied, so no checkpoint is written after a diverged step (``flush`` runs first).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class _Pending:
+    step: int
+    values: Tensor  # (1 + terms,) loss, then each term, on the host once the event completes
+    names: list[str]
+    image_ids: list
+    file_names: list[str]
+    event: torch.cuda.Event | None
+
+
+class DivergenceWatch:
+    def __init__(self) -> None:
+        self.pending: deque[_Pending] = deque()
+
+    def push(self, step: int, loss: Tensor, terms: dict[str, Tensor], batch) -> None:
+        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
+        event = None
+        if values.is_cuda:
+            values = values.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        self.pending.append(
+            _Pending(step, values, list(terms), batch.image_ids, batch.file_names, event)
+        )
+        self.poll()
+
+    def poll(self) -> None:
+        """Check every step whose values have reached the host, without waiting."""
+        while self.pending and (self.pending[0].event is None or self.pending[0].event.query()):
+            _check(self.pending.popleft())
+
+    def flush(self) -> None:
+        """Wait for and check every step pushed so far."""
+        while self.pending:
+            entry = self.pending.popleft()
+            if entry.event is not None:
+                entry.event.synchronize()
+            _check(entry)
+
+
+def _check(entry: _Pending) -> None:
+    loss, *terms = (float(v) for v in entry.values)
+    if math.isfinite(loss):
+        return
+    named = ", ".join(f"{k}={v:.4g}" for k, v in zip(entry.names, terms))
+    raise FloatingPointError(
+        f"training diverged at step {entry.step}: loss {loss} ({named}) on images "
+        f"{entry.image_ids} ({', '.join(entry.file_names)}). Lower the learning rate, add "
+        "warm-up or gradient clipping, or check these boxes."
+    )

@@ -1,0 +1,459 @@
+"""Bad datasets give one clear line per skipped sample (or a DataError with ``strict``), never a
+traceback; class ids follow the training set's names when given; boxes are clipped or skipped
+one by one, not with their image; too large images are reported with the way to allow them."""
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rpnkit.data import DataError, load_rgb, read_dataset
+from rpnkit.data.images import allow_large_images
+from rpnkit.data.readers import (
+    DatasetIndex,
+    SkippedSample,
+    image_size,
+    read_coco,
+    read_voc,
+    read_yolo,
+)
+
+RACCOON_IMAGES = (
+    Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon" / "images"
+)
+
+
+def _read_quietly(reader, *args, **kwargs):
+    """The index and the warnings the reader gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = reader(*args, **kwargs)
+    return index, caught
+
+
+def _assert_one_line(tmp_path, reader, args, kwargs, *fragments):
+    """The reader skips exactly one thing, in one issue line and one SkippedSample warning
+    holding every fragment; with strict it raises a DataError holding them."""
+    index, caught = _read_quietly(reader, *args, **kwargs)
+    assert len(index.issues) == 1, index.issues
+    assert [w.category for w in caught] == [SkippedSample]
+    assert str(caught[0].message) == f"skipped {index.issues[0]}"
+    for fragment in fragments:
+        assert fragment in index.issues[0], (fragment, index.issues[0])
+    with pytest.raises(DataError) as err:
+        reader(*args, **kwargs, strict=True)
+    for fragment in fragments:
+        assert fragment in str(err.value)
+    return index
+
+
+# ---------------------------------------------------------------- COCO
+
+
+def _coco(tmp_path: Path, annotations, images=None, categories=None, size=(50, 40)) -> Path:
+    Image.new("RGB", size).save(tmp_path / "a.jpg")
+    data = {
+        "images": images or [{"id": 1, "file_name": "a.jpg", "width": size[0], "height": size[1]}],
+        "annotations": annotations,
+        "categories": categories or [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+    }
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _ann(i, bbox=(1, 1, 10, 10), category=1, image=1, **extra):
+    return {"id": i, "image_id": image, "category_id": category, "bbox": bbox, **extra}
+
+
+GOOD = _ann(1, [2, 3, 10, 10])
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ({**_ann(2), "bbox": None}, "bbox is null"),
+        ({k: v for k, v in _ann(2).items() if k != "bbox"}, "no 'bbox'"),
+        (_ann(2, bbox="1,1,10,10"), 'bbox "1,1,10,10" is not a list'),
+        (_ann(2, bbox=[1, 1, 10]), "bbox [1, 1, 10] has 3 values, not 4"),
+        (_ann(2, bbox=[1, 1, "ten", 10]), "has a non-numeric value"),
+        (_ann(2, bbox=[1, 1, None, 10]), "has a non-numeric value"),
+        (_ann(2, category=99), "unknown category 99"),
+        (_ann(2, area="big"), "'area' \"big\" is not a number"),
+        (_ann(2, bbox=[float("nan"), 1, 10, 10]), "NaN or infinite"),
+        (_ann(2, bbox=[1, 1, float("inf"), 10]), "NaN or infinite"),
+        (_ann(2, bbox=[5, 5, -3, 10]), "empty or inverted"),
+        (_ann(2, bbox=[5, 5, 0, 10]), "empty or inverted"),
+        (_ann(2, bbox=[60, 5, 10, 10]), "out of bounds of the 50x40 image"),
+    ],
+)
+def test_a_bad_coco_annotation_is_skipped_alone(tmp_path, bad, problem):
+    json_path = _coco(tmp_path, [GOOD, bad])
+    index = _assert_one_line(
+        tmp_path, read_coco, (json_path, tmp_path), {}, str(json_path), "annotations[1]", problem
+    )
+    assert "(id 2, image a.jpg)" in index.issues[0]
+    # the image keeps its good box
+    assert [r.boxes.tolist() for r in index.records] == [[[2, 3, 12, 13]]]
+    assert index.skipped_annotations == 1 and index.skipped_images == 0
+    assert "1 annotation(s) skipped" in index.summary()
+
+
+@pytest.mark.parametrize(
+    ("image", "problem"),
+    [
+        ({"file_name": "a.jpg", "width": 50, "height": 40}, "no 'id'"),
+        ({"id": 1, "width": 50, "height": 40}, "no 'file_name'"),
+        ({"id": 1, "file_name": "a.jpg", "height": 40}, "no 'width' (a.jpg)"),
+        ({"id": 1, "file_name": "a.jpg", "width": 50}, "no 'height' (a.jpg)"),
+        ({"id": 1, "file_name": "a.jpg", "width": "wide", "height": 40}, "'width' \"wide\""),
+        ({"id": [1], "file_name": "a.jpg", "width": 50, "height": 40}, "'id' [1]"),
+        ("a.jpg", 'expected an object, got "a.jpg"'),
+    ],
+)
+def test_a_malformed_coco_image_entry_is_skipped_with_its_index(tmp_path, image, problem):
+    has_id = isinstance(image, dict) and image.get("id") == 1
+    json_path = _coco(tmp_path, [GOOD] if has_id else [], images=[image])
+    index = _assert_one_line(
+        tmp_path, read_coco, (json_path, tmp_path), {}, f"{json_path}: images[0]", problem
+    )
+    assert index.records == [] and index.skipped_images == 1
+    # its annotations go with it: not reported again as refering to an unknown image
+    assert "unknown image ids" not in "\n".join(index.issues)
+
+
+@pytest.mark.parametrize(
+    ("categories", "problem"),
+    [
+        ([{"id": 1}], "categories[0] (id 1): no 'name'"),
+        ([{"id": 1, "name": ""}], "categories[0] (id 1): 'name' \"\""),
+        ([{"name": "cat"}], "categories[0]: no 'id'"),
+        ([{"id": 1, "name": "cat"}, {"id": 1, "name": "dog"}], "category id 1 appears twice"),
+        (["cat"], 'categories[0]: expected an object, got "cat"'),
+    ],
+)
+def test_malformed_coco_categories_are_an_error_naming_the_entry(tmp_path, categories, problem):
+    json_path = _coco(tmp_path, [GOOD], categories=categories)
+    with pytest.raises(DataError) as err:
+        read_coco(json_path, tmp_path)  # the class ids depend on them: even without strict
+    assert str(err.value).startswith(str(json_path)) and problem in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ({"images": [], "annotations": {}, "categories": []}, "'annotations' must be a list"),
+        ({"images": [], "annotations": None, "categories": []}, "'annotations' must be a list"),
+        ({"images": [], "categories": []}, "no 'annotations' list"),
+        ([1, 2], "not COCO instances JSON"),
+    ],
+)
+def test_a_json_that_is_not_coco_is_an_error(tmp_path, content, problem):
+    json_path = tmp_path / "instances.json"
+    json_path.write_text(json.dumps(content))
+    with pytest.raises(DataError, match=problem) as err:
+        read_coco(json_path, tmp_path)
+    assert str(err.value).startswith(str(json_path))
+
+
+def test_annotations_that_are_not_objects_or_lack_an_image_id_are_skipped(tmp_path):
+    json_path = _coco(tmp_path, [GOOD, [1, 2], {"id": 5, "bbox": [1, 1, 2, 2]}])
+    index, _ = _read_quietly(read_coco, json_path, tmp_path)
+    assert index.issues == [
+        f"{json_path}: annotations[1]: expected an object, got [1, 2]",
+        f"{json_path}: annotations[2]: no 'image_id'",
+    ]
+    assert len(index.records[0].boxes) == 1
+
+
+def test_annotations_of_unknown_images_are_counted_in_one_line(tmp_path):
+    anns = [GOOD, _ann(2, image=999), _ann(3, image=1000), _ann(4, image=999)]
+    json_path = _coco(tmp_path, anns)
+    index = _assert_one_line(
+        tmp_path,
+        read_coco,
+        (json_path, tmp_path),
+        {},
+        f"{json_path}: 3 annotation(s) refer to unknown image ids (first: 999)",
+    )
+    assert len(index.records[0].boxes) == 1
+    assert index.summary().endswith("1 images, 2 classes, 3 annotation(s) skipped")
+
+
+def test_coco_boxes_partly_outside_are_clipped_and_counted(tmp_path):
+    anns = [
+        GOOD,
+        _ann(2, [40, 30, 30, 30]),  # overshoots right and bottom by 20: clipped
+        _ann(3, [-0.5, 0, 10, 10.8]),  # within the 1-pixel tolerance: clipped silently
+        _ann(4, [-20, 5, 25, 10], area=99.0),  # the annotation's area is kept
+        _ann(5, [55, 5, 10, 10]),  # wholly outside: skipped
+    ]
+    json_path = _coco(tmp_path, anns)
+    index, caught = _read_quietly(read_coco, json_path, tmp_path)
+    r = index.records[0]
+    expected = [[2, 3, 12, 13], [40, 30, 50, 40], [0, 0, 9.5, 10.8], [0, 5, 5, 15]]
+    np.testing.assert_allclose(r.boxes, expected, rtol=1e-6)
+    assert r.areas.tolist() == pytest.approx([100, 100, 10 * 10.8, 99])  # box area when unknown
+    assert len(index.clipped) == 2 and "annotations[1] (id 2, image a.jpg)" in index.clipped[0]
+    assert "overshoots the 50x40 image; clipped to (40.0, 30.0, 50.0, 40.0)" in index.clipped[0]
+    assert len(index.issues) == 1 and "annotations[4]" in index.issues[0]
+    assert len(caught) == 1  # clipping warns nothing; it is counted
+    assert index.summary().endswith("1 annotation(s) skipped, 2 box(es) clipped")
+    # strict stops at skips, not at clipping
+    only_clipped = _coco(tmp_path, anns[:4])
+    assert len(read_coco(only_clipped, tmp_path, strict=True).clipped) == 2
+
+
+def test_an_unknown_category_keeps_the_other_boxes(tmp_path):
+    json_path = _coco(tmp_path, [_ann(1, category=99), GOOD])
+    index, _ = _read_quietly(read_coco, json_path, tmp_path)
+    assert index.records[0].labels.tolist() == [1]
+    assert index.issues == [f"{json_path}: annotations[0] (id 1, image a.jpg): unknown category 99"]
+
+
+# ---------------------------------------------------------------- class names by name
+
+
+def test_coco_class_names_map_labels_by_name(tmp_path):
+    categories = [{"id": 3, "name": "dog"}, {"id": 1, "name": "cat"}, {"id": 7, "name": "bird"}]
+    anns = [_ann(1, category=1), _ann(2, category=3), _ann(3, category=7)]
+    json_path = _coco(tmp_path, anns, categories=categories)
+    default = read_coco(json_path, tmp_path)  # as before: categories sorted by id
+    assert default.class_names == ["cat", "dog", "bird"]
+    assert default.records[0].labels.tolist() == [1, 2, 3]
+    index = _assert_one_line(
+        tmp_path,
+        read_coco,
+        (json_path, tmp_path),
+        {"class_names": ["dog", "cat"]},
+        "annotations[2] (id 3, image a.jpg)",
+        "unknown class 'bird' (category 7; known: 'dog', 'cat')",
+    )
+    assert index.class_names == ["dog", "cat"]
+    assert index.records[0].labels.tolist() == [2, 1]
+
+
+def _voc(root: Path, stem: str, objects: str, size=(100, 80)) -> None:
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "images").mkdir(exist_ok=True)
+    Image.new("RGB", size).save(root / "images" / f"{stem}.jpg")
+    (root / "annotations" / f"{stem}.xml").write_text(
+        f"<annotation><filename>{stem}.jpg</filename>{objects}</annotation>"
+    )
+
+
+def _obj(name="cat", box=(11, 11, 50, 40)):
+    x1, y1, x2, y2 = box
+    name_tag = "" if name is None else f"<name>{name}</name>"
+    return (
+        f"<object>{name_tag}<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax>"
+        f"<ymax>{y2}</ymax></bndbox></object>"
+    )
+
+
+def test_a_validation_split_without_a_class_keeps_the_training_ids(tmp_path):
+    # the raccoon images, with a second class: the validation split holds only "raccoon"
+    train, val = tmp_path / "train", tmp_path / "val"
+    _voc(train, "a", _obj("raccoon") + _obj("dog"))
+    _voc(val, "b", _obj("raccoon"))
+    shutil.copy(sorted(RACCOON_IMAGES.glob("*.jpg"))[0], val / "images" / "b.jpg")
+    train_index = read_dataset(train)
+    assert train_index.class_names == ["dog", "raccoon"]
+    assert read_dataset(val).records[0].labels.tolist() == [1]  # the split's own ids: wrong
+    fixed = read_dataset(val, class_names=train_index.class_names)
+    assert fixed.class_names == ["dog", "raccoon"]
+    assert fixed.records[0].labels.tolist() == [2]  # "raccoon" as in training
+    index = _assert_one_line(
+        tmp_path,
+        read_voc,
+        (val / "annotations",),
+        {"class_names": ["dog"]},
+        str(val / "annotations" / "b.xml"),
+        "object 0 (raccoon): unknown class 'raccoon' (known: 'dog')",
+    )
+    assert [len(r.boxes) for r in index.records] == [0]
+
+
+def test_yolo_class_names_map_labels_by_name(tmp_path):
+    data_yaml = _yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.4\n1 0.5 0.5 0.2 0.4\n2 0.5 0.5 0.2 0.4\n"})
+    default = read_yolo(data_yaml)
+    assert default.class_names == ["dog", "cat", "bird"]
+    assert default.records[0].labels.tolist() == [1, 2, 3]
+    label_file = tmp_path / "labels" / "train" / "a.txt"
+    index = _assert_one_line(
+        tmp_path,
+        read_yolo,
+        (data_yaml,),
+        {"class_names": ["cat", "dog"]},
+        f"{label_file} line 3",
+        "unknown class 2 'bird' (known: 'cat', 'dog')",
+    )
+    assert index.class_names == ["cat", "dog"]
+    assert index.records[0].labels.tolist() == [2, 1]
+    by_path = read_dataset(data_yaml, class_names=["bird", "cat", "dog"])
+    assert by_path.records[0].labels.tolist() == [3, 2, 1]
+
+
+@pytest.mark.parametrize(
+    ("class_names", "problem"),
+    [("cat", "the string 'cat'"), ([], "non-empty list"), (["cat", "cat"], "more than once")],
+)
+def test_bad_class_names_are_an_error(tmp_path, class_names, problem):
+    json_path = _coco(tmp_path, [GOOD])
+    with pytest.raises(DataError, match=problem):
+        read_coco(json_path, tmp_path, class_names=class_names)
+
+
+# ---------------------------------------------------------------- VOC
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        (_obj(name=None), "object 1: no <name>"),
+        (_obj(name="  "), "object 1: no <name>"),
+        ("<object><name>cat</name></object>", "object 1 (cat): missing or non-numeric bndbox"),
+        (_obj(box=(1, 2, "", 4)), "object 1 (cat): missing or non-numeric bndbox (no <xmax>)"),
+        (
+            _obj(box=(1, "two", 3, 4)),
+            "object 1 (cat): missing or non-numeric bndbox (<ymin> 'two')",
+        ),
+        (_obj(box=(1, 2, 3, "nan")), "object 1 (cat): box (0.0, 1.0, 3.0, nan) has a NaN"),
+        (_obj(box=(200, 2, 300, 40)), "object 1 (cat): box (199.0, 1.0, 300.0, 40.0) is out of"),
+    ],
+)
+def test_a_bad_voc_object_is_skipped_alone(tmp_path, bad, problem):
+    _voc(tmp_path, "a", _obj() + bad + _obj("dog"))
+    xml = tmp_path / "annotations" / "a.xml"
+    index = _assert_one_line(tmp_path, read_voc, (tmp_path / "annotations",), {}, str(xml), problem)
+    assert index.class_names == ["cat", "dog"]  # no class named ''
+    assert index.records[0].labels.tolist() == [1, 2]
+    assert index.records[0].boxes.tolist() == [[10, 10, 50, 40], [10, 10, 50, 40]]
+
+
+def test_voc_boxes_partly_outside_are_clipped_and_counted(tmp_path):
+    _voc(tmp_path, "a", _obj(box=(50, 40, 300, 200)) + _obj(box=(1, 1, 101, 80)))
+    index = read_voc(tmp_path / "annotations", strict=True)
+    assert index.records[0].boxes.tolist() == [[49, 39, 100, 80], [0, 0, 100, 80]]
+    assert index.records[0].areas.tolist() == [51 * 41, 100 * 80]
+    assert len(index.clipped) == 1 and "a.xml: object 0 (cat): box" in index.clipped[0]
+    assert index.summary().endswith("1 images, 1 classes, 1 box(es) clipped")
+
+
+# ---------------------------------------------------------------- YOLO
+
+
+def _yolo(root: Path, labels: dict[str, str], names="[dog, cat, bird]") -> Path:
+    (root / "images" / "train").mkdir(parents=True, exist_ok=True)
+    (root / "labels" / "train").mkdir(parents=True, exist_ok=True)
+    for stem, text in labels.items():
+        Image.new("RGB", (100, 50)).save(root / "images" / "train" / f"{stem}.jpg")
+        (root / "labels" / "train" / f"{stem}.txt").write_text(text)
+    (root / "data.yaml").write_text(f"path: .\ntrain: images/train\nnames: {names}\n")
+    return root / "data.yaml"
+
+
+@pytest.mark.parametrize(
+    ("bad", "problem"),
+    [
+        ("0 0.5 0.5 0.2", "got 4 fields"),
+        ("0 0.5 0.5 0.2 0.4 0.1 0.1", "got 7 fields"),
+        ("0 0.5 0.5 wide 0.4", "got a non-numeric value"),
+        ("cat 0.5 0.5 0.2 0.4", "got the class 'cat'"),
+        ("3 0.5 0.5 0.2 0.4", "unknown class 3 (data.yaml names 3: 0..2)"),
+        ("-1 0.5 0.5 0.2 0.4", "unknown class -1"),
+        ("0 nan 0.5 0.2 0.4", "NaN or infinite"),
+        ("0 0.5 0.5 0 0.4", "empty or inverted"),
+        ("0 1.5 0.5 0.2 0.4", "out of bounds of the 100x50 image"),
+    ],
+)
+def test_a_bad_yolo_line_is_skipped_with_its_line_number(tmp_path, bad, problem):
+    data_yaml = _yolo(tmp_path, {"a": f"0 0.5 0.5 0.2 0.4\n\n{bad}\n1 0.5 0.5 0.2 0.4\n"})
+    label_file = tmp_path / "labels" / "train" / "a.txt"
+    index = _assert_one_line(tmp_path, read_yolo, (data_yaml,), {}, f"{label_file} line 3", problem)
+    assert index.records[0].labels.tolist() == [1, 2]  # the other lines are kept
+
+
+def test_yolo_boxes_partly_outside_are_clipped_and_an_unreadable_label_file_skipped(tmp_path):
+    data_yaml = _yolo(tmp_path, {"a": "0 0.9 0.5 0.4 0.4\n", "b": ""})
+    (tmp_path / "labels" / "train" / "b.txt").write_bytes(b"\xff\xfe\x00bad")
+    index, _ = _read_quietly(read_yolo, data_yaml)
+    assert index.records[0].boxes.tolist() == [[70, 15, 100, 35]]
+    assert len(index.clipped) == 1 and "a.txt line 1" in index.clipped[0]
+    assert len(index.issues) == 1 and "b.txt: unreadable label file" in index.issues[0]
+    assert index.summary().endswith("1 image(s) skipped, 1 box(es) clipped")
+
+
+# ---------------------------------------------------------------- large images
+
+
+def test_too_large_images_are_a_clear_error_and_can_be_allowed(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # restored after
+    path = tmp_path / "big.png"
+    Image.new("RGB", (100, 60)).save(path)  # 6000 pixels, over twice a limit of 2000
+    allow_large_images(2000)
+    assert Image.MAX_IMAGE_PIXELS == 2000
+    for read in (load_rgb, image_size):
+        with pytest.raises(DataError) as err:
+            read(path)
+        message = str(err.value)
+        assert message.startswith(f"{path}: image of 6,000 pixels is over Pillow's limit")
+        assert "rpnkit.data.images.allow_large_images(None)" in message
+        assert "--max-image-pixels 0" in message
+    # a reader skips it with that line
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "images").mkdir()
+    shutil.copy(path, tmp_path / "images" / "big.png")
+    (tmp_path / "annotations" / "big.xml").write_text(
+        "<annotation><filename>big.png</filename>" + _obj() + "</annotation>"
+    )
+    index = _assert_one_line(
+        tmp_path, read_voc, (tmp_path / "annotations",), {}, "big.png: image of 6,000 pixels"
+    )
+    assert index.records == [] and "1 image(s) skipped" in index.summary()
+    allow_large_images(None)
+    assert Image.MAX_IMAGE_PIXELS is None
+    assert load_rgb(path).shape == (60, 100, 3) and image_size(path) == (100, 60)
+    assert len(read_voc(tmp_path / "annotations").records) == 1
+    allow_large_images(0)  # 0 is "no limit" too, as --max-image-pixels 0
+    assert Image.MAX_IMAGE_PIXELS is None
+    with pytest.raises(ValueError, match="max_pixels"):
+        allow_large_images(-1)
+
+
+# ---------------------------------------------------------------- warnings and summary
+
+
+def test_skip_warnings_are_skipped_samples_pointing_at_the_caller(tmp_path):
+    assert issubclass(SkippedSample, UserWarning)
+    json_path = _coco(tmp_path, [GOOD, _ann(2, bbox=None)])
+    (tmp_path / "images").mkdir()
+    shutil.copy(tmp_path / "a.jpg", tmp_path / "images" / "a.jpg")
+    with pytest.warns(SkippedSample) as caught:
+        read_dataset(json_path)  # through read_dataset: still this file's line
+    assert [Path(w.filename).name for w in caught] == ["test_readers_hardening.py"]
+
+
+def test_summary_tells_skipped_images_from_skipped_annotations():
+    index = DatasetIndex([], ["a"], ["x"] * 3, "d", 1, 5, ["c"] * 2)
+    assert index.summary() == (
+        "d: 0 images, 1 classes, 1 image(s) and 5 annotation(s) skipped, 2 box(es) clipped"
+    )
+    # an index built without the counts (plain images): every issue is an image
+    assert (
+        DatasetIndex([], [], ["x", "y"], "d").summary()
+        == "d: 0 images, 0 classes, 2 image(s) skipped"
+    )
+    assert DatasetIndex([], [], [], "d").summary() == "d: 0 images, 0 classes"
+
+
+def test_good_data_gives_no_issue_and_no_clipping(tmp_path):
+    json_path = _coco(tmp_path, [GOOD, _ann(2, [0, 0, 50, 40], category=2)])
+    index = read_coco(json_path, tmp_path, strict=True)
+    assert not index.issues and not index.clipped
+    assert index.summary() == f"{json_path}: 1 images, 2 classes"
+    np.testing.assert_array_equal(index.records[0].labels, [1, 2])
