@@ -7,36 +7,43 @@ outside the area range, are ignored. Recall is matched non-ignored GT boxes over
 GT boxes; AR@k averages recall over the IoU thresholds 0.5:0.05:0.95 with at most k proposals
 per image.
 
-How ``match_proposals`` computes it, exactly and without a loop over proposal ranks:
+How ``match_proposals`` computes it, exactly, with no loop over proposal ranks. Per area range,
+IoU threshold and image, the greedy loop is a serial dictatorship: in rank order, each proposal
+takes its favourite acceptable box (IoU >= the threshold) among those not taken yet, crowd boxes
+never being taken; its favourite is a non-ignored box if it can, then the highest IoU, then the
+later box (pycocotools scans the boxes sorted non-ignored first and keeps the last best).
 
-1. Candidate pairs. A (proposal, GT box) pair whose IoU (IoA for a crowd box, COCO's rule) is
-   below the smallest threshold is acceptable at no threshold; a proposal with no acceptable
-   pair takes nothing and changes nothing. Only pairs at or above the smallest threshold are
-   kept (P of them; ignored and crowd boxes included: a proposal that takes one is used up).
-2. Preferences. Per area range a proposal ranks its acceptable boxes: non-ignored first, then
-   by IoU (highest first), then the later box first; this is pycocotools' scan over the GT
-   boxes sorted non-ignored first. A threshold only drops the pairs below it.
-3. The greedy loop is serial dictatorship: in rank order each proposal takes its favourite
-   box not already taken (crowd boxes are never taken). Its result is the unique fixed point
-   of ``held[g]`` = the best rank among the proposals whose favourite box among those not
-   held by a better-ranked proposal (``held >= own rank``, or crowd) is ``g``: by induction
-   over ranks, the boxes held below a proposal's rank are exactly those the greedy loop gave
-   to earlier proposals. Iterating from ``held = NEVER`` reaches it: ``held`` only decreases
-   (a proposal's free boxes only shrink, so a holder keeps choosing its box) and after round
-   k the first k candidate proposals of every image are final, so the rounds number at most
-   one more than the candidate proposals of the busiest image; 3-6 in practice. Each round is
-   a few gathers and scatters over all (range, threshold, pair) entries at once, a parallel
-   deferred acceptance in which every box prefers the better-ranked proposal.
+1. Candidate pairs. A (GT box, proposal) pair below the smallest threshold (IoU, or IoA for a
+   crowd box) is acceptable at no threshold, and a proposal without acceptable pairs takes
+   nothing and changes nothing, so only the pairs at or above it are kept (P of them, ignored
+   and crowd boxes included: a proposal that takes one is used up).
+2. Preferences. Per area range the pairs of each proposal are sorted by its preference; a
+   threshold only drops those below it. Pruning: if some proposal's only acceptable box is a
+   non-crowd box, that box is surely taken once its turn has passed (it took the box or found
+   it taken), so the box's pairs with later proposals can never be chosen and are dropped.
+   This does not depend on the area range, which orders boxes but does not make them
+   acceptable. On COCO-like proposals it removes most of the pairs.
+3. The greedy result is the unique fixed point of ``held[g]`` = the best rank among the
+   proposals whose favourite is ``g`` among the boxes free to them (not held by a better-ranked
+   proposal: ``held >= own rank``, or crowd): by induction over ranks, the boxes held below a
+   proposal's rank are exactly those that the greedy loop gave to earlier proposals. Iterating
+   from ``held = NEVER`` reaches it: ``held`` only decreases (the boxes free to a proposal only
+   shrink, so a holder keeps choosing its box), and after round k the first k candidate
+   proposals of every image are final: the rounds number at most the candidate proposals of
+   the busiest image plus one, 4-6 in practice. Each round is a few gathers, scatters and
+   cumulative sums over the kept (range, threshold, pair) entries of every image at once: a
+   parallel deferred acceptance in which every box prefers the better-ranked proposal.
 
-``_match_proposals_reference`` keeps the straightforward loop over ranks for the tests. Images
-are processed in chunks that bound the (GT box, proposal) IoU table to ``_CHUNK_PAIRS`` values;
-everything runs on the tensors' device, with one host sync per chunk and per round.
+``_match_proposals_reference`` keeps the straightforward loop over ranks, for tests. Images are
+processed in chunks that bound the (GT box, proposal) IoU table to ``_CHUNK_PAIRS`` values.
+Everything runs on the tensors' device; the host waits for it once for the chunks, three times
+per chunk (the sizes of the pairs and entries) and once per round (has anything changed?).
 
 Shape glossary:
     I : images;  D : proposals per image (padded);  G : GT boxes per image (padded)
     T : IoU thresholds;  R : area ranges;  K : proposal budgets (maxDets)
     N : real GT boxes of a chunk of images, flattened;  P : candidate (GT box, proposal) pairs
-    E : entries, (range, threshold, pair) with the pair's IoU >= that threshold
+    E : entries, the kept (range, threshold, pair) with the pair's IoU >= that threshold
 """
 
 from __future__ import annotations
@@ -76,17 +83,19 @@ def _iou_with_crowd(dets: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
 
 def _iou_per_gt(pred_boxes: Tensor, image: Tensor, gts: Tensor, crowd: Tensor) -> Tensor:
     """(I, D, 4) proposals; (N,) image of each GT box, (N, 4) its box, (N,) crowd -> (N, D)
-    IoU (IoA for crowd) with its image's proposals; the same float64 operations in the same
-    order as ``_iou_with_crowd``, so the same values to the bit."""
-    x1, y1, x2, y2 = (c[image] for c in pred_boxes.unbind(-1))  # (N, D) each
+    IoU (IoA for crowd) with its image's proposals: the float64 operations of
+    ``_iou_with_crowd`` in the same order, so the same values to the bit."""
+    coords = pred_boxes.permute(2, 0, 1).contiguous()  # (4, I, D)
+    det_area = (coords[2] - coords[0]) * (coords[3] - coords[1])  # (I, D)
+    x1, y1, x2, y2 = coords.index_select(1, image)  # (N, D) each
     gx1, gy1, gx2, gy2 = (c[:, None] for c in gts.unbind(-1))  # (N, 1) each
-    w = (torch.minimum(x2, gx2) - torch.maximum(x1, gx1)).clamp(min=0)
-    h = (torch.minimum(y2, gy2) - torch.maximum(y1, gy1)).clamp(min=0)
-    inter = w * h
-    det_area = (x2 - x1) * (y2 - y1)
+    w = (torch.minimum(x2, gx2) - torch.maximum(x1, gx1)).clamp_(min=0)
+    h = (torch.minimum(y2, gy2) - torch.maximum(y1, gy1)).clamp_(min=0)
+    inter = w.mul_(h)
+    det_area = det_area.index_select(0, image)  # (N, D)
     union = det_area + (gx2 - gx1) * (gy2 - gy1) - inter
     denom = torch.where(crowd[:, None], det_area, union)
-    return torch.where(denom > 0, inter / denom, torch.zeros_like(inter))
+    return torch.where(denom > 0, inter / denom, 0.0)
 
 
 @dataclass
@@ -134,6 +143,7 @@ def _setup(
     iou_thresholds: Sequence[float],
     area_ranges: Sequence[tuple[float, float]],
 ) -> _Setup:
+    """Float64 boxes, real crowd boxes, ignored and counted boxes per range, thresholds."""
     device = pred_boxes.device
     pred_boxes = pred_boxes.to(torch.float64)
     gt_boxes = gt_boxes.to(torch.float64)
@@ -219,28 +229,62 @@ def _match_chunk(
     num_ranges, num_thr = ignored.shape[0], thresholds.shape[0]
     # step 1: the candidate pairs, sorted by GT box then proposal
     gt, det = ((iou >= thresholds.min()) & valid).nonzero(as_tuple=True)  # (P,) each
-    pair_iou = iou[gt, det]  # (P,)
-    proposal = image.gather(0, gt) * num_dets + det  # (P,) which proposal of the chunk
-    # step 2: per area range, each proposal's pairs together, in order of preference, by
-    # stable sorts from the last key to the first; reversed, the pairs put the later box first
-    order = torch.arange(gt.shape[0] - 1, -1, -1, device=iou.device)  # (P,)
-    order = order[torch.sort(pair_iou[order], descending=True, stable=True).indices]
-    key = proposal[order] * 2 + ignored[:, gt[order]]  # (R, P): proposal, then ignored last
-    order = order[torch.sort(key, dim=1, stable=True).indices]  # (R, P)
-    # the entries: each threshold keeps the pairs at or above it, in the same order
-    keep = pair_iou[order][:, None] >= thresholds[:, None]  # (R, T, P)
-    r, t, j = keep.nonzero(as_tuple=True)  # (E,) each, sorted by range, threshold, place
-    fields = torch.stack([gt, det, proposal, crowd.gather(0, gt).long()], dim=1)[order]
-    gt, rank, proposal, crowd = fields.view(-1, 4)[r * order.shape[1] + j].unbind(1)
-    problem = r * num_thr + t  # (E,) which (range, threshold)
-    # the entries of one (range, threshold, proposal) are consecutive: where does each start?
+    pair_iou, pair_crowd = iou[gt, det], crowd.gather(0, gt)  # (P,) each
+    order, group = _preference_order(pair_iou, image.gather(0, gt) * num_dets + det, gt, ignored)
+    keep = _prune(pair_iou >= thresholds[:, None], gt, det, group, pair_crowd, num_gt)  # (T, P)
+    # the entries: the kept (range, threshold, pair), by range and threshold, then in order of
+    # preference, so that the entries of one proposal are consecutive (a segment)
+    r, t, j = keep[:, order].transpose(0, 1).nonzero(as_tuple=True)  # (E,) each
+    pair = order.view(-1)[r * order.shape[1] + j]  # (E,)
+    problem, proposal = r * num_thr + t, group[pair]  # (E,) each
     first = torch.ones_like(problem, dtype=torch.bool)  # (E,) the first entry of its segment
     first[1:] = (problem[1:] != problem[:-1]) | (proposal[1:] != proposal[:-1])
     place = torch.arange(problem.shape[0], device=iou.device)  # (E,)
     segment = torch.where(first, place, 0).cummax(0).values  # (E,) its segment's first entry
-    box = problem * num_gt + gt  # (E,) which (range, threshold, GT box)
-    held = _settle(box, rank, crowd.bool(), segment, num_ranges * num_thr * num_gt)
+    box = problem * num_gt + gt[pair]  # (E,) which (range, threshold, GT box)
+    held = _settle(box, det[pair], pair_crowd[pair], segment, num_ranges * num_thr * num_gt)
     return held.view(num_ranges, num_thr, num_gt)
+
+
+def _preference_order(
+    pair_iou: Tensor, proposal: Tensor, gt: Tensor, ignored: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Step 2: (P,) pairs sorted by GT box then proposal, with their IoU, proposal (numbered
+    over the chunk) and GT box; (R, N) ignored -> (R, P) per area range the pairs of each
+    proposal together, proposals in rank order, each in its order of preference; (P,) the
+    proposal of each pair renumbered 0, 1, ... in that order."""
+    num_pairs = pair_iou.shape[0]
+    # stable sorts from the last key to the first; reversed, the pairs put the later box first
+    order = torch.arange(num_pairs - 1, -1, -1, device=pair_iou.device)  # (P,)
+    order = order[torch.sort(pair_iou[order], descending=True, stable=True).indices]
+    key = proposal[order] * 2 + ignored[:, gt[order]]  # (R, P): proposal, then ignored last
+    order = order[torch.sort(key, dim=1, stable=True).indices]  # (R, P)
+    grouped = proposal[order[0]]  # (P,) the same in every range
+    first = torch.ones_like(grouped, dtype=torch.bool)
+    first[1:] = grouped[1:] != grouped[:-1]
+    group = torch.empty_like(proposal).scatter_(0, order[0], first.cumsum(0) - 1)
+    return order, group
+
+
+def _prune(
+    acceptable: Tensor, gt: Tensor, det: Tensor, group: Tensor, crowd: Tensor, num_gt: int
+) -> Tensor:
+    """(T, P) acceptable pairs -> those that may be chosen. A proposal whose only acceptable
+    box is a non-crowd box takes it unless it is taken already, so after that proposal's turn
+    the box is surely taken: its pairs with later proposals are dropped, at that threshold.
+    Exact, whatever the area range (which orders the boxes but does not make them acceptable).
+
+    (P,) GT box, rank, proposal number and crowd flag of each pair; N GT boxes.
+    """
+    num_thr = acceptable.shape[0]
+    by_proposal, by_gt = group.expand(num_thr, -1), gt.expand(num_thr, -1)  # (T, P) each
+    count = torch.zeros(acceptable.shape, dtype=torch.int64, device=det.device)
+    count.scatter_add_(1, by_proposal, acceptable.long())  # (T, P) acceptable boxes per proposal
+    alone = acceptable & (count.gather(1, by_proposal) == 1) & ~crowd  # (T, P)
+    rank = det.expand(num_thr, -1).masked_fill(~alone, NEVER)  # (T, P)
+    full = torch.full((num_thr, num_gt), NEVER, dtype=torch.int64, device=det.device)
+    first_alone = full.scatter_reduce_(1, by_gt, rank, "amin")  # (T, N)
+    return acceptable & (det <= first_alone.gather(1, by_gt))
 
 
 def _settle(box: Tensor, rank: Tensor, crowd: Tensor, segment: Tensor, num_boxes: int) -> Tensor:
@@ -252,9 +296,9 @@ def _settle(box: Tensor, rank: Tensor, crowd: Tensor, segment: Tensor, num_boxes
     best rank among the proposals taking each box, or ``NEVER``.
     """
     held = torch.full((num_boxes,), NEVER, dtype=torch.int64, device=box.device)
-    while True:
+    for _ in range(box.shape[0] + 1):  # each round but the last lowers some held rank
         # free to this proposal: not held by a better-ranked one (crowd boxes: never held)
-        free = (held.gather(0, box) > rank) | crowd  # (E,)
+        free = (held.gather(0, box) >= rank) | crowd  # (E,)
         # its favourite is its first free entry: no free entry before it in its segment
         before = free.cumsum(0) - free.long()  # (E,) free entries before, over all segments
         chosen = free & (before == before.gather(0, segment))  # (E,) one per segment at most
@@ -263,6 +307,7 @@ def _settle(box: Tensor, rank: Tensor, crowd: Tensor, segment: Tensor, num_boxes
         if torch.equal(new, held):  # one host sync per round
             return held
         held = new
+    raise AssertionError("the rounds must reach a fixed point")
 
 
 def _match_proposals_reference(
