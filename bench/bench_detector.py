@@ -83,7 +83,7 @@ def build_pair(device, seed=0, channels_last=False):
     theirs = torchvision_faster_rcnn(ours)
     theirs.transform.size_divisible = 64
     if channels_last:
-        ours.backbone = ChannelsLast(ours.backbone)
+        ours.first_stage.backbone = ChannelsLast(ours.backbone)
         theirs.backbone.body = ChannelsLast(theirs.backbone.body)
     return ours.to(device).eval(), theirs.to(device).eval()
 

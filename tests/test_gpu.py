@@ -262,3 +262,108 @@ def test_batch_norm_folds_on_gpu_with_tf32_on():
         assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max()))
     with torch.no_grad():
         model(images, sizes)  # runs folded, TF32 on
+
+
+def _trainer_on_gpu(tmp_path, model, amp="none"):
+    from rpnkit.data import SyntheticShapes, collate
+    from rpnkit.engine.trainer import TrainConfig, Trainer
+
+    config = TrainConfig(
+        steps=100, batch_size=4, optimizer="sgd", lr=1e-3, grad_clip=10.0, amp=amp, log_every=50
+    )
+    trainer = Trainer(model, SyntheticShapes(8), config, out_dir=tmp_path, device="cuda")
+    trainer._set_up()
+    batch = collate([SyntheticShapes(8)[i] for i in range(4)]).pin_memory().to("cuda")
+    return trainer, batch
+
+
+@cuda
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_rpn_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp):
+    # The Trainer's whole step (forward, the deferred divergence check, backward, clipping,
+    # optimizer, schedule) with GT validated on the CPU by collate, as rpnkit train runs it.
+    from rpnkit.modeling.presets import build_model, preset_config
+
+    torch.manual_seed(0)
+    trainer, batch = _trainer_on_gpu(tmp_path, build_model(preset_config("tiny")), amp)
+    for step in range(2):  # warm-up: Triton compiles, cuDNN picks its algorithms
+        trainer._step(batch, step)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(2, 5):
+            trainer._step(batch, step)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    trainer.watch.flush()  # every step was finite
+    assert not trainer.watch.pending
+
+
+@cuda
+def test_divergence_on_gpu_names_the_step_that_diverged(tmp_path):
+    from rpnkit.modeling.presets import build_model, preset_config
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny"))
+    trainer, batch = _trainer_on_gpu(tmp_path, model)
+    original, calls = model.rpn.forward, {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.losses["loss_rpn_box"] = out.losses["loss_rpn_box"] * float("nan")
+        return out
+
+    model.rpn.forward = poisoned
+    with pytest.raises(FloatingPointError, match="diverged at step 2"):
+        for step in range(6):  # the host may learn of it a step or two later, not more
+            trainer._step(batch, step)
+        trainer.watch.flush()
+
+
+@cuda
+def test_batches_prefetch_to_the_gpu_from_pinned_memory():
+    from rpnkit.data import SyntheticShapes, collate
+    from rpnkit.engine.streaming import DevicePrefetcher
+
+    items = SyntheticShapes(6)
+    cpu = [collate([items[i], items[i + 1]]).pin_memory() for i in (0, 2, 4)]
+    assert cpu[0].images.is_pinned() and cpu[0].targets.boxes.is_pinned()
+    on_gpu = list(DevicePrefetcher(iter([cpu[0], None, cpu[1], cpu[2]]), torch.device("cuda")))
+    assert on_gpu[1] is None and len(on_gpu) == 4
+    for a, b in zip([cpu[0], cpu[1], cpu[2]], [on_gpu[0], on_gpu[2], on_gpu[3]]):
+        assert b.images.is_cuda and torch.equal(a.images, b.images.cpu())
+        assert torch.equal(a.targets.boxes, b.targets.boxes.cpu())
+
+
+@cuda
+def test_detect_streams_on_gpu_as_on_cpu(tmp_path):
+    # The pipelined runner (workers, prefetch, async host copies) gives the CPU's detections.
+    import rpnkit
+    from rpnkit.data import SyntheticShapes
+    from rpnkit.engine.checkpoint import DETECTOR, ModelSpec, save_model
+    from rpnkit.modeling.presets import DetectorConfig
+
+    ours, _ = tiny_detector_pair()
+    config = DetectorConfig(model=_tiny_rounded(), roi=ours.roi_heads.config, pooled_levels=3)
+    path = save_model(tmp_path / "d.safetensors", ours, ModelSpec(DETECTOR, config, tuple("abcd")))
+    images = [SyntheticShapes(6, seed=3)[i]["image"] for i in range(6)]
+    options = dict(short_side=256, max_size=256, fold_bn=False)
+    cpu = rpnkit.load(path, "cpu", **options).detect(images, batch_size=4)
+    gpu = rpnkit.load(path, "cuda", workers=2, **options).detect(images, batch_size=4)
+    assert [a.file_name for a in cpu] == [b.file_name for b in gpu]
+    for a, b in zip(cpu, gpu):
+        assert len(a.boxes) > 10 and abs(len(a.boxes) - len(b.boxes)) <= 2
+        n = min(len(a.scores), len(b.scores), 10)
+        assert torch.allclose(a.scores[:n], b.scores[:n], atol=1e-3)
+
+
+def _tiny_rounded():
+    import dataclasses
+
+    from rpnkit.modeling.presets import preset_config
+
+    model = preset_config("tiny")
+    anchors = dataclasses.replace(model.rpn.anchors, round_base=True)
+    return dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=anchors))

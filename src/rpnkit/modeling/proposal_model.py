@@ -65,11 +65,23 @@ class ProposalModel(Freezable):
         self.rpn = rpn
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
+        self.channels_last = False
+
+    def use_channels_last(self, enabled: bool = True) -> ProposalModel:
+        """Run the backbone in channels-last memory format (NHWC): the same function, faster
+        convolutions on GPUs' tensor cores (depthwise ones most)."""
+        self.channels_last = enabled
+        memory_format = torch.channels_last if enabled else torch.contiguous_format
+        self.backbone.to(memory_format=memory_format)
+        return self
 
     def features(self, images: Tensor, image_sizes: Tensor) -> list[Tensor]:
         """The backbone's [(B, C, H_l, W_l)] maps of the normalised batch."""
         check_images(images)
-        return self.backbone(normalize(images, image_sizes, self.pixel_mean, self.pixel_std))
+        x = normalize(images, image_sizes, self.pixel_mean, self.pixel_std)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
 
     def forward(
         self,

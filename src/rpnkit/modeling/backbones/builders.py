@@ -17,10 +17,11 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50, vgg16
-from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from .efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
+from .frozen_norm import FastFrozenBatchNorm2d
 from .tiny import TinyFPN
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -123,10 +124,11 @@ def _freeze(module: nn.Module) -> None:
 
 
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d below ``module`` by torchvision's FrozenBatchNorm2d."""
+    """Replace every BatchNorm2d below ``module`` by a frozen one (torchvision's
+    FrozenBatchNorm2d, computed as one kernel: ``frozen_norm.py``)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen = FastFrozenBatchNorm2d(child.num_features, eps=child.eps)
             frozen.weight.copy_(child.weight.detach())
             frozen.bias.copy_(child.bias.detach())
             frozen.running_mean.copy_(child.running_mean)

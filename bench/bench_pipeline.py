@@ -1,0 +1,356 @@
+"""End to end against the model alone, on the GPU: what `rpnkit train` and `rpnkit detect` get
+of the model's own speed, and what torchvision's training loop gets.
+
+    PYTHONPATH=src python bench/bench_pipeline.py --data ../shared/data/coco128 --json out.json
+
+Cases, for each backbone (``--backbones``), model kind (``--kinds``: rpn, frcnn) and precision
+(``--amps``: fp32, bf16), at 800x1333, batch ``--batch-size``:
+
+- ``model``: rpnkit's training step (the ``Trainer``'s own) on one COCO128 batch already on the
+  device, repeated: the model-only rate.
+- ``train``: rpnkit's ``Trainer`` on COCO128's JPEG files, ``--workers`` processes decoding, as
+  ``rpnkit train`` runs (the first ``--warmup`` steps excluded).
+- ``tv-train`` (frcnn only): torchvision's ``FasterRCNN`` with a copy of the same backbone, RPN
+  and box head weights (``rpnkit.testing.torchvision_faster_rcnn``), fed and stepped the way
+  torchvision's detection reference scripts do: float32 images from a standard DataLoader,
+  resized on the GPU by the model's transform, ``loss.item()`` every step.
+- ``infer`` (frcnn only): inference on a device batch (batch norms folded, as the runtime
+  does), and ``rpnkit.load(...).detect`` on COCO128's image files (4 passes), the time to the
+  first result reported apart.
+
+Random weights (the speed does not depend on them): frozen batch norms are calibrated on a probe
+batch so that activations stay in range in bf16. GPU utilisation is sampled with nvidia-smi
+during each timed window; ``--profile DIR`` writes a torch.profiler table of a few end-to-end
+training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.engine.checkpoint import DETECTOR, RPN, ModelSpec, save_model
+from rpnkit.engine.runtime import load
+from rpnkit.engine.trainer import TrainConfig, Trainer
+from rpnkit.modeling.backbones.frozen_norm import FastFrozenBatchNorm2d
+from rpnkit.modeling.presets import detector_config, preset_config, without_pretrained_weights
+from rpnkit.testing import torchvision_faster_rcnn
+
+ROOT = Path(__file__).resolve().parents[1]
+BACKBONES = {"effnet": "effnet-lite0-fpn", "r50": "r50-fpn"}
+
+
+class GpuUtilisation:
+    """Mean GPU utilisation (%) from nvidia-smi, sampled every 100 ms while in the block."""
+
+    def __enter__(self):
+        self.samples: list[float] = []
+        try:
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 "-lms", "100", "-i", "0"],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            )  # fmt: skip
+        except OSError:
+            self.proc = None
+            return self
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        return self
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with contextlib.suppress(ValueError):  # a header or a blank line
+                self.samples.append(float(line.strip()))
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait()
+
+    @property
+    def mean(self) -> float | None:
+        return round(sum(self.samples) / len(self.samples), 1) if self.samples else None
+
+
+@torch.no_grad()
+def calibrate_frozen_norms(backbone: nn.Module, probe: torch.Tensor) -> None:
+    """Set every frozen batch norm's statistics to those of its input on ``probe``, in order:
+    a randomly initialised network then keeps unit-scale activations (finite in bf16)."""
+
+    def hook(norm, args):
+        x = args[0].float()
+        norm.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        norm.running_var.copy_(x.var(dim=(0, 2, 3)))
+
+    handles = [
+        m.register_forward_pre_hook(hook)
+        for m in backbone.modules()
+        if isinstance(m, FastFrozenBatchNorm2d)
+    ]
+    backbone.eval()
+    backbone(probe)
+    for h in handles:
+        h.remove()
+
+
+def build(backbone: str, kind: str, num_classes: int, device, *, channels_last: bool):
+    config = without_pretrained_weights(preset_config(BACKBONES[backbone]))
+    if kind == "frcnn":
+        spec = ModelSpec(
+            DETECTOR, detector_config(config, num_classes), tuple(map(str, range(num_classes)))
+        )
+    else:
+        spec = ModelSpec(RPN, config)
+    torch.manual_seed(0)
+    model = spec.build(pretrained=False)
+    first = getattr(model, "first_stage", model)
+    calibrate_frozen_norms(first.backbone, torch.rand(2, 3, 512, 512))
+    if channels_last:
+        first.use_channels_last()
+    return model.to(device), spec
+
+
+def train_config(args, amp: str, steps: int) -> TrainConfig:
+    return TrainConfig(
+        steps=steps, batch_size=args.batch_size, optimizer="sgd", lr=1e-3, warmup_steps=0,
+        schedule="constant", grad_clip=10.0, amp="none" if amp == "fp32" else amp,
+        num_workers=args.workers, log_every=10**9,
+    )  # fmt: skip
+
+
+def timed(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def model_only(args, model, spec, dataset, amp, device) -> dict:
+    """The Trainer's own step on one batch on the device, repeated."""
+    trainer = Trainer(model, dataset, train_config(args, amp, 10**6), out_dir=args.runs / "m",
+                      spec=spec, device=device, progress=False)  # fmt: skip
+    trainer._set_up()
+    batch = collate([dataset[i] for i in range(args.batch_size)]).to(device)
+    for step in range(args.warmup):
+        trainer._step(batch, step)
+    with GpuUtilisation() as gpu:
+        start = timed(device)
+        for step in range(args.steps):
+            trainer._step(batch, step)
+        seconds = timed(device) - start
+    trainer.watch.flush()
+    return {"images_per_s": round(args.steps * args.batch_size / seconds, 2), "gpu_util": gpu.mean}
+
+
+def end_to_end(args, model, spec, dataset, amp, device, profile: Path | None = None) -> dict:
+    """rpnkit's Trainer from the JPEG files; steps after ``--warmup`` timed from the host."""
+    marks: dict[int, float] = {}
+    original = Trainer._step
+
+    def step(self, batch, i):
+        marks[i] = time.perf_counter()
+        return original(self, batch, i)
+
+    total = args.warmup + args.steps
+    trainer = Trainer(model, dataset, train_config(args, amp, total), out_dir=args.runs / "e",
+                      spec=spec, device=device, progress=False)  # fmt: skip
+    done = {}
+
+    def checkpoint(steps_done, name="checkpoint.safetensors"):  # timing, not writing files
+        trainer.watch.flush()
+        done["t"] = timed(device)
+
+    trainer.checkpoint = checkpoint
+    Trainer._step = step
+    try:
+        with GpuUtilisation() as gpu:
+            trainer.run()
+    finally:
+        Trainer._step = original
+    seconds = done["t"] - marks[args.warmup]
+    out = {"images_per_s": round(args.steps * args.batch_size / seconds, 2), "gpu_util": gpu.mean,
+           "start_s": round(marks[args.warmup] - marks[0], 1)}  # fmt: skip
+    if profile is not None:
+        out["profile"] = str(profile_steps(args, model, spec, dataset, amp, device, profile))
+    return out
+
+
+def profile_steps(args, model, spec, dataset, amp, device, path: Path) -> Path:
+    """torch.profiler over a few end-to-end steps: where the host and the device spend time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = Trainer(model, dataset, train_config(args, amp, 14), out_dir=args.runs / "p",
+                      spec=spec, device=device, progress=False)  # fmt: skip
+    trainer.checkpoint = lambda *a, **k: trainer.watch.flush()
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+    with profile(activities=activities) as prof:
+        trainer.run()
+    table = prof.key_averages()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "by device time\n" + table.table(sort_by="self_cuda_time_total", row_limit=25)
+        + "\n\nby host time\n" + table.table(sort_by="self_cpu_time_total", row_limit=25)
+    )  # fmt: skip
+    return path
+
+
+class ReferenceScriptDataset(Dataset):
+    """As torchvision's detection reference scripts prepare COCO: PIL decode, float32 tensor,
+    random horizontal flip, a target dict; the model's transform resizes on the GPU."""
+
+    def __init__(self, index) -> None:
+        self.records = [r for r in index.records if len(r.boxes)]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i):
+        import torchvision.transforms.v2.functional as F
+        from PIL import Image
+
+        r = self.records[i]
+        image = F.to_dtype(F.pil_to_tensor(Image.open(r.path).convert("RGB")), torch.float32,
+                           scale=True)  # fmt: skip
+        boxes = torch.from_numpy(r.boxes.copy())
+        if torch.rand(1) < 0.5:
+            image = image.flip(-1)
+            boxes[:, [0, 2]] = r.width - boxes[:, [2, 0]]
+        return image, {"boxes": boxes, "labels": torch.from_numpy(r.labels)}
+
+
+def torchvision_loop(args, model, index, amp, device) -> dict:
+    """torchvision's FasterRCNN trained as its reference scripts' train_one_epoch does."""
+    tv = torchvision_faster_rcnn(model.cpu(), min_size=800, max_size=1333).to(device).train()
+    model.to(device)
+    loader = DataLoader(ReferenceScriptDataset(index), batch_size=args.batch_size, shuffle=True,
+                        num_workers=args.workers, collate_fn=lambda b: tuple(zip(*b)),
+                        drop_last=True, persistent_workers=args.workers > 0)  # fmt: skip
+    params = [p for p in tv.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=1e-3, momentum=0.9, weight_decay=1e-4)
+    dtype = {"bf16": torch.bfloat16}.get(amp)
+    step, start, total = 0, None, args.warmup + args.steps
+    with GpuUtilisation() as gpu:
+        while step < total:
+            for images, targets in loader:
+                if step == args.warmup:
+                    start = timed(device)
+                images = [im.to(device) for im in images]
+                targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+                with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+                    losses = sum(tv(images, targets).values())
+                if not torch.isfinite(torch.tensor(losses.item())):  # as the scripts do
+                    raise FloatingPointError("torchvision's loss diverged")
+                optimizer.zero_grad()
+                losses.backward()
+                optimizer.step()
+                step += 1
+                if step == total:
+                    break
+        seconds = timed(device) - start
+    return {"images_per_s": round(args.steps * args.batch_size / seconds, 2), "gpu_util": gpu.mean}
+
+
+@torch.no_grad()
+def inference(args, model, spec, files, amp, device) -> dict:
+    """Model-only inference on a device batch against ``detect`` on image files."""
+    path = args.runs / f"{spec.kind}.safetensors"
+    save_model(path, model.cpu(), spec)
+    runtime = load(path, device, amp="none" if amp == "fp32" else amp, workers=args.workers)
+    dataset = runtime.dataset(files[: args.batch_size])
+    batch = collate([dataset[i] for i in range(args.batch_size)]).to(device)
+    net = runtime.network
+    with runtime.precision():
+        for _ in range(args.warmup):
+            net(batch.images, batch.image_sizes, image_scales=batch.image_scales)
+        start = timed(device)
+        for _ in range(args.steps):
+            net(batch.images, batch.image_sizes, image_scales=batch.image_scales)
+        model_rate = args.steps * args.batch_size / (timed(device) - start)
+    many = files * 4
+    begin = time.perf_counter()
+    first, count = None, 0
+    with GpuUtilisation() as gpu:
+        for _ in runtime.iter_detections(many, batch_size=args.batch_size):
+            count += 1
+            if first is None:
+                first = time.perf_counter()
+        end = timed(device)
+    steady = (count - 1) / (end - first)
+    return {"model_images_per_s": round(model_rate, 1), "detect_images_per_s": round(steady, 1),
+            "ratio": round(steady / model_rate, 3), "first_result_s": round(first - begin, 2),
+            "gpu_util": gpu.mean}  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "data" / "coco128"))
+    parser.add_argument("--cases", default="model,train,tv-train,infer")
+    parser.add_argument("--backbones", default="effnet,r50")
+    parser.add_argument("--kinds", default="rpn,frcnn")
+    parser.add_argument("--amps", default="fp32,bf16")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--runs", type=Path, default=Path("/tmp/bench_pipeline"))
+    parser.add_argument("--profile", type=Path, default=None, help="folder for profile tables")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True
+    index = read_dataset(args.data, split="train2017")
+    dataset = DetectionDataset(index, train_transforms(800, 1333, 0.5))
+    files = sorted(str(r.path) for r in index.records)
+    cases = args.cases.split(",")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    results = {"device": name, "torch": torch.__version__,
+               "batch": args.batch_size, "workers": args.workers,
+               "channels_last": args.channels_last, "rows": []}  # fmt: skip
+    for backbone in args.backbones.split(","):
+        for kind in args.kinds.split(","):
+            for amp in args.amps.split(","):
+                row = {"backbone": backbone, "kind": kind, "amp": amp}
+                model, spec = build(backbone, kind, len(index.class_names), device,
+                                    channels_last=args.channels_last)  # fmt: skip
+                if "model" in cases:
+                    row["model"] = model_only(args, model, spec, dataset, amp, device)
+                if "train" in cases:
+                    wanted = args.profile and backbone == "effnet" and kind == "frcnn"
+                    profile = args.profile / f"{backbone}-{kind}-{amp}.txt" if wanted else None
+                    row["train"] = end_to_end(args, model, spec, dataset, amp, device, profile)
+                if "model" in row and "train" in row:
+                    row["train_vs_model"] = round(
+                        row["train"]["images_per_s"] / row["model"]["images_per_s"], 3
+                    )
+                if "tv-train" in cases and kind == "frcnn":
+                    row["tv_train"] = torchvision_loop(args, model, index, amp, device)
+                    if "train" in row:
+                        row["train_vs_torchvision"] = round(
+                            row["train"]["images_per_s"] / row["tv_train"]["images_per_s"], 3
+                        )
+                if "infer" in cases and kind == "frcnn":
+                    row["infer"] = inference(args, model, spec, files, amp, device)
+                print(json.dumps(row), flush=True)
+                results["rows"].append(row)
+                del model
+                torch.cuda.empty_cache()
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
