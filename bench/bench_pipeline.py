@@ -153,6 +153,27 @@ def model_only(args, model, spec, dataset, amp, device) -> dict:
     return {"images_per_s": round(args.steps * args.batch_size / seconds, 2), "gpu_util": gpu.mean}
 
 
+def loader_only(args, dataset, device) -> dict:
+    """The Trainer's data stream alone (workers, pinning, prefetch to the device): the rate the
+    data side can feed."""
+    from rpnkit.engine.sampling import EpochIndexed, StepBatchSampler
+    from rpnkit.engine.streaming import DevicePrefetcher
+
+    loader = DataLoader(
+        EpochIndexed(dataset),
+        batch_sampler=StepBatchSampler(len(dataset), args.batch_size, seed=0),
+        collate_fn=collate, num_workers=args.workers, pin_memory=True,
+    )  # fmt: skip
+    batches = iter(DevicePrefetcher(iter(loader), device))
+    for _ in range(args.warmup):
+        next(batches)
+    start = timed(device)
+    for _ in range(args.steps):
+        next(batches)
+    seconds = timed(device) - start
+    return {"images_per_s": round(args.steps * args.batch_size / seconds, 1)}
+
+
 def end_to_end(args, model, spec, dataset, amp, device, profile: Path | None = None) -> dict:
     """rpnkit's Trainer from the JPEG files; steps after ``--warmup`` timed from the host."""
     marks: dict[int, float] = {}
@@ -310,7 +331,8 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")
     args = parser.parse_args()
     device = torch.device(args.device)
-    torch.backends.cudnn.benchmark = True
+    # cuDNN's autotuner stays off, as in rpnkit train: with COCO's many image shapes it would
+    # re-tune every convolution for each new padded size
     index = read_dataset(args.data, split="train2017")
     dataset = DetectionDataset(index, train_transforms(800, 1333, 0.5))
     files = sorted(str(r.path) for r in index.records)
@@ -323,6 +345,8 @@ def main() -> int:
         for kind in args.kinds.split(","):
             for amp in args.amps.split(","):
                 row = {"backbone": backbone, "kind": kind, "amp": amp}
+                if "loader" in cases:
+                    row["loader"] = loader_only(args, dataset, device)
                 model, spec = build(backbone, kind, len(index.class_names), device,
                                     channels_last=args.channels_last)  # fmt: skip
                 if "model" in cases:
