@@ -54,7 +54,9 @@ def _load_anchors(anchors_ptr, offs, ok):
     return ax1, ay1, ax2, ay2, (ax2 - ax1) * (ay2 - ay1)
 
 
-@triton.jit
+# Sizes are not specialised: Triton would otherwise compile a variant for each size's
+# divisibility by 16 (or equality to 1), and images of many shapes would stall training on each
+@triton.jit(do_not_specialize=["num_anchors", "num_gt", "num_blocks"])
 def _match_pass1(
     anchors_ptr,
     gt_ptr,
@@ -98,7 +100,7 @@ def _match_pass1(
     tl.store(in_crowd_ptr + out, crowd_hit, mask=a_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["num_anchors", "num_gt"])
 def _match_pass2(
     anchors_ptr,
     gt_ptr,

@@ -26,7 +26,9 @@ from torch import Tensor
 BLOCK_ROWS = 64
 
 
-@triton.jit
+# Sizes are not specialised: Triton would otherwise compile a variant for each size's
+# divisibility by 16, and a training run with images of many shapes would stall on each
+@triton.jit(do_not_specialize=["n", "w"])
 def _iou_mask_kernel(boxes_ptr, classes_ptr, mask_ptr, n, w, threshold, BLOCK_R: tl.constexpr):
     g = tl.program_id(0)
     rows = tl.program_id(1) * BLOCK_R + tl.arange(0, BLOCK_R)  # (R,)
@@ -64,7 +66,7 @@ def _iou_mask_kernel(boxes_ptr, classes_ptr, mask_ptr, n, w, threshold, BLOCK_R:
     tl.store(mask_ptr + (g * n + rows) * w + word, packed.to(tl.int32), mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "w", "max_keep"])
 def _nms_scan_kernel(mask_ptr, valid_ptr, keep_ptr, n, w, max_keep, W_PAD: tl.constexpr):
     g = tl.program_id(0)
     offs = tl.arange(0, W_PAD)
