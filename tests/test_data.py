@@ -9,9 +9,11 @@ from PIL import Image
 from rpnkit.data import (
     DataError,
     DetectionDataset,
+    EmptyBatch,
     HorizontalFlip,
     ResizeFixed,
     ResizeShortest,
+    Unreadable,
     collate,
     detect_format,
     load_rgb,
@@ -178,9 +180,12 @@ def test_truncated_image_is_skipped_at_load_time_and_dropped_by_collate(tmp_path
     dataset = DetectionDataset(index)
     with pytest.warns(UserWarning, match=r"b.jpg: unreadable or truncated image"):
         items = [dataset[0], dataset[1]]
-    assert items[1] is None
+    assert isinstance(items[1], Unreadable) and "b.jpg: unreadable" in str(items[1])
     batch = collate(items)
     assert batch.images.shape[0] == 1 and batch.file_names == ["a.jpg"]
+    assert len(batch.skipped) == 1 and "b.jpg" in batch.skipped[0]  # counted, not lost
+    empty = collate([items[1]])
+    assert isinstance(empty, EmptyBatch) and empty.skipped == batch.skipped
     with pytest.raises(DataError, match="truncated"):
         DetectionDataset(index, strict=True)[1]
 

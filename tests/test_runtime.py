@@ -2,6 +2,7 @@
 (files, folders, datasets, indexes, PIL images, arrays, tensors, lists of them), on small
 untrained checkpoints of the tiny preset and real raccoon photos at 128 px."""
 
+import math
 import re
 import shutil
 import warnings
@@ -338,8 +339,15 @@ def test_evaluate_measures_recall_of_an_rpn_and_map_of_a_detector(rpn, detector)
 
 def test_evaluating_a_detector_on_other_classes_names_the_dataset(three_classes):
     source = re.escape(str(RACCOON / "annotations"))
+    # read on its own, raccoon's one class would be label 1, the checkpoint's "cat"
+    index = read_dataset(RACCOON, split_file=TEST_SPLIT)
     with pytest.raises(ValueError, match=rf"{source}: its classes \['raccoon'\]"):
-        three_classes.evaluate(str(RACCOON), split_file=str(TEST_SPLIT))
+        three_classes.evaluate(index)
+    # by path it is read against the checkpoint's names: raccoon is label 3, as trained
+    report = three_classes.evaluate(str(RACCOON), split_file=str(TEST_SPLIT))
+    assert list(report.metrics["per_class_AP"]) == list(THREE)
+    assert math.isnan(report.metrics["per_class_AP"]["cat"])  # no cat in raccoon
+    assert not math.isnan(report.metrics["per_class_AP"]["raccoon"])
 
 
 def test_an_unreadable_file_in_a_list_is_skipped_with_a_warning(rpn, tmp_path):

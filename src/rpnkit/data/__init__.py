@@ -1,11 +1,18 @@
 """Datasets and batching. Items are dicts with ``image`` (3, H, W) uint8 RGB,
 ``boxes`` (N, 4) xyxy pixels, ``labels`` (N,), ``ignore`` (N,) bool, ``image_id``, ``file_name``."""
 
-from .batching import Batch, collate
+from .batching import Batch, EmptyBatch, collate
 from .config import DataConfig
-from .dataset import DetectionDataset
+from .dataset import DetectionDataset, Unreadable
 from .images import load_rgb, to_rgb
-from .readers import DataError, DatasetIndex, Record, detect_format, read_dataset
+from .readers import (
+    DataError,
+    DatasetIndex,
+    Record,
+    SkippedSample,
+    detect_format,
+    read_dataset,
+)
 from .sources import ImageList, index_for_input
 from .synthetic import SyntheticShapes
 from .transforms import (
@@ -24,12 +31,15 @@ __all__ = [
     "DataError",
     "DatasetIndex",
     "DetectionDataset",
+    "EmptyBatch",
     "HorizontalFlip",
     "ImageList",
     "Record",
     "ResizeFixed",
     "ResizeShortest",
+    "SkippedSample",
     "SyntheticShapes",
+    "Unreadable",
     "collate",
     "detect_format",
     "eval_transforms",

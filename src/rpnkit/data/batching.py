@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..modeling.sizes import SIZE_DIVISIBLE, padded_size
 from ..modeling.structures import GroundTruth
+from .dataset import Unreadable
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Batch:
     # precomputed proposals (B, K, 4) and their (B, K) validity, when the dataset carries them
     proposals: tuple[Tensor, Tensor] | None = None
     meta: list[dict] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # the batch's unreadable images, reported
 
     def _map(self, fn, targets: GroundTruth) -> Batch:
         scales = self.image_scales
@@ -40,6 +42,7 @@ class Batch:
             fn(scales) if scales is not None else None,
             None if self.proposals is None else tuple(fn(t) for t in self.proposals),
             self.meta,
+            self.skipped,
         )
 
     def to(self, device: torch.device | str) -> Batch:
@@ -51,14 +54,24 @@ class Batch:
         return self._map(lambda t: t.pin_memory(), self.targets.pin_memory())
 
 
-def collate(items: Sequence[dict | None], size_divisible: int = SIZE_DIVISIBLE) -> Batch | None:
-    """Pad a list of dataset items into a Batch. Items that are None (images that could not be
-    read, already reported) are dropped; if none is left the result is None."""
+@dataclass
+class EmptyBatch:
+    """What ``collate`` gives when no image of a batch could be read: their messages only."""
+
+    skipped: list[str]
+
+
+def collate(
+    items: Sequence[dict | Unreadable | None], size_divisible: int = SIZE_DIVISIBLE
+) -> Batch | EmptyBatch:
+    """Pad a list of dataset items into a Batch. Unreadable items (already reported) are left
+    out and listed in ``skipped``; if none is left the result is an ``EmptyBatch``."""
     if len(items) == 0:
         raise ValueError("empty batch: no images were given")
-    items = [it for it in items if it is not None]
+    skipped = [str(it) for it in items if not isinstance(it, dict)]
+    items = [it for it in items if isinstance(it, dict)]
     if not items:
-        return None
+        return EmptyBatch(skipped)
     heights = [int(it["image"].shape[1]) for it in items]
     widths = [int(it["image"].shape[2]) for it in items]
     h, w = padded_size(max(heights), max(widths), size_divisible)
@@ -82,6 +95,7 @@ def collate(items: Sequence[dict | None], size_divisible: int = SIZE_DIVISIBLE) 
         file_names=[it["file_name"] for it in items],
         image_scales=torch.tensor([float(it.get("scale", 1.0)) for it in items]),
         meta=[_meta(it, size) for it, size in zip(items, zip(heights, widths))],
+        skipped=skipped,
     )
 
 

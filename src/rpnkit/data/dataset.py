@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,27 @@ import torch
 from torch.utils.data import Dataset
 
 from .images import load_rgb
-from .readers import DataError, DatasetIndex, Record
+from .readers import DataError, DatasetIndex, Record, SkippedSample
 from .transforms import Compose
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """In place of an item whose image could not be read (reported once, where it happened):
+    ``collate`` leaves it out and counts it in the batch's ``skipped``."""
+
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def skip(message: str, strict: bool) -> Unreadable:
+    """Raise with ``strict``; otherwise warn once and return the marker."""
+    if strict:
+        raise DataError(message)
+    warnings.warn(f"skipped {message}", SkippedSample, stacklevel=3)
+    return Unreadable(message)
 
 
 class DetectionDataset(Dataset):
@@ -19,9 +39,10 @@ class DetectionDataset(Dataset):
     transformed image, ``labels``, ``ignore``, ``areas`` (in original pixels), ``image_id``,
     ``file_name``, ``scale`` (resize factor), ``orig_size`` (h, w) and ``source`` (the file).
 
-    An image that cannot be decoded gives None with a warning (``collate`` drops it), or raises
-    with ``strict``. Randomness (flips, scales) comes from ``seed``, the item index and the
-    epoch set by ``set_epoch``, so runs are reproducible whatever the worker count.
+    An image that cannot be decoded gives an ``Unreadable`` marker with a warning (``collate``
+    leaves it out and counts it), or raises with ``strict``. Randomness (flips, scales) comes
+    from ``seed``, the item index and the epoch set by ``set_epoch``, so runs are reproducible
+    whatever the worker count.
 
     ``proposals`` (file name -> (K, 4) xyxy boxes in original pixels, best first), when given,
     are carried through the same transforms as the boxes and returned as ``proposals``: the
@@ -54,24 +75,18 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index.records)
 
-    def __getitem__(self, i: int) -> dict | None:
+    def __getitem__(self, i: int) -> dict | Unreadable:
         record = self.index.records[i]
         try:
             image = load_rgb(record.path)
         except DataError as err:
-            if self.strict:
-                raise
-            warnings.warn(f"skipped {err}", stacklevel=2)
-            return None
+            return skip(str(err), self.strict)
         if image.shape[:2] != (record.height, record.width):
-            message = (
+            return skip(
                 f"{record.path}: image is {image.shape[1]}x{image.shape[0]} but its annotation "
-                f"says {record.width}x{record.height}"
+                f"says {record.width}x{record.height}",
+                self.strict,
             )
-            if self.strict:
-                raise DataError(message)
-            warnings.warn(f"skipped {message}", stacklevel=2)
-            return None
         rng = np.random.default_rng([self.seed, self.epoch, i])
         boxes = record.boxes
         if self.proposals is not None:  # carried through the same transforms as the boxes

@@ -13,9 +13,17 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .dataset import make_item
+from .dataset import Unreadable, make_item, skip
 from .images import load_rgb, to_rgb
-from .readers import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, image_size, read_dataset
+from .readers import (
+    IMAGE_SUFFIXES,
+    DataError,
+    DatasetIndex,
+    Record,
+    SkippedSample,
+    image_size,
+    read_dataset,
+)
 from .transforms import Compose
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
@@ -38,30 +46,47 @@ def index_for_input(
     fmt: str | None = None,
     split_file: str | Path | None = None,
     strict: bool = False,
+    class_names: Sequence[str] | None = None,
 ) -> DatasetIndex:
     """An image, a folder of images, or a dataset (COCO, VOC, YOLO) as a DatasetIndex; plain
-    images get no boxes and integer ids in name order."""
+    images get no boxes and integer ids in name order. ``class_names`` maps a dataset's
+    classes by name (a checkpoint's), as ``read_dataset`` does."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        files = [path]
-    elif path.is_dir() and fmt is None and not looks_like_dataset(path):
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
-    else:
-        return read_dataset(path, split=split, fmt=fmt, split_file=split_file, strict=strict)
-    records, issues = [], []
+        return _image_index([path], [], path, strict)
+    if path.is_dir() and fmt is None and not looks_like_dataset(path):
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        others = [
+            f"{p}: not an image ({', '.join(IMAGE_SUFFIXES)})" for p in files if p not in images
+        ]
+        return _image_index(images, others, path, strict)
+    return read_dataset(
+        path, split=split, fmt=fmt, split_file=split_file, strict=strict, class_names=class_names
+    )
+
+
+def _image_index(files: list[Path], issues: list[str], source: Path, strict: bool):
+    """Plain images as records without boxes (sizes from the file headers); every file left
+    out is warned once and listed in ``issues``; no readable image at all is an error."""
+    for line in issues:
+        warnings.warn(f"skipped {line}", SkippedSample, stacklevel=3)
+    records = []
     for i, f in enumerate(files):
         try:
             width, height = image_size(f)
         except DataError as err:
             if strict:
                 raise
-            warnings.warn(f"skipped {err}", stacklevel=2)
+            warnings.warn(f"skipped {err}", SkippedSample, stacklevel=3)
             issues.append(str(err))
             continue
         records.append(empty_record(f, i, width, height))
-    return DatasetIndex(records, [], issues, source=str(path))
+    if not records:
+        raise DataError(
+            f"{source}: no readable image" + (f" ({len(issues)} file(s) skipped)" if issues else "")
+        )
+    return DatasetIndex(records, [], issues, source=str(source))
 
 
 def empty_record(path: Path, image_id: int | str, width: int, height: int) -> Record:
@@ -74,8 +99,8 @@ def empty_record(path: Path, image_id: int | str, width: int, height: int) -> Re
 class ImageList(Dataset):
     """Images given one by one, as files or in memory (see ``to_rgb``), as dataset items
     without boxes. ``names`` name the in-memory images in results (default ``image-<i>``);
-    files keep their own names. An unreadable file gives None with a warning (or raises with
-    ``strict``), as in ``DetectionDataset``."""
+    files keep their own names. An unreadable file gives ``Unreadable`` with a warning (or
+    raises with ``strict``), as in ``DetectionDataset``."""
 
     def __init__(
         self,
@@ -101,17 +126,14 @@ class ImageList(Dataset):
             return Path(source).name
         return self.names[i] if self.names is not None else f"image-{i}"
 
-    def __getitem__(self, i: int) -> dict | None:
+    def __getitem__(self, i: int) -> dict | Unreadable:
         source = self.sources[i]
         path = Path(source) if isinstance(source, (str, Path)) else None
         if path is not None:
             try:
                 image = load_rgb(path)
             except DataError as err:
-                if self.strict:
-                    raise
-                warnings.warn(f"skipped {err}", stacklevel=2)
-                return None
+                return skip(str(err), self.strict)
         else:
             image = to_rgb(source, where=f"image {i}")
         h, w = image.shape[:2]

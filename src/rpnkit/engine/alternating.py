@@ -69,6 +69,7 @@ def combined_summary(summaries: dict[str, TrainSummary]) -> TrainSummary:
         images_per_s=sum(s.images_per_s * s.seconds for s in summaries.values())
         / max(seconds, 1e-9),
         evaluation=list(summaries.values())[-1].evaluation,
+        skipped_images=sum(s.skipped_images for s in summaries.values()),
     )
 
 

@@ -185,21 +185,60 @@ def save_checkpoint(
         header["scheduler"] = scheduler.state_dict()
     rng_tensors, header["rng"] = rng_state()
     tensors.update(rng_tensors)
+    _write_atomically(path, tensors, {"rpnkit": json.dumps(header)})
+    return path
+
+
+def _write_atomically(path: Path, tensors: dict, metadata: dict) -> None:
+    """A temporary file beside ``path``, flushed to disk, then renamed over it: readers and a
+    crash see the old file or the new one, never a part. Leftovers of earlier killed writes
+    are removed first; the file gets the usual permissions (mkstemp's are 0600)."""
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file(tensors, tmp, metadata={"rpnkit": json.dumps(header)})
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new one
+        save_file(tensors, tmp, metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
+        os.replace(tmp, path)  # atomic on POSIX
+        _fsync_folder(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.*.tmp`` files a killed write of ``path`` left behind."""
+    for stale in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible everywhere: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint without executing anything. Returns a dict with ``model`` (state dict),
     ``config``, ``step``, ``extra`` and, when saved, ``optimizer``, ``scheduler``, ``rng``."""
     path = Path(path)
+    if path.is_dir():
+        hint = path / "checkpoint.safetensors"
+        raise ValueError(
+            f"{path}: is a folder, not a checkpoint file"
+            + (f" (did you mean {hint}?)" if hint.is_file() else "")
+        )
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found")
     try:
@@ -251,8 +290,25 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     state = load_checkpoint(path)
     spec = ModelSpec.from_dict(state["config"], where=f"{path}")
     model = spec.build(pretrained=False)  # every weight is in the checkpoint
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        raise ValueError(f"{path}: the weights do not fit the model config: {err}") from err
+    load_weights(model, state["model"], path)
     return model.to(device).eval(), spec
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a checkpoint's weights into ``model``, refusing NaN or infinite values (a run that
+    had diverged) and weights of another model, each with a message naming the file."""
+    for key, value in weights.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(
+                f"{path}: weight {key} holds NaN or infinite values: the run that wrote this "
+                "checkpoint had diverged; use an earlier checkpoint"
+            )
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = first[1].strip() if len(first) > 1 else first[0]
+        raise ValueError(
+            f"{path}: the weights are those of another model ({detail}); use the --model, "
+            "--preset or --config that trained it"
+        ) from err

@@ -21,18 +21,23 @@ from torch import Tensor
 @dataclass
 class _Pending:
     step: int
-    values: Tensor  # (1 + terms,) loss, then each term, on the host once the event completes
+    values: Tensor  # (1 + terms,) the total, then each term, on the host once the event completes
     names: list[str]
     image_ids: list
     file_names: list[str]
     event: torch.cuda.Event | None
+    what: str = "loss"
 
 
 class DivergenceWatch:
     def __init__(self) -> None:
         self.pending: deque[_Pending] = deque()
 
-    def push(self, step: int, loss: Tensor, terms: dict[str, Tensor], batch) -> None:
+    def push(
+        self, step: int, loss: Tensor, terms: dict[str, Tensor], batch, what: str = "loss"
+    ) -> None:
+        """Watch ``loss`` (and its ``terms``, for the message) of ``step``; ``what`` names it
+        (the loss, or the gradient norm, which can overflow while the loss is finite)."""
         values = torch.stack([loss.detach().float(), *(v.detach().float() for v in terms.values())])
         event = None
         if values.is_cuda:
@@ -40,7 +45,7 @@ class DivergenceWatch:
             event = torch.cuda.Event()
             event.record()
         self.pending.append(
-            _Pending(step, values, list(terms), batch.image_ids, batch.file_names, event)
+            _Pending(step, values, list(terms), batch.image_ids, batch.file_names, event, what)
         )
         self.poll()
 
@@ -59,12 +64,12 @@ class DivergenceWatch:
 
 
 def _check(entry: _Pending) -> None:
-    loss, *terms = (float(v) for v in entry.values)
-    if math.isfinite(loss):
+    total, *terms = (float(v) for v in entry.values)
+    if math.isfinite(total):
         return
     named = ", ".join(f"{k}={v:.4g}" for k, v in zip(entry.names, terms))
     raise FloatingPointError(
-        f"training diverged at step {entry.step}: loss {loss} ({named}) on images "
+        f"training diverged at step {entry.step}: {entry.what} {total} ({named}) on images "
         f"{entry.image_ids} ({', '.join(entry.file_names)}). Lower the learning rate, add "
         "warm-up or gradient clipping, or check these boxes."
     )

@@ -47,6 +47,8 @@ class FitResult:
             f"trained {s.steps} steps in {s.seconds:.0f} s ({s.images_per_s:.1f} images/s); "
             f"checkpoint {self.checkpoint}"
         ]
+        if s.skipped_images:
+            lines.append(f"{s.skipped_images} image(s) could not be read and were left out")
         m = self.metrics
         if m is not None and self.spec.is_detector:
             lines.append(

@@ -12,9 +12,14 @@ from pathlib import Path
 
 
 class RunLog:
-    def __init__(self, out_dir: Path, *, append: bool) -> None:
+    """``resume_at``: the step a resumed run starts from; the log written before keeps its rows
+    of earlier steps only (those after the checkpoint are logged again, once)."""
+
+    def __init__(self, out_dir: Path, *, resume_at: int | None = None) -> None:
         self.path = out_dir / "train_log.csv"
-        self.append = append and self.path.exists()
+        self.append = resume_at is not None and self.path.exists()
+        if self.append:
+            _truncate(self.path, resume_at)
         self._file = None
         self._writer = None
         self.tensorboard = _tensorboard(out_dir)
@@ -59,3 +64,14 @@ def _tensorboard(out_dir: Path):
     except ImportError:  # tensorboard not installed: the CSV log remains
         return None
     return SummaryWriter(str(out_dir / "tensorboard"))
+
+
+def _truncate(path: Path, before_step: int) -> None:
+    """Keep the header and the rows of steps before ``before_step``, rewritten atomically."""
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < before_step]
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    tmp.replace(path)

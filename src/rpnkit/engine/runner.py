@@ -1,5 +1,5 @@
 """Running a network over a dataset in batches: the one loop behind proposals, detections and
-evaluation. Unreadable images (None items, already reported) are left out.
+evaluation. Unreadable images (already reported) are left out and counted.
 
 GPU->CPU synchronisation: one per batch, waiting for the previous batch's outputs (already
 computed while the current batch was queued) in ``HostCopy.get``; the detector's RoI pooler
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data import Batch, collate
+from ..data import Batch, DataError, EmptyBatch, collate
 from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel
 from ..modeling.roi_heads import Detections
@@ -35,6 +35,7 @@ def run_batches(
     desc: str = "running",
     precision: contextlib.AbstractContextManager | None = None,
     workers: int = 0,
+    skipped: list[str] | None = None,
 ) -> Iterator[tuple[list[dict], Any]]:
     """Yield (each image's ``meta``, ``forward(batch)`` on the host) for consecutive batches of
     the readable items of ``dataset``, in order.
@@ -43,7 +44,8 @@ def run_batches(
     resize the next batches, the prefetcher copies batch k+1 to the device while batch k runs,
     and batch k's outputs come back to the host asynchronously while batch k+1 is queued: the
     caller's work on batch k's results (pictures, JSON, metrics) overlaps the model's on k+1.
-    ``precision`` (autocast) is entered around the forward only."""
+    ``precision`` (autocast) is entered around the forward only. The messages of unreadable
+    images are appended to ``skipped``; none readable at all is a ``DataError``."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     precision = precision or contextlib.nullcontext()
@@ -55,10 +57,13 @@ def run_batches(
         pin_memory=device.type == "cuda",
     )
     batches = DevicePrefetcher(iter(loader), device)
-    pending = None
+    pending, readable = None, 0
     for batch in tqdm(batches, total=len(loader), desc=desc, disable=not progress):
-        if batch is None:  # every image of the batch was unreadable (already reported)
+        if skipped is not None:
+            skipped += batch.skipped
+        if isinstance(batch, EmptyBatch):  # every image of it was unreadable (reported)
             continue
+        readable += len(batch.meta)
         with precision:
             output = to_host(forward(batch))
         if pending is not None:
@@ -66,6 +71,8 @@ def run_batches(
         pending = (batch.meta, output)
     if pending is not None:
         yield pending[0], pending[1].get()
+    if readable == 0:
+        raise DataError(f"no readable image among the {len(dataset)} given")
 
 
 def first_stage(network: nn.Module) -> ProposalModel:

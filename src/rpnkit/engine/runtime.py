@@ -75,6 +75,7 @@ class Predictor:
         inference_precision(amp, self.device)  # an unusable setting fails here, once
         self.amp = amp
         self.short_side, self.max_size = short_side, max_size
+        self.skipped: list[str] = []  # the images the last call could not read (reported)
 
     @property
     def kind(self) -> str:
@@ -101,9 +102,15 @@ class Predictor:
         transforms = eval_transforms(self.short_side, self.max_size)
         if isinstance(inputs, Dataset):
             return inputs
-        if isinstance(inputs, (str, Path)):
+        if isinstance(inputs, (str, Path)):  # a detector's classes are mapped by name
+            names_of = self.class_names if self.spec.is_detector else None
             inputs = index_for_input(
-                inputs, split=split, fmt=fmt, split_file=split_file, strict=strict
+                inputs,
+                split=split,
+                fmt=fmt,
+                split_file=split_file,
+                strict=strict,
+                class_names=names_of or None,
             )
         if isinstance(inputs, DatasetIndex):
             return DetectionDataset(inputs, transforms, strict=strict)
@@ -129,6 +136,7 @@ class Predictor:
         proposes with its training one)."""
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
+        self.skipped = []
         for metas, proposals in run_batches(
             proposal_forward(self.network, proposal_config),
             self.dataset(inputs, **data_options),
@@ -138,6 +146,7 @@ class Predictor:
             desc="proposing",
             precision=self.precision(amp),
             workers=self.workers,
+            skipped=self.skipped,
         ):
             for i, meta in enumerate(metas):
                 n = min(int(proposals.num[i]), top)
@@ -163,6 +172,7 @@ class Predictor:
         """Each readable image's detections scoring at least ``score_threshold`` (the model
         itself keeps those above its own threshold, 0.05 by default), in input order."""
         detector = self._detector()
+        self.skipped = []
         for metas, found in run_batches(
             detection_forward(detector),
             self.dataset(inputs, **data_options),
@@ -172,6 +182,7 @@ class Predictor:
             desc="detecting",
             precision=self.precision(amp),
             workers=self.workers,
+            skipped=self.skipped,
         ):
             for meta, (boxes, scores, labels) in zip(metas, found.per_image()):
                 keep = scores >= score_threshold
@@ -231,14 +242,7 @@ class Predictor:
     ) -> DetectionReport:
         """COCO and VOC mAP on a labelled dataset whose classes are the checkpoint's."""
         dataset = self.dataset(data, **data_options)
-        names = list(getattr(dataset, "class_names", []) or [])
-        if names and names != list(self.class_names):
-            index = getattr(dataset, "index", None)
-            source = index.source if index is not None else type(dataset).__name__
-            raise ValueError(
-                f"{source}: its classes {names[:5]}... differ from the checkpoint's "
-                f"{list(self.class_names)[:5]}..."
-            )
+        self._check_classes(dataset)
         return evaluate_detections(
             self._detector(),
             dataset,
@@ -249,6 +253,28 @@ class Predictor:
             precision=self.precision(amp),
             workers=self.workers,
         )
+
+    def _check_classes(self, dataset: Dataset) -> None:
+        """The dataset's labels must mean the checkpoint's classes: a dataset read by name
+        against them (a path) has to keep some object; one built elsewhere, the same names."""
+        index = getattr(dataset, "index", None)
+        source = index.source if index is not None else type(dataset).__name__
+        mine = list(self.class_names)
+        names = list(getattr(dataset, "class_names", []) or [])
+        if names and names != mine:
+            raise ValueError(
+                f"{source}: its classes {names[:5]}... differ from the checkpoint's {mine[:5]}..."
+            )
+        if (
+            index is not None
+            and index.skipped_annotations
+            and not any(len(r.boxes) for r in index.records)
+        ):
+            first = index.issues[0] if index.issues else ""
+            raise ValueError(
+                f"{source}: none of its objects is of the checkpoint's classes {mine[:5]} "
+                f"({index.skipped_annotations} skipped; first: {first})"
+            )
 
     def _detector(self) -> nn.Module:
         if not self.spec.is_detector:

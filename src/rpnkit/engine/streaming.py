@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..data import Batch
+from ..data import Batch, EmptyBatch
 
 
 def batch_tensors(batch: Batch) -> list[Tensor]:
@@ -32,30 +32,32 @@ def batch_tensors(batch: Batch) -> list[Tensor]:
 
 
 class DevicePrefetcher:
-    """Batches from ``batches`` (an iterator of CPU batches; None entries, batches of only
-    unreadable images, are passed through as None) on ``device``, the next one copied while the
-    current one is in use."""
+    """Batches from ``batches`` (an iterator of CPU batches; ``EmptyBatch`` entries, batches of
+    only unreadable images, pass through as they are) on ``device``, the next one copied while
+    the current one is in use."""
 
-    def __init__(self, batches: Iterator[Batch | None], device: torch.device) -> None:
+    def __init__(self, batches: Iterator[Batch | EmptyBatch], device: torch.device) -> None:
         self.batches = batches
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
-    def _load(self) -> tuple[bool, Batch | None]:
+    def _load(self) -> tuple[bool, Batch | EmptyBatch | None]:
         try:
             batch = next(self.batches)
         except StopIteration:
             return False, None
-        if batch is None or self.stream is None:
-            return True, batch if batch is None else batch.to(self.device)
+        if not isinstance(batch, Batch):
+            return True, batch
+        if self.stream is None:
+            return True, batch.to(self.device)
         with torch.cuda.stream(self.stream):
             return True, batch.to(self.device)
 
-    def __iter__(self) -> Iterator[Batch | None]:
+    def __iter__(self) -> Iterator[Batch | EmptyBatch]:
         more, upcoming = self._load()
         while more:
             batch = upcoming
-            if batch is not None and self.stream is not None:
+            if isinstance(batch, Batch) and self.stream is not None:
                 current = torch.cuda.current_stream(self.device)
                 current.wait_stream(self.stream)
                 for t in batch_tensors(batch):  # used on this stream: keep it allocated

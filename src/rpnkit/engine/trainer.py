@@ -22,8 +22,15 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data import Batch, collate
-from .checkpoint import ModelSpec, load_checkpoint, save_checkpoint, set_rng_state
+from ..data import Batch, EmptyBatch, collate
+from .checkpoint import (
+    ModelSpec,
+    load_checkpoint,
+    load_weights,
+    remove_stale_temporaries,
+    save_checkpoint,
+    set_rng_state,
+)
 from .distributed import distributed_context
 from .divergence import DivergenceWatch
 from .run_log import RunLog
@@ -66,6 +73,7 @@ class TrainSummary:
     seconds: float
     images_per_s: float
     evaluation: dict = field(default_factory=dict)
+    skipped_images: int = 0  # unreadable images left out (each reported when it happened)
 
     def __getitem__(self, key: str):  # summary["steps"], as the dict it used to be
         return getattr(self, key)
@@ -148,6 +156,7 @@ class Trainer:
         config, context = self.config, self.context
         if context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out_dir / "checkpoint.safetensors")
         seed_everything(config.seed + context.rank)
         self.model.to(self.device).train()
         if context.world > 1 and config.sync_bn:
@@ -168,11 +177,22 @@ class Trainer:
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)
-        self.model.load_state_dict(state["model"])
-        if "optimizer" in state:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if state.get("scheduler") is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+        if int(state["step"]) >= self.config.steps:
+            raise ValueError(
+                f"{self.resume}: the checkpoint is at step {state['step']} and the run has "
+                f"{self.config.steps} steps: nothing is left to train (give more --steps)"
+            )
+        load_weights(self.model, state["model"], self.resume)
+        try:
+            if "optimizer" in state:
+                self.optimizer.load_state_dict(state["optimizer"])
+            if state.get("scheduler") is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+        except (ValueError, KeyError) as err:
+            raise ValueError(
+                f"{self.resume}: its optimizer state does not fit this run ({err}): resume "
+                "with the same --optimizer and options"
+            ) from err
         return state
 
     # 2. The data: a seeded stream that restarts at any step, sharded over processes.
@@ -219,6 +239,8 @@ class Trainer:
         if self.config.grad_clip:
             self.scaler.unscale_(self.optimizer)
             grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            if self.config.amp != "fp16":  # fp16's scaler skips steps with inf gradients itself
+                self.watch.push(step, grad_norm, logged, batch, what="gradient norm")
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -282,13 +304,17 @@ class Trainer:
             set_rng_state(*state["rng"])
         batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
         self.started, self.images_seen = time.perf_counter(), 0
-        steps_done = self.start_step
-        log = RunLog(self.out_dir, append=self.resume is not None) if main else None
+        steps_done, self.skipped, empty = self.start_step, [], 0
+        log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
         try:
             for step in range(self.start_step, config.steps):
                 batch = next(batches)
-                if batch is None:  # every image of the batch was unreadable (already reported)
+                self.skipped += batch.skipped
+                if isinstance(batch, EmptyBatch):  # every image unreadable (reported): no step
+                    empty += 1
+                    self._check_readable(empty)
                     continue
+                empty = 0
                 logged, loss, grad_norm = self._step(batch, step)
                 self.images_seen += batch.images.shape[0] * self.context.world
                 bar.update(1)
@@ -308,9 +334,18 @@ class Trainer:
                 log.close()
         elapsed = time.perf_counter() - self.started
         self.checkpoint(steps_done)
-        return TrainSummary(
-            steps_done, elapsed, self.images_seen / max(elapsed, 1e-9), self.evaluation
-        )
+        rate = self.images_seen / max(elapsed, 1e-9)
+        return TrainSummary(steps_done, elapsed, rate, self.evaluation, len(self.skipped))
+
+    def _check_readable(self, empty_batches: int) -> None:
+        """A whole epoch's worth of batches without one readable image: stop, not 'train'."""
+        per_batch = self.config.batch_size * self.context.world
+        if empty_batches * per_batch >= len(self.dataset):
+            first = self.skipped[0] if self.skipped else "none reported"
+            raise ValueError(
+                f"no training image could be read: {len(self.skipped)} skipped in a row "
+                f"(first: {first})"
+            )
 
     def _out_of_time(self) -> bool:
         budget = self.time_budget_s
