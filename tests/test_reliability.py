@@ -190,3 +190,36 @@ def test_inference_reports_non_images_and_fails_on_nothing_readable(tmp_path):
     ):
         runtime.propose(truncated)
     assert len(runtime.skipped) == 1 and "cut.jpg" in runtime.skipped[0]
+
+
+def _voc_folder(root: Path, objects: dict[str, list[str]]) -> Path:
+    """A VOC folder: one raccoon image per entry, with objects of the given class names."""
+    (root / "annotations").mkdir(parents=True)
+    (root / "images").mkdir()
+    for i, (name, classes) in enumerate(objects.items()):
+        image = RACCOON / "images" / f"raccoon-{i + 1}.jpg"
+        (root / "images" / f"{name}.jpg").write_bytes(image.read_bytes())
+        width, height = Image.open(image).size
+        boxes = "".join(
+            f"<object><name>{c}</name><bndbox><xmin>{10 + 30 * k}</xmin><ymin>10</ymin>"
+            f"<xmax>{40 + 30 * k}</xmax><ymax>60</ymax></bndbox></object>"
+            for k, c in enumerate(classes)
+        )
+        (root / "annotations" / f"{name}.xml").write_text(
+            f"<annotation><filename>{name}.jpg</filename><size><width>{width}</width>"
+            f"<height>{height}</height></size>{boxes}</annotation>"
+        )
+    return root
+
+
+def test_a_validation_split_lacking_a_class_keeps_the_training_ids(tmp_path):
+    train = _voc_folder(tmp_path / "train", {"t1": ["apple", "pear"], "t2": ["pear"]})
+    val = _voc_folder(tmp_path / "val", {"v1": ["pear"], "v2": ["plum", "pear"]})
+    data = DataConfig(str(train), val_data=str(val))
+    names = data.read_train().class_names
+    assert names == ["apple", "pear"]
+    with pytest.warns(UserWarning, match=r"unknown class 'plum'"):
+        val_index = data.read_val(class_names=names)
+    assert val_index.class_names == names  # read alone, "pear" would be class 1
+    assert [r.labels.tolist() for r in val_index.records] == [[2], [2]]
+    assert val_index.skipped_annotations == 1

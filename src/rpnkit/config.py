@@ -58,7 +58,10 @@ def config_from_dict(cls: type[T], data: dict, *, where: str = "config") -> T:
             f"{where}: unknown key(s) {unknown} for {cls.__name__}; known: {sorted(names)}"
         )
     kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # the class's own checks: name where it came from
+        raise ValueError(f"{where}: {err}") from err
 
 
 def save_config(config: Any, path: str | Path) -> None:

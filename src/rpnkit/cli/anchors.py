@@ -6,7 +6,16 @@ import argparse
 import json
 from pathlib import Path
 
-from .options import HELP, add_data_options, add_model_options, model_config, read_data
+from .options import (
+    HELP,
+    add_data_options,
+    add_model_options,
+    integer,
+    iou,
+    model_config,
+    non_negative_int,
+    read_data,
+)
 
 
 def add_parser(sub) -> None:
@@ -25,13 +34,13 @@ def add_parser(sub) -> None:
     add_model_options(p, preset_help="whose anchors to check", weights=False)
     p.add_argument(
         "--threshold",
-        type=float,
+        type=iou,
         default=0.3,
         help="list the boxes whose best anchor IoU stays below this",
     )
-    p.add_argument("--show", type=int, default=20, help="list at most this many boxes")
+    p.add_argument("--show", type=non_negative_int, default=20, help="list at most this many boxes")
     p.add_argument("--fit", action="store_true", help="fit anchors to the dataset")
-    p.add_argument("--seed", type=int, default=0, help="seed of the k-means start")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the k-means start")
     p.add_argument(
         "--out-config",
         default=None,

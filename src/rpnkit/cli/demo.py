@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import HELP
+from .options import HELP, integer, positive_float, positive_int
 
 
 def add_parser(sub) -> None:
@@ -21,15 +21,17 @@ def add_parser(sub) -> None:
         formatter_class=HELP,
     )
     p.add_argument("--out", default="runs/demo", help="output folder")
-    p.add_argument("--steps", type=int, default=400, help="training steps (16 images each)")
+    p.add_argument(
+        "--steps", type=positive_int, default=400, help="training steps (16 images each)"
+    )
     p.add_argument(
         "--time-budget",
-        type=float,
+        type=positive_float,
         default=240.0,
         help="stop training after this many seconds even if steps remain",
     )
-    p.add_argument("--num-val", type=int, default=200, help="held-out images to evaluate")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data and the training")
+    p.add_argument("--num-val", type=positive_int, default=200, help="held-out images to evaluate")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the data and the training")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
 

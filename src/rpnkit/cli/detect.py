@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import HELP, add_inference_options, data_options, load_runtime
+from .options import HELP, add_inference_options, data_options, load_runtime, probability
 
 
 def add_parser(sub) -> None:
@@ -24,14 +24,17 @@ def add_parser(sub) -> None:
         checkpoint_help="a checkpoint of train --model faster-rcnn",
         out_default="detections.json",
     )
-    p.add_argument("--score", type=float, default=0.3, help="keep detections at least this sure")
+    p.add_argument(
+        "--score", type=probability, default=0.3, help="keep detections at least this sure"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..viz.export import export_results
 
-    results = load_runtime(args).iter_detections(
+    runtime = load_runtime(args)
+    results = runtime.iter_detections(
         args.input,
         score_threshold=args.score,
         batch_size=args.batch_size,
@@ -39,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         **data_options(args),
     )
     written = export_results(
-        results, args.out, overlays=args.overlays, max_overlays=args.max_overlays
+        results,
+        args.out,
+        overlays=args.overlays,
+        max_overlays=args.max_overlays,
+        skipped=runtime.skipped,
     )
     print(written.describe("detections", args.out, args.overlays))
     return 0

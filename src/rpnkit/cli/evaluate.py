@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .options import HELP, add_data_options, add_precision_option, load_runtime, read_data
+from .options import (
+    HELP,
+    add_data_options,
+    add_precision_option,
+    load_runtime,
+    positive_int,
+    read_data,
+)
 
 
 def add_parser(sub) -> None:
@@ -20,7 +27,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint.safetensors to evaluate")
     p.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder, YOLO yaml")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass")
     add_precision_option(p)
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument(
@@ -37,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.results import write_json
 
     runtime = load_runtime(args)
+    names = list(runtime.class_names) if runtime.spec.is_detector else None
     report = runtime.evaluate(
-        read_data(args), batch_size=args.batch_size, progress=not args.no_progress
+        read_data(args, names), batch_size=args.batch_size, progress=not args.no_progress
     )
     print(report.format())
     if args.plots:

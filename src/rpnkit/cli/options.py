@@ -3,9 +3,123 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 HELP = argparse.ArgumentDefaultsHelpFormatter
 DEFAULT_PRESET = "effnet-lite0-fpn"
+MIN_MAX_SIZE = 32  # batches are padded to a multiple of 32: no image side below one block
+
+
+# --- errors: one line, never argparse's usage + error + SystemExit ---------------------------
+
+
+class UsageError(Exception):
+    """A command line argparse rejects: ``prog`` (``rpnkit train``) and argparse's message
+    (``argument --steps: must be an integer >= 1, got -5``); ``main`` prints it as one line."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(f"{prog}: error: {message}")
+        self.prog, self.message = prog, message
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise ``UsageError`` instead of printing the usage and
+    exiting (``--help`` still prints and exits). Subparsers are of this class too."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message)
+
+
+# --- numeric option types: each range checked once, by argparse ------------------------------
+
+
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+    return value
+
+
+def _number(text: str, rule: str, ok) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+    return value
+
+
+def integer(text: str) -> int:
+    """Any integer (seeds)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text}") from None
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (steps, batch sizes, counts that cannot be zero)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (indices, counts where 0 means none or off)."""
+    return _int_at_least(text, 0)
+
+
+def image_side(text: str) -> int:
+    """A cap on an image side in pixels: an integer >= 32, one padding block."""
+    return _int_at_least(text, MIN_MAX_SIZE)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rate, clipping norm, seconds)."""
+    return _number(text, "a number > 0", lambda v: v > 0)
+
+
+def non_negative_float(text: str) -> float:
+    """A finite number >= 0 (weight decay, pixel positions)."""
+    return _number(text, "a number >= 0", lambda v: v >= 0)
+
+
+def probability(text: str) -> float:
+    """A probability or score in [0, 1]."""
+    return _number(text, "a probability in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+def iou(text: str) -> float:
+    """An intersection over union in [0, 1]."""
+    return _number(text, "an IoU in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+# --- option groups ---------------------------------------------------------------------------
+
+
+def add_global_options(p: argparse.ArgumentParser, *, after_command: bool = False) -> None:
+    """--debug and --max-image-pixels: options of ``rpnkit`` itself (``rpnkit --debug train``),
+    also accepted after the subcommand (``after_command``: no defaults there, so that a value
+    given before the subcommand is kept)."""
+    unset = argparse.SUPPRESS if after_command else None
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=unset if after_command else False,
+        help="on an error, raise it with its full traceback instead of printing one line "
+        "(warnings keep their source line too)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=non_negative_int,
+        default=unset,
+        metavar="N",
+        help="open images of up to N pixels, 0: any size (aerial, microscopy); by default "
+        "Pillow's guard against decompression bombs refuses images over twice its limit of "
+        "about 89 million pixels",
+    )
 
 
 def add_model_options(p: argparse.ArgumentParser, *, preset_help: str, weights: bool) -> None:
@@ -33,6 +147,7 @@ def model_config(args: argparse.Namespace):
     from ..config import load_config
     from ..modeling.presets import ModelConfig, preset_config, with_backbone_weights
 
+    # a bad file is one error naming the file and the field (config_from_dict's ``where``)
     config = load_config(ModelConfig, args.config) if args.config else preset_config(args.preset)
     return with_backbone_weights(config, args.weights) if args.weights is not None else config
 
@@ -61,8 +176,15 @@ def add_data_options(p: argparse.ArgumentParser, *, split: str) -> None:
         action="store_true",
         help="stop at the first bad sample instead of skipping it with a warning",
     )
-    p.add_argument("--short-side", type=int, default=800, help="resize: shorter side in pixels")
-    p.add_argument("--max-size", type=int, default=1333, help="resize: cap on the longer side")
+    p.add_argument(
+        "--short-side", type=positive_int, default=800, help="resize: shorter side in pixels"
+    )
+    p.add_argument(
+        "--max-size",
+        type=image_side,
+        default=1333,
+        help=f"resize: cap on the longer side (at least {MIN_MAX_SIZE})",
+    )
     add_run_options(p)
 
 
@@ -81,12 +203,12 @@ def data_options(args: argparse.Namespace) -> dict:
     }
 
 
-def read_data(args: argparse.Namespace):
-    """The dataset --data names, with --split, --format, --split-file and --strict; its
-    summary line is printed."""
+def read_data(args: argparse.Namespace, class_names=None):
+    """The dataset --data names, with --split, --format, --split-file and --strict (and its
+    classes mapped by name to ``class_names``, a checkpoint's); its summary line is printed."""
     from ..data import read_dataset
 
-    index = read_dataset(args.data, **data_options(args))
+    index = read_dataset(args.data, class_names=class_names, **data_options(args))
     print(index.summary())
     return index
 
@@ -110,8 +232,10 @@ def add_inference_options(
     p.add_argument("--checkpoint", required=True, help=checkpoint_help)
     p.add_argument("--out", default=out_default, help="results JSON to write")
     p.add_argument("--overlays", default=None, help="folder for PNG overlays (optional)")
-    p.add_argument("--max-overlays", type=int, default=50, help="at most this many overlays")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument(
+        "--max-overlays", type=non_negative_int, default=50, help="at most this many overlays"
+    )
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass")
     add_precision_option(p)
     add_data_options(p, split="val")
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .options import HELP, add_inference_options, data_options, load_runtime
+from .options import (
+    HELP,
+    add_inference_options,
+    data_options,
+    load_runtime,
+    non_negative_int,
+    positive_int,
+)
 
 
 def add_parser(sub) -> None:
@@ -20,15 +27,18 @@ def add_parser(sub) -> None:
     add_inference_options(
         p, checkpoint_help="checkpoint.safetensors to use", out_default="proposals.json"
     )
-    p.add_argument("--top", type=int, default=100, help="proposals kept per image")
-    p.add_argument("--overlay-top", type=int, default=20, help="proposals drawn per overlay")
+    p.add_argument("--top", type=positive_int, default=100, help="proposals kept per image")
+    p.add_argument(
+        "--overlay-top", type=non_negative_int, default=20, help="proposals drawn per overlay"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..viz.export import export_results
 
-    results = load_runtime(args).iter_proposals(
+    runtime = load_runtime(args)
+    results = runtime.iter_proposals(
         args.input,
         top=args.top,
         batch_size=args.batch_size,
@@ -40,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         overlays=args.overlays,
         max_overlays=args.max_overlays,
+        skipped=runtime.skipped,
         overlay_top=args.overlay_top,
     )
     print(written.describe("proposals", args.out, args.overlays))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import HELP, add_run_options
+from .options import HELP, add_run_options, image_side, non_negative_int, positive_int
 
 
 def add_parser(sub) -> None:
@@ -30,9 +30,13 @@ def add_parser(sub) -> None:
         default=None,
         help="dataset format (default: the run's, or detected)",
     )
-    p.add_argument("--short-side", type=int, default=None, help="resize (default: the run's)")
-    p.add_argument("--max-size", type=int, default=None, help="resize (default: the run's)")
-    p.add_argument("--gallery", type=int, default=4, help="best and worst images shown, each")
+    p.add_argument(
+        "--short-side", type=positive_int, default=None, help="resize (default: the run's)"
+    )
+    p.add_argument("--max-size", type=image_side, default=None, help="resize (default: the run's)")
+    p.add_argument(
+        "--gallery", type=non_negative_int, default=4, help="best and worst images shown, each"
+    )
     add_run_options(p)
     p.set_defaults(func=run)
 

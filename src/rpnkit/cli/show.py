@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import HELP, add_data_options, add_model_options, model_config
+from .options import (
+    HELP,
+    add_data_options,
+    add_model_options,
+    model_config,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+)
 
 PICTURES = ("anchors", "grid", "labels", "objectness", "nms", "proposals", "losses")
 NEED_CHECKPOINT = ("objectness", "nms", "proposals")
@@ -31,11 +39,17 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="show.png", help="PNG to write")
     add_model_options(p, preset_help="whose anchors (anchors, grid, labels)", weights=False)
     p.add_argument("--checkpoint", default=None, help="model (objectness, nms, proposals)")
-    p.add_argument("--index", type=int, default=0, help="which image of a dataset or folder")
-    p.add_argument("--level", type=int, default=0, help="pyramid level (grid)")
-    p.add_argument("--x", type=float, default=None, help="position in pixels (anchors)")
-    p.add_argument("--y", type=float, default=None, help="position in pixels (anchors)")
-    p.add_argument("--top", type=int, default=10, help="boxes drawn (nms, proposals)")
+    p.add_argument(
+        "--index", type=non_negative_int, default=0, help="which image of a dataset or folder"
+    )
+    p.add_argument("--level", type=non_negative_int, default=0, help="pyramid level (grid)")
+    p.add_argument(
+        "--x", type=non_negative_float, default=None, help="position in pixels (anchors)"
+    )
+    p.add_argument(
+        "--y", type=non_negative_float, default=None, help="position in pixels (anchors)"
+    )
+    p.add_argument("--top", type=positive_int, default=10, help="boxes drawn (nms, proposals)")
     add_data_options(p, split="val")
     p.set_defaults(func=run)
 

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from .options import HELP, add_data_options, add_model_options, model_config
+from .options import (
+    HELP,
+    add_data_options,
+    add_model_options,
+    integer,
+    model_config,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 
 def add_parser(sub) -> None:
@@ -56,34 +67,47 @@ def add_parser(sub) -> None:
 
 
 def _add_schedule_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=2000, help="training steps")
-    p.add_argument("--batch-size", type=int, default=4, help="images per step and process")
+    p.add_argument("--steps", type=positive_int, default=2000, help="training steps")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="images per step and process")
     p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="optimizer")
-    p.add_argument("--lr", type=float, default=0.01, help="base learning rate")
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
-    p.add_argument("--warmup", type=int, default=200, help="linear warm-up steps")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="base learning rate")
+    p.add_argument("--weight-decay", type=non_negative_float, default=1e-4, help="weight decay")
+    p.add_argument("--warmup", type=non_negative_int, default=200, help="linear warm-up steps")
     p.add_argument(
         "--lr-schedule",
         choices=["cosine", "step", "constant"],
         default="cosine",
         help="learning-rate schedule after warm-up",
     )
-    p.add_argument("--grad-clip", type=float, default=None, help="clip the gradient norm")
+    p.add_argument(
+        "--grad-clip",
+        type=positive_float,
+        default=None,
+        help="clip the gradient norm to at most this (None: no clipping)",
+    )
     p.add_argument(
         "--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision"
     )
-    p.add_argument("--flip", type=float, default=0.5, help="horizontal flip probability")
-    p.add_argument("--seed", type=int, default=0, help="seed: runs are reproducible")
-    p.add_argument("--workers", type=int, default=2, help="data loading processes")
-    p.add_argument("--log-every", type=int, default=10, help="log every N steps")
+    p.add_argument("--flip", type=probability, default=0.5, help="horizontal flip probability")
+    p.add_argument("--seed", type=integer, default=0, help="seed: runs are reproducible")
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=2,
+        help="data loading processes (0: load in the main process)",
+    )
+    p.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="evaluate on --val-data every N steps (0: only at the end)",
     )
     p.add_argument(
-        "--checkpoint-every", type=int, default=500, help="write the checkpoint every N steps"
+        "--checkpoint-every",
+        type=non_negative_int,
+        default=500,
+        help="write the checkpoint every N steps (0: only at the end)",
     )
     p.add_argument(
         "--sync-bn",

@@ -3,11 +3,29 @@ training set, the validation set and their shared resize and flip settings."""
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 from .dataset import DetectionDataset
 from .readers import DatasetIndex, read_dataset
 from .transforms import eval_transforms, train_transforms
+
+FORMATS = (None, "coco", "voc", "yolo")
+
+
+def _non_empty_text(value) -> bool:
+    """A non-empty string or path (a dataset, a split name, a split file)."""
+    return isinstance(value, (str, os.PathLike)) and bool(str(value))
+
+
+def _require(config, name: str, rule: str, ok: bool) -> None:
+    if not ok:
+        raise ValueError(
+            f"{type(config).__name__}.{name} must be {rule}, got {getattr(config, name)!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,24 @@ class DataConfig:
     flip: float = 0.5
     strict: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("data", "split", "val_split"):
+            _require(self, name, "a non-empty string", _non_empty_text(getattr(self, name)))
+        for name in ("split_file", "val_data", "val_split_file"):
+            value = getattr(self, name)
+            _require(
+                self, name, "None or a non-empty string", value is None or _non_empty_text(value)
+            )
+        _require(self, "format", "None, 'coco', 'voc' or 'yolo'", self.format in FORMATS)
+        for name in ("short_side", "max_size"):
+            value = getattr(self, name)
+            ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
+            _require(self, name, "an integer >= 1", ok)
+        flip = self.flip
+        ok = isinstance(flip, Real) and not isinstance(flip, bool) and math.isfinite(flip)
+        _require(self, "flip", "a probability in [0, 1]", ok and 0 <= flip <= 1)
+        _require(self, "strict", "True or False", isinstance(self.strict, bool))
+
     def read_train(self) -> DatasetIndex:
         return read_dataset(
             self.data,
@@ -39,7 +75,9 @@ class DataConfig:
             strict=self.strict,
         )
 
-    def read_val(self) -> DatasetIndex | None:
+    def read_val(self, class_names: Sequence[str] | None = None) -> DatasetIndex | None:
+        """The validation set, its classes mapped by name to ``class_names`` (the training
+        set's): a split that lacks a class keeps the other classes' ids."""
         if self.val_data is None:
             return None
         return read_dataset(
@@ -48,6 +86,7 @@ class DataConfig:
             fmt=self.format,
             split_file=self.val_split_file,
             strict=self.strict,
+            class_names=class_names,
         )
 
     def train_dataset(self, index: DatasetIndex, *, seed: int, proposals=None) -> DetectionDataset:

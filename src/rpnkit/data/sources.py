@@ -83,9 +83,8 @@ def _image_index(files: list[Path], issues: list[str], source: Path, strict: boo
             continue
         records.append(empty_record(f, i, width, height))
     if not records:
-        raise DataError(
-            f"{source}: no readable image" + (f" ({len(issues)} file(s) skipped)" if issues else "")
-        )
+        why = f" ({len(issues)} file(s) skipped; first: {issues[0]})" if issues else ""
+        raise DataError(f"{source}: no readable image{why}")
     return DatasetIndex(records, [], issues, source=str(source))
 
 

@@ -163,7 +163,7 @@ def _read(data: DataConfig) -> tuple:
     """The training index and the validation dataset (or None), each summarised in a line."""
     index = data.read_train()
     print(index.summary())
-    val_index = data.read_val()
+    val_index = data.read_val(class_names=index.class_names or None)
     if val_index is None:
         return index, None
     print(val_index.summary())

@@ -136,7 +136,7 @@ class Predictor:
         proposes with its training one)."""
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
-        self.skipped = []
+        self.skipped.clear()  # the same list: callers may hold it
         for metas, proposals in run_batches(
             proposal_forward(self.network, proposal_config),
             self.dataset(inputs, **data_options),
@@ -172,7 +172,7 @@ class Predictor:
         """Each readable image's detections scoring at least ``score_threshold`` (the model
         itself keeps those above its own threshold, 0.05 by default), in input order."""
         detector = self._detector()
-        self.skipped = []
+        self.skipped.clear()  # the same list: callers may hold it
         for metas, found in run_batches(
             detection_forward(detector),
             self.dataset(inputs, **data_options),

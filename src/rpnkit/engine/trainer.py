@@ -64,6 +64,31 @@ class TrainConfig:
     checkpoint_every: int = 0
     sync_bn: bool = False
 
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "milestones": all(0 <= m <= 1 for m in self.milestones),
+            "gamma": self.gamma > 0,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "num_workers": self.num_workers >= 0,
+            "log_every": self.log_every >= 1,
+            "eval_every": self.eval_every >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"TrainConfig.{name} is out of range: {getattr(self, name)!r}")
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("cosine", "step", "constant")}
+        choices["amp"] = ("none", "bf16", "fp16")
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"TrainConfig.{name} must be one of {allowed}")
+
 
 @dataclass
 class TrainSummary:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor, nn
@@ -95,11 +96,20 @@ class AnchorConfig:
     def __post_init__(self) -> None:
         if not self.levels:
             raise ValueError("AnchorConfig needs at least one level")
+        if not (isinstance(self.offset, Real) and 0 <= self.offset <= 1):
+            raise ValueError(f"AnchorConfig.offset must be a number in [0, 1], got {self.offset!r}")
+
+        def positive(values) -> bool:  # finite numbers > 0 (NaN and inf fail)
+            return all(isinstance(v, Real) and 0 < v < float("inf") for v in values)
+
         for i, level in enumerate(self.levels):
-            if level.stride <= 0:
-                raise ValueError(f"anchor level {i}: stride must be positive, got {level.stride}")
+            stride = level.stride
+            if isinstance(stride, bool) or not isinstance(stride, Integral) or stride < 1:
+                raise ValueError(
+                    f"anchor level {i}: stride must be a positive integer, got {stride!r}"
+                )
             if level.shapes:
-                if any(len(wh) != 2 or min(wh) <= 0 for wh in level.shapes):
+                if any(len(wh) != 2 or not positive(wh) for wh in level.shapes):
                     raise ValueError(
                         f"anchor level {i}: shapes must be positive (width, height) pairs, got "
                         f"{level.shapes}"
@@ -107,7 +117,7 @@ class AnchorConfig:
                 continue
             if not level.sizes or not level.ratios:
                 raise ValueError(f"anchor level {i}: needs at least one size and one ratio")
-            if any(s <= 0 for s in level.sizes) or any(r <= 0 for r in level.ratios):
+            if not positive(level.sizes) or not positive(level.ratios):
                 raise ValueError(
                     f"anchor level {i}: sizes and ratios must be positive, got sizes "
                     f"{level.sizes} and ratios {level.ratios}"

@@ -22,6 +22,7 @@ from torchvision.ops import roi_align, roi_pool
 from .boxes import BoxCoder, box_iou, clip_boxes
 from .matching import IGNORE, NEGATIVE, POSITIVE, BalancedSampler, SampledAnchors
 from .nms import nms_keep
+from .rpn import _check_box_coder_weights, _check_choices, _check_ranges  # config validation
 from .structures import GroundTruth
 
 
@@ -52,6 +53,28 @@ class RoIHeadConfig:
     # False: the second stage's losses train its own layers only, not the shared features (no
     # RoIAlign backward, which is slow on a CPU; the demo's setting)
     feature_gradient: bool = True
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, ("num_classes",), low=2, integer=True)
+        counts = ("rois_per_image", "pooled_size", "representation_size", "detections_per_image")
+        _check_ranges(self, (*counts, "nms_candidates"), low=1, integer=True)
+        _check_ranges(self, ("sampling_ratio", "canonical_level"), low=0, integer=True)
+        _check_ranges(self, ("positive_fraction", "nms_threshold"), low=0, high=1, low_open=True)
+        _check_ranges(self, ("fg_iou", "score_threshold"), low=0, high=1)
+        _check_ranges(self, ("smooth_l1_beta", "min_size"), low=0)
+        _check_ranges(self, ("canonical_scale",), low=0, low_open=True)
+        bg = self.bg_iou
+        if not (
+            len(bg) == 2
+            and all(isinstance(v, (int, float)) for v in bg)
+            and 0 <= bg[0] <= bg[1] <= self.fg_iou
+        ):
+            raise ValueError(
+                "RoIHeadConfig.bg_iou must be a range (low, high) with 0 <= low <= high <= "
+                f"fg_iou ({self.fg_iou}), got {bg!r}"
+            )
+        _check_box_coder_weights(self)
+        _check_choices(self, {"pooler": ("align", "pool"), "head": ("mlp", "vgg")})
 
     @classmethod
     def paper(cls, **overrides) -> RoIHeadConfig:

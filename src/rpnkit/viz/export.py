@@ -16,10 +16,12 @@ class Written:
     entries: int
     images: int
     overlays: int
+    skipped: int = 0  # images that could not be read (each reported when it happened)
 
     def describe(self, what: str, out: str | Path, overlays: str | Path | None) -> str:
         text = f"wrote {self.entries} {what} for {self.images} image(s) to {out}"
-        return text + (f"; {self.overlays} overlays in {overlays}" if overlays else "")
+        text += f"; {self.overlays} overlays in {overlays}" if overlays else ""
+        return text + (f"; {self.skipped} image(s) could not be read" if self.skipped else "")
 
 
 def export_results(
@@ -29,9 +31,11 @@ def export_results(
     overlays: str | Path | None = None,
     max_overlays: int = 50,
     overlay_top: int | None = None,
+    skipped: list[str] | None = None,
 ) -> Written:
     """Consume ``results``: every entry into the COCO results JSON ``out`` (written atomically
-    at the end), and the first ``max_overlays`` images drawn into ``overlays``."""
+    at the end), and the first ``max_overlays`` images drawn into ``overlays``. ``skipped``:
+    the runtime's list of unreadable images, filled as the results stream (for the count)."""
     entries, images, drawn = [], 0, 0
     for result in results:
         entries += result.to_coco_results()
@@ -40,4 +44,4 @@ def export_results(
             save_overlay(result, overlays, top=overlay_top)
             drawn += 1
     write_json(out, entries)
-    return Written(len(entries), images, drawn)
+    return Written(len(entries), images, drawn, len(skipped or []))
