@@ -80,3 +80,13 @@ def test_report_displays_in_headless_chromium(report, chromium, tmp_path):
 def test_report_needs_a_run_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a training run folder" in capsys.readouterr().err
+
+
+def test_a_detector_run_reports_its_map_first(tmp_path):
+    run = tmp_path / "frcnn"
+    assert train_tiny_on_raccoon(run, steps=3, size=128, extra=["--model", "faster-rcnn"]) == 0
+    assert main(["report", str(run), "--gallery", "1", "--no-progress"]) == 0
+    text = (run / "report.html").read_text()
+    assert text.index('id="detection"') < text.index('id="metrics"')  # mAP before recall
+    assert '<td>raccoon</td>' in text and 'id="per-class"' in text
+    assert text.count("data:image/png;base64,") == 1 + 2 + 2 * 1  # PR, 2 curves, gallery

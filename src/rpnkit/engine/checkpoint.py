@@ -303,12 +303,27 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str |
                 f"{path}: weight {key} holds NaN or infinite values: the run that wrote this "
                 "checkpoint had diverged; use an earlier checkpoint"
             )
+    missing, unexpected = _key_differences(model, weights)
+    if missing or unexpected:
+        detail = ", ".join(
+            f"{len(keys)} {what} (first: {keys[0]})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+        raise ValueError(
+            f"{path}: the weights are those of another model ({detail} weight(s)); use the "
+            "--model, --preset or --config that trained it"
+        )
     try:
         model.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
+    except RuntimeError as err:  # same names, other shapes
+        line = next((x.strip() for x in str(err).splitlines() if "size mismatch" in x), "")
         raise ValueError(
-            f"{path}: the weights are those of another model ({detail}); use the --model, "
-            "--preset or --config that trained it"
+            f"{path}: the weights are those of another model ({line[:200]}); use the "
+            "--model, --preset or --config that trained it"
         ) from err
+
+
+def _key_differences(model: nn.Module, weights: dict) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(weights)), sorted(set(weights) - expected)

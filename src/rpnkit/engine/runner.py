@@ -57,8 +57,9 @@ def run_batches(
         pin_memory=device.type == "cuda",
     )
     batches = DevicePrefetcher(iter(loader), device)
-    pending, readable = None, 0
+    pending, readable, unreadable = None, 0, []
     for batch in tqdm(batches, total=len(loader), desc=desc, disable=not progress):
+        unreadable += batch.skipped
         if skipped is not None:
             skipped += batch.skipped
         if isinstance(batch, EmptyBatch):  # every image of it was unreadable (reported)
@@ -72,7 +73,8 @@ def run_batches(
     if pending is not None:
         yield pending[0], pending[1].get()
     if readable == 0:
-        raise DataError(f"no readable image among the {len(dataset)} given")
+        first = f" (first: {unreadable[0]})" if unreadable else ""
+        raise DataError(f"no readable image among the {len(dataset)} given{first}")
 
 
 def first_stage(network: nn.Module) -> ProposalModel:

@@ -76,6 +76,7 @@ class Predictor:
         self.amp = amp
         self.short_side, self.max_size = short_side, max_size
         self.skipped: list[str] = []  # the images the last call could not read (reported)
+        self.source: Path | None = None  # the checkpoint file, when loaded from one
 
     @property
     def kind(self) -> str:
@@ -278,9 +279,10 @@ class Predictor:
 
     def _detector(self) -> nn.Module:
         if not self.spec.is_detector:
+            where = f"{self.source}: " if self.source is not None else ""
             raise ValueError(
-                "not a Faster R-CNN checkpoint (train one with --model faster-rcnn); proposal "
-                "checkpoints go to rpnkit propose"
+                f"{where}not a Faster R-CNN checkpoint (an RPN: train one with --model "
+                "faster-rcnn); proposal checkpoints go to rpnkit propose"
             )
         return self.network
 
@@ -303,7 +305,7 @@ def load(
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
     device = resolve_device(device)
     network, spec = load_model(path, device)
-    return Predictor(
+    predictor = Predictor(
         network,
         spec,
         device=device,
@@ -313,3 +315,5 @@ def load(
         max_size=max_size,
         workers=workers,
     )
+    predictor.source = Path(path)
+    return predictor

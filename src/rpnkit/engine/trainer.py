@@ -360,7 +360,8 @@ class Trainer:
         elapsed = time.perf_counter() - self.started
         self.checkpoint(steps_done)
         rate = self.images_seen / max(elapsed, 1e-9)
-        return TrainSummary(steps_done, elapsed, rate, self.evaluation, len(self.skipped))
+        # an unreadable image is met again every epoch: count each once
+        return TrainSummary(steps_done, elapsed, rate, self.evaluation, len(set(self.skipped)))
 
     def _check_readable(self, empty_batches: int) -> None:
         """A whole epoch's worth of batches without one readable image: stop, not 'train'."""

@@ -1,8 +1,9 @@
 """``rpnkit report RUN_DIR``: one static HTML page for a training run, with every picture
 embedded, so that it opens in a browser from disk with no server.
 
-It holds the run's configuration, the metric tables, the loss and recall curves, and a gallery
-of proposals on validation images: the images with the best recall first, then the worst.
+It holds the run's configuration, the metric tables (for a Faster R-CNN its mAP, per-class AP
+and precision-recall curves first), the loss and recall curves, and a gallery of proposals on
+validation images: the images with the best recall first, then the worst.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pathlib import Path
 import torch
 
 from ..data import DataConfig
-from ..engine.evaluate import RecallReport
+from ..engine.evaluate import DetectionReport, RecallReport
 from ..engine.run_record import RECORD_FILE, RunRecord
 from ..engine.runtime import load
+from ..evaluation.detection import COCO_STATS
 from ..evaluation.recall import MAX_DETS
-from .charts import plot_loss_curves, plot_recall_curves
+from .charts import plot_loss_curves, plot_precision_recall, plot_recall_curves
 from .overlays import plot_proposals_vs_gt
 
 STYLE = """
@@ -128,6 +130,11 @@ def write_report(
     runtime = load(checkpoint, device, short_side=config.short_side, max_size=config.max_size)
     dataset = config.eval_dataset(config.read_val())
     recall = runtime.evaluate_proposals(dataset, progress=progress)
+    detection = (
+        runtime.evaluate_detections(dataset, progress=progress)
+        if runtime.spec.is_detector
+        else None
+    )
     config_text = (run_dir / RECORD_FILE).read_text() if record is not None else ""
     with tempfile.TemporaryDirectory() as tmp:
         sections = [
@@ -135,6 +142,7 @@ def write_report(
             f"<p>{html.escape(str(run_dir.resolve()))}; validation data "
             f"{html.escape(config.val_data)} ({len(dataset)} images); written "
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
+            _detection_section(detection, Path(tmp)) if detection is not None else "",
             "<h2>Proposal recall</h2>" + _metrics_table(recall.metrics),
             _curves_section(run_dir, recall, Path(tmp)),
             _gallery_section(dataset, recall, gallery, Path(tmp)),
@@ -153,6 +161,25 @@ def write_report(
     tmp_out.write_text(page)
     tmp_out.replace(out)
     return out
+
+
+def _detection_section(report: DetectionReport, tmp: Path) -> str:
+    """A detector's mAP: COCO's six numbers, VOC's, the per-class table, precision-recall."""
+    m = report.metrics
+    head = "".join(f"<th>{k}</th>" for k in COCO_STATS) + "<th>VOC07 mAP50</th>"
+    cells = "".join(f"<td>{m[k]:.3f}</td>" for k in COCO_STATS)
+    summary = (
+        f'<table id="detection"><tr>{head}</tr><tr>{cells}'
+        f"<td>{m['VOC07_mAP50']:.3f}</td></tr></table>"
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{'-' if ap != ap else f'{ap:.3f}'}</td></tr>"
+        for name, ap in m["per_class_AP"].items()
+    )
+    per_class = f'<table id="per-class"><tr><th>class</th><th>AP</th></tr>{rows}</table>'
+    plot_precision_recall(m["pr_curves"], tmp / "pr.png")
+    curve = _img(tmp / "pr.png", "precision against recall", "curve")
+    return f"<h2>Detection mAP</h2>{summary}<p>{curve}</p>{per_class}"
 
 
 def _curves_section(run_dir: Path, recall: RecallReport, tmp: Path) -> str:
