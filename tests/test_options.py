@@ -216,7 +216,7 @@ def test_help_still_prints_and_exits_0(capsys):
         (lambda: DataConfig("d", max_size=-5), "DataConfig.max_size"),
         (lambda: DataConfig("d", flip=1.5), r"DataConfig.flip must be a probability in \[0, 1\]"),
         (lambda: DataConfig("d", split=""), "DataConfig.split must be a non-empty string"),
-        (lambda: DataConfig("d", format="csv"), "DataConfig.format"),
+        (lambda: DataConfig("d", format="xml"), "DataConfig.format"),
         (lambda: DataConfig(""), "DataConfig.data"),
         (lambda: AnchorConfig.single_level(sizes=(math.nan,)), "sizes and ratios must be positive"),
         (lambda: AnchorConfig.single_level(ratios=(0.0, 1.0)), "must be positive"),

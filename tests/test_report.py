@@ -90,3 +90,14 @@ def test_a_detector_run_reports_its_map_first(tmp_path):
     assert text.index('id="detection"') < text.index('id="metrics"')  # mAP before recall
     assert '<td>raccoon</td>' in text and 'id="per-class"' in text
     assert text.count("data:image/png;base64,") == 1 + 2 + 2 * 1  # PR, 2 curves, gallery
+
+
+def test_a_run_with_a_held_out_split_reports_on_the_held_out_images(tmp_path):
+    run = tmp_path / "split"
+    args = ["train", "--data", str(RACCOON), "--val-fraction", "0.1", "--preset", "tiny"]
+    args += ["--steps", "2", "--batch-size", "2", "--workers", "0", "--out", str(run)]
+    args += ["--short-side", "96", "--max-size", "144", "--no-progress"]
+    assert main(args) == 0
+    assert main(["report", str(run), "--gallery", "1", "--no-progress"]) == 0
+    text = (run / "report.html").read_text()
+    assert "(20 images)" in text  # 10 % of raccoon's 200, not all of them

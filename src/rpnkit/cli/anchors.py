@@ -48,7 +48,7 @@ def add_parser(sub) -> None:
         "(YAML or .json), for rpnkit train --config",
     )
     p.add_argument("--json", default=None, help="write the whole report as JSON here")
-    add_data_options(p, split="train")
+    add_data_options(p, split="train", locate=True)
     p.set_defaults(func=run)
 
 

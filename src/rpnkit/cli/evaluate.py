@@ -17,16 +17,34 @@ from .options import (
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="proposal recall of a checkpoint on a dataset",
+        help="proposal recall (or a detector's mAP) of a checkpoint or of stored proposals",
         description=(
             "AR@10/100/300/1000 (IoU 0.5:0.95) and recall at IoU 0.5 and 0.7, overall "
             "and per COCO size range, computed as pycocotools' COCOeval with "
-            "useCats=0. Prints a table; --out writes JSON."
+            "useCats=0, of a checkpoint's proposals or of a COCO results file "
+            "(--proposals: from rpnkit propose, detectron2 or anything else); a Faster R-CNN "
+            "checkpoint gets COCO and VOC mAP. Prints a table; --out writes JSON."
         ),
         formatter_class=HELP,
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint.safetensors to evaluate")
-    p.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder, YOLO yaml")
+    what = p.add_mutually_exclusive_group()  # one of them: checked in run, as argparse words it
+    what.add_argument("--checkpoint", help="checkpoint.safetensors to evaluate")
+    what.add_argument(
+        "--proposals",
+        metavar="RESULTS_JSON",
+        help="score these stored proposals instead of a checkpoint's: a COCO results JSON "
+        "(entries with file_name or image_id, bbox [x, y, w, h] and score), matched to the "
+        "images by file name when the entries have one, else by COCO image id; boxes are "
+        "compared in original pixels and results for unknown images are reported",
+    )
+    p.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder, YOLO yaml, CSV")
+    p.add_argument(
+        "--split-from",
+        default=None,
+        metavar="RUN_DIR",
+        help="evaluate only the images that 'rpnkit train --val-fraction' held out of --data "
+        "in this run (its split.json, or the file itself)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass")
     add_precision_option(p)
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
@@ -36,18 +54,48 @@ def add_parser(sub) -> None:
         help="folder for recall.png (recall against proposals and against IoU), or for a "
         "Faster R-CNN checkpoint precision_recall.png",
     )
-    add_data_options(p, split="val")
+    add_data_options(p, split="val", locate=True)
     p.set_defaults(func=run)
+
+
+def _held_out(args: argparse.Namespace, index):
+    """The images of ``index`` that --split-from held out (all of them without it)."""
+    if args.split_from is None:
+        return index
+    from ..data.splits import held_out, read_split
+
+    split = read_split(args.split_from)
+    index = held_out(index, split, where=args.split_from)
+    print(f"{args.split_from}: {split.describe()}; evaluating {len(index.records)} of them")
+    for line in index.issues:
+        print(f"warning: {line}")
+    return index
+
+
+def _evaluate(args: argparse.Namespace):
+    if args.checkpoint is None and args.proposals is None:
+        raise ValueError(
+            "the following arguments are required: --checkpoint (or --proposals, to score "
+            "stored proposals)"
+        )
+    if args.proposals is not None:  # class-agnostic: no class names to map
+        from ..engine.evaluate import evaluate_stored_proposals, read_stored_proposals
+
+        whole = read_data(args)
+        index = _held_out(args, whole)
+        stored = read_stored_proposals(args.proposals, index, whole=whole)
+        print(stored.describe())
+        return evaluate_stored_proposals(stored, index, device=args.device)
+    runtime = load_runtime(args)
+    names = list(runtime.class_names) if runtime.spec.is_detector else None
+    index = _held_out(args, read_data(args, names))
+    return runtime.evaluate(index, batch_size=args.batch_size, progress=not args.no_progress)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.results import write_json
 
-    runtime = load_runtime(args)
-    names = list(runtime.class_names) if runtime.spec.is_detector else None
-    report = runtime.evaluate(
-        read_data(args, names), batch_size=args.batch_size, progress=not args.no_progress
-    )
+    report = _evaluate(args)
     print(report.format())
     if args.plots:
         from ..viz.evaluation import plot_evaluation

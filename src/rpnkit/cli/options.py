@@ -152,11 +152,16 @@ def model_config(args: argparse.Namespace):
     return with_backbone_weights(config, args.weights) if args.weights is not None else config
 
 
-def add_data_options(p: argparse.ArgumentParser, *, split: str) -> None:
-    """Which dataset split, in which format, how strictly, at what size; device, progress."""
+FORMATS = ["coco", "voc", "yolo", "csv"]
+
+
+def add_data_options(p: argparse.ArgumentParser, *, split: str, locate: bool = False) -> None:
+    """Which dataset split, in which format, how strictly, at what size; device, progress.
+    ``locate``: also --images and --class-map (commands that read their data through
+    ``read_data`` or a ``DataConfig``)."""
     p.add_argument(
         "--format",
-        choices=["coco", "voc", "yolo"],
+        choices=FORMATS,
         default=None,
         help="dataset format (detected from the path when not given)",
     )
@@ -168,9 +173,11 @@ def add_data_options(p: argparse.ArgumentParser, *, split: str) -> None:
     p.add_argument(
         "--split-file",
         default=None,
-        help="VOC: a text file of image ids or a CSV with a 'filename' column "
+        help="VOC or CSV: a text file of image ids or a CSV with a 'filename' column "
         "selecting the images (e.g. raccoon's train_labels.csv)",
     )
+    if locate:
+        add_locate_options(p)
     p.add_argument(
         "--strict",
         action="store_true",
@@ -186,6 +193,25 @@ def add_data_options(p: argparse.ArgumentParser, *, split: str) -> None:
         help=f"resize: cap on the longer side (at least {MIN_MAX_SIZE})",
     )
     add_run_options(p)
+
+
+def add_locate_options(p: argparse.ArgumentParser) -> None:
+    """--images and --class-map: where a dataset's images are, a CSV dataset's classes."""
+    p.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="the image folder of a COCO, VOC or CSV dataset when it is not the usual place "
+        "(VOC: by default beside the XML files, or images/ or JPEGImages/; CSV: paths are "
+        "relative to the CSV's folder)",
+    )
+    p.add_argument(
+        "--class-map",
+        default=None,
+        metavar="CSV",
+        help="CSV datasets: a class_name,id file fixing the class names and their order "
+        "(default: a folder's one class-map CSV, else the names seen, sorted)",
+    )
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -204,11 +230,18 @@ def data_options(args: argparse.Namespace) -> dict:
 
 
 def read_data(args: argparse.Namespace, class_names=None):
-    """The dataset --data names, with --split, --format, --split-file and --strict (and its
-    classes mapped by name to ``class_names``, a checkpoint's); its summary line is printed."""
+    """The dataset --data names, with --split, --format, --split-file, --strict, and --images
+    and --class-map where the command has them (its classes mapped by name to
+    ``class_names``, a checkpoint's); its summary line is printed."""
     from ..data import read_dataset
 
-    index = read_dataset(args.data, class_names=class_names, **data_options(args))
+    index = read_dataset(
+        args.data,
+        class_names=class_names,
+        images=getattr(args, "images", None),
+        class_map=getattr(args, "class_map", None),
+        **data_options(args),
+    )
     print(index.summary())
     return index
 

@@ -26,7 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--split-file", default=None, help="VOC split file (default: the run's)")
     p.add_argument(
         "--format",
-        choices=["coco", "voc", "yolo"],
+        choices=["coco", "voc", "yolo", "csv"],
         default=None,
         help="dataset format (default: the run's, or detected)",
     )

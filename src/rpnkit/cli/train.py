@@ -21,7 +21,7 @@ from .options import (
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train an RPN on a COCO, VOC or YOLO dataset",
+        help="train an RPN on a COCO, VOC, YOLO or CSV dataset",
         description=(
             "Train a preset's RPN on a dataset given by path (format detected, or --format). "
             "Writes checkpoint.safetensors (weights, config, optimizer, scheduler and RNG "
@@ -30,10 +30,10 @@ def add_parser(sub) -> None:
         ),
         formatter_class=HELP,
     )
-    p.add_argument("--data", help="training dataset: COCO JSON, VOC folder or YOLO data.yaml")
-    p.add_argument("--val-data", default=None, help="validation dataset (same forms)")
-    p.add_argument("--val-split", default="val", help="split of --val-data")
-    p.add_argument("--val-split-file", default=None, help="VOC split file of --val-data")
+    p.add_argument(
+        "--data", help="training dataset: COCO JSON, VOC folder, YOLO data.yaml or CSV of boxes"
+    )
+    _add_validation_options(p)
     p.add_argument(
         "--model",
         choices=["rpn", "faster-rcnn"],
@@ -49,6 +49,15 @@ def add_parser(sub) -> None:
         "frozen shared backbone; detector head), each of --steps steps, with the proposals "
         "of steps 1 and 3 written as COCO results JSON in --out",
     )
+    for step in (1, 3):
+        p.add_argument(
+            f"--proposals-step{step}",
+            default=None,
+            metavar="FILE",
+            help=f"--schedule alternating: use this COCO results JSON (from rpnkit propose, "
+            f"detectron2 or anything else; matched by file_name, else image_id) as the "
+            f"step-{step} proposals instead of computing them",
+        )
     add_model_options(p, preset_help="model preset (the backbone and the RPN)", weights=True)
     p.add_argument("--out", default="runs/train", help="output folder")
     _add_schedule_options(p)
@@ -62,8 +71,26 @@ def add_parser(sub) -> None:
         action="store_true",
         help="print the full model and training configuration and exit",
     )
-    add_data_options(p, split="train")
+    add_data_options(p, split="train", locate=True)
     p.set_defaults(func=run)
+
+
+def _add_validation_options(p: argparse.ArgumentParser) -> None:
+    held_out = p.add_mutually_exclusive_group()
+    held_out.add_argument("--val-data", default=None, help="validation dataset (same forms)")
+    held_out.add_argument(
+        "--val-fraction",
+        type=probability,  # DataConfig refuses 1: something must be left to train on
+        default=None,
+        metavar="F",
+        help="without --val-data: hold out this fraction of --data for validation, the "
+        "images whose sha256 of '<seed>:<file name>' is lowest (the same on every run and "
+        "machine for a --seed); the held-out file names are written to --out/split.json, "
+        "for rpnkit eval --split-from",
+    )
+    p.add_argument("--val-split", default="val", help="split of --val-data")
+    p.add_argument("--val-split-file", default=None, help="VOC or CSV split file of --val-data")
+    p.add_argument("--val-images", default=None, metavar="DIR", help="--images of --val-data")
 
 
 def _add_schedule_options(p: argparse.ArgumentParser) -> None:
@@ -89,7 +116,12 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         "--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision"
     )
     p.add_argument("--flip", type=probability, default=0.5, help="horizontal flip probability")
-    p.add_argument("--seed", type=integer, default=0, help="seed: runs are reproducible")
+    p.add_argument(
+        "--seed",
+        type=integer,
+        default=0,
+        help="seed: runs are reproducible (and --val-fraction's split depends on it)",
+    )
     p.add_argument(
         "--workers",
         type=non_negative_int,
@@ -153,6 +185,10 @@ def data_config(args: argparse.Namespace):
         max_size=args.max_size,
         flip=args.flip,
         strict=args.strict,
+        images=args.images,
+        val_images=args.val_images,
+        class_map=args.class_map,
+        val_fraction=args.val_fraction,
     )
 
 
@@ -165,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         print(configs_to_yaml(model=model, train=train))
         return 0
     if args.data is None:
-        raise ValueError("--data is required (a COCO JSON, VOC or YOLO dataset)")
+        raise ValueError("--data is required (a COCO JSON, VOC, YOLO or CSV dataset)")
     result = fit(
         data_config(args),
         kind=args.model,
@@ -176,6 +212,8 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         resume=args.resume,
         progress=not args.no_progress,
+        proposals_step1=args.proposals_step1,
+        proposals_step3=args.proposals_step3,
     )
     if result.is_main:  # under torchrun, rank 0 reports
         print(result.describe())

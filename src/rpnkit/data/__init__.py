@@ -14,6 +14,7 @@ from .readers import (
     read_dataset,
 )
 from .sources import ImageList, index_for_input
+from .splits import Split, make_split, read_split
 from .synthetic import SyntheticShapes
 from .transforms import (
     Compose,
@@ -38,6 +39,7 @@ __all__ = [
     "ResizeFixed",
     "ResizeShortest",
     "SkippedSample",
+    "Split",
     "SyntheticShapes",
     "Unreadable",
     "collate",
@@ -45,7 +47,9 @@ __all__ = [
     "eval_transforms",
     "index_for_input",
     "load_rgb",
+    "make_split",
     "read_dataset",
+    "read_split",
     "to_rgb",
     "train_transforms",
 ]

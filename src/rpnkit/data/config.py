@@ -13,7 +13,7 @@ from .dataset import DetectionDataset
 from .readers import DatasetIndex, read_dataset
 from .transforms import eval_transforms, train_transforms
 
-FORMATS = (None, "coco", "voc", "yolo")
+FORMATS = (None, "coco", "voc", "yolo", "csv")
 
 
 def _non_empty_text(value) -> bool:
@@ -30,11 +30,15 @@ def _require(config, name: str, rule: str, ok: bool) -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``data`` and ``val_data`` are dataset paths (COCO JSON, VOC folder, YOLO data.yaml;
-    format detected unless ``format`` is given); ``split`` names a COCO JSON or a YOLO key,
-    ``split_file`` selects VOC images. Images are resized to shorter side ``short_side`` with
-    the longer at most ``max_size``, and flipped with probability ``flip`` in training. Bad
-    samples are skipped with a warning, or stop the run with ``strict``."""
+    """``data`` and ``val_data`` are dataset paths (COCO JSON, VOC folder, YOLO data.yaml, CSV
+    of boxes; format detected unless ``format`` is given); ``split`` names a COCO JSON or a
+    YOLO key, ``split_file`` selects VOC or CSV images; ``images`` and ``val_images`` say
+    where their images are when it is not the usual place, ``class_map`` is a CSV dataset's
+    ``class_name,id`` file. Without ``val_data``, ``val_fraction`` holds out that fraction of
+    ``data`` for validation (``data.splits``: by a hash of each file name with the training
+    seed). Images are resized to shorter side ``short_side`` with the longer at most
+    ``max_size``, and flipped with probability ``flip`` in training. Bad samples are skipped
+    with a warning, or stop the run with ``strict``."""
 
     data: str
     split: str = "train"
@@ -47,16 +51,27 @@ class DataConfig:
     max_size: int = 1333
     flip: float = 0.5
     strict: bool = False
+    images: str | None = None
+    val_images: str | None = None
+    class_map: str | None = None
+    val_fraction: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("data", "split", "val_split"):
             _require(self, name, "a non-empty string", _non_empty_text(getattr(self, name)))
-        for name in ("split_file", "val_data", "val_split_file"):
+        for name in (
+            "split_file",
+            "val_data",
+            "val_split_file",
+            "images",
+            "val_images",
+            "class_map",
+        ):
             value = getattr(self, name)
             _require(
                 self, name, "None or a non-empty string", value is None or _non_empty_text(value)
             )
-        _require(self, "format", "None, 'coco', 'voc' or 'yolo'", self.format in FORMATS)
+        _require(self, "format", "None, 'coco', 'voc', 'yolo' or 'csv'", self.format in FORMATS)
         for name in ("short_side", "max_size"):
             value = getattr(self, name)
             ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
@@ -65,6 +80,16 @@ class DataConfig:
         ok = isinstance(flip, Real) and not isinstance(flip, bool) and math.isfinite(flip)
         _require(self, "flip", "a probability in [0, 1]", ok and 0 <= flip <= 1)
         _require(self, "strict", "True or False", isinstance(self.strict, bool))
+        fraction = self.val_fraction
+        ok = isinstance(fraction, Real) and not isinstance(fraction, bool)
+        ok = fraction is None or (ok and math.isfinite(fraction) and 0 <= fraction < 1)
+        _require(self, "val_fraction", "None or a fraction in [0, 1)", ok)
+        if self.val_fraction and self.val_data is not None:
+            raise ValueError(
+                "DataConfig: val_fraction and val_data are mutually exclusive (hold out part "
+                f"of the training data, or give a validation set), got val_fraction="
+                f"{self.val_fraction!r} and val_data={self.val_data!r}"
+            )
 
     def read_train(self) -> DatasetIndex:
         return read_dataset(
@@ -73,6 +98,8 @@ class DataConfig:
             fmt=self.format,
             split_file=self.split_file,
             strict=self.strict,
+            images=self.images,
+            class_map=self.class_map,
         )
 
     def read_val(self, class_names: Sequence[str] | None = None) -> DatasetIndex | None:
@@ -87,6 +114,7 @@ class DataConfig:
             split_file=self.val_split_file,
             strict=self.strict,
             class_names=class_names,
+            images=self.val_images,
         )
 
     def train_dataset(self, index: DatasetIndex, *, seed: int, proposals=None) -> DetectionDataset:

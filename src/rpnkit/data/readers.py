@@ -1,4 +1,4 @@
-"""Readers for COCO JSON, Pascal VOC XML and YOLO txt datasets.
+"""Readers for COCO JSON, Pascal VOC XML, YOLO txt and CSV datasets.
 
 Each reader returns a ``DatasetIndex``: one ``Record`` per usable image (boxes converted to
 xyxy pixels here, never later), the class names, and one line per sample that was left out,
@@ -8,19 +8,21 @@ instead.
 
 Conventions: COCO ``[x, y, w, h]`` -> ``(x, y, x + w, y + h)``; VOC's 1-based inclusive pixel
 indices -> ``(xmin - 1, ymin - 1, xmax, ymax)`` (as detectron2); YOLO's normalised
-``cx cy w h`` -> pixels with the image size. ``iscrowd`` (COCO) and ``difficult`` (VOC) become
+``cx cy w h`` -> pixels with the image size; CSV boxes are xyxy pixels as written (parsed
+in ``csv_boxes``). ``iscrowd`` (COCO) and ``difficult`` (VOC) become
 ignore regions.
 
 Class ids: labels are 1..K. Without ``class_names`` they follow the dataset's own order: COCO
 the JSON's categories sorted by id, YOLO the ``names`` of data.yaml, VOC the sorted names seen
 in the XML files read (so they depend on the split: give ``class_names`` for anything but
-training). With ``class_names`` (the training set's names, as a checkpoint stores them) every
-object is labelled BY NAME with its position in that list, whatever the split holds; an
-object of a class not in the list is a bad annotation.
+training), CSV its class map's ids, or the sorted names seen. With ``class_names`` (the
+training set's names, as a checkpoint stores them) every object is labelled BY NAME with its
+position in that list, whatever the split holds; an object of a class not in the list is a
+bad annotation.
 
-Policy, the same for the three formats: a bad image (missing, unreadable, too large, a
+Policy, the same for the four formats: a bad image (missing, unreadable, too large, a
 malformed XML or label file, a malformed COCO image entry) is skipped; a bad annotation (a
-COCO annotation, a VOC object, a YOLO line: malformed, of an unknown class, with a NaN,
+COCO annotation, a VOC object, a YOLO line, a CSV row: malformed, of an unknown class, with a NaN,
 infinite, empty or inverted box, or a box wholly outside its image) is skipped alone and the
 image keeps its other boxes (an image may end with none). A box that overshoots its image by
 at most ``BORDER_TOLERANCE`` pixels is clipped silently; one that overshoots further but
@@ -45,6 +47,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
+
+from .csv_boxes import (
+    BOXES,
+    CLASS_MAP,
+    HEADER_FORM,
+    KERAS_FORM,
+    CsvError,
+    csv_kind,
+    parse_boxes_csv,
+    read_class_map,
+)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # a box may overshoot its image by this many pixels (rounding in annotation tools) and is
@@ -482,13 +495,16 @@ def read_voc(
     class_names: Sequence[str] | None = None,
     strict: bool = False,
 ) -> DatasetIndex:
-    """A folder of VOC XML files. ``split_file``: a text file of image ids (VOC's
-    ``ImageSets/Main/*.txt``) or a CSV with a ``filename`` column (e.g. raccoon's
-    ``train_labels.csv``) selecting the images. Classes: ``class_names`` or every name seen,
-    sorted."""
+    """A folder of VOC XML files, whatever its name. ``image_dir``: where the images are;
+    by default the XML folder itself when it holds images (XML files beside their images),
+    then ``images/`` or ``JPEGImages/`` in it or beside it. Each image is found from
+    ``<filename>``, else as the XML file's stem with any image suffix. ``split_file``: a text
+    file of image ids (VOC's ``ImageSets/Main/*.txt``) or a CSV with a ``filename`` column
+    (e.g. raccoon's ``train_labels.csv``) selecting the images. Classes: ``class_names`` or
+    every name seen, sorted."""
     annotation_dir = Path(annotation_dir)
     given = _class_list(class_names)
-    image_dir = Path(image_dir) if image_dir is not None else _voc_image_dir(annotation_dir)
+    finder = _ImageFinder(_voc_image_dirs(annotation_dir, image_dir))
     xml_files = sorted(annotation_dir.glob("*.xml"))
     if split_file is not None:
         wanted = _read_split(Path(split_file))
@@ -496,7 +512,7 @@ def read_voc(
     out = _Collector(strict)
     parsed, seen = [], set()
     for xml_file in xml_files:
-        found = _voc_file(xml_file, image_dir, given, out)
+        found = _voc_file(xml_file, finder, given, out)
         if found is not None:
             parsed.append(found)
             seen.update(found[-1])
@@ -511,7 +527,7 @@ def read_voc(
     return out.index(records, names, str(annotation_dir))
 
 
-def _voc_file(xml_file: Path, image_dir: Path, given: list[str] | None, out: _Collector):
+def _voc_file(xml_file: Path, finder: _ImageFinder, given: list[str] | None, out: _Collector):
     """``(xml_file, image path, width, height, [(name, box, difficult)], names seen)`` for a
     usable XML file, its bad objects reported and left out; None for a skipped file."""
     try:
@@ -519,9 +535,8 @@ def _voc_file(xml_file: Path, image_dir: Path, given: list[str] | None, out: _Co
     except (ET.ParseError, OSError) as err:
         out.skip(xml_file, f"malformed XML ({err})")
         return None
-    filename = root.findtext("filename") or f"{xml_file.stem}.jpg"
-    path = image_dir / filename
     try:
+        path = finder.find((root.findtext("filename") or "").strip(), xml_file.stem)
         width, height = image_size(path)
     except DataError as err:
         out.skip(xml_file, str(err))
@@ -567,11 +582,66 @@ def _voc_bndbox(obj: ET.Element) -> tuple[list[float] | None, str | None]:
     return coords, None
 
 
-def _voc_image_dir(annotation_dir: Path) -> Path:
-    for candidate in (annotation_dir.parent / "images", annotation_dir.parent / "JPEGImages"):
-        if candidate.is_dir():
-            return candidate
-    raise DataError(f"{annotation_dir}: cannot find its images (tried images/ and JPEGImages/)")
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir() if p.is_file())
+
+
+def _voc_image_dirs(annotation_dir: Path, image_dir: str | Path | None) -> list[Path]:
+    """Where the images of a VOC folder may be: ``image_dir`` alone when given; else the XML
+    folder itself if it holds images, then ``images/`` and ``JPEGImages/`` in it and beside
+    it (the first that exist)."""
+    if image_dir is not None:
+        image_dir = Path(image_dir)
+        if not image_dir.is_dir():
+            raise DataError(f"{image_dir}: the image folder does not exist")
+        return [image_dir]
+    found = [annotation_dir] if annotation_dir.is_dir() and _holds_images(annotation_dir) else []
+    for parent in (annotation_dir, annotation_dir.parent):
+        found += [parent / sub for sub in ("images", "JPEGImages") if (parent / sub).is_dir()]
+    if not found:
+        raise DataError(
+            f"{annotation_dir}: cannot find its images (tried images/ and JPEGImages/ in it and "
+            "beside it, and images beside the XML files); give --images DIR"
+        )
+    return found
+
+
+class _ImageFinder:
+    """Finds an annotation's image in a few folders: by its file name, else by a stem with any
+    image suffix (``IMAGE_SUFFIXES``, in any case). Each folder is listed once, when needed."""
+
+    def __init__(self, folders: list[Path]) -> None:
+        self.folders = folders
+        self._stems: dict[Path, dict[str, Path]] = {}
+
+    def _by_stem(self, folder: Path) -> dict[str, Path]:
+        if folder not in self._stems:
+            images = sorted(
+                p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
+            self._stems[folder] = {}
+            for p in images:
+                self._stems[folder].setdefault(p.stem, p)
+        return self._stems[folder]
+
+    def find(self, file_name: str, stem: str) -> Path:
+        """The image named ``file_name`` (may be empty), else one whose stem is that name's or
+        ``stem``; raises DataError naming what was looked for."""
+        for folder in self.folders:
+            for name in (file_name, Path(file_name).name) if file_name else ():
+                if (folder / name).is_file():
+                    return folder / name
+        stems = dict.fromkeys([Path(file_name).stem, stem] if file_name else [stem])
+        for folder in self.folders:
+            for s in stems:
+                found = self._by_stem(folder).get(s)
+                if found is not None:
+                    return found
+        where = ", ".join(str(f) for f in self.folders)
+        also = f"no {stem}.<image suffix> either in {where}"
+        if file_name:
+            raise DataError(f"{self.folders[0] / file_name}: image file not found ({also})")
+        raise DataError(f"{stem}: image file not found (no <filename>; {also})")
 
 
 def _read_split(path: Path) -> set[str]:
@@ -691,31 +761,185 @@ def _yolo_line(line: str, yaml_names: list[str], position: dict, width: int, hei
     return (None, note) if box is None else ((box, position[yaml_names[cls]]), note)
 
 
+# ---------------------------------------------------------------- CSV boxes
+
+
+def read_csv(
+    csv_path: str | Path,
+    image_dir: str | Path | None = None,
+    *,
+    class_map: str | Path | None = None,
+    class_names: Sequence[str] | None = None,
+    split_file: str | Path | None = None,
+    strict: bool = False,
+) -> DatasetIndex:
+    """A CSV of boxes (see ``csv_boxes``): ``image_path,xmin,ymin,xmax,ymax,label`` with a
+    header, or keras-retinanet's header-less ``path,x1,y1,x2,y2,class_name``. Image paths are
+    relative to ``image_dir`` (default: the CSV's folder) or absolute. Classes:
+    ``class_names`` (by name), else the ``class_map`` CSV's (``class_name,id``, in id order),
+    else every name seen, sorted. Every problem names the CSV and the line; ``split_file``
+    selects images by stem, as for VOC."""
+    csv_path = Path(csv_path)
+    try:
+        table = parse_boxes_csv(csv_path)
+        mapped = read_class_map(class_map) if class_map is not None else None
+    except CsvError as err:
+        raise DataError(str(err)) from err
+    names = _class_list(class_names) or mapped or table.class_names()
+    root = Path(image_dir) if image_dir is not None else csv_path.parent
+    wanted = _read_split(Path(split_file)) if split_file is not None else None
+    events = [(p.line, "annotation", p.why) for p in table.problems]
+    records = []
+    for image, (line, rows) in table.by_image().items():
+        path = root / image
+        if wanted is None or path.stem in wanted:
+            record = _csv_record(path, str(image), (line, rows), names, events)
+            records += [record] if record is not None else []
+    out = _Collector(strict)
+    report = {"image": out.skip, "annotation": out.skip_annotation, "clip": out.clip}
+    for line, kind, text in sorted(events, key=lambda e: e[0]):  # in file order
+        report[kind](f"{csv_path} line {line}", text)
+    return out.index(records, names, str(csv_path))
+
+
+def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events: list):
+    """The record of one image of a CSV from its ``(first line, usable rows)``, or None when
+    the image cannot be read; what is skipped or clipped is added to ``events`` as
+    ``(line, kind, text)``."""
+    first, rows = rows
+    try:
+        width, height = image_size(path)
+    except DataError as err:
+        events.append((first, "image", str(err)))
+        return None
+    position = {n: i + 1 for i, n in enumerate(names)}
+    boxes, labels = [], []
+    for row in rows:
+        if row.box is None:  # an image without objects
+            continue
+        if row.label not in position:
+            problem = f"unknown class {row.label!r} (known: {_known(names)})"
+            events.append((row.line, "annotation", problem))
+            continue
+        box, note = _fit_box(row.box, width, height)
+        if note is not None:
+            events.append((row.line, "annotation" if box is None else "clip", note))
+        if box is not None:
+            boxes.append(box)
+            labels.append(position[row.label])
+    return _make_record(path, image_id, width, height, boxes, labels, [False] * len(boxes))
+
+
+def _folder_csvs(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The boxes CSVs and the class-map CSVs of a folder."""
+    kinds = {p: csv_kind(p) for p in sorted(folder.glob("*.csv")) if p.is_file()}
+    return [p for p, k in kinds.items() if k == BOXES], [
+        p for p, k in kinds.items() if k == CLASS_MAP
+    ]
+
+
+def _csv_in_folder(folder: Path, class_map) -> tuple[Path, Path | None]:
+    """The one boxes CSV of a folder and its class map (``class_map``, else the folder's one
+    class-map CSV, if any); raises DataError when there is no boxes CSV or several."""
+    boxes, maps = _folder_csvs(folder)
+    if len(boxes) != 1:
+        found = f"{len(boxes)} CSV files of boxes" + (
+            f" ({', '.join(p.name for p in boxes)})" if boxes else ""
+        )
+        raise DataError(f"{folder}: holds {found}; give the CSV file itself")
+    if class_map is None and len(maps) == 1:
+        class_map = maps[0]
+    return boxes[0], (Path(class_map) if class_map is not None else None)
+
+
 # ---------------------------------------------------------------- detection of the format
+
+LOOKED_FOR = (
+    "data.yaml",
+    "annotations/*.json",
+    "*.json",
+    "annotations/*.xml",
+    "Annotations/*.xml",
+    "*.xml",
+    "*.csv",
+)
+
+
+def _folder_contents(folder: Path) -> str:
+    """What a folder holds, for a message: ``12 .png, 1 .txt and 2 folders (images, labels)``."""
+    counts: dict[str, int] = {}
+    folders = []
+    for p in sorted(folder.iterdir()):
+        if p.is_dir():
+            folders.append(p.name)
+        else:
+            suffix = p.suffix.lower() or "file(s) without a suffix"
+            counts[suffix] = counts.get(suffix, 0) + 1
+    parts = [f"{n} {s}" for s, n in sorted(counts.items(), key=lambda t: (-t[1], t[0]))]
+    if folders:
+        shown = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
+        parts.append(f"{len(folders)} folder(s) ({shown})")
+    return ", ".join(parts) if parts else "nothing"
+
+
+def _detect_file(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "coco"
+    if suffix in (".yaml", ".yml"):
+        return "yolo"
+    if suffix == ".csv":
+        kind = csv_kind(path)
+        if kind == BOXES:
+            return "csv"
+        if kind == CLASS_MAP:
+            raise DataError(
+                f"{path}: a class map (class_name,id rows), not boxes: give the boxes CSV as "
+                "the data and this file as --class-map"
+            )
+        raise DataError(
+            f"{path}: not a CSV of boxes (expected a header {HEADER_FORM} or rows {KERAS_FORM})"
+        )
+    return None
+
+
+def _detect_folder(path: Path) -> str | None:
+    if (path / "data.yaml").is_file():
+        return "yolo"
+    if list(path.glob("annotations/*.json")) or list(path.glob("*.json")):
+        return "coco"
+    for pattern in ("annotations/*.xml", "Annotations/*.xml", "*.xml"):
+        if list(path.glob(pattern)):
+            return "voc"
+    boxes, _ = _folder_csvs(path)
+    if len(boxes) > 1:
+        names = ", ".join(p.name for p in boxes)
+        raise DataError(f"{path}: holds {len(boxes)} CSV files of boxes ({names}); give one")
+    return "csv" if boxes else None
 
 
 def detect_format(path: str | Path) -> str:
-    """'coco', 'voc' or 'yolo' from what the path holds."""
+    """'coco', 'voc', 'yolo' or 'csv' from what the path holds: a COCO JSON, a data.yaml or a
+    CSV of boxes (by its first row) given as a file; a folder holding data.yaml, COCO JSON
+    (in ``annotations/`` or at the top), VOC XML (in ``annotations/``, ``Annotations/`` or
+    at the top, beside the images) or exactly one CSV of boxes."""
     path = Path(path)
     if path.is_file():
-        if path.suffix == ".json":
-            return "coco"
-        if path.suffix in (".yaml", ".yml"):
-            return "yolo"
-    elif path.is_dir():
-        if (path / "data.yaml").is_file():
-            return "yolo"
-        if list(path.glob("annotations/*.json")) or list(path.glob("*.json")):
-            return "coco"
-        if list(path.glob("annotations/*.xml")) or list(path.glob("Annotations/*.xml")):
-            return "voc"
-        if list(path.glob("*.xml")):
-            return "voc"
-    else:
+        found = _detect_file(path)
+        if found is not None:
+            return found
+        raise DataError(
+            f"{path}: cannot tell the dataset format of a {path.suffix or 'suffix-less'} file "
+            "(expected a COCO .json, a YOLO data.yaml or a .csv of boxes); give --format"
+        )
+    if not path.is_dir():
         raise DataError(f"{path}: no such file or folder")
+    found = _detect_folder(path)
+    if found is not None:
+        return found
     raise DataError(
-        f"{path}: cannot tell the dataset format (COCO JSON, VOC XML folder or YOLO data.yaml); "
-        "give --format"
+        f"{path}: cannot tell the dataset format: looked for {', '.join(LOOKED_FOR)}; found "
+        f"{_folder_contents(path)} (give the annotation file or folder itself, or --format)"
     )
 
 
@@ -727,22 +951,21 @@ def read_dataset(
     split_file: str | Path | None = None,
     class_names: Sequence[str] | None = None,
     strict: bool = False,
+    images: str | Path | None = None,
+    class_map: str | Path | None = None,
 ) -> DatasetIndex:
     """Any supported dataset by path. ``split`` names COCO's ``instances_<split>.json`` (a
     name containing the split is enough: ``train`` finds ``instances_train2017.json``) and
-    YOLO's data.yaml key; VOC takes ``split_file``. ``class_names`` (the training set's, for
-    a validation set or a checkpoint's data) fixes the labels by name; see the module."""
+    YOLO's data.yaml key; VOC and CSV take ``split_file``. ``class_names`` (the training set's,
+    for a validation set or a checkpoint's data) fixes the labels by name; see the module.
+    ``images``: the image folder of a COCO, VOC or CSV dataset, when it is not the usual
+    one; ``class_map``: a CSV dataset's ``class_name,id`` file."""
     path = Path(path)
-    if fmt is None:
-        fmt = detect_format(path)
-        # a folder with both YOLO labels and COCO JSON (COCO128): YOLO unless its data.yaml
-        # lacks the split and a COCO JSON names it
-        if fmt == "yolo" and path.is_dir():
-            meta = yaml.safe_load((path / "data.yaml").read_text())
-            meta = meta if isinstance(meta, dict) else {}
-            has_json = any(split in c.stem for c in path.glob("annotations/*.json"))
-            if split not in meta and has_json:
-                fmt = "coco"
+    fmt = _resolve_format(path, fmt, split)
+    if images is not None and fmt == "yolo":
+        raise DataError(f"{path}: --images does not apply to YOLO (data.yaml names the images)")
+    if class_map is not None and fmt != "csv":
+        raise DataError(f"{path}: --class-map applies to CSV datasets only, not {fmt}")
     if fmt == "coco":
         if path.is_dir():
             candidates = sorted(path.glob("annotations/*.json")) or sorted(path.glob("*.json"))
@@ -752,7 +975,7 @@ def read_dataset(
                     f"{path}: no COCO JSON for split {split!r} among {[c.name for c in candidates]}"
                 )
             path = matching[0]
-        return read_coco(path, class_names=class_names, strict=strict)
+        return read_coco(path, images, class_names=class_names, strict=strict)
     if fmt == "yolo":
         yaml_path = path / "data.yaml" if path.is_dir() else path
         return read_yolo(yaml_path, split, class_names=class_names, strict=strict)
@@ -761,5 +984,31 @@ def read_dataset(
         for sub in ("annotations", "Annotations"):
             if (path / sub).is_dir():
                 ann = path / sub
-        return read_voc(ann, split_file=split_file, class_names=class_names, strict=strict)
-    raise DataError(f"unknown dataset format {fmt!r}: use coco, voc or yolo")
+        return read_voc(ann, images, split_file=split_file, class_names=class_names, strict=strict)
+    if fmt == "csv":
+        if path.is_dir():
+            path, class_map = _csv_in_folder(path, class_map)
+        return read_csv(
+            path,
+            images,
+            class_map=class_map,
+            class_names=class_names,
+            split_file=split_file,
+            strict=strict,
+        )
+    raise DataError(f"unknown dataset format {fmt!r}: use coco, voc, yolo or csv")
+
+
+def _resolve_format(path: Path, fmt: str | None, split: str) -> str:
+    """``fmt``, or the format detected; a folder with both YOLO labels and COCO JSON (COCO128)
+    is YOLO unless its data.yaml lacks the split and a COCO JSON names it."""
+    if fmt is not None:
+        return fmt
+    fmt = detect_format(path)
+    if fmt == "yolo" and path.is_dir():
+        meta = yaml.safe_load((path / "data.yaml").read_text())
+        meta = meta if isinstance(meta, dict) else {}
+        has_json = any(split in c.stem for c in path.glob("annotations/*.json"))
+        if split not in meta and has_json:
+            fmt = "coco"
+    return fmt

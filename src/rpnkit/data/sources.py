@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .csv_boxes import BOXES, csv_kind
 from .dataset import Unreadable, make_item, skip
 from .images import load_rgb, to_rgb
 from .readers import (
@@ -30,12 +31,13 @@ ImageLike = Image.Image | np.ndarray | torch.Tensor
 
 
 def looks_like_dataset(path: Path) -> bool:
-    """A folder that holds annotations (COCO, VOC or YOLO), not only images."""
+    """A folder that holds annotations (COCO, VOC, YOLO or a CSV of boxes), not only images."""
     return (
         (path / "data.yaml").is_file()
         or any(path.glob("annotations/*"))
         or any(path.glob("Annotations/*"))
         or any(path.glob("*.xml"))
+        or any(csv_kind(p) == BOXES for p in path.glob("*.csv"))
     )
 
 
@@ -48,7 +50,7 @@ def index_for_input(
     strict: bool = False,
     class_names: Sequence[str] | None = None,
 ) -> DatasetIndex:
-    """An image, a folder of images, or a dataset (COCO, VOC, YOLO) as a DatasetIndex; plain
+    """An image, a folder of images, or a dataset (COCO, VOC, YOLO, CSV) as a DatasetIndex; plain
     images get no boxes and integer ids in name order. ``class_names`` maps a dataset's
     classes by name (a checkpoint's), as ``read_dataset`` does."""
     path = Path(path)

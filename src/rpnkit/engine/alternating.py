@@ -9,8 +9,13 @@
 
 The two sets of proposals (on the training images, in original pixels) are written as COCO
 results JSON, ``step1_proposals.json`` and ``step3_proposals.json``, and steps 2 and 4 read them
-back from disk. Each step writes its own folder (checkpoint, train_log.csv); the final detector
-is ``checkpoint.safetensors`` in the output folder, loadable by ``rpnkit eval`` and ``detect``.
+back from disk. Either can come from outside instead (``proposals_step1``,
+``proposals_step3``: COCO results files from rpnkit, detectron2 or anything else, matched to
+the training images by file name or COCO image id, as ``read_stored_proposals`` does); steps 1
+and 3 still train their RPNs, whose weights the later steps use.
+
+Each step writes its own folder (checkpoint, train_log.csv); the final detector is
+``checkpoint.safetensors`` in the output folder, loadable by ``rpnkit eval`` and ``detect``.
 Parts are frozen with ``Freezable.freeze``: no gradients, batch norm kept in inference mode.
 """
 
@@ -27,6 +32,7 @@ from ..data import DataConfig, DatasetIndex
 from ..modeling.presets import DetectorConfig, build_detector, build_model
 from .checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from .distributed import distributed_context
+from .evaluate import read_stored_proposals
 from .results import load_proposals, to_coco_results, write_json
 from .runtime import Predictor
 from .trainer import TrainConfig, TrainSummary, train
@@ -60,6 +66,15 @@ def write_proposals(
     return write_json(path, to_coco_results(results))
 
 
+def given_proposals(path: str | Path, index: DatasetIndex) -> dict[str, np.ndarray]:
+    """A COCO results file's proposals for the training images of ``index`` (file name ->
+    boxes in original pixels, best first), as steps 2 and 4 read them; what it lacks or holds
+    beyond them is reported."""
+    stored = read_stored_proposals(path, index)
+    print(f"proposals given: {stored.describe()}")
+    return stored.by_file_name(index)
+
+
 def combined_summary(summaries: dict[str, TrainSummary]) -> TrainSummary:
     """The four steps as one run: steps and seconds summed, throughput weighted by time."""
     seconds = sum(s.seconds for s in summaries.values())
@@ -73,6 +88,14 @@ def combined_summary(summaries: dict[str, TrainSummary]) -> TrainSummary:
     )
 
 
+def _check_one_process() -> None:
+    if distributed_context().world > 1:
+        raise ValueError(
+            "rpnkit train --schedule alternating runs in one process (its proposal files are "
+            "written between steps); use --schedule joint under torchrun"
+        )
+
+
 def train_alternating(
     config: DetectorConfig,
     index: DatasetIndex,
@@ -83,15 +106,14 @@ def train_alternating(
     device: torch.device | str = "cpu",
     progress: bool = True,
     evaluate: Callable[[nn.Module], dict] | None = None,
+    proposals_step1: str | Path | None = None,
+    proposals_step3: str | Path | None = None,
 ) -> tuple[nn.Module, dict[str, TrainSummary]]:
     """Run the four steps on ``index`` (sized and flipped as ``data`` says), each for
     ``train_config.steps`` steps. Returns the final detector and a summary per step.
-    ``evaluate`` is passed to each detector step (2 and 4)."""
-    if distributed_context().world > 1:
-        raise ValueError(
-            "rpnkit train --schedule alternating runs in one process (its proposal files are "
-            "written between steps); use --schedule joint under torchrun"
-        )
+    ``evaluate`` is passed to each detector step (2 and 4). ``proposals_step1`` /
+    ``proposals_step3``: COCO results files used instead of the proposals of step 1 / 3."""
+    _check_one_process()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = tuple(index.class_names)
@@ -113,7 +135,9 @@ def train_alternating(
             evaluate=evaluate_step,
         )
 
-    def proposals_of(model, name) -> dict[str, np.ndarray]:
+    def proposals_of(model, name, given) -> dict[str, np.ndarray]:
+        if given is not None:
+            return given_proposals(given, index)
         path = write_proposals(
             model,
             rpn_spec,
@@ -132,7 +156,7 @@ def train_alternating(
     # 1. The RPN, from ImageNet.
     rpn_model = build_model(config.model)
     summaries["step1_rpn"] = run(rpn_model, "step1_rpn", rpn_spec)
-    step1 = proposals_of(rpn_model, "step1_proposals.json")
+    step1 = proposals_of(rpn_model, "step1_proposals.json", proposals_step1)
 
     # 2. The detector, from a fresh ImageNet backbone, on the step-1 proposals. Its RPN is not
     #    used in this step.
@@ -145,7 +169,7 @@ def train_alternating(
     detector.rpn.load_state_dict(rpn_model.rpn.state_dict())
     shared = detector.first_stage.freeze("backbone")
     summaries["step3_rpn"] = run(shared, "step3_rpn", rpn_spec)
-    step3 = proposals_of(shared, "step3_proposals.json")
+    step3 = proposals_of(shared, "step3_proposals.json", proposals_step3)
 
     # 4. The detector's head on the step-3 proposals, backbone and RPN frozen.
     detector.freeze("first_stage")

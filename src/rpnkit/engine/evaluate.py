@@ -1,16 +1,24 @@
 """Running a network over a labelled dataset and measuring it: proposal recall (COCO-style,
-``evaluation.recall``) or detection mAP (pycocotools and VOC, ``evaluation.detection``)."""
+``evaluation.recall``) or detection mAP (pycocotools and VOC, ``evaluation.detection``); and
+the recall of stored proposals, a COCO results file from rpnkit or anything else, with no
+network at all (``evaluate_stored_proposals``)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from ..data import DatasetIndex, SkippedSample
 from ..evaluation.detection import (
     ImageDetections,
     ImageTruth,
@@ -31,6 +39,7 @@ from ..evaluation.recall import (
 )
 from ..modeling.detector import FasterRCNN
 from ..modeling.structures import GroundTruth
+from .device import resolve_device
 from .runner import detection_forward, proposal_forward, run_batches, to_original_pixels
 
 CURVE_KS = (1, 3, 10, 30, 100, 300, 1000)
@@ -40,11 +49,16 @@ CURVE_KS = (1, 3, 10, 30, 100, 300, 1000)
 class RecallReport:
     """Proposal recall of a model on a dataset: the summary ``metrics`` (AR@k, recall@k@0.5 and
     @0.7, per size), the match ``table`` (per-image recall) and, per image, its proposal boxes
-    and its counted GT boxes (network-input pixels, on the CPU) for pictures."""
+    and its counted GT boxes (network-input pixels for a model, original pixels for stored
+    proposals; on the CPU) for pictures. For stored proposals, ``notes`` says what could not be
+    matched (also warned) and ``unknown_results`` counts the results for images that the
+    dataset does not hold."""
 
     metrics: dict[str, float]
     table: MatchTable
     kept: list[tuple[Tensor, Tensor]]
+    notes: list[str] = field(default_factory=list)
+    unknown_results: int = 0
 
     def format(self) -> str:
         return format_recall_table(self.metrics, MAX_DETS)
@@ -182,3 +196,215 @@ def evaluate_detections(
             "pr_curves": pr,
         }
     )
+
+
+# ---------------------------------------------------------------- stored proposals
+
+MAX_REPORTED = 10  # malformed results entries reported one by one; the rest in one line
+
+
+@dataclass
+class StoredProposals:
+    """A COCO results file matched to a dataset's images: per record of the index (in its
+    order) the boxes (K, 4) float32 xyxy in original pixels, best first, and their scores;
+    ``results`` entries were read, ``unknown_results`` of them for images the dataset does
+    not hold, ``bad_results`` malformed; ``notes`` says so in lines (warned as they arise).
+    Images without results count as images with no proposals."""
+
+    source: str
+    boxes: list[np.ndarray]
+    scores: list[np.ndarray]
+    results: int = 0
+    unknown_results: int = 0
+    bad_results: int = 0
+    notes: list[str] = field(default_factory=list)
+    other_results: int = 0
+
+    def by_file_name(self, index: DatasetIndex) -> dict[str, np.ndarray]:
+        """File name -> boxes, for the images that have any (``DetectionDataset``'s
+        ``proposals``)."""
+        return {r.file_name: b for r, b in zip(index.records, self.boxes) if len(b)}
+
+    def describe(self) -> str:
+        """One line: ``results.json: 5000 results for 5 of 6 images (1 without any); 7 for
+        images not in the dataset; 1 malformed``."""
+        without = sum(1 for b in self.boxes if not len(b))
+        text = f"{self.source}: {self.results} results for {len(self.boxes) - without} of "
+        text += f"{len(self.boxes)} images" + (f" ({without} without any)" if without else "")
+        if self.other_results:
+            text += f"; {self.other_results} for the dataset's other images, left out"
+        if self.unknown_results:
+            text += f"; {self.unknown_results} for images not in the dataset"
+        if self.bad_results:
+            text += f"; {self.bad_results} malformed"
+        return text
+
+
+def _results_entries(path: Path) -> list:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read the results: {err}") from err
+    if not isinstance(entries, list):
+        raise ValueError(
+            f"{path}: expected a list of COCO results entries ({{image_id or file_name, "
+            f"bbox [x, y, w, h], score}}), got a {type(entries).__name__}"
+        )
+    return entries
+
+
+def _number(value) -> bool:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return ok and math.isfinite(value)
+
+
+def _result_entry(entry) -> tuple[float, list[float]] | str:
+    """``(score, xyxy box)`` of a results entry, or why it is not one."""
+    if not isinstance(entry, dict):
+        return f"expected an object, got a {type(entry).__name__}"
+    name, image_id = entry.get("file_name"), entry.get("image_id")
+    if not (isinstance(name, str) and name) and not isinstance(image_id, int | str):
+        return "neither a 'file_name' nor an 'image_id'"
+    bbox = entry.get("bbox")
+    if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
+        return f"'bbox' {json.dumps(bbox)[:60]} is not 4 finite numbers [x, y, w, h]"
+    x, y, w, h = (float(v) for v in bbox)
+    if w < 0 or h < 0:
+        return f"'bbox' {bbox} has a negative width or height"
+    if not _number(entry.get("score")):
+        return f"'score' {json.dumps(entry.get('score'))[:30]} is not a finite number"
+    return float(entry["score"]), [x, y, x + w, y + h]
+
+
+def _image_keys(index: DatasetIndex) -> tuple[dict, dict]:
+    """File name -> record position, image id -> record position (the first of each)."""
+    by_name: dict[str, int] = {}
+    by_id: dict = {}
+    for i, record in enumerate(index.records):
+        by_name.setdefault(record.file_name, i)
+        by_id.setdefault(record.image_id, i)
+    return by_name, by_id
+
+
+def _note(notes: list[str], line: str) -> None:
+    notes.append(line)
+    warnings.warn(f"skipped {line}", SkippedSample, stacklevel=3)
+
+
+def read_stored_proposals(
+    path: str | Path,
+    index: DatasetIndex,
+    *,
+    top: int | None = None,
+    whole: DatasetIndex | None = None,
+) -> StoredProposals:
+    """The proposals of a COCO results file for the images of ``index``: entries with a
+    ``file_name`` are matched by file name (its last part), the others by ``image_id`` (COCO's
+    image ids for a COCO dataset; rpnkit's own ids, the file stem, for the other formats).
+    Results for images not in ``index`` are counted and reported in one line, malformed
+    entries one by one (the first ``MAX_REPORTED``); none matched at all is an error. Each
+    image keeps its ``top`` best results (all by default); category ids are ignored.
+    ``whole``: the dataset that ``index`` is part of (a split's held-out images): results for
+    its other images are left out without a word (counted in ``other_results``)."""
+    path = Path(path)
+    entries = _results_entries(path)
+    by_name, by_id = _image_keys(index)
+    other_names, other_ids = _image_keys(whole) if whole is not None else ({}, {})
+    found: list[list] = [[] for _ in index.records]
+    unknown: dict = {}
+    bad, others = [], 0
+    for n, entry in enumerate(entries):
+        parsed = _result_entry(entry)
+        if isinstance(parsed, str):
+            bad.append(f"{path}: entry {n}: {parsed}")
+            continue
+        name = entry.get("file_name")
+        by_file = isinstance(name, str) and bool(name)
+        key = Path(name).name if by_file else entry["image_id"]
+        i = (by_name if by_file else by_id).get(key)
+        if i is not None:
+            found[i].append(parsed)
+        elif key in (other_names if by_file else other_ids):
+            others += 1
+        else:
+            unknown[key] = unknown.get(key, 0) + 1
+    stored = _stored(path, found, top)
+    stored.results, stored.bad_results, stored.other_results = len(entries), len(bad), others
+    stored.unknown_results = sum(unknown.values())
+    _report_unmatched(stored, bad, unknown, index)
+    return stored
+
+
+def _stored(path: Path, found: list[list], top: int | None) -> StoredProposals:
+    """Each image's results sorted by score (stable: a tie keeps the file's order)."""
+    boxes, scores = [], []
+    for results in found:
+        s = np.array([score for score, _ in results], np.float64)
+        b = np.array([box for _, box in results], np.float32).reshape(-1, 4)
+        order = np.argsort(-s, kind="stable")[:top]
+        boxes.append(b[order])
+        scores.append(s[order])
+    return StoredProposals(str(path), boxes, scores)
+
+
+def _report_unmatched(stored: StoredProposals, bad: list, unknown: dict, index) -> None:
+    for line in bad[:MAX_REPORTED]:
+        _note(stored.notes, line)
+    if len(bad) > MAX_REPORTED:
+        _note(stored.notes, f"{stored.source}: {len(bad) - MAX_REPORTED} more malformed entries")
+    if unknown:
+        first = next(iter(unknown))
+        _note(
+            stored.notes,
+            f"{stored.source}: {stored.unknown_results} result(s) for {len(unknown)} image(s) "
+            f"not in {index.source} (first: {first!r})",
+        )
+    if not any(len(b) for b in stored.boxes):
+        raise ValueError(
+            f"{stored.source}: none of its {stored.results} results is for an image of "
+            f"{index.source}" + (f" (first: {next(iter(unknown))!r})" if unknown else "")
+        )
+
+
+def _dataset_index(data) -> DatasetIndex:
+    if isinstance(data, DatasetIndex):
+        return data
+    index = getattr(data, "index", None)
+    if isinstance(index, DatasetIndex):
+        return index
+    raise TypeError(f"expected a DatasetIndex or a DetectionDataset, got {type(data).__name__}")
+
+
+def evaluate_stored_proposals(
+    results: str | Path | StoredProposals,
+    data,
+    *,
+    max_dets: Sequence[int] = MAX_DETS,
+    device: torch.device | str = "cpu",
+) -> RecallReport:
+    """Proposal recall, as ``evaluate_proposals`` measures it, of stored proposals: a COCO
+    results file (``read_stored_proposals``) against a dataset (a ``DatasetIndex`` or a
+    ``DetectionDataset``), compared in original pixels from the dataset's records (no image is
+    decoded). Each image's best ``max(max_dets)`` results count."""
+    index = _dataset_index(data)
+    if not index.records:
+        raise ValueError(f"{index.source}: no images to evaluate")
+    if not isinstance(results, StoredProposals):
+        results = read_stored_proposals(results, index, top=max(max_dets))
+    device = resolve_device(device)
+    k = max(max_dets)
+    preds, valid = pad_boxes([torch.from_numpy(b[:k]) for b in results.boxes])
+    gts, mask = pad_boxes([torch.from_numpy(r.boxes) for r in index.records])
+    crowd = torch.zeros(mask.shape, dtype=torch.bool)
+    areas = torch.zeros(mask.shape, dtype=torch.float64)
+    for i, record in enumerate(index.records):
+        crowd[i, : len(record.ignore)] = torch.from_numpy(record.ignore)
+        areas[i, : len(record.areas)] = torch.from_numpy(record.areas).double()
+    inputs = (preds, valid, gts, mask, crowd, areas)
+    table = match_proposals(*(t.to(device) for t in inputs))
+    kept = [
+        (torch.from_numpy(b[:k]), torch.from_numpy(r.boxes[~r.ignore]))
+        for b, r in zip(results.boxes, index.records)
+    ]
+    metrics = proposal_recall_summary(table, max_dets)
+    return RecallReport(metrics, table, kept, list(results.notes), results.unknown_results)

@@ -3,8 +3,9 @@
 It reads the data, seeds, builds the model (an RPN, or a Faster R-CNN whose second stage fits
 the dataset's classes), trains it (jointly, or in the paper's four alternating steps), and
 writes the run folder: ``checkpoint.safetensors``, ``train_log.csv``, TensorBoard events, the
-run record ``config.yaml`` and, with validation data, ``metrics.json``. Under torchrun every
-process trains and rank 0 alone writes, evaluates and reports.
+run record ``config.yaml``, with validation data ``metrics.json``, and with
+``DataConfig.val_fraction`` the held-out images, ``split.json`` (``data.splits``). Under
+torchrun every process trains and rank 0 alone writes, evaluates and reports.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Literal
 
 import torch
 
-from ..data import DataConfig, DetectionDataset
+from ..data import DataConfig, DatasetIndex, DetectionDataset
+from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..modeling.presets import ModelConfig, detector_config, preset_config
 from .alternating import combined_summary, train_alternating
 from .checkpoint import DETECTOR, RPN, Kind, ModelSpec
@@ -101,19 +103,27 @@ def fit(
     resume: str | Path | None = None,
     progress: bool = True,
     time_budget_s: float | None = None,
+    proposals_step1: str | Path | None = None,
+    proposals_step3: str | Path | None = None,
 ) -> FitResult:
     """Train a ``kind`` model (``"rpn"`` or ``"faster-rcnn"``) of preset or config ``model``
     on ``data`` (a dataset path, or a ``DataConfig`` with validation data and sizes) and write
-    the run folder ``out``. ``resume`` continues a joint run exactly from its checkpoint."""
+    the run folder ``out``. ``resume`` continues a joint run exactly from its checkpoint.
+    ``proposals_step1`` / ``proposals_step3``: COCO results files that the alternating
+    schedule uses instead of computing its step-1 / step-3 proposals."""
     data = DataConfig(str(data)) if isinstance(data, (str, Path)) else data
     train = train or TrainConfig()
-    _check_schedule(kind, schedule, resume)
-    index, val_set = _read(data)
+    given = {"step1": proposals_step1, "step3": proposals_step3}
+    given = {step: str(path) for step, path in given.items() if path is not None}
+    _check_schedule(kind, schedule, resume, given)
+    index, val_set, split = _read(data, train.seed)
+    out = Path(out)
+    if split is not None and main_process():
+        print(f"wrote {split.save(out)}")
     device = resolve_device(device)
     seed_everything(train.seed)  # the initial weights too: the same seed, the same run
     spec = model_spec(kind, model, index.class_names)
     evaluate = make_evaluator(spec, val_set, batch_size=train.batch_size, device=device)
-    out = Path(out)
     if schedule == "alternating":  # the four steps build their own models
         network, steps = train_alternating(
             spec.config,
@@ -124,6 +134,8 @@ def fit(
             device=device,
             progress=progress,
             evaluate=evaluate,
+            proposals_step1=given.get("step1"),
+            proposals_step3=given.get("step3"),
         )
         summary = combined_summary(steps)
     else:
@@ -143,28 +155,40 @@ def fit(
     checkpoint = out / "checkpoint.safetensors"
     if not main_process():  # under torchrun, rank 0 reports and evaluates
         return FitResult(out, checkpoint, spec, summary, None, is_main=False)
-    RunRecord(spec, train, data, schedule).save(out)
+    split_file = SPLIT_FILE if split is not None else None
+    RunRecord(spec, train, data, schedule, split=split_file, proposals=given or None).save(out)
     metrics = evaluate(network) if evaluate is not None else None
     if metrics is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return FitResult(out, checkpoint, spec, summary, metrics)
 
 
-def _check_schedule(kind: Kind, schedule: Schedule, resume) -> None:
+def _check_schedule(kind: Kind, schedule: Schedule, resume, given: dict) -> None:
     if schedule not in ("joint", "alternating"):
         raise ValueError(f"schedule must be 'joint' or 'alternating', got {schedule!r}")
     if schedule == "alternating" and kind != DETECTOR:
         raise ValueError("--schedule alternating needs --model faster-rcnn")
     if schedule == "alternating" and resume is not None:
         raise ValueError("--resume continues joint training only")
+    if given and schedule != "alternating":
+        options = " and ".join(f"--proposals-{step}" for step in given)
+        raise ValueError(f"{options}: given proposals are for --schedule alternating only")
 
 
-def _read(data: DataConfig) -> tuple:
-    """The training index and the validation dataset (or None), each summarised in a line."""
+def _read(
+    data: DataConfig, seed: int
+) -> tuple[DatasetIndex, DetectionDataset | None, Split | None]:
+    """The training index, the validation dataset (or None) and the split that held it out of
+    the training data (None with ``val_data`` or without validation), each summarised."""
     index = data.read_train()
     print(index.summary())
+    if data.val_fraction:  # no val_data: DataConfig checks that
+        split = make_split(index, data.val_fraction, seed)
+        index, val_index = apply_split(index, split)
+        print(split.describe())
+        return index, data.eval_dataset(val_index), split
     val_index = data.read_val(class_names=index.class_names or None)
     if val_index is None:
-        return index, None
+        return index, None, None
     print(val_index.summary())
-    return index, data.eval_dataset(val_index)
+    return index, data.eval_dataset(val_index), None

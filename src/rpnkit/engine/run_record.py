@@ -1,6 +1,9 @@
 """The record of a training run, ``config.yaml`` in its folder: what was trained (the model
 spec), how (the training config and schedule) and on what (the data config). ``fit`` writes
-it; ``rpnkit report`` reads it back to find the validation data."""
+it; ``rpnkit report`` reads it back to find the validation data. ``split`` names the run's
+held-out images file (``split.json``, with ``DataConfig.val_fraction``) and ``proposals`` the
+COCO results files the alternating schedule was given (``{"step1": path, "step3": path}``);
+both are written only when set."""
 
 from __future__ import annotations
 
@@ -23,14 +26,21 @@ class RunRecord:
     train: TrainConfig
     data: DataConfig
     schedule: str = "joint"
+    split: str | None = None
+    proposals: dict[str, str] | None = None
 
     def to_dict(self) -> dict:
-        return {
+        record = {
             "model": self.model.to_dict(),
             "train": config_to_dict(self.train),
             "data": config_to_dict(self.data),
             "schedule": self.schedule,
         }
+        if self.split is not None:
+            record["split"] = self.split
+        if self.proposals:
+            record["proposals"] = dict(self.proposals)
+        return record
 
     def save(self, run_dir: str | Path) -> Path:
         path = Path(run_dir) / RECORD_FILE
@@ -52,6 +62,8 @@ class RunRecord:
                 config_from_dict(TrainConfig, data["train"], where=f"{path} train"),
                 config_from_dict(DataConfig, data["data"], where=f"{path} data"),
                 data.get("schedule", "joint"),
+                data.get("split"),
+                data.get("proposals"),
             )
         except (yaml.YAMLError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: not a readable run record ({err})") from err

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..data import DataConfig
+from ..data.splits import held_out, read_split
 from ..engine.evaluate import DetectionReport, RecallReport
 from ..engine.run_record import RECORD_FILE, RunRecord
 from ..engine.runtime import load
@@ -73,10 +74,23 @@ def _metrics_table(metrics: dict[str, float]) -> str:
     return f'<table id="metrics"><tr><th>measure</th>{head}</tr>{"".join(rows)}</table>'
 
 
+def _validation_index(run_dir: Path, record: RunRecord | None, config: DataConfig, given):
+    """The validation images: a run trained with ``--val-fraction`` held them out of its
+    training data (its split.json), unless other data is given."""
+    index = config.read_val()
+    if given is None and record is not None and record.split is not None:
+        index = held_out(index, read_split(run_dir / record.split), f"{run_dir}'s split")
+    return index
+
+
 def report_data(run_dir: Path, record: RunRecord | None, **given) -> DataConfig:
-    """The validation data of the report: what is given, else what the run recorded."""
+    """The validation data of the report: what is given, else what the run recorded (its
+    validation set, or the training set a held-out split was taken from)."""
     recorded = record.data if record is not None else None
-    data = given.get("data") or (recorded.val_data if recorded else None)
+    split_run = recorded is not None and record.split is not None and recorded.val_data is None
+    data = given.get("data") or (
+        (recorded.data if split_run else recorded.val_data) if recorded else None
+    )
     if data is None:
         raise ValueError(f"{run_dir}: give --data (the run recorded no validation data)")
 
@@ -89,8 +103,8 @@ def report_data(run_dir: Path, record: RunRecord | None, **given) -> DataConfig:
     return DataConfig(
         data=str(data),
         val_data=str(data),
-        val_split=pick("split", "val_split", "val"),
-        val_split_file=pick("split_file", "val_split_file", None),
+        val_split=pick("split", "split" if split_run else "val_split", "val"),
+        val_split_file=pick("split_file", "split_file" if split_run else "val_split_file", None),
         format=pick("fmt", "format", None),
         short_side=pick("short", "short_side", 800),
         max_size=pick("max_size", "max_size", 1333),
@@ -128,7 +142,7 @@ def write_report(
         max_size=max_size,
     )
     runtime = load(checkpoint, device, short_side=config.short_side, max_size=config.max_size)
-    dataset = config.eval_dataset(config.read_val())
+    dataset = config.eval_dataset(_validation_index(run_dir, record, config, given=data))
     recall = runtime.evaluate_proposals(dataset, progress=progress)
     detection = (
         runtime.evaluate_detections(dataset, progress=progress)
