@@ -88,7 +88,7 @@ def test_a_detector_run_reports_its_map_first(tmp_path):
     assert main(["report", str(run), "--gallery", "1", "--no-progress"]) == 0
     text = (run / "report.html").read_text()
     assert text.index('id="detection"') < text.index('id="metrics"')  # mAP before recall
-    assert '<td>raccoon</td>' in text and 'id="per-class"' in text
+    assert "<td>raccoon</td>" in text and 'id="per-class"' in text
     assert text.count("data:image/png;base64,") == 1 + 2 + 2 * 1  # PR, 2 curves, gallery
 
 
