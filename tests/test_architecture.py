@@ -17,6 +17,7 @@ LAYERS = [
     ("rpnkit.evaluation.*", 3, "proposal recall, detection mAP, anchor fit"),
     ("rpnkit.engine.*", 4, "training loops, checkpoints, runs of a model over data"),
     ("rpnkit.viz.*", 5, "pictures and the HTML report of a run"),
+    ("rpnkit.export.*", 5, "ONNX and torch.export of a model: every export workaround"),
     ("rpnkit.testing", 5, "references for tests and benchmarks (torchvision's Faster R-CNN)"),
     ("rpnkit.demo", 6, "`rpnkit demo`"),
     ("rpnkit.cli.*", 7, "the command line: parses arguments and calls the library"),

@@ -127,6 +127,7 @@ def test_every_numeric_option_of_every_command_has_a_range():
     assert set(commands) == {"rpnkit", "demo", "train", "eval", "propose", "anchors", "show"} | {
         "detect",
         "report",
+        "export",
     }
     for name, command in commands.items():
         for action in command._actions:

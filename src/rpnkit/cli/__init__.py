@@ -15,10 +15,10 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
-from . import anchors, demo, detect, evaluate, propose, report, show, train
+from . import anchors, demo, detect, evaluate, export, propose, report, show, train
 from .options import Parser, UsageError, add_global_options
 
-SUBCOMMANDS = (demo, train, evaluate, propose, anchors, show, detect, report)
+SUBCOMMANDS = (demo, train, evaluate, propose, anchors, show, detect, report, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ Shape glossary:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -181,6 +181,29 @@ class RoISampler:
         return SampledRoIs(boxes, valid, labels, torch.where(fg[..., None], deltas, 0.0))
 
 
+def pool_sorted_by_level(
+    features: Sequence[Tensor],
+    strides: Sequence[int],
+    rois: Tensor,
+    levels: Tensor,
+    pool: Callable[[Tensor, Tensor, int], Tensor],
+) -> Tensor:
+    """(N, 5) RoIs and (N,) their level -> (N, ch, S, S): ``pool`` run once per level. The
+    RoIs are sorted by level so that each level's RoIs are one contiguous slice, each slice is
+    pooled, and the results are put back in RoI order."""
+    order = levels.argsort(stable=True)
+    # GPU->CPU sync, the only one here: the slice lengths (torchvision's pooler syncs once
+    # per level). A kernel that pools every level in one launch would remove it.
+    counts = torch.bincount(levels, minlength=len(features)).tolist()
+    sorted_rois = rois[order]
+    pooled, start = [], 0
+    for feature, stride, count in zip(features, strides, counts):
+        pooled.append(pool(feature, sorted_rois[start : start + count], stride))
+        start += count
+    by_level = torch.cat(pooled)  # (N, ch, S, S) in level order
+    return torch.empty_like(by_level).index_copy(0, order, by_level)
+
+
 class MultiLevelRoIPooler(nn.Module):
     """RoIAlign or RoIPool from torchvision's kernels; on a pyramid each box goes to level
     k = floor(4 + log2(sqrt(w h) / 224)), clamped to the pooled levels."""
@@ -200,7 +223,15 @@ class MultiLevelRoIPooler(nn.Module):
         k = torch.nan_to_num(k, nan=self.k_min)  # a NaN box must not become int64's minimum
         return (k.clamp(self.k_min, self.k_max) - self.k_min).to(torch.int64)
 
-    def forward(self, features: Sequence[Tensor], boxes: Tensor) -> Tensor:
+    def forward(
+        self,
+        features: Sequence[Tensor],
+        boxes: Tensor,
+        *,
+        # the step that reads slice lengths on the host; only rpnkit.export passes another
+        # (its graph twin, rpnkit/export/graph_ops.py)
+        pool_levels: Callable[..., Tensor] = pool_sorted_by_level,
+    ) -> Tensor:
         """Features [(B, ch, H_l, W_l)] for the pooled levels, (B, R, 4) boxes ->
         (B*R, ch, S, S)."""
         num_images, r = boxes.shape[:2]
@@ -209,20 +240,7 @@ class MultiLevelRoIPooler(nn.Module):
         rois = torch.cat([batch_index[:, None].to(flat.dtype), flat], dim=1)  # (B*R, 5)
         if len(features) == 1:
             return self._pool(features[0], rois, self.strides[0])
-        # Sort the RoIs by level so that each level's RoIs are one contiguous slice, pool each
-        # slice, and put the results back in RoI order.
-        levels = self.levels(flat)
-        order = levels.argsort(stable=True)
-        # GPU->CPU sync, the only one here: the slice lengths (torchvision's pooler syncs once
-        # per level). A kernel that pools every level in one launch would remove it.
-        counts = torch.bincount(levels, minlength=len(features)).tolist()
-        sorted_rois = rois[order]
-        pooled, start = [], 0
-        for feature, stride, count in zip(features, self.strides, counts):
-            pooled.append(self._pool(feature, sorted_rois[start : start + count], stride))
-            start += count
-        by_level = torch.cat(pooled)  # (B*R, ch, S, S) in level order
-        return torch.empty_like(by_level).index_copy(0, order, by_level)
+        return pool_levels(features, self.strides, rois, self.levels(flat), self._pool)
 
     def _pool(self, feature: Tensor, rois: Tensor, stride: int) -> Tensor:
         size = self.config.pooled_size
@@ -290,6 +308,8 @@ def postprocess_detections(
     image_sizes: Tensor,
     config: RoIHeadConfig,
     coder: BoxCoder,
+    *,
+    nms: Callable[..., Tensor] = nms_keep,  # only rpnkit.export passes another (its graph twin)
 ) -> Detections:
     """(B*R, C), (B*R, 4C), (B, R, 4) RoIs, (B, R) -> top detections per image: decode per
     class, clip, drop background, scores at or below the threshold and tiny boxes, NMS within
@@ -325,7 +345,7 @@ def postprocess_detections(
     top_boxes = decoded.gather(1, top_idx[..., None].expand(-1, -1, 4))
     top_labels = top_idx % (c - 1) + 1  # class ids 1..C-1
     det = config.detections_per_image
-    keep = nms_keep(
+    keep = nms(
         top_boxes, top_valid, config.nms_threshold, classes=top_labels, max_keep=det
     )  # (B, n)
     # the first ``det`` kept, in score order: kept slots rank by position, the others last

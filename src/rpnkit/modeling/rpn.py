@@ -16,7 +16,7 @@ valid entries first and sorted by decreasing score.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -287,6 +287,33 @@ def _level_tables(
     return tuple(t.to(device) for t in (index, entry_valid, slot_valid, slot_level))
 
 
+def level_top_k(
+    pred_objectness: Tensor, level_sizes: Sequence[int], pre_nms_top_n: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Step 1 of ``select_proposals``: (B, A_total) logits, anchors per level -> the top
+    ``pre_nms_top_n`` of every level of every image: (B, L, k) logits (decreasing), (B, L, k)
+    flat anchor indices, (L, k) validity of each slot and (L*k,) level of each slot.
+
+    Levels are padded into one (B, L, N_max) tensor so that a single topk serves them all,
+    through index tables cached per feature size (no host-to-device copy, so no sync).
+    """
+    device = pred_objectness.device
+    num_levels = len(level_sizes)
+    level_index, level_valid, slot_valid, slot_level = _level_tables(
+        tuple(int(n) for n in level_sizes), int(pre_nms_top_n), torch.device(device)
+    )  # (L, N_max), (L, N_max), (L, k), (L*k,)
+    k = slot_valid.shape[1]
+    if num_levels == 1:
+        top_logits, top_pos = pred_objectness.topk(k, dim=1)  # (B, k)
+        top_logits, top_pos = top_logits[:, None], top_pos[:, None]  # (B, 1, k)
+    else:
+        padded = pred_objectness[:, level_index]  # (B, L, N_max)
+        padded = padded.masked_fill(~level_valid, float("-inf"))
+        top_logits, top_pos = padded.topk(k, dim=2)  # (B, L, k)
+    top_idx = level_index[torch.arange(num_levels, device=device)[:, None], top_pos]  # (B, L, k)
+    return top_logits, top_idx, slot_valid, slot_level
+
+
 def select_proposals(
     pred_objectness: Tensor,
     pred_deltas: Tensor,
@@ -297,6 +324,10 @@ def select_proposals(
     *,
     box_coder: BoxCoder | None = None,
     image_scales: Tensor | None = None,
+    # The two steps whose sizes rpnkit reads on the host. Only rpnkit.export passes others
+    # (its graph twins, rpnkit/export/graph_ops.py); every other caller keeps these defaults.
+    top_per_level: Callable[..., tuple[Tensor, Tensor, Tensor, Tensor]] = level_top_k,
+    nms: Callable[..., Tensor] = nms_keep,
 ) -> Proposals:
     """Head outputs of the whole batch -> padded proposals, with no loop over images or levels.
 
@@ -309,20 +340,11 @@ def select_proposals(
     device = pred_objectness.device
     num_levels = len(level_sizes)
 
-    # 1. Top-N per level by objectness, before decoding anything: levels are padded into one
-    #    (B, L, N_max) tensor so that a single topk serves them all.
-    level_index, level_valid, slot_valid, slot_level = _level_tables(
-        tuple(int(n) for n in level_sizes), int(config.pre_nms_top_n), torch.device(device)
-    )  # (L, N_max), (L, N_max), (L, k), (L*k,)
+    # 1. Top-N per level by objectness, before decoding anything.
+    top_logits, top_idx, slot_valid, slot_level = top_per_level(
+        pred_objectness, level_sizes, config.pre_nms_top_n
+    )  # (B, L, k), (B, L, k), (L, k), (L*k,)
     k = slot_valid.shape[1]
-    if num_levels == 1:
-        top_logits, top_pos = pred_objectness.topk(k, dim=1)  # (B, k)
-        top_logits, top_pos = top_logits[:, None], top_pos[:, None]  # (B, 1, k)
-    else:
-        padded = pred_objectness[:, level_index]  # (B, L, N_max)
-        padded = padded.masked_fill(~level_valid, float("-inf"))
-        top_logits, top_pos = padded.topk(k, dim=2)  # (B, L, k)
-    top_idx = level_index[torch.arange(num_levels, device=device)[:, None], top_pos]  # (B, L, k)
 
     # 2. Decode only the selected anchors and clip them to their image.
     flat_idx = top_idx.reshape(num_images, -1)  # (B, L*k)
@@ -348,7 +370,7 @@ def select_proposals(
 
     # 4. NMS within each (image, level) group, or within each image across levels.
     levels = slot_level[None].expand(num_images, -1)  # (B, L*k)
-    keep = _suppress(boxes, scores, valid, config, num_levels=num_levels, k=k)
+    keep = _suppress(boxes, scores, valid, config, num_levels=num_levels, k=k, nms=nms)
 
     # 5. Top-K per image over the survivors of every level.
     num_out = min(config.post_nms_top_n, logits.shape[1])
@@ -367,7 +389,14 @@ def select_proposals(
 
 
 def _suppress(
-    boxes: Tensor, scores: Tensor, valid: Tensor, config: ProposalConfig, *, num_levels: int, k: int
+    boxes: Tensor,
+    scores: Tensor,
+    valid: Tensor,
+    config: ProposalConfig,
+    *,
+    num_levels: int,
+    k: int,
+    nms: Callable[..., Tensor] = nms_keep,
 ) -> Tensor:
     """(B, L*k, 4) boxes, (B, L*k) scores and validity, each level's k slots sorted by
     decreasing logit -> (B, L*k) kept after NMS. Ranking is by probability with ties in (level,
@@ -376,7 +405,7 @@ def _suppress(
     num_images = boxes.shape[0]
     if config.nms_per_level or num_levels == 1:
         # each (image, level) row of k boxes is already sorted by decreasing logit
-        return nms_keep(
+        return nms(
             boxes.view(num_images * num_levels, k, 4),
             valid.view(num_images * num_levels, k),
             config.nms_threshold,
@@ -384,7 +413,7 @@ def _suppress(
         ).view(num_images, -1)
     ranked = scores.masked_fill(~valid, -1.0)
     order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, L*k)
-    sorted_keep = nms_keep(
+    sorted_keep = nms(
         boxes.gather(1, order[..., None].expand(-1, -1, 4)),
         valid.gather(1, order),
         config.nms_threshold,

@@ -1,0 +1,126 @@
+"""``torch.export`` and ONNX export of an ``ExportableModel``, with a dynamic batch and dynamic
+image height and width (multiples of 32), and ``export_onnx``: a checkpoint to an ONNX file.
+
+The ONNX file is made from the ``torch.export`` program (``torch.onnx.export`` of an
+``ExportedProgram``), so the two exports are one graph: what the program computes, the ONNX
+graph computes, with the translations of ``graph_ops.onnx_translations``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..engine.checkpoint import load_model
+from ..modeling.sizes import SIZE_DIVISIBLE
+from .model import INPUT_NAMES, ExportableModel
+
+DEFAULT_OPSET = 18
+MIN_OPSET = 18  # the graph's translations are written in opset 18 (RoiAlign's modes need 16)
+MAX_BATCH = 1024
+MAX_SIDE = 8192  # pixels; the graph has no other upper bound
+
+
+def dynamic_shapes() -> dict[str, dict[int, object]]:
+    """A dynamic batch (1 to ``MAX_BATCH``) and dynamic height and width (multiples of 32 up
+    to ``MAX_SIDE``), for ``torch.export.export``'s ``dynamic_shapes``."""
+    Dim = torch.export.Dim
+    batch = Dim("batch", min=1, max=MAX_BATCH)
+    steps = MAX_SIDE // SIZE_DIVISIBLE
+    height = SIZE_DIVISIBLE * Dim("height_blocks", min=1, max=steps)
+    width = SIZE_DIVISIBLE * Dim("width_blocks", min=1, max=steps)
+    return {"images": {0: batch, 2: height, 3: width}, "image_sizes": {0: batch}}
+
+
+def example_inputs(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two blank 96x128 images (distinct sizes, so that nothing is specialised to 1 or to
+    height == width) on the model's device, for tracing."""
+    device = next(model.parameters()).device
+    images = torch.zeros(2, 3, 96, 128, dtype=torch.uint8, device=device)
+    sizes = torch.tensor([[96, 128], [64, 96]], dtype=torch.int64, device=device)
+    return images, sizes
+
+
+def export_program(model: ExportableModel) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of the wrapped model with a dynamic batch, height and width.
+    Its NMS is the op ``rpnkit::nms_keep`` (rpnkit's own ``nms_keep``), so running the program
+    needs ``rpnkit.export`` imported, which registers it."""
+    if not isinstance(model, ExportableModel):
+        raise ValueError("export_program takes an ExportableModel: wrap the model first")
+    with torch.no_grad():
+        return torch.export.export(
+            model.eval(), example_inputs(model), dynamic_shapes=dynamic_shapes(), strict=False
+        )
+
+
+def check_target(out: str | Path, opset: int) -> Path:
+    """``out`` as a Path, or a ValueError for an opset rpnkit's graph cannot use or a folder
+    that does not exist."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset}: rpnkit's graph needs opset {MIN_OPSET} or later")
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise ValueError(f"{out.parent} is not a folder: cannot write {out.name} there")
+    return out
+
+
+def save_onnx(
+    model: ExportableModel,
+    out: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    metadata: dict[str, str] | None = None,
+    program: torch.export.ExportedProgram | None = None,
+) -> Path:
+    """Export ``model`` to the ONNX file ``out`` (one file, weights inside). The
+    inputs and outputs are named as ``INPUT_NAMES`` and ``model.output_names``; ``metadata``
+    goes to the model's metadata_props. ``program``: ``export_program(model)`` when the
+    caller has it already (the ONNX graph is translated from it)."""
+    from .graph_ops import onnx_translations
+
+    out = check_target(out, opset)
+    program = program or export_program(model)
+    with warnings.catch_warnings():
+        # both inputs name their first axis "batch": the exporter warns that it keeps one
+        warnings.filterwarnings("ignore", message=".*shares the same shape constraints.*")
+        onnx_program = torch.onnx.export(
+            program,
+            dynamo=True,
+            input_names=list(INPUT_NAMES),
+            output_names=list(model.output_names),
+            custom_translation_table=onnx_translations(),
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    onnx_program.model.metadata_props.update(metadata or {})
+    onnx_program.save(str(out), external_data=False)
+    return out
+
+
+def export_onnx(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    fp16: bool = False,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """An rpnkit checkpoint (an RPN or a Faster R-CNN) to the ONNX file ``out``: batch norms
+    folded, anchors and NMS in the graph, dynamic batch and image size; ``fp16``: half-precision
+    weights and activations (for a GPU runtime), float32 boxes and scores. See docs/deploy.md
+    for the graph's inputs and outputs."""
+    check_target(out, opset)  # before the model is loaded
+    network, spec = load_model(checkpoint, "cpu")
+    model = ExportableModel(network, fp16=fp16)
+    metadata = {
+        "rpnkit.kind": spec.kind,
+        "rpnkit.preset": spec.model_config.preset,
+        "rpnkit.class_names": json.dumps(list(spec.class_names or [])),
+        "rpnkit.outputs": ",".join(model.output_names),
+        "rpnkit.precision": "fp16" if fp16 else "fp32",
+    }
+    return save_onnx(model, out, opset=opset, metadata=metadata)

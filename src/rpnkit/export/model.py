@@ -1,0 +1,144 @@
+"""``ExportableModel``: a loaded ``ProposalModel`` or ``FasterRCNN`` behind a forward that a
+graph exporter can follow, with fixed-shape padded outputs.
+
+Inputs:
+    images       (B, 3, H, W) uint8 RGB, zero-padded at the bottom and right; H and W are
+                 multiples of 32 (``rpnkit.modeling.sizes.padded_size``), as rpnkit's batches
+    image_sizes  (B, 2) int64 true (height, width) of each image inside the padding
+
+Outputs (padded: the first ``counts[i]`` rows of image i are valid, best first, the rest 0):
+    an RPN         proposals (B, K, 4) float32 xyxy, scores (B, K) float32, counts (B,) int64
+    a Faster R-CNN boxes (B, D, 4) float32 xyxy, scores (B, D) float32, labels (B, D) int64
+                   (1..C-1), counts (B,) int64
+
+K = min(post_nms_top_n, L * pre_nms_top_n) of the RPN's test setting and D =
+``detections_per_image``: the same for every batch and image size. Boxes are in pixels of the
+network input.
+
+uint8 images, not float: that is how rpnkit's own batches travel (a quarter of float32's
+bytes), normalisation then happens inside the graph, exactly as in ``ProposalModel``, and
+nobody has to remember whether the graph wants [0, 1] or [0, 255].
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import Tensor, nn
+
+from ..engine.device import fold_for_inference
+from ..modeling.detector import FasterRCNN
+from ..modeling.proposal_model import ProposalModel, normalize
+from ..modeling.roi_heads import Detections, postprocess_detections
+from ..modeling.rpn import Proposals, select_proposals
+from .graph_ops import (
+    graph_anchors,
+    graph_level_top_k,
+    graph_nms,
+    graph_pool_levels,
+    level_sizes,
+    static_same_padding,
+)
+
+INPUT_NAMES = ("images", "image_sizes")
+RPN_OUTPUT_NAMES = ("proposals", "scores", "counts")
+DETECTOR_OUTPUT_NAMES = ("boxes", "scores", "labels", "counts")
+
+
+class ExportableModel(nn.Module):
+    """A copy of ``model`` (a ``ProposalModel`` or ``FasterRCNN``) with its batch norms folded
+    (``fold_for_inference``), in eval mode, whose ``forward(images, image_sizes)`` returns a
+    tuple of padded tensors (see the module docstring) through rpnkit's own modeling
+    functions, with the graph twins of ``graph_ops`` in the steps whose sizes rpnkit reads on
+    the host.
+
+    ``fp16``: the convolutions and linear layers in float16 (weights and activations, for a
+    GPU); the anchors, box decoding, NMS, RoI pooling and the outputs stay float32.
+    """
+
+    def __init__(self, model: nn.Module, *, fp16: bool = False) -> None:
+        super().__init__()
+        if not isinstance(model, ProposalModel | FasterRCNN):
+            raise ValueError(
+                f"ExportableModel wraps a ProposalModel or a FasterRCNN, got {type(model).__name__}"
+            )
+        model = fold_for_inference(copy.deepcopy(model))  # the caller's model is left as it is
+        self.model = model
+        self.is_detector = isinstance(model, FasterRCNN)
+        self.first_stage = model.first_stage if self.is_detector else model
+        self.backbone = static_same_padding(self.first_stage.backbone)
+        self.dtype = torch.float16 if fp16 else torch.float32
+        if fp16:
+            self.backbone.half()
+            self.first_stage.rpn.head.half()
+            if self.is_detector:
+                model.roi_heads.box_head.half()
+        self.first_stage.use_channels_last(False)  # an export-time layout is the runtime's call
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return DETECTOR_OUTPUT_NAMES if self.is_detector else RPN_OUTPUT_NAMES
+
+    def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, ...]:
+        """(B, 3, H, W) uint8, (B, 2) int64 -> the padded outputs named ``output_names``."""
+        features = self.features(images, image_sizes)
+        proposals = self.propose(features, image_sizes)
+        if not self.is_detector:
+            return proposals.boxes, proposals.scores, proposals.num
+        found = self.detect(features, proposals, image_sizes)
+        return found.boxes, found.scores, found.labels, found.num
+
+    def features(self, images: Tensor, image_sizes: Tensor) -> list[Tensor]:
+        """``ProposalModel.features``, the backbone in ``self.dtype``."""
+        stage = self.first_stage
+        x = normalize(images, image_sizes, stage.pixel_mean, stage.pixel_std)
+        return self.backbone(x.to(self.dtype))
+
+    def propose(self, features: list[Tensor], image_sizes: Tensor) -> Proposals:
+        """``RegionProposalNetwork.forward`` at inference, anchors computed from the shapes."""
+        rpn = self.first_stage.rpn
+        pred_objectness, pred_deltas = rpn.head.flatten(*rpn.head(features))
+        return select_proposals(
+            pred_objectness.float(),
+            pred_deltas.float(),
+            graph_anchors(rpn.anchor_generator, features),
+            level_sizes(rpn.anchor_generator, features),
+            image_sizes,
+            rpn.config.test_proposals,
+            box_coder=rpn.box_coder,
+            top_per_level=graph_level_top_k,
+            nms=graph_nms,
+        )
+
+    def detect(
+        self, features: list[Tensor], proposals: Proposals, image_sizes: Tensor
+    ) -> Detections:
+        """``RoIHeads.forward`` at inference on every proposal slot (padding included: the
+        graph cannot trim it, and ``valid`` masks it out of the detections)."""
+        heads = self.model.roi_heads
+        pooled_features = [f.float() for f in features[: self.model.pooled_levels]]
+        pooled = heads.pooler(pooled_features, proposals.boxes, pool_levels=graph_pool_levels)
+        logits, deltas = heads.box_head(pooled.to(self.dtype))
+        return postprocess_detections(
+            logits.float(),
+            deltas.float(),
+            proposals.boxes,
+            proposals.valid,
+            image_sizes,
+            heads.config,
+            heads.coder,
+            nms=graph_nms,
+        )
+
+    @torch.no_grad()
+    def reference(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, ...]:
+        """The same outputs from rpnkit's own forward on the same (folded) weights: what the
+        export is checked against (float32 only)."""
+        if self.dtype != torch.float32:
+            raise ValueError("reference() runs the float32 model: wrap it without fp16")
+        if not self.is_detector:
+            found = self.model(images, image_sizes).proposals
+            return found.boxes, found.scores, found.num
+        found = self.model(images, image_sizes).detections
+        return found.boxes, found.scores, found.labels, found.num

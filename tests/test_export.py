@@ -1,0 +1,284 @@
+"""Export: the ONNX graph, run by ONNX Runtime (CPU), and the torch.export program give rpnkit's
+own outputs on the same inputs, for an RPN and a Faster R-CNN on the tiny preset, at batch
+sizes and image sizes other than the one traced; the fp16 graph; the command line.
+
+Tolerances: the same boxes at IoU >= 0.99 and the same scores to 1e-4. ONNX Runtime computes
+the same float32 function with other kernels (convolutions accumulate in another order, its
+optimiser fuses operations), which moves logits by about 1e-6 relative: measured here, scores
+differ by at most 6e-8 and boxes by at most 3e-5 px. Scores lie in [0, 1], so 1e-4 leaves a
+margin of over 1000x. Box coordinates scale with the anchor (up to 208 px on the tiny preset)
+and exp() of the deltas, so the box check is scale-free: IoU >= 0.99. Rows are matched in
+order but may swap with a neighbour whose score is within the tolerance: two near-equal
+scores can rank either way in two runtimes.
+"""
+
+import json
+import shutil
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from rpnkit.cli import main
+from rpnkit.data import SyntheticShapes
+from rpnkit.engine.checkpoint import DETECTOR, ModelSpec, save_model
+from rpnkit.export import (
+    DETECTOR_OUTPUT_NAMES,
+    INPUT_NAMES,
+    RPN_OUTPUT_NAMES,
+    ExportableModel,
+    export_program,
+    save_onnx,
+)
+from rpnkit.modeling.boxes import box_iou
+from rpnkit.modeling.presets import build_detector, build_model, detector_config, preset_config
+from rpnkit.modeling.sizes import padded_size
+
+SCORE_TOLERANCE = 1e-4
+MIN_IOU = 0.99
+CLASSES = ("circle", "square", "triangle", "diamond")
+
+
+# ---------------------------------------------------------------- models, images and sessions
+
+
+def tiny_rpn() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(preset_config("tiny")).eval()
+
+
+def tiny_detector(num_classes: int = len(CLASSES), *, raise_scores: bool = True):
+    """The tiny preset's Faster R-CNN; ``raise_scores`` scales the class layer (as conftest's
+    ``tiny_detector_pair``) so that many detections pass the 0.05 score threshold."""
+    torch.manual_seed(0)
+    model = build_detector(detector_config(preset_config("tiny"), num_classes)).eval()
+    if raise_scores:
+        with torch.no_grad():
+            torch.nn.init.normal_(model.roi_heads.box_head.cls_score.weight, std=0.3)
+    return model
+
+
+def padded_batch(crops: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, h, w) uint8 images -> a (B, 3, H, W) batch padded to multiples of 32, (B, 2) sizes."""
+    h, w = padded_size(max(c.shape[1] for c in crops), max(c.shape[2] for c in crops))
+    images = torch.zeros(len(crops), 3, h, w, dtype=torch.uint8)
+    for i, c in enumerate(crops):
+        images[i, :, : c.shape[1], : c.shape[2]] = c
+    return images, torch.tensor([c.shape[1:] for c in crops], dtype=torch.int64)
+
+
+SHAPES = SyntheticShapes(4, seed=5)
+CROPS = [  # different sizes, none a multiple of 32 but the first
+    SHAPES[0]["image"],
+    SHAPES[1]["image"][:, :200, :170],
+    SHAPES[2]["image"][:, :90, :250],
+    SHAPES[3]["image"][:, :45, :61],
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    """kind -> (ExportableModel, ONNX Runtime session, .onnx path, torch.export program or
+    None). The detector is saved as a checkpoint and exported through ``rpnkit export`` (the
+    command line and ``export_onnx``); the RPN through ``export_program`` and ``save_onnx``,
+    which keeps its program for the torch.export test."""
+    folder = tmp_path_factory.mktemp("export")
+    spec = ModelSpec(DETECTOR, detector_config(preset_config("tiny"), len(CLASSES)), CLASSES)
+    checkpoint = save_model(folder / "detector.safetensors", tiny_detector(), spec)
+    out = folder / "detector.onnx"
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)]
+    assert main(argv) == 0
+    found = {"detector": (ExportableModel(tiny_detector()), session(out), out, None)}
+    rpn = ExportableModel(tiny_rpn())
+    program = export_program(rpn)
+    out = save_onnx(rpn, folder / "rpn.onnx", program=program)
+    found["rpn"] = (rpn, session(out), out, program)
+    return found
+
+
+def session(path) -> "ort.InferenceSession":
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def run(sess, images: torch.Tensor, sizes: torch.Tensor) -> list[torch.Tensor]:
+    feeds = {"images": images.numpy(), "image_sizes": sizes.numpy()}
+    return [torch.from_numpy(out) for out in sess.run(None, feeds)]
+
+
+# ---------------------------------------------------------------- comparing outputs
+
+
+def assert_same_outputs(got, ref) -> None:
+    """``got`` and ``ref``: (boxes, scores, counts) or (boxes, scores, labels, counts)."""
+    counts_got, counts_ref = got[-1], ref[-1]
+    assert counts_got.dtype == torch.int64 and torch.equal(counts_got, counts_ref)
+    labels = len(got) == 4
+    for i, n in enumerate(counts_ref.tolist()):
+        rows = [t[i, :n] for t in got[:-1]], [t[i, :n] for t in ref[:-1]]
+        assert_same_rows(*rows, labels=labels)
+        for t in got[:-1]:  # the padding is zeros
+            assert not t[i, n:].any()
+
+
+def assert_same_rows(got, ref, *, labels: bool) -> None:
+    """The same rows in the same order, up to neighbours whose scores are within the tolerance
+    (and, at the end of the list, a last row tied within the tolerance with one left out)."""
+    boxes, scores = got[0], got[1]
+    ref_boxes, ref_scores = ref[0], ref[1]
+    n = len(ref_scores)
+    iou = box_iou(boxes, ref_boxes)  # (n, n)
+    alike = (iou >= MIN_IOU) & ((scores[:, None] - ref_scores[None, :]).abs() <= SCORE_TOLERANCE)
+    if labels:
+        alike &= got[2][:, None] == ref[2][None, :]
+    if n and bool(alike.diagonal().all()):
+        return
+    # near-equal scores may rank either way: match each row to a free alike one
+    free = torch.ones(n, dtype=torch.bool)
+    for i in range(n):
+        options = (alike[i] & free).nonzero().flatten()
+        if len(options) == 0:
+            tied_at_end = (scores[i] - ref_scores[-1]).abs() <= SCORE_TOLERANCE
+            assert tied_at_end, f"row {i} ({boxes[i].tolist()}, {float(scores[i])}) not found"
+            continue
+        free[options[0]] = False
+
+
+# ---------------------------------------------------------------- ONNX Runtime against PyTorch
+
+
+@pytest.mark.parametrize("kind", ["rpn", "detector"])
+@pytest.mark.parametrize("batch", [1, 3], ids=["batch1", "batch3"])
+def test_onnx_runtime_gives_rpnkits_outputs(exported, kind, batch):
+    model, sess, *_ = exported[kind]
+    images, sizes = padded_batch(CROPS[:batch])
+    got = run(sess, images, sizes)
+    ref = model.reference(images, sizes)
+    assert (got[-1] > 0).all()
+    assert_same_outputs(got, ref)
+
+
+def test_the_graph_has_the_documented_inputs_and_outputs(exported):
+    for kind, names in (("rpn", RPN_OUTPUT_NAMES), ("detector", DETECTOR_OUTPUT_NAMES)):
+        model, sess, path, _ = exported[kind]
+        assert [i.name for i in sess.get_inputs()] == list(INPUT_NAMES)
+        assert [i.type for i in sess.get_inputs()] == ["tensor(uint8)", "tensor(int64)"]
+        assert [o.name for o in sess.get_outputs()] == list(names)
+        images, sizes = padded_batch(CROPS[:2])
+        outputs = run(sess, images, sizes)
+        k = model.first_stage.rpn.config.test_proposals.post_nms_top_n
+        width = k if kind == "rpn" else model.model.roi_heads.config.detections_per_image
+        assert outputs[0].shape == (2, width, 4) and outputs[0].dtype == torch.float32
+        assert outputs[1].shape == (2, width) and outputs[-1].shape == (2,)
+        graph = onnx.load(str(path))
+        ops = {node.op_type for node in graph.graph.node}
+        assert "NonMaxSuppression" in ops and "BatchNormalization" not in ops  # folded
+        assert ("RoiAlign" in ops) == (kind == "detector")
+    # rpnkit export records what the file is
+    metadata = {p.key: p.value for p in onnx.load(str(exported["detector"][2])).metadata_props}
+    assert metadata["rpnkit.kind"] == "faster-rcnn" and metadata["rpnkit.preset"] == "tiny"
+    assert json.loads(metadata["rpnkit.class_names"]) == list(CLASSES)
+
+
+def test_one_export_runs_other_batches_and_image_sizes(exported):
+    """The graph was traced at batch 2, 96x128: other batches, a 32x32 image (one position
+    on the stride-32 level, fewer anchors than pre_nms_top_n), tall and wide images."""
+    model, sess, *_ = exported["detector"]
+    cases = [
+        [SHAPES[0]["image"][:, :32, :32]],
+        [SHAPES[1]["image"][:, :256, :40]] * 2,
+        [c[:, :60, :] for c in CROPS],  # 4 images, up to 60x256
+    ]
+    for crops in cases:
+        images, sizes = padded_batch(crops)
+        assert_same_outputs(run(sess, images, sizes), model.reference(images, sizes))
+
+
+def test_no_detection_is_zero_counts_and_zero_padding(tmp_path):
+    """An untrained detector over 90 classes: every class score is about 1/91, below 0.05, so
+    no image has a detection, in ONNX Runtime as in PyTorch."""
+    model = ExportableModel(tiny_detector(90, raise_scores=False))
+    sess = session(save_onnx(model, tmp_path / "none.onnx"))
+    blank = torch.zeros(3, 64, 64, dtype=torch.uint8)
+    images, sizes = padded_batch([CROPS[0], blank])
+    got, ref = run(sess, images, sizes), model.reference(images, sizes)
+    assert got[-1].tolist() == ref[-1].tolist() == [0, 0]
+    assert not any(t.any() for t in got[:-1])
+
+
+# ---------------------------------------------------------------- fp16 and torch.export
+
+
+def test_fp16_graph_has_half_weights_and_float32_outputs(exported, tmp_path):
+    """The fp16 graph (for a GPU) runs on ONNX Runtime's CPU too: its best detections are
+    rpnkit's float32 ones, to half precision's tolerance (IoU 0.9, scores 1e-2)."""
+    reference = exported["detector"][0]
+    path = save_onnx(ExportableModel(tiny_detector(), fp16=True), tmp_path / "fp16.onnx")
+    graph = onnx.load(str(path)).graph
+    convs = {n.input[1] for n in graph.node if n.op_type == "Conv"}
+    weights = {i.name: i.data_type for i in graph.initializer if i.name in convs}
+    assert weights and set(weights.values()) == {onnx.TensorProto.FLOAT16}
+    images, sizes = padded_batch(CROPS[:2])
+    got, ref = run(session(path), images, sizes), reference.reference(images, sizes)
+    assert got[0].dtype == got[1].dtype == torch.float32
+    for i in range(2):
+        top = min(10, int(ref[-1][i]))
+        iou = box_iou(ref[0][i, :top], got[0][i, :top]).max(dim=1).values
+        assert (iou >= 0.9).all()
+        assert torch.allclose(got[1][i, :top], ref[1][i, :top], atol=1e-2)
+
+
+@pytest.mark.parametrize("kind", ["rpn", "detector"])
+def test_torch_export_program_has_a_dynamic_batch_and_rpnkits_outputs(exported, kind):
+    model, _, _, program = exported[kind]
+    program = program or export_program(model)
+    inputs = program.graph_signature.user_inputs
+    shapes = {n.name: n.meta["val"].shape for n in program.graph.nodes if n.name in inputs}
+    symbolic = [isinstance(d, torch.SymInt) for d in (*shapes["images"], *shapes["image_sizes"])]
+    assert symbolic == [True, False, True, True, True, False]  # batch, height, width
+    module = program.module()
+    for crops in (CROPS[:1], CROPS[:3]):  # traced at batch 2
+        images, sizes = padded_batch(crops)
+        with torch.no_grad():
+            got = module(images, sizes)
+        assert_same_outputs(list(got), model.reference(images, sizes))
+
+
+# ---------------------------------------------------------------- the command line and the docs
+
+
+def test_export_errors_are_one_line(exported, tmp_path, capsys):
+    missing = ["export", "--checkpoint", str(tmp_path / "none.safetensors")]
+    assert main([*missing, "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main([*missing, "--opset", "0"]) == 2
+    assert "argument --opset: must be an integer >= 1" in capsys.readouterr().err
+    checkpoint = str(exported["detector"][2].with_suffix(".safetensors"))  # the fixture's
+    assert main(["export", "--checkpoint", checkpoint, "--opset", "17"]) == 2
+    assert "needs opset 18 or later" in capsys.readouterr().err
+    nowhere = str(tmp_path / "no" / "m.onnx")
+    assert main(["export", "--checkpoint", checkpoint, "--out", nowhere]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_the_deploy_guide_snippet_runs(exported, tmp_path):
+    """docs/deploy.md's ONNX Runtime snippet, as written, on a detector and a photo."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    guide = Path(__file__).resolve().parents[1] / "docs" / "deploy.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), flags=re.S)
+    snippet = next(b for b in blocks if "onnxruntime" in b)
+    shutil.copy(exported["detector"][2], tmp_path / "model.onnx")
+    Image.fromarray(SHAPES[2]["image"].permute(1, 2, 0).numpy()).save(tmp_path / "photo.jpg")
+    (tmp_path / "snippet.py").write_text(snippet)
+    done = subprocess.run(
+        [sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = re.search(r"^(\d+) detections", done.stdout, flags=re.M)
+    assert found and int(found.group(1)) > 0, done.stdout
