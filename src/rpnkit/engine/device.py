@@ -1,5 +1,5 @@
-"""Where and in what precision inference runs: the device, autocast, and batch-norm folding,
-decided here for every caller (the runtime, training-time evaluation, the CLI)."""
+"""Where and in what precision inference runs: the device, autocast, batch-norm folding and
+compilation, decided here for every caller (the runtime, training-time evaluation, the CLI)."""
 
 from __future__ import annotations
 
@@ -45,4 +45,18 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     model.eval()
     probe = torch.rand(1, 3, 128, 128, device=next(model.parameters()).device)
     fold_batch_norm(model.backbone, probe)
+    return model
+
+
+def compile_in_place(model: nn.Module, backend: str = "inductor") -> nn.Module:
+    """``torch.compile`` the model's forward in place with ``backend`` (``nn.Module.compile``: the module, its
+    attributes and its state dict stay as they are), and its first stage's too where it has
+    one (propose and evaluate call a detector's first stage on its own). rpnkit's forward has
+    no graph break, in inference and in a training step (tests/test_compile.py): NMS and the
+    RoI pooler are opaque ops under compilation. The first call of each input shape compiles
+    (tens of seconds); after a second shape, sizes are traced as dynamic."""
+    model.compile(backend=backend)
+    first_stage = getattr(model, "first_stage", None)
+    if isinstance(first_stage, nn.Module):
+        first_stage.compile(backend=backend)
     return model

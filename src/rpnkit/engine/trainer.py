@@ -63,6 +63,9 @@ class TrainConfig:
     eval_every: int = 0
     checkpoint_every: int = 0
     sync_bn: bool = False
+    # torch.compile the training step's forward (and so its backward): True for inductor, or
+    # a backend's name
+    compile: bool | str = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -79,6 +82,7 @@ class TrainConfig:
             "log_every": self.log_every >= 1,
             "eval_every": self.eval_every >= 0,
             "checkpoint_every": self.checkpoint_every >= 0,
+            "compile": isinstance(self.compile, bool) or bool(self.compile),  # a backend's name
         }
         for name, ok in checks.items():
             if not ok:
@@ -196,6 +200,8 @@ class Trainer:
         if context.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if config.compile:  # in place: checkpoints keep the model's own names
+            self.net.compile(backend="inductor" if config.compile is True else config.compile)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.scaler = torch.amp.GradScaler(enabled=config.amp == "fp16")
         return state

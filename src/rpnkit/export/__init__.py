@@ -1,7 +1,7 @@
 """Export of rpnkit's models: ONNX and ``torch.export``, every export workaround in this room.
 
 - ``graph_ops``: the graph twins of the inference steps whose sizes rpnkit reads on the host
-  (anchors from symbolic feature sizes, per-level top-k, NMS as the op ``rpnkit::nms_keep`` /
+  (anchors from symbolic feature sizes, per-level top-k, NMS as the op ``rpnkit::nms_mask`` /
   ONNX ``NonMaxSuppression``, RoI pooling by level), and the ONNX translations they need. The
   module docstring says what each replaces and why.
 - ``model``: ``ExportableModel``, a loaded ``ProposalModel`` or ``FasterRCNN`` (batch norms

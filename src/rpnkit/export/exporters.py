@@ -47,8 +47,8 @@ def example_inputs(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 
 def export_program(model: ExportableModel) -> torch.export.ExportedProgram:
     """``torch.export.export`` of the wrapped model with a dynamic batch, height and width.
-    Its NMS is the op ``rpnkit::nms_keep`` (rpnkit's own ``nms_keep``), so running the program
-    needs ``rpnkit.export`` imported, which registers it."""
+    Its NMS is the op ``rpnkit::nms_mask`` (rpnkit's own ``nms_keep``), so running the program
+    needs ``rpnkit`` imported, which registers it."""
     if not isinstance(model, ExportableModel):
         raise ValueError("export_program takes an ExportableModel: wrap the model first")
     with torch.no_grad():

@@ -29,7 +29,8 @@ slot count, and with it the proposal count K = min(post_nms_top_n, L * pre_nms_t
 same for every image size. rpnkit's own path takes min(pre_nms_top_n, anchors) per level, so
 its K can be smaller on small images. The valid proposals are the same.
 
-**NMS** (``graph_nms``): a custom op, ``rpnkit::nms_keep``, with ``nms_keep``'s fixed (G, N)
+**NMS** (``graph_nms``): the custom op ``rpnkit::nms_mask`` (``modeling.nms``, where
+torch.compile uses it too), with ``nms_keep``'s fixed (G, N)
 keep-mask contract. In ``torch.export`` its kernel is rpnkit's ``nms_keep`` itself (Triton on
 CUDA, torchvision's kernel on the CPU), so the exported program gives rpnkit's results. In
 ONNX it becomes one ``NonMaxSuppression`` node. Its batch axis is the G groups: (image, level)
@@ -60,9 +61,8 @@ from torch import Tensor, nn
 
 from ..modeling.anchors import AnchorGenerator
 from ..modeling.backbones.efficientnet_lite import Conv2dSame
-from ..modeling.nms import nms_keep
+from ..modeling.nms import nms_mask
 
-NMS_OP_NAME = "rpnkit::nms_keep"
 
 
 # --- the backbone -------------------------------------------------------------------------------
@@ -157,19 +157,6 @@ def graph_level_top_k(
 # --- NMS ----------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op(NMS_OP_NAME, mutates_args=())
-def _nms_keep_op(
-    boxes: Tensor, valid: Tensor, classes: Tensor, iou_threshold: float, max_keep: int
-) -> Tensor:
-    """rpnkit's own NMS behind an opaque fixed-shape op: (G, N, 4), (G, N), (G, N) -> (G, N)."""
-    return nms_keep(boxes, valid, iou_threshold, classes=classes, max_keep=max_keep)
-
-
-@_nms_keep_op.register_fake
-def _(boxes: Tensor, valid: Tensor, classes: Tensor, iou_threshold: float, max_keep: int):
-    return torch.empty_like(valid)
-
-
 def graph_nms(
     boxes: Tensor,
     valid: Tensor,
@@ -178,15 +165,15 @@ def graph_nms(
     classes: Tensor | None = None,
     max_keep: int | None = None,
 ) -> Tensor:
-    """``nms.nms_keep``'s signature and contract, as the op ``rpnkit::nms_keep``."""
+    """``nms.nms_keep``'s signature and contract, as the op ``rpnkit::nms_mask``."""
     if classes is None:
         classes = torch.zeros(valid.shape, dtype=torch.int64, device=valid.device)
     limit = boxes.shape[1] if max_keep is None else int(max_keep)
-    return _nms_keep_op(boxes.float(), valid, classes.to(torch.int64), float(iou_threshold), limit)
+    return nms_mask(boxes.float(), valid, classes.to(torch.int64), float(iou_threshold), limit)
 
 
 def nms_keep_onnx(boxes, valid, classes, iou_threshold: float, max_keep: int):
-    """The ONNX translation of ``rpnkit::nms_keep`` (onnxscript, traced by the exporter):
+    """The ONNX translation of ``rpnkit::nms_mask`` (onnxscript, traced by the exporter):
     ``NonMaxSuppression`` with the G groups as its batch, the classes as its classes and the
     boxes' ranks as scores, then the selected indices scattered into a (G, N) mask."""
     from onnxscript import opset18 as op
@@ -240,7 +227,7 @@ def onnx_translations() -> dict[Callable, Callable]:
     """The exporter's ``custom_translation_table``: the op defined here, the stable sort and
     RoIPool."""
     return {
-        torch.ops.rpnkit.nms_keep.default: nms_keep_onnx,
+        torch.ops.rpnkit.nms_mask.default: nms_keep_onnx,
         torch.ops.aten.sort.stable: sort_stable_onnx,
         torch.ops.torchvision.roi_pool.default: roi_pool_onnx,
     }
@@ -256,7 +243,7 @@ def graph_pool_levels(
     levels: Tensor,
     pool: Callable[[Tensor, Tensor, int], Tensor],
 ) -> Tensor:
-    """``roi_heads.pool_sorted_by_level`` without host reads: each level's RoIs selected with
+    """``pooling.pool_sorted_by_level`` without host reads: each level's RoIs selected with
     ``nonzero``, pooled, and scattered back. (N, 5), (N,) -> (N, ch, S, S)."""
     out = None
     for level, (feature, stride) in enumerate(zip(features, strides)):

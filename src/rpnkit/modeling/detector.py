@@ -71,7 +71,7 @@ class FasterRCNN(Freezable):
             found, rpn_losses = rpn_out.proposals, rpn_out.losses  # no gradient through boxes
         else:
             found, rpn_losses = given_proposals(*proposals), {}
-        if not images.is_cuda and found.boxes.shape[1] > 1:
+        if not images.is_cuda and found.boxes.shape[1] > 1 and not torch.compiler.is_compiling():
             found = trim_padding(found)
         detections, roi_losses, _ = self.roi_heads(
             features[: self.pooled_levels],

@@ -228,8 +228,8 @@ class Matcher:
         all the pairs of their GT boxes, so a GT's best is final within its chunk; anchors'
         bests are merged across chunks.
         """
-        if self.sparse is False:
-            return None
+        if self.sparse is False or torch.compiler.is_compiling():
+            return None  # its sizes depend on the data: torch.compile takes the dense path
         auto = self.sparse is None
         index = cached_anchor_index(anchors)
         if auto and not _index_pays(real.shape, anchors.shape[0], cached=index is not None):
@@ -472,7 +472,10 @@ class BalancedSampler:
         num_pos = torch.clamp(is_pos.sum(dim=1), max=max_pos)  # (B,)
         num_neg = torch.minimum(is_neg.sum(dim=1), self.batch_size_per_image - num_pos)
 
-        keys = torch.rand(labels.shape, generator=generator, device=labels.device)  # in [0, 1)
+        # in [0, 1); no generator argument when there is none: torch.compile's dynamic shapes
+        # reject an explicit generator=None
+        extra = {} if generator is None else {"generator": generator}
+        keys = torch.rand(labels.shape, device=labels.device, **extra)
         pos_idx = torch.topk(
             torch.where(is_pos, keys, -1.0), min(max_pos, num_anchors), dim=1
         ).indices  # (B, P): positives first, since their keys beat -1

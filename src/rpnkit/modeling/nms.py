@@ -34,10 +34,29 @@ def nms_keep(
     """
     if classes is None:
         classes = torch.zeros(valid.shape, dtype=torch.int32, device=valid.device)
+    limit = boxes.shape[1] if max_keep is None else int(max_keep)
     if boxes.is_cuda and _triton_op() is not None:
-        limit = boxes.shape[1] if max_keep is None else int(max_keep)
         return _triton_op()(boxes, valid, classes, float(iou_threshold), limit)
+    if torch.compiler.is_compiling():
+        # torch.compile sees an opaque op of fixed output shape instead of torchvision's
+        # variable-length result: the graph does not break here
+        return nms_mask(boxes, valid, classes, float(iou_threshold), limit)
     return _nms_keep_torchvision(boxes, valid, classes, iou_threshold)
+
+
+@torch.library.custom_op("rpnkit::nms_mask", mutates_args=())
+def nms_mask(
+    boxes: Tensor, valid: Tensor, classes: Tensor, iou_threshold: float, max_keep: int
+) -> Tensor:
+    """``nms_keep`` as an op with a fixed-shape result, (G, N, 4), (G, N), (G, N) -> (G, N)
+    bool: what ``torch.compile`` (on the CPU) and ``torch.export`` see, and what rpnkit.export
+    translates to ONNX's NonMaxSuppression. Its kernel is ``nms_keep`` itself."""
+    return nms_keep(boxes, valid, iou_threshold, classes=classes, max_keep=max_keep)
+
+
+@nms_mask.register_fake
+def _(boxes: Tensor, valid: Tensor, classes: Tensor, iou_threshold: float, max_keep: int):
+    return torch.empty_like(valid)
 
 
 @functools.cache

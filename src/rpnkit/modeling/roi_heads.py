@@ -17,11 +17,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import roi_align, roi_pool
 
 from .boxes import BoxCoder, box_iou, clip_boxes
 from .matching import IGNORE, NEGATIVE, POSITIVE, BalancedSampler, SampledAnchors
 from .nms import nms_keep
+from .pooling import pool_by_level, pool_level, pool_sorted_by_level
 from .rpn import _check_box_coder_weights, _check_choices, _check_ranges  # config validation
 from .structures import GroundTruth
 
@@ -181,29 +181,6 @@ class RoISampler:
         return SampledRoIs(boxes, valid, labels, torch.where(fg[..., None], deltas, 0.0))
 
 
-def pool_sorted_by_level(
-    features: Sequence[Tensor],
-    strides: Sequence[int],
-    rois: Tensor,
-    levels: Tensor,
-    pool: Callable[[Tensor, Tensor, int], Tensor],
-) -> Tensor:
-    """(N, 5) RoIs and (N,) their level -> (N, ch, S, S): ``pool`` run once per level. The
-    RoIs are sorted by level so that each level's RoIs are one contiguous slice, each slice is
-    pooled, and the results are put back in RoI order."""
-    order = levels.argsort(stable=True)
-    # GPU->CPU sync, the only one here: the slice lengths (torchvision's pooler syncs once
-    # per level). A kernel that pools every level in one launch would remove it.
-    counts = torch.bincount(levels, minlength=len(features)).tolist()
-    sorted_rois = rois[order]
-    pooled, start = [], 0
-    for feature, stride, count in zip(features, strides, counts):
-        pooled.append(pool(feature, sorted_rois[start : start + count], stride))
-        start += count
-    by_level = torch.cat(pooled)  # (N, ch, S, S) in level order
-    return torch.empty_like(by_level).index_copy(0, order, by_level)
-
-
 class MultiLevelRoIPooler(nn.Module):
     """RoIAlign or RoIPool from torchvision's kernels; on a pyramid each box goes to level
     k = floor(4 + log2(sqrt(w h) / 224)), clamped to the pooled levels."""
@@ -240,19 +217,20 @@ class MultiLevelRoIPooler(nn.Module):
         rois = torch.cat([batch_index[:, None].to(flat.dtype), flat], dim=1)  # (B*R, 5)
         if len(features) == 1:
             return self._pool(features[0], rois, self.strides[0])
-        return pool_levels(features, self.strides, rois, self.levels(flat), self._pool)
+        levels = self.levels(flat)
+        if torch.compiler.is_compiling() and pool_levels is pool_sorted_by_level:
+            # one opaque op instead of a graph break at the slice lengths read on the host
+            c = self.config
+            settings = (c.pooled_size, c.sampling_ratio, c.pooler == "align")
+            return pool_by_level(list(features), rois, levels, self.strides, *settings)
+        return pool_levels(features, self.strides, rois, levels, self._pool)
 
     def _pool(self, feature: Tensor, rois: Tensor, stride: int) -> Tensor:
-        size = self.config.pooled_size
-        if self.config.pooler == "align":
-            return roi_align(
-                feature,
-                rois,
-                size,
-                spatial_scale=1.0 / stride,
-                sampling_ratio=self.config.sampling_ratio,
-            )
-        return roi_pool(feature, rois, size, spatial_scale=1.0 / stride)
+        c = self.config
+        align = c.pooler == "align"
+        return pool_level(
+            feature, rois, stride, size=c.pooled_size, sampling_ratio=c.sampling_ratio, align=align
+        )
 
 
 class BoxHead(nn.Module):
