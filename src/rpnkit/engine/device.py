@@ -49,12 +49,13 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
 
 
 def compile_in_place(model: nn.Module, backend: str = "inductor") -> nn.Module:
-    """``torch.compile`` the model's forward in place with ``backend`` (``nn.Module.compile``: the module, its
-    attributes and its state dict stay as they are), and its first stage's too where it has
-    one (propose and evaluate call a detector's first stage on its own). rpnkit's forward has
-    no graph break, in inference and in a training step (tests/test_compile.py): NMS and the
-    RoI pooler are opaque ops under compilation. The first call of each input shape compiles
-    (tens of seconds); after a second shape, sizes are traced as dynamic."""
+    """``torch.compile`` the model's forward in place with ``backend`` (``nn.Module.compile``:
+    the module, its attributes and its state dict stay as they are), and its first stage's too
+    where it has one (propose and evaluate call a detector's first stage on its own).
+    rpnkit's forward has no graph break, in inference and in a training step
+    (tests/test_compile.py): NMS and the RoI pooler are opaque ops under compilation. The
+    first call of each input shape compiles (tens of seconds); after a second shape, sizes
+    are traced as dynamic."""
     model.compile(backend=backend)
     first_stage = getattr(model, "first_stage", None)
     if isinstance(first_stage, nn.Module):

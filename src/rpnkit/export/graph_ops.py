@@ -63,8 +63,6 @@ from ..modeling.anchors import AnchorGenerator
 from ..modeling.backbones.efficientnet_lite import Conv2dSame
 from ..modeling.nms import nms_mask
 
-
-
 # --- the backbone -------------------------------------------------------------------------------
 
 
