@@ -114,6 +114,19 @@ def effnet_lite0_fpn_config() -> ModelConfig:
     )
 
 
+def with_objectness_mode(config: ModelConfig, mode: str) -> ModelConfig:
+    """The config with its RPN's objectness learnt as ``mode``: ``"classification"`` or OLN's
+    ``"localization"`` (any preset with a sigmoid head; the paper's softmax head has none)."""
+    return dataclasses.replace(config, rpn=dataclasses.replace(config.rpn, objectness_mode=mode))
+
+
+def effnet_lite0_fpn_oln_config() -> ModelConfig:
+    """``effnet-lite0-fpn`` with OLN's localization-quality objectness: proposals for objects
+    of classes never seen in training (the anchors and box regression are unchanged)."""
+    config = with_objectness_mode(effnet_lite0_fpn_config(), "localization")
+    return dataclasses.replace(config, preset="effnet-lite0-fpn-oln")
+
+
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny_config,
     "vgg16-c5": vgg16_c5_config,
@@ -122,6 +135,7 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "r18-fpn": r18_fpn_config,
     "r50-fpn": r50_fpn_config,
     "effnet-lite0-fpn": effnet_lite0_fpn_config,
+    "effnet-lite0-fpn-oln": effnet_lite0_fpn_oln_config,
 }
 
 

@@ -11,11 +11,22 @@ Shape glossary:
 Every prediction is flattened in the anchors' order (see ``anchors.py``): level, row, column,
 anchor. Proposals come out padded: (B, K, 4) xyxy boxes, (B, K) scores and (B,) counts, the
 valid entries first and sorted by decreasing score.
+
+Objectness comes in two modes (``RPNConfig.objectness_mode``). ``"classification"``: the
+logit of "this anchor is a foreground object", trained by binary cross-entropy on sampled
+positives and negatives. ``"localization"`` (OLN, Kim et al., RA-L 2022): the logit of how
+well the anchor's centre sits inside its matched GT box (FCOS centerness), trained by an L1
+loss on the sigmoid: positives (IoU >= 0.3) regress their centerness, no fraction of negatives
+is asked for, and the slots that positives leave free hold anchors far from every box (IoU <
+0.1) with target 0, as OLN's code samples them. No anchor is trained to call an object of
+another class background, so the RPN proposes objects of classes it never saw. Proposals are
+scored by the sigmoid in both modes: the same selection path.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -99,11 +110,51 @@ class ProposalConfig:
 
 
 @dataclass(frozen=True)
+class LocalizationConfig:
+    """OLN's objectness training (``RPNConfig.objectness_mode="localization"``): anchors whose
+    best IoU with a GT box is >= ``iou_threshold`` are positives (no low-quality matches) and
+    regress their centerness; up to ``batch_size_per_image`` are sampled per image, positives
+    first (no positive fraction), the rest filled with anchors whose best IoU is below
+    ``background_iou``, which regress 0 (OLN's objectness sampler: mmdetection's RandomSampler
+    with ``pos_fraction=1`` fills the free slots with its assigner's negatives, IoU < 0.1).
+    The L1 loss between the sigmoid and the target is averaged over the sampled anchors and
+    weighted by ``loss_weight``. ``initial_score``: the score every anchor starts with (the
+    objectness bias is set to its logit); 0.5 (bias 0) is OLN's."""
+
+    iou_threshold: float = 0.3
+    background_iou: float = 0.1
+    batch_size_per_image: int = 256
+    loss_weight: float = 1.0
+    initial_score: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check_ranges(self, ("iou_threshold",), low=0, high=1, low_open=True)
+        _check_ranges(self, ("background_iou",), low=0, high=1)
+        if self.background_iou > self.iou_threshold:
+            raise ValueError(
+                "LocalizationConfig.background_iou must be at most iou_threshold, got "
+                f"{self.background_iou!r} > {self.iou_threshold!r}"
+            )
+        _check_ranges(self, ("batch_size_per_image",), low=1, integer=True)
+        _check_ranges(self, ("loss_weight",), low=0)
+        if not 0 < self.initial_score < 1:
+            raise ValueError(
+                f"LocalizationConfig.initial_score must be in (0, 1), got {self.initial_score!r}"
+            )
+
+
+@dataclass(frozen=True)
 class RPNConfig:
-    """Everything that defines an RPN besides the backbone."""
+    """Everything that defines an RPN besides the backbone.
+
+    ``objectness`` is the head's form (one sigmoid logit, or the paper's 2-class softmax);
+    ``objectness_mode`` what it learns: foreground classification, or OLN's localization
+    quality (sigmoid only; trained as ``localization`` says, box regression unchanged)."""
 
     anchors: AnchorConfig = field(default_factory=AnchorConfig.pyramid)
     objectness: Literal["sigmoid", "softmax"] = "sigmoid"
+    objectness_mode: Literal["classification", "localization"] = "classification"
+    localization: LocalizationConfig = field(default_factory=LocalizationConfig)
     fg_iou_threshold: float = 0.7
     bg_iou_threshold: float = 0.3
     allow_low_quality_matches: bool = True
@@ -141,10 +192,16 @@ class RPNConfig:
             self,
             {
                 "objectness": ("sigmoid", "softmax"),
+                "objectness_mode": ("classification", "localization"),
                 "loss_form": ("modern", "paper"),
                 "box_loss": ("smooth_l1", "l1", "giou"),
             },
         )
+        if self.objectness_mode == "localization" and self.objectness != "sigmoid":
+            raise ValueError(
+                "RPNConfig.objectness_mode='localization' regresses one score per anchor: it "
+                f"needs objectness='sigmoid', got {self.objectness!r}"
+            )
 
     @classmethod
     def paper(cls, **overrides) -> RPNConfig:
@@ -167,8 +224,9 @@ class RPNConfig:
 
 @dataclass(frozen=True)
 class Proposals:
-    """Padded proposals: ``boxes`` (B, K, 4) xyxy, ``scores`` (B, K) objectness probabilities,
-    ``levels`` (B, K) feature level of each, ``num`` (B,) valid count. Padding is zeros."""
+    """Padded proposals: ``boxes`` (B, K, 4) xyxy, ``scores`` (B, K) objectness probabilities
+    (predicted centerness in localization mode), ``levels`` (B, K) feature level of each,
+    ``num`` (B,) valid count. Padding is zeros."""
 
     boxes: Tensor
     scores: Tensor
@@ -263,6 +321,8 @@ class RPNOutput:
     feature_sizes: list[tuple[int, int]] = field(default_factory=list)  # [(H_l, W_l)]
     match: MatchResult | None = None
     sample: SampledAnchors | None = None
+    # localization mode: the centerness loss's own matching and sample (positives, then background)
+    localization: tuple[MatchResult, SampledAnchors] | None = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -488,6 +548,66 @@ def rpn_losses(
     }
 
 
+def centerness_targets(anchors: Tensor, gt_boxes: Tensor) -> Tensor:
+    """(..., 4) xyxy anchors and their matched (..., 4) xyxy GT boxes -> (...) centerness of
+    each anchor's centre inside its box, as FCOS: with l, r, t, b the distances from the centre
+    to the box's left, right, top and bottom sides, sqrt(min(l, r) / max(l, r) *
+    min(t, b) / max(t, b)). 1 at the box's centre, 0 on or outside its border."""
+    cx = (anchors[..., 0] + anchors[..., 2]) / 2
+    cy = (anchors[..., 1] + anchors[..., 3]) / 2
+    left, right = cx - gt_boxes[..., 0], gt_boxes[..., 2] - cx
+    top, bottom = cy - gt_boxes[..., 1], gt_boxes[..., 3] - cy
+    tiny = torch.finfo(anchors.dtype).tiny
+    # a centre outside the box has a negative distance: clamped, its ratio is 0
+    across = torch.minimum(left, right).clamp(min=0) / torch.maximum(left, right).clamp(min=tiny)
+    down = torch.minimum(top, bottom).clamp(min=0) / torch.maximum(top, bottom).clamp(min=tiny)
+    return torch.sqrt(across * down)
+
+
+def localization_loss(
+    pred_objectness: Tensor,
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    match: MatchResult,
+    sample: SampledAnchors,
+    *,
+    config: LocalizationConfig,
+) -> Tensor:
+    """OLN's objectness loss: L1 between sigmoid(logit) and the target, the centerness on the
+    sampled positives and 0 on the sampled background anchors, averaged over the batch's
+    sampled anchors.
+
+    (B, A_total) logits, (A_total, 4) anchors, (B, G, 4) GT boxes; ``match`` and ``sample``
+    from the localization matcher and sampler (``localization_matcher``)."""
+    pos_idx, pos_valid = sample.pos_idx, sample.pos_valid  # (B, P)
+    gt_idx = match.matched_idxs.gather(1, pos_idx).clamp(min=0)  # (B, P)
+    pos_gt = gt_boxes.gather(1, gt_idx[..., None].expand(-1, -1, 4))  # (B, P, 4)
+    target = centerness_targets(anchors[pos_idx], pos_gt.to(anchors.dtype))  # (B, P)
+    pred = torch.sigmoid(pred_objectness.gather(1, pos_idx).float())  # (B, P)
+    # masks select with where: an empty slot's target may be anything, even NaN
+    per_positive = torch.where(pos_valid, (pred - target).abs(), 0.0)
+    background = torch.sigmoid(pred_objectness.gather(1, sample.neg_idx).float())  # (B, S)
+    per_background = torch.where(sample.neg_valid, background, 0.0)  # |pred - 0|
+    count = sample.num_sampled().clamp(min=1).to(pred.dtype)  # a tensor: no sync
+    return config.loss_weight * (per_positive.sum() + per_background.sum()) / count
+
+
+def localization_matcher(config: RPNConfig) -> tuple[Matcher, BalancedSampler]:
+    """The matcher and sampler of OLN's objectness: positives at IoU >= the threshold (with no
+    low-quality matches, as OLN's ``min_pos_iou``), background below ``background_iou``,
+    sampled up to ``batch_size_per_image`` per image with ``positive_fraction=1``: positives
+    first, background anchors in the slots they leave."""
+    loc = config.localization
+    matcher = Matcher(
+        high_threshold=loc.iou_threshold,
+        low_threshold=loc.background_iou,
+        allow_low_quality_matches=False,
+        crowd_ioa_threshold=config.crowd_ioa_threshold,
+        chunk_elements=config.match_chunk_elements,
+    )
+    return matcher, BalancedSampler(loc.batch_size_per_image, 1.0)
+
+
 def rpn_matcher(config: RPNConfig) -> Matcher:
     """The anchor matcher of an RPN with this config (also what ``rpnkit show labels`` draws)."""
     return Matcher(
@@ -514,6 +634,11 @@ class RegionProposalNetwork(nn.Module):
         self.box_coder = BoxCoder(config.box_coder_weights)
         self.matcher = rpn_matcher(config)
         self.sampler = BalancedSampler(config.batch_size_per_image, config.positive_fraction)
+        if config.objectness_mode == "localization":
+            self.localization_matcher, self.localization_sampler = localization_matcher(config)
+            score = config.localization.initial_score
+            for layer in self.head.cls_logits:
+                nn.init.constant_(layer.bias, math.log(score / (1 - score)))
 
     @classmethod
     def from_parts(
@@ -593,6 +718,8 @@ class RegionProposalNetwork(nn.Module):
         )
         output = RPNOutput(proposals, {}, pred_objectness, pred_deltas, anchors, feature_sizes)
         if targets is not None:
+            if self.config.objectness_mode == "localization" and not targets.validated:
+                targets = targets.check(image_sizes)  # once, for both matchings
             output.match, output.sample = self.label_and_sample_anchors(
                 anchors, image_sizes, targets
             )
@@ -607,6 +734,18 @@ class RegionProposalNetwork(nn.Module):
                 num_positions=sum(h * w for h, w in feature_sizes),
                 box_coder=self.box_coder,
             )
+            if self.config.objectness_mode == "localization":
+                # the box loss keeps the classification matching; objectness is OLN's
+                output.localization = self.label_and_sample_localization(
+                    anchors, image_sizes, targets
+                )
+                output.losses["loss_objectness"] = localization_loss(
+                    pred_objectness,
+                    anchors,
+                    targets.boxes,
+                    *output.localization,
+                    config=self.config.localization,
+                )
         return output
 
     def label_and_sample_anchors(
@@ -626,3 +765,20 @@ class RegionProposalNetwork(nn.Module):
         visible = visible_anchors(anchors, image_sizes, self.config.allowed_border)
         match = self.matcher(anchors, targets.boxes, targets.mask, targets.ignore, visible)
         return match, self.sampler(match.labels(), generator=generator)
+
+    def label_and_sample_localization(
+        self,
+        anchors: Tensor,
+        image_sizes: Tensor,
+        targets: GroundTruth,
+        generator: torch.Generator | None = None,
+    ) -> tuple[MatchResult, SampledAnchors]:
+        """Localization mode: match (A_total, 4) anchors at OLN's IoU thresholds and sample
+        positives first, then background, for the centerness loss."""
+        if not targets.validated:
+            targets = targets.check(image_sizes)
+        visible = visible_anchors(anchors, image_sizes, self.config.allowed_border)
+        match = self.localization_matcher(
+            anchors, targets.boxes, targets.mask, targets.ignore, visible
+        )
+        return match, self.localization_sampler(match.labels(), generator=generator)
