@@ -112,6 +112,7 @@ RANGE_TYPES = {
     cli_options.positive_float,
     cli_options.non_negative_float,
     cli_options.probability,
+    cli_options.fraction,
     cli_options.iou,
 }
 

@@ -229,7 +229,8 @@ def test_results_are_in_original_pixels_best_first(rpn):
         (r,) = rpn.propose(IMAGES / name, top=1000)
         h, w = size
         assert r.image_size == size == load_rgb(IMAGES / name).shape[:2]
-        assert 0 < len(r.boxes) <= 300  # the tiny preset keeps 300 after NMS
+        # the tiny preset keeps 300 after NMS: a top above that raises the limit for the call
+        assert 300 < len(r.boxes) <= 1000
         assert r.boxes.shape == (len(r.scores), 4)
         assert (r.boxes[:, 0] >= 0).all() and (r.boxes[:, 1] >= 0).all()
         assert (r.boxes[:, 2] <= w + 1e-3).all() and (r.boxes[:, 3] <= h + 1e-3).all()

@@ -10,6 +10,7 @@ from .options import (
     HELP,
     add_data_options,
     add_model_options,
+    image_side,
     integer,
     iou,
     model_config,
@@ -26,7 +27,9 @@ def add_parser(sub) -> None:
             "For every GT box at training scale, the IoU of its best anchor (the upper "
             "bound of what the RPN can learn), per COCO size range; the boxes no anchor "
             "covers; and with --fit, anchors fitted by k-means with distance 1 - IoU, "
-            "the coverage they reach, and a config for rpnkit train --config."
+            "the coverage they reach, and a config for rpnkit train --config. When many "
+            "objects are too small for the anchors at the chosen scale, it says so and "
+            "recommends a tile size (--tile-size) or a shorter side."
         ),
         formatter_class=HELP,
     )
@@ -48,6 +51,14 @@ def add_parser(sub) -> None:
         "(YAML or .json), for rpnkit train --config",
     )
     p.add_argument("--json", default=None, help="write the whole report as JSON here")
+    p.add_argument(
+        "--tile-size",
+        type=image_side,
+        default=None,
+        metavar="PX",
+        help="check the boxes as rpnkit train --tile-size PX sees them: at native "
+        "resolution in the images larger than PX",
+    )
     add_data_options(p, split="train", locate=True)
     p.set_defaults(func=run)
 
@@ -64,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         threshold=args.threshold,
         fit=args.fit,
         seed=args.seed,
+        tile_size=args.tile_size,
     )
     print(report.format(show=args.show))
     if args.fit and args.out_config:

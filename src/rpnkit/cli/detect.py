@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .options import HELP, add_inference_options, data_options, load_runtime, probability
+from .options import (
+    HELP,
+    add_detection_limit,
+    add_inference_options,
+    data_options,
+    load_runtime,
+    probability,
+    slicing_options,
+)
 
 
 def add_parser(sub) -> None:
@@ -27,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--score", type=probability, default=0.3, help="keep detections at least this sure"
     )
+    add_detection_limit(p)
     p.set_defaults(func=run)
 
 
@@ -37,8 +46,10 @@ def run(args: argparse.Namespace) -> int:
     results = runtime.iter_detections(
         args.input,
         score_threshold=args.score,
+        max_detections=args.max_detections,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        **slicing_options(args),
         **data_options(args),
     )
     written = export_results(

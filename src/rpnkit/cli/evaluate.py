@@ -7,10 +7,13 @@ import argparse
 from .options import (
     HELP,
     add_data_options,
+    add_detection_limit,
     add_precision_option,
+    add_slicing_options,
     load_runtime,
     positive_int,
     read_data,
+    slicing_options,
 )
 
 
@@ -45,8 +48,23 @@ def add_parser(sub) -> None:
         help="evaluate only the images that 'rpnkit train --val-fraction' held out of --data "
         "in this run (its split.json, or the file itself)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=4,
+        help="images (with --tile-size: tiles) per forward pass",
+    )
     add_precision_option(p)
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="a checkpoint's proposals scored per image (default: the model's own number; "
+        "with --tile-size, up to 1000); AR@k counts the best k, up to 1000",
+    )
+    add_detection_limit(p)
+    add_slicing_options(p)
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument(
         "--plots",
@@ -89,7 +107,19 @@ def _evaluate(args: argparse.Namespace):
     runtime = load_runtime(args)
     names = list(runtime.class_names) if runtime.spec.is_detector else None
     index = _held_out(args, read_data(args, names))
-    return runtime.evaluate(index, batch_size=args.batch_size, progress=not args.no_progress)
+    detector = runtime.spec.is_detector
+    if args.top is not None and detector:
+        raise ValueError("--top counts an RPN's proposals: a Faster R-CNN's is --max-detections")
+    if args.max_detections is not None and not detector:
+        raise ValueError("--max-detections is for a Faster R-CNN: an RPN's limit is --top")
+    limit = {"max_detections": args.max_detections} if detector else {"top": args.top}
+    return runtime.evaluate(
+        index,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        **limit,
+        **slicing_options(args),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

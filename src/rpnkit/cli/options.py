@@ -91,6 +91,11 @@ def probability(text: str) -> float:
     return _number(text, "a probability in [0, 1]", lambda v: 0 <= v <= 1)
 
 
+def fraction(text: str) -> float:
+    """A fraction in (0, 1] (how much of a box must stay in a tile)."""
+    return _number(text, "a fraction in (0, 1]", lambda v: 0 < v <= 1)
+
+
 def iou(text: str) -> float:
     """An intersection over union in [0, 1]."""
     return _number(text, "an IoU in [0, 1]", lambda v: 0 <= v <= 1)
@@ -268,8 +273,14 @@ def add_inference_options(
     p.add_argument(
         "--max-overlays", type=non_negative_int, default=50, help="at most this many overlays"
     )
-    p.add_argument("--batch-size", type=positive_int, default=4, help="images per forward pass")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=4,
+        help="images (with --tile-size: tiles) per forward pass",
+    )
     add_precision_option(p)
+    add_slicing_options(p)
     add_data_options(p, split="val")
 
 
@@ -283,4 +294,79 @@ def load_runtime(args: argparse.Namespace):
         amp=args.amp,
         short_side=args.short_side,
         max_size=args.max_size,
+    )
+
+
+# --- large images: tiles in training, slices at inference (docs/cli.md, "Large images") -------
+
+
+def add_tile_training_options(p: argparse.ArgumentParser) -> None:
+    """--tile-size and --tile-min-visible of ``rpnkit train``."""
+    p.add_argument(
+        "--tile-size",
+        type=image_side,
+        default=None,
+        metavar="PX",
+        help="large images with small objects: train on random PX x PX tiles at native "
+        "resolution of the images larger than that, instead of resizing them (boxes clipped "
+        "to the tile; default: no tiles)",
+    )
+    p.add_argument(
+        "--tile-min-visible",
+        type=fraction,
+        default=0.5,
+        metavar="F",
+        help="with --tile-size: keep a box cut by the tile's border when at least this "
+        "fraction of its area is inside (and both sides are at least 2 px); drop it otherwise",
+    )
+
+
+def add_slicing_options(p: argparse.ArgumentParser) -> None:
+    """--tile-size, --tile-overlap and --full-view of propose, detect and eval."""
+    p.add_argument(
+        "--tile-size",
+        type=image_side,
+        default=None,
+        metavar="PX",
+        help="sliced inference for large images with small objects: images larger than PX on "
+        "either side run as overlapping PX x PX tiles at native resolution, batched, their "
+        "boxes merged in original pixels with cross-tile NMS (default: whole images, resized)",
+    )
+    p.add_argument(
+        "--tile-overlap",
+        type=non_negative_int,
+        default=64,
+        metavar="PX",
+        help="with --tile-size: tiles overlap by this many pixels; an object up to this size "
+        "is seen whole by some tile (must be below --tile-size)",
+    )
+    p.add_argument(
+        "--full-view",
+        action="store_true",
+        help="with --tile-size: also run the whole image resized (--short-side, --max-size) "
+        "and keep its boxes larger than --tile-overlap, for objects no tile holds whole",
+    )
+
+
+def slicing_options(args: argparse.Namespace) -> dict:
+    """--tile-size, --tile-overlap and --full-view as the runtime's keyword arguments."""
+    if args.tile_size is None:  # --full-view alone: the runtime says it needs --tile-size
+        return {"full_view": True} if args.full_view else {}
+    return {
+        "tile_size": args.tile_size,
+        "tile_overlap": args.tile_overlap,
+        "full_view": args.full_view,
+    }
+
+
+def add_detection_limit(p: argparse.ArgumentParser) -> None:
+    """--max-detections of detect and eval."""
+    p.add_argument(
+        "--max-detections",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="Faster R-CNN: detections kept per image (default: the model's, 100; more "
+        "raises its limits, proposals included: a dense image needs more); with "
+        "--tile-size each tile keeps the model's and the image every one they keep unless N",
     )

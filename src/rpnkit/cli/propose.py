@@ -11,6 +11,7 @@ from .options import (
     load_runtime,
     non_negative_int,
     positive_int,
+    slicing_options,
 )
 
 
@@ -27,7 +28,13 @@ def add_parser(sub) -> None:
     add_inference_options(
         p, checkpoint_help="checkpoint.safetensors to use", out_default="proposals.json"
     )
-    p.add_argument("--top", type=positive_int, default=100, help="proposals kept per image")
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        default=100,
+        help="proposals kept per image; more than the model's own limit (1000 for most "
+        "presets, 300 for tiny) raises it: a dense image needs more",
+    )
     p.add_argument(
         "--overlay-top", type=non_negative_int, default=20, help="proposals drawn per overlay"
     )
@@ -43,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         top=args.top,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        **slicing_options(args),
         **data_options(args),
     )
     written = export_results(

@@ -8,6 +8,7 @@ from .options import (
     HELP,
     add_data_options,
     add_model_options,
+    add_tile_training_options,
     integer,
     model_config,
     non_negative_float,
@@ -72,6 +73,7 @@ def add_parser(sub) -> None:
         help="print the full model and training configuration and exit",
     )
     add_data_options(p, split="train", locate=True)
+    add_tile_training_options(p)
     p.set_defaults(func=run)
 
 
@@ -189,6 +191,8 @@ def data_config(args: argparse.Namespace):
         val_images=args.val_images,
         class_map=args.class_map,
         val_fraction=args.val_fraction,
+        tile_size=args.tile_size,
+        tile_min_visible=args.tile_min_visible,
     )
 
 

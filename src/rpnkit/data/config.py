@@ -11,7 +11,8 @@ from numbers import Integral, Real
 
 from .dataset import DetectionDataset
 from .readers import DatasetIndex, read_dataset
-from .transforms import eval_transforms, train_transforms
+from .tiling import MIN_TILE, TileConfig
+from .transforms import Compose, HorizontalFlip, eval_transforms, train_transforms
 
 FORMATS = (None, "coco", "voc", "yolo", "csv")
 
@@ -38,7 +39,12 @@ class DataConfig:
     ``data`` for validation (``data.splits``: by a hash of each file name with the training
     seed). Images are resized to shorter side ``short_side`` with the longer at most
     ``max_size``, and flipped with probability ``flip`` in training. Bad samples are skipped
-    with a warning, or stop the run with ``strict``."""
+    with a warning, or stop the run with ``strict``.
+
+    ``tile_size``: training images larger than this on either side are cut to a random
+    ``tile_size`` x ``tile_size`` tile at native resolution instead of being resized (large
+    images with small objects; ``data.tiling``), keeping the boxes of which at least
+    ``tile_min_visible`` of the area lies in the tile. Validation images are not tiled."""
 
     data: str
     split: str = "train"
@@ -55,6 +61,8 @@ class DataConfig:
     val_images: str | None = None
     class_map: str | None = None
     val_fraction: float | None = None
+    tile_size: int | None = None
+    tile_min_visible: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("data", "split", "val_split"):
@@ -90,6 +98,19 @@ class DataConfig:
                 f"of the training data, or give a validation set), got val_fraction="
                 f"{self.val_fraction!r} and val_data={self.val_data!r}"
             )
+        size = self.tile_size
+        ok = isinstance(size, Integral) and not isinstance(size, bool) and size >= MIN_TILE
+        _require(self, "tile_size", f"None or an integer >= {MIN_TILE}", size is None or ok)
+        visible = self.tile_min_visible
+        ok = isinstance(visible, Real) and not isinstance(visible, bool)
+        ok = ok and math.isfinite(visible) and 0 < visible <= 1
+        _require(self, "tile_min_visible", "a fraction in (0, 1]", ok)
+
+    def tiling(self) -> TileConfig | None:
+        """The tiles of training images (``tile_size``, ``tile_min_visible``), or None."""
+        if self.tile_size is None:
+            return None
+        return TileConfig(size=self.tile_size, min_visible=self.tile_min_visible)
 
     def read_train(self) -> DatasetIndex:
         return read_dataset(
@@ -120,7 +141,13 @@ class DataConfig:
     def train_dataset(self, index: DatasetIndex, *, seed: int, proposals=None) -> DetectionDataset:
         transforms = train_transforms(self.short_side, self.max_size, self.flip)
         return DetectionDataset(
-            index, transforms, strict=self.strict, seed=seed, proposals=proposals
+            index,
+            transforms,
+            strict=self.strict,
+            seed=seed,
+            proposals=proposals,
+            tiling=self.tiling(),
+            tile_transforms=Compose((HorizontalFlip(self.flip),)),
         )
 
     def eval_dataset(self, index: DatasetIndex) -> DetectionDataset:

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from .images import load_rgb
 from .readers import DataError, DatasetIndex, Record, SkippedSample
+from .tiling import TileConfig, crop_extra, crop_record, random_window
 from .transforms import Compose
 
 
@@ -47,6 +48,10 @@ class DetectionDataset(Dataset):
     ``proposals`` (file name -> (K, 4) xyxy boxes in original pixels, best first), when given,
     are carried through the same transforms as the boxes and returned as ``proposals``: the
     precomputed RPN proposals that the 4-step alternating training feeds the detector.
+
+    ``tiling``, when given, cuts an image larger than its tile to a random tile at native
+    resolution (``data.tiling``: boxes clipped, remnants dropped), transformed by
+    ``tile_transforms`` (flips: no resize) instead of ``transforms``.
     """
 
     def __init__(
@@ -57,8 +62,12 @@ class DetectionDataset(Dataset):
         strict: bool = False,
         seed: int = 0,
         proposals: dict[str, np.ndarray] | None = None,
+        tiling: TileConfig | None = None,
+        tile_transforms: Compose | None = None,
     ) -> None:
         self.index = index
+        self.tiling = tiling
+        self.tile_transforms = tile_transforms or Compose()
         self.proposals = proposals
         self.transforms = transforms or Compose()
         self.strict = strict
@@ -88,11 +97,20 @@ class DetectionDataset(Dataset):
                 self.strict,
             )
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        boxes = record.boxes
-        if self.proposals is not None:  # carried through the same transforms as the boxes
+        extra = None
+        if self.proposals is not None:
             extra = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
-            boxes = np.concatenate([boxes, np.asarray(extra, np.float32).reshape(-1, 4)])
-        item = make_item(image, boxes, record, self.transforms, rng, source=record.path)
+            extra = np.asarray(extra, np.float32).reshape(-1, 4)
+        transforms = self.transforms
+        if self.tiling is not None and self.tiling.applies(record.height, record.width):
+            window = random_window(record.height, record.width, self.tiling.size, rng)
+            image, record = crop_record(image, record, window, self.tiling.min_visible)
+            extra = None if extra is None else crop_extra(extra, window)
+            transforms = self.tile_transforms
+        boxes = record.boxes
+        if extra is not None:  # carried through the same transforms as the boxes
+            boxes = np.concatenate([boxes, extra])
+        item = make_item(image, boxes, record, transforms, rng, source=record.path)
         if self.proposals is not None:  # split the proposals off the GT again
             n = len(record.boxes)
             item["proposals"], item["boxes"] = item["boxes"][n:], item["boxes"][:n]

@@ -54,8 +54,6 @@ def make_shapes_image(
     """-> (H, W, 3) uint8 RGB image, (N, 4) float32 xyxy boxes, (N,) int64 labels in 1..4."""
     rng = np.random.default_rng([seed, index])
     canvas = np.clip(_background(rng, image_size), 0, 255).astype(np.uint8)
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
     boxes: list[np.ndarray] = []
     shapes: list[tuple] = []
     wanted = int(rng.integers(min_objects, max_objects + 1))
@@ -78,8 +76,16 @@ def make_shapes_image(
         outline = tuple(int(c) for c in rng.integers(0, 256, size=3))
         shapes.append((box, kind, fill, outline))
         boxes.append(box)
+    return _draw(canvas, shapes)
+
+
+def _draw(canvas: np.ndarray, shapes: list[tuple]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Shapes (box, kind, fill, outline) drawn on an (H, W, 3) uint8 canvas -> image, (N, 4)
+    float32 xyxy boxes, (N,) int64 labels in 1..4."""
+    image = Image.fromarray(canvas)
+    draw = ImageDraw.Draw(image)
     # largest first, so that a small shape is never hidden under a larger one drawn later
-    shapes.sort(key=lambda s: -float((s[0][2] - s[0][0]) * (s[0][3] - s[0][1])))
+    shapes = sorted(shapes, key=lambda s: -float((s[0][2] - s[0][0]) * (s[0][3] - s[0][1])))
     for box, kind, fill, outline in shapes:
         x1, y1, x2, y2 = (float(v) for v in box)
         if kind == 0:
@@ -98,6 +104,58 @@ def make_shapes_image(
         np.stack(boxes).astype(np.float32) if boxes else np.zeros((0, 4), np.float32),
         np.asarray(labels, dtype=np.int64),
     )
+
+
+def make_dense_scene(
+    seed: int,
+    index: int,
+    *,
+    image_size: int = 2000,
+    min_objects: int = 300,
+    max_objects: int = 800,
+    min_size: float = 10.0,
+    max_size: float = 40.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A large scene crowded with small shapes (aerial or microscopy-like): hundreds of objects
+    of ``min_size``-``max_size`` px (log-uniform, aspect 1:2 to 2:1) overlapping at most 0.1
+    IoU. -> (H, W, 3) uint8 RGB, (N, 4) float32 xyxy boxes, (N,) int64 labels in 1..4."""
+    rng = np.random.default_rng([seed, index, 1])
+    canvas = np.clip(_background(rng, image_size), 0, 255).astype(np.uint8)
+    wanted = int(rng.integers(min_objects, max_objects + 1))
+    placed = np.zeros((0, 4), np.float32)
+    for _ in range(20):  # rounds of vectorised candidates until enough fit
+        if len(placed) >= wanted:
+            break
+        n = 2 * (wanted - len(placed))
+        size = np.exp(rng.uniform(math.log(min_size), math.log(max_size), n))
+        aspect = np.exp(rng.uniform(math.log(0.5), math.log(2.0), n))  # h / w
+        w, h = size / np.sqrt(aspect), size * np.sqrt(aspect)
+        x1, y1 = rng.uniform(0, image_size - w), rng.uniform(0, image_size - h)
+        for box in np.stack([x1, y1, x1 + w, y1 + h], 1).astype(np.float32):
+            if len(placed) >= wanted:
+                break
+            if len(placed) and _overlaps(box, placed).max() > 0.1:
+                continue
+            placed = np.concatenate([placed, box[None]])
+    shapes = [
+        (
+            box,
+            int(rng.integers(len(SHAPE_NAMES))),
+            tuple(int(c) for c in rng.integers(0, 256, size=3)),
+            tuple(int(c) for c in rng.integers(0, 256, size=3)),
+        )
+        for box in placed
+    ]
+    return _draw(canvas, shapes)
+
+
+def _overlaps(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with (N, 4) boxes."""
+    lt = np.maximum(box[:2], boxes[:, :2])
+    rb = np.minimum(box[2:], boxes[:, 2:])
+    inter = (rb - lt).clip(min=0).prod(axis=1)
+    area = (box[2:] - box[:2]).prod() + (boxes[:, 2:] - boxes[:, :2]).prod(axis=1)
+    return inter / (area - inter)
 
 
 class SyntheticShapes(Dataset):

@@ -9,7 +9,7 @@ import contextlib
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +85,7 @@ class DetectionReport:
 @torch.no_grad()
 def evaluate_proposals(
     network: nn.Module,
-    dataset: Dataset,
+    dataset: Dataset | None,
     *,
     batch_size: int = 8,
     device: torch.device | str = "cpu",
@@ -93,8 +93,11 @@ def evaluate_proposals(
     progress: bool = True,
     precision: contextlib.AbstractContextManager | None = None,
     workers: int = 0,
+    batches: Iterable | None = None,
 ) -> RecallReport:
-    """Proposal recall of an RPN (or a detector's first stage) on ``dataset``.
+    """Proposal recall of an RPN (or a detector's first stage) on ``dataset``, or on the
+    (metas, proposals) of ``batches`` when given (the runtime's: sliced inference, raised
+    limits).
 
     Size ranges use the items' ``areas`` (COCO's, in original pixels) when they have them, else
     the box areas brought back to original pixels."""
@@ -102,16 +105,18 @@ def evaluate_proposals(
     network.to(device).eval()
     columns: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "valid", "gt", "mask", "crowd")}
     areas, kept, k = [], [], max(max_dets)
-    for metas, proposals in run_batches(
-        proposal_forward(network),
-        dataset,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        desc="evaluating",
-        precision=precision,
-        workers=workers,
-    ):
+    if batches is None:
+        batches = run_batches(
+            proposal_forward(network),
+            dataset,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            desc="evaluating",
+            precision=precision,
+            workers=workers,
+        )
+    for metas, proposals in batches:
         t = _ground_truth(metas)
         columns["boxes"].append(proposals.boxes[:, :k])
         columns["valid"].append(proposals.valid[:, :k])
@@ -151,7 +156,7 @@ def _original_areas(metas: list[dict], shape: torch.Size) -> Tensor:
 @torch.no_grad()
 def evaluate_detections(
     detector: FasterRCNN,
-    dataset: Dataset,
+    dataset: Dataset | None,
     class_names: Sequence[str],
     *,
     batch_size: int = 4,
@@ -159,21 +164,25 @@ def evaluate_detections(
     progress: bool = True,
     precision: contextlib.AbstractContextManager | None = None,
     workers: int = 0,
+    batches: Iterable | None = None,
 ) -> DetectionReport:
-    """COCO mAP (pycocotools) and VOC mAP (07 11-point and area) with per-class AP tables."""
-    device = torch.device(device)
-    detector.to(device).eval()
+    """COCO mAP (pycocotools) and VOC mAP (07 11-point and area) with per-class AP tables, of
+    ``detector`` on ``dataset`` or of the (metas, detections) of ``batches`` when given."""
+    if batches is None:
+        device = torch.device(device)
+        detector.to(device).eval()
+        batches = run_batches(
+            detection_forward(detector),
+            dataset,
+            batch_size=batch_size,
+            device=device,
+            progress=progress,
+            desc="detecting",
+            precision=precision,
+            workers=workers,
+        )
     truths, detections = [], []
-    for metas, found in run_batches(
-        detection_forward(detector),
-        dataset,
-        batch_size=batch_size,
-        device=device,
-        progress=progress,
-        desc="detecting",
-        precision=precision,
-        workers=workers,
-    ):
+    for metas, found in batches:
         for meta, (boxes, scores, labels) in zip(metas, found.per_image()):
             factors = to_original_pixels(meta)
             oh, ow = meta["orig_size"]

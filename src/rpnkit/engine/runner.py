@@ -8,6 +8,7 @@ adds one per batch for its level slices."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,6 +97,41 @@ def proposal_forward(
         ).proposals
 
     return forward
+
+
+def proposal_limit(config: ProposalConfig, top: int) -> ProposalConfig:
+    """``config`` keeping at least ``top`` proposals per image (and per level before NMS): a
+    dense image needs more than a model's default."""
+    if top <= config.post_nms_top_n:
+        return config
+    return dataclasses.replace(
+        config, post_nms_top_n=top, pre_nms_top_n=max(config.pre_nms_top_n, top)
+    )
+
+
+@contextlib.contextmanager
+def detection_limits(detector: FasterRCNN, max_detections: int | None) -> Iterator[None]:
+    """Within it, ``detector`` keeps up to ``max_detections`` per image when that is more than
+    its ``detections_per_image``, its RPN at least as many proposals (RoIs) and its NMS at
+    least five candidates per detection; its configs are put back on leaving."""
+    heads, rpn = detector.roi_heads, detector.rpn
+    own_heads, own_rpn = heads.config, rpn.config
+    if max_detections is not None and max_detections < 1:
+        raise ValueError(f"max_detections must be at least 1, got {max_detections}")
+    if max_detections is None or max_detections <= own_heads.detections_per_image:
+        yield
+        return
+    heads.config = dataclasses.replace(
+        own_heads,
+        detections_per_image=max_detections,
+        nms_candidates=max(own_heads.nms_candidates, 5 * max_detections),
+    )
+    test = proposal_limit(own_rpn.test_proposals, max_detections)
+    rpn.config = dataclasses.replace(own_rpn, test_proposals=test)
+    try:
+        yield
+    finally:
+        heads.config, rpn.config = own_heads, own_rpn
 
 
 def detection_forward(detector: FasterRCNN) -> Callable[[Batch], Detections]:

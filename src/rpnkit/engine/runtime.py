@@ -4,12 +4,22 @@
     model = rpnkit.load("runs/x/checkpoint.safetensors", device="cuda")  # kind read from the file
     dets = model.detect(["a.jpg", pil_image, np_array, tensor], batch_size=8, amp="bf16")
     props = model.propose("photos/", top=1000)
+    props = model.propose("aerial.tif", top=3000, tile_size=512, tile_overlap=64)  # sliced
+
 
 Inputs: an image file, a folder of images, a dataset (COCO JSON, VOC, YOLO; ``split`` and the
 other data options pick it), a ``DatasetIndex`` or a dataset of items, or a list of image files,
 PIL images, numpy arrays and tensors (``rpnkit.data.to_rgb`` says which). Images are resized as
 in training (shorter side ``short_side``, longer at most ``max_size``); results come back per
 image in original pixels. Batch-norm folding and autocast are decided here, for every caller.
+
+Large images with small objects: with ``tile_size`` every call slices the images larger than a
+tile into overlapping tiles at native resolution (``engine.slicing``: ``tile_overlap`` px,
+``full_view`` adds the whole image resized), merged with cross-tile NMS. Limits: ``top``
+proposals per image and ``max_detections`` per image may exceed the model's own (its
+``test_proposals.post_nms_top_n`` and ``detections_per_image``), which are then raised for
+the call; sliced, each tile keeps the model's limits and an image up to ``top`` proposals, or
+every detection its tiles keep unless ``max_detections`` is given.
 """
 
 from __future__ import annotations
@@ -25,10 +35,18 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data import DatasetIndex, DetectionDataset, ImageList, eval_transforms, index_for_input
+from ..data import (
+    Compose,
+    DatasetIndex,
+    DetectionDataset,
+    ImageList,
+    eval_transforms,
+    index_for_input,
+)
+from ..evaluation.recall import MAX_DETS
 from ..modeling.rpn import ProposalConfig
 from .checkpoint import ModelSpec, load_model
-from .device import fold_for_inference, inference_precision, resolve_device
+from .device import compile_in_place, fold_for_inference, inference_precision, resolve_device
 from .evaluate import (
     DetectionReport,
     RecallReport,
@@ -38,11 +56,14 @@ from .evaluate import (
 from .results import DetectionResult, ProposalResult
 from .runner import (
     detection_forward,
+    detection_limits,
     first_stage,
     proposal_forward,
+    proposal_limit,
     run_batches,
     to_original_pixels,
 )
+from .slicing import Merge, SliceConfig, sliced_batches
 
 Inputs = Any  # str | Path | DatasetIndex | Dataset | Sequence[str | Path | ImageLike]
 
@@ -52,7 +73,8 @@ class Predictor:
     batch norms folded unless ``fold_bn=False``), ``spec`` what its checkpoint says it is.
     ``amp`` (``"none"``, ``"bf16"``, ``"fp16"``) is the default precision of every call;
     ``workers`` processes decode and resize images while the model runs (default: 4 on a GPU,
-    none on the CPU, where the model needs the cores)."""
+    none on the CPU, where the model needs the cores); ``compile``: ``torch.compile`` the
+    network (``device.compile_in_place``; True for inductor, or a backend's name)."""
 
     def __init__(
         self,
@@ -65,12 +87,15 @@ class Predictor:
         short_side: int = 800,
         max_size: int = 1333,
         workers: int | None = None,
+        compile: bool | str = False,
     ) -> None:
         self.device = resolve_device(device)
         self.workers = default_workers(self.device) if workers is None else workers
         self.network = network.to(self.device).eval()
         if fold_bn:
             fold_for_inference(self.network)
+        if compile:
+            compile_in_place(self.network, "inductor" if compile is True else compile)
         self.spec = spec
         inference_precision(amp, self.device)  # an unusable setting fails here, once
         self.amp = amp
@@ -100,7 +125,28 @@ class Predictor:
         names: Sequence[str] | None = None,
     ) -> Dataset:
         """``inputs`` as dataset items resized for the network."""
-        transforms = eval_transforms(self.short_side, self.max_size)
+        return self._dataset(
+            inputs,
+            eval_transforms(self.short_side, self.max_size),
+            split=split,
+            fmt=fmt,
+            split_file=split_file,
+            strict=strict,
+            names=names,
+        )
+
+    def _dataset(
+        self,
+        inputs: Inputs,
+        transforms: Compose,
+        *,
+        split: str = "val",
+        fmt: str | None = None,
+        split_file: str | Path | None = None,
+        strict: bool = False,
+        names: Sequence[str] | None = None,
+    ) -> Dataset:
+        """``inputs`` as dataset items through ``transforms`` (none: native resolution)."""
         if isinstance(inputs, Dataset):
             return inputs
         if isinstance(inputs, (str, Path)):  # a detector's classes are mapped by name
@@ -121,6 +167,41 @@ class Predictor:
             inputs = [inputs]  # one image in memory
         return ImageList(list(inputs), transforms, names=names, strict=strict)
 
+    def _batches(
+        self,
+        forward,
+        inputs: Inputs,
+        *,
+        slicing: SliceConfig | None,
+        merge: Merge,
+        batch_size: int,
+        amp: str | None,
+        progress: bool,
+        desc: str,
+        data_options: dict,
+    ):
+        """(metas, outputs) of ``inputs``: whole images in batches (``run_batches``), or with
+        ``slicing`` one image at a time, its tiles merged by ``merge`` (``sliced_batches``)."""
+        self.skipped.clear()  # the same list: callers may hold it
+        common = {
+            "batch_size": batch_size,
+            "device": self.device,
+            "progress": progress,
+            "desc": desc,
+            "precision": self.precision(amp),
+            "workers": self.workers,
+            "skipped": self.skipped,
+        }
+        dataset = self._dataset(inputs, self._transforms(slicing), **data_options)
+        if slicing is None:
+            return run_batches(forward, dataset, **common)
+        resize = eval_transforms(self.short_side, self.max_size)
+        return sliced_batches(forward, dataset, slicing, merge, resize=resize, **common)
+
+    def _transforms(self, slicing: SliceConfig | None) -> Compose:
+        """Resized for the network; sliced inference reads images at native resolution."""
+        return eval_transforms(self.short_side, self.max_size) if slicing is None else Compose()
+
     def iter_proposals(
         self,
         inputs: Inputs,
@@ -130,25 +211,32 @@ class Predictor:
         amp: str | None = None,
         progress: bool = False,
         proposal_config: ProposalConfig | None = None,
+        tile_size: int | None = None,
+        tile_overlap: int = 64,
+        full_view: bool = False,
         **data_options,
     ) -> Iterator[ProposalResult]:
         """Each readable image's best ``top`` proposals, in input order, as they are computed.
         ``proposal_config`` overrides the RPN's test setting (the alternating schedule
-        proposes with its training one)."""
+        proposes with its training one); a ``top`` above its limit raises the limit.
+        ``tile_size``, ``tile_overlap``, ``full_view``: sliced inference (module docstring)."""
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
-        self.skipped.clear()  # the same list: callers may hold it
-        for metas, proposals in run_batches(
-            proposal_forward(self.network, proposal_config),
-            self.dataset(inputs, **data_options),
+        slicing = slice_config(tile_size, tile_overlap, full_view)
+        model = first_stage(self.network)  # a detector's RPN
+        config = proposal_limit(proposal_config or model.rpn.config.test_proposals, top)
+        batches = self._batches(
+            proposal_forward(self.network, config),
+            inputs,
+            slicing=slicing,
+            merge=Merge("proposals", config.nms_threshold, top),
             batch_size=batch_size,
-            device=self.device,
+            amp=amp,
             progress=progress,
             desc="proposing",
-            precision=self.precision(amp),
-            workers=self.workers,
-            skipped=self.skipped,
-        ):
+            data_options=data_options,
+        )
+        for metas, proposals in batches:
             for i, meta in enumerate(metas):
                 n = min(int(proposals.num[i]), top)
                 yield ProposalResult(
@@ -165,26 +253,37 @@ class Predictor:
         inputs: Inputs,
         *,
         score_threshold: float = 0.0,
+        max_detections: int | None = None,
         batch_size: int = 4,
         amp: str | None = None,
         progress: bool = False,
+        tile_size: int | None = None,
+        tile_overlap: int = 64,
+        full_view: bool = False,
         **data_options,
     ) -> Iterator[DetectionResult]:
         """Each readable image's detections scoring at least ``score_threshold`` (the model
-        itself keeps those above its own threshold, 0.05 by default), in input order."""
+        itself keeps those above its own threshold, 0.05 by default), in input order; at most
+        ``max_detections`` per image (default: the model's, 100; more raises the model's
+        limits for the call). ``tile_size``...: sliced inference (module docstring)."""
         detector = self._detector()
-        self.skipped.clear()  # the same list: callers may hold it
-        for metas, found in run_batches(
-            detection_forward(detector),
-            self.dataset(inputs, **data_options),
-            batch_size=batch_size,
-            device=self.device,
-            progress=progress,
-            desc="detecting",
-            precision=self.precision(amp),
-            workers=self.workers,
-            skipped=self.skipped,
-        ):
+        slicing = slice_config(tile_size, tile_overlap, full_view)
+        with detection_limits(detector, max_detections):
+            batches = self._batches(
+                detection_forward(detector),
+                inputs,
+                slicing=slicing,
+                merge=Merge("detections", detector.roi_heads.config.nms_threshold, max_detections),
+                batch_size=batch_size,
+                amp=amp,
+                progress=progress,
+                desc="detecting",
+                data_options=data_options,
+            )
+            yield from self._detection_results(batches, score_threshold)
+
+    def _detection_results(self, batches, score_threshold: float) -> Iterator[DetectionResult]:
+        for metas, found in batches:
             for meta, (boxes, scores, labels) in zip(metas, found.per_image()):
                 keep = scores >= score_threshold
                 yield DetectionResult(
@@ -216,44 +315,68 @@ class Predictor:
         self,
         data: Inputs,
         *,
+        top: int | None = None,
         batch_size: int = 4,
         amp: str | None = None,
         progress: bool = False,
+        tile_size: int | None = None,
+        tile_overlap: int = 64,
+        full_view: bool = False,
         **data_options,
     ) -> RecallReport:
-        """COCO-style proposal recall on a labelled dataset (a detector's through its RPN)."""
-        return evaluate_proposals(
-            first_stage(self.network),
-            self.dataset(data, **data_options),
+        """COCO-style proposal recall on a labelled dataset (a detector's through its RPN), of
+        the model's own number of proposals per image, or ``top`` (AR@k counts up to 1000);
+        sliced, of up to ``top`` or 1000 per image."""
+        if top is not None and top < 1:
+            raise ValueError(f"top must be at least 1, got {top}")
+        slicing = slice_config(tile_size, tile_overlap, full_view)
+        model = first_stage(self.network)
+        config = proposal_limit(model.rpn.config.test_proposals, top or 1)
+        batches = self._batches(
+            proposal_forward(self.network, config),
+            data,
+            slicing=slicing,
+            merge=Merge("proposals", config.nms_threshold, top or max(MAX_DETS)),
             batch_size=batch_size,
-            device=self.device,
+            amp=amp,
             progress=progress,
-            precision=self.precision(amp),
-            workers=self.workers,
+            desc="evaluating",
+            data_options=data_options,
         )
+        return evaluate_proposals(model, None, batches=batches, device=self.device)
 
     def evaluate_detections(
         self,
         data: Inputs,
         *,
+        max_detections: int | None = None,
         batch_size: int = 4,
         amp: str | None = None,
         progress: bool = False,
+        tile_size: int | None = None,
+        tile_overlap: int = 64,
+        full_view: bool = False,
         **data_options,
     ) -> DetectionReport:
-        """COCO and VOC mAP on a labelled dataset whose classes are the checkpoint's."""
-        dataset = self.dataset(data, **data_options)
+        """COCO and VOC mAP on a labelled dataset whose classes are the checkpoint's, of up to
+        ``max_detections`` per image (as ``iter_detections``)."""
+        detector = self._detector()
+        slicing = slice_config(tile_size, tile_overlap, full_view)
+        dataset = self._dataset(data, self._transforms(slicing), **data_options)
         self._check_classes(dataset)
-        return evaluate_detections(
-            self._detector(),
-            dataset,
-            self.class_names,
-            batch_size=batch_size,
-            device=self.device,
-            progress=progress,
-            precision=self.precision(amp),
-            workers=self.workers,
-        )
+        with detection_limits(detector, max_detections):
+            batches = self._batches(
+                detection_forward(detector),
+                dataset,
+                slicing=slicing,
+                merge=Merge("detections", detector.roi_heads.config.nms_threshold, max_detections),
+                batch_size=batch_size,
+                amp=amp,
+                progress=progress,
+                desc="detecting",
+                data_options={},
+            )
+            return evaluate_detections(detector, None, self.class_names, batches=batches)
 
     def _check_classes(self, dataset: Dataset) -> None:
         """The dataset's labels must mean the checkpoint's classes: a dataset read by name
@@ -287,6 +410,15 @@ class Predictor:
         return self.network
 
 
+def slice_config(tile_size: int | None, overlap: int, full_view: bool) -> SliceConfig | None:
+    """Sliced inference's settings (checked), or None without ``tile_size``."""
+    if tile_size is None:
+        if full_view:
+            raise ValueError("full view needs a tile size (--tile-size): it adds to the tiles")
+        return None
+    return SliceConfig(tile_size, overlap, full_view)
+
+
 def default_workers(device: torch.device) -> int:
     return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
 
@@ -300,6 +432,7 @@ def load(
     short_side: int = 800,
     max_size: int = 1333,
     workers: int | None = None,
+    compile: bool | str = False,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
@@ -314,6 +447,7 @@ def load(
         short_side=short_side,
         max_size=max_size,
         workers=workers,
+        compile=compile,
     )
     predictor.source = Path(path)
     return predictor

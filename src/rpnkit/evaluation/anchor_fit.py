@@ -6,6 +6,11 @@ matcher's 0.7 it only gets a positive through the low-quality rule, below 0.3 th
 an anchor that hardly overlaps it. Boxes are taken as the training pipeline sees them (resized
 to the training scale); size ranges use COCO's areas in original pixels.
 
+Scale: when many boxes are under half the smallest anchor's side at training scale (no anchor
+reaches 0.25 IoU with them), ``scale_advice`` says so and recommends a scale that brings them
+to it: native-resolution tiles (``--tile-size``) when the objects are large enough in the
+original pixels, or a longer shorter side.
+
 Fitting: k-means over the boxes' (width, height) with distance 1 - IoU of boxes sharing a
 centre (as YOLOv2), k = the configuration's anchors per position summed over levels; each
 cluster goes to the level whose anchors are closest in scale, every level keeping at least one.
@@ -43,24 +48,83 @@ class GTSample:
     image: np.ndarray
     files: list[str]
     sizes: list[tuple[int, int]]
+    scales: list[float] = dataclasses.field(default_factory=list)  # resize factor per image
 
 
-def collect_gt(index: DatasetIndex, *, short: int = 800, max_size: int = 1333) -> GTSample:
-    boxes, areas, image, files, sizes = [], [], [], [], []
+def collect_gt(
+    index: DatasetIndex, *, short: int = 800, max_size: int = 1333, tile_size: int | None = None
+) -> GTSample:
+    """The boxes as training sees them: resized, or with ``tile_size`` at native resolution
+    for the images larger than a tile (``data.tiling``; anchors cover the whole image)."""
+    boxes, areas, image, files, sizes, scales = [], [], [], [], [], []
     for i, r in enumerate(index.records):
         scale = resize_scale(r.height, r.width, short, max_size)
+        if tile_size is not None and max(r.height, r.width) > tile_size:
+            scale = 1.0
         keep = ~r.ignore
         boxes.append(r.boxes[keep] * scale)
         areas.append(r.areas[keep])
         image.append(np.full(int(keep.sum()), i))
         files.append(r.file_name)
         sizes.append(resized_size(r.height, r.width, scale))
+        scales.append(scale)
     return GTSample(
         np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
         np.concatenate(areas) if areas else np.zeros(0, np.float32),
         np.concatenate(image) if image else np.zeros(0, np.int64),
         files,
         sizes,
+        scales,
+    )
+
+
+# a box under half the smallest anchor's side has IoU < 0.25 with it, under the matcher's 0.3
+TOO_SMALL = 0.5
+ADVISE_FRACTION = 0.1  # advise when at least this share of the boxes is too small
+TARGET = 1 / math.sqrt(2)  # bring the 10th-percentile box to this fraction of the anchor
+
+
+def smallest_anchor(config: AnchorConfig) -> float:
+    """The side (square root of the area) of the configuration's smallest anchor."""
+    sides = [math.sqrt(w * h) for lv in config.levels for w, h in lv.shapes]
+    sides += [float(s) for lv in config.levels for s in lv.sizes if not lv.shapes]
+    return min(sides)
+
+
+def scale_advice(
+    config: AnchorConfig, sample: GTSample, *, short: int, tile_size: int | None = None
+) -> str | None:
+    """One paragraph when at least ``ADVISE_FRACTION`` of the boxes are under ``TOO_SMALL``
+    of the smallest anchor's side at training scale, recommending a tile size or a shorter
+    side that brings the 10th-percentile box to ``TARGET`` of it; None when they fit."""
+    if len(sample.boxes) == 0:
+        return None
+    anchor = smallest_anchor(config)
+    wh = (sample.boxes[:, 2:] - sample.boxes[:, :2]).clip(min=1e-6)
+    sides = np.sqrt(wh.prod(axis=1))  # at training scale
+    small = float((sides < TOO_SMALL * anchor).mean())
+    if small < ADVISE_FRACTION:
+        return None
+    scales = np.asarray(sample.scales or [1.0] * len(sample.sizes))
+    typical = float(np.percentile(sides / scales[sample.image], 10))  # original pixels
+    needed = TARGET * anchor / typical  # the resize factor that brings it to the anchor
+    shorts = np.array([min(h, w) for h, w in sample.sizes]) / scales  # original pixels
+    short_needed = int(math.ceil(float(np.median(shorts)) * needed / 32) * 32)
+    text = (
+        f"objects too small for the anchors: {small:.0%} of the boxes are under half the "
+        f"smallest anchor ({anchor:.0f} px) at this scale (10% of them are under {typical:.1f} "
+        f"px in original pixels)."
+    )
+    if needed <= 1 and tile_size is None:
+        tile = max(32, min(1024, short // 32 * 32))
+        return (
+            f"{text} They are large enough at native resolution: train and infer on tiles "
+            f"(rpnkit train --tile-size {tile}; propose/detect/eval --tile-size {tile}), or "
+            f"resize to a shorter side of {short_needed} (--short-side {short_needed})."
+        )
+    return (
+        f"{text} Even native resolution is too coarse for them: upscale (--short-side "
+        f"{short_needed}, about {needed:.1f}x the original), or fit smaller anchors (--fit)."
     )
 
 
@@ -221,6 +285,8 @@ class AnchorReport:
     unmatched: list[dict]
     fitted: AnchorConfig | None = None
     coverage_fitted: dict | None = None
+    advice: str | None = None  # scale_advice: the objects are too small for the anchors
+    tile_size: int | None = None  # images larger than this were taken at native resolution
 
     def fitted_model(self) -> ModelConfig:
         """The preset's config with the fitted anchors (for ``rpnkit train --config``)."""
@@ -231,6 +297,7 @@ class AnchorReport:
 
     def to_dict(self) -> dict:
         out = {"preset": self.model.preset, "coverage": self.coverage, "unmatched": self.unmatched}
+        out["advice"] = self.advice
         if self.fitted is not None:
             out["fitted_anchors"] = config_to_dict(self.fitted)
             out["coverage_fitted"] = self.coverage_fitted
@@ -241,7 +308,9 @@ class AnchorReport:
         lines = [
             f"\nanchors of {self.model.preset}:\n{describe_anchors(anchors)}",
             f"\nbest-anchor IoU of {self.num_boxes} GT boxes at training scale (shorter side "
-            f"{self.short_side}): the upper bound of what the RPN can be taught",
+            f"{self.short_side}"
+            + (f"; native in images over {self.tile_size} px, tiled" if self.tile_size else "")
+            + "): the upper bound of what the RPN can be taught",
             format_coverage(self.coverage),
             f"\n{len(self.unmatched)} box(es) with no anchor at IoU >= {self.threshold}"
             + (":" if self.unmatched else ""),
@@ -252,6 +321,8 @@ class AnchorReport:
             )
         if len(self.unmatched) > show:
             lines.append(f"  ... and {len(self.unmatched) - show} more (all in --json)")
+        if self.advice is not None:
+            lines.append(f"\n{self.advice}")
         if self.fitted is not None:
             k = sum(anchors.num_anchors_per_level)
             lines.append(f"\nfitted anchors (k-means, distance 1 - IoU, k = {k}):")
@@ -268,10 +339,12 @@ def anchor_report(
     threshold: float = 0.3,
     fit: bool = False,
     seed: int = 0,
+    tile_size: int | None = None,
 ) -> AnchorReport:
-    """Coverage of ``index``'s boxes by ``model``'s anchors and, with ``fit``, by anchors
-    fitted to them."""
-    sample = collect_gt(index, short=short, max_size=max_size)
+    """Coverage of ``index``'s boxes by ``model``'s anchors (at native resolution in the
+    images larger than ``tile_size``, when tiled) and, with ``fit``, by anchors fitted to
+    them; advice when the objects are too small for the anchors at that scale."""
+    sample = collect_gt(index, short=short, max_size=max_size, tile_size=tile_size)
     best = best_anchor_iou(model.rpn.anchors, sample)
     report = AnchorReport(
         model,
@@ -280,6 +353,8 @@ def anchor_report(
         len(best),
         coverage_table(sample, best),
         unmatched(sample, best, threshold),
+        advice=scale_advice(model.rpn.anchors, sample, short=short, tile_size=tile_size),
+        tile_size=tile_size,
     )
     if fit:
         report.fitted = fit_anchors(model.rpn.anchors, sample, seed=seed)
