@@ -134,3 +134,18 @@ def test_a_compiled_training_run_trains_and_saves_the_models_own_names(tmp_path)
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4, atol=0)
     with pytest.raises(ValueError, match=r"TrainConfig\.compile"):
         TrainConfig(compile="")
+
+
+def test_the_command_line_turns_compilation_on(capsys, monkeypatch):
+    from rpnkit.cli import build_parser, main
+    from rpnkit.cli.options import load_runtime
+    from rpnkit.engine import runtime
+
+    assert main(["train", "--print-config", "--preset", "tiny", "--compile"]) == 0
+    assert "compile: true" in capsys.readouterr().out
+    seen = {}
+    monkeypatch.setattr(runtime, "load", lambda *args, **kwargs: seen.update(kwargs))
+    for argv in (["propose", "x.jpg"], ["detect", "x.jpg"], ["eval", "--data", "d"]):
+        for flag, want in (([], False), (["--compile"], True)):
+            load_runtime(build_parser().parse_args([*argv, "--checkpoint", "c", *flag]))
+            assert seen.pop("compile") is want, argv

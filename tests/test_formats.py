@@ -303,7 +303,7 @@ def run(tmp_path_factory):
     assert main(argv) == 0
     proposals = root / "proposals.json"
     argv = ["propose", str(data), "--checkpoint", str(out / "checkpoint.safetensors")]
-    assert main([*argv, "--top", "1000", "--out", str(proposals), *SMALL]) == 0
+    assert main([*argv, "--top", "300", "--out", str(proposals), *SMALL]) == 0  # tiny: 300 an image
     return data, out, proposals
 
 

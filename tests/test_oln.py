@@ -372,3 +372,13 @@ def test_localization_training_step_has_no_gpu_to_cpu_sync(tmp_path):
         torch.cuda.set_sync_debug_mode(0)
     trainer.watch.flush()
     assert not trainer.watch.pending
+
+
+def test_the_command_line_selects_the_objectness(capsys):
+    from rpnkit.cli import main
+
+    argv = ["train", "--print-config", "--preset", "tiny"]
+    assert main(argv) == 0
+    assert "objectness_mode: classification" in capsys.readouterr().out
+    assert main([*argv, "--objectness", "localization"]) == 0
+    assert "objectness_mode: localization" in capsys.readouterr().out

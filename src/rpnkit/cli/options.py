@@ -260,6 +260,12 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
         "in float32); bf16 took 1.4x less time than float32 for R50-FPN at batch 8 on an "
         "H200 (docs/performance.md) and more on most CPUs; fp16 needs a GPU",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network first (no graph break in rpnkit's forward); the first "
+        "batch of each image size compiles, which pays off on long runs over many images",
+    )
 
 
 def add_inference_options(
@@ -294,6 +300,7 @@ def load_runtime(args: argparse.Namespace):
         amp=args.amp,
         short_side=args.short_side,
         max_size=args.max_size,
+        compile=args.compile,
     )
 
 

@@ -148,6 +148,20 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="synchronise batch norm across processes under torchrun",
     )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training step (forward and backward; no graph break in "
+        "rpnkit's model); the first steps compile",
+    )
+    p.add_argument(
+        "--objectness",
+        choices=["classification", "localization"],
+        default=None,
+        help="what the RPN's objectness learns (default: the preset's): foreground "
+        "classification, or OLN's localization quality (centerness), for proposals of classes "
+        "never seen in training",
+    )
 
 
 def train_config(args: argparse.Namespace):
@@ -169,6 +183,7 @@ def train_config(args: argparse.Namespace):
         eval_every=args.eval_every,
         checkpoint_every=args.checkpoint_every,
         sync_bn=args.sync_bn,
+        compile=args.compile,
     )
 
 
@@ -201,6 +216,10 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.fit import fit
 
     model, train = model_config(args), train_config(args)
+    if args.objectness is not None:
+        from ..modeling.presets import with_objectness_mode
+
+        model = with_objectness_mode(model, args.objectness)
     if args.print_config:
         print(configs_to_yaml(model=model, train=train))
         return 0
