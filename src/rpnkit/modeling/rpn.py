@@ -359,7 +359,10 @@ def level_top_k(
     """
     device = pred_objectness.device
     num_levels = len(level_sizes)
-    level_index, level_valid, slot_valid, slot_level = _level_tables(
+    # torch.compile traces the tables' function itself (it ignores the cache, and says so
+    # when it meets one): the same tables, built inside the graph
+    tables = _level_tables.__wrapped__ if torch.compiler.is_compiling() else _level_tables
+    level_index, level_valid, slot_valid, slot_level = tables(
         tuple(int(n) for n in level_sizes), int(pre_nms_top_n), torch.device(device)
     )  # (L, N_max), (L, N_max), (L, k), (L*k,)
     k = slot_valid.shape[1]
