@@ -22,7 +22,9 @@ many, so that the plain pipeline is not held back by its default limit).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -35,29 +37,36 @@ from rpnkit.data.synthetic import SHAPE_NAMES, make_dense_scene
 from rpnkit.engine.runtime import load
 
 
-def write_split(root: Path, split: str, count: int, seed: int, size: int) -> None:
+def write_scene(folder: Path, split: str, seed: int, size: int, i: int) -> tuple[dict, list]:
+    image, boxes, labels = make_dense_scene(seed, i, image_size=size)
+    name = f"dense-{split}-{i:03d}.png"
+    Image.fromarray(image).save(folder / name)
+    print(f"{folder / name}: {len(boxes)} objects", flush=True)
+    entry = {"id": i + 1, "file_name": name, "width": size, "height": size}
+    return entry, list(zip(boxes.tolist(), labels.tolist()))
+
+
+def write_split(root: Path, split: str, count: int, seed: int, size: int, workers: int) -> None:
     folder = root / "images" / split
     folder.mkdir(parents=True, exist_ok=True)
+    scene = functools.partial(write_scene, folder, split, seed, size)
+    with multiprocessing.Pool(workers) as pool:  # each scene depends on (seed, i) only
+        scenes = pool.map(scene, range(count))
     images, annotations = [], []
-    for i in range(count):
-        image, boxes, labels = make_dense_scene(seed, i, image_size=size)
-        name = f"dense-{split}-{i:03d}.png"
-        Image.fromarray(image).save(folder / name)
-        images.append({"id": i + 1, "file_name": name, "width": size, "height": size})
-        for box, label in zip(boxes.tolist(), labels.tolist()):
-            x1, y1, x2, y2 = box
+    for entry, objects in scenes:
+        images.append(entry)
+        for (x1, y1, x2, y2), label in objects:
             w, h = x2 - x1, y2 - y1
             annotations.append(
                 {
                     "id": len(annotations) + 1,
-                    "image_id": i + 1,
+                    "image_id": entry["id"],
                     "category_id": label,
                     "bbox": [x1, y1, w, h],
                     "area": w * h,
                     "iscrowd": 0,
                 }
             )
-        print(f"{folder / name}: {len(boxes)} objects")
     categories = [{"id": k + 1, "name": n} for k, n in enumerate(SHAPE_NAMES)]
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     out = root / "annotations" / f"instances_{split}.json"
@@ -67,8 +76,8 @@ def write_split(root: Path, split: str, count: int, seed: int, size: int) -> Non
 
 def make(args: argparse.Namespace) -> None:
     root = Path(args.root)
-    write_split(root, "train", args.train, seed=1, size=args.size)
-    write_split(root, "val", args.val, seed=2, size=args.size)
+    write_split(root, "train", args.train, seed=1, size=args.size, workers=args.workers)
+    write_split(root, "val", args.val, seed=2, size=args.size, workers=args.workers)
 
 
 def measure_one(predictor, index, label: str, options: dict, top: int) -> dict:
@@ -131,6 +140,7 @@ def main() -> None:
     p.add_argument("--train", type=int, default=16)
     p.add_argument("--val", type=int, default=4)
     p.add_argument("--size", type=int, default=2000)
+    p.add_argument("--workers", type=int, default=1, help="processes writing scenes")
     p.set_defaults(func=make)
     p = sub.add_parser("measure", help="recall and time, plain and sliced")
     p.add_argument("--root", default="/tmp/rpnkit-dense")
