@@ -18,6 +18,7 @@ from .engine.runtime import Predictor, load
 from .engine.trainer import TrainConfig
 from .modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors
 from .modeling.boxes import BoxCoder, box_iou
+from .modeling.cascade_rpn import CascadeConfig, CascadeRPN
 from .modeling.detector import FasterRCNN
 from .modeling.matching import BalancedSampler, Matcher
 from .modeling.presets import (
@@ -48,6 +49,8 @@ __all__ = [
     "AnchorGenerator",
     "BalancedSampler",
     "BoxCoder",
+    "CascadeConfig",
+    "CascadeRPN",
     "DataConfig",
     "DetectionResult",
     "DetectorConfig",

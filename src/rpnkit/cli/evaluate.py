@@ -26,7 +26,10 @@ def add_parser(sub) -> None:
             "and per COCO size range, computed as pycocotools' COCOeval with "
             "useCats=0, of a checkpoint's proposals or of a COCO results file "
             "(--proposals: from rpnkit propose, detectron2 or anything else); a Faster R-CNN "
-            "checkpoint gets COCO and VOC mAP. Prints a table; --out writes JSON."
+            "checkpoint gets COCO and VOC mAP, and a class-agnostic one (OLN's full model, "
+            "preset effnet-lite0-fpn-oln-rcnn) the recall of its final boxes as proposals. "
+            "--seen-classes: recall on the classes never seen in training (OLN's protocol). "
+            "Prints a table; --out writes JSON."
         ),
         formatter_class=HELP,
     )
@@ -64,6 +67,18 @@ def add_parser(sub) -> None:
         "with --tile-size, up to 1000); AR@k counts the best k, up to 1000",
     )
     add_detection_limit(p)
+    p.add_argument(
+        "--seen-classes",
+        default=None,
+        metavar="NAMES",
+        help="the novel-class protocol of OLN: comma-separated names of the classes the model "
+        "was trained on ('voc': the 20 VOC classes in COCO's naming); AR@10/100/1000 on the "
+        "boxes of the dataset's other classes, each image's proposals on seen-class objects "
+        "(IoU >= 0.5) removed before the budget, then the standard all-class AR. Scores an "
+        "RPN's proposals, a class-agnostic detector's final boxes, or a classifying "
+        "detector's RPN; keep more than 1000 (--top, --max-detections) to leave room for the "
+        "removed ones",
+    )
     add_slicing_options(p)
     p.add_argument("--out", default=None, help="write the metrics as JSON here")
     p.add_argument(
@@ -96,6 +111,8 @@ def _evaluate(args: argparse.Namespace):
             "the following arguments are required: --checkpoint (or --proposals, to score "
             "stored proposals)"
         )
+    if args.proposals is not None and args.seen_classes is not None:
+        raise ValueError("--seen-classes scores a checkpoint's boxes, not stored --proposals")
     if args.proposals is not None:  # class-agnostic: no class names to map
         from ..engine.evaluate import evaluate_stored_proposals, read_stored_proposals
 
@@ -105,21 +122,22 @@ def _evaluate(args: argparse.Namespace):
         print(stored.describe())
         return evaluate_stored_proposals(stored, index, device=args.device)
     runtime = load_runtime(args)
-    names = list(runtime.class_names) if runtime.spec.is_detector else None
-    index = _held_out(args, read_data(args, names))
+    own_names = runtime.class_agnostic or args.seen_classes is not None
+    index = _held_out(args, read_data(args, None if own_names else list(runtime.class_names)))
     detector = runtime.spec.is_detector
     if args.top is not None and detector:
         raise ValueError("--top counts an RPN's proposals: a Faster R-CNN's is --max-detections")
     if args.max_detections is not None and not detector:
         raise ValueError("--max-detections is for a Faster R-CNN: an RPN's limit is --top")
+    common = {"batch_size": args.batch_size, "progress": not args.no_progress}
+    common.update(slicing_options(args))
+    if args.seen_classes is not None:
+        top = args.max_detections if detector else args.top
+        return runtime.evaluate_novel_classes(index, args.seen_classes, top=top, **common)
+    if detector and runtime.class_agnostic:  # its final boxes, scored as proposals
+        return runtime.evaluate(index, top=args.max_detections, **common)
     limit = {"max_detections": args.max_detections} if detector else {"top": args.top}
-    return runtime.evaluate(
-        index,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        **limit,
-        **slicing_options(args),
-    )
+    return runtime.evaluate(index, **limit, **common)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """Running a network over a labelled dataset and measuring it: proposal recall (COCO-style,
-``evaluation.recall``) or detection mAP (pycocotools and VOC, ``evaluation.detection``); and
-the recall of stored proposals, a COCO results file from rpnkit or anything else, with no
-network at all (``evaluate_stored_proposals``)."""
+``evaluation.recall``), recall on classes never seen in training (``evaluate_novel_classes``,
+OLN's protocol: ``evaluation.open_world``) or detection mAP (pycocotools and VOC,
+``evaluation.detection``); and the recall of stored proposals, a COCO results file from
+rpnkit or anything else, with no network at all (``evaluate_stored_proposals``)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ from ..evaluation.detection import (
     format_detection_metrics,
     voc_map,
 )
+from ..evaluation.open_world import (
+    NOVEL_MAX_DETS,
+    novel_class_recall,
+    seen_class_names,
+    seen_flags,
+)
 from ..evaluation.recall import (
     MAX_DETS,
     MatchTable,
@@ -38,6 +45,8 @@ from ..evaluation.recall import (
     recall_vs_proposals,
 )
 from ..modeling.detector import FasterRCNN
+from ..modeling.roi_heads import Detections
+from ..modeling.rpn import Proposals
 from ..modeling.structures import GroundTruth
 from .device import resolve_device
 from .runner import detection_forward, proposal_forward, run_batches, to_original_pixels
@@ -82,6 +91,36 @@ class DetectionReport:
         return format_detection_metrics(self.metrics)
 
 
+@dataclass
+class NovelClassReport:
+    """Recall on classes never seen in training (OLN's protocol): ``novel`` the AR@k and
+    recall@k metrics on the boxes of the classes other than ``seen``, proposals on seen-class
+    objects removed before the budget, ``num_novel`` boxes counted; ``all`` the standard
+    all-class ``RecallReport`` (its curves are the report's pictures)."""
+
+    seen: tuple[str, ...]
+    novel: dict[str, float]
+    all: RecallReport
+    max_dets: tuple[int, ...] = NOVEL_MAX_DETS
+
+    @property
+    def metrics(self) -> dict:
+        return {"seen_classes": list(self.seen), "novel": self.novel, "all": self.all.metrics}
+
+    def format(self) -> str:
+        n = int(self.novel["num_novel"])
+        head = (
+            f"novel classes: {n} boxes of the classes other than the {len(self.seen)} seen; "
+            "proposals on seen-class objects (IoU >= 0.5) removed before the budget"
+        )
+        novel = format_recall_table(self.novel, self.max_dets)
+        return f"{head}\n{novel}\n\nall classes:\n{self.all.format()}"
+
+    def curves(self, ks: Sequence[int] = CURVE_KS) -> tuple[dict, dict]:
+        """The all-class curves (``RecallReport.curves``)."""
+        return self.all.curves(ks)
+
+
 @torch.no_grad()
 def evaluate_proposals(
     network: nn.Module,
@@ -101,36 +140,114 @@ def evaluate_proposals(
 
     Size ranges use the items' ``areas`` (COCO's, in original pixels) when they have them, else
     the box areas brought back to original pixels."""
+    if batches is None:
+        batches = _proposal_batches(
+            network, dataset, batch_size, device, progress, precision, workers
+        )
+    columns, kept = _collect(batches, keep=max(max_dets))
+    return _recall_report(columns, kept, max_dets)
+
+
+def _proposal_batches(network, dataset, batch_size, device, progress, precision, workers):
+    """(metas, proposals) of ``network``'s first stage over ``dataset``."""
     device = torch.device(device)
     network.to(device).eval()
-    columns: dict[str, list[Tensor]] = {k: [] for k in ("boxes", "valid", "gt", "mask", "crowd")}
-    areas, kept, k = [], [], max(max_dets)
-    if batches is None:
-        batches = run_batches(
-            proposal_forward(network),
-            dataset,
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
-            desc="evaluating",
-            precision=precision,
-            workers=workers,
-        )
+    return run_batches(
+        proposal_forward(network),
+        dataset,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        desc="evaluating",
+        precision=precision,
+        workers=workers,
+    )
+
+
+def _collect(
+    batches: Iterable, keep: int | None = None
+) -> tuple[dict[str, Tensor], list[tuple[Tensor, Tensor]]]:
+    """The (metas, proposals) of ``batches`` as padded (I, ...) columns on the CPU: proposal
+    ``boxes`` and ``valid`` (each image's best ``keep``, all by default, sorted by score), GT
+    ``gt``, ``mask``, ``crowd``, ``labels`` and ``areas`` (original pixels); and per image all
+    its proposals and its counted GT."""
+    names = ("boxes", "valid", "gt", "mask", "crowd", "labels", "areas")
+    columns: dict[str, list[Tensor]] = {k: [] for k in names}
+    kept = []
     for metas, proposals in batches:
         t = _ground_truth(metas)
-        columns["boxes"].append(proposals.boxes[:, :k])
-        columns["valid"].append(proposals.valid[:, :k])
-        columns["gt"].append(t.boxes)
-        columns["mask"].append(t.mask)
-        columns["crowd"].append(t.ignore)
-        areas.append(_original_areas(metas, t.mask.shape))
+        boxes, valid = proposals.boxes[:, :keep], proposals.valid[:, :keep]
+        row = (boxes, valid, t.boxes, t.mask, t.ignore, t.labels)
+        for name, value in zip(names, row):
+            columns[name].append(value)
+        columns["areas"].append(_original_areas(metas, t.mask.shape))
         for i in range(len(metas)):
             counted = t.mask[i] & ~t.ignore[i]
             kept.append((proposals.boxes[i, : int(proposals.num[i])], t.boxes[i][counted]))
     if not kept:
         raise ValueError("no readable images to evaluate")
-    table = match_proposals(*(pad_cat(columns[c]) for c in columns), pad_cat(areas))
+    return {k: pad_cat(v) for k, v in columns.items()}, kept
+
+
+def _recall_report(columns: dict[str, Tensor], kept: list, max_dets: Sequence[int]) -> RecallReport:
+    """COCO-style recall of each image's best ``max(max_dets)`` proposals."""
+    k = max(max_dets)
+    c = columns
+    table = match_proposals(
+        c["boxes"][:, :k], c["valid"][:, :k], c["gt"], c["mask"], c["crowd"], c["areas"]
+    )
     return RecallReport(proposal_recall_summary(table, max_dets), table, kept)
+
+
+@torch.no_grad()
+def evaluate_novel_classes(
+    network: nn.Module | None,
+    dataset: Dataset | None,
+    class_names: Sequence[str],
+    seen: str | Sequence[str],
+    *,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    max_dets: Sequence[int] = NOVEL_MAX_DETS,
+    all_max_dets: Sequence[int] = MAX_DETS,
+    progress: bool = True,
+    precision: contextlib.AbstractContextManager | None = None,
+    workers: int = 0,
+    batches: Iterable | None = None,
+) -> NovelClassReport:
+    """OLN's novel-class protocol on ``dataset`` (labels k naming ``class_names[k - 1]``):
+    AR@k on the boxes of the classes not in ``seen`` (names, or ``"voc"``: see
+    ``open_world.seen_class_names``), each image's proposals on seen-class objects (IoU >= 0.5)
+    removed before the budget of k, and the standard all-class recall. The proposals are
+    ``network``'s first stage's, or the (metas, proposals) of ``batches`` when given (the
+    runtime's: a detector's final boxes, raised limits, sliced inference). Every proposal an
+    image has counts: keep more than ``max(max_dets)`` for the seen ones to leave room."""
+    names = seen_class_names(seen)
+    unknown = sorted(set(names) - set(class_names))
+    if unknown:  # before any image is run
+        raise ValueError(
+            f"seen classes {unknown} are not among the dataset's classes "
+            f"({', '.join(list(class_names)[:5])}, ...)"
+        )
+    if batches is None:
+        batches = _proposal_batches(
+            network, dataset, batch_size, device, progress, precision, workers
+        )
+    c, kept = _collect(batches)
+    flags = seen_flags(c["labels"], class_names, names) & c["mask"]
+    novel = novel_class_recall(
+        c["boxes"], c["valid"], c["gt"], c["mask"], flags, c["crowd"], c["areas"],
+        max_dets=max_dets,
+    )  # fmt: skip
+    report = _recall_report(c, kept, all_max_dets)
+    return NovelClassReport(names, novel, report, tuple(max_dets))
+
+
+def detections_as_proposals(found: Detections) -> Proposals:
+    """Final boxes scored as proposals: a class-agnostic detector's (OLN's full model), best
+    first, their labels dropped."""
+    levels = torch.zeros(found.scores.shape, dtype=torch.int64, device=found.scores.device)
+    return Proposals(found.boxes, found.scores, levels, found.num)
 
 
 def _ground_truth(metas: list[dict]) -> GroundTruth:
@@ -167,7 +284,12 @@ def evaluate_detections(
     batches: Iterable | None = None,
 ) -> DetectionReport:
     """COCO mAP (pycocotools) and VOC mAP (07 11-point and area) with per-class AP tables, of
-    ``detector`` on ``dataset`` or of the (metas, detections) of ``batches`` when given."""
+    ``detector`` on ``dataset`` or of the (metas, detections) of ``batches`` when given. A
+    class-agnostic detector (OLN's localization head) is scored class-agnostically: every GT
+    box is of the one class "object"."""
+    agnostic = detector is not None and detector.roi_heads.config.class_agnostic
+    if agnostic:
+        class_names = ("object",)
     if batches is None:
         device = torch.device(device)
         detector.to(device).eval()
@@ -188,7 +310,9 @@ def evaluate_detections(
             oh, ow = meta["orig_size"]
             gt = (meta["boxes"] * factors).numpy()
             ignore, areas = meta["ignore"].numpy(), meta["areas"].numpy()
-            truths.append(ImageTruth(gt, meta["labels"].numpy(), ignore, areas, ow, oh))
+            gt_labels = meta["labels"].numpy()
+            gt_labels = np.ones_like(gt_labels) if agnostic else gt_labels
+            truths.append(ImageTruth(gt, gt_labels, ignore, areas, ow, oh))
             detections.append(
                 ImageDetections((boxes * factors).numpy(), scores.numpy(), labels.numpy())
             )

@@ -44,13 +44,17 @@ from ..data import (
     index_for_input,
 )
 from ..evaluation.recall import MAX_DETS
-from ..modeling.rpn import ProposalConfig
+from ..modeling.roi_heads import Detections
+from ..modeling.rpn import ProposalConfig, Proposals
 from .checkpoint import ModelSpec, load_model
 from .device import compile_in_place, fold_for_inference, inference_precision, resolve_device
 from .evaluate import (
     DetectionReport,
+    NovelClassReport,
     RecallReport,
+    detections_as_proposals,
     evaluate_detections,
+    evaluate_novel_classes,
     evaluate_proposals,
 )
 from .results import DetectionResult, ProposalResult
@@ -108,7 +112,17 @@ class Predictor:
         return self.spec.kind
 
     @property
+    def class_agnostic(self) -> bool:
+        """An RPN, or a detector with OLN's class-agnostic box head (``score_mode
+        "localization"``): its boxes are proposals for objects of any class."""
+        return not self.spec.is_detector or self.spec.config.roi.class_agnostic
+
+    @property
     def class_names(self) -> tuple[str, ...]:
+        """The names of the labels of ``detect``'s results: the training set's classes (an
+        RPN keeps them for reference), ``("object",)`` for a class-agnostic detector."""
+        if self.spec.is_detector and self.class_agnostic:
+            return ("object",)
         return self.spec.class_names
 
     def precision(self, amp: str | None = None):
@@ -145,12 +159,14 @@ class Predictor:
         split_file: str | Path | None = None,
         strict: bool = False,
         names: Sequence[str] | None = None,
+        own_names: bool = False,
     ) -> Dataset:
-        """``inputs`` as dataset items through ``transforms`` (none: native resolution)."""
+        """``inputs`` as dataset items through ``transforms`` (none: native resolution);
+        ``own_names``: a path keeps its own classes even for a classifying detector."""
         if isinstance(inputs, Dataset):
             return inputs
-        if isinstance(inputs, (str, Path)):  # a detector's classes are mapped by name
-            names_of = self.class_names if self.spec.is_detector else None
+        if isinstance(inputs, (str, Path)):  # a classifying detector's classes, by name
+            names_of = None if self.class_agnostic or own_names else self.class_names
             inputs = index_for_input(
                 inputs,
                 split=split,
@@ -306,16 +322,18 @@ class Predictor:
         return list(self.iter_detections(inputs, **options))
 
     def evaluate(self, data: Inputs, **options) -> RecallReport | DetectionReport:
-        """Detection mAP for a Faster R-CNN, proposal recall for an RPN."""
-        if self.spec.is_detector:
-            return self.evaluate_detections(data, **options)
-        return self.evaluate_proposals(data, **options)
+        """Detection mAP for a Faster R-CNN, proposal recall for an RPN and for a
+        class-agnostic detector (OLN's full model: its final boxes are its proposals)."""
+        if self.class_agnostic:
+            return self.evaluate_proposals(data, **options)
+        return self.evaluate_detections(data, **options)
 
     def evaluate_proposals(
         self,
         data: Inputs,
         *,
         top: int | None = None,
+        final_boxes: bool | None = None,
         batch_size: int = 4,
         amp: str | None = None,
         progress: bool = False,
@@ -324,26 +342,102 @@ class Predictor:
         full_view: bool = False,
         **data_options,
     ) -> RecallReport:
-        """COCO-style proposal recall on a labelled dataset (a detector's through its RPN), of
-        the model's own number of proposals per image, or ``top`` (AR@k counts up to 1000);
-        sliced, of up to ``top`` or 1000 per image."""
+        """COCO-style proposal recall on a labelled dataset, of the model's own number of
+        proposals per image, or ``top`` (AR@k counts up to 1000); sliced, of up to ``top`` or
+        1000 per image. A detector is scored through its RPN, or on its ``final_boxes``
+        (default for a class-agnostic one: OLN's boxes are proposals; ``top`` then raises
+        its number of detections)."""
+        batches = self._recall_batches(
+            data,
+            top=top,
+            final_boxes=final_boxes,
+            slicing=slice_config(tile_size, tile_overlap, full_view),
+            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            data_options=data_options,
+        )
+        return evaluate_proposals(self.network, None, batches=batches, device=self.device)
+
+    def evaluate_novel_classes(
+        self,
+        data: Inputs,
+        seen: str | Sequence[str],
+        *,
+        top: int | None = None,
+        final_boxes: bool | None = None,
+        batch_size: int = 4,
+        amp: str | None = None,
+        progress: bool = False,
+        tile_size: int | None = None,
+        tile_overlap: int = 64,
+        full_view: bool = False,
+        **data_options,
+    ) -> NovelClassReport:
+        """OLN's novel-class protocol (``engine.evaluate.evaluate_novel_classes``): AR@10,
+        100, 1000 on the boxes of the classes not in ``seen`` (names, or ``"voc"``), proposals
+        on seen-class objects removed before the budget, and the all-class recall, of the
+        proposals ``evaluate_proposals`` scores. A path is read with the dataset's own class
+        names (never mapped to a detector's: the novel objects must stay)."""
+        slicing = slice_config(tile_size, tile_overlap, full_view)
+        dataset = self._dataset(data, self._transforms(slicing), **data_options, own_names=True)
+        names = getattr(dataset, "class_names", None) or getattr(
+            getattr(dataset, "index", None), "class_names", None
+        )
+        if not names:
+            raise ValueError("the novel-class protocol needs a labelled dataset with class names")
+        batches = self._recall_batches(
+            dataset,
+            top=top,
+            final_boxes=final_boxes,
+            slicing=slicing,
+            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            data_options={},
+        )
+        return evaluate_novel_classes(None, None, names, seen, batches=batches)
+
+    def _recall_batches(
+        self,
+        data: Inputs,
+        *,
+        top: int | None,
+        final_boxes: bool | None,
+        slicing: SliceConfig | None,
+        options: dict,
+        data_options: dict,
+    ) -> Iterator[tuple[list[dict], Proposals]]:
+        """(metas, Proposals) to score as proposals: the first stage's (at least ``top`` per
+        image), or a detector's final boxes (up to ``top``, or its own limit)."""
         if top is not None and top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
-        slicing = slice_config(tile_size, tile_overlap, full_view)
-        model = first_stage(self.network)
-        config = proposal_limit(model.rpn.config.test_proposals, top or 1)
-        batches = self._batches(
+        if final_boxes is None:
+            final_boxes = self.spec.is_detector and self.class_agnostic
+        if final_boxes:
+            detector = self._detector()
+            nms = detector.roi_heads.config.nms_threshold
+            with detection_limits(detector, top):
+                batches = self._batches(
+                    detection_forward(detector),
+                    data,
+                    slicing=slicing,
+                    merge=Merge("proposals", nms, top),
+                    desc="evaluating",
+                    data_options=data_options,
+                    **options,
+                )
+                for metas, found in batches:
+                    if isinstance(found, Detections):  # sliced: merged as proposals already
+                        found = detections_as_proposals(found)
+                    yield metas, found
+            return
+        config = proposal_limit(first_stage(self.network).rpn.config.test_proposals, top or 1)
+        yield from self._batches(
             proposal_forward(self.network, config),
             data,
             slicing=slicing,
             merge=Merge("proposals", config.nms_threshold, top or max(MAX_DETS)),
-            batch_size=batch_size,
-            amp=amp,
-            progress=progress,
             desc="evaluating",
             data_options=data_options,
+            **options,
         )
-        return evaluate_proposals(model, None, batches=batches, device=self.device)
 
     def evaluate_detections(
         self,

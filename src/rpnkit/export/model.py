@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..engine.device import fold_for_inference
+from ..modeling.cascade_rpn import CascadeRPN
 from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel, normalize
 from ..modeling.roi_heads import Detections, postprocess_detections
@@ -62,6 +63,13 @@ class ExportableModel(nn.Module):
         if not isinstance(model, ProposalModel | FasterRCNN):
             raise ValueError(
                 f"ExportableModel wraps a ProposalModel or a FasterRCNN, got {type(model).__name__}"
+            )
+        first_stage = model.first_stage if isinstance(model, FasterRCNN) else model
+        if isinstance(first_stage.rpn, CascadeRPN):
+            raise ValueError(
+                "rpnkit export does not support the Cascade RPN (its stage 2 runs "
+                "torchvision's deform_conv2d on per-image refined anchors, which the exported "
+                "graph has no translation for): use rpnkit propose or detect instead"
             )
         model = fold_for_inference(copy.deepcopy(model))  # the caller's model is left as it is
         self.model = model

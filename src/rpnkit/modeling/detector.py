@@ -79,6 +79,7 @@ class FasterRCNN(Freezable):
             found.valid,
             image_sizes,
             targets if training else None,
+            proposal_scores=found.scores,  # OLN's box score multiplies in the RPN's
         )
         return DetectorOutput(found, detections, {**rpn_losses, **roi_losses})
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .anchors import AnchorConfig, LevelAnchors
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, build_backbone
 from .backbones.efficientnet_lite import EFFNET_PIXEL_MEAN, EFFNET_PIXEL_STD
+from .cascade_rpn import CascadeConfig, CascadeRPN, cascade_rpn_config
 from .detector import FasterRCNN
 from .proposal_model import ProposalModel
 from .roi_heads import RoIHeadConfig, RoIHeads
@@ -22,13 +23,17 @@ from .rpn import ProposalConfig, RegionProposalNetwork, RPNConfig
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A model's full configuration; printable and saved with every checkpoint."""
+    """A model's full configuration; printable and saved with every checkpoint.
+
+    ``cascade``: set, the RPN is a Cascade RPN (``cascade_rpn.py``), whose final stage ``rpn``
+    describes and whose first stage ``cascade`` adds."""
 
     preset: str
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
     pixel_std: tuple[float, float, float] = IMAGENET_STD
+    cascade: CascadeConfig | None = None
 
 
 def tiny_config() -> ModelConfig:
@@ -127,6 +132,62 @@ def effnet_lite0_fpn_oln_config() -> ModelConfig:
     return dataclasses.replace(config, preset="effnet-lite0-fpn-oln")
 
 
+def oln_first_stage(config: ModelConfig, *, preset: str, proposals: int | None) -> ModelConfig:
+    """``config``'s RPN in localization mode as the first stage of OLN's full model: no NMS
+    among the proposals (OLN's ``nms_thr=1.0``: the box head's NMS comes after its own
+    scoring), ``proposals`` per image in training and at test (None: the config's)."""
+    config = with_objectness_mode(config, "localization")
+    rpn = config.rpn
+    settings = {"nms_threshold": 1.0}
+    if proposals is not None:
+        settings |= {"pre_nms_top_n": proposals, "post_nms_top_n": proposals}
+    rpn = dataclasses.replace(
+        rpn,
+        train_proposals=dataclasses.replace(rpn.train_proposals, **settings),
+        test_proposals=dataclasses.replace(rpn.test_proposals, **settings),
+    )
+    return dataclasses.replace(config, preset=preset, rpn=rpn)
+
+
+def effnet_lite0_fpn_oln_rcnn_config() -> ModelConfig:
+    """OLN's full model on ``effnet-lite0-fpn``: the localization RPN (2,000 proposals per
+    image, no NMS) and, as a Faster R-CNN (``detector_config``), OLN's class-agnostic box
+    head that regresses each RoI's IoU; final boxes scored sqrt(RPN score x IoU)."""
+    return oln_first_stage(
+        effnet_lite0_fpn_config(), preset="effnet-lite0-fpn-oln-rcnn", proposals=2000
+    )
+
+
+def tiny_oln_rcnn_config() -> ModelConfig:
+    """``effnet-lite0-fpn-oln-rcnn``'s design on the ``tiny`` model, for tests."""
+    return oln_first_stage(tiny_config(), preset="tiny-oln-rcnn", proposals=None)
+
+
+# the presets whose Faster R-CNN has OLN's localization box head (RoIHeadConfig.localization)
+OLN_RCNN_PRESETS = ("effnet-lite0-fpn-oln-rcnn", "tiny-oln-rcnn")
+
+
+def effnet_lite0_fpn_cascade_config() -> ModelConfig:
+    """``effnet-lite0-fpn`` with a Cascade RPN: one 8x-stride square anchor per position on
+    P2-P6, two stages of adaptive convolution (mmdetection's Cascade RPN settings)."""
+    base = effnet_lite0_fpn_config()
+    rpn = cascade_rpn_config(base.rpn.anchors.strides)
+    return dataclasses.replace(
+        base, preset="effnet-lite0-fpn-cascade", rpn=rpn, cascade=CascadeConfig()
+    )
+
+
+def tiny_cascade_config() -> ModelConfig:
+    """``tiny`` (TinyFPN, strides 8/16/32) with a Cascade RPN, for tests and the CPU."""
+    base = tiny_config()
+    rpn = cascade_rpn_config(
+        base.rpn.anchors.strides,
+        train_proposals=ProposalConfig(pre_nms_top_n=1000, post_nms_top_n=1000, nms_threshold=0.8),
+        test_proposals=ProposalConfig(pre_nms_top_n=1000, post_nms_top_n=300, nms_threshold=0.8),
+    )
+    return dataclasses.replace(base, preset="tiny-cascade", rpn=rpn, cascade=CascadeConfig())
+
+
 PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny_config,
     "vgg16-c5": vgg16_c5_config,
@@ -136,6 +197,10 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "r50-fpn": r50_fpn_config,
     "effnet-lite0-fpn": effnet_lite0_fpn_config,
     "effnet-lite0-fpn-oln": effnet_lite0_fpn_oln_config,
+    "effnet-lite0-fpn-cascade": effnet_lite0_fpn_cascade_config,
+    "tiny-cascade": tiny_cascade_config,
+    "effnet-lite0-fpn-oln-rcnn": effnet_lite0_fpn_oln_rcnn_config,
+    "tiny-oln-rcnn": tiny_oln_rcnn_config,
 }
 
 
@@ -158,9 +223,13 @@ class DetectorConfig:
 def detector_config(model: ModelConfig, num_classes: int) -> DetectorConfig:
     """A Faster R-CNN on a preset's backbone and RPN for ``num_classes`` object classes
     (background excluded): the paper's second stage (VGG fc6/fc7, 128 RoIs) on the paper's
-    preset, the modern light one elsewhere; RoIs pooled from P2-P5 on a pyramid."""
+    preset, OLN's class-agnostic localization head on ``OLN_RCNN_PRESETS`` (whatever
+    ``num_classes``), the modern light one elsewhere; RoIs pooled from P2-P5 on a pyramid."""
     classes = num_classes + 1  # and background
-    if model.preset == "vgg16-c5":
+    if model.preset in OLN_RCNN_PRESETS:  # class-agnostic: the classes are not learnt
+        width = 256 if model.preset.startswith("tiny") else 1024
+        roi = RoIHeadConfig.localization(representation_size=width)
+    elif model.preset == "vgg16-c5":
         roi = RoIHeadConfig.paper(num_classes=classes)
     else:
         roi = RoIHeadConfig(num_classes=classes)
@@ -182,9 +251,15 @@ def with_backbone_weights(config: ModelConfig, weights: str | None) -> ModelConf
 
 
 def build_model(config: ModelConfig) -> ProposalModel:
-    """Backbone + RPN + pixel normalisation, from a config."""
+    """Backbone + RPN (a Cascade RPN when ``config.cascade`` is set) + pixel normalisation,
+    from a config."""
     backbone = build_backbone(config.backbone)
-    rpn = RegionProposalNetwork(in_channels=backbone.out_channels, config=config.rpn)
+    if config.cascade is not None:
+        rpn = CascadeRPN(
+            in_channels=backbone.out_channels, config=config.rpn, cascade=config.cascade
+        )
+    else:
+        rpn = RegionProposalNetwork(in_channels=backbone.out_channels, config=config.rpn)
     return ProposalModel(
         backbone=backbone, rpn=rpn, pixel_mean=config.pixel_mean, pixel_std=config.pixel_std
     )

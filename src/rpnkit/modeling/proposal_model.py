@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .cascade_rpn import CascadeRPN
 from .freezing import Freezable
 from .rpn import ProposalConfig, RegionProposalNetwork, RPNOutput
 from .structures import GroundTruth
@@ -36,15 +37,15 @@ def check_images(images: Tensor) -> None:
 
 class ProposalModel(Freezable):
     """Normalises a padded (B, 3, H, W) batch of RGB images (uint8, or float in [0, 1]), runs
-    the backbone and the
-    RPN. ``image_sizes`` (B, 2) gives each image's true (height, width) inside the padding.
+    the backbone and the RPN (a ``RegionProposalNetwork`` or a ``CascadeRPN``, called alike).
+    ``image_sizes`` (B, 2) gives each image's true (height, width) inside the padding.
     The first stage of ``FasterRCNN`` is one of these."""
 
     def __init__(
         self,
         *,
         backbone: nn.Module,
-        rpn: RegionProposalNetwork,
+        rpn: RegionProposalNetwork | CascadeRPN,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
     ) -> None:

@@ -1,6 +1,14 @@
 """The second stage (Fast R-CNN head): RoI sampling, RoI pooling over pyramid levels, the box
 head, class-specific regression, losses and detection post-processing, batched over images.
 
+Boxes are scored in one of two modes (``RoIHeadConfig.score_mode``). ``"classification"``:
+Faster R-CNN's softmax over the classes, class-specific regression, NMS within each class.
+``"localization"`` (OLN, Kim et al., RA-L 2022, the OLN-Box head): class-agnostic; besides
+the box regression, one output regresses the IoU of each RoI with its matched GT box (L1 on
+its sigmoid, on the foreground RoIs), and no classifier is trained; a final box scores the
+geometric mean sqrt(RPN score x predicted IoU) of its proposal's two localization qualities,
+then class-agnostic NMS. Its boxes are open-world proposals.
+
 Shape glossary:
     B : images;  K : proposals per image (padded);  G : GT boxes per image (padded)
     R : sampled RoIs per image;  C : classes including background (index 0)
@@ -53,6 +61,9 @@ class RoIHeadConfig:
     # False: the second stage's losses train its own layers only, not the shared features (no
     # RoIAlign backward, which is slow on a CPU; the demo's setting)
     feature_gradient: bool = True
+    # "localization": OLN's class-agnostic box head (module docstring); num_classes is then 2
+    score_mode: Literal["classification", "localization"] = "classification"
+    iou_loss_weight: float = 1.0  # localization: the weight of the IoU branch's L1 loss
 
     def __post_init__(self) -> None:
         _check_ranges(self, ("num_classes",), low=2, integer=True)
@@ -61,7 +72,7 @@ class RoIHeadConfig:
         _check_ranges(self, ("sampling_ratio", "canonical_level"), low=0, integer=True)
         _check_ranges(self, ("positive_fraction", "nms_threshold"), low=0, high=1, low_open=True)
         _check_ranges(self, ("fg_iou", "score_threshold"), low=0, high=1)
-        _check_ranges(self, ("smooth_l1_beta", "min_size"), low=0)
+        _check_ranges(self, ("smooth_l1_beta", "min_size", "iou_loss_weight"), low=0)
         _check_ranges(self, ("canonical_scale",), low=0, low_open=True)
         bg = self.bg_iou
         if not (
@@ -74,7 +85,24 @@ class RoIHeadConfig:
                 f"fg_iou ({self.fg_iou}), got {bg!r}"
             )
         _check_box_coder_weights(self)
-        _check_choices(self, {"pooler": ("align", "pool"), "head": ("mlp", "vgg")})
+        _check_choices(
+            self,
+            {
+                "pooler": ("align", "pool"),
+                "head": ("mlp", "vgg"),
+                "score_mode": ("classification", "localization"),
+            },
+        )
+        if self.score_mode == "localization" and self.num_classes != 2:
+            raise ValueError(
+                "RoIHeadConfig.score_mode='localization' is class-agnostic: it needs "
+                f"num_classes=2 (background and object), got {self.num_classes}"
+            )
+
+    @property
+    def class_agnostic(self) -> bool:
+        """One "object" class: every GT box is foreground whatever its label."""
+        return self.score_mode == "localization"
 
     @classmethod
     def paper(cls, **overrides) -> RoIHeadConfig:
@@ -90,16 +118,35 @@ class RoIHeadConfig:
         settings.update(overrides)
         return cls(**settings)
 
+    @classmethod
+    def localization(cls, **overrides) -> RoIHeadConfig:
+        """OLN's box head (``oln_box.py``): class-agnostic, 512 RoIs with at most 25 %
+        foreground at IoU >= 0.5 (GT added), L1 box loss (beta 0) and IoU loss of weight 1;
+        at test time no score threshold, NMS 0.7 and 1,500 boxes per image (more than AR@1000
+        needs, as proposals on seen-class objects do not count against the budget)."""
+        settings = dict(
+            score_mode="localization",
+            num_classes=2,
+            smooth_l1_beta=0.0,
+            score_threshold=0.0,
+            nms_threshold=0.7,
+            detections_per_image=1500,
+        )
+        settings.update(overrides)
+        return cls(**settings)
+
 
 @dataclass
 class SampledRoIs:
     """``boxes`` (B, R, 4) xyxy, ``valid`` (B, R), ``labels`` (B, R) int64 (0 = background),
-    ``targets`` (B, R, 4) regression targets to the matched GT (meaningful where labels > 0)."""
+    ``targets`` (B, R, 4) regression targets to the matched GT and ``ious`` (B, R) the IoU of
+    each RoI with that GT (both meaningful where labels > 0)."""
 
     boxes: Tensor
     valid: Tensor
     labels: Tensor
     targets: Tensor
+    ious: Tensor
 
 
 @dataclass
@@ -172,13 +219,16 @@ class RoISampler:
         boxes = rois.gather(1, index[..., None].expand(-1, -1, 4))  # (B, R, 4)
         gt_index = matched.gather(1, index)
         labels = targets.labels.gather(1, gt_index) if targets.labels.shape[1] else gt_index
+        if cfg.class_agnostic:  # every object is of the one class, whatever its label
+            labels = torch.ones_like(gt_index)
         labels = torch.where(state.gather(1, index) == POSITIVE, labels, 0) * valid
         gt_boxes = targets.boxes.gather(1, gt_index[..., None].expand(-1, -1, 4))
         fg = labels > 0
         # only foreground RoIs have targets; elsewhere zeros (a degenerate unused box would
         # encode to NaN, and NaN times a zero mask still poisons the gradient)
         deltas = self.coder.encode(gt_boxes, boxes)
-        return SampledRoIs(boxes, valid, labels, torch.where(fg[..., None], deltas, 0.0))
+        ious = torch.where(fg, best.gather(1, index), 0.0)  # the RoI's own, before regression
+        return SampledRoIs(boxes, valid, labels, torch.where(fg[..., None], deltas, 0.0), ious)
 
 
 class MultiLevelRoIPooler(nn.Module):
@@ -235,7 +285,9 @@ class MultiLevelRoIPooler(nn.Module):
 
 class BoxHead(nn.Module):
     """Two fully connected layers (1024-wide MLP, or VGG's fc6/fc7 at 4096), then the class
-    scores (C) and class-specific box deltas (4 C)."""
+    scores (C) and class-specific box deltas (4 C); in localization mode the IoU logit (1)
+    and class-agnostic deltas (4) instead (OLN's Shared2FCBBoxScoreHead without its unused
+    classifier)."""
 
     def __init__(self, *, in_channels: int, config: RoIHeadConfig) -> None:
         super().__init__()
@@ -243,18 +295,26 @@ class BoxHead(nn.Module):
         self.fc6 = nn.Linear(in_channels * size * size, width)
         self.fc7 = nn.Linear(width, width)
         self.dropout = config.head == "vgg"  # VGG's fc6/fc7 were trained with dropout
-        self.cls_score = nn.Linear(width, config.num_classes)
-        self.bbox_pred = nn.Linear(width, config.num_classes * 4)
+        if config.class_agnostic:
+            self.iou_score = nn.Linear(width, 1)
+            nn.init.normal_(self.iou_score.weight, std=0.01)  # OLN's: every IoU starts at 0.5
+            nn.init.zeros_(self.iou_score.bias)
+            self.bbox_pred = nn.Linear(width, 4)
+        else:
+            self.cls_score = nn.Linear(width, config.num_classes)
+            self.bbox_pred = nn.Linear(width, config.num_classes * 4)
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor]:
-        """(N, ch, S, S) -> (N, C) logits, (N, 4 C) deltas."""
+        """(N, ch, S, S) -> (N, C) logits, (N, 4 C) deltas; localization mode: (N, 1) IoU
+        logits, (N, 4) deltas."""
         x = F.relu(self.fc6(pooled.flatten(1)))
         if self.dropout:
             x = F.dropout(x, 0.5, self.training)
         x = F.relu(self.fc7(x))
         if self.dropout:
             x = F.dropout(x, 0.5, self.training)
-        return self.cls_score(x), self.bbox_pred(x)
+        scores = self.iou_score if hasattr(self, "iou_score") else self.cls_score
+        return scores(x), self.bbox_pred(x)
 
 
 def fast_rcnn_losses(
@@ -278,6 +338,34 @@ def fast_rcnn_losses(
     }
 
 
+def localization_losses(
+    iou_logits: Tensor, box_deltas: Tensor, sample: SampledRoIs, config: RoIHeadConfig
+) -> dict[str, Tensor]:
+    """OLN's box-head losses: smooth-L1 (L1 at beta 0, OLN's) on the foreground RoIs'
+    class-agnostic deltas, and L1 between the sigmoid of the IoU logit and the RoI's IoU with
+    its GT on the foreground RoIs, weighted by ``iou_loss_weight``; no classification loss.
+    Both are divided by the number of sampled RoIs, background included (OLN's
+    ``avg_factor``: the background RoIs count but have no target).
+
+    (B*R, 1) IoU logits, (B*R, 4) deltas, the SampledRoIs they were computed on."""
+    valid = sample.valid.reshape(-1)  # (B*R,)
+    fg = (sample.labels.reshape(-1) > 0) & valid
+    count = valid.sum().clamp(min=1).to(torch.float32)
+    box = F.smooth_l1_loss(
+        box_deltas.float(),
+        sample.targets.reshape(-1, 4).float(),
+        beta=config.smooth_l1_beta,
+        reduction="none",
+    ).sum(-1)
+    pred_iou = torch.sigmoid(iou_logits.float().reshape(-1))
+    iou = (pred_iou - sample.ious.reshape(-1).float()).abs()
+    # masks select with where: a background RoI's delta may be anything
+    return {
+        "loss_box_reg": torch.where(fg, box, 0.0).sum() / count,
+        "loss_iou": config.iou_loss_weight * torch.where(fg, iou, 0.0).sum() / count,
+    }
+
+
 def postprocess_detections(
     class_logits: Tensor,
     box_deltas: Tensor,
@@ -296,6 +384,11 @@ def postprocess_detections(
     The NMS sees each image's ``nms_candidates`` best (RoI, class) pairs that pass the threshold
     (all of them, as in torchvision, when there are no more than that).
     """
+    if config.class_agnostic:
+        raise ValueError(
+            "a localization-mode box head has no class scores: its detections come from "
+            "postprocess_localization, with the proposals' RPN scores"
+        )
     num_images, r = boxes.shape[:2]
     c = class_logits.shape[1]
     scores = F.softmax(class_logits.float(), -1).view(num_images, r, c)
@@ -316,12 +409,27 @@ def postprocess_detections(
         & (wh >= config.min_size).all(-1)
         & torch.isfinite(decoded).all(-1)
     )
+    return keep_best_detections(scores, decoded, passing, c - 1, config, nms=nms)
+
+
+def keep_best_detections(
+    scores: Tensor,
+    boxes: Tensor,
+    passing: Tensor,
+    num_labels: int,
+    config: RoIHeadConfig,
+    *,
+    nms: Callable[..., Tensor] = nms_keep,
+) -> Detections:
+    """(B, M) scores, (B, M, 4) boxes and (B, M) passing flags of each image's M = R x
+    ``num_labels`` (RoI, class) pairs, class ids 1..num_labels fastest -> the best
+    ``detections_per_image`` after NMS within each class. Batched, no sync."""
     # the best candidates of each image, sorted by score (failing ones rank last)
     n = min(config.nms_candidates, scores.shape[1])
     top_scores, top_idx = scores.masked_fill(~passing, -1.0).topk(n, dim=1)  # (B, n)
     top_valid = passing.gather(1, top_idx)
-    top_boxes = decoded.gather(1, top_idx[..., None].expand(-1, -1, 4))
-    top_labels = top_idx % (c - 1) + 1  # class ids 1..C-1
+    top_boxes = boxes.gather(1, top_idx[..., None].expand(-1, -1, 4))
+    top_labels = top_idx % num_labels + 1  # class ids 1..num_labels
     det = config.detections_per_image
     keep = nms(
         top_boxes, top_valid, config.nms_threshold, classes=top_labels, max_keep=det
@@ -338,6 +446,43 @@ def postprocess_detections(
     out_scores = F.pad(torch.where(found, top_scores.gather(1, slots), 0.0), (0, pad))
     out_labels = F.pad(torch.where(found, top_labels.gather(1, slots), 0), (0, pad))
     return Detections(out_boxes, out_scores, out_labels, num)
+
+
+def combined_scores(rpn_scores: Tensor, iou_logits: Tensor) -> Tensor:
+    """OLN's box score: the geometric mean sqrt(RPN score x sigmoid(IoU logit)) of the two
+    localization qualities. (B, R) scores in [0, 1], (B, R) logits -> (B, R)."""
+    return torch.sqrt(rpn_scores.float().clamp(min=0) * torch.sigmoid(iou_logits.float()))
+
+
+def postprocess_localization(
+    iou_logits: Tensor,
+    box_deltas: Tensor,
+    boxes: Tensor,
+    valid: Tensor,
+    rpn_scores: Tensor,
+    image_sizes: Tensor,
+    config: RoIHeadConfig,
+    coder: BoxCoder,
+    *,
+    nms: Callable[..., Tensor] = nms_keep,
+) -> Detections:
+    """(B*R, 1) IoU logits, (B*R, 4) class-agnostic deltas, (B, R, 4) RoIs, (B, R) validity
+    and (B, R) RPN scores -> the best ``detections_per_image`` boxes per image (label 1),
+    scored by ``combined_scores``: decode, clip, drop scores at or below the threshold and
+    tiny boxes, class-agnostic NMS. Batched over images, no sync."""
+    num_images, r = boxes.shape[:2]
+    scores = combined_scores(rpn_scores, iou_logits.view(num_images, r))  # (B, R)
+    decoded = coder.decode(box_deltas.float().view(num_images, r, 4), boxes.float())
+    decoded = clip_boxes(decoded, image_sizes)
+    wh = decoded[..., 2:] - decoded[..., :2]
+    passing = (
+        valid
+        & (scores > config.score_threshold)
+        & (wh >= config.min_size).all(-1)
+        & torch.isfinite(decoded).all(-1)
+        & torch.isfinite(scores)
+    )
+    return keep_best_detections(scores, decoded, passing, 1, config, nms=nms)
 
 
 class RoIHeads(nn.Module):
@@ -377,18 +522,39 @@ class RoIHeads(nn.Module):
         image_sizes: Tensor,
         targets: GroundTruth | None = None,
         generator: torch.Generator | None = None,
+        *,
+        proposal_scores: Tensor | None = None,
     ) -> tuple[Detections | None, dict[str, Tensor], SampledRoIs | None]:
-        """Features of the pooled levels, (B, K, 4) proposals (detached), (B, K) validity."""
+        """Features of the pooled levels, (B, K, 4) proposals (detached), (B, K) validity.
+        ``proposal_scores`` (B, K): the RPN's, which localization mode's boxes are scored
+        with (None: 1 for every proposal, as for given proposals)."""
+        cfg = self.config
         if targets is not None:
-            self._check_labels(targets)
+            if not cfg.class_agnostic:  # class-agnostic: the labels are not used
+                self._check_labels(targets)
             sample = self.sampler(proposals.detach(), proposals_valid, targets, generator)
-            if not self.config.feature_gradient:
+            if not cfg.feature_gradient:
                 features = [f.detach() for f in features]
-            logits, deltas = self.box_head(self.pooler(features, sample.boxes))
-            losses = fast_rcnn_losses(logits, deltas, sample, self.config.smooth_l1_beta)
-            return None, losses, sample
-        logits, deltas = self.box_head(self.pooler(features, proposals))
-        detections = postprocess_detections(
-            logits, deltas, proposals, proposals_valid, image_sizes, self.config, self.coder
-        )
+            scores, deltas = self.box_head(self.pooler(features, sample.boxes))
+            if cfg.class_agnostic:
+                return None, localization_losses(scores, deltas, sample, cfg), sample
+            return None, fast_rcnn_losses(scores, deltas, sample, cfg.smooth_l1_beta), sample
+        scores, deltas = self.box_head(self.pooler(features, proposals))
+        if cfg.class_agnostic:
+            if proposal_scores is None:
+                proposal_scores = torch.ones(proposals_valid.shape, device=proposals.device)
+            detections = postprocess_localization(
+                scores,
+                deltas,
+                proposals,
+                proposals_valid,
+                proposal_scores.detach(),
+                image_sizes,
+                cfg,
+                self.coder,
+            )
+        else:
+            detections = postprocess_detections(
+                scores, deltas, proposals, proposals_valid, image_sizes, cfg, self.coder
+            )
         return detections, {}, None

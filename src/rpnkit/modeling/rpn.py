@@ -163,7 +163,7 @@ class RPNConfig:
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
     loss_form: Literal["modern", "paper"] = "modern"
-    box_loss: Literal["smooth_l1", "l1", "giou"] = "smooth_l1"
+    box_loss: Literal["smooth_l1", "l1", "giou", "iou"] = "smooth_l1"
     smooth_l1_beta: float = 1.0 / 9
     box_loss_weight: float | None = None  # lambda; None: 1 (modern) or 10 (paper)
     box_coder_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
@@ -194,7 +194,7 @@ class RPNConfig:
                 "objectness": ("sigmoid", "softmax"),
                 "objectness_mode": ("classification", "localization"),
                 "loss_form": ("modern", "paper"),
-                "box_loss": ("smooth_l1", "l1", "giou"),
+                "box_loss": ("smooth_l1", "l1", "giou", "iou"),
             },
         )
         if self.objectness_mode == "localization" and self.objectness != "sigmoid":
@@ -323,6 +323,18 @@ class RPNOutput:
     sample: SampledAnchors | None = None
     # localization mode: the centerness loss's own matching and sample (positives, then background)
     localization: tuple[MatchResult, SampledAnchors] | None = None
+    # Cascade RPN (cascade_rpn.py): the (B, A_total, 4) xyxy stage-1 boxes, which pred_deltas
+    # refine (with the cascade's own box coder), and stage 1's region assignment
+    refined_anchors: Tensor | None = None
+    stage1_match: MatchResult | None = None
+
+
+def gather_boxes(boxes: Tensor, idx: Tensor) -> Tensor:
+    """The boxes at (B, N) anchor indices: (A, 4) boxes shared by the batch, or (B, A, 4)
+    boxes of each image (the Cascade RPN's refined anchors) -> (B, N, 4)."""
+    if boxes.dim() == 2:
+        return boxes[idx]
+    return boxes.gather(1, idx[..., None].expand(-1, -1, 4))
 
 
 @functools.lru_cache(maxsize=64)
@@ -394,8 +406,9 @@ def select_proposals(
 ) -> Proposals:
     """Head outputs of the whole batch -> padded proposals, with no loop over images or levels.
 
-    (B, A_total) logits, (B, A_total, 4) deltas, (A_total, 4) anchors, per-level anchor counts,
-    (B, 2) image (height, width) -> Proposals with K = min(post_nms_top_n, L * N_pre).
+    (B, A_total) logits, (B, A_total, 4) deltas, (A_total, 4) anchors (or (B, A_total, 4)
+    anchors of each image), per-level anchor counts, (B, 2) image (height, width) -> Proposals
+    with K = min(post_nms_top_n, L * N_pre).
     The inputs should be detached: no gradient flows through the proposal boxes.
     """
     box_coder = box_coder or BoxCoder()
@@ -412,7 +425,7 @@ def select_proposals(
     # 2. Decode only the selected anchors and clip them to their image.
     flat_idx = top_idx.reshape(num_images, -1)  # (B, L*k)
     deltas = pred_deltas.gather(1, flat_idx[..., None].expand(-1, -1, 4))  # (B, L*k, 4)
-    boxes = box_coder.decode(deltas, anchors[flat_idx])  # (B, L*k, 4)
+    boxes = box_coder.decode(deltas, gather_boxes(anchors, flat_idx))  # (B, L*k, 4)
     boxes = clip_boxes(boxes, image_sizes)
     logits = top_logits.reshape(num_images, -1).float()  # (B, L*k)
     scores = torch.sigmoid(logits)
@@ -499,11 +512,11 @@ def rpn_losses(
 ) -> dict[str, Tensor]:
     """Objectness and box losses on the sampled anchors.
 
-    (B, A_total) logits, (B, A_total, 4) deltas, (A_total, 4) anchors, (B, G, 4) GT boxes.
-    ``num_positions`` is the number of anchor positions of one image (sum of H_l * W_l), the
-    paper's N_reg. Normalisation: modern, both terms by the number of sampled anchors and
-    lambda = 1; paper, objectness by the sampled anchors (N_cls = 256 per image) and boxes by
-    the anchor positions, lambda = 10.
+    (B, A_total) logits, (B, A_total, 4) deltas, (A_total, 4) anchors (or (B, A_total, 4) per
+    image), (B, G, 4) GT boxes. ``num_positions`` is the number of anchor positions of one
+    image (sum of H_l * W_l), the paper's N_reg. Normalisation: modern, both terms by the
+    number of sampled anchors and lambda = 1; paper, objectness by the sampled anchors (N_cls =
+    256 per image) and boxes by the anchor positions, lambda = 10.
     """
     box_coder = box_coder or BoxCoder(config.box_coder_weights)
     num_images = pred_objectness.shape[0]
@@ -520,13 +533,14 @@ def rpn_losses(
     # 2. Boxes: regression to the matched GT, on the sampled positives only.
     gt_idx = match.matched_idxs.gather(1, pos_idx).clamp(min=0)  # (B, P)
     pos_gt = gt_boxes.gather(1, gt_idx[..., None].expand(-1, -1, 4))  # (B, P, 4)
-    pos_anchors = anchors[pos_idx]  # (B, P, 4)
+    pos_anchors = gather_boxes(anchors, pos_idx)  # (B, P, 4)
     # empty slots regress an anchor onto itself: finite targets, masked out below
     pos_gt = torch.where(pos_valid[..., None], pos_gt, pos_anchors)
     pos_deltas = pred_deltas.gather(1, pos_idx[..., None].expand(-1, -1, 4)).float()
-    if config.box_loss == "giou":
+    if config.box_loss in ("giou", "iou"):
         pred_boxes = box_coder.decode(pos_deltas, pos_anchors)
-        per_box = generalized_iou_loss(pred_boxes, pos_gt)
+        loss_fn = generalized_iou_loss if config.box_loss == "giou" else iou_loss
+        per_box = loss_fn(pred_boxes, pos_gt)
     else:
         target = box_coder.encode(pos_gt, pos_anchors)
         if config.box_loss == "l1":
@@ -549,6 +563,22 @@ def rpn_losses(
         "loss_objectness": cls_sum / num_sampled,
         "loss_rpn_box": weight * box_sum / box_norm,
     }
+
+
+def iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """1 - IoU for paired (..., 4) xyxy boxes -> (...): the Cascade RPN's linear IoU loss."""
+    inter = (
+        (
+            torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+            - torch.maximum(boxes1[..., :2], boxes2[..., :2])
+        )
+        .clamp(min=0)
+        .prod(-1)
+    )
+    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
+    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
+    union = (area1 + area2 - inter).clamp(min=torch.finfo(inter.dtype).tiny)
+    return 1 - inter / union
 
 
 def centerness_targets(anchors: Tensor, gt_boxes: Tensor) -> Tensor:
@@ -622,6 +652,31 @@ def rpn_matcher(config: RPNConfig) -> Matcher:
     )
 
 
+def check_rpn_inputs(
+    features: Sequence[Tensor], image_sizes: Tensor, *, anchors: AnchorConfig, in_channels: int
+) -> None:
+    """An RPN's inputs: one (B, in_channels, H_l, W_l) map per anchor level, (B, 2) sizes."""
+    if len(features) == 0 or features[0].shape[0] == 0:
+        raise ValueError("empty batch: the RPN needs at least one image")
+    if len(features) != len(anchors.levels):
+        raise ValueError(
+            f"got {len(features)} feature maps but the anchors have {len(anchors.levels)} "
+            f"level(s) (strides {anchors.strides}): give one feature map per anchor level"
+        )
+    num_images = features[0].shape[0]
+    for level, f in enumerate(features):
+        if f.ndim != 4 or f.shape[0] != num_images or f.shape[1] != in_channels:
+            raise ValueError(
+                f"feature level {level}: expected shape ({num_images}, {in_channels}, H, W), "
+                f"got {tuple(f.shape)}"
+            )
+    if image_sizes.shape != (num_images, 2):
+        raise ValueError(
+            f"image_sizes must be ({num_images}, 2) as (height, width) per image, got "
+            f"{tuple(image_sizes.shape)}"
+        )
+
+
 class RegionProposalNetwork(nn.Module):
     """Anchors + head + labelling + losses + proposals, for a whole padded batch at once."""
 
@@ -662,26 +717,9 @@ class RegionProposalNetwork(nn.Module):
         return rpn
 
     def _check_inputs(self, features: Sequence[Tensor], image_sizes: Tensor) -> None:
-        if len(features) == 0 or features[0].shape[0] == 0:
-            raise ValueError("empty batch: the RPN needs at least one image")
-        if len(features) != self.anchor_generator.num_levels:
-            raise ValueError(
-                f"got {len(features)} feature maps but the anchors have "
-                f"{self.anchor_generator.num_levels} level(s) (strides "
-                f"{self.config.anchors.strides}): give one feature map per anchor level"
-            )
-        num_images = features[0].shape[0]
-        for level, f in enumerate(features):
-            if f.ndim != 4 or f.shape[0] != num_images or f.shape[1] != self.head.in_channels:
-                raise ValueError(
-                    f"feature level {level}: expected shape ({num_images}, "
-                    f"{self.head.in_channels}, H, W), got {tuple(f.shape)}"
-                )
-        if image_sizes.shape != (num_images, 2):
-            raise ValueError(
-                f"image_sizes must be ({num_images}, 2) as (height, width) per image, got "
-                f"{tuple(image_sizes.shape)}"
-            )
+        check_rpn_inputs(
+            features, image_sizes, anchors=self.config.anchors, in_channels=self.head.in_channels
+        )
 
     def forward(
         self,

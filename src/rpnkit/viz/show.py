@@ -131,13 +131,16 @@ def show_nms(checkpoint, image, out, *, top: int = 300, **opts) -> tuple[int, in
 def _without_nms(rpn, output: RPNOutput, image_sizes, top: int):
     """The RPN's top ``top`` boxes with its test setting but no suppression."""
     no_nms = dataclasses.replace(rpn.config.test_proposals, post_nms_top_n=top, nms_threshold=1.0)
+    # a Cascade RPN's deltas apply to its stage-1 boxes, not to the anchors
+    anchors = output.anchors if output.refined_anchors is None else output.refined_anchors
     return select_proposals(
         output.pred_objectness,
         output.pred_deltas,
-        output.anchors,
+        anchors,
         rpn.anchor_generator.level_sizes(output.feature_sizes),
         image_sizes,
         no_nms,
+        box_coder=rpn.box_coder,
     ).per_image()[0][0]
 
 
