@@ -26,11 +26,14 @@ def add_parser(sub) -> None:
         description=(
             "Write one PNG. anchors: every level's anchors at one position (--x, --y; default "
             "the centre). grid: a level's anchor centres (--level). labels: positive, negative "
-            "and ignored anchors of a dataset image (--index). objectness: per-level heat maps. "
+            "and ignored anchors of a dataset image (--index); for a Cascade RPN its own two "
+            "assignments, stage 1's region assigner on the anchors and, with --checkpoint, "
+            "stage 2's IoU matching on the stage-1 boxes. objectness: per-level heat maps. "
             "nms: the top boxes before and after NMS. proposals: the top proposals against the "
             "GT of a dataset image, found green and missed red. losses: the training losses of "
             "a run folder or train_log.csv. objectness, nms and proposals need --checkpoint; "
-            "anchors, grid and labels use --preset (or --config)."
+            "anchors and grid use --preset (or --config), labels the checkpoint's model when "
+            "given, else --preset (or --config)."
         ),
         formatter_class=HELP,
     )
@@ -38,7 +41,7 @@ def add_parser(sub) -> None:
     p.add_argument("source", help="an image, a dataset (labels, proposals), or a run folder")
     p.add_argument("--out", default="show.png", help="PNG to write")
     add_model_options(p, preset_help="whose anchors (anchors, grid, labels)", weights=False)
-    p.add_argument("--checkpoint", default=None, help="model (objectness, nms, proposals)")
+    p.add_argument("--checkpoint", default=None, help="model (objectness, nms, proposals; labels)")
     p.add_argument(
         "--index", type=non_negative_int, default=0, help="which image of a dataset or folder"
     )
@@ -67,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         show.show_anchors(model_config(args), source, out, x=args.x, y=args.y, **opts)
     elif what == "grid":
         show.show_grid(model_config(args), source, out, level=args.level, **opts)
-    elif what == "labels":
-        show.show_labels(model_config(args), source, out, index=args.index, **opts)
+    elif what == "labels":  # a checkpoint's own config, else --preset or --config
+        config = None if args.checkpoint else model_config(args)
+        show.show_labels(config, source, out, index=args.index, checkpoint=args.checkpoint, **opts)
     elif not args.checkpoint:
         raise ValueError(f"rpnkit show {what} needs --checkpoint")
     elif what == "objectness":

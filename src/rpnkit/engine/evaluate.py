@@ -150,15 +150,26 @@ def evaluate_proposals(
 
 def _proposal_batches(network, dataset, batch_size, device, progress, precision, workers):
     """(metas, proposals) of ``network``'s first stage over ``dataset``."""
+    forward = proposal_forward(network)
+    return _network_batches(
+        network, forward, "evaluating", dataset, batch_size, device, progress, precision, workers
+    )
+
+
+def _network_batches(
+    network, forward, desc, dataset, batch_size, device, progress, precision, workers
+):
+    """(metas, ``forward(batch)``) over ``dataset`` (``run_batches``), with ``network`` moved
+    to ``device`` and put in eval mode."""
     device = torch.device(device)
     network.to(device).eval()
     return run_batches(
-        proposal_forward(network),
+        forward,
         dataset,
         batch_size=batch_size,
         device=device,
         progress=progress,
-        desc="evaluating",
+        desc=desc,
         precision=precision,
         workers=workers,
     )
@@ -291,17 +302,16 @@ def evaluate_detections(
     if agnostic:
         class_names = ("object",)
     if batches is None:
-        device = torch.device(device)
-        detector.to(device).eval()
-        batches = run_batches(
+        batches = _network_batches(
+            detector,
             detection_forward(detector),
+            "detecting",
             dataset,
-            batch_size=batch_size,
-            device=device,
-            progress=progress,
-            desc="detecting",
-            precision=precision,
-            workers=workers,
+            batch_size,
+            device,
+            progress,
+            precision,
+            workers,
         )
     truths, detections = [], []
     for metas, found in batches:

@@ -24,6 +24,7 @@ every detection its tiles keep unless ``max_detections`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -218,6 +219,58 @@ class Predictor:
         """Resized for the network; sliced inference reads images at native resolution."""
         return eval_transforms(self.short_side, self.max_size) if slicing is None else Compose()
 
+    def _proposal_batches(
+        self,
+        inputs: Inputs,
+        config: ProposalConfig,
+        *,
+        top: int,
+        slicing: SliceConfig | None,
+        options: dict,
+        desc: str,
+        data_options: dict,
+    ) -> Iterator[tuple[list[dict], Proposals]]:
+        """(metas, Proposals) of the first stage with ``config`` over ``inputs``; sliced, each
+        image's tiles merged by NMS at ``config``'s threshold, keeping ``top``. ``options``:
+        ``_batches``'s batch size, precision and progress."""
+        return self._batches(
+            proposal_forward(self.network, config),
+            inputs,
+            slicing=slicing,
+            merge=Merge("proposals", config.nms_threshold, top),
+            desc=desc,
+            data_options=data_options,
+            **options,
+        )
+
+    def _detection_batches(
+        self,
+        inputs: Inputs,
+        *,
+        limit: int | None,
+        merge_as: str,
+        slicing: SliceConfig | None,
+        options: dict,
+        desc: str,
+        data_options: dict,
+    ) -> Iterator[tuple[list[dict], Detections | Proposals]]:
+        """(metas, Detections) of the detector over ``inputs``, at most ``limit`` per image
+        (None: the model's own; more raises its limits until the batches end); sliced, each
+        image's tiles merged by NMS at the box head's threshold as ``merge_as`` says
+        (``"detections"``, or ``"proposals"``: then (metas, Proposals))."""
+        detector = self._detector()
+        nms = detector.roi_heads.config.nms_threshold
+        with detection_limits(detector, limit):
+            yield from self._batches(
+                detection_forward(detector),
+                inputs,
+                slicing=slicing,
+                merge=Merge(merge_as, nms, limit),
+                desc=desc,
+                data_options=data_options,
+                **options,
+            )
+
     def iter_proposals(
         self,
         inputs: Inputs,
@@ -238,17 +291,14 @@ class Predictor:
         ``tile_size``, ``tile_overlap``, ``full_view``: sliced inference (module docstring)."""
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
-        slicing = slice_config(tile_size, tile_overlap, full_view)
         model = first_stage(self.network)  # a detector's RPN
         config = proposal_limit(proposal_config or model.rpn.config.test_proposals, top)
-        batches = self._batches(
-            proposal_forward(self.network, config),
+        batches = self._proposal_batches(
             inputs,
-            slicing=slicing,
-            merge=Merge("proposals", config.nms_threshold, top),
-            batch_size=batch_size,
-            amp=amp,
-            progress=progress,
+            config,
+            top=top,
+            slicing=slice_config(tile_size, tile_overlap, full_view),
+            options={"batch_size": batch_size, "amp": amp, "progress": progress},
             desc="proposing",
             data_options=data_options,
         )
@@ -282,21 +332,16 @@ class Predictor:
         itself keeps those above its own threshold, 0.05 by default), in input order; at most
         ``max_detections`` per image (default: the model's, 100; more raises the model's
         limits for the call). ``tile_size``...: sliced inference (module docstring)."""
-        detector = self._detector()
-        slicing = slice_config(tile_size, tile_overlap, full_view)
-        with detection_limits(detector, max_detections):
-            batches = self._batches(
-                detection_forward(detector),
-                inputs,
-                slicing=slicing,
-                merge=Merge("detections", detector.roi_heads.config.nms_threshold, max_detections),
-                batch_size=batch_size,
-                amp=amp,
-                progress=progress,
-                desc="detecting",
-                data_options=data_options,
-            )
-            yield from self._detection_results(batches, score_threshold)
+        batches = self._detection_batches(
+            inputs,
+            limit=max_detections,
+            merge_as="detections",
+            slicing=slice_config(tile_size, tile_overlap, full_view),
+            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            desc="detecting",
+            data_options=data_options,
+        )
+        yield from self._detection_results(batches, score_threshold)
 
     def _detection_results(self, batches, score_threshold: float) -> Iterator[DetectionResult]:
         for metas, found in batches:
@@ -355,7 +400,8 @@ class Predictor:
             options={"batch_size": batch_size, "amp": amp, "progress": progress},
             data_options=data_options,
         )
-        return evaluate_proposals(self.network, None, batches=batches, device=self.device)
+        with contextlib.closing(batches):
+            return evaluate_proposals(self.network, None, batches=batches, device=self.device)
 
     def evaluate_novel_classes(
         self,
@@ -392,7 +438,8 @@ class Predictor:
             options={"batch_size": batch_size, "amp": amp, "progress": progress},
             data_options={},
         )
-        return evaluate_novel_classes(None, None, names, seen, batches=batches)
+        with contextlib.closing(batches):
+            return evaluate_novel_classes(None, None, names, seen, batches=batches)
 
     def _recall_batches(
         self,
@@ -411,32 +458,29 @@ class Predictor:
         if final_boxes is None:
             final_boxes = self.spec.is_detector and self.class_agnostic
         if final_boxes:
-            detector = self._detector()
-            nms = detector.roi_heads.config.nms_threshold
-            with detection_limits(detector, top):
-                batches = self._batches(
-                    detection_forward(detector),
-                    data,
-                    slicing=slicing,
-                    merge=Merge("proposals", nms, top),
-                    desc="evaluating",
-                    data_options=data_options,
-                    **options,
-                )
-                for metas, found in batches:
-                    if isinstance(found, Detections):  # sliced: merged as proposals already
-                        found = detections_as_proposals(found)
-                    yield metas, found
+            batches = self._detection_batches(
+                data,
+                limit=top,
+                merge_as="proposals",
+                slicing=slicing,
+                options=options,
+                desc="evaluating",
+                data_options=data_options,
+            )
+            for metas, found in batches:
+                if isinstance(found, Detections):  # sliced: merged as proposals already
+                    found = detections_as_proposals(found)
+                yield metas, found
             return
         config = proposal_limit(first_stage(self.network).rpn.config.test_proposals, top or 1)
-        yield from self._batches(
-            proposal_forward(self.network, config),
+        yield from self._proposal_batches(
             data,
+            config,
+            top=top or max(MAX_DETS),
             slicing=slicing,
-            merge=Merge("proposals", config.nms_threshold, top or max(MAX_DETS)),
+            options=options,
             desc="evaluating",
             data_options=data_options,
-            **options,
         )
 
     def evaluate_detections(
@@ -458,18 +502,16 @@ class Predictor:
         slicing = slice_config(tile_size, tile_overlap, full_view)
         dataset = self._dataset(data, self._transforms(slicing), **data_options)
         self._check_classes(dataset)
-        with detection_limits(detector, max_detections):
-            batches = self._batches(
-                detection_forward(detector),
-                dataset,
-                slicing=slicing,
-                merge=Merge("detections", detector.roi_heads.config.nms_threshold, max_detections),
-                batch_size=batch_size,
-                amp=amp,
-                progress=progress,
-                desc="detecting",
-                data_options={},
-            )
+        batches = self._detection_batches(
+            dataset,
+            limit=max_detections,
+            merge_as="detections",
+            slicing=slicing,
+            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            desc="detecting",
+            data_options={},
+        )
+        with contextlib.closing(batches):  # the model's limits restored even on an error
             return evaluate_detections(detector, None, self.class_names, batches=batches)
 
     def _check_classes(self, dataset: Dataset) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -116,17 +117,47 @@ def plot_anchor_labels(
 ) -> int:
     """Positive (yellow), negative (blue) and ignored (grey) anchors of one image, up to
     ``max_each`` of each (a random subset when given in random order), and the GT (green)."""
-    fig, (ax,) = image_figure(size_px)
     title = (
         f"anchors: {len(positive)} positive, {len(negative)} negative, "
         f"{len(ignored)} ignored (at most {max_each} of each drawn)"
     )
-    image_panel(ax, image, title, margin=ANCHOR_MARGIN)
-    # the least interesting first, so that the positives are drawn on top
-    n = draw_boxes(ax, negative[:max_each], NEGATIVE_COLOUR, width=0.5, alpha=0.5)
-    n += draw_boxes(ax, ignored[:max_each], IGNORED_COLOUR, width=0.5, alpha=0.6)
-    n += draw_boxes(ax, positive[:max_each], POSITIVE_COLOUR, width=1.0)
-    draw_boxes(ax, gt_boxes, GT_COLOUR, width=2.0)
+    panel = LabelPanel(title, positive, negative, ignored)
+    return plot_label_panels(image, gt_boxes, [panel], path, max_each=max_each, size_px=size_px)
+
+
+@dataclass
+class LabelPanel:
+    """One panel of labelled boxes: its title and the (N, 4) xyxy positive, negative and
+    ignored boxes (anchors, or a Cascade RPN's stage-1 boxes)."""
+
+    title: str
+    positive: Tensor
+    negative: Tensor
+    ignored: Tensor
+
+
+def plot_label_panels(
+    image: Tensor | np.ndarray,
+    gt_boxes: Tensor,
+    panels: Sequence[LabelPanel],
+    path: str | Path,
+    *,
+    max_each: int = 200,
+    size_px: tuple[int, int] | None = None,
+) -> int:
+    """One panel per ``LabelPanel`` side by side, each as ``plot_anchor_labels`` draws its
+    boxes (up to ``max_each`` of each label) over the image with the GT (green); returns the
+    boxes drawn, GT left out."""
+    size_px = size_px or (640 * len(panels), 640)
+    fig, axes = image_figure(size_px, panels=len(panels))
+    n = 0
+    for ax, panel in zip(axes, panels):
+        image_panel(ax, image, panel.title, margin=ANCHOR_MARGIN)
+        # the least interesting first, so that the positives are drawn on top
+        n += draw_boxes(ax, panel.negative[:max_each], NEGATIVE_COLOUR, width=0.5, alpha=0.5)
+        n += draw_boxes(ax, panel.ignored[:max_each], IGNORED_COLOUR, width=0.5, alpha=0.6)
+        n += draw_boxes(ax, panel.positive[:max_each], POSITIVE_COLOUR, width=1.0)
+        draw_boxes(ax, gt_boxes, GT_COLOUR, width=2.0)
     save_figure(fig, path)
     return n
 

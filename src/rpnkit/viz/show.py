@@ -7,13 +7,14 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch import Tensor
 
 from ..data import DetectionDataset, collate, eval_transforms, index_for_input
 from ..engine import runner
 from ..engine.runtime import load
 from ..modeling.anchors import AnchorGenerator, visible_anchors
 from ..modeling.matching import IGNORE, NEGATIVE, POSITIVE
-from ..modeling.presets import ModelConfig
+from ..modeling.presets import ModelConfig, build_model
 from ..modeling.rpn import RPNOutput, rpn_matcher, select_proposals
 from ..modeling.sizes import feature_sizes
 from . import overlays
@@ -78,8 +79,18 @@ def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int
     )
 
 
-def show_labels(config: ModelConfig, data, out, *, index: int = 0, **opts) -> int:
-    """Positive, negative and ignored anchors of one training image, as the matcher labels them."""
+def show_labels(
+    config: ModelConfig | None, data, out, *, index: int = 0, checkpoint=None, **opts
+) -> int:
+    """Positive, negative and ignored anchors of one training image, as the matcher labels
+    them; ``checkpoint`` (else ``config``) says which model. A Cascade RPN has assignments
+    of its own: ``show_cascade_labels``."""
+    network = None
+    if checkpoint is not None:
+        predictor = load(checkpoint, "cpu", fold_bn=False)
+        network, config = predictor.network, predictor.spec.model_config
+    if config.cascade is not None:
+        return show_cascade_labels(config, data, out, index=index, network=network, **opts)
     item = _item(data, index=index, **opts)
     rpn = config.rpn
     batch = collate([item])
@@ -88,14 +99,55 @@ def show_labels(config: ModelConfig, data, out, *, index: int = 0, **opts) -> in
     matcher = rpn_matcher(rpn)
     t = batch.targets
     labels = matcher(anchors, t.boxes, t.mask, t.ignore, visible).labels()[0]
-    order = torch.randperm(len(anchors), generator=torch.Generator().manual_seed(0))
-    pick = {
-        name: anchors[order[labels[order] == v]]
-        for name, v in (("pos", POSITIVE), ("neg", NEGATIVE), ("ign", IGNORE))
-    }
+    pick = _by_label(anchors, labels)
     return overlays.plot_anchor_labels(
-        item["image"], item["boxes"], pick["pos"], pick["neg"], pick["ign"], out
+        item["image"], item["boxes"], pick[POSITIVE], pick[NEGATIVE], pick[IGNORE], out
     )
+
+
+def _by_label(boxes: Tensor, labels: Tensor) -> dict[int, Tensor]:
+    """(N, 4) boxes and their (N,) labels -> the boxes of each label (POSITIVE, NEGATIVE,
+    IGNORE), in one seeded random order: what a picture draws of each is a random subset."""
+    order = torch.randperm(len(boxes), generator=torch.Generator().manual_seed(0))
+    return {v: boxes[order[labels[order] == v]] for v in (POSITIVE, NEGATIVE, IGNORE)}
+
+
+@torch.no_grad()
+def show_cascade_labels(
+    config: ModelConfig, data, out, *, index: int = 0, network=None, **opts
+) -> int:
+    """A Cascade RPN's own assignments of one training image, from its forward with the GT:
+    stage 1's region assigner on the anchors (positives and ignored; it has no negatives),
+    and, given the trained ``network``, stage 2's IoU matching on its stage-1 boxes. Without
+    one only stage 1 is drawn: it depends on the GT and the anchors alone."""
+    item = _item(data, index=index, **opts)
+    batch = collate([item])
+    model = build_model(config).eval() if network is None else runner.first_stage(network)
+    output = model(batch.images, batch.image_sizes, batch.targets)
+    stage1 = _by_label(output.anchors, output.stage1_match.labels()[0])
+    panels = [
+        overlays.LabelPanel(
+            f"stage 1, region assigner, anchors: {len(stage1[POSITIVE])} positive, "
+            f"{len(stage1[IGNORE])} ignored",
+            stage1[POSITIVE],
+            stage1[NEGATIVE][:0],  # the rest of stage 1's anchors are unused, not negative
+            stage1[IGNORE],
+        )
+    ]
+    if network is None:
+        panels[0].title += "\n(stage 2 needs a trained checkpoint)"
+    else:  # stage 2's matching depends on the trained stage 1's boxes
+        stage2 = _by_label(output.refined_anchors[0], output.match.labels()[0])
+        panels.append(
+            overlays.LabelPanel(
+                f"stage 2, IoU matching, stage-1 boxes: {len(stage2[POSITIVE])} positive, "
+                f"{len(stage2[NEGATIVE])} negative, {len(stage2[IGNORE])} ignored",
+                stage2[POSITIVE],
+                stage2[NEGATIVE],
+                stage2[IGNORE],
+            )
+        )
+    return overlays.plot_label_panels(item["image"], item["boxes"], panels, out)
 
 
 @torch.no_grad()
