@@ -1,6 +1,7 @@
 """Export: the ONNX graph, run by ONNX Runtime (CPU), and the torch.export program give rpnkit's
-own outputs on the same inputs, for an RPN and a Faster R-CNN on the tiny preset, at batch
-sizes and image sizes other than the one traced; the fp16 graph; the command line.
+own outputs on the same inputs, for an RPN and a Faster R-CNN on the tiny preset and OLN's
+class-agnostic detector on tiny-oln-rcnn, at batch sizes and image sizes other than the one
+traced; the fp16 graph; the command line.
 
 Tolerances: the same boxes at IoU >= 0.99 and the same scores to 1e-4. ONNX Runtime computes
 the same float32 function with other kernels (convolutions accumulate in another order, its
@@ -38,6 +39,7 @@ from rpnkit.modeling.sizes import padded_size
 SCORE_TOLERANCE = 1e-4
 MIN_IOU = 0.99
 CLASSES = ("circle", "square", "triangle", "diamond")
+KINDS = ["rpn", "detector", "oln"]  # oln: OLN's class-agnostic detector (tiny-oln-rcnn)
 
 
 # ---------------------------------------------------------------- models, images and sessions
@@ -56,6 +58,21 @@ def tiny_detector(num_classes: int = len(CLASSES), *, raise_scores: bool = True)
     if raise_scores:
         with torch.no_grad():
             torch.nn.init.normal_(model.roi_heads.box_head.cls_score.weight, std=0.3)
+    return model
+
+
+def tiny_oln_detector():
+    """tiny-oln-rcnn's Faster R-CNN (class-agnostic, boxes scored sqrt(RPN x IoU)), its RPN's
+    head and the IoU layer scaled so that the combined scores spread (0.45-0.56 instead of
+    0.497-0.499): untrained, nearly every score is sqrt(0.5 x 0.5) and the comparison would
+    mostly match near-ties."""
+    torch.manual_seed(0)
+    model = build_detector(detector_config(preset_config("tiny-oln-rcnn"), len(CLASSES))).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.first_stage.rpn.head.conv.weight, std=0.1)
+        for layer in model.first_stage.rpn.head.cls_logits:
+            torch.nn.init.normal_(layer.weight, std=3.0)
+        torch.nn.init.normal_(model.roi_heads.box_head.iou_score.weight, std=3.0)
     return model
 
 
@@ -80,16 +97,21 @@ CROPS = [  # different sizes, none a multiple of 32 but the first
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> dict:
     """kind -> (ExportableModel, ONNX Runtime session, .onnx path, torch.export program or
-    None). The detector is saved as a checkpoint and exported through ``rpnkit export`` (the
+    None). The detectors are saved as checkpoints and exported through ``rpnkit export`` (the
     command line and ``export_onnx``); the RPN through ``export_program`` and ``save_onnx``,
     which keeps its program for the torch.export test."""
     folder = tmp_path_factory.mktemp("export")
-    spec = ModelSpec(DETECTOR, detector_config(preset_config("tiny"), len(CLASSES)), CLASSES)
-    checkpoint = save_model(folder / "detector.safetensors", tiny_detector(), spec)
-    out = folder / "detector.onnx"
-    argv = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)]
-    assert main(argv) == 0
-    found = {"detector": (ExportableModel(tiny_detector()), session(out), out, None)}
+    found = {}
+    for kind, preset, build in (
+        ("detector", "tiny", tiny_detector),
+        ("oln", "tiny-oln-rcnn", tiny_oln_detector),
+    ):
+        spec = ModelSpec(DETECTOR, detector_config(preset_config(preset), len(CLASSES)), CLASSES)
+        checkpoint = save_model(folder / f"{kind}.safetensors", build(), spec)
+        out = folder / f"{kind}.onnx"
+        argv = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)]
+        assert main(argv) == 0
+        found[kind] = (ExportableModel(build()), session(out), out, None)
     rpn = ExportableModel(tiny_rpn())
     program = export_program(rpn)
     out = save_onnx(rpn, folder / "rpn.onnx", program=program)
@@ -147,7 +169,7 @@ def assert_same_rows(got, ref, *, labels: bool) -> None:
 # ---------------------------------------------------------------- ONNX Runtime against PyTorch
 
 
-@pytest.mark.parametrize("kind", ["rpn", "detector"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("batch", [1, 3], ids=["batch1", "batch3"])
 def test_onnx_runtime_gives_rpnkits_outputs(exported, kind, batch):
     model, sess, *_ = exported[kind]
@@ -158,8 +180,26 @@ def test_onnx_runtime_gives_rpnkits_outputs(exported, kind, batch):
     assert_same_outputs(got, ref)
 
 
+def test_the_oln_graph_is_class_agnostic(exported):
+    """OLN's detector in ONNX Runtime: every box is label 1, the kept boxes overlap each other
+    at IoU <= 0.7 whatever the proposals' levels (one NMS over all boxes, not per class), and
+    the scores are geometric means of two probabilities, in (0, 1)."""
+    model, sess, *_ = exported["oln"]
+    config = model.model.roi_heads.config
+    assert config.score_mode == "localization"
+    images, sizes = padded_batch(CROPS[:2])
+    boxes, scores, labels, counts = run(sess, images, sizes)
+    for i, n in enumerate(counts.tolist()):
+        assert n > 10 and (labels[i, :n] == 1).all()
+        assert ((scores[i, :n] > 0) & (scores[i, :n] < 1)).all()
+        iou = box_iou(boxes[i, :n], boxes[i, :n]).fill_diagonal_(0)
+        assert iou.max() <= config.nms_threshold + 1e-6
+
+
 def test_the_graph_has_the_documented_inputs_and_outputs(exported):
-    for kind, names in (("rpn", RPN_OUTPUT_NAMES), ("detector", DETECTOR_OUTPUT_NAMES)):
+    names_of = {"rpn": RPN_OUTPUT_NAMES, "detector": DETECTOR_OUTPUT_NAMES}
+    for kind in KINDS:
+        names = names_of.get(kind, DETECTOR_OUTPUT_NAMES)
         model, sess, path, _ = exported[kind]
         assert [i.name for i in sess.get_inputs()] == list(INPUT_NAMES)
         assert [i.type for i in sess.get_inputs()] == ["tensor(uint8)", "tensor(int64)"]
@@ -173,7 +213,7 @@ def test_the_graph_has_the_documented_inputs_and_outputs(exported):
         graph = onnx.load(str(path))
         ops = {node.op_type for node in graph.graph.node}
         assert "NonMaxSuppression" in ops and "BatchNormalization" not in ops  # folded
-        assert ("RoiAlign" in ops) == (kind == "detector")
+        assert ("RoiAlign" in ops) == (kind != "rpn")
     # rpnkit export records what the file is
     metadata = {p.key: p.value for p in onnx.load(str(exported["detector"][2])).metadata_props}
     assert metadata["rpnkit.kind"] == "faster-rcnn" and metadata["rpnkit.preset"] == "tiny"
@@ -228,7 +268,7 @@ def test_fp16_graph_has_half_weights_and_float32_outputs(exported, tmp_path):
         assert torch.allclose(got[1][i, :top], ref[1][i, :top], atol=1e-2)
 
 
-@pytest.mark.parametrize("kind", ["rpn", "detector"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_torch_export_program_has_a_dynamic_batch_and_rpnkits_outputs(exported, kind):
     model, _, _, program = exported[kind]
     program = program or export_program(model)

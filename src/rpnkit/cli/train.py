@@ -34,12 +34,23 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--data", help="training dataset: COCO JSON, VOC folder, YOLO data.yaml or CSV of boxes"
     )
+    p.add_argument(
+        "--classes",
+        default=None,
+        metavar="NAMES",
+        help="train on the boxes of these classes only, every other object unlabelled "
+        "(OLN's novel-class protocol, then rpnkit eval --seen-classes): comma-separated names "
+        "in the dataset's naming, or 'voc' for the 20 PASCAL VOC classes in COCO's names; the "
+        "model's classes are these, validation keeps the same ones, config.yaml records them",
+    )
     _add_validation_options(p)
     p.add_argument(
         "--model",
         choices=["rpn", "faster-rcnn"],
-        default="rpn",
-        help="an RPN alone, or the Faster R-CNN detector built on it",
+        default=None,
+        help="an RPN alone, or the Faster R-CNN detector built on it (default: the preset's "
+        "kind, faster-rcnn for OLN's full model, *-oln-rcnn, rpn for the others; --model rpn "
+        "with an *-oln-rcnn preset is an error)",
     )
     p.add_argument(
         "--schedule",
@@ -208,6 +219,7 @@ def data_config(args: argparse.Namespace):
         val_fraction=args.val_fraction,
         tile_size=args.tile_size,
         tile_min_visible=args.tile_min_visible,
+        classes=args.classes,
     )
 
 

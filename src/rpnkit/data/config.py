@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 
+from .class_subset import only_classes, seen_class_names
 from .dataset import DetectionDataset
 from .readers import DatasetIndex, read_dataset
 from .tiling import MIN_TILE, TileConfig
@@ -44,7 +45,13 @@ class DataConfig:
     ``tile_size``: training images larger than this on either side are cut to a random
     ``tile_size`` x ``tile_size`` tile at native resolution instead of being resized (large
     images with small objects; ``data.tiling``), keeping the boxes of which at least
-    ``tile_min_visible`` of the area lies in the tile. Validation images are not tiled."""
+    ``tile_min_visible`` of the area lies in the tile. Validation images are not tiled.
+
+    ``classes``: train on the boxes of these classes only (names in the dataset's naming;
+    ``"voc"``, or a comma-separated string, is expanded by ``seen_class_names``), every other
+    object unlabelled, as OLN's novel-class protocol trains; the run's classes are then these,
+    in this order, and the validation set keeps the same classes' boxes
+    (``data.class_subset.only_classes``). None: every class."""
 
     data: str
     split: str = "train"
@@ -63,8 +70,10 @@ class DataConfig:
     val_fraction: float | None = None
     tile_size: int | None = None
     tile_min_visible: float = 0.5
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        self._check_classes()
         for name in ("data", "split", "val_split"):
             _require(self, name, "a non-empty string", _non_empty_text(getattr(self, name)))
         for name in (
@@ -106,6 +115,18 @@ class DataConfig:
         ok = ok and math.isfinite(visible) and 0 < visible <= 1
         _require(self, "tile_min_visible", "a fraction in (0, 1]", ok)
 
+    def _check_classes(self) -> None:
+        """``classes`` as a tuple of distinct names ("voc" and comma-separated text expanded)."""
+        names = self.classes
+        if names is None:
+            return
+        ok = isinstance(names, str) or (
+            isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names)
+        )
+        ok = ok and any(n.strip() for n in (names.split(",") if isinstance(names, str) else names))
+        _require(self, "classes", "None or class names (or 'voc')", ok)
+        object.__setattr__(self, "classes", seen_class_names(names))  # frozen: normalised once
+
     def tiling(self) -> TileConfig | None:
         """The tiles of training images (``tile_size``, ``tile_min_visible``), or None."""
         if self.tile_size is None:
@@ -113,7 +134,9 @@ class DataConfig:
         return TileConfig(size=self.tile_size, min_visible=self.tile_min_visible)
 
     def read_train(self) -> DatasetIndex:
-        return read_dataset(
+        """The training set; with ``classes``, their boxes only (a name the dataset lacks, or
+        no box of them at all, is an error: a typo would otherwise train on nothing)."""
+        index = read_dataset(
             self.data,
             split=self.split,
             fmt=self.format,
@@ -122,21 +145,37 @@ class DataConfig:
             images=self.images,
             class_map=self.class_map,
         )
+        if self.classes is None:
+            return index
+        unknown = [n for n in self.classes if n not in set(index.class_names)]
+        if unknown:
+            raise ValueError(
+                f"classes {unknown} are not among {index.source}'s {len(index.class_names)} "
+                f"classes ({', '.join(index.class_names[:12])}"
+                f"{', ...' if len(index.class_names) > 12 else ''})"
+            )
+        index = only_classes(index, self.classes)
+        if not any(len(r.labels) for r in index.records):
+            raise ValueError(f"{index.source} has no box of the classes {list(self.classes)}")
+        return index
 
     def read_val(self, class_names: Sequence[str] | None = None) -> DatasetIndex | None:
         """The validation set, its classes mapped by name to ``class_names`` (the training
-        set's): a split that lacks a class keeps the other classes' ids."""
+        set's): a split that lacks a class keeps the other classes' ids. With ``classes``,
+        their boxes only, labelled as in training (the set is read in its own naming, so the
+        other classes' objects are dropped, not reported as unknown)."""
         if self.val_data is None:
             return None
-        return read_dataset(
+        index = read_dataset(
             self.val_data,
             split=self.val_split,
             fmt=self.format,
             split_file=self.val_split_file,
             strict=self.strict,
-            class_names=class_names,
+            class_names=class_names if self.classes is None else None,
             images=self.val_images,
         )
+        return index if self.classes is None else only_classes(index, self.classes)
 
     def train_dataset(self, index: DatasetIndex, *, seed: int, proposals=None) -> DetectionDataset:
         transforms = train_transforms(self.short_side, self.max_size, self.flip)

@@ -19,7 +19,7 @@ import torch
 
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
-from ..modeling.presets import ModelConfig, detector_config, preset_config
+from ..modeling.presets import OLN_RCNN_PRESETS, ModelConfig, detector_config, preset_config
 from .alternating import combined_summary, train_alternating
 from .checkpoint import DETECTOR, RPN, Kind, ModelSpec
 from .device import resolve_device
@@ -62,15 +62,34 @@ class FitResult:
         return "\n".join(lines)
 
 
-def model_spec(kind: Kind, model: ModelConfig | str, class_names) -> ModelSpec:
-    """The spec of the model ``fit`` trains: a preset (by name) or a config, as an RPN or as a
-    Faster R-CNN with one output per class."""
+def model_kind(kind: Kind | None, model: ModelConfig | str) -> Kind:
+    """The kind of model to train on preset or config ``model``: ``kind``, or when it is None
+    the preset's own, a Faster R-CNN for OLN's full-model presets (``OLN_RCNN_PRESETS``) and
+    an RPN for the others. An RPN of a full-model preset is refused: its RPN keeps every
+    proposal (no NMS) for the box head that scores them, and is no proposal model alone."""
     config = preset_config(model) if isinstance(model, str) else model
+    own = DETECTOR if config.preset in OLN_RCNN_PRESETS else RPN
+    if kind is None:
+        return own
+    if kind not in (RPN, DETECTOR):
+        raise ValueError(f"model kind must be {RPN!r} or {DETECTOR!r}, got {kind!r}")
+    if kind == RPN and own == DETECTOR:
+        raise ValueError(
+            f"preset {config.preset!r} is OLN's full detector, not an RPN: train it with "
+            f"--model faster-rcnn (its default); for OLN's RPN alone use --preset "
+            f"effnet-lite0-fpn-oln, or another preset with --objectness localization"
+        )
+    return kind
+
+
+def model_spec(kind: Kind | None, model: ModelConfig | str, class_names) -> ModelSpec:
+    """The spec of the model ``fit`` trains: a preset (by name) or a config, as an RPN or as a
+    Faster R-CNN with one output per class (``kind`` None: the preset's own, ``model_kind``)."""
+    config = preset_config(model) if isinstance(model, str) else model
+    kind = model_kind(kind, config)
     names = tuple(class_names)
     if kind == DETECTOR:
         return ModelSpec(DETECTOR, detector_config(config, len(names)), names)
-    if kind != RPN:
-        raise ValueError(f"model kind must be {RPN!r} or {DETECTOR!r}, got {kind!r}")
     return ModelSpec(RPN, config, names)
 
 
@@ -94,7 +113,7 @@ def make_evaluator(
 def fit(
     data: DataConfig | str,
     *,
-    kind: Kind = RPN,
+    kind: Kind | None = None,
     model: ModelConfig | str = "effnet-lite0-fpn",
     schedule: Schedule = "joint",
     train: TrainConfig | None = None,
@@ -106,13 +125,16 @@ def fit(
     proposals_step1: str | Path | None = None,
     proposals_step3: str | Path | None = None,
 ) -> FitResult:
-    """Train a ``kind`` model (``"rpn"`` or ``"faster-rcnn"``) of preset or config ``model``
-    on ``data`` (a dataset path, or a ``DataConfig`` with validation data and sizes) and write
-    the run folder ``out``. ``resume`` continues a joint run exactly from its checkpoint.
+    """Train a ``kind`` model (``"rpn"`` or ``"faster-rcnn"``; None: the preset's own, see
+    ``model_kind``) of preset or config ``model`` on ``data`` (a dataset path, or a
+    ``DataConfig`` with validation data, sizes and a class subset) and write the run folder
+    ``out``. ``resume`` continues a joint run exactly from its checkpoint.
     ``proposals_step1`` / ``proposals_step3``: COCO results files that the alternating
     schedule uses instead of computing its step-1 / step-3 proposals."""
     data = DataConfig(str(data)) if isinstance(data, (str, Path)) else data
     train = train or TrainConfig()
+    model = preset_config(model) if isinstance(model, str) else model
+    kind = model_kind(kind, model)  # before the data is read: a mismatch fails at once
     given = {"step1": proposals_step1, "step3": proposals_step3}
     given = {step: str(path) for step, path in given.items() if path is not None}
     _check_schedule(kind, schedule, resume, given)
@@ -182,6 +204,12 @@ def _read(
     the training data (None with ``val_data`` or without validation), each summarised."""
     index = data.read_train()
     print(index.summary())
+    if data.classes is not None:
+        boxes = sum(len(r.labels) for r in index.records)
+        print(
+            f"training on the boxes of {len(data.classes)} classes only ({boxes} box(es)); "
+            "the other objects are unlabelled"
+        )
     if data.val_fraction:  # no val_data: DataConfig checks that
         split = make_split(index, data.val_fraction, seed)
         index, val_index = apply_split(index, split)

@@ -1,6 +1,7 @@
 """The record of a training run, ``config.yaml`` in its folder: what was trained (the model
-spec), how (the training config and schedule) and on what (the data config). ``fit`` writes
-it; ``rpnkit report`` reads it back to find the validation data. ``split`` names the run's
+spec), how (the training config and schedule) and on what (the data config, with the class
+subset ``DataConfig.classes`` when the run trained on one). ``fit`` writes it; ``rpnkit
+report`` reads it back to find the validation data. ``split`` names the run's
 held-out images file (``split.json``, with ``DataConfig.val_fraction``) and ``proposals`` the
 COCO results files the alternating schedule was given (``{"step1": path, "step3": path}``);
 both are written only when set."""

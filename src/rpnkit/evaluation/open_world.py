@@ -15,64 +15,22 @@ Shape glossary:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.readers import DatasetIndex
+# the seen classes and the training index of the protocol live with the data (rpnkit train
+# --classes uses them); imported here, where the protocol's users have found them
+from ..data.class_subset import VOC as VOC
+from ..data.class_subset import VOC_CLASSES_IN_COCO as VOC_CLASSES_IN_COCO
+from ..data.class_subset import keep_classes as keep_classes
+from ..data.class_subset import seen_class_names as seen_class_names
 from ..modeling.boxes import box_iou
 from .recall import AREA_RANGES, match_proposals, proposal_recall_summary
 
 NOVEL_MAX_DETS = (10, 100, 1000)
 SEEN_IOU_THRESHOLD = 0.5
-
-# COCO's names of the 20 PASCAL VOC classes (VOC: aeroplane, diningtable, motorbike,
-# pottedplant, sofa, tvmonitor).
-VOC_CLASSES_IN_COCO = (
-    "airplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "dining table", "dog", "horse", "motorcycle", "person", "potted plant", "sheep", "couch",
-    "train", "tv",
-)  # fmt: skip
-VOC = "voc"  # the name that stands for VOC_CLASSES_IN_COCO
-
-
-def seen_class_names(seen: str | Sequence[str]) -> tuple[str, ...]:
-    """The seen classes: comma-separated names (``"person,car"``) or a sequence of them;
-    ``"voc"`` stands for the 20 VOC classes in COCO's naming (``VOC_CLASSES_IN_COCO``)."""
-    names = seen.split(",") if isinstance(seen, str) else list(seen)
-    out: list[str] = []
-    for name in (n.strip() for n in names):
-        for one in VOC_CLASSES_IN_COCO if name.lower() == VOC else (name,):
-            if one and one not in out:
-                out.append(one)
-    if not out:
-        raise ValueError(f"no seen class names in {seen!r}")
-    return tuple(out)
-
-
-def keep_classes(index: DatasetIndex, names: Sequence[str]) -> DatasetIndex:
-    """The index with the boxes of the classes ``names`` only: the others become unlabelled
-    (absent, not ignore regions), as OLN trains on the seen classes. Unknown names raise."""
-    unknown = sorted(set(names) - set(index.class_names))
-    if unknown:
-        raise ValueError(f"classes {unknown} are not among {index.source}'s classes")
-    wanted = np.array([False, *(n in set(names) for n in index.class_names)])
-    records = []
-    for r in index.records:
-        keep = wanted[np.asarray(r.labels, dtype=np.int64)]
-        records.append(
-            dataclasses.replace(
-                r,
-                boxes=r.boxes[keep],
-                labels=r.labels[keep],
-                ignore=r.ignore[keep],
-                areas=r.areas[keep],
-            )
-        )
-    return dataclasses.replace(index, records=records)
 
 
 def drop_seen_proposals(

@@ -10,7 +10,7 @@ data-dependent shape. The modeling functions take those steps as keyword argumen
 defaults are rpnkit's own path:
 
 - ``select_proposals(top_per_level=, nms=)``,
-- ``postprocess_detections(nms=)``,
+- ``postprocess_detections(nms=)`` and ``postprocess_localization(nms=)``,
 - ``MultiLevelRoIPooler.forward(pool_levels=)``.
 
 ``ExportableModel`` (``model.py``) passes the twins below. Anchors need no hook: it calls

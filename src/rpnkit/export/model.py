@@ -9,7 +9,9 @@ Inputs:
 Outputs (padded: the first ``counts[i]`` rows of image i are valid, best first, the rest 0):
     an RPN         proposals (B, K, 4) float32 xyxy, scores (B, K) float32, counts (B,) int64
     a Faster R-CNN boxes (B, D, 4) float32 xyxy, scores (B, D) float32, labels (B, D) int64
-                   (1..C-1), counts (B,) int64
+                   (1..C-1), counts (B,) int64; OLN's class-agnostic detector
+                   (``RoIHeadConfig.score_mode="localization"``) the same, every label 1 and
+                   every score sqrt(RPN score x sigmoid(IoU logit)) (``postprocess_localization``)
 
 K = min(post_nms_top_n, L * pre_nms_top_n) of the RPN's test setting and D =
 ``detections_per_image``: the same for every batch and image size. Boxes are in pixels of the
@@ -31,7 +33,7 @@ from ..engine.device import fold_for_inference
 from ..modeling.cascade_rpn import CascadeRPN
 from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel, normalize
-from ..modeling.roi_heads import Detections, postprocess_detections
+from ..modeling.roi_heads import Detections, postprocess_detections, postprocess_localization
 from ..modeling.rpn import Proposals, select_proposals
 from .graph_ops import (
     graph_anchors,
@@ -123,13 +125,26 @@ class ExportableModel(nn.Module):
         self, features: list[Tensor], proposals: Proposals, image_sizes: Tensor
     ) -> Detections:
         """``RoIHeads.forward`` at inference on every proposal slot (padding included: the
-        graph cannot trim it, and ``valid`` masks it out of the detections)."""
+        graph cannot trim it, and ``valid`` masks it out of the detections). A
+        localization-mode head scores its boxes with the proposals' RPN scores."""
         heads = self.model.roi_heads
         pooled_features = [f.float() for f in features[: self.model.pooled_levels]]
         pooled = heads.pooler(pooled_features, proposals.boxes, pool_levels=graph_pool_levels)
-        logits, deltas = heads.box_head(pooled.to(self.dtype))
+        scores, deltas = heads.box_head(pooled.to(self.dtype))
+        if heads.config.class_agnostic:
+            return postprocess_localization(
+                scores.float(),
+                deltas.float(),
+                proposals.boxes,
+                proposals.valid,
+                proposals.scores,
+                image_sizes,
+                heads.config,
+                heads.coder,
+                nms=graph_nms,
+            )
         return postprocess_detections(
-            logits.float(),
+            scores.float(),
             deltas.float(),
             proposals.boxes,
             proposals.valid,

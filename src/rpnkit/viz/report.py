@@ -108,6 +108,8 @@ def report_data(run_dir: Path, record: RunRecord | None, **given) -> DataConfig:
         format=pick("fmt", "format", None),
         short_side=pick("short", "short_side", 800),
         max_size=pick("max_size", "max_size", 1333),
+        # a run trained on a class subset is scored on the same classes
+        classes=recorded.classes if recorded is not None else None,
     )
 
 
