@@ -21,6 +21,7 @@ from rpnkit.modeling.cascade_rpn import (
     cascade_rpn_config,
     match_boxes,
     region_assign,
+    sampled_conv2d,
     stage1_dilation,
 )
 from rpnkit.modeling.matching import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, IGNORED
@@ -386,6 +387,30 @@ def test_cli_trains_evaluates_and_proposes_with_the_tiny_cascade(tmp_path, capsy
         == 0
     )
     assert json.loads(results.read_text())
+
+
+@pytest.mark.parametrize("size", [(7, 9), (1, 5)])
+def test_sampled_conv2d_equals_deform_conv2d_with_its_gradients(size):
+    """The CPU's adaptive conv (bilinear samples + matmul) is torchvision's deform_conv2d:
+    offsets of several cells, points outside the image (zeros), a one-row map; values and
+    the gradients of input, weight and bias to float rounding."""
+    torch.manual_seed(0)
+    h, w = size
+    x = torch.randn(2, 5, h, w, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    offsets = torch.randn(2, 18, h, w, dtype=torch.float64) * 3  # many land outside
+    outputs, grads = [], []
+    for conv in (deform_conv2d, sampled_conv2d):
+        out = conv(x, offsets, weight, bias, padding=(1, 1))
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        outputs.append(out.detach())
+        grads.append([t.grad.clone() for t in (x, weight, bias)])
+        for t in (x, weight, bias):
+            t.grad = None
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-9, atol=1e-9)
+    for got, want in zip(*grads[::-1]):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 
 # ---------------------------------------------------------------- GPU
