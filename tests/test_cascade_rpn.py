@@ -413,6 +413,34 @@ def test_sampled_conv2d_equals_deform_conv2d_with_its_gradients(size):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
 
 
+def test_both_adaptive_convs_give_the_same_model():
+    """CascadeConfig.adaptive_conv picks how stage 2's convolution runs, not what it computes:
+    the same weights give the same losses, gradients and proposals either way."""
+    images, sizes, gt = _batch()
+    runs = []
+    for adaptive in ("deform_conv2d", "sampled"):
+        config = preset_config("tiny-cascade")
+        config = dataclasses.replace(
+            config, cascade=dataclasses.replace(config.cascade, adaptive_conv=adaptive)
+        )
+        torch.manual_seed(0)
+        model = build_model(config).train()
+        losses = model(images, sizes, gt).losses
+        sum(losses.values()).backward()
+        with torch.no_grad():
+            found = model.eval()(images, sizes).proposals
+        grad = model.rpn.head.stage2_conv.weight.grad.clone()
+        runs.append((losses, grad, found))
+    (losses_a, grad_a, found_a), (losses_b, grad_b, found_b) = runs
+    for name in losses_a:
+        torch.testing.assert_close(losses_b[name], losses_a[name], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_b, grad_a, rtol=1e-4, atol=1e-6)
+    assert torch.equal(found_b.num, found_a.num)
+    torch.testing.assert_close(found_b.boxes, found_a.boxes, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="adaptive_conv"):
+        CascadeConfig(adaptive_conv="im2col")
+
+
 # ---------------------------------------------------------------- GPU
 
 
