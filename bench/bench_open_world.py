@@ -217,6 +217,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     parser.add_argument("--runs-dir", default="runs/open_world")
+    parser.add_argument(
+        "--deadline-s", type=float, default=float("inf"), help="start no run after this many s"
+    )
     parser.add_argument("--data-root", default=str(DATA), help="folder holding coco128/")
     args = parser.parse_args()
     if args.threads:
@@ -242,9 +245,14 @@ def main() -> int:
         "localization": config_to_dict(preset_config(args.preset).rpn)["localization"],
         "initial_score": args.initial_score, "runs": {},
     }  # fmt: skip
+    started = time.perf_counter()
     for mode in modes:
         runs = results["runs"].setdefault(mode, {})
         for seed in [int(s) for s in args.seeds.split(",")]:
+            if time.perf_counter() - started > args.deadline_s:  # a run cut short says so
+                results.setdefault("skipped", []).append(f"{mode} seed {seed}: deadline")
+                print(f"{mode} seed {seed}: skipped, past --deadline-s", flush=True)
+                continue
             runs[seed] = run_one(args, mode, seed, train_index, val_set, seen)
             print(mode, seed, json.dumps(runs[seed]), flush=True)
             if args.out:  # partial results survive an interrupted run
@@ -256,6 +264,7 @@ def main() -> int:
             if all(k in r for r in runs.values())
         }
         for mode, runs in results["runs"].items()
+        if runs
     }
     for mode, summary in results["summary"].items():
         print(mode, "  ".join(f"{k} {v['mean']:.4f}±{v['std']:.4f}" for k, v in summary.items()))
