@@ -330,12 +330,39 @@ def test_presets_and_bad_configs():
         CascadeConfig(center_ratio=0.6)
 
 
-def test_export_refuses_the_cascade_in_one_line():
+def test_the_export_forward_is_rpnkits_with_the_sampled_adaptive_conv():
+    """The Cascade RPN exports (tests/test_export.py runs its ONNX graph and torch.export
+    program): the export's positions, computed from the feature shapes, are ``anchor_grid``'s,
+    and its forward (stage 2 as ``sampled_conv2d`` whatever ``CascadeConfig.adaptive_conv``
+    says; here ``deform_conv2d``) gives rpnkit's own proposals."""
+    from rpnkit.export.graph_ops import graph_anchor_grid
     from rpnkit.export.model import ExportableModel
 
-    with pytest.raises(ValueError, match="does not support the Cascade RPN") as caught:
-        ExportableModel(build_model(preset_config("tiny-cascade")))
-    assert "\n" not in str(caught.value)
+    config = dataclasses.replace(
+        preset_config("tiny-cascade"), cascade=CascadeConfig(adaptive_conv="deform_conv2d")
+    )
+    anchors = config.rpn.anchors
+    features = [torch.zeros(1, 1, 12, 16), torch.zeros(1, 1, 6, 8), torch.zeros(1, 1, 3, 4)]
+    built = graph_anchor_grid(anchors, features)
+    cached = anchor_grid([f.shape[-2:] for f in features], anchors, torch.device("cpu"))
+    for name in ("level", "col", "row", "stride", "width", "height", "bounds"):
+        assert torch.equal(getattr(built, name), getattr(cached, name)), name
+
+    torch.manual_seed(0)
+    network = build_model(config).eval()
+    with torch.no_grad():  # boxes that move and scores that spread (0.5 each, untrained)
+        torch.nn.init.normal_(network.rpn.head.stage1_deltas.weight, std=0.5)
+        torch.nn.init.normal_(network.rpn.head.stage2_logits.weight, std=3.0)
+    model = ExportableModel(network)
+    images = torch.randint(0, 256, (2, 3, 96, 128), dtype=torch.uint8)
+    sizes = torch.tensor([[96, 128], [70, 100]])
+    with torch.no_grad():
+        boxes, scores, counts = model(images, sizes)
+    ref_boxes, ref_scores, ref_counts = model.reference(images, sizes)
+    assert torch.equal(counts, ref_counts) and (counts > 0).all()
+    for i, n in enumerate(counts.tolist()):
+        torch.testing.assert_close(boxes[i, :n], ref_boxes[i, :n], atol=1e-3, rtol=0)
+        torch.testing.assert_close(scores[i, :n], ref_scores[i, :n], atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------- the command line

@@ -1,7 +1,8 @@
 """Export: the ONNX graph, run by ONNX Runtime (CPU), and the torch.export program give rpnkit's
 own outputs on the same inputs, for an RPN and a Faster R-CNN on the tiny preset and OLN's
 class-agnostic detector on tiny-oln-rcnn, at batch sizes and image sizes other than the one
-traced; the fp16 graph; the command line.
+traced; the Cascade RPN (tiny-cascade), alone and as a Faster R-CNN's first stage; the fp16
+graph; the command line.
 
 Tolerances: the same boxes at IoU >= 0.99 and the same scores to 1e-4. ONNX Runtime computes
 the same float32 function with other kernels (convolutions accumulate in another order, its
@@ -39,7 +40,9 @@ from rpnkit.modeling.sizes import padded_size
 SCORE_TOLERANCE = 1e-4
 MIN_IOU = 0.99
 CLASSES = ("circle", "square", "triangle", "diamond")
-KINDS = ["rpn", "detector", "oln"]  # oln: OLN's class-agnostic detector (tiny-oln-rcnn)
+# oln: OLN's class-agnostic detector (tiny-oln-rcnn); cascade: the Cascade RPN (tiny-cascade),
+# cascade-rcnn: a Faster R-CNN on it
+KINDS = ["rpn", "detector", "oln", "cascade", "cascade-rcnn"]
 
 
 # ---------------------------------------------------------------- models, images and sessions
@@ -76,6 +79,38 @@ def tiny_oln_detector():
     return model
 
 
+def spread_cascade(rpn: torch.nn.Module) -> None:
+    """A Cascade RPN's layers scaled so that stage 1 moves its boxes (its offsets are far from
+    the anchors' own) and the objectness spreads (0.54-0.76 instead of 0.4999-0.5001):
+    untrained, every score is about 0.5 and the comparison would mostly match near-ties."""
+    head = rpn.head
+    with torch.no_grad():
+        for layer, std in (
+            (head.stage1_conv, 0.1),
+            (head.stage1_deltas, 0.5),
+            (head.stage2_conv, 0.1),
+            (head.stage2_logits, 3.0),
+        ):
+            torch.nn.init.normal_(layer.weight, std=std)
+
+
+def tiny_cascade():
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny-cascade")).eval()
+    spread_cascade(model.rpn)
+    return model
+
+
+def tiny_cascade_detector():
+    torch.manual_seed(0)
+    config = detector_config(preset_config("tiny-cascade"), len(CLASSES))
+    model = build_detector(config).eval()
+    spread_cascade(model.first_stage.rpn)
+    with torch.no_grad():
+        torch.nn.init.normal_(model.roi_heads.box_head.cls_score.weight, std=0.3)
+    return model
+
+
 def padded_batch(crops: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(3, h, w) uint8 images -> a (B, 3, H, W) batch padded to multiples of 32, (B, 2) sizes."""
     h, w = padded_size(max(c.shape[1] for c in crops), max(c.shape[2] for c in crops))
@@ -98,13 +133,14 @@ CROPS = [  # different sizes, none a multiple of 32 but the first
 def exported(tmp_path_factory) -> dict:
     """kind -> (ExportableModel, ONNX Runtime session, .onnx path, torch.export program or
     None). The detectors are saved as checkpoints and exported through ``rpnkit export`` (the
-    command line and ``export_onnx``); the RPN through ``export_program`` and ``save_onnx``,
-    which keeps its program for the torch.export test."""
+    command line and ``export_onnx``); the RPNs through ``export_program`` and ``save_onnx``,
+    which keeps their programs for the torch.export test."""
     folder = tmp_path_factory.mktemp("export")
     found = {}
     for kind, preset, build in (
         ("detector", "tiny", tiny_detector),
         ("oln", "tiny-oln-rcnn", tiny_oln_detector),
+        ("cascade-rcnn", "tiny-cascade", tiny_cascade_detector),
     ):
         spec = ModelSpec(DETECTOR, detector_config(preset_config(preset), len(CLASSES)), CLASSES)
         checkpoint = save_model(folder / f"{kind}.safetensors", build(), spec)
@@ -112,10 +148,11 @@ def exported(tmp_path_factory) -> dict:
         argv = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)]
         assert main(argv) == 0
         found[kind] = (ExportableModel(build()), session(out), out, None)
-    rpn = ExportableModel(tiny_rpn())
-    program = export_program(rpn)
-    out = save_onnx(rpn, folder / "rpn.onnx", program=program)
-    found["rpn"] = (rpn, session(out), out, program)
+    for kind, build in (("rpn", tiny_rpn), ("cascade", tiny_cascade)):
+        rpn = ExportableModel(build())
+        program = export_program(rpn)
+        out = save_onnx(rpn, folder / f"{kind}.onnx", program=program)
+        found[kind] = (rpn, session(out), out, program)
     return found
 
 
@@ -197,33 +234,35 @@ def test_the_oln_graph_is_class_agnostic(exported):
 
 
 def test_the_graph_has_the_documented_inputs_and_outputs(exported):
-    names_of = {"rpn": RPN_OUTPUT_NAMES, "detector": DETECTOR_OUTPUT_NAMES}
     for kind in KINDS:
-        names = names_of.get(kind, DETECTOR_OUTPUT_NAMES)
         model, sess, path, _ = exported[kind]
+        names = DETECTOR_OUTPUT_NAMES if model.is_detector else RPN_OUTPUT_NAMES
         assert [i.name for i in sess.get_inputs()] == list(INPUT_NAMES)
         assert [i.type for i in sess.get_inputs()] == ["tensor(uint8)", "tensor(int64)"]
         assert [o.name for o in sess.get_outputs()] == list(names)
         images, sizes = padded_batch(CROPS[:2])
         outputs = run(sess, images, sizes)
         k = model.first_stage.rpn.config.test_proposals.post_nms_top_n
-        width = k if kind == "rpn" else model.model.roi_heads.config.detections_per_image
+        width = model.model.roi_heads.config.detections_per_image if model.is_detector else k
         assert outputs[0].shape == (2, width, 4) and outputs[0].dtype == torch.float32
         assert outputs[1].shape == (2, width) and outputs[-1].shape == (2,)
         graph = onnx.load(str(path))
         ops = {node.op_type for node in graph.graph.node}
         assert "NonMaxSuppression" in ops and "BatchNormalization" not in ops  # folded
-        assert ("RoiAlign" in ops) == (kind != "rpn")
+        assert ("RoiAlign" in ops) == model.is_detector
+        # the Cascade RPN's adaptive convolution: bilinear sampling (deform_conv2d has no op)
+        assert ("GridSample" in ops) == kind.startswith("cascade")
     # rpnkit export records what the file is
     metadata = {p.key: p.value for p in onnx.load(str(exported["detector"][2])).metadata_props}
     assert metadata["rpnkit.kind"] == "faster-rcnn" and metadata["rpnkit.preset"] == "tiny"
     assert json.loads(metadata["rpnkit.class_names"]) == list(CLASSES)
 
 
-def test_one_export_runs_other_batches_and_image_sizes(exported):
+@pytest.mark.parametrize("kind", ["detector", "cascade"])
+def test_one_export_runs_other_batches_and_image_sizes(exported, kind):
     """The graph was traced at batch 2, 96x128: other batches, a 32x32 image (one position
     on the stride-32 level, fewer anchors than pre_nms_top_n), tall and wide images."""
-    model, sess, *_ = exported["detector"]
+    model, sess, *_ = exported[kind]
     cases = [
         [SHAPES[0]["image"][:, :32, :32]],
         [SHAPES[1]["image"][:, :256, :40]] * 2,

@@ -23,6 +23,13 @@ path is unchanged.
 (H_l, W_l): ``arange`` over the width and height, times the stride, plus the level's base
 anchors (constants). So the graph works at any image size.
 
+**The Cascade RPN's positions** (``graph_anchor_grid``): ``cascade_rpn.anchor_grid`` is cached
+per feature size on the host; its twin builds the same columns (level, column, row, stride) from
+the symbolic sizes, as the anchors. Stage 2's adaptive convolution is ``sampled_conv2d``
+(``GridSample`` and a matmul) in the export, whatever ``CascadeConfig.adaptive_conv`` says:
+torchvision's ``deform_conv2d`` has no ONNX op. ``ExportableModel`` asks for it through
+``CascadeRPNHead.stage2(mode="sampled")``.
+
 **Per-level top-k** (``graph_level_top_k``): every level takes exactly ``pre_nms_top_n`` slots
 (a level with fewer anchors is padded with -inf logits, and those slots are invalid). So the
 slot count, and with it the proposal count K = min(post_nms_top_n, L * pre_nms_top_n), is the
@@ -54,13 +61,16 @@ host read: in ``torch.export`` they are unbacked sizes, in ONNX ``NonZero`` / ``
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ..modeling.anchors import AnchorGenerator
+from ..modeling.anchors import AnchorConfig, AnchorGenerator
 from ..modeling.backbones.efficientnet_lite import Conv2dSame
+from ..modeling.cascade_rpn import AnchorGrid
 from ..modeling.nms import nms_mask
 
 # --- the backbone -------------------------------------------------------------------------------
@@ -114,6 +124,33 @@ def graph_anchors(generator: AnchorGenerator, features: Sequence[Tensor]) -> Ten
             for level, f in enumerate(features)
         ]
     )
+
+
+def graph_anchor_grid(anchors: AnchorConfig, features: Sequence[Tensor]) -> AnchorGrid:
+    """``cascade_rpn.anchor_grid`` from the feature maps' (symbolic) sizes, uncached: the
+    Cascade RPN's positions (one anchor each, in the anchors' order), (A,) each."""
+    parts = []
+    for level, (f, lv) in enumerate(zip(features, anchors.levels)):
+        h, w = f.shape[-2], f.shape[-1]
+        ys = torch.arange(h, device=f.device, dtype=torch.float32)
+        xs = torch.arange(w, device=f.device, dtype=torch.float32)
+        row, col = torch.meshgrid(ys, xs, indexing="ij")  # (H, W) each
+        col, row = col.reshape(-1), row.reshape(-1)  # (H*W,): row-major, as the anchors
+        parts.append(
+            (
+                torch.full_like(col, level, dtype=torch.int64),
+                col,
+                row,
+                torch.full_like(col, float(lv.stride)),
+                torch.full_like(col, 1.0) * w,
+                torch.full_like(col, 1.0) * h,
+            )
+        )
+    log_sizes = [math.log2(lv.sizes[0]) for lv in anchors.levels]
+    bounds = [(a + b) / 2 for a, b in itertools.pairwise(log_sizes)]
+    device = features[0].device
+    columns = [torch.cat(c) for c in zip(*parts)]
+    return AnchorGrid(*columns, bounds=torch.tensor(bounds, device=device))
 
 
 def level_sizes(generator: AnchorGenerator, features: Sequence[Tensor]) -> list:

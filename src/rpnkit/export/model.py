@@ -30,12 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from ..engine.device import fold_for_inference
-from ..modeling.cascade_rpn import CascadeRPN
+from ..modeling.boxes import clip_boxes
+from ..modeling.cascade_rpn import CascadeRPN, adaptive_offsets
 from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel, normalize
 from ..modeling.roi_heads import Detections, postprocess_detections, postprocess_localization
 from ..modeling.rpn import Proposals, select_proposals
 from .graph_ops import (
+    graph_anchor_grid,
     graph_anchors,
     graph_level_top_k,
     graph_nms,
@@ -65,13 +67,6 @@ class ExportableModel(nn.Module):
         if not isinstance(model, ProposalModel | FasterRCNN):
             raise ValueError(
                 f"ExportableModel wraps a ProposalModel or a FasterRCNN, got {type(model).__name__}"
-            )
-        first_stage = model.first_stage if isinstance(model, FasterRCNN) else model
-        if isinstance(first_stage.rpn, CascadeRPN):
-            raise ValueError(
-                "rpnkit export does not support the Cascade RPN (its stage 2 runs "
-                "torchvision's deform_conv2d on per-image refined anchors, which the exported "
-                "graph has no translation for): use rpnkit propose or detect instead"
             )
         model = fold_for_inference(copy.deepcopy(model))  # the caller's model is left as it is
         self.model = model
@@ -108,11 +103,40 @@ class ExportableModel(nn.Module):
     def propose(self, features: list[Tensor], image_sizes: Tensor) -> Proposals:
         """``RegionProposalNetwork.forward`` at inference, anchors computed from the shapes."""
         rpn = self.first_stage.rpn
+        if isinstance(rpn, CascadeRPN):
+            return self.propose_cascade(features, image_sizes)
         pred_objectness, pred_deltas = rpn.head.flatten(*rpn.head(features))
         return select_proposals(
             pred_objectness.float(),
             pred_deltas.float(),
             graph_anchors(rpn.anchor_generator, features),
+            level_sizes(rpn.anchor_generator, features),
+            image_sizes,
+            rpn.config.test_proposals,
+            box_coder=rpn.box_coder,
+            top_per_level=graph_level_top_k,
+            nms=graph_nms,
+        )
+
+    def propose_cascade(self, features: list[Tensor], image_sizes: Tensor) -> Proposals:
+        """``CascadeRPN.forward`` at inference: the anchors and the positions' grid computed
+        from the shapes, stage 2's adaptive convolution as ``sampled_conv2d`` (grid_sample and
+        a matmul; torchvision's ``deform_conv2d`` has no ONNX translation), offsets in float32."""
+        rpn = self.first_stage.rpn
+        anchors = graph_anchors(rpn.anchor_generator, features)  # (A, 4)
+        grid = graph_anchor_grid(rpn.config.anchors, features)
+        # 1. Stage 1: every anchor regressed, clipped to its image.
+        bridged, stage1_deltas = rpn.head.stage1(features)
+        stage1_boxes = rpn.stage1_box_coder.decode(stage1_deltas.float(), anchors)  # (B, A, 4)
+        refined = clip_boxes(stage1_boxes, image_sizes)
+        # 2. Stage 2 samples each position's own refined box.
+        offsets = adaptive_offsets(refined, grid, offset=rpn.config.anchors.offset)
+        pred_objectness, pred_deltas = rpn.head.stage2(bridged, offsets, mode="sampled")
+        # 3. Proposals, with the refined boxes as each image's anchors.
+        return select_proposals(
+            pred_objectness.float(),
+            pred_deltas.float(),
+            refined,
             level_sizes(rpn.anchor_generator, features),
             image_sizes,
             rpn.config.test_proposals,

@@ -355,20 +355,23 @@ class CascadeRPNHead(nn.Module):
             deltas.append(_flatten(self.stage1_deltas(t)))
         return bridged, torch.cat(deltas, dim=1)
 
-    def stage2(self, bridged: Sequence[Tensor], offsets: Tensor) -> tuple[Tensor, Tensor]:
+    def stage2(
+        self, bridged: Sequence[Tensor], offsets: Tensor, *, mode: str | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Bridged features [(B, C, H_l, W_l)], (B, A, O) offsets -> (B, A) objectness logits,
-        (B, A, 4) deltas."""
+        (B, A, 4) deltas. ``mode``: the adaptive convolution's, by default the head's own
+        (``CascadeConfig.adaptive_conv``); the export passes "sampled"."""
         logits, deltas = [], []
         per_level = offsets.split([t.shape[-2] * t.shape[-1] for t in bridged], dim=1)
         for t, level_offsets in zip(bridged, per_level):
             b, _, h, w = t.shape
             level_offsets = level_offsets.transpose(1, 2).reshape(b, -1, h, w)  # -> (B, O, H, W)
-            x = F.relu(self.adaptive_conv(t, level_offsets))
+            x = F.relu(self.adaptive_conv(t, level_offsets, mode=mode))
             logits.append(_flatten(self.stage2_logits(x))[..., 0])  # (B, H*W)
             deltas.append(_flatten(self.stage2_deltas(x)))  # (B, H*W, 4)
         return torch.cat(logits, dim=1), torch.cat(deltas, dim=1)
 
-    def adaptive_conv(self, x: Tensor, offsets: Tensor) -> Tensor:
+    def adaptive_conv(self, x: Tensor, offsets: Tensor, *, mode: str | None = None) -> Tensor:
         """Stage 2's 3x3 conv at (B, O, H, W) offsets, in float32 under any autocast: offsets
         of tens of positions need more than bf16's 8 bits. The output keeps ``x``'s dtype.
 
@@ -376,9 +379,9 @@ class CascadeRPNHead(nn.Module):
         cost measured on the H200); elsewhere the same convolution as bilinear sampling + one
         matmul (``sampled_conv2d``), equal to it up to float rounding and 4.3x faster forward +
         backward on a 2-core CPU, where ``deform_conv2d``'s backward was three quarters of a
-        training step (bench/bench_cascade_step.py)."""
+        training step (bench/bench_cascade_step.py). ``mode`` overrides the head's own."""
         conv = self.stage2_conv
-        mode = self.adaptive_conv_mode
+        mode = self.adaptive_conv_mode if mode is None else mode
         sampled = mode == "sampled" or (mode == "auto" and not x.is_cuda)
         with torch.autocast(x.device.type, enabled=False):
             adaptive = sampled_conv2d if sampled else deform_conv2d
