@@ -106,10 +106,17 @@ class ExportableModel(nn.Module):
         if isinstance(rpn, CascadeRPN):
             return self.propose_cascade(features, image_sizes)
         pred_objectness, pred_deltas = rpn.head.flatten(*rpn.head(features))
+        anchors = graph_anchors(rpn.anchor_generator, features)
+        return self.select(pred_objectness, pred_deltas, anchors, features, image_sizes)
+
+    def select(self, objectness, deltas, anchors, features, image_sizes) -> Proposals:
+        """``select_proposals`` at the test setting with the graph's top-k and NMS, on (A, 4)
+        anchors or (B, A, 4) per-image ones (a cascade's refined boxes)."""
+        rpn = self.first_stage.rpn
         return select_proposals(
-            pred_objectness.float(),
-            pred_deltas.float(),
-            graph_anchors(rpn.anchor_generator, features),
+            objectness.float(),
+            deltas.float(),
+            anchors,
             level_sizes(rpn.anchor_generator, features),
             image_sizes,
             rpn.config.test_proposals,
@@ -133,17 +140,7 @@ class ExportableModel(nn.Module):
         offsets = adaptive_offsets(refined, grid, offset=rpn.config.anchors.offset)
         pred_objectness, pred_deltas = rpn.head.stage2(bridged, offsets, mode="sampled")
         # 3. Proposals, with the refined boxes as each image's anchors.
-        return select_proposals(
-            pred_objectness.float(),
-            pred_deltas.float(),
-            refined,
-            level_sizes(rpn.anchor_generator, features),
-            image_sizes,
-            rpn.config.test_proposals,
-            box_coder=rpn.box_coder,
-            top_per_level=graph_level_top_k,
-            nms=graph_nms,
-        )
+        return self.select(pred_objectness, pred_deltas, refined, features, image_sizes)
 
     def detect(
         self, features: list[Tensor], proposals: Proposals, image_sizes: Tensor

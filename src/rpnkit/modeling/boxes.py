@@ -142,9 +142,8 @@ class BoxCoder:
         )
 
 
-def generalized_iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """1 - GIoU for paired (..., 4) xyxy boxes -> (...)."""
-    tiny = torch.finfo(boxes1.dtype).tiny
+def paired_intersection_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
+    """Intersection and union areas of paired (..., 4) xyxy boxes -> (...), (...)."""
     inter = (
         (
             torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
@@ -155,7 +154,19 @@ def generalized_iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     )
     area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
     area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
-    union = area1 + area2 - inter
+    return inter, area1 + area2 - inter
+
+
+def iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """1 - IoU for paired (..., 4) xyxy boxes -> (...): the Cascade RPN's linear IoU loss."""
+    inter, union = paired_intersection_union(boxes1, boxes2)
+    return 1 - inter / union.clamp(min=torch.finfo(inter.dtype).tiny)
+
+
+def generalized_iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """1 - GIoU for paired (..., 4) xyxy boxes -> (...)."""
+    tiny = torch.finfo(boxes1.dtype).tiny
+    inter, union = paired_intersection_union(boxes1, boxes2)
     hull = (
         (
             torch.maximum(boxes1[..., 2:], boxes2[..., 2:])

@@ -86,7 +86,7 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d, deform_conv2d
 
 from .anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors
-from .boxes import BoxCoder, box_area, clip_boxes
+from .boxes import BoxCoder, box_area, clip_boxes, iou_loss
 from .matching import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, IGNORED, BalancedSampler, MatchResult
 from .rpn import (
     ProposalConfig,
@@ -95,7 +95,6 @@ from .rpn import (
     _check_choices,
     _check_ranges,
     check_rpn_inputs,
-    iou_loss,
     rpn_losses,
     select_proposals,
 )
@@ -585,9 +584,7 @@ class CascadeRPN(nn.Module):
 
         # 3. Proposals: the vanilla batched selection, with per-image anchors.
         if proposal_config is None:
-            proposal_config = (
-                self.config.train_proposals if self.training else self.config.test_proposals
-            )
+            proposal_config = self.config.proposals(self.training)
         proposals = select_proposals(
             pred_objectness.detach(),
             pred_deltas.detach(),

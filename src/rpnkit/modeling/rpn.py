@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .anchors import AnchorConfig, AnchorGenerator, visible_anchors
-from .boxes import BoxCoder, clip_boxes, generalized_iou_loss
+from .boxes import BoxCoder, clip_boxes, generalized_iou_loss, iou_loss
 from .matching import BalancedSampler, Matcher, MatchResult, SampledAnchors
 from .nms import nms_keep
 from .structures import GroundTruth
@@ -174,6 +174,10 @@ class RPNConfig:
         default_factory=lambda: ProposalConfig(pre_nms_top_n=1000, post_nms_top_n=1000)
     )
     match_chunk_elements: int = 1 << 22
+
+    def proposals(self, training: bool) -> ProposalConfig:
+        """The proposal setting of a training or an inference forward."""
+        return self.train_proposals if training else self.test_proposals
 
     def __post_init__(self) -> None:
         thresholds = ("fg_iou_threshold", "bg_iou_threshold", "crowd_ioa_threshold")
@@ -565,22 +569,6 @@ def rpn_losses(
     }
 
 
-def iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
-    """1 - IoU for paired (..., 4) xyxy boxes -> (...): the Cascade RPN's linear IoU loss."""
-    inter = (
-        (
-            torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-            - torch.maximum(boxes1[..., :2], boxes2[..., :2])
-        )
-        .clamp(min=0)
-        .prod(-1)
-    )
-    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
-    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
-    union = (area1 + area2 - inter).clamp(min=torch.finfo(inter.dtype).tiny)
-    return 1 - inter / union
-
-
 def centerness_targets(anchors: Tensor, gt_boxes: Tensor) -> Tensor:
     """(..., 4) xyxy anchors and their matched (..., 4) xyxy GT boxes -> (...) centerness of
     each anchor's centre inside its box, as FCOS: with l, r, t, b the distances from the centre
@@ -743,9 +731,7 @@ class RegionProposalNetwork(nn.Module):
         pred_objectness, pred_deltas = self.head.flatten(*self.head(features))
 
         if proposal_config is None:
-            proposal_config = (
-                self.config.train_proposals if self.training else self.config.test_proposals
-            )
+            proposal_config = self.config.proposals(self.training)
         # proposals are detached: no gradient flows through the boxes
         proposals = select_proposals(
             pred_objectness.detach(),
