@@ -15,6 +15,8 @@ from rpnkit.modeling.boxes import (
     box_xyxy_to_cxcywh,
     box_xyxy_to_xywh,
     describe_bad_gt_box,
+    generalized_iou_loss,
+    iou_loss,
 )
 
 
@@ -108,3 +110,32 @@ def test_padding_is_not_checked():
     boxes[0, 0] = torch.tensor([1.0, 1.0, 5.0, 5.0])
     mask = torch.tensor([[True, False]])
     assert describe_bad_gt_box(boxes, mask, torch.tensor([[10, 10]])) is None
+
+
+def _graph_nodes(tensor: torch.Tensor) -> set[str]:
+    seen, stack, names = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("loss", [iou_loss, generalized_iou_loss])
+def test_iou_losses_hand_checked_and_backward_without_prod(loss):
+    # (0, 0, 2, 2) against (1, 1, 3, 3): intersection 1, union 7, IoU 1/7; hull 9, GIoU
+    # 1/7 - 2/9. Disjoint boxes give zero intersections, the case where prod's backward
+    # takes its slow path after counting zeros on the host (a GPU->CPU sync): the graph
+    # must not hold a ProdBackward.
+    pred = torch.tensor([[0.0, 0, 2, 2], [0, 0, 1, 1]], requires_grad=True)
+    gt = torch.tensor([[1.0, 1, 3, 3], [5, 5, 6, 6]])
+    value = loss(pred, gt)
+    expected = 1 - 1 / 7 if loss is iou_loss else 1 - 1 / 7 + 2 / 9
+    assert value[0].item() == pytest.approx(expected)
+    assert value[1].item() == pytest.approx(1.0 if loss is iou_loss else 1 + (36 - 2) / 36)
+    assert not any("Prod" in name for name in _graph_nodes(value.sum()))
+    value.sum().backward()
+    assert torch.isfinite(pred.grad).all()

@@ -142,18 +142,19 @@ class BoxCoder:
         )
 
 
+def _side_product(wh: Tensor) -> Tensor:
+    """(..., 2) widths and heights -> (...) areas. Not ``prod(-1)``: prod's backward counts the
+    zeros of its input on the host (a GPU->CPU sync in every IoU-loss backward)."""
+    return wh[..., 0] * wh[..., 1]
+
+
 def paired_intersection_union(boxes1: Tensor, boxes2: Tensor) -> tuple[Tensor, Tensor]:
     """Intersection and union areas of paired (..., 4) xyxy boxes -> (...), (...)."""
-    inter = (
-        (
-            torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
-            - torch.maximum(boxes1[..., :2], boxes2[..., :2])
-        )
-        .clamp(min=0)
-        .prod(-1)
-    )
-    area1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0).prod(-1)
-    area2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0).prod(-1)
+    lt = torch.maximum(boxes1[..., :2], boxes2[..., :2])
+    rb = torch.minimum(boxes1[..., 2:], boxes2[..., 2:])
+    inter = _side_product((rb - lt).clamp(min=0))
+    area1 = _side_product((boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0))
+    area2 = _side_product((boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0))
     return inter, area1 + area2 - inter
 
 
@@ -167,14 +168,8 @@ def generalized_iou_loss(boxes1: Tensor, boxes2: Tensor) -> Tensor:
     """1 - GIoU for paired (..., 4) xyxy boxes -> (...)."""
     tiny = torch.finfo(boxes1.dtype).tiny
     inter, union = paired_intersection_union(boxes1, boxes2)
-    hull = (
-        (
-            torch.maximum(boxes1[..., 2:], boxes2[..., 2:])
-            - torch.minimum(boxes1[..., :2], boxes2[..., :2])
-        )
-        .clamp(min=0)
-        .prod(-1)
-    )
+    lt = torch.minimum(boxes1[..., :2], boxes2[..., :2])
+    hull = _side_product((torch.maximum(boxes1[..., 2:], boxes2[..., 2:]) - lt).clamp(min=0))
     iou = inter / union.clamp(min=tiny)
     return 1 - iou + (hull - union) / hull.clamp(min=tiny)
 
