@@ -22,12 +22,17 @@ Random weights (the speed does not depend on them): frozen batch norms are calib
 batch so that activations stay in range in bf16. GPU utilisation is sampled with nvidia-smi
 during each timed window; ``--profile DIR`` writes a torch.profiler table of a few end-to-end
 training steps.
+
+``--poolers canvas,levels`` runs each Faster R-CNN row twice: with rpnkit's RoIAlign on one
+canvas (the default, no GPU->CPU sync) and with the level-by-level loop it replaced (one sync
+per pooling, to read the slice lengths), for an A/B in one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import subprocess
 import sys
@@ -44,7 +49,9 @@ from rpnkit.engine.checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from rpnkit.engine.runtime import load
 from rpnkit.engine.trainer import TrainConfig, Trainer
 from rpnkit.modeling.backbones.frozen_norm import FastFrozenBatchNorm2d
+from rpnkit.modeling.pooling import pool_sorted_by_level
 from rpnkit.modeling.presets import detector_config, preset_config, without_pretrained_weights
+from rpnkit.modeling.roi_heads import MultiLevelRoIPooler
 from rpnkit.testing import torchvision_faster_rcnn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,6 +320,50 @@ def inference(args, model, spec, files, amp, device) -> dict:
             "gpu_util": gpu.mean}  # fmt: skip
 
 
+@contextlib.contextmanager
+def roi_pooler(name: str):
+    """'canvas': the default pooler; 'levels': every MultiLevelRoIPooler given the
+    level-by-level step instead, while the context lasts."""
+    if name not in ("canvas", "levels"):
+        raise ValueError(f"unknown pooler {name!r}: canvas or levels")
+    original = MultiLevelRoIPooler.forward
+    if name == "levels":
+        MultiLevelRoIPooler.forward = functools.partialmethod(
+            original, pool_levels=pool_sorted_by_level
+        )
+    try:
+        yield
+    finally:
+        MultiLevelRoIPooler.forward = original
+
+
+def run_row(args, row: dict, dataset, index, files, device) -> None:
+    """Every case of ``args.cases`` for one backbone / kind / precision, into ``row``."""
+    backbone, kind, amp, cases = row["backbone"], row["kind"], row["amp"], args.cases.split(",")
+    if "loader" in cases:
+        row["loader"] = loader_only(args, dataset, device)
+    model, spec = build(backbone, kind, len(index.class_names), device,
+                        channels_last=args.channels_last)  # fmt: skip
+    if "model" in cases:
+        row["model"] = model_only(args, model, spec, dataset, amp, device)
+    if "train" in cases:
+        wanted = args.profile and backbone == "effnet" and kind == "frcnn"
+        profile = args.profile / f"{backbone}-{kind}-{amp}.txt" if wanted else None
+        row["train"] = end_to_end(args, model, spec, dataset, amp, device, profile)
+    if "model" in row and "train" in row:
+        row["train_vs_model"] = round(
+            row["train"]["images_per_s"] / row["model"]["images_per_s"], 3
+        )
+    if "tv-train" in cases and kind == "frcnn":
+        row["tv_train"] = torchvision_loop(args, model, index, amp, device)
+        if "train" in row:
+            row["train_vs_torchvision"] = round(
+                row["train"]["images_per_s"] / row["tv_train"]["images_per_s"], 3
+            )
+    if "infer" in cases and kind == "frcnn":
+        row["infer"] = inference(args, model, spec, files, amp, device)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "data" / "coco128"))
@@ -327,6 +378,7 @@ def main() -> int:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--runs", type=Path, default=Path("/tmp/bench_pipeline"))
     parser.add_argument("--profile", type=Path, default=None, help="folder for profile tables")
+    parser.add_argument("--poolers", default="canvas", help="canvas, levels (A/B, Faster R-CNN)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")
     args = parser.parse_args()
@@ -336,7 +388,6 @@ def main() -> int:
     index = read_dataset(args.data, split="train2017")
     dataset = DetectionDataset(index, train_transforms(800, 1333, 0.5))
     files = sorted(str(r.path) for r in index.records)
-    cases = args.cases.split(",")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     results = {"device": name, "torch": torch.__version__,
                "batch": args.batch_size, "workers": args.workers,
@@ -344,33 +395,13 @@ def main() -> int:
     for backbone in args.backbones.split(","):
         for kind in args.kinds.split(","):
             for amp in args.amps.split(","):
-                row = {"backbone": backbone, "kind": kind, "amp": amp}
-                if "loader" in cases:
-                    row["loader"] = loader_only(args, dataset, device)
-                model, spec = build(backbone, kind, len(index.class_names), device,
-                                    channels_last=args.channels_last)  # fmt: skip
-                if "model" in cases:
-                    row["model"] = model_only(args, model, spec, dataset, amp, device)
-                if "train" in cases:
-                    wanted = args.profile and backbone == "effnet" and kind == "frcnn"
-                    profile = args.profile / f"{backbone}-{kind}-{amp}.txt" if wanted else None
-                    row["train"] = end_to_end(args, model, spec, dataset, amp, device, profile)
-                if "model" in row and "train" in row:
-                    row["train_vs_model"] = round(
-                        row["train"]["images_per_s"] / row["model"]["images_per_s"], 3
-                    )
-                if "tv-train" in cases and kind == "frcnn":
-                    row["tv_train"] = torchvision_loop(args, model, index, amp, device)
-                    if "train" in row:
-                        row["train_vs_torchvision"] = round(
-                            row["train"]["images_per_s"] / row["tv_train"]["images_per_s"], 3
-                        )
-                if "infer" in cases and kind == "frcnn":
-                    row["infer"] = inference(args, model, spec, files, amp, device)
-                print(json.dumps(row), flush=True)
-                results["rows"].append(row)
-                del model
-                torch.cuda.empty_cache()
+                for pooler in args.poolers.split(",") if kind == "frcnn" else ["canvas"]:
+                    row = {"backbone": backbone, "kind": kind, "amp": amp, "pooler": pooler}
+                    with roi_pooler(pooler):
+                        run_row(args, row, dataset, index, files, device)
+                    print(json.dumps(row), flush=True)
+                    results["rows"].append(row)
+                    torch.cuda.empty_cache()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0

@@ -300,6 +300,35 @@ def test_rpn_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp):
 
 
 @cuda
+@pytest.mark.parametrize("amp", ["none", "bf16"])
+def test_detector_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp):
+    # As above for a Faster R-CNN pooling three levels: RoIAlign on one canvas
+    # (modeling/pooling.py) replaced the pooler's read of its per-level slice lengths.
+    from rpnkit.data import SyntheticShapes
+    from rpnkit.modeling.presets import DetectorConfig, build_detector, preset_config
+    from rpnkit.modeling.roi_heads import RoIHeadConfig
+
+    torch.manual_seed(0)
+    config = DetectorConfig(
+        model=preset_config("tiny"),
+        roi=RoIHeadConfig(num_classes=len(SyntheticShapes.class_names) + 1, rois_per_image=64),
+        pooled_levels=3,
+    )
+    trainer, batch = _trainer_on_gpu(tmp_path, build_detector(config), amp)
+    for step in range(2):
+        trainer._step(batch, step)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(2, 5):
+            trainer._step(batch, step)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    trainer.watch.flush()
+    assert not trainer.watch.pending
+
+
+@cuda
 def test_divergence_on_gpu_names_the_step_that_diverged(tmp_path):
     from rpnkit.modeling.presets import build_model, preset_config
 

@@ -53,7 +53,8 @@ def compile_in_place(model: nn.Module, backend: str = "inductor") -> nn.Module:
     the module, its attributes and its state dict stay as they are), and its first stage's too
     where it has one (propose and evaluate call a detector's first stage on its own).
     rpnkit's forward has no graph break, in inference and in a training step
-    (tests/test_compile.py): NMS and the RoI pooler are opaque ops under compilation. The
+    (tests/test_compile.py): NMS and the RoI pooler are opaque ops under compilation (on
+    CUDA, RoIAlign's one-canvas pooler is traced instead). The
     first call of each input shape compiles (tens of seconds); after a second shape, sizes
     are traced as dynamic."""
     model.compile(backend=backend)

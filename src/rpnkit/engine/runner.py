@@ -2,8 +2,9 @@
 evaluation. Unreadable images (already reported) are left out and counted.
 
 GPU->CPU synchronisation: one per batch, waiting for the previous batch's outputs (already
-computed while the current batch was queued) in ``HostCopy.get``; the detector's RoI pooler
-adds one per batch for its level slices."""
+computed while the current batch was queued) in ``HostCopy.get``. (On CUDA the detector's
+RoIAlign pools every level in one call on one canvas, without reading slice lengths on the host; the
+paper's RoIPool, a preset option, still does, once per batch.)"""
 
 from __future__ import annotations
 

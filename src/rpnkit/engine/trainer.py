@@ -246,8 +246,9 @@ class Trainer:
         )
 
     # 3. One step: forward under autocast, the divergence check (deferred: no sync), backward,
-    #    clip, update. GPU->CPU syncs left: none in the RPN's step; the detector's RoI pooler
-    #    reads its per-level slice lengths once; fp16's GradScaler checks for infs once.
+    #    clip, update. GPU->CPU syncs left: none in the RPN's or, on CUDA, the RoIAlign
+    #    detector's step (GPU tests); RoIPool reads its per-level slice lengths once; fp16's
+    #    GradScaler checks for infs once.
     def _step(self, batch: Batch, step: int) -> tuple[dict[str, Tensor], Tensor, Tensor | None]:
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
