@@ -277,6 +277,22 @@ def _trainer_on_gpu(tmp_path, model, amp="none"):
     return trainer, batch
 
 
+def assert_steps_without_sync(trainer, batch) -> None:
+    """Two warm-up steps (Triton compiles, cuDNN picks its algorithms), then three Trainer
+    steps under set_sync_debug_mode("error"), every one finite."""
+    for step in range(2):
+        trainer._step(batch, step)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(2, 5):
+            trainer._step(batch, step)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    trainer.watch.flush()
+    assert not trainer.watch.pending
+
+
 @cuda
 @pytest.mark.parametrize("amp", ["none", "bf16"])
 def test_rpn_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp):
@@ -286,17 +302,7 @@ def test_rpn_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp):
 
     torch.manual_seed(0)
     trainer, batch = _trainer_on_gpu(tmp_path, build_model(preset_config("tiny")), amp)
-    for step in range(2):  # warm-up: Triton compiles, cuDNN picks its algorithms
-        trainer._step(batch, step)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for step in range(2, 5):
-            trainer._step(batch, step)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-    trainer.watch.flush()  # every step was finite
-    assert not trainer.watch.pending
+    assert_steps_without_sync(trainer, batch)
 
 
 @cuda
@@ -315,17 +321,7 @@ def test_detector_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp):
         pooled_levels=3,
     )
     trainer, batch = _trainer_on_gpu(tmp_path, build_detector(config), amp)
-    for step in range(2):
-        trainer._step(batch, step)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for step in range(2, 5):
-            trainer._step(batch, step)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-    trainer.watch.flush()
-    assert not trainer.watch.pending
+    assert_steps_without_sync(trainer, batch)
 
 
 @cuda

@@ -356,22 +356,11 @@ def test_seen_flags_by_class_name():
 def test_localization_training_step_has_no_gpu_to_cpu_sync(tmp_path):
     # test_gpu.py's whole Trainer step, with OLN's objectness: its second matching, sampler and
     # loss add no sync either
-    from test_gpu import _trainer_on_gpu
+    from test_gpu import _trainer_on_gpu, assert_steps_without_sync
 
     torch.manual_seed(0)
     model = build_model(with_objectness_mode(preset_config("tiny"), "localization"))
-    trainer, batch = _trainer_on_gpu(tmp_path, model)
-    for step in range(2):  # warm-up: Triton compiles, cuDNN picks its algorithms
-        trainer._step(batch, step)
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        for step in range(2, 5):
-            trainer._step(batch, step)
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
-    trainer.watch.flush()
-    assert not trainer.watch.pending
+    assert_steps_without_sync(*_trainer_on_gpu(tmp_path, model))
 
 
 def test_the_command_line_selects_the_objectness(capsys):
