@@ -183,19 +183,41 @@ def test_a_tiny_roi_past_the_map_blends_the_frame_with_zeros():
 
 
 def test_bfloat16_under_autocast_pools_in_float32():
-    """Through the pooler: bfloat16 features under autocast give float32's result to bfloat16
-    precision, in bfloat16."""
-    features, per_image, _, _ = case(*CASES[1])
-    boxes = torch.stack([b[:40] for b in per_image])  # (2, 40, 4)
-    pooler = MultiLevelRoIPooler(strides=STRIDES, config=RoIHeadConfig(canonical_scale=CANONICAL))
-    want = pooler(features, boxes)
+    """bfloat16 features under autocast give float32's result to bfloat16 precision, in
+    bfloat16 (on the CPU the pooler itself loops over levels, so the canvas is called here)."""
+    features, _, rois, levels = case(*CASES[1])
+
+    def pool(levels_features):
+        return pool_on_canvas(levels_features, STRIDES, rois, levels, size=SIZE, sampling_ratio=2)
+
+    want = pool(features)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = pooler([f.bfloat16() for f in features], boxes)
+        got = pool([f.bfloat16() for f in features])
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, rtol=1.6e-2, atol=1e-2)
     # the canvas holds the bfloat16 values in float32: only the result is rounded
-    exact = pooler([f.bfloat16().float() for f in features], boxes)
+    exact = pool([f.bfloat16().float() for f in features])
     assert torch.equal(got, exact.bfloat16())
+
+
+def test_the_pooler_takes_the_canvas_on_cuda_only(monkeypatch):
+    """MultiLevelRoIPooler: the level loop on the CPU (no sync to save), the canvas on CUDA;
+    checked by which function it calls, with CPU tensors posing as CUDA ones."""
+    import rpnkit.modeling.roi_heads as roi_heads
+
+    calls = []
+    monkeypatch.setattr(roi_heads, "pool_on_canvas", lambda *a, **k: calls.append("canvas"))
+    monkeypatch.setattr(roi_heads, "pool_sorted_by_level", lambda *a, **k: calls.append("loop"))
+    features, per_image, _, _ = case(*CASES[1])
+    boxes = torch.stack([b[:4] for b in per_image])
+    pooler = MultiLevelRoIPooler(strides=STRIDES, config=RoIHeadConfig(canonical_scale=CANONICAL))
+    pooler(features, boxes)
+
+    class OnCuda(torch.Tensor):
+        is_cuda = True
+
+    pooler([f.as_subclass(OnCuda) for f in features], boxes)
+    assert calls == ["loop", "canvas"]
 
 
 def test_the_layout_frames_each_level_apart():
