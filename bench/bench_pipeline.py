@@ -322,8 +322,8 @@ def inference(args, model, spec, files, amp, device) -> dict:
 
 @contextlib.contextmanager
 def roi_pooler(name: str):
-    """'canvas': the default pooler; 'levels': every MultiLevelRoIPooler given the
-    level-by-level step instead, while the context lasts."""
+    """'canvas': the default pooler (the canvas on CUDA, the level loop on the CPU); 'levels':
+    every MultiLevelRoIPooler given the level-by-level step instead, while the context lasts."""
     if name not in ("canvas", "levels"):
         raise ValueError(f"unknown pooler {name!r}: canvas or levels")
     original = MultiLevelRoIPooler.forward
@@ -337,10 +337,12 @@ def roi_pooler(name: str):
         MultiLevelRoIPooler.forward = original
 
 
-def run_row(args, row: dict, dataset, index, files, device) -> None:
-    """Every case of ``args.cases`` for one backbone / kind / precision, into ``row``."""
+def run_row(args, row: dict, dataset, index, files, device, *, first: bool) -> None:
+    """Every case of ``args.cases`` for one backbone / kind / precision (and pooler), into
+    ``row``; the cases the pooler does not touch (the loader, torchvision's loop) only in the
+    ``first`` row of the kind."""
     backbone, kind, amp, cases = row["backbone"], row["kind"], row["amp"], args.cases.split(",")
-    if "loader" in cases:
+    if "loader" in cases and first:
         row["loader"] = loader_only(args, dataset, device)
     model, spec = build(backbone, kind, len(index.class_names), device,
                         channels_last=args.channels_last)  # fmt: skip
@@ -348,13 +350,14 @@ def run_row(args, row: dict, dataset, index, files, device) -> None:
         row["model"] = model_only(args, model, spec, dataset, amp, device)
     if "train" in cases:
         wanted = args.profile and backbone == "effnet" and kind == "frcnn"
-        profile = args.profile / f"{backbone}-{kind}-{amp}.txt" if wanted else None
+        name = "-".join([backbone, kind, amp, *([row["pooler"]] if "pooler" in row else [])])
+        profile = args.profile / f"{name}.txt" if wanted else None
         row["train"] = end_to_end(args, model, spec, dataset, amp, device, profile)
     if "model" in row and "train" in row:
         row["train_vs_model"] = round(
             row["train"]["images_per_s"] / row["model"]["images_per_s"], 3
         )
-    if "tv-train" in cases and kind == "frcnn":
+    if "tv-train" in cases and kind == "frcnn" and first:
         row["tv_train"] = torchvision_loop(args, model, index, amp, device)
         if "train" in row:
             row["train_vs_torchvision"] = round(
@@ -383,6 +386,9 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    poolers = args.poolers.split(",")
+    if unknown := set(poolers) - {"canvas", "levels"}:
+        parser.error(f"unknown --poolers {sorted(unknown)}: canvas, levels")
     # cuDNN's autotuner stays off, as in rpnkit train: with COCO's many image shapes it would
     # re-tune every convolution for each new padded size
     index = read_dataset(args.data, split="train2017")
@@ -395,10 +401,12 @@ def main() -> int:
     for backbone in args.backbones.split(","):
         for kind in args.kinds.split(","):
             for amp in args.amps.split(","):
-                for pooler in args.poolers.split(",") if kind == "frcnn" else ["canvas"]:
-                    row = {"backbone": backbone, "kind": kind, "amp": amp, "pooler": pooler}
+                for i, pooler in enumerate(poolers if kind == "frcnn" else ["canvas"]):
+                    row = {"backbone": backbone, "kind": kind, "amp": amp}
+                    if kind == "frcnn":  # an RPN has no RoI pooler
+                        row["pooler"] = pooler
                     with roi_pooler(pooler):
-                        run_row(args, row, dataset, index, files, device)
+                        run_row(args, row, dataset, index, files, device, first=i == 0)
                     print(json.dumps(row), flush=True)
                     results["rows"].append(row)
                     torch.cuda.empty_cache()

@@ -93,7 +93,7 @@ def level_loop(features, rois, levels, sampling_ratio):
     return pool_sorted_by_level(features, STRIDES, rois, levels, pool)
 
 
-@pytest.mark.parametrize("sampling_ratio", [2, 0])
+@pytest.mark.parametrize("sampling_ratio", [2, 1])  # fixed ratios: see the dispatch test
 @pytest.mark.parametrize(("padded", "images"), CASES)
 def test_equals_torchvision_and_the_level_loop(padded, images, sampling_ratio):
     features, boxes, rois, levels = case(padded, images)
@@ -115,7 +115,7 @@ def test_equals_torchvision_and_the_level_loop(padded, images, sampling_ratio):
     torch.testing.assert_close(got, want, rtol=0, atol=5e-5)
 
 
-@pytest.mark.parametrize("sampling_ratio", [2, 0])
+@pytest.mark.parametrize("sampling_ratio", [2, 1])  # fixed ratios: see the dispatch test
 @pytest.mark.parametrize(("padded", "images"), CASES)
 def test_gradients_equal_the_level_loops(padded, images, sampling_ratio):
     features, _, rois, levels = case(padded, images, seed=1)
@@ -200,9 +200,15 @@ def test_bfloat16_under_autocast_pools_in_float32():
     assert torch.equal(got, exact.bfloat16())
 
 
-def test_the_pooler_takes_the_canvas_on_cuda_only(monkeypatch):
-    """MultiLevelRoIPooler: the level loop on the CPU (no sync to save), the canvas on CUDA;
-    checked by which function it calls, with CPU tensors posing as CUDA ones."""
+@pytest.mark.parametrize(
+    ("pooler", "sampling_ratio", "on_cuda"),
+    [("align", 2, "canvas"), ("align", 0, "loop"), ("pool", 2, "loop")],
+)
+def test_the_pooler_takes_the_canvas_on_cuda_only(monkeypatch, pooler, sampling_ratio, on_cuda):
+    """MultiLevelRoIPooler: the level loop on the CPU (no sync to save); on CUDA the canvas for
+    RoIAlign at a fixed sampling ratio, the loop for RoIPool and for the adaptive ratio (0:
+    moving a RoI can change its float32 width, and so its number of samples). Checked by which
+    function it calls, with CPU tensors posing as CUDA ones."""
     import rpnkit.modeling.roi_heads as roi_heads
 
     calls = []
@@ -210,14 +216,15 @@ def test_the_pooler_takes_the_canvas_on_cuda_only(monkeypatch):
     monkeypatch.setattr(roi_heads, "pool_sorted_by_level", lambda *a, **k: calls.append("loop"))
     features, per_image, _, _ = case(*CASES[1])
     boxes = torch.stack([b[:4] for b in per_image])
-    pooler = MultiLevelRoIPooler(strides=STRIDES, config=RoIHeadConfig(canonical_scale=CANONICAL))
+    config = RoIHeadConfig(canonical_scale=CANONICAL, pooler=pooler, sampling_ratio=sampling_ratio)
+    pooler = MultiLevelRoIPooler(strides=STRIDES, config=config)
     pooler(features, boxes)
 
     class OnCuda(torch.Tensor):
         is_cuda = True
 
     pooler([f.as_subclass(OnCuda) for f in features], boxes)
-    assert calls == ["loop", "canvas"]
+    assert calls == ["loop", on_cuda]
 
 
 def test_the_layout_frames_each_level_apart():

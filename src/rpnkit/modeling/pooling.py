@@ -182,7 +182,9 @@ def pool_on_canvas(
     origins, canvas_size = canvas_layout([tuple(f.shape[-2:]) for f in features])
     canvas = build_canvas(features, origins, canvas_size, rois.dtype)
     moved = canvas_rois(rois, levels, strides, origins)
-    # sampling ratio 0 (adaptive: ceil(bin size) samples) too: moving keeps a bin's size
+    # a fixed sampling ratio: with 0 (adaptive, ceil(RoI size / S) samples), moving a RoI can
+    # change its float32 width by one step and so the number of samples (MultiLevelRoIPooler
+    # loops over levels then)
     pooled = roi_align(canvas, moved, size, spatial_scale=1.0, sampling_ratio=sampling_ratio)
     return pooled.to(features[0].dtype)
 

@@ -269,12 +269,14 @@ class MultiLevelRoIPooler(nn.Module):
         if len(features) == 1:
             return self._pool(features[0], rois, self.strides[0])
         levels = self.levels(flat)
-        if pool_levels is not None:
+        if pool_levels is not None:  # as given, even under torch.compile
             return pool_levels(features, self.strides, rois, levels, self._pool)
-        if c.pooler == "align" and features[0].is_cuda:
+        if c.pooler == "align" and c.sampling_ratio > 0 and features[0].is_cuda:
             # one call, no GPU->CPU sync, traced by torch.compile. Not on the CPU, where there
             # is no sync to save and the canvas costs more than the loop: 1.4x the pooler's
-            # forward and backward on 2 cores (1,024 RoIs, 800 x 1,216, batch 2)
+            # forward and backward on 2 cores (1,024 RoIs, 800 x 1,216, batch 2). Nor for the
+            # adaptive sampling ratio (0), ceil(RoI size / S) samples: moving a RoI can change
+            # its float32 width by one step, and so the count
             settings = {"size": c.pooled_size, "sampling_ratio": c.sampling_ratio}
             return pool_on_canvas(features, self.strides, rois, levels, **settings)
         if torch.compiler.is_compiling():
