@@ -307,19 +307,16 @@ def test_rpn_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp):
 
 @cuda
 @pytest.mark.parametrize("amp", ["none", "bf16"])
-def test_detector_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp):
-    # As above for a Faster R-CNN pooling three levels: RoIAlign on one canvas
-    # (modeling/pooling.py) replaced the pooler's read of its per-level slice lengths.
+@pytest.mark.parametrize("preset", ["tiny", "tiny-oln-rcnn"])
+def test_detector_training_step_has_no_gpu_to_cpu_sync(tmp_path, amp, preset):
+    # As above for a Faster R-CNN (and OLN's class-agnostic one) pooling three levels:
+    # RoIAlign on one canvas (modeling/pooling.py) replaced the pooler's read of its per-level
+    # slice lengths. (tiny-oln-rcnn not yet run on a GPU when written.)
     from rpnkit.data import SyntheticShapes
-    from rpnkit.modeling.presets import DetectorConfig, build_detector, preset_config
-    from rpnkit.modeling.roi_heads import RoIHeadConfig
+    from rpnkit.modeling.presets import build_detector, detector_config, preset_config
 
     torch.manual_seed(0)
-    config = DetectorConfig(
-        model=preset_config("tiny"),
-        roi=RoIHeadConfig(num_classes=len(SyntheticShapes.class_names) + 1, rois_per_image=64),
-        pooled_levels=3,
-    )
+    config = detector_config(preset_config(preset), len(SyntheticShapes.class_names))
     trainer, batch = _trainer_on_gpu(tmp_path, build_detector(config), amp)
     assert_steps_without_sync(trainer, batch)
 
