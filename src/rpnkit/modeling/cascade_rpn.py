@@ -95,8 +95,8 @@ from .rpn import (
     _check_choices,
     _check_ranges,
     check_rpn_inputs,
+    module_proposals,
     rpn_losses,
-    select_proposals,
 )
 from .structures import GroundTruth
 
@@ -583,18 +583,10 @@ class CascadeRPN(nn.Module):
         pred_objectness, pred_deltas = self.head.stage2(bridged, offsets)
 
         # 3. Proposals: the vanilla batched selection, with per-image anchors.
-        if proposal_config is None:
-            proposal_config = self.config.proposals(self.training)
-        proposals = select_proposals(
-            pred_objectness.detach(),
-            pred_deltas.detach(),
-            refined,
-            self.anchor_generator.level_sizes(feature_sizes),
-            image_sizes,
-            proposal_config,
-            box_coder=self.box_coder,
-            image_scales=image_scales,
-        )
+        proposals = module_proposals(
+            self, pred_objectness, pred_deltas, refined, feature_sizes, image_sizes,
+            proposal_config, image_scales,
+        )  # fmt: skip
         output = RPNOutput(proposals, {}, pred_objectness, pred_deltas, anchors, feature_sizes)
         output.refined_anchors = refined
         if targets is not None:

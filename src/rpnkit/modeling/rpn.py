@@ -665,6 +665,34 @@ def check_rpn_inputs(
         )
 
 
+def module_proposals(
+    rpn: nn.Module,
+    pred_objectness: Tensor,
+    pred_deltas: Tensor,
+    anchors: Tensor,
+    feature_sizes: Sequence[tuple[int, int]],
+    image_sizes: Tensor,
+    proposal_config: ProposalConfig | None,
+    image_scales: Tensor | None,
+) -> Proposals:
+    """``select_proposals`` as an RPN module runs it (``RegionProposalNetwork``, the Cascade
+    RPN: their ``anchor_generator``, ``box_coder`` and ``config``), its training or test
+    setting unless ``proposal_config`` is given. The outputs are detached: no gradient flows
+    through the proposal boxes."""
+    if proposal_config is None:
+        proposal_config = rpn.config.proposals(rpn.training)
+    return select_proposals(
+        pred_objectness.detach(),
+        pred_deltas.detach(),
+        anchors,
+        rpn.anchor_generator.level_sizes(feature_sizes),
+        image_sizes,
+        proposal_config,
+        box_coder=rpn.box_coder,
+        image_scales=image_scales,
+    )
+
+
 class RegionProposalNetwork(nn.Module):
     """Anchors + head + labelling + losses + proposals, for a whole padded batch at once."""
 
@@ -730,19 +758,10 @@ class RegionProposalNetwork(nn.Module):
         )
         pred_objectness, pred_deltas = self.head.flatten(*self.head(features))
 
-        if proposal_config is None:
-            proposal_config = self.config.proposals(self.training)
-        # proposals are detached: no gradient flows through the boxes
-        proposals = select_proposals(
-            pred_objectness.detach(),
-            pred_deltas.detach(),
-            anchors,
-            self.anchor_generator.level_sizes(feature_sizes),
-            image_sizes,
-            proposal_config,
-            box_coder=self.box_coder,
-            image_scales=image_scales,
-        )
+        proposals = module_proposals(
+            self, pred_objectness, pred_deltas, anchors, feature_sizes, image_sizes,
+            proposal_config, image_scales,
+        )  # fmt: skip
         output = RPNOutput(proposals, {}, pred_objectness, pred_deltas, anchors, feature_sizes)
         if targets is not None:
             if self.config.objectness_mode == "localization" and not targets.validated:
