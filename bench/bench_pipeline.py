@@ -349,7 +349,7 @@ def run_row(args, row: dict, dataset, index, files, device, *, first: bool) -> N
     if "model" in cases:
         row["model"] = model_only(args, model, spec, dataset, amp, device)
     if "train" in cases:
-        wanted = args.profile and backbone == "effnet" and kind == "frcnn"
+        wanted = args.profile is not None
         name = "-".join([backbone, kind, amp, *([row["pooler"]] if "pooler" in row else [])])
         profile = args.profile / f"{name}.txt" if wanted else None
         row["train"] = end_to_end(args, model, spec, dataset, amp, device, profile)
