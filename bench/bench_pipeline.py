@@ -45,6 +45,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.engine import runtime as runtime_module
+from rpnkit.engine import trainer as trainer_module
 from rpnkit.engine.checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from rpnkit.engine.runtime import load
 from rpnkit.engine.trainer import TrainConfig, Trainer
@@ -345,7 +347,7 @@ def run_row(args, row: dict, dataset, index, files, device, *, first: bool) -> N
     if "loader" in cases and first:
         row["loader"] = loader_only(args, dataset, device)
     model, spec = build(backbone, kind, len(index.class_names), device,
-                        channels_last=args.channels_last)  # fmt: skip
+                        channels_last=args.layout == "last")  # fmt: skip
     if "model" in cases:
         row["model"] = model_only(args, model, spec, dataset, amp, device)
     if "train" in cases:
@@ -378,7 +380,11 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=40, help="timed steps")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--workers", type=int, default=12)
-    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument(
+        "--layout",
+        default="auto",
+        help="auto (rpnkit's choice: channels-last on CUDA), first, last",
+    )
     parser.add_argument("--runs", type=Path, default=Path("/tmp/bench_pipeline"))
     parser.add_argument("--profile", type=Path, default=None, help="folder for profile tables")
     parser.add_argument("--poolers", default="canvas", help="canvas, levels (A/B, Faster R-CNN)")
@@ -397,7 +403,9 @@ def main() -> int:
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     results = {"device": name, "torch": torch.__version__,
                "batch": args.batch_size, "workers": args.workers,
-               "channels_last": args.channels_last, "rows": []}  # fmt: skip
+               "layout": args.layout, "rows": []}  # fmt: skip
+    if args.layout != "auto":  # the Trainer and the runtime keep the layout build() chose
+        trainer_module.memory_layout_for = runtime_module.memory_layout_for = lambda m, d: m
     for backbone in args.backbones.split(","):
         for kind in args.kinds.split(","):
             for amp in args.amps.split(","):

@@ -115,3 +115,75 @@ def test_layouts_that_do_not_exist_are_refused():
         build_backbone(BackboneConfig(name="vgg16", layout="fpn"))
     with pytest.raises(ValueError, match="tiny backbone has no pretrained weights"):
         build_backbone(BackboneConfig(name="tiny", weights="imagenet"))
+
+
+def _pyramid_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sizes = [(8, 32, 40), (16, 16, 20), (24, 8, 10), (32, 4, 5)]
+    return {f"c{i}": torch.randn(2, c, h, w, generator=g) for i, (c, h, w) in enumerate(sizes)}
+
+
+def test_feature_pyramid_equals_torchvision_fpn_in_float32():
+    # Same modules and state dict as torchvision's FPN; only the top-down upsampling's dtype
+    # under autocast differs, so in float32 the outputs must be identical.
+    from torchvision.ops import FeaturePyramidNetwork
+    from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+    from rpnkit.modeling.backbones.fpn import FeaturePyramid
+
+    torch.manual_seed(0)
+    ours = FeaturePyramid([8, 16, 24, 32], 16, extra_blocks=LastLevelMaxPool())
+    theirs = FeaturePyramidNetwork([8, 16, 24, 32], 16, extra_blocks=LastLevelMaxPool())
+    theirs.load_state_dict(ours.state_dict())
+    x = _pyramid_inputs()
+    a, b = ours(x), theirs(x)
+    assert list(a) == list(b) == ["c0", "c1", "c2", "c3", "pool"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0)
+
+
+def test_feature_pyramid_top_down_stays_in_bf16_under_autocast():
+    # torchvision's FPN under autocast upsamples in float32 (autocast's list), so its top-down
+    # sums are float32; ours keep bf16 and stay close to the float32 result.
+    from rpnkit.modeling.backbones.fpn import FeaturePyramid, upsample_nearest
+
+    x = torch.arange(6.0).view(1, 1, 2, 3).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        up = upsample_nearest(x, (4, 6))
+    assert up.dtype == torch.bfloat16
+    assert up[0, 0].tolist() == [[0, 0, 1, 1, 2, 2]] * 2 + [[3, 3, 4, 4, 5, 5]] * 2
+
+    torch.manual_seed(0)
+    fpn = FeaturePyramid([8, 16, 24, 32], 16)
+    dtypes = []
+    for block in fpn.layer_blocks:  # the output convolutions' inputs: the top-down sums
+        block.register_forward_pre_hook(lambda m, args: dtypes.append(args[0].dtype))
+    x = _pyramid_inputs()
+    reference = fpn(x)
+    dtypes.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = fpn({k: v.to(torch.bfloat16) for k, v in x.items()})
+    assert dtypes == [torch.bfloat16] * 4
+    for name in reference:
+        torch.testing.assert_close(mixed[name].float(), reference[name], rtol=0.05, atol=0.05)
+
+
+def test_channels_last_layout_computes_the_same_proposals():
+    # memory_layout_for puts the first stage in NHWC on CUDA: the same function. Checked on
+    # the CPU, where NHWC convolutions run too (the device argument only picks the layout).
+    from rpnkit.engine.device import memory_layout_for
+
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny")).eval()
+    images = torch.randint(0, 256, (2, 3, 96, 128), dtype=torch.uint8)
+    sizes = torch.tensor([[96, 128], [80, 112]])
+    with torch.no_grad():
+        before = model(images, sizes)
+        memory_layout_for(model, torch.device("cuda"))
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        after = model(images, sizes)
+        memory_layout_for(model, torch.device("cpu"))
+        assert conv.weight.is_contiguous()
+    torch.testing.assert_close(after.pred_objectness, before.pred_objectness, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(after.pred_deltas, before.pred_deltas, rtol=1e-4, atol=1e-4)

@@ -38,6 +38,21 @@ def inference_precision(amp: str, device: torch.device) -> contextlib.AbstractCo
     return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
+def memory_layout_for(model: nn.Module, device: torch.device) -> nn.Module:
+    """The convolutional part of ``model`` (its first stage) in channels-last memory format
+    (NHWC) on CUDA, channels-first elsewhere, in place; for training and inference alike.
+
+    The same function; on a GPU, cuDNN's convolutions run NHWC natively (channels-first ones
+    are transposed around each call) and depthwise convolutions, which PyTorch runs as slow
+    native kernels in NCHW, get cuDNN's: effnet-lite0-fpn Faster R-CNN's training step on an
+    H200 in bf16 went from 88.7 to 62.3 ms, R50-FPN's from 76.6 to 68.1 (docs/performance.md).
+    The CPU keeps NCHW (not measured to gain there)."""
+    first = getattr(model, "first_stage", model)
+    if hasattr(first, "use_channels_last"):
+        first.use_channels_last(device.type == "cuda")
+    return model
+
+
 def fold_for_inference(model: nn.Module) -> nn.Module:
     """Fold the backbone's batch norms into its convolutions, in place: the same function with
     less memory traffic (effnet-lite0's backbone: about 16 % less time on a 2-core CPU). The

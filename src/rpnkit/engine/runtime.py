@@ -48,7 +48,13 @@ from ..evaluation.recall import MAX_DETS
 from ..modeling.roi_heads import Detections
 from ..modeling.rpn import ProposalConfig, Proposals
 from .checkpoint import ModelSpec, load_model
-from .device import compile_in_place, fold_for_inference, inference_precision, resolve_device
+from .device import (
+    compile_in_place,
+    fold_for_inference,
+    inference_precision,
+    memory_layout_for,
+    resolve_device,
+)
 from .evaluate import (
     DetectionReport,
     NovelClassReport,
@@ -96,7 +102,7 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         self.workers = default_workers(self.device) if workers is None else workers
-        self.network = network.to(self.device).eval()
+        self.network = memory_layout_for(network.to(self.device).eval(), self.device)
         if fold_bn:
             fold_for_inference(self.network)
         if compile:

@@ -31,6 +31,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .device import memory_layout_for
 from .distributed import distributed_context
 from .divergence import DivergenceWatch
 from .run_log import RunLog
@@ -187,7 +188,7 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.out_dir / "checkpoint.safetensors")
         seed_everything(config.seed + context.rank)
-        self.model.to(self.device).train()
+        memory_layout_for(self.model.to(self.device).train(), self.device)
         if context.world > 1 and config.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = build_optimizer(self.model, config)

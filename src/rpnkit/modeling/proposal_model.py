@@ -69,11 +69,12 @@ class ProposalModel(Freezable):
         self.channels_last = False
 
     def use_channels_last(self, enabled: bool = True) -> ProposalModel:
-        """Run the backbone in channels-last memory format (NHWC): the same function, faster
-        convolutions on GPUs' tensor cores (depthwise ones most)."""
+        """Run the convolutions (backbone and RPN head) in channels-last memory format (NHWC):
+        the same function, faster convolutions on GPUs' tensor cores (depthwise ones most;
+        ``engine.device.memory_layout_for`` chooses it on CUDA)."""
         self.channels_last = enabled
         memory_format = torch.channels_last if enabled else torch.contiguous_format
-        self.backbone.to(memory_format=memory_format)
+        self.to(memory_format=memory_format)
         return self
 
     def features(self, images: Tensor, image_sizes: Tensor) -> list[Tensor]:

@@ -17,10 +17,10 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50, vgg16
-from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from .efficientnet_lite import EfficientNetLite0, load_efficientnet_lite0
+from .fpn import FeaturePyramid
 from .frozen_norm import FastFrozenBatchNorm2d
 from .tiny import TinyFPN
 
@@ -50,7 +50,7 @@ class FPNBackbone(nn.Module):
     def __init__(self, body: nn.Module, in_channels: list[int], out_channels: int) -> None:
         super().__init__()
         self.body = body
-        self.fpn = FeaturePyramidNetwork(in_channels, out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramid(in_channels, out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
         self.strides = (4, 8, 16, 32, 64)
 

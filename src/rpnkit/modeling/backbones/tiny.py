@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from torch import Tensor, nn
-from torchvision.ops import FeaturePyramidNetwork
+
+from .fpn import FeaturePyramid
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -32,7 +33,7 @@ class TinyFPN(nn.Module):
             stages.append(nn.Sequential(*layers))
             c_in = w
         self.stages = nn.ModuleList(stages)
-        self.fpn = FeaturePyramidNetwork(list(widths[2:]), out_channels)
+        self.fpn = FeaturePyramid(list(widths[2:]), out_channels)
         self.out_channels = out_channels
         self.strides = (8, 16, 32)
 
