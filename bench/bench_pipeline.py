@@ -8,6 +8,8 @@ Cases, for each backbone (``--backbones``), model kind (``--kinds``: rpn, frcnn)
 
 - ``model``: rpnkit's training step (the ``Trainer``'s own) on one COCO128 batch already on the
   device, repeated: the model-only rate.
+- ``model-mix``: the same step on one epoch of the ``train`` case's own batches, on the device
+  (their padded sizes vary, as end to end): the model's rate on the sizes training meets.
 - ``train``: rpnkit's ``Trainer`` on COCO128's JPEG files, ``--workers`` processes decoding, as
   ``rpnkit train`` runs (the first ``--warmup`` steps excluded).
 - ``tv-train`` (frcnn only): torchvision's ``FasterRCNN`` with a copy of the same backbone, RPN
@@ -45,8 +47,6 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
-from rpnkit.engine import runtime as runtime_module
-from rpnkit.engine import trainer as trainer_module
 from rpnkit.engine.checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from rpnkit.engine.runtime import load
 from rpnkit.engine.trainer import TrainConfig, Trainer
@@ -135,7 +135,7 @@ def train_config(args, amp: str, steps: int) -> TrainConfig:
     return TrainConfig(
         steps=steps, batch_size=args.batch_size, optimizer="sgd", lr=1e-3, warmup_steps=0,
         schedule="constant", grad_clip=10.0, amp="none" if amp == "fp32" else amp,
-        num_workers=args.workers, log_every=10**9,
+        num_workers=args.workers, log_every=10**9, channels_last=args.layout == "last",
     )  # fmt: skip
 
 
@@ -160,6 +160,36 @@ def model_only(args, model, spec, dataset, amp, device) -> dict:
         seconds = timed(device) - start
     trainer.watch.flush()
     return {"images_per_s": round(args.steps * args.batch_size / seconds, 2), "gpu_util": gpu.mean}
+
+
+def model_mix(args, model, spec, dataset, amp, device) -> dict:
+    """The Trainer's step on one epoch of the training stream's own batches (the ``train``
+    case's, whose padded sizes vary), all already on the device, each size seen once before
+    the timing: the model's rate on the sizes end-to-end training meets, without the data path."""
+    from rpnkit.engine.sampling import EpochIndexed, StepBatchSampler
+
+    trainer = Trainer(model, dataset, train_config(args, amp, 10**6), out_dir=args.runs / "x",
+                      spec=spec, device=device, progress=False)  # fmt: skip
+    trainer._set_up()
+    items, sampler = (
+        EpochIndexed(dataset),
+        iter(StepBatchSampler(len(dataset), args.batch_size, seed=0)),
+    )
+    batches = [
+        collate([items[i] for i in next(sampler)]).to(device)
+        for _ in range(len(dataset) // args.batch_size)
+    ]
+    for step, batch in enumerate(batches):
+        trainer._step(batch, step)
+    with GpuUtilisation() as gpu:
+        start = timed(device)
+        for step in range(args.steps):
+            trainer._step(batches[step % len(batches)], step)
+        seconds = timed(device) - start
+    trainer.watch.flush()
+    sizes = {tuple(b.images.shape[-2:]) for b in batches}
+    return {"images_per_s": round(args.steps * args.batch_size / seconds, 2), "gpu_util": gpu.mean,
+            "sizes": len(sizes)}  # fmt: skip
 
 
 def loader_only(args, dataset, device) -> dict:
@@ -296,7 +326,8 @@ def inference(args, model, spec, files, amp, device) -> dict:
     """Model-only inference on a device batch against ``detect`` on image files."""
     path = args.runs / f"{spec.kind}.safetensors"
     save_model(path, model.cpu(), spec)
-    runtime = load(path, device, amp="none" if amp == "fp32" else amp, workers=args.workers)
+    runtime = load(path, device, amp="none" if amp == "fp32" else amp, workers=args.workers,
+                   channels_last=args.layout == "last")  # fmt: skip
     dataset = runtime.dataset(files[: args.batch_size])
     batch = collate([dataset[i] for i in range(args.batch_size)]).to(device)
     net = runtime.network
@@ -350,6 +381,8 @@ def run_row(args, row: dict, dataset, index, files, device, *, first: bool) -> N
                         channels_last=args.layout == "last")  # fmt: skip
     if "model" in cases:
         row["model"] = model_only(args, model, spec, dataset, amp, device)
+    if "model-mix" in cases:
+        row["model_mix"] = model_mix(args, model, spec, dataset, amp, device)
     if "train" in cases:
         wanted = args.profile is not None
         name = "-".join([backbone, kind, amp, *([row["pooler"]] if "pooler" in row else [])])
@@ -358,6 +391,10 @@ def run_row(args, row: dict, dataset, index, files, device, *, first: bool) -> N
     if "model" in row and "train" in row:
         row["train_vs_model"] = round(
             row["train"]["images_per_s"] / row["model"]["images_per_s"], 3
+        )
+    if "model_mix" in row and "train" in row:
+        row["train_vs_model_mix"] = round(
+            row["train"]["images_per_s"] / row["model_mix"]["images_per_s"], 3
         )
     if "tv-train" in cases and kind == "frcnn" and first:
         row["tv_train"] = torchvision_loop(args, model, index, amp, device)
@@ -404,8 +441,6 @@ def main() -> int:
     results = {"device": name, "torch": torch.__version__,
                "batch": args.batch_size, "workers": args.workers,
                "layout": args.layout, "rows": []}  # fmt: skip
-    if args.layout != "auto":  # the Trainer and the runtime keep the layout build() chose
-        trainer_module.memory_layout_for = runtime_module.memory_layout_for = lambda m, d: m
     for backbone in args.backbones.split(","):
         for kind in args.kinds.split(","):
             for amp in args.amps.split(","):

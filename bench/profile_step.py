@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import json
 import sys
 import time
@@ -23,7 +22,6 @@ from bench_pipeline import build, train_config
 from torch.profiler import ProfilerActivity, profile
 
 from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
-from rpnkit.engine import trainer as trainer_module
 from rpnkit.engine.trainer import Trainer
 
 # (kind, substrings of a kernel's name), first match wins
@@ -115,17 +113,6 @@ def kernel_table(trainer: Trainer, batch, steps: int, device) -> tuple[dict, lis
     return {k: round(v, 2) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])}, rows
 
 
-@contextlib.contextmanager
-def fixed_layout():
-    """The Trainer keeps the layout the variant chose (it would pick channels-last on CUDA)."""
-    original = trainer_module.memory_layout_for
-    trainer_module.memory_layout_for = lambda model, device: model
-    try:
-        yield
-    finally:
-        trainer_module.memory_layout_for = original
-
-
 class _Scaled(torch.nn.Module):
     def __init__(self, scale: torch.Tensor) -> None:
         super().__init__()
@@ -165,8 +152,7 @@ def main() -> int:
     parser.add_argument(
         "--variants",
         default="first,last,first+fold,last+fold",
-        help="auto (the Trainer's layout), first, last (channels); +fold (frozen norms "
-        "folded), +compile (the body compiled)",
+        help="first, last (channels); +fold (frozen norms folded), +compile (the body compiled)",
     )
     parser.add_argument("--amp", default="bf16")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -199,13 +185,12 @@ def main() -> int:
             if "compile" in flags:
                 first.backbone.body.compile()
             model.to(device)
+            args.layout = "last" if "last" in flags else "first"
             config = train_config(args, args.amp, 10**6)
             trainer = Trainer(
                 model, dataset, config, out_dir=args.runs, spec=spec, device=device, progress=False
             )
-            chosen = flags & {"first", "last"}  # else the Trainer's choice (channels-last on CUDA)
-            with fixed_layout() if chosen else contextlib.nullcontext():
-                trainer._set_up()
+            trainer._set_up()
             row = {"backbone": backbone, "variant": variant, "amp": args.amp}
             row["step_ms"] = round(step_rate(trainer, batch, args.steps, device), 2)
             row["images_per_s"] = round(args.batch_size / row["step_ms"] * 1e3, 1)

@@ -169,8 +169,8 @@ def test_feature_pyramid_top_down_stays_in_bf16_under_autocast():
 
 
 def test_channels_last_layout_computes_the_same_proposals():
-    # memory_layout_for puts the first stage in NHWC on CUDA: the same function. Checked on
-    # the CPU, where NHWC convolutions run too (the device argument only picks the layout).
+    # memory_layout_for puts the first stage in NHWC when asked, on CUDA: the same function.
+    # Checked on the CPU, where NHWC convolutions run too (the device argument only picks).
     from rpnkit.engine.device import memory_layout_for
 
     torch.manual_seed(0)
@@ -179,11 +179,13 @@ def test_channels_last_layout_computes_the_same_proposals():
     sizes = torch.tensor([[96, 128], [80, 112]])
     with torch.no_grad():
         before = model(images, sizes)
-        memory_layout_for(model, torch.device("cuda"))
+        memory_layout_for(model, torch.device("cpu"), channels_last=True)
         conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        assert conv.weight.is_contiguous()  # not on the CPU
+        memory_layout_for(model, torch.device("cuda"), channels_last=True)
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
         after = model(images, sizes)
-        memory_layout_for(model, torch.device("cpu"))
+        memory_layout_for(model, torch.device("cuda"), channels_last=False)
         assert conv.weight.is_contiguous()
     torch.testing.assert_close(after.pred_objectness, before.pred_objectness, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(after.pred_deltas, before.pred_deltas, rtol=1e-4, atol=1e-4)

@@ -266,6 +266,12 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
         help="torch.compile the network first (no graph break in rpnkit's forward); the first "
         "batch of each image size compiles, which pays off on long runs over many images",
     )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="on a GPU, run the convolutions in NHWC: faster batches, but cuDNN spends seconds "
+        "on each new batch size (docs/performance.md)",
+    )
 
 
 def add_inference_options(
@@ -301,6 +307,7 @@ def load_runtime(args: argparse.Namespace):
         short_side=args.short_side,
         max_size=args.max_size,
         compile=args.compile,
+        channels_last=args.channels_last,
     )
 
 

@@ -85,7 +85,8 @@ class Predictor:
     ``amp`` (``"none"``, ``"bf16"``, ``"fp16"``) is the default precision of every call;
     ``workers`` processes decode and resize images while the model runs (default: 4 on a GPU,
     none on the CPU, where the model needs the cores); ``compile``: ``torch.compile`` the
-    network (``device.compile_in_place``; True for inductor, or a backend's name)."""
+    network (``device.compile_in_place``; True for inductor, or a backend's name);
+    ``channels_last``: NHWC convolutions on CUDA (``device.memory_layout_for``)."""
 
     def __init__(
         self,
@@ -99,10 +100,11 @@ class Predictor:
         max_size: int = 1333,
         workers: int | None = None,
         compile: bool | str = False,
+        channels_last: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.workers = default_workers(self.device) if workers is None else workers
-        self.network = memory_layout_for(network.to(self.device).eval(), self.device)
+        self.network = memory_layout_for(network.to(self.device).eval(), self.device, channels_last)
         if fold_bn:
             fold_for_inference(self.network)
         if compile:
@@ -575,6 +577,7 @@ def load(
     max_size: int = 1333,
     workers: int | None = None,
     compile: bool | str = False,
+    channels_last: bool = False,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
@@ -590,6 +593,7 @@ def load(
         max_size=max_size,
         workers=workers,
         compile=compile,
+        channels_last=channels_last,
     )
     predictor.source = Path(path)
     return predictor
