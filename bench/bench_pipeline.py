@@ -213,14 +213,62 @@ def loader_only(args, dataset, device) -> dict:
     return {"images_per_s": round(args.steps * args.batch_size / seconds, 1)}
 
 
+def triton_cache_entries() -> int:
+    """Kernels Triton has compiled so far (its cache folder), to see compilation mid-run."""
+    import os
+
+    folder = Path(os.environ.get("TRITON_CACHE_DIR", Path.home() / ".triton" / "cache"))
+    return len(list(folder.iterdir())) if folder.is_dir() else 0
+
+
+@contextlib.contextmanager
+def pinning(where: str):
+    """Where batches are pinned on their way to the GPU: 'thread' (rpnkit's: DataLoader's pin
+    thread), 'main' (the main thread, just before the copy), 'none' (copied from pageable
+    memory on the side stream)."""
+    from rpnkit.engine import streaming
+
+    if where == "thread":
+        yield
+        return
+    loader, load = Trainer._loader, streaming.DevicePrefetcher._load
+
+    def unpinned_loader(self):
+        out = loader(self)
+        out.pin_memory = False
+        return out
+
+    def load_pinning_first(self):
+        try:
+            batch = next(self.batches)
+        except StopIteration:
+            return False, None
+        if where == "main" and hasattr(batch, "pin_memory"):
+            batch = batch.pin_memory()
+        with torch.cuda.stream(self.stream):
+            return True, batch.to(self.device)
+
+    Trainer._loader, streaming.DevicePrefetcher._load = unpinned_loader, load_pinning_first
+    try:
+        yield
+    finally:
+        Trainer._loader, streaming.DevicePrefetcher._load = loader, load
+
+
 def end_to_end(args, model, spec, dataset, amp, device, profile: Path | None = None) -> dict:
-    """rpnkit's Trainer from the JPEG files; steps after ``--warmup`` timed from the host."""
+    """rpnkit's Trainer from the JPEG files; steps after ``--warmup`` timed from the host, with
+    the host's time in each step and between steps (waiting for the next batch)."""
     marks: dict[int, float] = {}
+    inside: dict[int, float] = {}
+    shapes: dict[int, tuple] = {}
     original = Trainer._step
 
     def step(self, batch, i):
+        shapes[i] = (tuple(batch.images.shape[-2:]), int(batch.targets.boxes.shape[1]))
         marks[i] = time.perf_counter()
-        return original(self, batch, i)
+        out = original(self, batch, i)
+        inside[i] = time.perf_counter() - marks[i]
+        return out
 
     total = args.warmup + args.steps
     trainer = Trainer(model, dataset, train_config(args, amp, total), out_dir=args.runs / "e",
@@ -234,13 +282,27 @@ def end_to_end(args, model, spec, dataset, amp, device, profile: Path | None = N
     trainer.checkpoint = checkpoint
     Trainer._step = step
     try:
-        with GpuUtilisation() as gpu:
+        with GpuUtilisation() as gpu, pinning(args.pin):
             trainer.run()
     finally:
         Trainer._step = original
     seconds = done["t"] - marks[args.warmup]
+    timed_steps = range(args.warmup, total - 1)
+    host = sorted(inside[i] * 1e3 for i in timed_steps)
+    gaps = sorted((marks[i + 1] - marks[i] - inside[i]) * 1e3 for i in timed_steps)
     out = {"images_per_s": round(args.steps * args.batch_size / seconds, 2), "gpu_util": gpu.mean,
-           "start_s": round(marks[args.warmup] - marks[0], 1)}  # fmt: skip
+           "start_s": round(marks[args.warmup] - marks[0], 1),
+           "host_step_ms_median": round(host[len(host) // 2], 1),
+           "between_steps_ms_median": round(gaps[len(gaps) // 2], 1),
+           "between_steps_ms_max": round(gaps[-1], 1),
+           "triton_cache": triton_cache_entries()}  # fmt: skip
+    seen_sizes, seen_pairs, news = set(), set(), {}
+    for i in sorted(shapes):  # (a new image size, a new size and box count)
+        news[i] = shapes[i][0] not in seen_sizes, shapes[i] not in seen_pairs
+        seen_sizes.add(shapes[i][0])
+        seen_pairs.add(shapes[i])
+    slow = sorted(timed_steps, key=lambda i: -inside[i])[:6]
+    out["slowest"] = [(i, round(inside[i] * 1e3), *shapes[i], *news[i]) for i in slow]
     if profile is not None:
         out["profile"] = str(profile_steps(args, model, spec, dataset, amp, device, profile))
     return out
@@ -425,6 +487,7 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/bench_pipeline"))
     parser.add_argument("--profile", type=Path, default=None, help="folder for profile tables")
     parser.add_argument("--poolers", default="canvas", help="canvas, levels (A/B, Faster R-CNN)")
+    parser.add_argument("--pin", default="thread", help="thread (rpnkit's), main, none")
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")
     args = parser.parse_args()
@@ -440,7 +503,7 @@ def main() -> int:
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     results = {"device": name, "torch": torch.__version__,
                "batch": args.batch_size, "workers": args.workers,
-               "layout": args.layout, "rows": []}  # fmt: skip
+               "layout": args.layout, "pin": args.pin, "rows": []}  # fmt: skip
     for backbone in args.backbones.split(","):
         for kind in args.kinds.split(","):
             for amp in args.amps.split(","):
