@@ -136,6 +136,7 @@ def train_config(args, amp: str, steps: int) -> TrainConfig:
         steps=steps, batch_size=args.batch_size, optimizer="sgd", lr=1e-3, warmup_steps=0,
         schedule="constant", grad_clip=10.0, amp="none" if amp == "fp32" else amp,
         num_workers=args.workers, log_every=10**9, channels_last=args.layout == "last",
+        group_by_aspect=args.groups == "aspect",
     )  # fmt: skip
 
 
@@ -171,10 +172,9 @@ def model_mix(args, model, spec, dataset, amp, device) -> dict:
     trainer = Trainer(model, dataset, train_config(args, amp, 10**6), out_dir=args.runs / "x",
                       spec=spec, device=device, progress=False)  # fmt: skip
     trainer._set_up()
-    items, sampler = (
-        EpochIndexed(dataset),
-        iter(StepBatchSampler(len(dataset), args.batch_size, seed=0)),
-    )
+    groups = trainer._aspect_groups()
+    items = EpochIndexed(dataset)
+    sampler = iter(StepBatchSampler(len(dataset), args.batch_size, seed=0, groups=groups))
     batches = [
         collate([items[i] for i in next(sampler)]).to(device)
         for _ in range(len(dataset) // args.batch_size)
@@ -488,6 +488,9 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None, help="folder for profile tables")
     parser.add_argument("--poolers", default="canvas", help="canvas, levels (A/B, Faster R-CNN)")
     parser.add_argument("--pin", default="thread", help="thread (rpnkit's), main, none")
+    parser.add_argument(
+        "--groups", default="aspect", help="aspect (rpnkit's: batches of one orientation), none"
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")
     args = parser.parse_args()
@@ -503,7 +506,8 @@ def main() -> int:
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     results = {"device": name, "torch": torch.__version__,
                "batch": args.batch_size, "workers": args.workers,
-               "layout": args.layout, "pin": args.pin, "rows": []}  # fmt: skip
+               "layout": args.layout, "pin": args.pin, "groups": args.groups,
+               "rows": []}  # fmt: skip
     for backbone in args.backbones.split(","):
         for kind in args.kinds.split(","):
             for amp in args.amps.split(","):

@@ -78,6 +78,14 @@ class DetectionDataset(Dataset):
     def class_names(self) -> list[str]:
         return self.index.class_names
 
+    def aspect_groups(self) -> list[int] | None:
+        """Per item, 1 for an image taller than wide, else 0 (its size as read, after EXIF
+        rotation): training batches drawn within one group pad less (``StepBatchSampler``).
+        None with tiling, whose items are tiles of one size."""
+        if self.tiling is not None:
+            return None
+        return [int(r.height > r.width) for r in self.index.records]
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 

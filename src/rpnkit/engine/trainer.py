@@ -70,6 +70,8 @@ class TrainConfig:
     # the convolutions in NHWC on CUDA (engine.device.memory_layout_for): faster steps, but
     # about 10 s of cuDNN set-up for each new batch size
     channels_last: bool = False
+    # batches of wide or of tall images only (StepBatchSampler): less padding, fewer sizes
+    group_by_aspect: bool = True
 
     def __post_init__(self) -> None:
         checks = {
@@ -242,12 +244,19 @@ class Trainer:
                 start_step=self.start_step,
                 rank=self.context.rank,
                 world=self.context.world,
+                groups=self._aspect_groups(),
             ),
             collate_fn=collate,
             num_workers=config.num_workers,
             pin_memory=self.device.type == "cuda",
             persistent_workers=config.num_workers > 0,
         )
+
+    def _aspect_groups(self) -> list[int] | None:
+        if not self.config.group_by_aspect:
+            return None
+        groups = getattr(self.dataset, "aspect_groups", None)
+        return groups() if callable(groups) else None
 
     # 3. One step: forward under autocast, the divergence check (deferred: no sync), backward,
     #    clip, update. GPU->CPU syncs left: none in the RPN's or, on CUDA, the RoIAlign
