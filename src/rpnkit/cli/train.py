@@ -73,6 +73,7 @@ def add_parser(sub) -> None:
     add_model_options(p, preset_help="model preset (the backbone and the RPN)", weights=True)
     p.add_argument("--out", default="runs/train", help="output folder")
     _add_schedule_options(p)
+    _add_speed_options(p)
     p.add_argument(
         "--resume",
         default=None,
@@ -155,6 +156,18 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         help="write the checkpoint every N steps (0: only at the end)",
     )
     p.add_argument(
+        "--objectness",
+        choices=["classification", "localization"],
+        default=None,
+        help="what the RPN's objectness learns (default: the preset's): foreground "
+        "classification, or OLN's localization quality (centerness), for proposals of classes "
+        "never seen in training",
+    )
+
+
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    """How the steps run: processes, compilation, batching, memory layout."""
+    p.add_argument(
         "--sync-bn",
         action="store_true",
         help="synchronise batch norm across processes under torchrun",
@@ -167,10 +180,9 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--no-aspect-groups",
-        dest="group_by_aspect",
-        action="store_false",
-        help="draw batches across wide and tall images (default: each batch of one "
-        "orientation, which pads less)",
+        action="store_true",
+        help="mix wide and tall images in a batch; without it each batch is of one "
+        "orientation, which pads less",
     )
     p.add_argument(
         "--channels-last",
@@ -178,14 +190,6 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         help="on a GPU, run the convolutions in NHWC: faster steps (1.4x for effnet-lite0-fpn "
         "on an H200), but about 10 s of cuDNN set-up for each new batch size "
         "(docs/performance.md)",
-    )
-    p.add_argument(
-        "--objectness",
-        choices=["classification", "localization"],
-        default=None,
-        help="what the RPN's objectness learns (default: the preset's): foreground "
-        "classification, or OLN's localization quality (centerness), for proposals of classes "
-        "never seen in training",
     )
 
 
@@ -210,7 +214,7 @@ def train_config(args: argparse.Namespace):
         sync_bn=args.sync_bn,
         compile=args.compile,
         channels_last=args.channels_last,
-        group_by_aspect=args.group_by_aspect,
+        group_by_aspect=not args.no_aspect_groups,
     )
 
 
