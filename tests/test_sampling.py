@@ -87,3 +87,13 @@ def test_grouping_pads_coco128_less():
     ungrouped = image_share(None)
     grouped = image_share(DetectionDataset(index).aspect_groups())
     assert ungrouped < 0.65 and grouped > 0.8, (ungrouped, grouped)
+
+
+def test_a_group_smaller_than_a_batch_joins_the_largest():
+    # One tall image among eleven wide ones: alone, its queue would fill with four copies of
+    # itself every four epochs; instead it is drawn with the wide ones, once an epoch.
+    groups = [0] * 11 + [1]
+    batches = take(StepBatchSampler(12, 4, seed=0, groups=groups), 9)  # three epochs
+    counts = Counter(k % 12 for b in batches for k in b)
+    assert counts == {i: 3 for i in range(12)}
+    assert all(len(set(b)) == 4 for b in batches)

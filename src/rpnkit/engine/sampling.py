@@ -3,6 +3,7 @@ is sharded over processes, optionally grouped by image orientation."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -21,8 +22,8 @@ class StepBatchSampler(Sampler[list[int]]):
     per group and a queue gives a batch when it holds one; what is left at an epoch's end waits
     for the next. A batch of wide images then pads to about its own size instead of a square
     (COCO128 at 800 px: 60 % of the padded pixels were image, docs/performance.md), and
-    training meets fewer batch sizes. Resuming replays the deal up to the step (cheap: indices
-    only)."""
+    training meets fewer batch sizes. A group with fewer items than a global batch joins the
+    largest. Resuming replays the deal up to the step (cheap: indices only)."""
 
     def __init__(
         self,
@@ -41,7 +42,7 @@ class StepBatchSampler(Sampler[list[int]]):
             raise ValueError(f"groups: expected one group per item ({n}), got {len(groups)}")
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.start_step, self.rank, self.world = start_step, rank, world
-        self.groups = None if groups is None else list(groups)
+        self.groups = None if groups is None else _merge_small_groups(groups, batch_size * world)
 
     def _epoch(self, epoch: int) -> list[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -87,6 +88,14 @@ class StepBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:  # endless: a large number for DataLoader's bookkeeping
         return 2**31
+
+
+def _merge_small_groups(groups: Sequence[int], global_batch: int) -> list[int]:
+    """The groups, those with fewer items than a global batch merged into the largest: their
+    queue would otherwise fill across epochs with copies of the same few images."""
+    counts = Counter(groups)
+    largest = counts.most_common(1)[0][0]
+    return [g if counts[g] >= global_batch else largest for g in groups]
 
 
 class EpochIndexed(Dataset):
