@@ -71,7 +71,7 @@ class ProposalModel(Freezable):
     def use_channels_last(self, enabled: bool = True) -> ProposalModel:
         """Run the convolutions (backbone and RPN head) in channels-last memory format (NHWC):
         the same function, faster convolutions on GPUs' tensor cores (depthwise ones most;
-        ``engine.device.memory_layout_for`` chooses it on CUDA)."""
+        ``engine.device.memory_layout_for`` applies it on CUDA when asked)."""
         self.channels_last = enabled
         memory_format = torch.channels_last if enabled else torch.contiguous_format
         self.to(memory_format=memory_format)
