@@ -169,23 +169,25 @@ def test_feature_pyramid_top_down_stays_in_bf16_under_autocast():
 
 
 def test_channels_last_layout_computes_the_same_proposals():
-    # memory_layout_for puts the first stage in NHWC when asked, on CUDA: the same function.
-    # Checked on the CPU, where NHWC convolutions run too (the device argument only picks).
+    # memory_layout_for: NHWC or NCHW as asked, by device when not (NHWC on the CPU, NCHW on
+    # CUDA); the same function either way. The device argument only picks the layout here.
     from rpnkit.engine.device import memory_layout_for
 
     torch.manual_seed(0)
     model = build_model(preset_config("tiny")).eval()
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     images = torch.randint(0, 256, (2, 3, 96, 128), dtype=torch.uint8)
     sizes = torch.tensor([[96, 128], [80, 112]])
     with torch.no_grad():
+        memory_layout_for(model, torch.device("cuda"))
+        assert conv.weight.is_contiguous() and not model.channels_last
         before = model(images, sizes)
-        memory_layout_for(model, torch.device("cpu"), channels_last=True)
-        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
-        assert conv.weight.is_contiguous()  # not on the CPU
-        memory_layout_for(model, torch.device("cuda"), channels_last=True)
+        memory_layout_for(model, torch.device("cpu"))
         assert conv.weight.is_contiguous(memory_format=torch.channels_last)
         after = model(images, sizes)
-        memory_layout_for(model, torch.device("cuda"), channels_last=False)
+        memory_layout_for(model, torch.device("cpu"), channels_last=False)
         assert conv.weight.is_contiguous()
+        memory_layout_for(model, torch.device("cuda"), channels_last=True)
+        assert model.channels_last
     torch.testing.assert_close(after.pred_objectness, before.pred_objectness, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(after.pred_deltas, before.pred_deltas, rtol=1e-4, atol=1e-4)

@@ -269,8 +269,8 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--channels-last",
         action="store_true",
-        help="on a GPU, run the convolutions in NHWC: faster batches, but cuDNN spends seconds "
-        "on each new batch size (docs/performance.md)",
+        help="run the convolutions in NHWC on a GPU too (the CPU always does): faster batches, "
+        "but cuDNN spends seconds on each new batch size (docs/performance.md)",
     )
 
 
@@ -307,7 +307,7 @@ def load_runtime(args: argparse.Namespace):
         short_side=args.short_side,
         max_size=args.max_size,
         compile=args.compile,
-        channels_last=args.channels_last,
+        channels_last=args.channels_last or None,
     )
 
 

@@ -86,7 +86,8 @@ class Predictor:
     ``workers`` processes decode and resize images while the model runs (default: 4 on a GPU,
     none on the CPU, where the model needs the cores); ``compile``: ``torch.compile`` the
     network (``device.compile_in_place``; True for inductor, or a backend's name);
-    ``channels_last``: NHWC convolutions on CUDA (``device.memory_layout_for``)."""
+    ``channels_last``: NHWC (True) or NCHW (False) convolutions, None by device
+    (``device.memory_layout_for``: NHWC on the CPU)."""
 
     def __init__(
         self,
@@ -100,7 +101,7 @@ class Predictor:
         max_size: int = 1333,
         workers: int | None = None,
         compile: bool | str = False,
-        channels_last: bool = False,
+        channels_last: bool | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.workers = default_workers(self.device) if workers is None else workers
@@ -577,7 +578,7 @@ def load(
     max_size: int = 1333,
     workers: int | None = None,
     compile: bool | str = False,
-    channels_last: bool = False,
+    channels_last: bool | None = None,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""

@@ -67,9 +67,10 @@ class TrainConfig:
     # torch.compile the training step's forward (and so its backward): True for inductor, or
     # a backend's name
     compile: bool | str = False
-    # the convolutions in NHWC on CUDA (engine.device.memory_layout_for): faster steps, but
-    # about 10 s of cuDNN set-up for each new batch size
-    channels_last: bool = False
+    # the convolutions in NHWC (True) or NCHW (False); None: by device, NHWC on the CPU, NCHW
+    # on CUDA, where NHWC steps are faster but cost seconds of cuDNN set-up per new batch size
+    # (engine.device.memory_layout_for)
+    channels_last: bool | None = None
     # batches of wide or of tall images only (StepBatchSampler): less padding, fewer sizes
     group_by_aspect: bool = True
 
