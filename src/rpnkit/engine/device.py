@@ -45,9 +45,10 @@ def memory_layout_for(
     channels-first (NCHW) memory format, in place, for training and inference alike: the same
     function either way. ``channels_last`` None chooses by device: NHWC on the CPU, NCHW on CUDA.
 
-    - CPU (oneDNN, this project's 2-core machine): NHWC makes effnet-lite0-fpn's inference
-      1.15-1.3x faster and its training step 1.1x, R50-FPN's 1.03x, the tiny preset's the same;
-      a new input size costs nothing extra.
+    - CPU (oneDNN, this project's 2-core machine): NHWC makes effnet-lite0-fpn's RPN inference
+      (folded) 1.1-1.2x faster, its Faster R-CNN's training step 1.04x, R50-FPN's 1.02-1.03x,
+      the tiny preset's the same; a new input size costs nothing extra
+      (``bench/bench_layout_cpu.py``).
     - CUDA (H200, bf16): NHWC makes effnet-lite0-fpn Faster R-CNN's training step 1.42x faster
       (PyTorch's NCHW depthwise kernels are replaced by cuDNN's) and R50-FPN's 1.13x, but cuDNN
       then spends 7-13 s building its plans for each new batch size (effnet-lite0-fpn), so it
