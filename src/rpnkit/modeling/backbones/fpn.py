@@ -4,7 +4,7 @@ with a top-down pathway that stays in the activations' dtype.
 Under autocast ``F.interpolate`` is on the list of operators run in float32, so in
 torchvision's FPN every upsampled map, every top-down sum and the input of every output
 convolution became float32: twice the bytes through the pyramid's largest maps, plus the casts
-back (about 3 ms of an 8-image training step at 800 px on an H200, docs/performance.md).
+back (1.3-1.6 ms of an 8-image bf16 training step at 800 px on an H200, docs/performance.md).
 Nearest-neighbour upsampling only copies values, so running it in bf16 is exact; the sum is
 then rounded to the activations' dtype, as every other activation is. In float32 the module
 computes exactly what torchvision's does (tests/test_backbones.py).
