@@ -12,13 +12,17 @@ Cases, for each backbone (``--backbones``), model kind (``--kinds``: rpn, frcnn)
   (their padded sizes vary, as end to end): the model's rate on the sizes training meets.
 - ``train``: rpnkit's ``Trainer`` on COCO128's JPEG files, ``--workers`` processes decoding, as
   ``rpnkit train`` runs (the first ``--warmup`` steps excluded).
+- ``train-dev``: the same with ``decode_on_device``: the workers read the JPEG files, nvJPEG
+  decodes each batch on the GPU, where it is resized, flipped and padded.
+- ``train-compile``: the same with ``TrainConfig.compile`` (the first steps compile).
 - ``tv-train`` (frcnn only): torchvision's ``FasterRCNN`` with a copy of the same backbone, RPN
   and box head weights (``rpnkit.testing.torchvision_faster_rcnn``), fed and stepped the way
   torchvision's detection reference scripts do: float32 images from a standard DataLoader,
   resized on the GPU by the model's transform, ``loss.item()`` every step.
 - ``infer`` (frcnn only): inference on a device batch (batch norms folded, as the runtime
   does), and ``rpnkit.load(...).detect`` on COCO128's image files (4 passes), the time to the
-  first result reported apart.
+  first result reported apart; ``--decode device`` (or ``workers,device``) decodes the JPEGs on
+  the GPU.
 
 Random weights (the speed does not depend on them): frozen batch norms are calibrated on a probe
 batch so that activations stay in range in bf16. GPU utilisation is sampled with nvidia-smi
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import json
 import subprocess
@@ -131,13 +136,13 @@ def build(backbone: str, kind: str, num_classes: int, device, *, channels_last: 
     return model.to(device), spec
 
 
-def train_config(args, amp: str, steps: int) -> TrainConfig:
-    return TrainConfig(
+def train_config(args, amp: str, steps: int, **changes) -> TrainConfig:
+    return dataclasses.replace(TrainConfig(
         steps=steps, batch_size=args.batch_size, optimizer="sgd", lr=1e-3, warmup_steps=0,
         schedule="constant", grad_clip=10.0, amp="none" if amp == "fp32" else amp,
         num_workers=args.workers, log_every=10**9, channels_last=args.layout == "last",
         group_by_aspect=args.groups == "aspect",
-    )  # fmt: skip
+    ), **changes)  # fmt: skip
 
 
 def timed(device) -> float:
@@ -255,9 +260,10 @@ def pinning(where: str):
         Trainer._loader, streaming.DevicePrefetcher._load = loader, load
 
 
-def end_to_end(args, model, spec, dataset, amp, device, profile: Path | None = None) -> dict:
+def end_to_end(args, model, spec, dataset, amp, device, profile=None, **changes) -> dict:
     """rpnkit's Trainer from the JPEG files; steps after ``--warmup`` timed from the host, with
-    the host's time in each step and between steps (waiting for the next batch)."""
+    the host's time in each step and between steps (waiting for the next batch). ``changes``:
+    to the TrainConfig (``decode_on_device``, ``compile``)."""
     marks: dict[int, float] = {}
     inside: dict[int, float] = {}
     shapes: dict[int, tuple] = {}
@@ -271,7 +277,8 @@ def end_to_end(args, model, spec, dataset, amp, device, profile: Path | None = N
         return out
 
     total = args.warmup + args.steps
-    trainer = Trainer(model, dataset, train_config(args, amp, total), out_dir=args.runs / "e",
+    config = train_config(args, amp, total, **changes)
+    trainer = Trainer(model, dataset, config, out_dir=args.runs / "e",
                       spec=spec, device=device, progress=False)  # fmt: skip
     done = {}
 
@@ -286,6 +293,7 @@ def end_to_end(args, model, spec, dataset, amp, device, profile: Path | None = N
             trainer.run()
     finally:
         Trainer._step = original
+        dataset.decode_on_device = False  # the Trainer set it on the shared dataset
     seconds = done["t"] - marks[args.warmup]
     timed_steps = range(args.warmup, total - 1)
     host = sorted(inside[i] * 1e3 for i in timed_steps)
@@ -400,6 +408,18 @@ def inference(args, model, spec, files, amp, device) -> dict:
         for _ in range(args.steps):
             net(batch.images, batch.image_sizes, image_scales=batch.image_scales)
         model_rate = args.steps * args.batch_size / (timed(device) - start)
+    out = {"model_images_per_s": round(model_rate, 1)}
+    for decode in args.decode.split(","):
+        runtime.decode_on_device = decode == "device"
+        detect = detect_rate(args, runtime, files, device)
+        suffix = "" if decode == "workers" else "_decode_on_device"
+        out.update({f"{k}{suffix}": v for k, v in detect.items()})
+        out[f"ratio{suffix}"] = round(detect["detect_images_per_s"] / model_rate, 3)
+    return out
+
+
+def detect_rate(args, runtime, files, device) -> dict:
+    """``detect`` on the image folder's files, four passes, from the first result on."""
     many = files * 4
     begin = time.perf_counter()
     first, count = None, 0
@@ -410,8 +430,7 @@ def inference(args, model, spec, files, amp, device) -> dict:
                 first = time.perf_counter()
         end = timed(device)
     steady = (count - 1) / (end - first)
-    return {"model_images_per_s": round(model_rate, 1), "detect_images_per_s": round(steady, 1),
-            "ratio": round(steady / model_rate, 3), "first_result_s": round(first - begin, 2),
+    return {"detect_images_per_s": round(steady, 1), "first_result_s": round(first - begin, 2),
             "gpu_util": gpu.mean}  # fmt: skip
 
 
@@ -450,14 +469,20 @@ def run_row(args, row: dict, dataset, index, files, device, *, first: bool) -> N
         name = "-".join([backbone, kind, amp, *([row["pooler"]] if "pooler" in row else [])])
         profile = args.profile / f"{name}.txt" if wanted else None
         row["train"] = end_to_end(args, model, spec, dataset, amp, device, profile)
+    if "train-dev" in cases:  # JPEGs decoded on the GPU
+        row["train_dev"] = end_to_end(args, model, spec, dataset, amp, device,
+                                      decode_on_device=True)  # fmt: skip
+    if "train-compile" in cases:
+        row["train_compile"] = end_to_end(args, model, spec, dataset, amp, device, compile=True)
     if "model" in row and "train" in row:
         row["train_vs_model"] = round(
             row["train"]["images_per_s"] / row["model"]["images_per_s"], 3
         )
-    if "model_mix" in row and "train" in row:
-        row["train_vs_model_mix"] = round(
-            row["train"]["images_per_s"] / row["model_mix"]["images_per_s"], 3
-        )
+    for case in ("train", "train_dev", "train_compile"):
+        if "model_mix" in row and case in row:
+            row[f"{case}_vs_model_mix"] = round(
+                row[case]["images_per_s"] / row["model_mix"]["images_per_s"], 3
+            )
     if "tv-train" in cases and kind == "frcnn" and first:
         row["tv_train"] = torchvision_loop(args, model, index, amp, device)
         if "train" in row:
@@ -490,6 +515,9 @@ def main() -> int:
     parser.add_argument("--pin", default="thread", help="thread (rpnkit's), main, none")
     parser.add_argument(
         "--groups", default="aspect", help="aspect (rpnkit's: batches of one orientation), none"
+    )
+    parser.add_argument(
+        "--decode", default="workers", help="infer: workers (rpnkit's default), device, or both"
     )
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")

@@ -389,3 +389,43 @@ def _tiny_rounded():
     model = preset_config("tiny")
     anchors = dataclasses.replace(model.rpn.anchors, round_base=True)
     return dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=anchors))
+
+
+@cuda
+def test_jpegs_decode_on_the_gpu_as_the_workers_decode_them(tmp_path):
+    # nvJPEG, one call per batch: same boxes and sizes as the worker path, pixels within the
+    # decoders' rounding; grayscale and rotated JPEGs too; prefetched like any batch.
+    import dataclasses
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
+    from rpnkit.engine.streaming import DevicePrefetcher
+
+    index = read_dataset(
+        Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128",
+        split="train2017",
+    )
+    index.records = index.records[:16]
+    rgb = np.asarray(Image.open(index.records[0].path).convert("RGB"))
+    for name, orientation, image in (("gray", 1, rgb[..., 1].copy()), ("turned", 6, rgb)):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"{name}.jpg"
+        Image.fromarray(image).save(path, "JPEG", quality=95, exif=exif.tobytes())
+        h, w = rgb.shape[:2] if orientation == 1 else rgb.shape[1::-1]
+        index.records.append(dataclasses.replace(index.records[0], path=path, height=h, width=w))
+    transforms = train_transforms(800, 1333, 0.5)
+    cpu = DetectionDataset(index, transforms, seed=2)
+    gpu = DetectionDataset(index, transforms, seed=2, decode_on_device=True)
+    slices = [range(i, i + 6) for i in (0, 6, 12)]
+    expected = [collate([cpu[i] for i in s]) for s in slices]
+    batches = iter([collate([gpu[i] for i in s]).pin_memory() for s in slices])
+    got = list(DevicePrefetcher(batches, torch.device("cuda")))
+    for a, b in zip(expected, got):
+        assert b.images.is_cuda and b.images.dtype == torch.uint8
+        assert torch.equal(a.targets.boxes, b.targets.boxes.cpu())
+        diff = (a.images.int() - b.images.cpu().int()).abs().float()
+        assert diff.mean() < 1.0 and (diff > 8).float().mean() < 1e-3, (diff.mean(), diff.max())

@@ -272,6 +272,16 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
         help="run the convolutions in NHWC on a GPU too (the CPU always does): faster batches, "
         "but cuDNN spends seconds on each new batch size (docs/performance.md)",
     )
+    add_decode_option(p)
+
+
+def add_decode_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--decode-on-device",
+        action="store_true",
+        help="decode JPEG files on the model's device (nvJPEG on a GPU), resize and pad them "
+        "there a batch at a time; the workers only read the files (other formats: as usual)",
+    )
 
 
 def add_inference_options(
@@ -308,6 +318,7 @@ def load_runtime(args: argparse.Namespace):
         max_size=args.max_size,
         compile=args.compile,
         channels_last=args.channels_last or None,
+        decode_on_device=args.decode_on_device,
     )
 
 

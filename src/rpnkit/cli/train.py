@@ -7,6 +7,7 @@ import argparse
 from .options import (
     HELP,
     add_data_options,
+    add_decode_option,
     add_model_options,
     add_tile_training_options,
     integer,
@@ -191,6 +192,7 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
         "(1.4x for effnet-lite0-fpn on an H200), but about 10 s of cuDNN set-up for each new "
         "batch size (docs/performance.md)",
     )
+    add_decode_option(p)
 
 
 def train_config(args: argparse.Namespace):
@@ -215,6 +217,7 @@ def train_config(args: argparse.Namespace):
         compile=args.compile,
         channels_last=args.channels_last or None,
         group_by_aspect=not args.no_aspect_groups,
+        decode_on_device=args.decode_on_device,
     )
 
 

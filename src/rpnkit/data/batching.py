@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -11,16 +12,18 @@ from torch import Tensor
 from ..modeling.sizes import SIZE_DIVISIBLE, padded_size
 from ..modeling.structures import GroundTruth
 from .dataset import Unreadable
+from .device_images import EncodedImages, PendingJpeg
 
 
 @dataclass
 class Batch:
     """``images`` (B, 3, H, W) uint8 RGB padded with zeros to a multiple of ``size_divisible``
-    (the model makes them float on its device); ``image_sizes`` (B, 2) true (height, width);
+    (the model makes them float on its device), or None while ``encoded`` holds them still to
+    be decoded on the device (``to`` decodes them); ``image_sizes`` (B, 2) true (height, width);
     ``targets`` padded ground truth; ``meta`` each item without its image (ids, names, original
     size, resize factor, source file, GT as read), for turning outputs back into results."""
 
-    images: Tensor
+    images: Tensor | None
     image_sizes: Tensor
     targets: GroundTruth
     image_ids: list
@@ -30,11 +33,12 @@ class Batch:
     proposals: tuple[Tensor, Tensor] | None = None
     meta: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # the batch's unreadable images, reported
+    encoded: EncodedImages | None = None
 
     def _map(self, fn, targets: GroundTruth) -> Batch:
         scales = self.image_scales
         return Batch(
-            fn(self.images),
+            None if self.images is None else fn(self.images),
             fn(self.image_sizes),
             targets,
             self.image_ids,
@@ -43,11 +47,17 @@ class Batch:
             None if self.proposals is None else tuple(fn(t) for t in self.proposals),
             self.meta,
             self.skipped,
+            None if self.encoded is None else self.encoded.map_pixels(fn),
         )
 
     def to(self, device: torch.device | str) -> Batch:
-        """On ``device``; from pinned memory the copies are asynchronous."""
-        return self._map(lambda t: t.to(device, non_blocking=True), self.targets.to(device))
+        """On ``device``, images still encoded decoded there; from pinned memory the copies
+        are asynchronous."""
+        moved = self._map(lambda t: t.to(device, non_blocking=True), self.targets.to(device))
+        if moved.encoded is None:
+            return moved
+        images = moved.encoded.decode(torch.device(device))
+        return dataclasses.replace(moved, images=images, encoded=None)
 
     def pin_memory(self) -> Batch:
         """Page-locked copies (DataLoader's ``pin_memory=True`` calls this)."""
@@ -72,12 +82,9 @@ def collate(
     items = [it for it in items if isinstance(it, dict)]
     if not items:
         return EmptyBatch(skipped)
-    heights = [int(it["image"].shape[1]) for it in items]
-    widths = [int(it["image"].shape[2]) for it in items]
+    heights, widths = zip(*(_size(it) for it in items))
     h, w = padded_size(max(heights), max(widths), size_divisible)
-    images = torch.zeros((len(items), 3, h, w), dtype=items[0]["image"].dtype)
-    for i, it in enumerate(items):
-        images[i, :, : heights[i], : widths[i]] = it["image"]
+    images, encoded = _pad(items, (h, w))
     image_sizes = torch.tensor(list(zip(heights, widths)))
     targets = GroundTruth.from_lists(
         [it["boxes"] for it in items],
@@ -96,12 +103,37 @@ def collate(
         image_scales=torch.tensor([float(it.get("scale", 1.0)) for it in items]),
         meta=[_meta(it, size) for it, size in zip(items, zip(heights, widths))],
         skipped=skipped,
+        encoded=encoded,
     )
+
+
+def _size(item: dict) -> tuple[int, int]:
+    """(height, width) of an item's image as the network sees it."""
+    if "jpeg" in item:  # still encoded: the size its transforms give
+        return item["size"]
+    return int(item["image"].shape[1]), int(item["image"].shape[2])
+
+
+def _pad(items: Sequence[dict], canvas: tuple[int, int]):
+    """(padded images, None), or (None, EncodedImages) when some are still encoded."""
+    if any("jpeg" in it for it in items):
+        encoded = EncodedImages(len(items), canvas)
+        for i, it in enumerate(items):
+            if "jpeg" in it:
+                header, steps = it["jpeg"]
+                encoded.jpegs.append(PendingJpeg(i, header, steps, str(it["source"])))
+            else:
+                encoded.pixels.append((i, it["image"]))
+        return None, encoded
+    images = torch.zeros((len(items), 3, *canvas), dtype=items[0]["image"].dtype)
+    for i, it in enumerate(items):
+        images[i, :, : it["image"].shape[1], : it["image"].shape[2]] = it["image"]
+    return images, None
 
 
 def _meta(item: dict, size: tuple[int, int]) -> dict:
     """The item without its image, and the (height, width) the network sees it at."""
-    meta = {k: v for k, v in item.items() if k not in ("image", "proposals")}
+    meta = {k: v for k, v in item.items() if k not in ("image", "proposals", "jpeg")}
     meta["size"] = size
     meta.setdefault("orig_size", size)
     return meta

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .device_images import read_jpeg
 from .images import load_rgb
 from .readers import DataError, DatasetIndex, Record, SkippedSample
 from .tiling import TileConfig, crop_extra, crop_record, random_window
@@ -52,6 +53,12 @@ class DetectionDataset(Dataset):
     ``tiling``, when given, cuts an image larger than its tile to a random tile at native
     resolution (``data.tiling``: boxes clipped, remnants dropped), transformed by
     ``tile_transforms`` (flips: no resize) instead of ``transforms``.
+
+    ``decode_on_device``: JPEG files are not decoded here; their items carry the file's bytes
+    and the transforms' pixel steps instead of ``image`` (``jpeg``, ``size``), and the batch
+    is decoded and transformed on the model's device (``data.device_images``). Items the
+    device cannot decode (other formats, progressive or CMYK JPEGs), tiles and custom
+    transforms are decoded here as usual.
     """
 
     def __init__(
@@ -64,7 +71,9 @@ class DetectionDataset(Dataset):
         proposals: dict[str, np.ndarray] | None = None,
         tiling: TileConfig | None = None,
         tile_transforms: Compose | None = None,
+        decode_on_device: bool = False,
     ) -> None:
+        self.decode_on_device = decode_on_device
         self.index = index
         self.tiling = tiling
         self.tile_transforms = tile_transforms or Compose()
@@ -94,6 +103,10 @@ class DetectionDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict | Unreadable:
         record = self.index.records[i]
+        if self._device_decodes(record):
+            header = read_jpeg(record.path)
+            if header is not None and header.size == (record.height, record.width):
+                return self._encoded_item(i, record, header)
         try:
             image = load_rgb(record.path)
         except DataError as err:
@@ -124,6 +137,27 @@ class DetectionDataset(Dataset):
             item["proposals"], item["boxes"] = item["boxes"][n:], item["boxes"][:n]
         return item
 
+    def _device_decodes(self, record: Record) -> bool:
+        tiled = self.tiling is not None and self.tiling.applies(record.height, record.width)
+        return self.decode_on_device and not tiled and self.transforms.plannable
+
+    def _encoded_item(self, i: int, record: Record, header) -> dict:
+        """The item of a JPEG left encoded: its boxes (and proposals) planned as usual."""
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        boxes, n = record.boxes, len(record.boxes)
+        if self.proposals is not None:
+            extra = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
+            boxes = np.concatenate([boxes, np.asarray(extra, np.float32).reshape(-1, 4)])
+        steps, boxes, scale = self.transforms.plan(record.height, record.width, boxes.copy(), rng)
+        size = (record.height, record.width)
+        for step in steps:
+            size = step.size(*size)
+        item = item_fields(boxes[:n], record, scale, record.path)
+        item.update(jpeg=(header, steps), size=size)
+        if self.proposals is not None:
+            item["proposals"] = torch.from_numpy(np.ascontiguousarray(boxes[n:], np.float32))
+        return item
+
 
 def make_item(
     image: np.ndarray,
@@ -137,8 +171,14 @@ def make_item(
     """A dataset item from an (H, W, 3) uint8 image and (N, 4) xyxy boxes in its pixels, with
     the labels, ignore flags and areas of ``record``; ``source`` is the image's file."""
     (image, boxes), scale = transforms(image, boxes.copy(), rng)
+    item = item_fields(boxes, record, scale, source)
+    item["image"] = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # uint8: 4x less to move
+    return item
+
+
+def item_fields(boxes: np.ndarray, record: Record, scale: float, source: Path | None) -> dict:
+    """An item's fields but its image: transformed boxes and the record's annotations."""
     return {
-        "image": torch.from_numpy(np.array(image)).permute(2, 0, 1),  # uint8: 4x less to move
         "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
         "labels": torch.from_numpy(record.labels),
         "ignore": torch.from_numpy(record.ignore),

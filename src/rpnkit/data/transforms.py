@@ -1,6 +1,11 @@
 """Image transforms that carry the boxes along. Each takes and returns an (H, W, 3) uint8
 image and (N, 4) xyxy boxes, plus a numpy Generator for the random ones, and reports the
-resize factor so that sizes in original-image pixels (the paper's 16 px minimum) can follow."""
+resize factor so that sizes in original-image pixels (the paper's 16 px minimum) can follow.
+
+The built-in transforms also ``plan``: from the image's size alone they draw their random
+choices and return the pixel step they take (``Resize``, ``Flip``, or None). The boxes follow
+the plan here, on the CPU, and the pixels may follow it anywhere: in the worker (``__call__``)
+or on the GPU after decoding there (``data.device_images``), with the same boxes either way."""
 
 from __future__ import annotations
 
@@ -24,6 +29,51 @@ def resized_size(height: int, width: int, scale: float) -> tuple[int, int]:
 
 
 @dataclass(frozen=True)
+class Resize:
+    """A pixel step: bilinear resizing (antialiased when shrinking) to (height, width)."""
+
+    height: int
+    width: int
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        return self.height, self.width
+
+    def boxes(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+        fx, fy = self.width / width, self.height / height
+        return boxes * np.array([fx, fy, fx, fy], dtype=np.float32)
+
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] == (self.height, self.width):
+            return image
+        return np.asarray(Image.fromarray(image).resize((self.width, self.height), Image.BILINEAR))
+
+
+@dataclass(frozen=True)
+class Flip:
+    """A pixel step: mirror left to right."""
+
+    def size(self, height: int, width: int) -> tuple[int, int]:
+        return height, width
+
+    def boxes(self, boxes: np.ndarray, height: int, width: int) -> np.ndarray:
+        flipped = boxes.copy()
+        flipped[:, 0] = width - boxes[:, 2]
+        flipped[:, 2] = width - boxes[:, 0]
+        return flipped
+
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(image[:, ::-1])
+
+
+def _apply(step, image, boxes):
+    """``step`` (a transform's plan) applied to an image and its boxes."""
+    if step is None:
+        return image, boxes
+    h, w = image.shape[:2]
+    return step.pixels(image), step.boxes(boxes, h, w)
+
+
+@dataclass(frozen=True)
 class ResizeShortest:
     """Scale so that the shorter side is ``short`` without the longer exceeding ``max_size``
     (detectron2's and torchvision's 800 / 1333). ``short`` may list choices, drawn at random
@@ -32,14 +82,17 @@ class ResizeShortest:
     short: int | Sequence[int] = 800
     max_size: int = 1333
 
-    def __call__(self, image, boxes, rng):
-        h, w = image.shape[:2]
+    def plan(self, height: int, width: int, rng) -> tuple[Resize | None, float]:
         short = self.short
         if not isinstance(short, int):
             short = int(rng.choice(list(short)))
-        scale = resize_scale(h, w, short, self.max_size)
-        new_h, new_w = resized_size(h, w, scale)
-        return _resize(image, boxes, new_w, new_h), scale
+        scale = resize_scale(height, width, short, self.max_size)
+        new_h, new_w = resized_size(height, width, scale)
+        return (None if (new_h, new_w) == (height, width) else Resize(new_h, new_w)), scale
+
+    def __call__(self, image, boxes, rng):
+        step, scale = self.plan(*image.shape[:2], rng)
+        return _apply(step, image, boxes), scale
 
 
 @dataclass(frozen=True)
@@ -48,38 +101,50 @@ class ResizeFixed:
 
     size: tuple[int, int] = (800, 800)
 
-    def __call__(self, image, boxes, rng):
-        h, w = image.shape[:2]
+    def plan(self, height: int, width: int, rng) -> tuple[Resize | None, float]:
         new_h, new_w = self.size
-        return _resize(image, boxes, new_w, new_h), float(np.sqrt(new_h * new_w / (h * w)))
+        scale = float(np.sqrt(new_h * new_w / (height * width)))
+        return (None if (new_h, new_w) == (height, width) else Resize(new_h, new_w)), scale
+
+    def __call__(self, image, boxes, rng):
+        step, scale = self.plan(*image.shape[:2], rng)
+        return _apply(step, image, boxes), scale
 
 
 @dataclass(frozen=True)
 class HorizontalFlip:
     probability: float = 0.5
 
+    def plan(self, height: int, width: int, rng) -> tuple[Flip | None, float]:
+        return (Flip() if rng.random() < self.probability else None), 1.0
+
     def __call__(self, image, boxes, rng):
-        if rng.random() >= self.probability:
-            return (image, boxes), 1.0
-        w = image.shape[1]
-        flipped = boxes.copy()
-        flipped[:, 0] = w - boxes[:, 2]
-        flipped[:, 2] = w - boxes[:, 0]
-        return (np.ascontiguousarray(image[:, ::-1]), flipped), 1.0
-
-
-def _resize(image, boxes, new_w: int, new_h: int):
-    h, w = image.shape[:2]
-    if (new_w, new_h) == (w, h):
-        return image, boxes
-    resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
-    scaled = boxes * np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
-    return resized, scaled
+        step, scale = self.plan(*image.shape[:2], rng)
+        return _apply(step, image, boxes), scale
 
 
 @dataclass(frozen=True)
 class Compose:
     transforms: tuple = ()
+
+    @property
+    def plannable(self) -> bool:
+        """Whether every transform can plan (the built-in ones): then the pixels may be
+        transformed apart from the boxes, e.g. on the GPU."""
+        return all(hasattr(t, "plan") for t in self.transforms)
+
+    def plan(self, height: int, width: int, boxes: np.ndarray, rng):
+        """(pixel steps, boxes after them, resize factor) for an image of this size: what
+        ``__call__`` does, without the pixels. Needs ``plannable``."""
+        steps, scale = [], 1.0
+        for t in self.transforms:
+            step, s = t.plan(height, width, rng)
+            scale *= s
+            if step is not None:
+                boxes = step.boxes(boxes, height, width)
+                height, width = step.size(height, width)
+                steps.append(step)
+        return tuple(steps), boxes, scale
 
     def __call__(self, image, boxes, rng):
         scale = 1.0

@@ -87,7 +87,8 @@ class Predictor:
     none on the CPU, where the model needs the cores); ``compile``: ``torch.compile`` the
     network (``device.compile_in_place``; True for inductor, or a backend's name);
     ``channels_last``: NHWC (True) or NCHW (False) convolutions, None by device
-    (``device.memory_layout_for``: NHWC on the CPU)."""
+    (``device.memory_layout_for``: NHWC on the CPU); ``decode_on_device``: JPEG files are
+    decoded, resized and padded on ``device``, a batch at a time (``data.device_images``)."""
 
     def __init__(
         self,
@@ -102,8 +103,10 @@ class Predictor:
         workers: int | None = None,
         compile: bool | str = False,
         channels_last: bool | None = None,
+        decode_on_device: bool = False,
     ) -> None:
         self.device = resolve_device(device)
+        self.decode_on_device = decode_on_device
         self.workers = default_workers(self.device) if workers is None else workers
         self.network = memory_layout_for(network.to(self.device).eval(), self.device, channels_last)
         if fold_bn:
@@ -186,7 +189,9 @@ class Predictor:
                 class_names=names_of or None,
             )
         if isinstance(inputs, DatasetIndex):
-            return DetectionDataset(inputs, transforms, strict=strict)
+            return DetectionDataset(
+                inputs, transforms, strict=strict, decode_on_device=self.decode_on_device
+            )
         if isinstance(inputs, (Image.Image, np.ndarray)) or (
             isinstance(inputs, torch.Tensor) and inputs.ndim == 3
         ):
@@ -579,6 +584,7 @@ def load(
     workers: int | None = None,
     compile: bool | str = False,
     channels_last: bool | None = None,
+    decode_on_device: bool = False,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
@@ -595,6 +601,7 @@ def load(
         workers=workers,
         compile=compile,
         channels_last=channels_last,
+        decode_on_device=decode_on_device,
     )
     predictor.source = Path(path)
     return predictor

@@ -73,6 +73,9 @@ class TrainConfig:
     channels_last: bool | None = None
     # batches of wide or of tall images only (StepBatchSampler): less padding, fewer sizes
     group_by_aspect: bool = True
+    # JPEGs decoded, resized, flipped and padded on the training device, a batch at a time
+    # (data.device_images; nvJPEG on CUDA), the workers only reading files and planning boxes
+    decode_on_device: bool = False
 
     def __post_init__(self) -> None:
         checks = {
@@ -236,6 +239,8 @@ class Trainer:
     # 2. The data: a seeded stream that restarts at any step, sharded over processes.
     def _loader(self) -> DataLoader:
         config = self.config
+        if config.decode_on_device and hasattr(self.dataset, "decode_on_device"):
+            self.dataset.decode_on_device = True  # set before the workers start
         return DataLoader(
             EpochIndexed(self.dataset),
             batch_sampler=StepBatchSampler(

@@ -1,0 +1,169 @@
+"""JPEG files decoded on the device, and the transforms' pixel steps applied there.
+
+With ``DetectionDataset(..., decode_on_device=True)`` the workers read a JPEG's bytes and its
+header only (size, EXIF orientation): the boxes follow the transforms' plan on the CPU as
+usual, and the pixels are decoded, turned upright, resized, flipped and padded for a whole
+batch on the device that runs the model (``torchvision.io.decode_jpeg``: nvJPEG on CUDA, one
+call per batch). What the device decoder might not read the way Pillow does (progressive or
+CMYK JPEGs, other formats, files with data after their end marker) is decoded by the worker as
+before, so every image that loads on the CPU path still loads.
+
+Pixels differ from the CPU path's by the decoders' rounding and the resampling's (a level or
+two of 255); boxes are the same (``tests/test_device_images.py``)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from .readers import DataError
+from .transforms import Flip, Resize
+
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class JpegHeader:
+    """A JPEG file's bytes (1-D uint8 tensor), its EXIF orientation (1-8) and its (height,
+    width) as displayed, i.e. after that orientation."""
+
+    data: Tensor
+    orientation: int
+    size: tuple[int, int]
+
+
+def read_jpeg(path: str | Path) -> JpegHeader | None:
+    """The file's bytes and header when the device decoder can take it (a baseline RGB or
+    grayscale JPEG ending with its end-of-image marker); None otherwise, or when the file
+    cannot be read here: the worker then decodes it on the CPU (and reports it if it fails)."""
+    try:
+        data = Path(path).read_bytes()
+        if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
+            return None
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != "JPEG" or img.mode not in ("RGB", "L"):
+                return None
+            if img.info.get("progressive") or img.info.get("progression"):
+                return None
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            width, height = img.size
+    except (OSError, SyntaxError, ValueError):
+        return None
+    if orientation not in range(1, 9):
+        orientation = 1  # as Pillow's exif_transpose: an invalid tag is ignored
+    if orientation >= 5:  # a quarter turn or a transposition: displayed sideways
+        height, width = width, height
+    data = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return JpegHeader(data, orientation, (height, width))
+
+
+def upright(image: Tensor, orientation: int) -> Tensor:
+    """A decoded (C, H, W) image turned as its EXIF orientation says it is displayed (what
+    Pillow's ``ImageOps.exif_transpose`` does)."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-2, -1)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-2, -1)
+    if orientation == 6:
+        return torch.rot90(image, -1, (-2, -1))
+    if orientation == 7:
+        return image.transpose(-2, -1).flip(-2, -1)
+    if orientation == 8:
+        return torch.rot90(image, 1, (-2, -1))
+    return image
+
+
+def apply_step(step, image: Tensor) -> Tensor:
+    """A transform's pixel step (``Resize``, ``Flip``) on a (3, H, W) uint8 image tensor."""
+    if isinstance(step, Flip):
+        return image.flip(-1)
+    if isinstance(step, Resize):
+        if tuple(image.shape[-2:]) == (step.height, step.width):
+            return image
+        resized = F.interpolate(
+            image[None].float(),
+            size=(step.height, step.width),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,  # as Pillow's bilinear filter when shrinking
+        )
+        return resized[0].round_().clamp_(0, 255).to(torch.uint8)
+    raise TypeError(f"no device implementation of the pixel step {step!r}")
+
+
+@dataclass(frozen=True)
+class PendingJpeg:
+    """One image of a batch still encoded: its slot, header and the transforms' steps."""
+
+    slot: int
+    header: JpegHeader
+    steps: tuple
+    source: str
+
+
+@dataclass
+class EncodedImages:
+    """The images of a batch before decoding: JPEGs to decode on the device, and images the
+    workers decoded (``pixels``: slot, (3, h, w) uint8), padded with zeros into a (count, 3,
+    *canvas) batch by ``decode``."""
+
+    count: int
+    canvas: tuple[int, int]
+    jpegs: list[PendingJpeg] = field(default_factory=list)
+    pixels: list[tuple[int, Tensor]] = field(default_factory=list)
+
+    def map_pixels(self, fn) -> EncodedImages:
+        moved = [(slot, fn(image)) for slot, image in self.pixels]
+        return EncodedImages(self.count, self.canvas, self.jpegs, moved)
+
+    def decode(self, device: torch.device) -> Tensor:
+        """The padded (count, 3, H, W) uint8 batch on ``device``. The JPEGs are decoded in one
+        call; turning, resizing and pasting go image by image (a few small kernels each: this
+        is the data path, before the model's batched step)."""
+        canvas = torch.zeros((self.count, 3, *self.canvas), dtype=torch.uint8, device=device)
+        for job, image in zip(self.jpegs, self._decoded(device)):
+            image = upright(image, job.header.orientation)
+            for step in job.steps:
+                image = apply_step(step, image)
+            canvas[job.slot, :, : image.shape[1], : image.shape[2]] = image
+        for slot, image in self.pixels:
+            canvas[slot, :, : image.shape[1], : image.shape[2]] = image
+        return canvas
+
+    def _decoded(self, device: torch.device) -> list[Tensor]:
+        if not self.jpegs:
+            return []
+        try:
+            return _decode([job.header.data for job in self.jpegs], device)
+        except RuntimeError:  # find the file: one at a time
+            return [self._decode_one(job, device) for job in self.jpegs]
+
+    @staticmethod
+    def _decode_one(job: PendingJpeg, device: torch.device) -> Tensor:
+        try:
+            return _decode(job.header.data, device)
+        except RuntimeError as err:
+            raise DataError(
+                f"{job.source}: the JPEG could not be decoded on {device} ({err}); decode it on "
+                "the CPU (without the device-decoding option) to skip it"
+            ) from err
+
+
+def _decode(data: Tensor | list[Tensor], device: torch.device):
+    with warnings.catch_warnings():
+        # torchvision >= 0.29 points to TorchCodec at every call; its decoder is still the one
+        # that decodes batches with nvJPEG, which this module is for
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)

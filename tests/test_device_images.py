@@ -1,0 +1,250 @@
+"""Images decoded and transformed on the model's device (``decode_on_device``): the same boxes
+and sizes as the workers' path, pixels within the decoders' and resamplers' rounding, every
+image the CPU path loads still loading. Run here with torchvision's CPU decoder; the nvJPEG
+path is checked in tests/test_gpu.py."""
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.ops import box_iou
+
+import rpnkit
+from rpnkit.data import DataError, DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.data.device_images import (
+    EncodedImages,
+    JpegHeader,
+    PendingJpeg,
+    apply_step,
+    read_jpeg,
+    upright,
+)
+from rpnkit.data.images import load_rgb
+from rpnkit.data.readers import DatasetIndex, Record, SkippedSample
+from rpnkit.data.transforms import Compose, Flip, HorizontalFlip, Resize, ResizeShortest
+from rpnkit.engine.checkpoint import ModelSpec, save_model
+from rpnkit.engine.trainer import TrainConfig, train
+from rpnkit.modeling.presets import build_model, preset_config
+
+COCO128 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128"
+
+
+def pair(index, transforms, **kw):
+    """The workers' dataset and the device-decoding one, same seed."""
+    return (
+        DetectionDataset(index, transforms, seed=5, **kw),
+        DetectionDataset(index, transforms, seed=5, decode_on_device=True, **kw),
+    )
+
+
+def assert_same_batch(cpu_items, device_items, max_diff=2):
+    a = collate(cpu_items).to("cpu")
+    b = collate(device_items).to("cpu")
+    assert b.encoded is None and b.images is not None
+    assert torch.equal(a.targets.boxes, b.targets.boxes)
+    assert torch.equal(a.image_sizes, b.image_sizes)
+    assert torch.equal(a.image_scales, b.image_scales)
+    assert a.images.shape == b.images.shape and b.images.dtype == torch.uint8
+    diff = (a.images.int() - b.images.int()).abs()
+    assert diff.max() <= max_diff
+    for img, (h, w) in zip(b.images, b.image_sizes.tolist()):  # padding stays zero
+        assert img[:, h:].eq(0).all() and img[:, :, w:].eq(0).all()
+    return a, b
+
+
+def test_coco128_batches_match_the_worker_path():
+    index = read_dataset(COCO128, split="train2017")
+    index.records = index.records[:24]
+    cpu, dev = pair(index, train_transforms(512, 853, 0.5))
+    assert all("jpeg" in dev[i] for i in range(len(dev)))  # every COCO file left encoded
+    flips = 0
+    for start in range(0, 24, 6):
+        ids = range(start, start + 6)
+        assert_same_batch([cpu[i] for i in ids], [dev[i] for i in ids])
+        flips += sum(Flip() in dev[i]["jpeg"][1] for i in ids)
+    assert 0 < flips < 24  # both branches of the random flip were met
+
+
+def test_planned_boxes_equal_the_pixel_path_with_multiscale_and_epochs():
+    index = read_dataset(COCO128, split="train2017")
+    index.records = index.records[:8]
+    transforms = Compose((ResizeShortest((320, 480, 640), 1000), HorizontalFlip(0.5)))
+    cpu, dev = pair(index, transforms)
+    for epoch in (0, 3):
+        cpu.set_epoch(epoch), dev.set_epoch(epoch)
+        for i in range(8):
+            a, b = cpu[i], dev[i]
+            assert torch.equal(a["boxes"], b["boxes"]) and a["scale"] == b["scale"]
+            assert tuple(a["image"].shape[1:]) == b["size"]
+
+
+def write_jpeg(path: Path, pixels: np.ndarray, orientation: int = 1, **save) -> Path:
+    img = Image.fromarray(pixels)
+    exif = Image.Exif()
+    if orientation != 1:
+        exif[0x0112] = orientation
+    img.save(path, "JPEG", quality=95, exif=exif.tobytes(), **save)
+    return path
+
+
+def pattern(h=48, w=80) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 3 % 256, y * 5 % 256, (x + y) * 2 % 256], -1).astype(np.uint8)
+
+
+def index_of(paths: list[Path]) -> DatasetIndex:
+    records = []
+    for i, p in enumerate(paths):
+        h, w = load_rgb(p).shape[:2]
+        box = np.array([[w * 0.1, h * 0.2, w * 0.6, h * 0.7]], np.float32)
+        records.append(
+            Record(p, i, w, h, box, np.array([1]), np.array([False]), np.array([1.0], np.float32))
+        )
+    return DatasetIndex(records, ["thing"])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_as_displayed(tmp_path, orientation):
+    path = write_jpeg(tmp_path / "o.jpg", pattern(), orientation)
+    header = read_jpeg(path)
+    assert header is not None and header.orientation == orientation
+    assert header.size == load_rgb(path).shape[:2]
+    raw = decode_jpeg(header.data, mode=ImageReadMode.RGB)
+    # torchvision's CPU decoder turns it itself: the same decoded pixels, exactly
+    turned = decode_jpeg(header.data, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    assert torch.equal(upright(raw, orientation), turned)
+    cpu, dev = pair(index_of([path]), train_transforms(64, 128, 0.5))
+    assert_same_batch([cpu[0]], [dev[0]])
+
+
+def test_formats_the_device_does_not_take_are_decoded_by_the_workers(tmp_path):
+    rgb = pattern()
+    paths = [
+        write_jpeg(tmp_path / "plain.jpg", rgb),
+        write_jpeg(tmp_path / "gray.jpg", rgb[..., 0].copy()),
+        write_jpeg(tmp_path / "progressive.jpg", rgb, progressive=True),
+        tmp_path / "cmyk.jpg",
+        tmp_path / "png.png",
+        tmp_path / "palette.png",
+        tmp_path / "trailing.jpg",
+    ]
+    Image.fromarray(rgb).convert("CMYK").save(paths[3], "JPEG")
+    Image.fromarray(rgb).save(paths[4])
+    Image.fromarray(rgb).convert("P").save(paths[5])
+    paths[6].write_bytes(paths[0].read_bytes() + b"extra bytes after the end marker")
+    left_encoded = [read_jpeg(p) is not None for p in paths]
+    assert left_encoded == [True, True, False, False, False, False, False]
+    cpu, dev = pair(index_of(paths), train_transforms(64, 128, 0.5))
+    items = [dev[i] for i in range(len(paths))]
+    assert ["jpeg" in it for it in items] == left_encoded
+    batch = collate(items)
+    assert len(batch.encoded.jpegs) == 2 and len(batch.encoded.pixels) == 5
+    assert_same_batch([cpu[i] for i in range(len(paths))], items)
+
+
+def test_unreadable_files_are_reported_as_on_the_cpu_path(tmp_path):
+    good = write_jpeg(tmp_path / "good.jpg", pattern())
+    bad = tmp_path / "truncated.jpg"
+    bad.write_bytes(good.read_bytes()[:200])
+    index = index_of([good])
+    first = index.records[0]
+    index.records += [
+        dataclasses.replace(first, path=tmp_path / "gone.jpg"),
+        dataclasses.replace(first, path=bad),
+        dataclasses.replace(first, width=81),  # the annotation disagrees with the file
+    ]
+    _, dev = pair(index, train_transforms(64, 128, 0.5))
+    with pytest.warns(SkippedSample):
+        items = [dev[i] for i in range(4)]
+    assert "jpeg" in items[0]
+    messages = [str(it) for it in items[1:]]
+    assert "gone.jpg: image file not found" in messages[0]
+    assert "truncated.jpg: unreadable or truncated image" in messages[1]
+    assert "81x48" in messages[2]
+    batch = collate(items)
+    assert len(batch.skipped) == 3 and batch.image_sizes.shape == (1, 2)
+    assert batch.to("cpu").images.shape[0] == 1
+
+
+def test_a_jpeg_the_device_cannot_decode_names_its_file():
+    broken = JpegHeader(
+        torch.tensor([0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9], dtype=torch.uint8), 1, (4, 4)
+    )
+    encoded = EncodedImages(1, (32, 32), [PendingJpeg(0, broken, (), "photos/broken.jpg")])
+    with pytest.raises(DataError, match=r"photos/broken\.jpg: the JPEG could not be decoded"):
+        encoded.decode(torch.device("cpu"))
+
+
+def test_pixel_steps_on_tensors_follow_the_numpy_ones():
+    image = pattern(37, 61)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)
+    for step in (Resize(20, 33), Resize(74, 122), Flip()):
+        expected = torch.from_numpy(np.array(step.pixels(image))).permute(2, 0, 1)
+        got = apply_step(step, tensor)
+        assert got.shape == expected.shape
+        assert (got.int() - expected.int()).abs().max() <= 1
+
+
+def test_proposals_follow_the_same_plan():
+    index = read_dataset(COCO128, split="train2017")
+    index.records = index.records[:4]
+    rng = np.random.default_rng(0)
+    proposals = {
+        r.file_name: (rng.random((5, 4)) * 100 + [0, 0, 100, 100]).astype(np.float32)
+        for r in index.records
+    }
+    cpu, dev = pair(index, train_transforms(320, 533, 0.5), proposals=proposals)
+    for i in range(4):
+        assert torch.equal(cpu[i]["proposals"], dev[i]["proposals"])
+        assert torch.equal(cpu[i]["boxes"], dev[i]["boxes"])
+
+
+def _losses(tmp_path, name, decode_on_device):
+    index = read_dataset(COCO128, split="train2017")
+    index.records = index.records[:8]
+    dataset = DetectionDataset(index, train_transforms(160, 256, 0.5), seed=1)
+    config = TrainConfig(
+        steps=3, batch_size=4, optimizer="adamw", lr=1e-3, warmup_steps=1, log_every=1,
+        decode_on_device=decode_on_device,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny"))
+    train(model, dataset, config, out_dir=tmp_path / name, progress=False)
+    assert dataset.decode_on_device == decode_on_device
+    with open(tmp_path / name / "train_log.csv") as f:
+        return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_training_on_device_decoded_batches_follows_the_worker_path(tmp_path):
+    workers, device = _losses(tmp_path, "cpu", False), _losses(tmp_path, "dev", True)
+    assert len(device) == 3
+    assert device == pytest.approx(workers, rel=2e-2)  # pixels a level apart, same boxes
+
+
+def test_proposals_of_a_folder_decoded_on_the_device(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for src in sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:6]:
+        (folder / src.name).symlink_to(src.resolve())
+    torch.manual_seed(0)
+    ckpt = save_model(
+        tmp_path / "rpn.safetensors",
+        build_model(preset_config("tiny")),
+        ModelSpec("rpn", preset_config("tiny"), ("thing",)),
+    )
+    runs = {
+        flag: rpnkit.load(ckpt, "cpu", short_side=160, max_size=256, decode_on_device=flag).propose(
+            folder, top=20
+        )
+        for flag in (False, True)
+    }
+    assert [r.file_name for r in runs[True]] == [r.file_name for r in runs[False]]
+    assert len(runs[True]) == 6
+    for a, b in zip(runs[False], runs[True]):  # the same image, a level of rounding apart
+        assert a.boxes.shape == b.boxes.shape  # near ties may swap ranks: found, not in order
+        assert box_iou(a.boxes[:10], b.boxes).max(1).values.min() > 0.95
