@@ -11,9 +11,10 @@ Cases, for each backbone (``--backbones``), model kind (``--kinds``: rpn, frcnn)
 - ``model-mix``: the same step on one epoch of the ``train`` case's own batches, on the device
   (their padded sizes vary, as end to end): the model's rate on the sizes training meets.
 - ``train``: rpnkit's ``Trainer`` on COCO128's JPEG files, ``--workers`` processes decoding, as
-  ``rpnkit train`` runs (the first ``--warmup`` steps excluded).
-- ``train-dev``: the same with ``decode_on_device``: the workers read the JPEG files, nvJPEG
-  decodes each batch on the GPU, where it is resized, flipped and padded.
+  ``rpnkit train --decode workers`` runs (the first ``--warmup`` steps excluded).
+- ``train-dev``: the same with ``decode_on_device`` (``rpnkit train``'s default on CUDA): the
+  workers read the JPEG files, nvJPEG decodes each batch on the GPU, where it is resized,
+  flipped and padded.
 - ``train-compile``: the same with ``TrainConfig.compile`` (the first steps compile).
 - ``tv-train`` (frcnn only): torchvision's ``FasterRCNN`` with a copy of the same backbone, RPN
   and box head weights (``rpnkit.testing.torchvision_faster_rcnn``), fed and stepped the way
@@ -141,7 +142,7 @@ def train_config(args, amp: str, steps: int, **changes) -> TrainConfig:
         steps=steps, batch_size=args.batch_size, optimizer="sgd", lr=1e-3, warmup_steps=0,
         schedule="constant", grad_clip=10.0, amp="none" if amp == "fp32" else amp,
         num_workers=args.workers, log_every=10**9, channels_last=args.layout == "last",
-        group_by_aspect=args.groups == "aspect",
+        group_by_aspect=args.groups == "aspect", decode_on_device=False,
     ), **changes)  # fmt: skip
 
 

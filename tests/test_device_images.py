@@ -15,7 +15,14 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.ops import box_iou
 
 import rpnkit
-from rpnkit.data import DataError, DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.data import (
+    DataError,
+    DetectionDataset,
+    collate,
+    device_images,
+    read_dataset,
+    train_transforms,
+)
 from rpnkit.data.device_images import (
     EncodedImages,
     JpegHeader,
@@ -176,8 +183,21 @@ def test_a_jpeg_the_device_cannot_decode_names_its_file():
         torch.tensor([0xFF, 0xD8, 1, 2, 3, 0xFF, 0xD9], dtype=torch.uint8), 1, (4, 4)
     )
     encoded = EncodedImages(1, (32, 32), [PendingJpeg(0, broken, (), "photos/broken.jpg")])
-    with pytest.raises(DataError, match=r"photos/broken\.jpg: the JPEG could not be decoded"):
+    with pytest.raises(DataError, match=r"photos/broken\.jpg: .* on cpu .* nor by Pillow"):
         encoded.decode(torch.device("cpu"))
+
+
+def test_what_the_device_decoder_refuses_pillow_decodes(tmp_path, monkeypatch):
+    path = write_jpeg(tmp_path / "a.jpg", pattern(), orientation=6)
+    cpu, dev = pair(index_of([path, path]), train_transforms(64, 128, 0.0))
+    expected = collate([cpu[0], cpu[1]]).to("cpu")
+
+    def refuse(data, device):
+        raise RuntimeError("nvjpeg: unsupported")
+
+    monkeypatch.setattr(device_images, "_decode", refuse)
+    got = collate([dev[0], dev[1]]).to("cpu")
+    assert (expected.images.int() - got.images.int()).abs().max() <= 2
 
 
 def test_pixel_steps_on_tensors_follow_the_numpy_ones():

@@ -404,10 +404,12 @@ def test_jpegs_decode_on_the_gpu_as_the_workers_decode_them(tmp_path):
     from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
     from rpnkit.engine.streaming import DevicePrefetcher
 
-    index = read_dataset(
-        Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128",
-        split="train2017",
-    )
+    root = Path(__file__).resolve().parents[1]
+    coco128 = next(  # ../shared beside the checkout, or carried into it (the device tool)
+        p for p in (root / ".." / "shared" / "data" / "coco128", root / ".data" / "coco128")
+        if p.is_dir()
+    )  # fmt: skip
+    index = read_dataset(coco128, split="train2017")
     index.records = index.records[:16]
     rgb = np.asarray(Image.open(index.records[0].path).convert("RGB"))
     for name, orientation, image in (("gray", 1, rgb[..., 1].copy()), ("turned", 6, rgb)):

@@ -277,11 +277,18 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
 
 def add_decode_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--decode-on-device",
-        action="store_true",
-        help="decode JPEG files on the model's device (nvJPEG on a GPU), resize and pad them "
-        "there a batch at a time; the workers only read the files (other formats: as usual)",
+        "--decode",
+        choices=["auto", "device", "workers"],
+        default="auto",
+        help="where JPEG files are decoded, resized and padded: 'device' (nvJPEG on a GPU, a "
+        "batch at a time; the workers only read the files), 'workers', or 'auto': on the "
+        "device on a GPU, by the workers on the CPU",
     )
+
+
+def decode_on_device(args: argparse.Namespace) -> bool | None:
+    """--decode as the library's ``decode_on_device`` (None: by device)."""
+    return {"auto": None, "device": True, "workers": False}[args.decode]
 
 
 def add_inference_options(
@@ -318,7 +325,7 @@ def load_runtime(args: argparse.Namespace):
         max_size=args.max_size,
         compile=args.compile,
         channels_last=args.channels_last or None,
-        decode_on_device=args.decode_on_device,
+        decode_on_device=decode_on_device(args),
     )
 
 

@@ -10,6 +10,7 @@ from .options import (
     add_decode_option,
     add_model_options,
     add_tile_training_options,
+    decode_on_device,
     integer,
     model_config,
     non_negative_float,
@@ -217,7 +218,7 @@ def train_config(args: argparse.Namespace):
         compile=args.compile,
         channels_last=args.channels_last or None,
         group_by_aspect=not args.no_aspect_groups,
-        decode_on_device=args.decode_on_device,
+        decode_on_device=decode_on_device(args),
     )
 
 

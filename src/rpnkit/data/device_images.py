@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -152,13 +153,20 @@ class EncodedImages:
 
     @staticmethod
     def _decode_one(job: PendingJpeg, device: torch.device) -> Tensor:
+        """The file decoded on ``device``, else by Pillow (then copied there); a file neither
+        decodes stops the run with a DataError naming it (its batch is already formed)."""
         try:
             return _decode(job.header.data, device)
         except RuntimeError as err:
-            raise DataError(
-                f"{job.source}: the JPEG could not be decoded on {device} ({err}); decode it on "
-                "the CPU (without the device-decoding option) to skip it"
-            ) from err
+            try:
+                with Image.open(io.BytesIO(job.header.data.numpy().tobytes())) as img:
+                    rgb = np.array(img.convert("RGB"))  # as stored: ``upright`` turns it
+            except (OSError, SyntaxError, ValueError) as pil_err:
+                raise DataError(
+                    f"{job.source}: the JPEG could not be decoded on {device} ({err}) nor by "
+                    f"Pillow ({pil_err}); decode on the workers to skip such files"
+                ) from err
+            return torch.from_numpy(rgb).permute(2, 0, 1).to(device)
 
 
 def _decode(data: Tensor | list[Tensor], device: torch.device):

@@ -88,7 +88,8 @@ class Predictor:
     network (``device.compile_in_place``; True for inductor, or a backend's name);
     ``channels_last``: NHWC (True) or NCHW (False) convolutions, None by device
     (``device.memory_layout_for``: NHWC on the CPU); ``decode_on_device``: JPEG files are
-    decoded, resized and padded on ``device``, a batch at a time (``data.device_images``)."""
+    decoded, resized and padded on ``device``, a batch at a time (``data.device_images``);
+    None: on CUDA, not on the CPU."""
 
     def __init__(
         self,
@@ -103,9 +104,11 @@ class Predictor:
         workers: int | None = None,
         compile: bool | str = False,
         channels_last: bool | None = None,
-        decode_on_device: bool = False,
+        decode_on_device: bool | None = None,
     ) -> None:
         self.device = resolve_device(device)
+        if decode_on_device is None:
+            decode_on_device = self.device.type == "cuda"
         self.decode_on_device = decode_on_device
         self.workers = default_workers(self.device) if workers is None else workers
         self.network = memory_layout_for(network.to(self.device).eval(), self.device, channels_last)
@@ -584,7 +587,7 @@ def load(
     workers: int | None = None,
     compile: bool | str = False,
     channels_last: bool | None = None,
-    decode_on_device: bool = False,
+    decode_on_device: bool | None = None,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""

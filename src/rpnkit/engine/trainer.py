@@ -74,8 +74,9 @@ class TrainConfig:
     # batches of wide or of tall images only (StepBatchSampler): less padding, fewer sizes
     group_by_aspect: bool = True
     # JPEGs decoded, resized, flipped and padded on the training device, a batch at a time
-    # (data.device_images; nvJPEG on CUDA), the workers only reading files and planning boxes
-    decode_on_device: bool = False
+    # (data.device_images; nvJPEG on CUDA), the workers only reading files and planning boxes;
+    # None: on CUDA (faster there: 1.15-2x with 2 workers, the same with 12), not on the CPU
+    decode_on_device: bool | None = None
 
     def __post_init__(self) -> None:
         checks = {
@@ -239,8 +240,11 @@ class Trainer:
     # 2. The data: a seeded stream that restarts at any step, sharded over processes.
     def _loader(self) -> DataLoader:
         config = self.config
-        if config.decode_on_device and hasattr(self.dataset, "decode_on_device"):
-            self.dataset.decode_on_device = True  # set before the workers start
+        decode = config.decode_on_device
+        if decode is None:
+            decode = self.device.type == "cuda"
+        if hasattr(self.dataset, "decode_on_device"):
+            self.dataset.decode_on_device = decode  # set before the workers start
         return DataLoader(
             EpochIndexed(self.dataset),
             batch_sampler=StepBatchSampler(
