@@ -53,6 +53,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.engine import streaming
 from rpnkit.engine.checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from rpnkit.engine.runtime import load
 from rpnkit.engine.trainer import TrainConfig, Trainer
@@ -227,40 +228,6 @@ def triton_cache_entries() -> int:
     return len(list(folder.iterdir())) if folder.is_dir() else 0
 
 
-@contextlib.contextmanager
-def pinning(where: str):
-    """Where batches are pinned on their way to the GPU: 'thread' (rpnkit's: DataLoader's pin
-    thread), 'main' (the main thread, just before the copy), 'none' (copied from pageable
-    memory on the side stream)."""
-    from rpnkit.engine import streaming
-
-    if where == "thread":
-        yield
-        return
-    loader, load = Trainer._loader, streaming.DevicePrefetcher._load
-
-    def unpinned_loader(self):
-        out = loader(self)
-        out.pin_memory = False
-        return out
-
-    def load_pinning_first(self):
-        try:
-            batch = next(self.batches)
-        except StopIteration:
-            return False, None
-        if where == "main" and hasattr(batch, "pin_memory"):
-            batch = batch.pin_memory()
-        with torch.cuda.stream(self.stream):
-            return True, batch.to(self.device)
-
-    Trainer._loader, streaming.DevicePrefetcher._load = unpinned_loader, load_pinning_first
-    try:
-        yield
-    finally:
-        Trainer._loader, streaming.DevicePrefetcher._load = loader, load
-
-
 def end_to_end(args, model, spec, dataset, amp, device, profile=None, **changes) -> dict:
     """rpnkit's Trainer from the JPEG files; steps after ``--warmup`` timed from the host, with
     the host's time in each step and between steps (waiting for the next batch). ``changes``:
@@ -290,7 +257,7 @@ def end_to_end(args, model, spec, dataset, amp, device, profile=None, **changes)
     trainer.checkpoint = checkpoint
     Trainer._step = step
     try:
-        with GpuUtilisation() as gpu, pinning(args.pin):
+        with GpuUtilisation() as gpu:
             trainer.run()
     finally:
         Trainer._step = original
@@ -420,19 +387,44 @@ def inference(args, model, spec, files, amp, device) -> dict:
 
 
 def detect_rate(args, runtime, files, device) -> dict:
-    """``detect`` on the image folder's files, four passes, from the first result on."""
+    """``detect`` on the image folder's files, four passes, from the first result on; where
+    the caller's thread spends each batch: launching the forward, waiting for the previous
+    batch's outputs (``HostCopy.get``), and the rest (results, the next batch)."""
     many = files * 4
+    spent = {"forward": 0.0, "wait": 0.0, "batches": 0}
+    net, get = runtime.network, streaming.HostCopy.get
+
+    def forward(*a, _own=net.forward, **k):
+        start = time.perf_counter()
+        out = _own(*a, **k)
+        spent["forward"] += time.perf_counter() - start
+        spent["batches"] += 1
+        return out
+
+    def waiting(self):
+        start = time.perf_counter()
+        out = get(self)
+        spent["wait"] += time.perf_counter() - start
+        return out
+
+    net.forward, streaming.HostCopy.get = forward, waiting
     begin = time.perf_counter()
     first, count = None, 0
-    with GpuUtilisation() as gpu:
-        for _ in runtime.iter_detections(many, batch_size=args.batch_size):
-            count += 1
-            if first is None:
-                first = time.perf_counter()
-        end = timed(device)
+    try:
+        with GpuUtilisation() as gpu:
+            for _ in runtime.iter_detections(many, batch_size=args.batch_size):
+                count += 1
+                if first is None:
+                    first = time.perf_counter()
+            end = timed(device)
+    finally:
+        del net.forward
+        streaming.HostCopy.get = get
     steady = (count - 1) / (end - first)
+    per_batch = {k: round(spent[k] / spent["batches"] * 1e3, 1) for k in ("forward", "wait")}
+    per_batch["all"] = round((end - begin) / spent["batches"] * 1e3, 1)
     return {"detect_images_per_s": round(steady, 1), "first_result_s": round(first - begin, 2),
-            "gpu_util": gpu.mean}  # fmt: skip
+            "gpu_util": gpu.mean, "host_ms_per_batch": per_batch}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -513,7 +505,6 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/bench_pipeline"))
     parser.add_argument("--profile", type=Path, default=None, help="folder for profile tables")
     parser.add_argument("--poolers", default="canvas", help="canvas, levels (A/B, Faster R-CNN)")
-    parser.add_argument("--pin", default="thread", help="thread (rpnkit's), main, none")
     parser.add_argument(
         "--groups", default="aspect", help="aspect (rpnkit's: batches of one orientation), none"
     )
@@ -535,7 +526,7 @@ def main() -> int:
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     results = {"device": name, "torch": torch.__version__,
                "batch": args.batch_size, "workers": args.workers,
-               "layout": args.layout, "pin": args.pin, "groups": args.groups,
+               "layout": args.layout, "groups": args.groups,
                "rows": []}  # fmt: skip
     for backbone in args.backbones.split(","):
         for kind in args.kinds.split(","):

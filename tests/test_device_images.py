@@ -5,6 +5,7 @@ path is checked in tests/test_gpu.py."""
 
 import csv
 import dataclasses
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import rpnkit
 from rpnkit.data import (
     DataError,
     DetectionDataset,
+    EmptyBatch,
     collate,
     device_images,
     read_dataset,
@@ -268,3 +270,33 @@ def test_proposals_of_a_folder_decoded_on_the_device(tmp_path):
     for a, b in zip(runs[False], runs[True]):  # the same image, a level of rounding apart
         assert a.boxes.shape == b.boxes.shape  # near ties may swap ranks: found, not in order
         assert box_iou(a.boxes[:10], b.boxes).max(1).values.min() > 0.95
+
+
+def _batches(n, fail_at=None):
+    from rpnkit.data import SyntheticShapes
+
+    items = SyntheticShapes(2 * n, image_size=64)
+    for i in range(n):
+        if i == fail_at:
+            raise DataError(f"batch {i}: unreadable")
+        yield collate([items[2 * i], items[2 * i + 1]]) if i % 3 else EmptyBatch([f"x{i}"])
+
+
+def test_the_prefetch_thread_keeps_order_raises_the_loaders_errors_and_stops():
+    from rpnkit.engine.streaming import DevicePrefetcher
+
+    cpu = torch.device("cpu")
+    expected = list(_batches(7))
+    got = list(DevicePrefetcher(_batches(7), cpu, threaded=True))
+    assert [type(b) for b in got] == [type(b) for b in expected]
+    for a, b in zip(expected, got):
+        if isinstance(a, EmptyBatch):
+            assert a.skipped == b.skipped
+        else:
+            assert torch.equal(a.images, b.images) and torch.equal(a.targets.boxes, b.targets.boxes)
+    with pytest.raises(DataError, match="batch 4: unreadable"):
+        list(DevicePrefetcher(_batches(7, fail_at=4), cpu, threaded=True))
+    stream = iter(DevicePrefetcher(_batches(50), cpu, ahead=1, threaded=True))
+    next(stream), next(stream)
+    stream.close()  # a run that stops early: the thread ends, nothing is left waiting
+    assert not any(t.name.startswith("Thread") and t.is_alive() for t in threading.enumerate())

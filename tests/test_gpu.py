@@ -430,4 +430,6 @@ def test_jpegs_decode_on_the_gpu_as_the_workers_decode_them(tmp_path):
         assert b.images.is_cuda and b.images.dtype == torch.uint8
         assert torch.equal(a.targets.boxes, b.targets.boxes.cpu())
         diff = (a.images.int() - b.images.cpu().int()).abs().float()
-        assert diff.mean() < 1.0 and (diff > 8).float().mean() < 1e-3, (diff.mean(), diff.max())
+        # nvJPEG upsamples chroma unlike libjpeg's default: a few pixels at sharp colour edges
+        # differ by tens of levels (H200: mean 0.19, 0.11 % over 8)
+        assert diff.mean() < 1.0 and (diff > 8).float().mean() < 5e-3, (diff.mean(), diff.max())
