@@ -378,12 +378,31 @@ def inference(args, model, spec, files, amp, device) -> dict:
         model_rate = args.steps * args.batch_size / (timed(device) - start)
     out = {"model_images_per_s": round(model_rate, 1)}
     for decode in args.decode.split(","):
-        runtime.decode_on_device = decode == "device"
-        detect = detect_rate(args, runtime, files, device)
-        suffix = "" if decode == "workers" else "_decode_on_device"
-        out.update({f"{k}{suffix}": v for k, v in detect.items()})
-        out[f"ratio{suffix}"] = round(detect["detect_images_per_s"] / model_rate, 3)
+        for prefetch in args.prefetch.split(","):
+            runtime.decode_on_device = decode == "device"
+            with prefetching(prefetch):
+                detect = detect_rate(args, runtime, files, device)
+            suffix = ("" if decode == "workers" else "_decode_on_device") + (
+                "" if prefetch == "inline" else "_thread"
+            )
+            out.update({f"{k}{suffix}": v for k, v in detect.items()})
+            out[f"ratio{suffix}"] = round(detect["detect_images_per_s"] / model_rate, 3)
     return out
+
+
+@contextlib.contextmanager
+def prefetching(how: str):
+    """detect's batches prefetched 'inline' (rpnkit's) or on a 'thread' (the Trainer's)."""
+    from rpnkit.engine import runner
+
+    own = runner.DevicePrefetcher
+    if how not in ("inline", "thread"):
+        raise ValueError(f"unknown --prefetch {how!r}: inline, thread")
+    runner.DevicePrefetcher = functools.partial(own, threaded=how == "thread")
+    try:
+        yield
+    finally:
+        runner.DevicePrefetcher = own
 
 
 def detect_rate(args, runtime, files, device) -> dict:
@@ -510,6 +529,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--decode", default="workers", help="infer: workers (rpnkit's default), device, or both"
+    )
+    parser.add_argument(
+        "--prefetch", default="inline", help="infer: inline (rpnkit's), thread, or both"
     )
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .device_images import read_jpeg
+from .device_images import JpegHeader, read_jpeg
 from .images import load_rgb
 from .readers import DataError, DatasetIndex, Record, SkippedSample
 from .tiling import TileConfig, crop_extra, crop_record, random_window
@@ -141,22 +141,32 @@ class DetectionDataset(Dataset):
         tiled = self.tiling is not None and self.tiling.applies(record.height, record.width)
         return self.decode_on_device and not tiled and self.transforms.plannable
 
-    def _encoded_item(self, i: int, record: Record, header) -> dict:
+    def _encoded_item(self, i: int, record: Record, header: JpegHeader) -> dict:
         """The item of a JPEG left encoded: its boxes (and proposals) planned as usual."""
         rng = np.random.default_rng([self.seed, self.epoch, i])
         boxes, n = record.boxes, len(record.boxes)
         if self.proposals is not None:
             extra = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
             boxes = np.concatenate([boxes, np.asarray(extra, np.float32).reshape(-1, 4)])
-        steps, boxes, scale = self.transforms.plan(record.height, record.width, boxes.copy(), rng)
-        size = (record.height, record.width)
-        for step in steps:
-            size = step.size(*size)
-        item = item_fields(boxes[:n], record, scale, record.path)
-        item.update(jpeg=(header, steps), size=size)
+        item = encoded_item(header, boxes, record, self.transforms, rng)
         if self.proposals is not None:
-            item["proposals"] = torch.from_numpy(np.ascontiguousarray(boxes[n:], np.float32))
+            item["proposals"], item["boxes"] = item["boxes"][n:], item["boxes"][:n]
         return item
+
+
+def encoded_item(
+    header: JpegHeader, boxes: np.ndarray, record: Record, transforms: Compose, rng
+) -> dict:
+    """A dataset item of a JPEG still encoded (``jpeg``: its header and the transforms' pixel
+    steps; ``size``: the image's size after them), its boxes planned as ``make_item`` moves
+    them. ``transforms`` must be ``plannable``."""
+    steps, boxes, scale = transforms.plan(record.height, record.width, boxes.copy(), rng)
+    size = (record.height, record.width)
+    for step in steps:
+        size = step.size(*size)
+    item = item_fields(boxes, record, scale, record.path)
+    item.update(jpeg=(header, steps), size=size)
+    return item
 
 
 def make_item(

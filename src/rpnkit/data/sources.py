@@ -14,7 +14,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .csv_boxes import BOXES, csv_kind
-from .dataset import Unreadable, make_item, skip
+from .dataset import Unreadable, encoded_item, make_item, skip
+from .device_images import read_jpeg
 from .images import load_rgb, to_rgb
 from .readers import (
     IMAGE_SUFFIXES,
@@ -101,7 +102,7 @@ class ImageList(Dataset):
     """Images given one by one, as files or in memory (see ``to_rgb``), as dataset items
     without boxes. ``names`` name the in-memory images in results (default ``image-<i>``);
     files keep their own names. An unreadable file gives ``Unreadable`` with a warning (or
-    raises with ``strict``), as in ``DetectionDataset``."""
+    raises with ``strict``), as in ``DetectionDataset``; ``decode_on_device`` as there too."""
 
     def __init__(
         self,
@@ -110,7 +111,9 @@ class ImageList(Dataset):
         *,
         names: Sequence[str] | None = None,
         strict: bool = False,
+        decode_on_device: bool = False,
     ) -> None:
+        self.decode_on_device = decode_on_device
         self.sources = list(sources)
         if names is not None and len(names) != len(self.sources):
             raise ValueError(f"{len(names)} names for {len(self.sources)} images")
@@ -130,6 +133,11 @@ class ImageList(Dataset):
     def __getitem__(self, i: int) -> dict | Unreadable:
         source = self.sources[i]
         path = Path(source) if isinstance(source, (str, Path)) else None
+        if path is not None and self.decode_on_device and self.transforms.plannable:
+            header = read_jpeg(path)
+            if header is not None:
+                record = empty_record(path, i, header.size[1], header.size[0])
+                return encoded_item(header, record.boxes, record, self.transforms, None)
         if path is not None:
             try:
                 image = load_rgb(path)

@@ -43,7 +43,8 @@ def run_batches(
     the readable items of ``dataset``, in order.
 
     A pipeline, so that the device never waits for the host: ``workers`` processes decode and
-    resize the next batches, the prefetcher copies batch k+1 to the device while batch k runs,
+    resize the next batches (or read the JPEGs that the device decodes), the prefetcher copies
+    batch k+1 to the device while batch k runs,
     and batch k's outputs come back to the host asynchronously while batch k+1 is queued: the
     caller's work on batch k's results (pictures, JSON, metrics) overlaps the model's on k+1.
     ``precision`` (autocast) is entered around the forward only. The messages of unreadable
@@ -58,7 +59,9 @@ def run_batches(
         collate_fn=collate,
         pin_memory=device.type == "cuda",
     )
-    batches = DevicePrefetcher(iter(loader), device)
+    # prefetched in this thread: a prefetching thread doubled the host time of the forward's
+    # launches (the GIL), which is what bounds inference on a GPU (H200: docs/performance.md)
+    batches = DevicePrefetcher(iter(loader), device, threaded=False)
     pending, readable, unreadable = None, 0, []
     for batch in tqdm(batches, total=len(loader), desc=desc, disable=not progress):
         unreadable += batch.skipped

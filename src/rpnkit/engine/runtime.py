@@ -199,7 +199,13 @@ class Predictor:
             isinstance(inputs, torch.Tensor) and inputs.ndim == 3
         ):
             inputs = [inputs]  # one image in memory
-        return ImageList(list(inputs), transforms, names=names, strict=strict)
+        return ImageList(
+            list(inputs),
+            transforms,
+            names=names,
+            strict=strict,
+            decode_on_device=self.decode_on_device,
+        )
 
     def _batches(
         self,
