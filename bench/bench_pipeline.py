@@ -398,7 +398,11 @@ def prefetching(how: str):
     own = runner.DevicePrefetcher
     if how not in ("inline", "thread"):
         raise ValueError(f"unknown --prefetch {how!r}: inline, thread")
-    runner.DevicePrefetcher = functools.partial(own, threaded=how == "thread")
+
+    def prefetcher(batches, device, **options):  # rpnkit's own choice overridden
+        return own(batches, device, threaded=how == "thread")
+
+    runner.DevicePrefetcher = prefetcher
     try:
         yield
     finally:
