@@ -25,6 +25,7 @@ from rpnkit.data import (
     read_dataset,
     train_transforms,
 )
+from rpnkit.data.dataset import Unreadable
 from rpnkit.data.device_images import (
     EncodedImages,
     JpegHeader,
@@ -33,7 +34,7 @@ from rpnkit.data.device_images import (
     read_jpeg,
     upright,
 )
-from rpnkit.data.images import load_rgb
+from rpnkit.data.images import allow_large_images, load_rgb
 from rpnkit.data.readers import DatasetIndex, Record, SkippedSample
 from rpnkit.data.transforms import Compose, Flip, HorizontalFlip, Resize, ResizeShortest
 from rpnkit.engine.checkpoint import ModelSpec, save_model
@@ -41,6 +42,7 @@ from rpnkit.engine.trainer import TrainConfig, train
 from rpnkit.modeling.presets import build_model, preset_config
 
 COCO128 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128"
+DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
 
 
 def pair(index, transforms, **kw):
@@ -175,6 +177,12 @@ def test_unreadable_files_are_reported_as_on_the_cpu_path(tmp_path):
     assert "gone.jpg: image file not found" in messages[0]
     assert "truncated.jpg: unreadable or truncated image" in messages[1]
     assert "81x48" in messages[2]
+    allow_large_images(100)  # Pillow refuses > 200 pixels: the worker path reports it
+    try:
+        with pytest.warns(SkippedSample, match="pixel"):
+            assert isinstance(dev[0], Unreadable)
+    finally:
+        allow_large_images(DEFAULT_MAX_PIXELS)
     batch = collate(items)
     assert len(batch.skipped) == 3 and batch.image_sizes.shape == (1, 2)
     assert batch.to("cpu").images.shape[0] == 1

@@ -56,8 +56,8 @@ def read_jpeg(path: str | Path) -> JpegHeader | None:
                 return None
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
             width, height = img.size
-    except (OSError, SyntaxError, ValueError):
-        return None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None  # the worker's decoder reports it, as without this option
     if orientation not in range(1, 9):
         orientation = 1  # as Pillow's exif_transpose: an invalid tag is ignored
     if orientation >= 5:  # a quarter turn or a transposition: displayed sideways
