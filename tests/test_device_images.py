@@ -313,3 +313,30 @@ def test_the_prefetch_thread_keeps_order_raises_the_loaders_errors_and_stops():
     next(stream), next(stream)
     stream.close()  # a run that stops early: the thread ends, nothing is left waiting
     assert not any(t.name.startswith("Thread") and t.is_alive() for t in threading.enumerate())
+
+
+def test_decode_option_reaches_the_library():
+    from rpnkit.cli import build_parser
+    from rpnkit.cli.options import decode_on_device
+    from rpnkit.cli.train import train_config
+
+    parser = build_parser()
+    data = ["--data", "x"]
+    for given, expected in (
+        ([], None),
+        (["--decode", "device"], True),
+        (["--decode", "workers"], False),
+    ):
+        args = parser.parse_args(["train", *data, *given])
+        assert train_config(args).decode_on_device is expected
+        args = parser.parse_args(["detect", "photos", "--checkpoint", "c", *given])
+        assert decode_on_device(args) is expected
+
+
+def test_by_default_training_decodes_on_the_device_only_on_cuda(tmp_path):
+    index = read_dataset(COCO128, split="train2017")
+    index.records = index.records[:4]
+    dataset = DetectionDataset(index, train_transforms(96, 128, 0.5))
+    config = TrainConfig(steps=1, batch_size=2, log_every=1, warmup_steps=0)
+    train(build_model(preset_config("tiny")), dataset, config, out_dir=tmp_path, progress=False)
+    assert dataset.decode_on_device is False  # the CPU: Pillow in the workers
