@@ -278,8 +278,10 @@ def test_proposals_of_a_folder_decoded_on_the_device(tmp_path):
     listed = rpnkit.load(ckpt, "cpu", short_side=160, max_size=256, decode_on_device=True)
     files = sorted(folder.iterdir())
     assert "jpeg" in listed.dataset(files)[0]  # a list of files is decoded on the device too
-    for a, b in zip(listed.propose(files, top=20), runs[True]):
-        assert a.file_name == b.file_name and torch.equal(a.boxes, b.boxes)
+    workers = rpnkit.load(ckpt, "cpu", short_side=160, max_size=256, decode_on_device=False)
+    for a, b in zip(listed.propose(files, top=20), workers.propose(files, top=20)):
+        assert a.file_name == b.file_name  # a list is not grouped: compare lists
+        assert box_iou(a.boxes[:10], b.boxes).max(1).values.min() > 0.95
     for a, b in zip(runs[False], runs[True]):  # the same image, a level of rounding apart
         assert a.boxes.shape == b.boxes.shape  # near ties may swap ranks: found, not in order
         assert box_iou(a.boxes[:10], b.boxes).max(1).values.min() > 0.95

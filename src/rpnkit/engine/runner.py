@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -38,6 +38,7 @@ def run_batches(
     precision: contextlib.AbstractContextManager | None = None,
     workers: int = 0,
     skipped: list[str] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> Iterator[tuple[list[dict], Any]]:
     """Yield (each image's ``meta``, ``forward(batch)`` on the host) for consecutive batches of
     the readable items of ``dataset``, in order.
@@ -48,16 +49,26 @@ def run_batches(
     and batch k's outputs come back to the host asynchronously while batch k+1 is queued: the
     caller's work on batch k's results (pictures, JSON, metrics) overlaps the model's on k+1.
     ``precision`` (autocast) is entered around the forward only. The messages of unreadable
-    images are appended to ``skipped``; none readable at all is a ``DataError``."""
+    images are appended to ``skipped``; none readable at all is a ``DataError``.
+
+    ``groups`` (a key per item, e.g. ``DetectionDataset.aspect_groups``): each batch holds one
+    group's items, taken from windows of ``GROUP_WINDOW`` batches of consecutive items
+    (``grouped_batches``: wide and tall photographs apart pad less); each meta then carries its
+    item's ``position``, for ``in_input_order``."""
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     precision = precision or contextlib.nullcontext()
+    if groups is None:
+        order = {"batch_size": batch_size}
+    else:
+        dataset = Positioned(dataset)
+        order = {"batch_sampler": grouped_batches(groups, batch_size, GROUP_WINDOW)}
     loader = DataLoader(
         dataset,
-        batch_size=batch_size,
         num_workers=workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
+        **order,
     )
     # prefetched in this thread: a prefetching thread doubled the host time of the forward's
     # launches (the GIL), which is what bounds inference on a GPU (H200: docs/performance.md)
@@ -80,6 +91,56 @@ def run_batches(
     if readable == 0:
         first = f" (first: {unreadable[0]})" if unreadable else ""
         raise DataError(f"no readable image among the {len(dataset)} given{first}")
+
+
+GROUP_WINDOW = 8  # batches: how far ahead ``grouped_batches`` looks for an image's group
+
+
+def grouped_batches(groups: Sequence[int], batch_size: int, window: int) -> list[list[int]]:
+    """Batches of indices, each of one group, in windows of ``window`` batches of consecutive
+    indices: within a window the indices are sorted by group (stably) and cut into batches, so
+    each window ends in at most one partial batch per group."""
+    batches, span = [], batch_size * window
+    for start in range(0, len(groups), span):
+        ids = sorted(range(start, min(start + span, len(groups))), key=lambda i: groups[i])
+        for key in dict.fromkeys(groups[i] for i in ids):  # the window's groups, in order
+            members = [i for i in ids if groups[i] == key]
+            batches += [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
+    return batches
+
+
+def in_input_order(pairs: Iterable[tuple[int | None, Any]], span: int) -> Iterator[Any]:
+    """The values of (position, value) pairs in position order, from batches grouped within
+    windows of ``span`` items (``grouped_batches``): a window's values are held until the next
+    window begins (positions of unreadable items never come). A None position (ungrouped
+    batches) passes straight through."""
+    held: dict[int, Any] = {}
+    for position, value in pairs:
+        if position is None:
+            yield value
+            continue
+        final = position // span * span  # every earlier window is complete
+        for p in sorted(p for p in held if p < final):
+            yield held.pop(p)
+        held[position] = value
+    for p in sorted(held):
+        yield held.pop(p)
+
+
+class Positioned(Dataset):
+    """``dataset``'s items with their index as ``position`` (carried into the batch's meta)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        item = self.dataset[i]
+        if isinstance(item, dict):
+            item["position"] = i
+        return item
 
 
 def first_stage(network: nn.Module) -> ProposalModel:

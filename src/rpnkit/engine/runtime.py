@@ -66,9 +66,11 @@ from .evaluate import (
 )
 from .results import DetectionResult, ProposalResult
 from .runner import (
+    GROUP_WINDOW,
     detection_forward,
     detection_limits,
     first_stage,
+    in_input_order,
     proposal_forward,
     proposal_limit,
     run_batches,
@@ -89,7 +91,9 @@ class Predictor:
     ``channels_last``: NHWC (True) or NCHW (False) convolutions, None by device
     (``device.memory_layout_for``: NHWC on the CPU); ``decode_on_device``: JPEG files are
     decoded, resized and padded on ``device``, a batch at a time (``data.device_images``;
-    off by default here: measured faster for training, not yet for inference)."""
+    off by default here: measured faster for training, not yet for inference);
+    ``group_by_aspect``: ``propose`` and ``detect`` on a folder or dataset batch wide and tall
+    images apart (less padding; results still in input order, ``runner.in_input_order``)."""
 
     def __init__(
         self,
@@ -105,8 +109,10 @@ class Predictor:
         compile: bool | str = False,
         channels_last: bool | None = None,
         decode_on_device: bool | None = None,
+        group_by_aspect: bool = True,
     ) -> None:
         self.device = resolve_device(device)
+        self.group_by_aspect = group_by_aspect
         self.decode_on_device = bool(decode_on_device)  # None: by the workers
         self.workers = default_workers(self.device) if workers is None else workers
         self.network = memory_layout_for(network.to(self.device).eval(), self.device, channels_last)
@@ -217,9 +223,12 @@ class Predictor:
         progress: bool,
         desc: str,
         data_options: dict,
+        grouped: bool = False,
     ):
         """(metas, outputs) of ``inputs``: whole images in batches (``run_batches``), or with
-        ``slicing`` one image at a time, its tiles merged by ``merge`` (``sliced_batches``)."""
+        ``slicing`` one image at a time, its tiles merged by ``merge`` (``sliced_batches``).
+        ``grouped``: batches of wide or of tall images only where the dataset knows which
+        (its metas then carry ``position``: ``in_input_order`` restores the order)."""
         self.skipped.clear()  # the same list: callers may hold it
         common = {
             "batch_size": batch_size,
@@ -232,7 +241,9 @@ class Predictor:
         }
         dataset = self._dataset(inputs, self._transforms(slicing), **data_options)
         if slicing is None:
-            return run_batches(forward, dataset, **common)
+            grouped = grouped and self.group_by_aspect
+            groups = getattr(dataset, "aspect_groups", None) if grouped else None
+            return run_batches(forward, dataset, groups=groups() if groups else None, **common)
         resize = eval_transforms(self.short_side, self.max_size)
         return sliced_batches(forward, dataset, slicing, merge, resize=resize, **common)
 
@@ -319,21 +330,28 @@ class Predictor:
             config,
             top=top,
             slicing=slice_config(tile_size, tile_overlap, full_view),
-            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            options={"batch_size": batch_size, "amp": amp, "progress": progress, "grouped": True},
             desc="proposing",
             data_options=data_options,
         )
-        for metas, proposals in batches:
-            for i, meta in enumerate(metas):
-                n = min(int(proposals.num[i]), top)
-                yield ProposalResult(
-                    meta["image_id"],
-                    meta["file_name"],
-                    proposals.boxes[i, :n] * to_original_pixels(meta),
-                    proposals.scores[i, :n],
-                    tuple(meta["orig_size"]),
-                    meta.get("source"),
-                )
+
+        def results():
+            for metas, proposals in batches:
+                for i, meta in enumerate(metas):
+                    n = min(int(proposals.num[i]), top)
+                    yield (
+                        meta.get("position"),
+                        ProposalResult(
+                            meta["image_id"],
+                            meta["file_name"],
+                            proposals.boxes[i, :n] * to_original_pixels(meta),
+                            proposals.scores[i, :n],
+                            tuple(meta["orig_size"]),
+                            meta.get("source"),
+                        ),
+                    )
+
+        yield from in_input_order(results(), batch_size * GROUP_WINDOW)
 
     def iter_detections(
         self,
@@ -358,25 +376,30 @@ class Predictor:
             limit=max_detections,
             merge_as="detections",
             slicing=slice_config(tile_size, tile_overlap, full_view),
-            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            options={"batch_size": batch_size, "amp": amp, "progress": progress, "grouped": True},
             desc="detecting",
             data_options=data_options,
         )
-        yield from self._detection_results(batches, score_threshold)
+        results = self._detection_results(batches, score_threshold)
+        yield from in_input_order(results, batch_size * GROUP_WINDOW)
 
-    def _detection_results(self, batches, score_threshold: float) -> Iterator[DetectionResult]:
+    def _detection_results(self, batches, score_threshold: float):
+        """(position or None, DetectionResult) of each image of ``batches``."""
         for metas, found in batches:
             for meta, (boxes, scores, labels) in zip(metas, found.per_image()):
                 keep = scores >= score_threshold
-                yield DetectionResult(
-                    meta["image_id"],
-                    meta["file_name"],
-                    boxes[keep] * to_original_pixels(meta),
-                    scores[keep],
-                    labels[keep],
-                    self.class_names,
-                    tuple(meta["orig_size"]),
-                    meta.get("source"),
+                yield (
+                    meta.get("position"),
+                    DetectionResult(
+                        meta["image_id"],
+                        meta["file_name"],
+                        boxes[keep] * to_original_pixels(meta),
+                        scores[keep],
+                        labels[keep],
+                        self.class_names,
+                        tuple(meta["orig_size"]),
+                        meta.get("source"),
+                    ),
                 )
 
     def propose(self, inputs: Inputs, **options) -> list[ProposalResult]:
@@ -592,6 +615,7 @@ def load(
     compile: bool | str = False,
     channels_last: bool | None = None,
     decode_on_device: bool | None = None,
+    group_by_aspect: bool = True,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
@@ -609,6 +633,7 @@ def load(
         compile=compile,
         channels_last=channels_last,
         decode_on_device=decode_on_device,
+        group_by_aspect=group_by_aspect,
     )
     predictor.source = Path(path)
     return predictor
