@@ -342,3 +342,15 @@ def test_by_default_training_decodes_on_the_device_only_on_cuda(tmp_path):
     config = TrainConfig(steps=1, batch_size=2, log_every=1, warmup_steps=0)
     train(build_model(preset_config("tiny")), dataset, config, out_dir=tmp_path, progress=False)
     assert dataset.decode_on_device is False  # the CPU: Pillow in the workers
+
+
+def test_the_devices_own_failures_are_raised_not_blamed_on_the_file(tmp_path, monkeypatch):
+    path = write_jpeg(tmp_path / "a.jpg", pattern())
+    _, dev = pair(index_of([path]), train_transforms(64, 128, 0.0))
+
+    def out_of_memory(data, device):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(device_images, "_decode", out_of_memory)
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        collate([dev[0]]).to("cpu")

@@ -148,7 +148,9 @@ class EncodedImages:
             return []
         try:
             return _decode([job.header.data for job in self.jpegs], device)
-        except RuntimeError:  # find the file: one at a time
+        except RuntimeError as err:  # find the file: one at a time
+            if _device_failure(err):
+                raise
             return [self._decode_one(job, device) for job in self.jpegs]
 
     @staticmethod
@@ -158,6 +160,8 @@ class EncodedImages:
         try:
             return _decode(job.header.data, device)
         except RuntimeError as err:
+            if _device_failure(err):
+                raise
             try:
                 with Image.open(io.BytesIO(job.header.data.numpy().tobytes())) as img:
                     rgb = np.array(img.convert("RGB"))  # as stored: ``upright`` turns it
@@ -169,9 +173,36 @@ class EncodedImages:
             return torch.from_numpy(rgb).permute(2, 0, 1).to(device)
 
 
+def _device_failure(err: RuntimeError) -> bool:
+    """Out of memory or a CUDA error: the device's trouble, not the file's."""
+    return isinstance(err, (torch.cuda.OutOfMemoryError, getattr(torch, "AcceleratorError", ())))
+
+
+_DECODING_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
 def _decode(data: Tensor | list[Tensor], device: torch.device):
+    """``decode_jpeg`` to RGB on ``device``. On CUDA it runs on a stream of its own, and this
+    thread waits for it: nvJPEG decodes on an internal stream that does not wait for the
+    caller's (pytorch/vision#9606), so its outputs come from a pool that no queued kernel
+    still uses, and are complete before anything reads them. The caller's stream takes them
+    over (``record_stream``). The wait is for the decoding only, not for the model's queued
+    work; training decodes on the prefetching thread, so the launching thread never waits."""
     with warnings.catch_warnings():
         # torchvision >= 0.29 points to TorchCodec at every call; its decoder is still the one
         # that decodes batches with nvJPEG, which this module is for
         warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        if device.type != "cuda":
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        device = torch.device("cuda", index)  # one decoder: torchvision rebuilds it per device
+        if index not in _DECODING_STREAMS:
+            _DECODING_STREAMS[index] = torch.cuda.Stream(device)
+        side = _DECODING_STREAMS[index]
+        with torch.cuda.stream(side):
+            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+        side.synchronize()
+    current = torch.cuda.current_stream(device)
+    for image in images if isinstance(images, list) else [images]:
+        image.record_stream(current)
+    return images

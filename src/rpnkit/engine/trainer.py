@@ -384,6 +384,7 @@ class Trainer:
                 if self._out_of_time():
                     break
         finally:
+            batches.close()  # the prefetching thread ends here, even when a step raised
             bar.close()
             if log is not None:
                 log.close()
