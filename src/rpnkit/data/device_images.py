@@ -9,7 +9,8 @@ CMYK JPEGs, other formats, files with data after their end marker) is decoded by
 before, so every image that loads on the CPU path still loads.
 
 Pixels differ from the CPU path's by the decoders' rounding and the resampling's (a level or
-two of 255); boxes are the same (``tests/test_device_images.py``)."""
+two of 255; nvJPEG's chroma upsampling more at sharp colour edges); boxes are the same
+(``tests/test_device_images.py``)."""
 
 from __future__ import annotations
 
