@@ -2,6 +2,7 @@
 order (``runner.in_input_order``): what ``propose`` and ``detect`` do on a folder or dataset."""
 
 import dataclasses
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ def test_propose_on_a_dataset_keeps_input_order_and_the_ungrouped_results(mixed,
         build_model(preset_config("tiny")),
         ModelSpec("rpn", preset_config("tiny"), ("thing",)),
     )
-    runtime = rpnkit.load(ckpt, "cpu", short_side=128, max_size=192)
+    runtime = rpnkit.load(ckpt, "cpu", short_side=128, max_size=192, group_by_aspect=True)
     grouped = runtime.propose(mixed, top=20, batch_size=3)
     runtime.group_by_aspect = False
     mixed_batches = runtime.propose(mixed, top=20, batch_size=3)
@@ -147,3 +148,25 @@ def test_each_image_gets_its_own_output_through_grouping(mixed):
     for (name, value), i in zip(results, [i for i in range(16) if i != 5]):
         image = dataset[i]["image"]
         assert value == pytest.approx(float(image.float().mean()), rel=1e-6), name
+
+
+def test_propose_aspect_groups_on_the_command_line_keeps_the_order(mixed, tmp_path):
+    from rpnkit.cli import main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for record in mixed.records:
+        (folder / record.path.name).symlink_to(record.path.resolve())
+    torch.manual_seed(0)
+    spec = ModelSpec("rpn", preset_config("tiny"), ("thing",))
+    ckpt = save_model(tmp_path / "rpn.safetensors", build_model(preset_config("tiny")), spec)
+    order = {}
+    for name, extra in (("mixed", []), ("grouped", ["--aspect-groups"])):
+        out = tmp_path / f"{name}.json"
+        argv = ["propose", str(folder), "--checkpoint", str(ckpt), "--out", str(out), "--top", "5"]
+        assert (
+            main([*argv, "--short-side", "96", "--max-size", "144", "--no-progress", *extra]) == 0
+        )
+        entries = json.loads(out.read_text())
+        order[name] = list(dict.fromkeys(e["image_id"] for e in entries))
+    assert order["grouped"] == order["mixed"] and len(order["mixed"]) == 16

@@ -309,6 +309,12 @@ def add_inference_options(
         help="images (with --tile-size: tiles) per forward pass",
     )
     add_precision_option(p)
+    p.add_argument(
+        "--aspect-groups",
+        action="store_true",
+        help="batch wide and tall images apart (less padding: 1.2-1.3x on a CPU for a folder "
+        "of mixed photos); results keep the input order, and differ slightly with the padding",
+    )
     add_slicing_options(p)
     add_data_options(p, split="val")
 
@@ -326,6 +332,7 @@ def load_runtime(args: argparse.Namespace):
         compile=args.compile,
         channels_last=args.channels_last or None,
         decode_on_device=decode_on_device(args),
+        group_by_aspect=getattr(args, "aspect_groups", False),
     )
 
 

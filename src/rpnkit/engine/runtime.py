@@ -93,7 +93,9 @@ class Predictor:
     decoded, resized and padded on ``device``, a batch at a time (``data.device_images``;
     off by default here: measured faster for training, not yet for inference);
     ``group_by_aspect``: ``propose`` and ``detect`` on a folder or dataset batch wide and tall
-    images apart (less padding; results still in input order, ``runner.in_input_order``)."""
+    images apart (less padding; results still in input order, ``runner.in_input_order``). Off
+    by default: an image's results depend a little on its batch's padding, and ``evaluate``
+    batches in input order, so that stored proposals score as the checkpoint does."""
 
     def __init__(
         self,
@@ -109,7 +111,7 @@ class Predictor:
         compile: bool | str = False,
         channels_last: bool | None = None,
         decode_on_device: bool | None = None,
-        group_by_aspect: bool = True,
+        group_by_aspect: bool = False,
     ) -> None:
         self.device = resolve_device(device)
         self.group_by_aspect = group_by_aspect
@@ -615,7 +617,7 @@ def load(
     compile: bool | str = False,
     channels_last: bool | None = None,
     decode_on_device: bool | None = None,
-    group_by_aspect: bool = True,
+    group_by_aspect: bool = False,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
