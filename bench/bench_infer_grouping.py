@@ -48,7 +48,8 @@ def main() -> None:
     index.records = index.records[: args.images]
     spec = ModelSpec(RPN, without_pretrained_weights(preset_config(args.preset)))
     torch.manual_seed(0)
-    path = save_model(Path("/tmp/bench_infer_grouping.safetensors"), spec.build(pretrained=False), spec)
+    model = spec.build(pretrained=False)
+    path = save_model(Path("/tmp/bench_infer_grouping.safetensors"), model, spec)
     runtime = rpnkit.load(path, args.device, short_side=args.short_side, max_size=args.max_size)
     scale = [resize_scale(r.height, r.width, args.short_side, args.max_size) for r in index.records]
     sizes = [resized_size(r.height, r.width, s) for r, s in zip(index.records, scale)]
