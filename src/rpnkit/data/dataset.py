@@ -118,10 +118,7 @@ class DetectionDataset(Dataset):
                 self.strict,
             )
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        extra = None
-        if self.proposals is not None:
-            extra = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
-            extra = np.asarray(extra, np.float32).reshape(-1, 4)
+        extra = self._proposals_of(record)
         transforms = self.transforms
         if self.tiling is not None and self.tiling.applies(record.height, record.width):
             window = random_window(record.height, record.width, self.tiling.size, rng)
@@ -137,6 +134,14 @@ class DetectionDataset(Dataset):
             item["proposals"], item["boxes"] = item["boxes"][n:], item["boxes"][:n]
         return item
 
+    def _proposals_of(self, record: Record) -> np.ndarray | None:
+        """(K, 4) precomputed proposals of the record's image (none stored: K = 0), or None
+        when the dataset carries none."""
+        if self.proposals is None:
+            return None
+        found = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
+        return np.asarray(found, np.float32).reshape(-1, 4)
+
     def _device_decodes(self, record: Record) -> bool:
         tiled = self.tiling is not None and self.tiling.applies(record.height, record.width)
         return self.decode_on_device and not tiled and self.transforms.plannable
@@ -146,8 +151,7 @@ class DetectionDataset(Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         boxes, n = record.boxes, len(record.boxes)
         if self.proposals is not None:
-            extra = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
-            boxes = np.concatenate([boxes, np.asarray(extra, np.float32).reshape(-1, 4)])
+            boxes = np.concatenate([boxes, self._proposals_of(record)])
         item = encoded_item(header, boxes, record, self.transforms, rng)
         if self.proposals is not None:
             item["proposals"], item["boxes"] = item["boxes"][n:], item["boxes"][:n]

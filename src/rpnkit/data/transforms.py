@@ -73,8 +73,17 @@ def _apply(step, image, boxes):
     return step.pixels(image), step.boxes(boxes, h, w)
 
 
+class Planned:
+    """A transform that plans (``plan(height, width, rng) -> (pixel step or None, scale)``)
+    and applies its plan to an image and its boxes when called."""
+
+    def __call__(self, image, boxes, rng):
+        step, scale = self.plan(*image.shape[:2], rng)
+        return _apply(step, image, boxes), scale
+
+
 @dataclass(frozen=True)
-class ResizeShortest:
+class ResizeShortest(Planned):
     """Scale so that the shorter side is ``short`` without the longer exceeding ``max_size``
     (detectron2's and torchvision's 800 / 1333). ``short`` may list choices, drawn at random
     (multi-scale training)."""
@@ -90,13 +99,9 @@ class ResizeShortest:
         new_h, new_w = resized_size(height, width, scale)
         return (None if (new_h, new_w) == (height, width) else Resize(new_h, new_w)), scale
 
-    def __call__(self, image, boxes, rng):
-        step, scale = self.plan(*image.shape[:2], rng)
-        return _apply(step, image, boxes), scale
-
 
 @dataclass(frozen=True)
-class ResizeFixed:
+class ResizeFixed(Planned):
     """Scale to exactly ``size`` = (height, width), as the paper's 800 x 800 setting."""
 
     size: tuple[int, int] = (800, 800)
@@ -106,21 +111,13 @@ class ResizeFixed:
         scale = float(np.sqrt(new_h * new_w / (height * width)))
         return (None if (new_h, new_w) == (height, width) else Resize(new_h, new_w)), scale
 
-    def __call__(self, image, boxes, rng):
-        step, scale = self.plan(*image.shape[:2], rng)
-        return _apply(step, image, boxes), scale
-
 
 @dataclass(frozen=True)
-class HorizontalFlip:
+class HorizontalFlip(Planned):
     probability: float = 0.5
 
     def plan(self, height: int, width: int, rng) -> tuple[Flip | None, float]:
         return (Flip() if rng.random() < self.probability else None), 1.0
-
-    def __call__(self, image, boxes, rng):
-        step, scale = self.plan(*image.shape[:2], rng)
-        return _apply(step, image, boxes), scale
 
 
 @dataclass(frozen=True)

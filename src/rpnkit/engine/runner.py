@@ -44,8 +44,8 @@ def run_batches(
     the readable items of ``dataset``, in order.
 
     A pipeline, so that the device never waits for the host: ``workers`` processes decode and
-    resize the next batches (or read the JPEGs that the device decodes), the prefetcher copies
-    batch k+1 to the device while batch k runs,
+    resize the next batches (or read the JPEGs that the device decodes), batch k+1's copy to the
+    device is queued while batch k runs (in this thread: see below),
     and batch k's outputs come back to the host asynchronously while batch k+1 is queued: the
     caller's work on batch k's results (pictures, JSON, metrics) overlaps the model's on k+1.
     ``precision`` (autocast) is entered around the forward only. The messages of unreadable
