@@ -52,7 +52,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.data import Batch, DetectionDataset, collate, read_dataset, train_transforms
 from rpnkit.engine import streaming
 from rpnkit.engine.checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from rpnkit.engine.runtime import load
@@ -377,27 +377,61 @@ def inference(args, model, spec, files, amp, device) -> dict:
             net(batch.images, batch.image_sizes, image_scales=batch.image_scales)
         model_rate = args.steps * args.batch_size / (timed(device) - start)
     out = {"model_images_per_s": round(model_rate, 1)}
-    for decode in args.decode.split(","):
-        for prefetch in args.prefetch.split(","):
-            runtime.decode_on_device = decode == "device"
-            with prefetching(prefetch):
-                detect = detect_rate(args, runtime, files, device)
-            suffix = ("" if decode == "workers" else "_decode_on_device") + (
-                "" if prefetch == "inline" else "_thread"
-            )
-            out.update({f"{k}{suffix}": v for k, v in detect.items()})
-            out[f"ratio{suffix}"] = round(detect["detect_images_per_s"] / model_rate, 3)
+    streams = args.decode_stream.split(",")
+    variants = [(d, p, s) for d in args.decode.split(",") for p in args.prefetch.split(",")
+                for s in (streams if d == "device" else ["normal"])]  # fmt: skip
+    for decode in args.decode.split(","):  # every padded size met once, nvJPEG set up
+        runtime.decode_on_device = decode == "device"
+        for _ in runtime.iter_detections(files, batch_size=args.batch_size):
+            pass
+    for decode, prefetch, stream in variants:
+        runtime.decode_on_device = decode == "device"
+        with prefetching(prefetch), decoding_stream(stream, device):
+            detect = detect_rate(args, runtime, files, device)
+        suffix = (
+            ("_workers" if decode == "workers" else "_device")
+            + ("" if prefetch == "auto" else f"_{prefetch}")
+            + ("" if stream == "normal" else f"_{stream}_priority")
+        )
+        out.update({f"{k}{suffix}": v for k, v in detect.items()})
+        out[f"ratio{suffix}"] = round(detect["detect_images_per_s"] / model_rate, 3)
     return out
 
 
 @contextlib.contextmanager
+def decoding_stream(priority: str, device):
+    """nvJPEG's stream (``data.device_images``) at 'normal' (rpnkit's) or 'high' priority."""
+    from rpnkit.data import device_images
+
+    if priority not in ("normal", "high"):
+        raise ValueError(f"unknown --decode-stream {priority!r}: normal, high")
+    if device.type != "cuda":
+        yield
+        return
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    streams, own = device_images._DECODING_STREAMS, device_images._DECODING_STREAMS.get(index)
+    if priority == "high":
+        top = torch.cuda.Stream.priority_range()[1]  # (lowest, highest): lower is higher
+        streams[index] = torch.cuda.Stream(torch.device("cuda", index), priority=top)
+    try:
+        yield
+    finally:
+        streams.pop(index, None)
+        if own is not None:
+            streams[index] = own
+
+
+@contextlib.contextmanager
 def prefetching(how: str):
-    """detect's batches prefetched 'inline' (rpnkit's) or on a 'thread' (the Trainer's)."""
+    """detect's batches prefetched as rpnkit chooses ('auto'), 'inline' or on a 'thread'."""
     from rpnkit.engine import runner
 
     own = runner.DevicePrefetcher
-    if how not in ("inline", "thread"):
-        raise ValueError(f"unknown --prefetch {how!r}: inline, thread")
+    if how not in ("auto", "inline", "thread"):
+        raise ValueError(f"unknown --prefetch {how!r}: auto, inline, thread")
+    if how == "auto":
+        yield
+        return
 
     def prefetcher(batches, device, **options):  # rpnkit's own choice overridden
         return own(batches, device, threaded=how == "thread")
@@ -412,10 +446,11 @@ def prefetching(how: str):
 def detect_rate(args, runtime, files, device) -> dict:
     """``detect`` on the image folder's files, four passes, from the first result on; where
     the caller's thread spends each batch: launching the forward, waiting for the previous
-    batch's outputs (``HostCopy.get``), and the rest (results, the next batch)."""
+    batch's outputs (``HostCopy.get``), the next batch's copy to the device (``Batch.to``, with
+    its decoding; on the prefetching thread when there is one), and the rest."""
     many = files * 4
-    spent = {"forward": 0.0, "wait": 0.0, "batches": 0}
-    net, get = runtime.network, streaming.HostCopy.get
+    spent = {"forward": 0.0, "wait": 0.0, "to": 0.0, "batches": 0}
+    net, get, to = runtime.network, streaming.HostCopy.get, Batch.to
 
     def forward(*a, _own=net.forward, **k):
         start = time.perf_counter()
@@ -430,7 +465,13 @@ def detect_rate(args, runtime, files, device) -> dict:
         spent["wait"] += time.perf_counter() - start
         return out
 
-    net.forward, streaming.HostCopy.get = forward, waiting
+    def copying(self, *a, **k):
+        start = time.perf_counter()
+        out = to(self, *a, **k)
+        spent["to"] += time.perf_counter() - start
+        return out
+
+    net.forward, streaming.HostCopy.get, Batch.to = forward, waiting, copying
     begin = time.perf_counter()
     first, count = None, 0
     try:
@@ -442,9 +483,9 @@ def detect_rate(args, runtime, files, device) -> dict:
             end = timed(device)
     finally:
         del net.forward
-        streaming.HostCopy.get = get
+        streaming.HostCopy.get, Batch.to = get, to
     steady = (count - 1) / (end - first)
-    per_batch = {k: round(spent[k] / spent["batches"] * 1e3, 1) for k in ("forward", "wait")}
+    per_batch = {k: round(spent[k] / spent["batches"] * 1e3, 1) for k in ("forward", "wait", "to")}
     per_batch["all"] = round((end - begin) / spent["batches"] * 1e3, 1)
     return {"detect_images_per_s": round(steady, 1), "first_result_s": round(first - begin, 2),
             "gpu_util": gpu.mean, "host_ms_per_batch": per_batch}  # fmt: skip
@@ -532,10 +573,15 @@ def main() -> int:
         "--groups", default="aspect", help="aspect (rpnkit's: batches of one orientation), none"
     )
     parser.add_argument(
-        "--decode", default="workers", help="infer: workers (rpnkit's default), device, or both"
+        "--decode", default="device", help="infer: device (rpnkit's on CUDA), workers, or both"
     )
     parser.add_argument(
-        "--prefetch", default="inline", help="infer: inline (rpnkit's), thread, or both"
+        "--decode-stream", default="normal", help="infer, device decode: normal, high, or both"
+    )
+    parser.add_argument(
+        "--prefetch",
+        default="auto",
+        help="infer: auto (rpnkit's: a thread when decoding on the GPU), inline, thread, or both",
     )
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")

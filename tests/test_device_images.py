@@ -344,6 +344,19 @@ def test_by_default_training_decodes_on_the_device_only_on_cuda(tmp_path):
     assert dataset.decode_on_device is False  # the CPU: Pillow in the workers
 
 
+def test_by_default_decoding_is_on_the_device_for_cuda_only(tmp_path):
+    from rpnkit.engine.device import decodes_on_device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert decodes_on_device(None, cuda) and not decodes_on_device(None, cpu)
+    assert not decodes_on_device(False, cuda) and decodes_on_device(True, cpu)
+    tiny = preset_config("tiny")
+    spec = ModelSpec("rpn", tiny, ("a",))
+    ckpt = save_model(tmp_path / "rpn.safetensors", build_model(tiny), spec)
+    assert rpnkit.load(ckpt, "cpu").decode_on_device is False
+    assert rpnkit.load(ckpt, "cpu", decode_on_device=True).decode_on_device is True
+
+
 def test_the_devices_own_failures_are_raised_not_blamed_on_the_file(tmp_path, monkeypatch):
     path = write_jpeg(tmp_path / "a.jpg", pattern())
     _, dev = pair(index_of([path]), train_transforms(64, 128, 0.0))

@@ -282,7 +282,7 @@ def add_decode_option(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="where JPEG files are decoded, resized and padded: 'device' (nvJPEG on a GPU, a "
         "batch at a time; the workers only read the files), 'workers', or 'auto': on the "
-        "device when training on a GPU, else by the workers",
+        "device on a GPU, else by the workers",
     )
 
 

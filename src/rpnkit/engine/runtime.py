@@ -50,6 +50,7 @@ from ..modeling.rpn import ProposalConfig, Proposals
 from .checkpoint import ModelSpec, load_model
 from .device import (
     compile_in_place,
+    decodes_on_device,
     fold_for_inference,
     inference_precision,
     memory_layout_for,
@@ -91,7 +92,7 @@ class Predictor:
     ``channels_last``: NHWC (True) or NCHW (False) convolutions, None by device
     (``device.memory_layout_for``: NHWC on the CPU); ``decode_on_device``: JPEG files are
     decoded, resized and padded on ``device``, a batch at a time (``data.device_images``;
-    off by default here: measured faster for training, not yet for inference);
+    None: on CUDA, ``device.decodes_on_device``);
     ``group_by_aspect``: ``propose`` and ``detect`` on a folder or dataset batch wide and tall
     images apart (less padding; results still in input order, ``runner.in_input_order``). Off
     by default: an image's results depend a little on its batch's padding, and ``evaluate``
@@ -115,7 +116,7 @@ class Predictor:
     ) -> None:
         self.device = resolve_device(device)
         self.group_by_aspect = group_by_aspect
-        self.decode_on_device = bool(decode_on_device)  # None: by the workers
+        self.decode_on_device = decodes_on_device(decode_on_device, self.device)
         self.workers = default_workers(self.device) if workers is None else workers
         self.network = memory_layout_for(network.to(self.device).eval(), self.device, channels_last)
         if fold_bn:

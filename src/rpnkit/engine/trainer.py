@@ -31,7 +31,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .device import memory_layout_for
+from .device import decodes_on_device, memory_layout_for
 from .distributed import distributed_context
 from .divergence import DivergenceWatch
 from .run_log import RunLog
@@ -240,9 +240,7 @@ class Trainer:
     # 2. The data: a seeded stream that restarts at any step, sharded over processes.
     def _loader(self) -> DataLoader:
         config = self.config
-        decode = config.decode_on_device
-        if decode is None:
-            decode = self.device.type == "cuda"
+        decode = decodes_on_device(config.decode_on_device, self.device)
         if hasattr(self.dataset, "decode_on_device"):
             self.dataset.decode_on_device = decode  # set before the workers start
         return DataLoader(
