@@ -143,7 +143,7 @@ def train_config(args, amp: str, steps: int, **changes) -> TrainConfig:
         steps=steps, batch_size=args.batch_size, optimizer="sgd", lr=1e-3, warmup_steps=0,
         schedule="constant", grad_clip=10.0, amp="none" if amp == "fp32" else amp,
         num_workers=args.workers, log_every=10**9, channels_last=args.layout == "last",
-        group_by_aspect=args.groups == "aspect", decode_on_device=False,
+        group_by_aspect=getattr(args, "groups", "aspect") == "aspect", decode_on_device=False,
     ), **changes)  # fmt: skip
 
 

@@ -152,7 +152,9 @@ def main() -> int:
     parser.add_argument(
         "--variants",
         default="first,last,first+fold,last+fold",
-        help="first, last (channels); +fold (frozen norms folded), +compile (the body compiled)",
+        help="first, last (channels); +fold (frozen norms folded), +compile (the body compiled), "
+        "+s4 (effnet's blocks through stride 4 frozen too, as R50-FPN's preset freezes its stem "
+        "and layer1: no backward at strides 2-4)",
     )
     parser.add_argument("--amp", default="bf16")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -182,6 +184,8 @@ def main() -> int:
             first = model.first_stage
             if "fold" in flags:
                 fold_frozen_norms(first.backbone.body, torch.rand(1, 3, 128, 128))
+            if "s4" in flags and backbone == "effnet":  # R50-FPN's preset already is
+                first.backbone.body.net._blocks[:3].requires_grad_(False)
             if "compile" in flags:
                 first.backbone.body.compile()
             model.to(device)
