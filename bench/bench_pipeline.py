@@ -21,9 +21,10 @@ Cases, for each backbone (``--backbones``), model kind (``--kinds``: rpn, frcnn)
   torchvision's detection reference scripts do: float32 images from a standard DataLoader,
   resized on the GPU by the model's transform, ``loss.item()`` every step.
 - ``infer`` (frcnn only): inference on a device batch (batch norms folded, as the runtime
-  does), and ``rpnkit.load(...).detect`` on COCO128's image files (4 passes), the time to the
-  first result reported apart; ``--decode device`` (or ``workers,device``) decodes the JPEGs on
-  the GPU.
+  does), and ``rpnkit.load(...).detect`` on COCO128's image files (4 passes, after one
+  untimed pass), the time to the first result reported apart; ``--decode`` device (the
+  default on CUDA), workers, or both. ``bench_detect_cli.py`` times the ``rpnkit detect``
+  command itself.
 
 Random weights (the speed does not depend on them): frozen batch norms are calibrated on a probe
 batch so that activations stay in range in bf16. GPU utilisation is sampled with nvidia-smi
@@ -366,16 +367,7 @@ def inference(args, model, spec, files, amp, device) -> dict:
     save_model(path, model.cpu(), spec)
     runtime = load(path, device, amp="none" if amp == "fp32" else amp, workers=args.workers,
                    channels_last=args.layout == "last")  # fmt: skip
-    dataset = runtime.dataset(files[: args.batch_size])
-    batch = collate([dataset[i] for i in range(args.batch_size)]).to(device)
-    net = runtime.network
-    with runtime.precision():
-        for _ in range(args.warmup):
-            net(batch.images, batch.image_sizes, image_scales=batch.image_scales)
-        start = timed(device)
-        for _ in range(args.steps):
-            net(batch.images, batch.image_sizes, image_scales=batch.image_scales)
-        model_rate = args.steps * args.batch_size / (timed(device) - start)
+    model_rate = inference_rate(runtime, files, args.batch_size, args.warmup, args.steps, device)
     out = {"model_images_per_s": round(model_rate, 1)}
     streams = args.decode_stream.split(",")
     variants = [(d, p, s) for d in args.decode.split(",") for p in args.prefetch.split(",")
@@ -396,6 +388,21 @@ def inference(args, model, spec, files, amp, device) -> dict:
         out.update({f"{k}{suffix}": v for k, v in detect.items()})
         out[f"ratio{suffix}"] = round(detect["detect_images_per_s"] / model_rate, 3)
     return out
+
+
+def inference_rate(runtime, files, batch_size: int, warmup: int, steps: int, device) -> float:
+    """Images/s of ``runtime``'s network on the first ``batch_size`` files, already a padded
+    batch on the device: the model-only rate."""
+    dataset = runtime.dataset(files[:batch_size])
+    batch = collate([dataset[i] for i in range(batch_size)]).to(device)
+    net = runtime.network
+    with runtime.precision():
+        for _ in range(warmup):
+            net(batch.images, batch.image_sizes, image_scales=batch.image_scales)
+        start = timed(device)
+        for _ in range(steps):
+            net(batch.images, batch.image_sizes, image_scales=batch.image_scales)
+        return steps * batch_size / (timed(device) - start)
 
 
 @contextlib.contextmanager

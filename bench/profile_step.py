@@ -202,7 +202,7 @@ def main() -> int:
             row["by_kind_ms"], top = kernel_table(trainer, batch, 2, device)
             trainer.watch.flush()
             print(json.dumps(row), flush=True)
-            name = f"{backbone}-{variant}-{args.amp}"
+            name = f"{backbone}-{variant.replace('+', '_')}-{args.amp}"
             (args.out / f"{name}-kernels.json").write_text(json.dumps(top, indent=1) + "\n")
             results["rows"].append(row)
             del trainer, model

@@ -375,6 +375,21 @@ def test_every_warning_category_is_one_line(monkeypatch, capsys):
     assert "test_options.py:" in err and "RuntimeWarning: a runtime" in err
 
 
+def _warn_fork(args) -> int:
+    notice = (
+        "This process (pid=12) is multi-threaded, use of fork() may lead to deadlocks in the child."
+    )
+    warnings.warn(notice, DeprecationWarning, stacklevel=1)
+    warnings.warn("a deprecation", DeprecationWarning, stacklevel=1)
+    return 0
+
+
+def test_the_notice_about_forking_the_loaders_workers_is_not_printed(monkeypatch, capsys):
+    monkeypatch.setattr("rpnkit.cli.anchors.run", _warn_fork)
+    assert main(["anchors", "--data", "d"]) == 0
+    assert capsys.readouterr().err == "warning: a deprecation\n"
+
+
 # ---------------------------------------------------------------- --max-image-pixels
 
 

@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings(), one_line_warnings(enabled=not args.debug):
         warnings.simplefilter("default")
+        # the DataLoader forks its workers once CUDA has started threads of its own: supported
+        # by PyTorch (the workers never touch CUDA); Python 3.12 would say so on every GPU run
+        warnings.filterwarnings("ignore", message=_FORK_NOTICE, category=DeprecationWarning)
         try:
             with image_pixel_limit(args.max_image_pixels):
                 return args.func(args)
@@ -65,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"rpnkit {args.command}: error: {error_message(err)}", file=sys.stderr)
             return 2
+
+
+_FORK_NOTICE = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"
 
 
 # --- one line per error and per warning --------------------------------------------------------
