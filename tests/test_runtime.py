@@ -291,6 +291,28 @@ def test_detections_have_labels_names_and_coco_entries(three_classes):
     assert everything == entries + results[1].to_coco_results()
 
 
+def test_coco_results_entries_by_hand():
+    from rpnkit.engine.results import DetectionResult, ProposalResult
+
+    boxes = torch.tensor([[10.0, 20.0, 40.0, 60.125], [0.0, 0.0, 1.0, 1.0]])
+    scores, labels = torch.tensor([0.123456, 0.5]), torch.tensor([2, 1])
+    found = DetectionResult(4, "a.jpg", boxes, scores, labels, ("cat", "dog"), (80, 90))
+    assert found.to_coco_results() == [
+        {"file_name": "a.jpg", "image_id": 4, "bbox": [10.0, 20.0, 30.0, 40.12],
+         "score": 0.12346, "category_id": 2, "category_name": "dog"},
+        {"file_name": "a.jpg", "image_id": 4, "bbox": [0.0, 0.0, 1.0, 1.0],
+         "score": 0.5, "category_id": 1, "category_name": "cat"},
+    ]  # fmt: skip
+    proposed = ProposalResult("b", "b.jpg", boxes[:1], scores[:1], (80, 90))
+    assert proposed.to_coco_results() == [
+        {"file_name": "b.jpg", "image_id": "b", "bbox": [10.0, 20.0, 30.0, 40.12], "score": 0.12346}
+    ]
+    nothing = DetectionResult(
+        5, "c.jpg", torch.zeros(0, 4), torch.zeros(0), labels[:0], ("cat",), (8, 9)
+    )
+    assert nothing.to_coco_results() == []
+
+
 def test_score_threshold_keeps_the_detections_scoring_at_least_it(detector):
     path = IMAGES / "raccoon-1.jpg"
     (every,) = detector.detect(path)
