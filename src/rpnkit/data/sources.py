@@ -61,8 +61,10 @@ def index_for_input(
         files = sorted(p for p in path.iterdir() if p.is_file())
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [
-            f"{p}: not an image ({', '.join(IMAGE_SUFFIXES)})" for p in files if p not in images
-        ]
+            f"{p}: not an image ({', '.join(IMAGE_SUFFIXES)})"
+            for p in files
+            if p.suffix.lower() not in IMAGE_SUFFIXES
+        ]  # one pass each: a folder of 10^5 photographs must not compare them pairwise
         return _image_index(images, others, path, strict)
     return read_dataset(
         path, split=split, fmt=fmt, split_file=split_file, strict=strict, class_names=class_names
