@@ -20,8 +20,10 @@ from rpnkit.data import (
     DataError,
     DetectionDataset,
     EmptyBatch,
+    ImageList,
     collate,
     device_images,
+    eval_transforms,
     read_dataset,
     train_transforms,
 )
@@ -367,3 +369,102 @@ def test_the_devices_own_failures_are_raised_not_blamed_on_the_file(tmp_path, mo
     monkeypatch.setattr(device_images, "_decode", out_of_memory)
     with pytest.raises(torch.cuda.OutOfMemoryError):
         collate([dev[0]]).to("cpu")
+
+
+# --- where the rule reaches: tiles, the prefetching thread, alternating proposals, validation
+
+
+def _tiny_rpn_checkpoint(tmp_path):
+    tiny = preset_config("tiny")
+    torch.manual_seed(0)
+    spec = ModelSpec("rpn", tiny, ("thing",))
+    return save_model(tmp_path / "rpn.safetensors", build_model(tiny), spec)
+
+
+def test_sliced_inference_cuts_tiles_on_the_host_even_when_decoding_on_the_device(tmp_path):
+    photo = write_jpeg(tmp_path / "wide.jpg", np.tile(pattern(), (4, 6, 1)))  # 192 x 480
+    ckpt = _tiny_rpn_checkpoint(tmp_path)
+    runs = [
+        rpnkit.load(ckpt, "cpu", decode_on_device=flag).propose([photo], top=30, tile_size=128)
+        for flag in (False, True)
+    ]
+    assert torch.equal(runs[0][0].boxes, runs[1][0].boxes)
+    assert torch.equal(runs[0][0].scores, runs[1][0].scores)
+
+
+def test_only_datasets_that_leave_jpegs_encoded_say_so(tmp_path):
+    jpg = write_jpeg(tmp_path / "a.JPG", pattern())
+    png = tmp_path / "b.png"
+    Image.fromarray(pattern()).save(png)
+    resize = eval_transforms(64, 128)
+    assert ImageList([jpg], resize, decode_on_device=True).leaves_jpegs_encoded
+    assert not ImageList([jpg], resize, decode_on_device=False).leaves_jpegs_encoded
+    assert not ImageList([png, pattern()], resize, decode_on_device=True).leaves_jpegs_encoded
+    custom = Compose((lambda item: item,))  # a custom transform: the workers decode
+    assert not ImageList([jpg], custom, decode_on_device=True).leaves_jpegs_encoded
+    dataset = DetectionDataset(index_of([jpg]), resize, decode_on_device=True)
+    assert dataset.leaves_jpegs_encoded
+    assert not DetectionDataset(index_of([png]), resize, decode_on_device=True).leaves_jpegs_encoded
+
+
+_MADE: list = []
+
+
+class _Recorder:
+    """``runner.DevicePrefetcher`` that records how it was asked to prefetch and its closing;
+    it prefetches inline, as the real one on the CPU."""
+
+    def __init__(self, batches, device, threaded=None):
+        self.batches, self.device, self.threaded, self.closed = batches, device, threaded, False
+        _MADE.append(self)
+
+    def __iter__(self):
+        try:
+            for batch in self.batches:
+                yield batch.to(self.device) if hasattr(batch, "to") else batch
+        finally:
+            self.closed = True
+
+
+def test_run_batches_prefetches_inline_on_the_cpu_and_closes_the_prefetcher_on_early_stop(
+    tmp_path, monkeypatch
+):
+    from rpnkit.engine import runner
+
+    paths = [write_jpeg(tmp_path / f"{i}.jpg", pattern()) for i in range(4)]
+    dataset = ImageList(paths, eval_transforms(64, 128), decode_on_device=True)
+    monkeypatch.setattr(runner, "DevicePrefetcher", _Recorder)
+    _MADE.clear()
+    forward = runner.proposal_forward(build_model(preset_config("tiny")).eval())
+    stream = runner.run_batches(forward, dataset, batch_size=1, device=torch.device("cpu"))
+    next(stream)
+    stream.close()  # a caller that stops after the first result
+    (made,) = _MADE
+    assert made.threaded is False and made.closed
+
+
+def test_alternating_proposals_and_validation_decode_where_training_does(tmp_path, monkeypatch):
+    from rpnkit.engine import alternating
+    from rpnkit.engine.fit import make_evaluator
+
+    seen = {}
+
+    class Spy(alternating.Predictor):
+        def __init__(self, *args, **options):
+            seen.update(options)
+            super().__init__(*args, **options)
+
+    monkeypatch.setattr(alternating, "Predictor", Spy)
+    paths = [write_jpeg(tmp_path / f"{i}.jpg", pattern()) for i in range(2)]
+    tiny = preset_config("tiny")
+    alternating.write_proposals(build_model(tiny), ModelSpec("rpn", tiny, ("thing",)),
+                                index_of(paths), tmp_path / "p.json", short_side=64, max_size=128,
+                                batch_size=2, device="cpu", progress=False,
+                                decode_on_device=True)  # fmt: skip
+    assert seen["decode_on_device"] is True
+    dataset = DetectionDataset(index_of(paths), eval_transforms(64, 128))
+    spec = ModelSpec("rpn", tiny, ("thing",))
+    for choice, expected in ((None, False), (True, True), (False, False)):
+        make_evaluator(spec, dataset, batch_size=2, device=torch.device("cpu"),
+                       decode_on_device=choice)  # fmt: skip
+        assert dataset.decode_on_device is expected  # None: by device, the CPU's workers

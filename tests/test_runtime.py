@@ -313,6 +313,31 @@ def test_coco_results_entries_by_hand():
     assert nothing.to_coco_results() == []
 
 
+def test_coco_results_entries_take_arrays_integers_and_one_box_and_check_their_fields():
+    from rpnkit.engine.results import coco_entries
+
+    as_floats = coco_entries(1, "a.jpg", torch.tensor([[1, 2, 4, 6]]), torch.tensor([1]))
+    assert as_floats == [{"file_name": "a.jpg", "image_id": 1, "bbox": [1.0, 2.0, 3.0, 4.0],
+                          "score": 1.0}]  # fmt: skip
+    assert all(isinstance(v, float) for v in as_floats[0]["bbox"] + [as_floats[0]["score"]])
+    from_numpy = coco_entries(1, "a.jpg", np.array([1.0, 2.0, 4.0, 6.0]), np.array([1.0]))
+    assert from_numpy == as_floats
+    with pytest.raises(ValueError, match="1 values of 'category_id' for 2 boxes"):
+        coco_entries(1, "a.jpg", torch.zeros(2, 4), torch.zeros(2), category_id=[3])
+
+
+def test_a_folder_takes_images_by_suffix_in_any_case_and_warns_about_the_rest(tmp_path):
+    from rpnkit.data import index_for_input
+
+    for name, fmt in (("B.JPG", "JPEG"), ("a.jpeg", "JPEG"), ("c.Png", "PNG")):
+        Image.new("RGB", (20, 10)).save(tmp_path / name, format=fmt)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.warns(UserWarning, match="notes.txt: not an image"):
+        index = index_for_input(tmp_path)
+    assert [r.file_name for r in index.records] == ["B.JPG", "a.jpeg", "c.Png"]
+    assert len(index.issues) == 1 and index.issues[0].startswith(f"{tmp_path / 'notes.txt'}: ")
+
+
 def test_score_threshold_keeps_the_detections_scoring_at_least_it(detector):
     path = IMAGES / "raccoon-1.jpg"
     (every,) = detector.detect(path)

@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings(), one_line_warnings(enabled=not args.debug):
         warnings.simplefilter("default")
-        # the DataLoader forks its workers once CUDA has started threads of its own: supported
-        # by PyTorch (the workers never touch CUDA); Python 3.12 would say so on every GPU run
+        # the DataLoader forks its workers once CUDA (or a prefetching thread) has started
+        # threads: supported by PyTorch, as the workers only read files and touch neither CUDA
+        # nor the parent's queues and locks; Python 3.12 would say so on every GPU run
         warnings.filterwarnings("ignore", message=_FORK_NOTICE, category=DeprecationWarning)
         try:
             with image_pixel_limit(args.max_image_pixels):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .device_images import JpegHeader, read_jpeg
+from .device_images import JpegHeader, named_as_jpeg, read_jpeg
 from .images import load_rgb
 from .readers import DataError, DatasetIndex, Record, SkippedSample
 from .tiling import TileConfig, crop_extra, crop_record, random_window
@@ -141,6 +141,16 @@ class DetectionDataset(Dataset):
             return None
         found = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
         return np.asarray(found, np.float32).reshape(-1, 4)
+
+    @property
+    def leaves_jpegs_encoded(self) -> bool:
+        """Whether some items may leave the workers still encoded, for the device to decode
+        (``decode_on_device``, plannable transforms, JPEG files by their names)."""
+        return (
+            self.decode_on_device
+            and self.transforms.plannable
+            and any(named_as_jpeg(r.path) for r in self.index.records)
+        )
 
     def _device_decodes(self, record: Record) -> bool:
         tiled = self.tiling is not None and self.tiling.applies(record.height, record.width)

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from .csv_boxes import BOXES, csv_kind
 from .dataset import Unreadable, encoded_item, make_item, skip
-from .device_images import read_jpeg
+from .device_images import named_as_jpeg, read_jpeg
 from .images import load_rgb, to_rgb
 from .readers import (
     IMAGE_SUFFIXES,
@@ -125,6 +125,15 @@ class ImageList(Dataset):
 
     def __len__(self) -> int:
         return len(self.sources)
+
+    @property
+    def leaves_jpegs_encoded(self) -> bool:
+        """As ``DetectionDataset.leaves_jpegs_encoded``: only files can stay encoded."""
+        return (
+            self.decode_on_device
+            and self.transforms.plannable
+            and any(isinstance(s, (str, Path)) and named_as_jpeg(s) for s in self.sources)
+        )
 
     def name(self, i: int) -> str:
         source = self.sources[i]

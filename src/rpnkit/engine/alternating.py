@@ -49,12 +49,20 @@ def write_proposals(
     batch_size: int,
     device: torch.device | str,
     progress: bool,
+    decode_on_device: bool | None = None,
 ) -> Path:
     """The RPN's training-time proposals (its train ``post_nms_top_n``) for every image of
-    ``index``, without flips, as COCO results JSON in original pixels."""
+    ``index``, without flips, as COCO results JSON in original pixels; JPEGs decoded where
+    training decodes them (``decode_on_device``, ``TrainConfig``'s)."""
     train_proposals = spec.model_config.rpn.train_proposals
     runtime = Predictor(
-        model, spec, device=device, fold_bn=False, short_side=short_side, max_size=max_size
+        model,
+        spec,
+        device=device,
+        fold_bn=False,
+        short_side=short_side,
+        max_size=max_size,
+        decode_on_device=decode_on_device,
     )
     results = runtime.iter_proposals(
         index,
@@ -117,10 +125,8 @@ def train_alternating(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = tuple(index.class_names)
-    rpn_spec, detector_spec = (
-        ModelSpec(RPN, config.model, names),
-        ModelSpec(DETECTOR, config, names),
-    )
+    rpn_spec = ModelSpec(RPN, config.model, names)
+    detector_spec = ModelSpec(DETECTOR, config, names)
 
     def run(model, name, spec, proposals=None, evaluate_step=None) -> TrainSummary:
         print(f"alternating training, {name}")
@@ -148,6 +154,7 @@ def train_alternating(
             batch_size=train_config.batch_size,
             device=device,
             progress=progress,
+            decode_on_device=train_config.decode_on_device,
         )
         print(f"wrote {path}")
         return load_proposals(path)

@@ -22,7 +22,7 @@ from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..modeling.presets import OLN_RCNN_PRESETS, ModelConfig, detector_config, preset_config
 from .alternating import combined_summary, train_alternating
 from .checkpoint import DETECTOR, RPN, Kind, ModelSpec
-from .device import resolve_device
+from .device import decodes_on_device, resolve_device
 from .distributed import main_process
 from .evaluate import evaluate_detections, evaluate_proposals
 from .run_record import RunRecord
@@ -94,11 +94,18 @@ def model_spec(kind: Kind | None, model: ModelConfig | str, class_names) -> Mode
 
 
 def make_evaluator(
-    spec: ModelSpec, dataset: DetectionDataset | None, *, batch_size: int, device: torch.device
+    spec: ModelSpec,
+    dataset: DetectionDataset | None,
+    *,
+    batch_size: int,
+    device: torch.device,
+    decode_on_device: bool | None = None,
 ) -> Evaluate | None:
-    """The validation measure of a model of this spec: mAP for a detector, recall for an RPN."""
+    """The validation measure of a model of this spec: mAP for a detector, recall for an RPN;
+    JPEGs decoded as ``rpnkit eval`` decodes them (``device.decodes_on_device``)."""
     if dataset is None:
         return None
+    dataset.decode_on_device = decodes_on_device(decode_on_device, device)
     if spec.is_detector:
         return lambda m: (
             evaluate_detections(
@@ -145,7 +152,13 @@ def fit(
     device = resolve_device(device)
     seed_everything(train.seed)  # the initial weights too: the same seed, the same run
     spec = model_spec(kind, model, index.class_names)
-    evaluate = make_evaluator(spec, val_set, batch_size=train.batch_size, device=device)
+    evaluate = make_evaluator(
+        spec,
+        val_set,
+        batch_size=train.batch_size,
+        device=device,
+        decode_on_device=train.decode_on_device,
+    )
     if schedule == "alternating":  # the four steps build their own models
         network, steps = train_alternating(
             spec.config,

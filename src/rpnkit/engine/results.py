@@ -52,7 +52,7 @@ class DetectionResult:
 
     @property
     def names(self) -> list[str]:
-        return [self.class_names[k - 1] for k in self.labels.tolist()]
+        return [self.class_names[int(k) - 1] for k in self.labels.tolist()]
 
     def to_coco_results(self) -> list[dict]:
         return coco_entries(
@@ -60,7 +60,7 @@ class DetectionResult:
             self.file_name,
             self.boxes,
             self.scores,
-            category_id=self.labels.tolist(),
+            category_id=[int(k) for k in self.labels.tolist()],
             category_name=self.names,
         )
 
@@ -75,9 +75,12 @@ def coco_entries(image_id, file_name: str, boxes, scores, **per_box) -> list[dic
     rounded; ``per_box``: more fields, each a list of K values. Converted to Python numbers
     once per image (``tolist``), not box by box: a folder's hundreds of thousands of
     detections cost the writing thread milliseconds, not seconds."""
-    boxes = torch.as_tensor(boxes).reshape(-1, 4)
+    boxes = _floating(boxes).reshape(-1, 4)
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     fields = list(per_box.items())
+    for name, values in fields:
+        if len(values) != len(xywh):
+            raise ValueError(f"{len(values)} values of {name!r} for {len(xywh)} boxes")
     return [
         {
             "file_name": file_name,
@@ -86,8 +89,14 @@ def coco_entries(image_id, file_name: str, boxes, scores, **per_box) -> list[dic
             "score": round(score, 5),
             **{name: values[i] for name, values in fields},
         }
-        for i, (bbox, score) in enumerate(zip(xywh, torch.as_tensor(scores).reshape(-1).tolist()))
+        for i, (bbox, score) in enumerate(zip(xywh, _floating(scores).reshape(-1).tolist()))
     ]
+
+
+def _floating(values) -> Tensor:
+    """A tensor of floats (integer coordinates or scores still written as floats)."""
+    values = torch.as_tensor(values)
+    return values if values.is_floating_point() else values.float()
 
 
 def write_json(path: str | Path, data, *, indent: int | None = None) -> Path:

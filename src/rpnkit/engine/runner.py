@@ -58,7 +58,7 @@ def run_batches(
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     precision = precision or contextlib.nullcontext()
-    decoding = device.type == "cuda" and bool(getattr(dataset, "decode_on_device", False))
+    decoding = device.type == "cuda" and bool(getattr(dataset, "leaves_jpegs_encoded", False))
     if groups is None:
         order = {"batch_size": batch_size}
     else:

@@ -183,9 +183,13 @@ class Predictor:
         strict: bool = False,
         names: Sequence[str] | None = None,
         own_names: bool = False,
+        whole: bool = True,
     ) -> Dataset:
         """``inputs`` as dataset items through ``transforms`` (none: native resolution);
-        ``own_names``: a path keeps its own classes even for a classifying detector."""
+        ``own_names``: a path keeps its own classes even for a classifying detector;
+        ``whole``: the images go to the network whole, so JPEGs may be decoded on the device
+        (``decode_on_device``); tiles are cut on the host (``sliced_batches``)."""
+        decode = whole and self.decode_on_device
         if isinstance(inputs, Dataset):
             return inputs
         if isinstance(inputs, (str, Path)):  # a classifying detector's classes, by name
@@ -199,9 +203,7 @@ class Predictor:
                 class_names=names_of or None,
             )
         if isinstance(inputs, DatasetIndex):
-            return DetectionDataset(
-                inputs, transforms, strict=strict, decode_on_device=self.decode_on_device
-            )
+            return DetectionDataset(inputs, transforms, strict=strict, decode_on_device=decode)
         if isinstance(inputs, (Image.Image, np.ndarray)) or (
             isinstance(inputs, torch.Tensor) and inputs.ndim == 3
         ):
@@ -211,7 +213,7 @@ class Predictor:
             transforms,
             names=names,
             strict=strict,
-            decode_on_device=self.decode_on_device,
+            decode_on_device=decode,
         )
 
     def _batches(
@@ -242,8 +244,9 @@ class Predictor:
             "workers": self.workers,
             "skipped": self.skipped,
         }
-        dataset = self._dataset(inputs, self._transforms(slicing), **data_options)
-        if slicing is None:
+        whole = slicing is None
+        dataset = self._dataset(inputs, self._transforms(slicing), **data_options, whole=whole)
+        if whole:
             grouped = grouped and self.group_by_aspect
             groups = getattr(dataset, "aspect_groups", None) if grouped else None
             return run_batches(forward, dataset, groups=groups() if groups else None, **common)
@@ -471,7 +474,9 @@ class Predictor:
         proposals ``evaluate_proposals`` scores. A path is read with the dataset's own class
         names (never mapped to a detector's: the novel objects must stay)."""
         slicing = slice_config(tile_size, tile_overlap, full_view)
-        dataset = self._dataset(data, self._transforms(slicing), **data_options, own_names=True)
+        dataset = self._dataset(
+            data, self._transforms(slicing), **data_options, own_names=True, whole=slicing is None
+        )
         names = getattr(dataset, "class_names", None) or getattr(
             getattr(dataset, "index", None), "class_names", None
         )
@@ -547,7 +552,9 @@ class Predictor:
         ``max_detections`` per image (as ``iter_detections``)."""
         detector = self._detector()
         slicing = slice_config(tile_size, tile_overlap, full_view)
-        dataset = self._dataset(data, self._transforms(slicing), **data_options)
+        dataset = self._dataset(
+            data, self._transforms(slicing), **data_options, whole=slicing is None
+        )
         self._check_classes(dataset)
         batches = self._detection_batches(
             dataset,
