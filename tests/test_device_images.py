@@ -468,3 +468,19 @@ def test_alternating_proposals_and_validation_decode_where_training_does(tmp_pat
         make_evaluator(spec, dataset, batch_size=2, device=torch.device("cpu"),
                        decode_on_device=choice)  # fmt: skip
         assert dataset.decode_on_device is expected  # None: by device, the CPU's workers
+
+
+def test_recall_of_a_dataset_decoded_on_the_device_matches_the_workers(tmp_path):
+    index = read_dataset(COCO128, split="train2017")
+    index.records = index.records[:6]
+    ckpt = _tiny_rpn_checkpoint(tmp_path)
+    reports = {
+        flag: rpnkit.load(ckpt, "cpu", short_side=160, max_size=256, decode_on_device=flag)
+        .evaluate(index, batch_size=3, progress=False)
+        .metrics
+        for flag in (False, True)
+    }
+    assert reports[True].keys() == reports[False].keys()
+    assert reports[False]["recall@1000@0.5"] > 0  # something found, so the comparison bites
+    for key, value in reports[False].items():  # the same GT; proposals a level of rounding apart
+        assert reports[True][key] == pytest.approx(value, abs=0.05), key
