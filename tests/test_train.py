@@ -120,3 +120,18 @@ def test_resume_continues_exactly(tmp_path):
     assert sorted(resumed) == list(range(6))  # the log continues
     for k in range(3, 6):
         assert resumed[k] == whole[k], k
+
+
+def test_ddp_broadcasts_buffers_only_where_they_can_drift_between_processes():
+    from torch import nn
+
+    from rpnkit.engine.distributed import buffers_drift
+    from rpnkit.modeling.presets import without_pretrained_weights
+
+    frozen = build_model(without_pretrained_weights(preset_config("effnet-lite0-fpn")))
+    assert not buffers_drift(frozen)  # frozen norms and the pixel constants never change
+    assert buffers_drift(build_model(preset_config("tiny")))  # its batch norms learn
+    norm = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+    assert buffers_drift(norm)
+    assert not buffers_drift(nn.SyncBatchNorm.convert_sync_batchnorm(norm))  # the whole batch's
+    assert not buffers_drift(nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False)))

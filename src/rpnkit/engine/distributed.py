@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,19 @@ def distributed_context() -> DistributedContext:
 def main_process() -> bool:
     """Whether this process reports (rank 0, or no torchrun), without starting a group."""
     return int(os.environ.get("RANK", "0")) == 0
+
+
+def buffers_drift(model: nn.Module) -> bool:
+    """Whether ``model``'s buffers can differ between processes during training, so that
+    DistributedDataParallel must broadcast them from rank 0 before every forward: only batch
+    norms that update their running statistics from each process's own batch. Frozen norms
+    and constants (pixel mean and std) never change, and SyncBatchNorm's statistics are
+    already the whole batch's. Broadcasting otherwise costs a collective and a copy into
+    every buffer each step, and the copy invalidates the frozen norms' cached affine maps
+    (``frozen_norm.py``), which then recompute it on every call."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and not isinstance(m, nn.SyncBatchNorm)
+        and m.track_running_stats
+        for m in model.modules()
+    )
