@@ -255,6 +255,7 @@ def test_train_under_torchrun_with_two_processes(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("trained 3 steps") == 1
+    assert done.stdout.count("images, 1 classes") == 2  # the two summaries, by rank 0 alone
     assert done.stdout.count("validation: AR@100") == 1
     assert (out / "checkpoint.safetensors").is_file()
     assert len((out / "train_log.csv").read_text().splitlines()) == 4

@@ -1,6 +1,7 @@
 import contextlib
 import csv
 import dataclasses
+import inspect
 
 import pytest
 import torch
@@ -125,7 +126,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_ddp_broadcasts_buffers_only_where_they_can_drift_between_processes():
     from torch import nn
 
-    from rpnkit.engine.distributed import buffers_drift
+    from rpnkit.engine.distributed import buffers_drift, ddp_buffer_options
     from rpnkit.modeling.presets import without_pretrained_weights
 
     frozen = build_model(without_pretrained_weights(preset_config("effnet-lite0-fpn")))
@@ -135,3 +136,6 @@ def test_ddp_broadcasts_buffers_only_where_they_can_drift_between_processes():
     assert buffers_drift(norm)
     assert not buffers_drift(nn.SyncBatchNorm.convert_sync_batchnorm(norm))  # the whole batch's
     assert not buffers_drift(nn.Sequential(nn.BatchNorm2d(3, track_running_stats=False)))
+    (name, value), *rest = ddp_buffer_options(frozen).items()  # a name this PyTorch takes
+    assert not rest and value is False
+    assert name in inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -51,12 +52,20 @@ def buffers_drift(model: nn.Module) -> bool:
     DistributedDataParallel must broadcast them from rank 0 before every forward: only batch
     norms that update their running statistics from each process's own batch. Frozen norms
     and constants (pixel mean and std) never change, and SyncBatchNorm's statistics are
-    already the whole batch's. Broadcasting otherwise costs a collective and a copy into
-    every buffer each step, and the copy invalidates the frozen norms' cached affine maps
-    (``frozen_norm.py``), which then recompute it on every call."""
+    already the whole batch's; for them the broadcast is a collective, a flatten and a copy
+    back into every buffer on every rank, each step, for nothing."""
     return any(
         isinstance(m, nn.modules.batchnorm._BatchNorm)
         and not isinstance(m, nn.SyncBatchNorm)
         and m.track_running_stats
         for m in model.modules()
     )
+
+
+def ddp_buffer_options(model: nn.Module) -> dict:
+    """DistributedDataParallel's buffer synchronisation for ``model``: before every forward
+    only where ``buffers_drift``. PyTorch 2.14 names it ``forward_sync_buffers`` (and still
+    syncs at construction); earlier releases ``broadcast_buffers``."""
+    parameters = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+    name = "forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers"
+    return {name: buffers_drift(model)}

@@ -214,22 +214,28 @@ def _read(
     data: DataConfig, seed: int
 ) -> tuple[DatasetIndex, DetectionDataset | None, Split | None]:
     """The training index, the validation dataset (or None) and the split that held it out of
-    the training data (None with ``val_data`` or without validation), each summarised."""
+    the training data (None with ``val_data`` or without validation), each summarised (by
+    rank 0 alone under torchrun: every process reads the same data)."""
+    say = print if main_process() else _silent
     index = data.read_train()
-    print(index.summary())
+    say(index.summary())
     if data.classes is not None:
         boxes = sum(len(r.labels) for r in index.records)
-        print(
+        say(
             f"training on the boxes of {len(data.classes)} classes only ({boxes} box(es)); "
             "the other objects are unlabelled"
         )
     if data.val_fraction:  # no val_data: DataConfig checks that
         split = make_split(index, data.val_fraction, seed)
         index, val_index = apply_split(index, split)
-        print(split.describe())
+        say(split.describe())
         return index, data.eval_dataset(val_index), split
     val_index = data.read_val(class_names=index.class_names or None)
     if val_index is None:
         return index, None, None
-    print(val_index.summary())
+    say(val_index.summary())
     return index, data.eval_dataset(val_index), None
+
+
+def _silent(*_args, **_options) -> None:
+    """``print`` for the processes that do not report."""

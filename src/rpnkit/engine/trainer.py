@@ -32,7 +32,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .device import decodes_on_device, memory_layout_for
-from .distributed import buffers_drift, distributed_context
+from .distributed import ddp_buffer_options, distributed_context
 from .divergence import DivergenceWatch
 from .run_log import RunLog
 from .sampling import EpochIndexed, StepBatchSampler
@@ -211,7 +211,7 @@ class Trainer:
         if context.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=ids, broadcast_buffers=buffers_drift(self.model)
+                self.model, device_ids=ids, **ddp_buffer_options(self.model)
             )
         if config.compile:  # in place: checkpoints keep the model's own names
             self.net.compile(backend="inductor" if config.compile is True else config.compile)
