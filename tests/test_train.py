@@ -139,3 +139,25 @@ def test_ddp_broadcasts_buffers_only_where_they_can_drift_between_processes():
     (name, value), *rest = ddp_buffer_options(frozen).items()  # a name this PyTorch takes
     assert not rest and value is False
     assert name in inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
+
+
+def test_under_torchrun_only_rank_0_reports_what_every_process_reads(monkeypatch, capsys):
+    import warnings
+
+    from rpnkit.data.readers import SkippedSample
+    from rpnkit.engine.fit import _reported_by_rank_0
+
+    def read():
+        print("160 images, 1 classes")
+        warnings.warn("skipped x.jpg: no such file", SkippedSample, stacklevel=1)
+        warnings.warn("something else", RuntimeWarning, stacklevel=1)
+
+    for rank, expected in (("0", 2), ("1", 1)):
+        monkeypatch.setenv("RANK", rank)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with _reported_by_rank_0():
+                read()
+        printed = capsys.readouterr().out
+        assert ("160 images" in printed) == (rank == "0")
+        assert len(caught) == expected  # rank 1 still warns of what is not about the data

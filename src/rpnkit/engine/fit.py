@@ -10,7 +10,11 @@ torchrun every process trains and rank 0 alone writes, evaluates and reports.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -18,6 +22,7 @@ from typing import Literal
 import torch
 
 from ..data import DataConfig, DatasetIndex, DetectionDataset
+from ..data.readers import SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..modeling.presets import OLN_RCNN_PRESETS, ModelConfig, detector_config, preset_config
 from .alternating import combined_summary, train_alternating
@@ -145,7 +150,8 @@ def fit(
     given = {"step1": proposals_step1, "step3": proposals_step3}
     given = {step: str(path) for step, path in given.items() if path is not None}
     _check_schedule(kind, schedule, resume, given)
-    index, val_set, split = _read(data, train.seed)
+    with _reported_by_rank_0():  # every process reads the same files
+        index, val_set, split = _read(data, train.seed)
     out = Path(out)
     if split is not None and main_process():
         print(f"wrote {split.save(out)}")
@@ -214,28 +220,34 @@ def _read(
     data: DataConfig, seed: int
 ) -> tuple[DatasetIndex, DetectionDataset | None, Split | None]:
     """The training index, the validation dataset (or None) and the split that held it out of
-    the training data (None with ``val_data`` or without validation), each summarised (by
-    rank 0 alone under torchrun: every process reads the same data)."""
-    say = print if main_process() else _silent
+    the training data (None with ``val_data`` or without validation), each summarised."""
     index = data.read_train()
-    say(index.summary())
+    print(index.summary())
     if data.classes is not None:
         boxes = sum(len(r.labels) for r in index.records)
-        say(
+        print(
             f"training on the boxes of {len(data.classes)} classes only ({boxes} box(es)); "
             "the other objects are unlabelled"
         )
     if data.val_fraction:  # no val_data: DataConfig checks that
         split = make_split(index, data.val_fraction, seed)
         index, val_index = apply_split(index, split)
-        say(split.describe())
+        print(split.describe())
         return index, data.eval_dataset(val_index), split
     val_index = data.read_val(class_names=index.class_names or None)
     if val_index is None:
         return index, None, None
-    say(val_index.summary())
+    print(val_index.summary())
     return index, data.eval_dataset(val_index), None
 
 
-def _silent(*_args, **_options) -> None:
-    """``print`` for the processes that do not report."""
+@contextlib.contextmanager
+def _reported_by_rank_0() -> Iterator[None]:
+    """Under torchrun, the other processes print nothing and warn of no skipped sample while
+    in the block (rank 0 reports what they all see); errors still stop every process."""
+    if main_process():
+        yield
+        return
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore", SkippedSample)
+        yield
