@@ -6,6 +6,7 @@ path is checked in tests/test_gpu.py."""
 import csv
 import dataclasses
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -317,6 +318,25 @@ def test_the_prefetch_thread_keeps_order_raises_the_loaders_errors_and_stops():
     next(stream), next(stream)
     stream.close()  # a run that stops early: the thread ends, nothing is left waiting
     assert not any(t.name.startswith("Thread") and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_closed_prefetcher_does_not_wait_forever_for_a_loader_that_hangs(monkeypatch):
+    from rpnkit.engine import streaming
+
+    release = threading.Event()
+
+    def hanging():
+        yield from _batches(2)
+        release.wait(30)  # a loader whose workers are gone (Ctrl-C), until its watchdog fires
+        yield from _batches(2)
+
+    monkeypatch.setattr(streaming, "STOP_WAIT_S", 0.3)
+    stream = iter(streaming.DevicePrefetcher(hanging(), torch.device("cpu"), threaded=True))
+    next(stream)
+    start = time.monotonic()
+    stream.close()
+    assert time.monotonic() - start < 5
+    release.set()  # the thread left behind ends at its next batch
 
 
 def test_decode_option_reaches_the_library():

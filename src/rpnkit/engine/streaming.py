@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,7 +78,11 @@ class DevicePrefetcher:
                 yield self._in_use(*item)
         finally:
             stop.set()
-            while worker.is_alive():  # unblock a producer waiting to put
+            # unblock a producer waiting to put; one still waiting for the loader's next batch
+            # (after Ctrl-C, until the loader notices its workers are gone) is left behind
+            # after STOP_WAIT_S: a daemon thread, it ends at its next batch
+            deadline = time.monotonic() + STOP_WAIT_S
+            while worker.is_alive() and time.monotonic() < deadline:
                 with contextlib.suppress(queue.Empty):
                     ready.get(timeout=0.05)
 
@@ -128,6 +133,7 @@ class DevicePrefetcher:
 
 
 _END = object()
+STOP_WAIT_S = 10.0  # how long a closed prefetcher waits for its thread
 
 
 @dataclasses.dataclass
