@@ -504,3 +504,16 @@ def test_recall_of_a_dataset_decoded_on_the_device_matches_the_workers(tmp_path)
     assert reports[False]["recall@1000@0.5"] > 0  # something found, so the comparison bites
     for key, value in reports[False].items():  # the same GT; proposals a level of rounding apart
         assert reports[True][key] == pytest.approx(value, abs=0.05), key
+
+
+def test_inference_commands_take_the_loaders_workers(tmp_path):
+    from rpnkit.cli import build_parser
+    from rpnkit.cli.options import load_runtime
+
+    ckpt = _tiny_rpn_checkpoint(tmp_path)
+    parser = build_parser()
+    for command in ("propose", "detect"):
+        args = parser.parse_args([command, "photos", "--checkpoint", str(ckpt), "--workers", "3"])
+        assert load_runtime(args).workers == 3
+    args = parser.parse_args(["eval", "--checkpoint", str(ckpt), "--data", "d"])
+    assert args.workers is None and load_runtime(args).workers == 0  # the CPU's default

@@ -273,6 +273,13 @@ def add_precision_option(p: argparse.ArgumentParser) -> None:
         "but cuDNN spends seconds on each new batch size (docs/performance.md)",
     )
     add_decode_option(p)
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=None,
+        help="processes that read the images ahead of the model (and decode and resize those "
+        "the GPU does not); default 4 on a GPU, 0 on the CPU, where the model needs the cores",
+    )
 
 
 def add_decode_option(p: argparse.ArgumentParser) -> None:
@@ -333,6 +340,7 @@ def load_runtime(args: argparse.Namespace):
         channels_last=args.channels_last or None,
         decode_on_device=decode_on_device(args),
         group_by_aspect=getattr(args, "aspect_groups", False),
+        workers=args.workers,
     )
 
 
