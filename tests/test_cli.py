@@ -259,3 +259,22 @@ def test_train_under_torchrun_with_two_processes(tmp_path):
     assert done.stdout.count("validation: AR@100") == 1
     assert (out / "checkpoint.safetensors").is_file()
     assert len((out / "train_log.csv").read_text().splitlines()) == 4
+
+
+def test_train_under_torchrun_with_frozen_norms_skips_the_buffer_broadcast(tmp_path):
+    # r18-fpn's norms are frozen: DDP keeps no buffer in step after construction
+    # (engine/distributed.buffers_drift), and the run trains and writes without a warning about it
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc_per_node", "2", "-m", "rpnkit", "train", "--data", str(RACCOON)]
+    command += ["--split-file", str(RACCOON / "train_labels.csv"), "--preset", "r18-fpn"]
+    command += ["--steps", "2", "--batch-size", "2", "--workers", "0", "--out", str(out)]
+    command += ["--short-side", "96", "--max-size", "144", "--no-progress", "--log-every", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("trained 2 steps") == 1
+    assert "broadcast_buffers" not in done.stderr, done.stderr[-3000:]  # no deprecation
+    assert (out / "checkpoint.safetensors").is_file()

@@ -337,6 +337,9 @@ def test_a_closed_prefetcher_does_not_wait_forever_for_a_loader_that_hangs(monke
     stream.close()
     assert time.monotonic() - start < 5
     release.set()  # the thread left behind ends at its next batch
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and thread.daemon:
+            thread.join(5)
 
 
 def test_decode_option_reaches_the_library():
@@ -410,6 +413,10 @@ def test_sliced_inference_cuts_tiles_on_the_host_even_when_decoding_on_the_devic
     ]
     assert torch.equal(runs[0][0].boxes, runs[1][0].boxes)
     assert torch.equal(runs[0][0].scores, runs[1][0].scores)
+    runtime = rpnkit.load(ckpt, "cpu", decode_on_device=True)
+    encoded = runtime.dataset([photo])  # a ready-made dataset whose JPEGs stay encoded
+    with pytest.raises(ValueError, match="decode_on_device=False"):
+        runtime.propose(encoded, top=30, tile_size=128)
 
 
 def test_only_datasets_that_leave_jpegs_encoded_say_so(tmp_path):

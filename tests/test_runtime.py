@@ -324,6 +324,8 @@ def test_coco_results_entries_take_arrays_integers_and_one_box_and_check_their_f
     assert from_numpy == as_floats
     with pytest.raises(ValueError, match="1 values of 'category_id' for 2 boxes"):
         coco_entries(1, "a.jpg", torch.zeros(2, 4), torch.zeros(2), category_id=[3])
+    with pytest.raises(ValueError, match="3 values of 'score' for 2 boxes"):
+        coco_entries(1, "a.jpg", torch.zeros(2, 4), torch.zeros(3))
 
 
 def test_a_folder_takes_images_by_suffix_in_any_case_and_warns_about_the_rest(tmp_path):

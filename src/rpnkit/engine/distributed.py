@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from ..modeling.proposal_model import ProposalModel
 
 
 @dataclass(frozen=True)
@@ -48,24 +51,29 @@ def main_process() -> bool:
 
 
 def buffers_drift(model: nn.Module) -> bool:
-    """Whether ``model``'s buffers can differ between processes during training, so that
-    DistributedDataParallel must broadcast them from rank 0 before every forward: only batch
-    norms that update their running statistics from each process's own batch. Frozen norms
-    and constants (pixel mean and std) never change, and SyncBatchNorm's statistics are
-    already the whole batch's; for them the broadcast is a collective, a flatten and a copy
-    back into every buffer on every rank, each step, for nothing."""
-    return any(
-        isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and not isinstance(m, nn.SyncBatchNorm)
-        and m.track_running_stats
-        for m in model.modules()
-    )
+    """Whether ``model``'s buffers may differ between processes during training, so that
+    DistributedDataParallel must broadcast them from rank 0 before every forward. They do not
+    when every buffer is a known constant: frozen batch norms' statistics, the model's pixel
+    mean and std, and SyncBatchNorm's statistics (already the whole batch's). Any other
+    buffer (a learning batch norm's running statistics, a custom module's) may drift. For
+    constants the broadcast is a collective, a flatten and a copy back into every buffer on
+    every rank, each step, for nothing."""
+    for module in model.modules():
+        for name, _ in module.named_buffers(recurse=False):
+            steady = isinstance(module, (FrozenBatchNorm2d, nn.SyncBatchNorm)) or (
+                isinstance(module, ProposalModel) and name in ("pixel_mean", "pixel_std")
+            )
+            if not steady:
+                return True
+    return False
 
 
 def ddp_buffer_options(model: nn.Module) -> dict:
     """DistributedDataParallel's buffer synchronisation for ``model``: before every forward
-    only where ``buffers_drift``. PyTorch 2.14 names it ``forward_sync_buffers`` (and still
-    syncs at construction); earlier releases ``broadcast_buffers``."""
+    only where ``buffers_drift``. PyTorch 2.13 on names it ``forward_sync_buffers`` (and
+    still syncs buffers at construction); before, ``broadcast_buffers=False`` also skips that
+    first sync, which the constants do not need: every process builds them alike (the same
+    seed, the same weights file or checkpoint)."""
     parameters = inspect.signature(nn.parallel.DistributedDataParallel.__init__).parameters
     name = "forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers"
     return {name: buffers_drift(model)}

@@ -72,12 +72,12 @@ def to_coco_results(results: Iterable[ProposalResult | DetectionResult]) -> list
 
 def coco_entries(image_id, file_name: str, boxes, scores, **per_box) -> list[dict]:
     """COCO results entries for (K, 4) xyxy boxes (host tensors): ``bbox`` as [x, y, w, h],
-    rounded; ``per_box``: more fields, each a list of K values. Converted to Python numbers
-    once per image (``tolist``), not box by box: a folder's hundreds of thousands of
-    detections cost the writing thread milliseconds, not seconds."""
+    rounded; ``scores`` and ``per_box`` (more fields): K values each. Converted to Python
+    numbers once per image (``tolist``), not element by element."""
     boxes = _floating(boxes).reshape(-1, 4)
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-    fields = list(per_box.items())
+    scores = _floating(scores).reshape(-1).tolist()
+    fields = [("score", scores), *per_box.items()]
     for name, values in fields:
         if len(values) != len(xywh):
             raise ValueError(f"{len(values)} values of {name!r} for {len(xywh)} boxes")
@@ -87,9 +87,9 @@ def coco_entries(image_id, file_name: str, boxes, scores, **per_box) -> list[dic
             "image_id": image_id,
             "bbox": [round(v, 2) for v in bbox],
             "score": round(score, 5),
-            **{name: values[i] for name, values in fields},
+            **{name: values[i] for name, values in fields[1:]},
         }
-        for i, (bbox, score) in enumerate(zip(xywh, _floating(scores).reshape(-1).tolist()))
+        for i, (bbox, score) in enumerate(zip(xywh, scores))
     ]
 
 

@@ -191,6 +191,11 @@ class Predictor:
         (``decode_on_device``); tiles are cut on the host (``sliced_batches``)."""
         decode = whole and self.decode_on_device
         if isinstance(inputs, Dataset):
+            if not whole and getattr(inputs, "leaves_jpegs_encoded", False):
+                raise ValueError(
+                    "sliced inference cuts its tiles from images decoded on the host: give a "
+                    "dataset made with decode_on_device=False"
+                )
             return inputs
         if isinstance(inputs, (str, Path)):  # a classifying detector's classes, by name
             names_of = None if self.class_agnostic or own_names else self.class_names
