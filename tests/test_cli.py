@@ -239,42 +239,37 @@ def test_train_with_a_seed_is_reproducible(tmp_path):
     assert len(losses[0]) == 2 and losses[0] == losses[1]
 
 
-def test_train_under_torchrun_with_two_processes(tmp_path):
-    # DistributedDataParallel on the CPU (gloo): rank 0 alone writes and reports; the global
-    # batch is split between the processes by the distributed sampler
+def _torchrun_train(out, *options: str):
+    """``rpnkit train`` in two processes on the CPU (gloo), raccoon's training split at 96 px."""
     import subprocess
     import sys
 
-    out = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", "2", "-m", "rpnkit", "train", "--data", str(RACCOON)]
-    command += ["--split-file", str(RACCOON / "train_labels.csv"), "--val-data", str(RACCOON)]
-    command += ["--val-split-file", str(RACCOON / "test_labels.csv"), "--preset", "tiny"]
-    command += ["--steps", "3", "--batch-size", "2", "--workers", "0", "--out", str(out)]
+    command += ["--split-file", str(RACCOON / "train_labels.csv"), *options]
+    command += ["--batch-size", "2", "--workers", "0", "--out", str(out)]
     command += ["--short-side", "96", "--max-size", "144", "--no-progress", "--log-every", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "checkpoint.safetensors").is_file()
+    return done
+
+
+def test_train_under_torchrun_with_two_processes(tmp_path):
+    # DistributedDataParallel on the CPU (gloo): rank 0 alone writes and reports; the global
+    # batch is split between the processes by the distributed sampler
+    out = tmp_path / "ddp"
+    validation = ["--val-data", str(RACCOON), "--val-split-file", str(RACCOON / "test_labels.csv")]
+    done = _torchrun_train(out, *validation, "--preset", "tiny", "--steps", "3")
     assert done.stdout.count("trained 3 steps") == 1
     assert done.stdout.count("images, 1 classes") == 2  # the two summaries, by rank 0 alone
     assert done.stdout.count("validation: AR@100") == 1
-    assert (out / "checkpoint.safetensors").is_file()
     assert len((out / "train_log.csv").read_text().splitlines()) == 4
 
 
 def test_train_under_torchrun_with_frozen_norms_skips_the_buffer_broadcast(tmp_path):
     # r18-fpn's norms are frozen: DDP keeps no buffer in step after construction
-    # (engine/distributed.buffers_drift), and the run trains and writes without a warning about it
-    import subprocess
-    import sys
-
-    out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    command += ["--nproc_per_node", "2", "-m", "rpnkit", "train", "--data", str(RACCOON)]
-    command += ["--split-file", str(RACCOON / "train_labels.csv"), "--preset", "r18-fpn"]
-    command += ["--steps", "2", "--batch-size", "2", "--workers", "0", "--out", str(out)]
-    command += ["--short-side", "96", "--max-size", "144", "--no-progress", "--log-every", "1"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    # (engine/distributed.buffers_drift), and says nothing about it
+    done = _torchrun_train(tmp_path / "ddp", "--preset", "r18-fpn", "--steps", "2")
     assert done.stdout.count("trained 2 steps") == 1
     assert "broadcast_buffers" not in done.stderr, done.stderr[-3000:]  # no deprecation
-    assert (out / "checkpoint.safetensors").is_file()
