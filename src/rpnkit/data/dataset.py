@@ -146,11 +146,7 @@ class DetectionDataset(Dataset):
     def leaves_jpegs_encoded(self) -> bool:
         """Whether some items may leave the workers still encoded, for the device to decode
         (``decode_on_device``, plannable transforms, JPEG files by their names)."""
-        return (
-            self.decode_on_device
-            and self.transforms.plannable
-            and any(named_as_jpeg(r.path) for r in self.index.records)
-        )
+        return any(self._device_decodes(r) and named_as_jpeg(r.path) for r in self.index.records)
 
     def _device_decodes(self, record: Record) -> bool:
         tiled = self.tiling is not None and self.tiling.applies(record.height, record.width)

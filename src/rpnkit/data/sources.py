@@ -129,10 +129,12 @@ class ImageList(Dataset):
     @property
     def leaves_jpegs_encoded(self) -> bool:
         """As ``DetectionDataset.leaves_jpegs_encoded``: only files can stay encoded."""
+        return any(self._device_decodes(s) and named_as_jpeg(s) for s in self.sources)
+
+    def _device_decodes(self, source) -> bool:
+        """Whether a source may stay encoded for the device: a file, with transforms that plan."""
         return (
-            self.decode_on_device
-            and self.transforms.plannable
-            and any(isinstance(s, (str, Path)) and named_as_jpeg(s) for s in self.sources)
+            isinstance(source, (str, Path)) and self.decode_on_device and self.transforms.plannable
         )
 
     def name(self, i: int) -> str:
@@ -144,7 +146,7 @@ class ImageList(Dataset):
     def __getitem__(self, i: int) -> dict | Unreadable:
         source = self.sources[i]
         path = Path(source) if isinstance(source, (str, Path)) else None
-        if path is not None and self.decode_on_device and self.transforms.plannable:
+        if self._device_decodes(source):
             header = read_jpeg(path)
             if header is not None:
                 record = empty_record(path, i, header.size[1], header.size[0])
