@@ -328,6 +328,78 @@ def test_coco_results_entries_take_arrays_integers_and_one_box_and_check_their_f
         coco_entries(1, "a.jpg", torch.zeros(2, 4), torch.zeros(3))
 
 
+def test_coco_json_text_is_json_dumps_of_the_entries_for_awkward_names_and_values():
+    import json
+
+    from rpnkit.engine.results import DetectionResult, ProposalResult, coco_entries_json
+
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.rand(50, 4, generator=g) * 900
+    boxes[:, 2:] += boxes[:, :2]
+    boxes[0] = torch.tensor([1e-7, -0.0, 123456.789, 2.5])  # tiny, negative zero, large
+    scores, labels = torch.rand(50, generator=g), torch.randint(1, 4, (50,), generator=g)
+    names = ('say "cheese"', "caf\u00e9 \\ tab\t", "plain")
+    results = [
+        DetectionResult(7, 'q"uote\\.jpg', boxes, scores, labels, names, (900, 900)),
+        DetectionResult("id-2", "b.jpg", boxes[:0], scores[:0], labels[:0], names, (9, 9)),
+        ProposalResult("x", "\u00e9t\u00e9.jpg", boxes.double(), scores.double(), (9, 9)),
+    ]
+    for result in results:
+        texts = result.to_coco_json()
+        assert texts == [json.dumps(e) for e in result.to_coco_results()]
+    not_finite = coco_entries_json(1, "a.jpg", torch.tensor([[0.0, 0.0, 1.0, 1.0]]),
+                                   torch.tensor([float("nan")]))  # fmt: skip
+    assert not_finite == ['{"file_name": "a.jpg", "image_id": 1, "bbox": [0.0, 0.0, 1.0, 1.0], '
+                          '"score": NaN}']  # fmt: skip
+    with pytest.raises(ValueError, match="1 values of 'category_id' for 2 boxes"):
+        coco_entries_json(1, "a.jpg", torch.zeros(2, 4), torch.zeros(2), category_id=[3])
+
+
+def test_results_are_written_as_they_come_and_only_whole(tmp_path):
+    import json
+
+    from rpnkit.engine.results import (
+        CocoResultsWriter,
+        ProposalResult,
+        to_coco_results,
+        write_coco_results,
+    )
+
+    boxes = torch.tensor([[10.0, 20.0, 40.0, 60.125], [0.0, 0.0, 1.0, 1.0]])
+    results = [
+        ProposalResult(k, f"{k}.jpg", boxes[:k], torch.tensor([0.9, 0.1])[:k], (80, 90))
+        for k in (0, 2, 0, 1)
+    ]
+    out = write_coco_results(tmp_path / "sub" / "p.json", results)
+    assert out.read_text() == json.dumps(to_coco_results(results))
+    assert len(json.loads(out.read_text())) == 3
+    empty = write_coco_results(tmp_path / "empty.json", [])
+    assert json.loads(empty.read_text()) == []
+    with pytest.raises(RuntimeError, match="stopped"), CocoResultsWriter(out) as writer:
+        writer.add(results[1])
+        raise RuntimeError("stopped")
+    assert out.read_text() == json.dumps(to_coco_results(results))  # the old file, whole
+    assert sorted(p.name for p in out.parent.iterdir()) == ["p.json"]  # no temporary left
+
+
+def test_per_image_takes_each_rows_prefix_in_original_pixels():
+    from rpnkit.engine.runner import per_image
+
+    metas = [
+        {"orig_size": (50, 200), "size": (100, 400)},
+        {"orig_size": (30, 30), "size": (60, 90)},
+    ]
+    boxes = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4)
+    scores = torch.tensor([[0.9, 0.8, 0.0], [0.7, 0.0, 0.0]])
+    got = list(per_image(metas, torch.tensor([2, 0]), boxes, scores))
+    assert [m is n for (m, *_), n in zip(got, metas)] == [True, True]
+    assert torch.equal(got[0][1], boxes[0, :2] * torch.tensor([0.5, 0.5, 0.5, 0.5]))
+    assert torch.equal(got[0][2], torch.tensor([0.9, 0.8]))
+    assert got[1][1].shape == (0, 4) and got[1][2].shape == (0,)
+    scores[0, 0] = -1.0  # the results do not share the batch's buffers
+    assert got[0][2][0] == 0.9
+
+
 def test_a_folder_takes_images_by_suffix_in_any_case_and_warns_about_the_rest(tmp_path):
     from rpnkit.data import index_for_input
 

@@ -33,7 +33,7 @@ from ..modeling.presets import DetectorConfig, build_detector, build_model
 from .checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from .distributed import distributed_context
 from .evaluate import read_stored_proposals
-from .results import load_proposals, to_coco_results, write_json
+from .results import load_proposals, write_coco_results
 from .runtime import Predictor
 from .trainer import TrainConfig, TrainSummary, train
 
@@ -71,7 +71,7 @@ def write_proposals(
         batch_size=batch_size,
         progress=progress,
     )
-    return write_json(path, to_coco_results(results))
+    return write_coco_results(path, results)
 
 
 def given_proposals(path: str | Path, index: DatasetIndex) -> dict[str, np.ndarray]:

@@ -212,6 +212,21 @@ def detection_forward(detector: FasterRCNN) -> Callable[[Batch], Detections]:
 def to_original_pixels(meta: dict) -> Tensor:
     """(4,) factors taking xyxy boxes of a resized image (its batch ``meta``) back to its
     original pixels."""
-    oh, ow = meta["orig_size"]
-    h, w = meta["size"]
-    return torch.tensor([ow / w, oh / h, ow / w, oh / h])
+    return original_scales([meta])[0]
+
+
+def original_scales(metas: Sequence[dict]) -> Tensor:
+    """(B, 4) ``to_original_pixels`` of a batch's images, in one tensor."""
+    sizes = [(m["orig_size"], m["size"]) for m in metas]
+    return torch.tensor([[ow / w, oh / h, ow / w, oh / h] for (oh, ow), (h, w) in sizes])
+
+
+def per_image(metas: list[dict], counts: Tensor, boxes: Tensor, *fields: Tensor):
+    """(meta, boxes, *fields) of each image of a batch on the host: the first ``counts[i]``
+    rows of each, boxes in original pixels (``original_scales``, one product per batch).
+    The slices view per-batch copies, not the outputs' pinned buffers, which the next
+    batches reuse."""
+    boxes = boxes * original_scales(metas)[:, None, :]
+    fields = [f.clone() for f in fields]
+    for i, (meta, n) in enumerate(zip(metas, counts.tolist())):
+        yield meta, boxes[i, :n], *(f[i, :n] for f in fields)

@@ -72,10 +72,10 @@ from .runner import (
     detection_limits,
     first_stage,
     in_input_order,
+    per_image,
     proposal_forward,
     proposal_limit,
     run_batches,
-    to_original_pixels,
 )
 from .slicing import Merge, SliceConfig, sliced_batches
 
@@ -347,20 +347,18 @@ class Predictor:
         )
 
         def results():
-            for metas, proposals in batches:
-                for i, meta in enumerate(metas):
-                    n = min(int(proposals.num[i]), top)
-                    yield (
-                        meta.get("position"),
-                        ProposalResult(
-                            meta["image_id"],
-                            meta["file_name"],
-                            proposals.boxes[i, :n] * to_original_pixels(meta),
-                            proposals.scores[i, :n],
-                            tuple(meta["orig_size"]),
-                            meta.get("source"),
-                        ),
+            for metas, found in batches:
+                counts = found.num.clamp(max=top)
+                for meta, boxes, scores in per_image(metas, counts, found.boxes, found.scores):
+                    result = ProposalResult(
+                        meta["image_id"],
+                        meta["file_name"],
+                        boxes,
+                        scores,
+                        tuple(meta["orig_size"]),
+                        meta.get("source"),
                     )
+                    yield meta.get("position"), result
 
         yield from in_input_order(results(), batch_size * GROUP_WINDOW)
 
@@ -395,23 +393,22 @@ class Predictor:
         yield from in_input_order(results, batch_size * GROUP_WINDOW)
 
     def _detection_results(self, batches, score_threshold: float):
-        """(position or None, DetectionResult) of each image of ``batches``."""
+        """(position or None, DetectionResult) of each image of ``batches``: the valid
+        detections scoring at least ``score_threshold``, a prefix of each row (best first)."""
         for metas, found in batches:
-            for meta, (boxes, scores, labels) in zip(metas, found.per_image()):
-                keep = scores >= score_threshold
-                yield (
-                    meta.get("position"),
-                    DetectionResult(
-                        meta["image_id"],
-                        meta["file_name"],
-                        boxes[keep] * to_original_pixels(meta),
-                        scores[keep],
-                        labels[keep],
-                        self.class_names,
-                        tuple(meta["orig_size"]),
-                        meta.get("source"),
-                    ),
+            slots = torch.arange(found.scores.shape[1])
+            passing = (found.scores >= score_threshold) & (slots < found.num[:, None])
+            fields = (found.boxes, found.scores, found.labels)
+            for meta, *kept in per_image(metas, passing.sum(dim=1), *fields):
+                result = DetectionResult(
+                    meta["image_id"],
+                    meta["file_name"],
+                    *kept,
+                    self.class_names,
+                    tuple(meta["orig_size"]),
+                    meta.get("source"),
                 )
+                yield meta.get("position"), result
 
     def propose(self, inputs: Inputs, **options) -> list[ProposalResult]:
         """``iter_proposals`` as a list."""

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.results import DetectionResult, ProposalResult, write_json
+from ..engine.results import CocoResultsWriter, DetectionResult, ProposalResult
 from .overlays import save_overlay
 
 
@@ -33,15 +33,16 @@ def export_results(
     overlay_top: int | None = None,
     skipped: list[str] | None = None,
 ) -> Written:
-    """Consume ``results``: every entry into the COCO results JSON ``out`` (written atomically
-    at the end), and the first ``max_overlays`` images drawn into ``overlays``. ``skipped``:
-    the runtime's list of unreadable images, filled as the results stream (for the count)."""
-    entries, images, drawn = [], 0, 0
-    for result in results:
-        entries += result.to_coco_results()
-        images += 1
-        if overlays is not None and drawn < max_overlays:
-            save_overlay(result, overlays, top=overlay_top)
-            drawn += 1
-    write_json(out, entries)
-    return Written(len(entries), images, drawn, len(skipped or []))
+    """Consume ``results``: every entry into the COCO results JSON ``out`` as it comes
+    (``CocoResultsWriter``: renamed into place at the end), and the first ``max_overlays``
+    images drawn into ``overlays``. ``skipped``: the runtime's list of unreadable images, filled
+    as the results stream (for the count)."""
+    images, drawn = 0, 0
+    with CocoResultsWriter(out) as written:
+        for result in results:
+            written.add(result)
+            images += 1
+            if overlays is not None and drawn < max_overlays:
+                save_overlay(result, overlays, top=overlay_top)
+                drawn += 1
+    return Written(written.entries, images, drawn, len(skipped or []))
