@@ -1,5 +1,6 @@
 """The ``rpnkit detect`` command on a folder of JPEGs, as a user runs it (a new process,
-results JSON written), against the model alone on a device batch:
+results JSON written), against the model alone on the same batches already on the device
+(``bench_pipeline.inference_rates``):
 
     PYTHONPATH=src python bench/bench_detect_cli.py --data ../shared/data/coco128
 
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 import torch
-from bench_pipeline import build, inference_rate
+from bench_pipeline import build, inference_rates
 
 from rpnkit.data import read_dataset
 from rpnkit.engine.checkpoint import save_model
@@ -68,14 +69,16 @@ def main() -> int:
         checkpoint = save_model(args.runs / f"{backbone}.safetensors", model, spec)
         for amp in args.amps.split(","):
             runtime = load(checkpoint, device, amp=amp)
-            model_rate = inference_rate(runtime, files, args.batch_size, 10, 20, device)
+            rates = inference_rates(runtime, files, args.batch_size, 10, 20, device)
             del runtime
             torch.cuda.empty_cache()
             seconds = {n: run_detect(folders[n], checkpoint, amp, args.batch_size,
                                      args.runs / "out.json") for n in (small, large)}  # fmt: skip
             rate = (large - small) * len(files) / (seconds[large] - seconds[small])
-            row = {"backbone": backbone, "amp": amp, "model_images_per_s": round(model_rate, 1),
-                   "detect_images_per_s": round(rate, 1), "ratio": round(rate / model_rate, 3),
+            row = {"backbone": backbone, "amp": amp, **rates,
+                   "detect_images_per_s": round(rate, 1),
+                   "ratio": round(rate / rates["model_images_per_s"], 3),
+                   "ratio_first_batch": round(rate / rates["model_images_per_s_first_batch"], 3),
                    "seconds": {f"{n * len(files)} images": round(t, 2) for n, t in seconds.items()},
                    "results": len(json.loads((args.runs / "out.json").read_text()))}  # fmt: skip
             print(json.dumps(row), flush=True)

@@ -241,6 +241,35 @@ def test_detector_on_gpu_equals_torchvision_and_postprocessing_does_not_sync():
 
 
 @cuda
+@pytest.mark.parametrize("preset", ["effnet-lite0-fpn", "r50-fpn"])
+def test_detector_inference_has_no_gpu_to_cpu_sync(preset):
+    # What propose, detect and eval launch per batch (runner.run_batches): the whole forward of
+    # a preset's Faster R-CNN in bf16, whose one wait per batch is for its outputs, afterwards.
+    from rpnkit.modeling.presets import (
+        build_detector,
+        detector_config,
+        preset_config,
+        without_pretrained_weights,
+    )
+
+    torch.manual_seed(0)
+    config = detector_config(without_pretrained_weights(preset_config(preset)), 3)
+    model = build_detector(config).cuda().eval()
+    images = torch.rand(2, 3, 320, 416, device="cuda")
+    sizes = torch.tensor([[320, 416], [288, 380]], device="cuda")
+    scales = torch.tensor([1.0, 0.9], device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        model(images, sizes, image_scales=scales)  # warm-up: Triton compiles, cuDNN plans
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            out = model(images, sizes, image_scales=scales)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    assert out.detections.boxes.shape[:2] == (2, config.roi.detections_per_image)
+
+
+@cuda
 def test_batch_norm_folds_on_gpu_with_tf32_on():
     # A random ResNet-50 (frozen BN, identity statistics) has huge activations: with cuDNN's
     # default TF32 its rounding alone once failed the fold's output check (the check now runs
