@@ -1,14 +1,17 @@
-"""The ``rpnkit detect`` command on a folder of JPEGs, as a user runs it (a new process,
-results JSON written), against the model alone on the same batches already on the device
-(``bench_pipeline.inference_rates``):
+"""The ``rpnkit detect`` (or ``propose``) command on a folder of JPEGs, as a user runs it (a
+new process, results JSON written), against the model alone on the same batches already on
+the device (``bench_pipeline.inference_rates``):
 
     PYTHONPATH=src python bench/bench_detect_cli.py --data ../shared/data/coco128
+    PYTHONPATH=src python bench/bench_detect_cli.py --command propose --tops 100,1000
 
 Each checkpoint (random weights, frozen norms calibrated: bench_pipeline's ``build``) runs on
 two folders of COCO128's photographs (symbolic links: ``--copies`` small and large); the
 steady rate is the difference in images over the difference in wall time, so that start-up
 (the interpreter, CUDA, loading, the workers, cuDNN's first plans) cancels out and is
-reported apart, as the small folder's time.
+reported apart, as the small folder's time. Start-up varies by seconds from run to run
+(12.9-17.3 s for the small folder on the H200 host, session 11), which moves the rate by up to
+10 %: each folder runs ``--repeats`` times and the fastest counts.
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ def folder_of(files: list[str], copies: int, where: Path) -> Path:
     return where
 
 
-def run_detect(folder: Path, checkpoint: Path, amp: str, batch: int, out: Path) -> float:
-    command = [sys.executable, "-m", "rpnkit", "detect", str(folder), "--checkpoint",
-               str(checkpoint), "--amp", amp, "--batch-size", str(batch), "--out", str(out),
-               "--no-progress"]  # fmt: skip
+def run_command(args, folder: Path, checkpoint: Path, amp: str, top: int | None) -> float:
+    command = [sys.executable, "-m", "rpnkit", args.command, str(folder), "--checkpoint",
+               str(checkpoint), "--amp", amp, "--batch-size", str(args.batch_size), "--out",
+               str(args.runs / "out.json"), "--no-progress"]  # fmt: skip
+    command += ["--top", str(top)] if top is not None else []
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
     return time.perf_counter() - start
@@ -51,41 +55,63 @@ def run_detect(folder: Path, checkpoint: Path, amp: str, batch: int, out: Path) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/coco128")
+    parser.add_argument("--command", choices=["detect", "propose"], default="detect")
+    parser.add_argument("--tops", default="100", help="propose: --top values")
     parser.add_argument("--backbones", default="effnet,r50")
     parser.add_argument("--amps", default="bf16")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--copies", default="1,60", help="small,large folder: copies of COCO128")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="runs per folder, the fastest kept (start-up varies)"
+    )
     parser.add_argument("--runs", type=Path, default=Path("/tmp/bench_detect_cli"))
     parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        help="the model-only rate's (the command's own default decides its)",
+    )
     args = parser.parse_args()
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     index = read_dataset(args.data, split="train2017")
     files = sorted(str(r.path) for r in index.records)
-    small, large = (int(c) for c in args.copies.split(","))
-    folders = {n: folder_of(files, n, args.runs / f"x{n}") for n in (small, large)}
-    results = {"device": torch.cuda.get_device_name(), "torch": torch.__version__, "rows": []}
+    copies = tuple(int(c) for c in args.copies.split(","))
+    folders = {n: folder_of(files, n, args.runs / f"x{n}") for n in copies}
+    tops = [int(t) for t in args.tops.split(",")] if args.command == "propose" else [None]
+    kind = "frcnn" if args.command == "detect" else "rpn"
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    results = {"device": name, "torch": torch.__version__, "rows": []}
     for backbone in args.backbones.split(","):
-        model, spec = build(backbone, "frcnn", len(index.class_names), "cpu", channels_last=False)
+        model, spec = build(backbone, kind, len(index.class_names), "cpu", channels_last=False)
         checkpoint = save_model(args.runs / f"{backbone}.safetensors", model, spec)
         for amp in args.amps.split(","):
             runtime = load(checkpoint, device, amp=amp)
             rates = inference_rates(runtime, files, args.batch_size, 10, 20, device)
             del runtime
             torch.cuda.empty_cache()
-            seconds = {n: run_detect(folders[n], checkpoint, amp, args.batch_size,
-                                     args.runs / "out.json") for n in (small, large)}  # fmt: skip
-            rate = (large - small) * len(files) / (seconds[large] - seconds[small])
-            row = {"backbone": backbone, "amp": amp, **rates,
-                   "detect_images_per_s": round(rate, 1),
-                   "ratio": round(rate / rates["model_images_per_s"], 3),
-                   "ratio_first_batch": round(rate / rates["model_images_per_s_first_batch"], 3),
-                   "seconds": {f"{n * len(files)} images": round(t, 2) for n, t in seconds.items()},
-                   "results": len(json.loads((args.runs / "out.json").read_text()))}  # fmt: skip
-            print(json.dumps(row), flush=True)
-            results["rows"].append(row)
+            for top in tops:
+                row = {"backbone": backbone, "amp": amp, **({"top": top} if top else {}), **rates}
+                row.update(command_rate(args, folders, checkpoint, amp, top, rates, len(files)))
+                print(json.dumps(row), flush=True)
+                results["rows"].append(row)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0
+
+
+def command_rate(args, folders: dict, checkpoint, amp: str, top, rates: dict, n: int) -> dict:
+    """The command's steady images/s from the small and the large folder's wall times."""
+    (small, a), (large, b) = sorted(folders.items())
+    seconds = {c: min(run_command(args, folder, checkpoint, amp, top) for _ in range(args.repeats))
+               for c, folder in ((small, a), (large, b))}  # fmt: skip
+    rate = (large - small) * n / (seconds[large] - seconds[small])
+    return {
+        f"{args.command}_images_per_s": round(rate, 1),
+        "ratio": round(rate / rates["model_images_per_s"], 3),
+        "ratio_first_batch": round(rate / rates["model_images_per_s_first_batch"], 3),
+        "seconds": {f"{c * n} images": round(t, 2) for c, t in seconds.items()},
+        "results": len(json.loads((args.runs / "out.json").read_text())),
+    }
 
 
 if __name__ == "__main__":

@@ -338,48 +338,63 @@ def test_coco_json_text_is_json_dumps_of_the_entries_for_awkward_names_and_value
     boxes[:, 2:] += boxes[:, :2]
     boxes[0] = torch.tensor([1e-7, -0.0, 123456.789, 2.5])  # tiny, negative zero, large
     scores, labels = torch.rand(50, generator=g), torch.randint(1, 4, (50,), generator=g)
-    names = ('say "cheese"', "caf\u00e9 \\ tab\t", "plain")
+    names = ('say "cheese" 100%', "caf\u00e9 \\ tab\t %s", "plain")
     results = [
-        DetectionResult(7, 'q"uote\\.jpg', boxes, scores, labels, names, (900, 900)),
+        DetectionResult(7, 'q"uote\\ %d.jpg', boxes, scores, labels, names, (900, 900)),
         DetectionResult("id-2", "b.jpg", boxes[:0], scores[:0], labels[:0], names, (9, 9)),
-        ProposalResult("x", "\u00e9t\u00e9.jpg", boxes.double(), scores.double(), (9, 9)),
+        ProposalResult("x%", "\u00e9t\u00e9.jpg", boxes.double(), scores.double(), (9, 9)),
     ]
     for result in results:
-        texts = result.to_coco_json()
-        assert texts == [json.dumps(e) for e in result.to_coco_results()]
+        text = result.encoded().text()
+        assert "[" + text + "]" == json.dumps(result.to_coco_results())
     not_finite = coco_entries_json(1, "a.jpg", torch.tensor([[0.0, 0.0, 1.0, 1.0]]),
                                    torch.tensor([float("nan")]))  # fmt: skip
-    assert not_finite == ['{"file_name": "a.jpg", "image_id": 1, "bbox": [0.0, 0.0, 1.0, 1.0], '
-                          '"score": NaN}']  # fmt: skip
+    assert not_finite == ('{"file_name": "a.jpg", "image_id": 1, "bbox": [0.0, 0.0, 1.0, 1.0], '
+                          '"score": NaN}')  # fmt: skip
     with pytest.raises(ValueError, match="1 values of 'category_id' for 2 boxes"):
         coco_entries_json(1, "a.jpg", torch.zeros(2, 4), torch.zeros(2), category_id=[3])
 
 
-def test_results_are_written_as_they_come_and_only_whole(tmp_path):
+@pytest.mark.parametrize("background", [False, True])
+def test_results_are_written_as_they_come_and_only_whole(tmp_path, background):
     import json
 
-    from rpnkit.engine.results import (
-        CocoResultsWriter,
-        ProposalResult,
-        to_coco_results,
-        write_coco_results,
-    )
+    from rpnkit.engine.results import ProposalResult, to_coco_results
+    from rpnkit.engine.writing import CocoResultsWriter, write_coco_results
 
     boxes = torch.tensor([[10.0, 20.0, 40.0, 60.125], [0.0, 0.0, 1.0, 1.0]])
     results = [
         ProposalResult(k, f"{k}.jpg", boxes[:k], torch.tensor([0.9, 0.1])[:k], (80, 90))
         for k in (0, 2, 0, 1)
     ]
-    out = write_coco_results(tmp_path / "sub" / "p.json", results)
+    out = write_coco_results(tmp_path / "sub" / "p.json", results, background=background)
     assert out.read_text() == json.dumps(to_coco_results(results))
     assert len(json.loads(out.read_text())) == 3
-    empty = write_coco_results(tmp_path / "empty.json", [])
+    empty = write_coco_results(tmp_path / "empty.json", [], background=background)
     assert json.loads(empty.read_text()) == []
-    with pytest.raises(RuntimeError, match="stopped"), CocoResultsWriter(out) as writer:
+    writer = CocoResultsWriter(out, background=background)
+    with pytest.raises(RuntimeError, match="stopped"), writer:
         writer.add(results[1])
         raise RuntimeError("stopped")
     assert out.read_text() == json.dumps(to_coco_results(results))  # the old file, whole
     assert sorted(p.name for p in out.parent.iterdir()) == ["p.json"]  # no temporary left
+    assert writer.entries == 2
+
+
+def test_a_results_writer_whose_process_dies_says_so_and_leaves_no_file(tmp_path):
+    from rpnkit.engine.results import ProposalResult
+    from rpnkit.engine.writing import CocoResultsWriter
+
+    result = ProposalResult(1, "a.jpg", torch.ones(3, 4), torch.ones(3), (8, 8))
+    writer = CocoResultsWriter(tmp_path / "p.json", background=True)
+    ended = r"p\.json: the process writing the results ended with code -9"
+    with pytest.raises(RuntimeError, match=ended), writer:
+        writer.add(result)
+        writer._process.kill()
+        writer._process.join()
+        for _ in range(200):  # more than the queue holds: the writer notices
+            writer.add(result)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_per_image_takes_each_rows_prefix_in_original_pixels():

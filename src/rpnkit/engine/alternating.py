@@ -33,9 +33,10 @@ from ..modeling.presets import DetectorConfig, build_detector, build_model
 from .checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from .distributed import distributed_context
 from .evaluate import read_stored_proposals
-from .results import load_proposals, write_coco_results
+from .results import load_proposals
 from .runtime import Predictor
 from .trainer import TrainConfig, TrainSummary, train
+from .writing import write_coco_results
 
 
 def write_proposals(

@@ -7,7 +7,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.results import CocoResultsWriter, DetectionResult, ProposalResult
+from ..engine.results import DetectionResult, ProposalResult
+from ..engine.writing import CocoResultsWriter
 from .overlays import save_overlay
 
 
@@ -34,11 +35,12 @@ def export_results(
     skipped: list[str] | None = None,
 ) -> Written:
     """Consume ``results``: every entry into the COCO results JSON ``out`` as it comes
-    (``CocoResultsWriter``: renamed into place at the end), and the first ``max_overlays``
+    (``CocoResultsWriter``, in the background: renamed into place at the end), and the first
+    ``max_overlays``
     images drawn into ``overlays``. ``skipped``: the runtime's list of unreadable images, filled
     as the results stream (for the count)."""
     images, drawn = 0, 0
-    with CocoResultsWriter(out) as written:
+    with CocoResultsWriter(out, background=True) as written:
         for result in results:
             written.add(result)
             images += 1
