@@ -32,8 +32,8 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from rpnkit.data import Batch, read_dataset
 from rpnkit.engine import streaming
 from rpnkit.engine.checkpoint import save_model
-from rpnkit.engine.results import CocoResultsWriter
 from rpnkit.engine.runtime import load
+from rpnkit.engine.writing import CocoResultsWriter
 
 LABELS = ("detect.forward", "detect.wait", "detect.write", "detect.to_device")
 SYNCS = ("cudaStreamSynchronize", "cudaEventSynchronize", "cudaDeviceSynchronize", "cudaMemcpy")
@@ -147,7 +147,7 @@ def main() -> int:
                        amp=args.amp)  # fmt: skip
 
         def one_pass(out: Path, runtime=runtime) -> None:
-            with CocoResultsWriter(out) as writer:
+            with CocoResultsWriter(out, background=True) as writer:
                 for result in runtime.iter_detections(files, batch_size=args.batch_size):
                     writer.add(result)
             torch.cuda.synchronize()

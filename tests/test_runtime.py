@@ -3,8 +3,10 @@
 untrained checkpoints of the tiny preset and real raccoon photos at 128 px."""
 
 import math
+import pickle
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -381,6 +383,78 @@ def test_results_are_written_as_they_come_and_only_whole(tmp_path, background):
     assert writer.entries == 2
 
 
+def test_a_results_writer_reports_what_it_cannot_pickle_and_counts_per_use(tmp_path):
+    from rpnkit.engine.results import ProposalResult
+    from rpnkit.engine.writing import CocoResultsWriter
+
+    good = ProposalResult(1, "a.jpg", torch.ones(2, 4), torch.ones(2), (8, 8))
+    bad = ProposalResult(lambda: 0, "b.jpg", torch.ones(1, 4), torch.ones(1), (8, 8))
+    writer = CocoResultsWriter(tmp_path / "p.json", background=True)
+    with pytest.raises(RuntimeError, match="inside its with block"):
+        writer.add(good)
+    with pytest.raises((AttributeError, TypeError, pickle.PicklingError)), writer:
+        writer.add(good)
+        writer.add(bad)
+    assert list(tmp_path.iterdir()) == []
+    for _ in range(2):
+        with writer:
+            writer.add(good)
+        assert writer.entries == 2
+
+
+def test_a_results_writer_in_a_daemonic_process_writes_in_its_own_thread(tmp_path):
+    import json
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    child = context.Process(target=_write_one, args=(str(tmp_path / "p.json"),), daemon=True)
+    child.start()
+    child.join(120)
+    assert child.exitcode == 0
+    assert len(json.loads((tmp_path / "p.json").read_text())) == 2
+
+
+def _write_one(path: str) -> None:
+    from rpnkit.engine.results import ProposalResult
+    from rpnkit.engine.writing import write_coco_results
+
+    write_coco_results(path, [ProposalResult(1, "a.jpg", torch.ones(2, 4), torch.ones(2), (8, 8))])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the writing process is Linux's")
+def test_the_writing_process_ends_with_its_parent_and_removes_the_temporary_file(tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    script = f"""
+import os, signal, sys, torch
+from rpnkit.engine.results import ProposalResult
+from rpnkit.engine.writing import CocoResultsWriter
+writer = CocoResultsWriter({str(tmp_path / "p.json")!r}, background=True).__enter__()
+writer.add(ProposalResult(1, "a.jpg", torch.ones(2, 4), torch.ones(2), (8, 8)))
+print(writer._process.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    pid = int(done.stdout.split()[0])
+    for _ in range(100):
+        if not list(tmp_path.iterdir()) and not _alive(pid):
+            break
+        time.sleep(0.1)
+    assert list(tmp_path.iterdir()) == []
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
 def test_a_results_writer_whose_process_dies_says_so_and_leaves_no_file(tmp_path):
     from rpnkit.engine.results import ProposalResult
     from rpnkit.engine.writing import CocoResultsWriter
@@ -395,6 +469,47 @@ def test_a_results_writer_whose_process_dies_says_so_and_leaves_no_file(tmp_path
         for _ in range(200):  # more than the queue holds: the writer notices
             writer.add(result)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_entries_round_float32_values_as_pythons_round_and_take_any_tensor():
+    from rpnkit.engine.results import coco_entries
+
+    g = torch.Generator().manual_seed(1)
+    boxes = torch.rand(4000, 4, generator=g) * 1000
+    boxes[:, 2:] += boxes[:, :2]
+    boxes[:3] = torch.tensor([[1.115, 2.675, 3.125, 4.005]] * 3)  # decimal ties, nearly
+    scores = torch.rand(4000, generator=g)
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+    expected = [([round(v, 2) for v in b], round(s, 5)) for b, s in zip(xywh, scores.tolist())]
+    entries = coco_entries(1, "a.jpg", boxes, scores)
+    assert [(e["bbox"], e["score"]) for e in entries] == expected
+    tracked = coco_entries(1, "a.jpg", boxes[:5] * torch.ones(1, requires_grad=True), scores[:5])
+    assert tracked == entries[:5]  # tensors that require grad (or sit on a GPU) are fine too
+
+
+def test_detection_results_keep_the_valid_leading_rows_at_the_threshold():
+    from types import SimpleNamespace
+
+    from rpnkit.engine.runtime import Predictor
+    from rpnkit.modeling.roi_heads import Detections
+
+    boxes = torch.arange(2 * 4 * 4, dtype=torch.float32).reshape(2, 4, 4)
+    scores = torch.tensor([[0.9, 0.6, 0.4, 0.0], [0.8, float("nan"), 0.7, 0.0]])
+    labels = torch.tensor([[1, 2, 1, 0], [2, 2, 1, 0]])
+    found = Detections(boxes, scores, labels, num=torch.tensor([3, 3]))
+    metas = [{"image_id": i, "file_name": f"{i}.jpg", "orig_size": (10, 10), "size": (20, 20),
+              "position": i} for i in range(2)]  # fmt: skip
+    owner = SimpleNamespace(class_names=("a", "b"))
+
+    def kept(threshold):
+        pairs = Predictor._detection_results(owner, [(metas, found)], threshold)
+        return [(p, r.scores.tolist(), r.boxes.tolist()) for p, r in pairs]
+
+    everything = kept(0.0)  # padding scores 0 too, but is not valid
+    assert [len(s) for _, s, _ in everything] == [3, 1]  # a NaN score ends the kept rows
+    assert everything[0][2][1] == (boxes[0, 1] / 2).tolist()  # in original pixels
+    assert [s for _, s, _ in kept(0.5)] == [pytest.approx([0.9, 0.6]), pytest.approx([0.8])]
+    assert [p for p, _, _ in kept(0.95)] == [0, 1]  # every image, even with nothing kept
 
 
 def test_per_image_takes_each_rows_prefix_in_original_pixels():

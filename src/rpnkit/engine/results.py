@@ -94,13 +94,15 @@ def coco_entries_json(image_id, file_name: str, boxes, scores, **per_box) -> str
 
 def encode_entries(image_id, file_name: str, boxes, scores, **per_box) -> EncodedEntries:
     """One image's entries rounded into an ``EncodedEntries``, every field's count checked."""
-    boxes = _floating(boxes).reshape(-1, 4).double()
+    boxes = _floating(boxes).reshape(-1, 4)
     scores = _floating(scores).reshape(-1).double()
     fields = tuple((name, list(values)) for name, values in per_box.items())
     for name, values in [("score", scores), *fields]:
         if len(values) != len(boxes):
             raise ValueError(f"{len(values)} values of {name!r} for {len(boxes)} boxes")
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+    # widths in the boxes' own dtype, then float64, where a float32's x 100 is exact: rounded
+    # as Python's round(v, 2) rounds it (float64 inputs may differ at exact decimal ties)
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).double()
     rows = torch.cat([(xywh * 100).round() / 100, (scores[:, None] * 1e5).round() / 1e5], 1)
     return EncodedEntries(image_id, file_name, rows.numpy(), fields)
 
@@ -156,14 +158,15 @@ class EncodedEntries:
 
 
 def _spelled(values: Sequence) -> list[str]:
-    """Each value's JSON text, each distinct value encoded once (class ids and names repeat)."""
-    known = {v: json.dumps(v) for v in set(values)}
-    return [known[v] for v in values]
+    """Each value's JSON text, each distinct value encoded once (class ids and names repeat;
+    keyed by type too: 1 and True are equal keys, not equal JSON)."""
+    known = {(type(v), v): json.dumps(v) for v in values}
+    return [known[type(v), v] for v in values]
 
 
 def _floating(values) -> Tensor:
     """A tensor of floats (integer coordinates or scores still written as floats)."""
-    values = torch.as_tensor(values)
+    values = torch.as_tensor(values).detach().cpu()
     return values if values.is_floating_point() else values.float()
 
 

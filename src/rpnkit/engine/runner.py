@@ -224,9 +224,11 @@ def original_scales(metas: Sequence[dict]) -> Tensor:
 def per_image(metas: list[dict], counts: Tensor, boxes: Tensor, *fields: Tensor):
     """(meta, boxes, *fields) of each image of a batch on the host: the first ``counts[i]``
     rows of each, boxes in original pixels (``original_scales``, one product per batch).
-    The slices view per-batch copies, not the outputs' pinned buffers, which the next
-    batches reuse."""
-    boxes = boxes * original_scales(metas)[:, None, :]
-    fields = [f.clone() for f in fields]
-    for i, (meta, n) in enumerate(zip(metas, counts.tolist())):
+    The slices view per-batch copies of the rows some image keeps, not the outputs' pinned
+    buffers, which the next batches reuse."""
+    counts = counts.tolist()
+    kept = max(counts, default=0)
+    boxes = boxes[:, :kept] * original_scales(metas)[:, None, :]
+    fields = [f[:, :kept].clone() for f in fields]
+    for i, (meta, n) in enumerate(zip(metas, counts)):
         yield meta, boxes[i, :n], *(f[i, :n] for f in fields)

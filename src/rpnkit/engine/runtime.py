@@ -394,12 +394,14 @@ class Predictor:
 
     def _detection_results(self, batches, score_threshold: float):
         """(position or None, DetectionResult) of each image of ``batches``: the valid
-        detections scoring at least ``score_threshold``, a prefix of each row (best first)."""
+        detections scoring at least ``score_threshold``, the leading ones of each row (best
+        first)."""
         for metas, found in batches:
             slots = torch.arange(found.scores.shape[1])
             passing = (found.scores >= score_threshold) & (slots < found.num[:, None])
+            counts = passing.int().cummin(dim=1).values.sum(dim=1)  # the passing prefix
             fields = (found.boxes, found.scores, found.labels)
-            for meta, *kept in per_image(metas, passing.sum(dim=1), *fields):
+            for meta, *kept in per_image(metas, counts, *fields):
                 result = DetectionResult(
                     meta["image_id"],
                     meta["file_name"],

@@ -1,28 +1,34 @@
 """COCO results JSON written while the model runs: ``CocoResultsWriter`` takes each image's
-results as they come and writes them into a temporary file renamed into place at the end
-(removed on an error), so a file at the path is always whole.
+results as they come and writes them into a temporary file of its own, renamed into place at
+the end (removed on an error), so a file at the path is always whole.
 
-In the background (``background=True``) a forked process formats and writes the text, fed
-the rounded numbers (``EncodedEntries``, 40 bytes a box) through a bounded queue: the thread
+In the background (``background=True``) a forked process formats and writes the text, sent
+the rounded numbers (``EncodedEntries``, pickled, 40 bytes a box) through a pipe: the thread
 that launches the model only rounds and hands over. A thousand proposals per image is 8,000
 entries per batch of 8: 9-13 ms of formatting on a fast core, 37 ms on the H200 host's, where
 the model takes 25 (docs/performance.md, session 11). The process is forked when the writer
-opens, before the inference loop starts its threads; on Linux only (elsewhere forking a
-process that has loaded system frameworks is not safe: the caller's thread writes).
+opens, before the inference loop starts its threads; only on Linux (elsewhere forking a
+process that has loaded system frameworks is not safe) and not from a daemonic process
+(which may not have children): otherwise the caller's thread writes. The parent gone, the
+process sees the pipe end, removes the temporary file and exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
-import queue
+import os
+import pickle
+import secrets
 import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .results import DetectionResult, EncodedEntries, ProposalResult
+from .results import DetectionResult, ProposalResult
 
-QUEUED_IMAGES = 64  # images handed over and not yet written, at most
+PIPE_BYTES = 1 << 20  # the pipe to the process holds ~25 images of 1,000 boxes (Linux's limit)
+_F_SETPIPE_SZ = 1031  # Linux's fcntl command to resize a pipe
 
 
 class JsonListFile:
@@ -51,74 +57,86 @@ class CocoResultsWriter:
 
     def __init__(self, path: str | Path, *, background: bool = False) -> None:
         self.path = Path(path)
+        self.background = background
         self.entries = 0
-        self.background = background and sys.platform == "linux"  # forking elsewhere is unsafe
-        self._tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        self._tmp: Path | None = None
         self._file: JsonListFile | None = None
-        self._queue = None
+        self._sender = None
         self._process = None
 
     def __enter__(self) -> CocoResultsWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.background:
-            self._file = JsonListFile(self._tmp)
-            return self
-        context = multiprocessing.get_context("fork")
-        self._queue = context.Queue(maxsize=QUEUED_IMAGES)
-        self._process = context.Process(
-            target=_write_queued, args=(self._queue, str(self._tmp)), daemon=True
-        )
-        self._process.start()
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        open(tmp, "x").close()  # a folder that cannot be written to says so now
+        self._tmp, self.entries = tmp, 0
+        started = False
+        if self.background and _can_fork():
+            with contextlib.suppress(OSError):  # no process to be had: write in this thread
+                self._start_process()
+                started = True
+        if not started:
+            self._file = JsonListFile(tmp)
         return self
 
     def add(self, result: ProposalResult | DetectionResult) -> None:
+        if self._tmp is None:
+            raise RuntimeError("CocoResultsWriter.add is for inside its with block")
         encoded = result.encoded()
         self.entries += len(encoded)
         if self._file is not None:
             self._file.add(encoded.text())
-        elif len(encoded):
-            self._put(encoded)
+        elif len(encoded):  # pickled here: an error is the caller's, not lost in a thread
+            self._send(pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL))
 
     def __exit__(self, kind, error, trace) -> None:
         whole = kind is None
         try:
             if self._file is not None:
                 self._file.close(whole=whole)
-            else:
+            elif self._process is not None:
                 self._end_process(whole)
-        except BaseException:
-            self._tmp.unlink(missing_ok=True)
-            raise
-        if whole:
-            self._tmp.replace(self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+            if whole:
+                self._tmp.replace(self.path)
+        finally:
+            self._tmp.unlink(missing_ok=True)  # gone already once renamed
+            self._tmp = self._file = self._sender = self._process = None
 
-    def _put(self, item: EncodedEntries | None) -> None:
-        """Hand ``item`` over, waiting while the queue is full, unless the process has died."""
-        while True:
-            try:
-                self._queue.put(item, timeout=1.0)
-                return
-            except queue.Full:
-                if not self._process.is_alive():
-                    raise RuntimeError(self._failure()) from None
+    def _start_process(self) -> None:
+        import fcntl  # Linux only, as the process
+
+        context = multiprocessing.get_context("fork")
+        receiver, sender = context.Pipe(duplex=False)
+        with contextlib.suppress(OSError):  # a larger pipe where the system allows it
+            fcntl.fcntl(sender.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
+        process = context.Process(
+            target=_write_received, args=(receiver, sender, str(self._tmp)), daemon=True
+        )
+        try:
+            process.start()
+        finally:
+            receiver.close()  # the process's end: it alone reads
+        self._sender, self._process = sender, process
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._sender.send_bytes(data)  # waits while the pipe is full
+        except OSError as err:  # the process has ended: nobody reads
+            self._process.join()
+            raise RuntimeError(self._failure()) from err
 
     def _end_process(self, whole: bool) -> None:
-        """Let the process write the end and exit (``whole``), or stop it at once (an error)."""
+        """Let the process write the end and exit (``whole``), or stop it (an error)."""
         process = self._process
         try:
             if whole:
-                self._put(None)
+                self._send(b"")  # the end
                 process.join()
         finally:
-            if process.is_alive():
+            self._sender.close()  # on an error the process sees the pipe end
+            if process.is_alive() and not whole:
                 process.terminate()
-                process.join()
-            if not whole or process.exitcode != 0:
-                self._queue.cancel_join_thread()  # what is still queued may be dropped
-            self._queue.close()
-        if process.exitcode != 0 and whole:
+            process.join()
+        if whole and process.exitcode != 0:
             raise RuntimeError(self._failure())
 
     def _failure(self) -> str:
@@ -128,12 +146,23 @@ class CocoResultsWriter:
         )
 
 
-def _write_queued(items: multiprocessing.Queue, tmp: str) -> None:
-    """The writing process: each queued image's entries as text, until None."""
+def _can_fork() -> bool:
+    return sys.platform == "linux" and not multiprocessing.current_process().daemon
+
+
+def _write_received(receiver, sender, tmp: str) -> None:
+    """The writing process: each image's entries as text until an empty message; at the
+    pipe's end (the parent gone without finishing) the temporary file removed, exit code 1."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    sender.close()  # this process's copy of the parent's end, so that the end can come
     out = JsonListFile(tmp)
-    while (encoded := items.get()) is not None:
-        out.add(encoded.text())
+    try:
+        while data := receiver.recv_bytes():
+            out.add(pickle.loads(data).text())
+    except EOFError:
+        out.close(whole=False)
+        Path(tmp).unlink(missing_ok=True)
+        raise SystemExit(1) from None
     out.close()
 
 
