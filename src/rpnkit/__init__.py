@@ -16,6 +16,7 @@ from .engine.fit import FitResult, fit
 from .engine.results import DetectionResult, ProposalResult, to_coco_results
 from .engine.runtime import Predictor, load
 from .engine.trainer import TrainConfig
+from .engine.writing import write_coco_results
 from .modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors
 from .modeling.boxes import BoxCoder, box_iou
 from .modeling.cascade_rpn import CascadeConfig, CascadeRPN
@@ -80,4 +81,5 @@ __all__ = [
     "select_proposals",
     "to_coco_results",
     "visible_anchors",
+    "write_coco_results",
 ]

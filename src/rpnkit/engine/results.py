@@ -107,7 +107,7 @@ def encode_entries(image_id, file_name: str, boxes, scores, **per_box) -> Encode
     return EncodedEntries(image_id, file_name, rows.numpy(), fields)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EncodedEntries:
     """One image's COCO results entries, rounded: ``rows`` (K, 5) float64 [x, y, w, h, score]
     and the per-box ``fields`` as (name, K values). Small to pickle: what the background
