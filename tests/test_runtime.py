@@ -471,6 +471,26 @@ def test_a_results_writer_whose_process_dies_says_so_and_leaves_no_file(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_coco_json_text_spells_every_hundredth_and_score_as_json_dumps():
+    import json
+
+    from rpnkit.engine.results import EncodedEntries, _decimals
+
+    k = np.arange(100_001)
+    rows = np.stack([k % 100_000 / 100, k * 7919 % 10**11 / 100, k / 100 + 999_000_000,
+                     (k % 1000) * 100 / 100, k / 1e5], axis=1)  # fmt: skip
+    labels = [int(v) for v in k % 3 + 1]
+    for fields in ((), (("category_id", labels),)):
+        encoded = EncodedEntries(3, "a.jpg", rows, fields)
+        assert _decimals(rows) is not None  # the tables, not repr, spell these
+        assert encoded.text() == ", ".join(json.dumps(e) for e in encoded.entries())
+    for odd in (-0.0, -0.5, 1e9, 1.5):  # repr's own spelling: negatives, large, a score > 1
+        changed = rows[:50].copy()
+        changed[7, 4 if odd == 1.5 else 2] = odd
+        encoded = EncodedEntries(3, "a.jpg", changed)
+        assert encoded.text() == ", ".join(json.dumps(e) for e in encoded.entries())
+
+
 def test_entries_round_float32_values_as_pythons_round_and_take_any_tensor():
     from rpnkit.engine.results import coco_entries
 

@@ -8,7 +8,7 @@ what the alternating schedule's steps 2 and 4 read back.
 
 from __future__ import annotations
 
-import itertools
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -135,26 +135,58 @@ class EncodedEntries:
 
     def text(self) -> str:
         """The entries as ``json.dumps`` writes each, joined by ", ": one %-formatting of all
-        of them (the numbers' ``repr``, as ``json.dumps`` spells floats: 1.3x faster than an
-        f-string per entry, 5x faster than dicts through ``json.dumps``). NaN and infinities,
-        which JSON cannot spell, go through ``json.dumps`` itself (NaN, Infinity)."""
+        of them. ``json.dumps`` spells a float by its ``repr``; these are hundredths (boxes)
+        and hundred-thousandths (scores), whose ``repr`` is read from tables (``_decimals``,
+        4x faster than ``repr`` itself), else ``repr`` is used. NaN and infinities, which JSON
+        cannot spell, go through ``json.dumps`` itself (NaN, Infinity)."""
         if not np.isfinite(self.rows).all():
             return ", ".join(json.dumps(entry) for entry in self.entries())
+        table = _decimals(self.rows)
+        numbers = '%d%s, %d%s, %d%s, %d%s], "score": %s'
+        if table is None:
+            table, numbers = self.rows.astype(object), '%r, %r, %r, %r], "score": %r'
+        if self.fields:  # each entry's numbers, then its fields' texts
+            spelled = np.array([_spelled(values) for _, values in self.fields], dtype=object)
+            table = np.concatenate([table, spelled.reshape(len(self.fields), -1).T], axis=1)
         head = (
             f'{{"file_name": {json.dumps(self.file_name)}, "image_id": {json.dumps(self.image_id)}'
         )
         entry = (
             head.replace("%", "%%")
-            + ', "bbox": [%r, %r, %r, %r], "score": %r'
+            + ', "bbox": ['
+            + numbers
             + "".join(f", {json.dumps(name).replace('%', '%%')}: %s" for name, _ in self.fields)
             + "}"
         )
-        if self.fields:  # entry by entry: its five numbers, then its fields' texts
-            columns = [*self.rows.T.tolist(), *(_spelled(values) for _, values in self.fields)]
-            values = list(itertools.chain.from_iterable(zip(*columns)))
-        else:  # proposals: the numbers only, in one conversion
-            values = self.rows.reshape(-1).tolist()
-        return ", ".join([entry] * len(self.rows)) % tuple(values)
+        return ", ".join([entry] * len(self.rows)) % tuple(table.reshape(-1).tolist())
+
+
+_FRACTIONS = np.array(
+    [".0" if f == 0 else f".{f // 10}" if f % 10 == 0 else f".{f:02d}" for f in range(100)],
+    dtype=object,
+)  # repr's ending of a number of whole hundredths, by its hundredths
+
+
+@functools.cache
+def _score_texts() -> np.ndarray:
+    """``repr(k / 1e5)`` for k in 0..100,000 (built once per process: 30 ms, 6 MB)."""
+    return np.array([repr(k / 1e5) for k in range(100_001)], dtype=object)
+
+
+def _decimals(rows: np.ndarray) -> np.ndarray | None:
+    """(K, 9) objects for the %-format ``%d%s`` x 4, ``%s``: each box number's whole part and
+    ``repr``'s ending for its hundredths, and the score's ``repr``; None where the tables do
+    not give ``repr``'s text: a negative number or -0.0, a coordinate of 1e9 or more (``repr``
+    turns to exponents long after), a score above 1."""
+    boxes, scores = rows[:, :4], rows[:, 4]
+    if np.signbit(rows).any() or (boxes >= 1e9).any() or (scores > 1).any():
+        return None
+    whole, hundredths = np.divmod(np.rint(boxes * 100).astype(np.int64), 100)
+    table = np.empty((len(rows), 9), dtype=object)
+    table[:, 0:8:2] = whole
+    table[:, 1:8:2] = _FRACTIONS[hundredths]
+    table[:, 8] = _score_texts()[np.rint(scores * 1e5).astype(np.int64)]
+    return table
 
 
 def _spelled(values: Sequence) -> list[str]:

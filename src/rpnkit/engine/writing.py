@@ -5,8 +5,9 @@ the end (removed on an error), so a file at the path is always whole.
 In the background (``background=True``) a forked process formats and writes the text, sent
 the rounded numbers (``EncodedEntries``, pickled, 40 bytes a box) through a pipe: the thread
 that launches the model only rounds and hands over. A thousand proposals per image is 8,000
-entries per batch of 8: 9-13 ms of formatting on a fast core, 37 ms on the H200 host's, where
-the model takes 25 (docs/performance.md, session 11). The process is forked when the writer
+entries per batch of 8: 5 ms of formatting on a fast core, about 37 ms on the H200 host's
+before the tables of ``EncodedEntries.text``, where the model takes 25 (docs/performance.md,
+session 11). The process is forked when the writer
 opens, before the inference loop starts its threads; only on Linux (elsewhere forking a
 process that has loaded system frameworks is not safe) and not from a daemonic process
 (which may not have children): otherwise the caller's thread writes. The parent gone, the
