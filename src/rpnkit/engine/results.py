@@ -136,8 +136,8 @@ class EncodedEntries:
     def text(self) -> str:
         """The entries as ``json.dumps`` writes each, joined by ", ": one %-formatting of all
         of them. ``json.dumps`` spells a float by its ``repr``; these are hundredths (boxes)
-        and hundred-thousandths (scores), whose ``repr`` is read from tables (``_decimals``,
-        4x faster than ``repr`` itself), else ``repr`` is used. NaN and infinities, which JSON
+        and hundred-thousandths (scores), whose ``repr`` is read from tables (``_decimals``: the
+        whole text 2x faster), else ``repr`` is used. NaN and infinities, which JSON
         cannot spell, go through ``json.dumps`` itself (NaN, Infinity)."""
         if not np.isfinite(self.rows).all():
             return ", ".join(json.dumps(entry) for entry in self.entries())
