@@ -333,7 +333,7 @@ def test_coco_results_entries_take_arrays_integers_and_one_box_and_check_their_f
 def test_coco_json_text_is_json_dumps_of_the_entries_for_awkward_names_and_values():
     import json
 
-    from rpnkit.engine.results import DetectionResult, ProposalResult, coco_entries_json
+    from rpnkit.engine.results import DetectionResult, ProposalResult, encode_entries
 
     g = torch.Generator().manual_seed(0)
     boxes = torch.rand(50, 4, generator=g) * 900
@@ -349,12 +349,12 @@ def test_coco_json_text_is_json_dumps_of_the_entries_for_awkward_names_and_value
     for result in results:
         text = result.encoded().text()
         assert "[" + text + "]" == json.dumps(result.to_coco_results())
-    not_finite = coco_entries_json(1, "a.jpg", torch.tensor([[0.0, 0.0, 1.0, 1.0]]),
-                                   torch.tensor([float("nan")]))  # fmt: skip
+    not_finite = encode_entries(1, "a.jpg", torch.tensor([[0.0, 0.0, 1.0, 1.0]]),
+                                torch.tensor([float("nan")])).text()  # fmt: skip
     assert not_finite == ('{"file_name": "a.jpg", "image_id": 1, "bbox": [0.0, 0.0, 1.0, 1.0], '
                           '"score": NaN}')  # fmt: skip
     with pytest.raises(ValueError, match="1 values of 'category_id' for 2 boxes"):
-        coco_entries_json(1, "a.jpg", torch.zeros(2, 4), torch.zeros(2), category_id=[3])
+        encode_entries(1, "a.jpg", torch.zeros(2, 4), torch.zeros(2), category_id=[3])
 
 
 @pytest.mark.parametrize("background", [False, True])

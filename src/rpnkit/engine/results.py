@@ -86,12 +86,6 @@ def coco_entries(image_id, file_name: str, boxes, scores, **per_box) -> list[dic
     return encode_entries(image_id, file_name, boxes, scores, **per_box).entries()
 
 
-def coco_entries_json(image_id, file_name: str, boxes, scores, **per_box) -> str:
-    """``coco_entries`` as JSON text: each entry as ``json.dumps`` writes it, joined by ", "
-    (the inside of a JSON list)."""
-    return encode_entries(image_id, file_name, boxes, scores, **per_box).text()
-
-
 def encode_entries(image_id, file_name: str, boxes, scores, **per_box) -> EncodedEntries:
     """One image's entries rounded into an ``EncodedEntries``, every field's count checked."""
     boxes = _floating(boxes).reshape(-1, 4)
