@@ -402,6 +402,16 @@ def test_a_results_writer_reports_what_it_cannot_pickle_and_counts_per_use(tmp_p
         assert writer.entries == 2
 
 
+def test_results_that_cannot_be_written_say_where_before_any_inference(tmp_path):
+    from rpnkit.engine.writing import CocoResultsWriter
+
+    (tmp_path / "a_file").write_text("")
+    for background in (False, True):
+        with pytest.raises(ValueError, match=r"a_file/p\.json: cannot write the results there"):
+            CocoResultsWriter(tmp_path / "a_file" / "p.json", background=background).__enter__()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def test_a_results_writer_in_a_daemonic_process_writes_in_its_own_thread(tmp_path):
     import json
     import multiprocessing

@@ -66,9 +66,12 @@ class CocoResultsWriter:
         self._process = None
 
     def __enter__(self) -> CocoResultsWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-        open(tmp, "x").close()  # a folder that cannot be written to says so now
+        try:  # a folder that cannot be written to says so before any inference
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            open(tmp, "x").close()
+        except OSError as err:
+            raise ValueError(f"{self.path}: cannot write the results there ({err})") from err
         self._tmp, self.entries = tmp, 0
         started = False
         if self.background and _can_fork():
