@@ -11,7 +11,9 @@ steady rate is the difference in images over the difference in wall time, so tha
 (the interpreter, CUDA, loading, the workers, cuDNN's first plans) cancels out and is
 reported apart, as the small folder's time. Start-up varies by seconds from run to run
 (12.9-17.3 s for the small folder on the H200 host, session 11), which moves the rate by up to
-10 %: each folder runs ``--repeats`` times and the fastest counts.
+10 %: each folder runs ``--repeats`` times and the fastest counts. The command also says its
+own rate, from its first results to its file in place (``ratio_said``: the best run's on the
+large folder), and how long its first results took after loading.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -42,14 +45,19 @@ def folder_of(files: list[str], copies: int, where: Path) -> Path:
     return where
 
 
-def run_command(args, folder: Path, checkpoint: Path, amp: str, top: int | None) -> float:
+def run_command(args, folder: Path, checkpoint: Path, amp: str, top: int | None) -> dict:
+    """The command's wall time, and its own summary's first-results time and steady rate."""
     command = [sys.executable, "-m", "rpnkit", args.command, str(folder), "--checkpoint",
                str(checkpoint), "--amp", amp, "--batch-size", str(args.batch_size), "--out",
                str(args.runs / "out.json"), "--no-progress"]  # fmt: skip
     command += ["--top", str(top)] if top is not None else []
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
-    return time.perf_counter() - start
+    ran = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ)
+    wall = time.perf_counter() - start
+    said = re.search(r"first results after ([\d.]+) s, then ([\d.]+) images/s", ran.stdout)
+    if said is None:
+        raise RuntimeError(f"no rate in the command's summary: {ran.stdout!r}")
+    return {"wall": wall, "first": float(said[1]), "steady": float(said[2])}
 
 
 def main() -> int:
@@ -102,13 +110,19 @@ def main() -> int:
 def command_rate(args, folders: dict, checkpoint, amp: str, top, rates: dict, n: int) -> dict:
     """The command's steady images/s from the small and the large folder's wall times."""
     (small, a), (large, b) = sorted(folders.items())
-    seconds = {c: min(run_command(args, folder, checkpoint, amp, top) for _ in range(args.repeats))
-               for c, folder in ((small, a), (large, b))}  # fmt: skip
+    runs = {c: [run_command(args, folder, checkpoint, amp, top) for _ in range(args.repeats)]
+            for c, folder in ((small, a), (large, b))}  # fmt: skip
+    seconds = {c: min(r["wall"] for r in rs) for c, rs in runs.items()}
     rate = (large - small) * n / (seconds[large] - seconds[small])
+    steady = max(r["steady"] for r in runs[large])  # the command's own, first results on
+    model = rates["model_images_per_s"]
     return {
         f"{args.command}_images_per_s": round(rate, 1),
-        "ratio": round(rate / rates["model_images_per_s"], 3),
+        "ratio": round(rate / model, 3),
         "ratio_first_batch": round(rate / rates["model_images_per_s_first_batch"], 3),
+        "said_steady_images_per_s": [r["steady"] for r in runs[large]],
+        "ratio_said": round(steady / model, 3),
+        "said_first_results_s": [r["first"] for rs in runs.values() for r in rs],
         "seconds": {f"{c * n} images": round(t, 2) for c, t in seconds.items()},
         "results": len(json.loads((args.runs / "out.json").read_text())),
     }

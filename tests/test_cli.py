@@ -1,4 +1,5 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,7 @@ from conftest import train_tiny_on_raccoon
 from PIL import Image
 
 from rpnkit.cli import build_parser, main
+from rpnkit.viz.export import Written
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 SMALL = ["--short-side", "128", "--max-size", "192", "--no-progress"]
@@ -49,7 +51,7 @@ def test_eval_prints_a_table_and_writes_json(trained, tmp_path, capsys):
     assert 0 <= json.loads(out.read_text())["AR@100"] <= 1
 
 
-def test_propose_writes_coco_results_and_overlays(trained, tmp_path):
+def test_propose_writes_coco_results_and_overlays(trained, tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
     for name in ("raccoon-1.jpg", "raccoon-2.jpg"):
@@ -83,6 +85,30 @@ def test_propose_writes_coco_results_and_overlays(trained, tmp_path):
     x, y, bw, bh = first["bbox"]  # original-image pixels
     assert x >= 0 and x + bw <= w + 0.01 and y >= 0 and y + bh <= h + 0.01
     assert sorted(p.name for p in overlays.iterdir()) == ["raccoon-1.png", "raccoon-2.png"]
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.fullmatch(
+        rf"wrote 14 proposals for 2 image\(s\) to {re.escape(str(out))}; 2 overlays in "
+        rf"{re.escape(str(overlays))} \(first results after \d+\.\d\d s, then \d+\.\d images/s\)",
+        summary,
+    ), summary
+
+
+def test_summary_rate_leaves_out_the_first_image():
+    written = Written(entries=30, images=3, overlays=0, first_result_s=5.0, steady_s=0.5)
+    assert written.steady_images_per_s == 4.0  # images 2 and 3 in 0.5 s
+    assert written.describe("detections", "d.json", None) == (
+        "wrote 30 detections for 3 image(s) to d.json "
+        "(first results after 5.00 s, then 4.0 images/s)"
+    )
+    one = Written(entries=1, images=1, overlays=0, skipped=2, first_result_s=0.25, steady_s=0.0)
+    assert one.steady_images_per_s is None
+    assert one.describe("proposals", "p.json", None) == (
+        "wrote 1 proposals for 1 image(s) to p.json; 2 image(s) could not be read "
+        "(first results after 0.25 s)"
+    )
+    assert Written(0, 0, 0).describe("detections", "d.json", None) == (
+        "wrote 0 detections for 0 image(s) to d.json"
+    )
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys):

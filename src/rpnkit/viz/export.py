@@ -3,6 +3,7 @@ drawn as the results stream in (the images are not kept in memory)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +19,26 @@ class Written:
     images: int
     overlays: int
     skipped: int = 0  # images that could not be read (each reported when it happened)
+    first_result_s: float | None = None  # from the call to the first image's results
+    steady_s: float | None = None  # from the first image's results to the file in place
+
+    @property
+    def steady_images_per_s(self) -> float | None:
+        """The images after the first over the time they took, writing included: the run's
+        rate with its start-up (workers, the device's first batches) left out."""
+        if self.images < 2 or not self.steady_s:
+            return None
+        return (self.images - 1) / self.steady_s
 
     def describe(self, what: str, out: str | Path, overlays: str | Path | None) -> str:
         text = f"wrote {self.entries} {what} for {self.images} image(s) to {out}"
         text += f"; {self.overlays} overlays in {overlays}" if overlays else ""
-        return text + (f"; {self.skipped} image(s) could not be read" if self.skipped else "")
+        text += f"; {self.skipped} image(s) could not be read" if self.skipped else ""
+        if self.first_result_s is not None:
+            text += f" (first results after {self.first_result_s:.2f} s"
+            rate = self.steady_images_per_s
+            text += f", then {rate:.1f} images/s)" if rate is not None else ")"
+        return text
 
 
 def export_results(
@@ -39,12 +55,14 @@ def export_results(
     ``max_overlays``
     images drawn into ``overlays``. ``skipped``: the runtime's list of unreadable images, filled
     as the results stream (for the count)."""
-    images, drawn = 0, 0
+    images, drawn, start, first = 0, 0, time.perf_counter(), None
     with CocoResultsWriter(out, background=True) as written:
         for result in results:
+            first = time.perf_counter() if first is None else first
             written.add(result)
             images += 1
             if overlays is not None and drawn < max_overlays:
                 save_overlay(result, overlays, top=overlay_top)
                 drawn += 1
-    return Written(written.entries, images, drawn, len(skipped or []))
+    timing = (first - start, time.perf_counter() - first) if first is not None else (None, None)
+    return Written(written.entries, images, drawn, len(skipped or []), *timing)
