@@ -487,18 +487,33 @@ def test_coco_json_text_spells_every_hundredth_and_score_as_json_dumps():
     from rpnkit.engine.results import EncodedEntries, _decimals
 
     k = np.arange(100_001)
-    rows = np.stack([k % 100_000 / 100, k * 7919 % 10**11 / 100, k / 100 + 999_000_000,
-                     (k % 1000) * 100 / 100, k / 1e5], axis=1)  # fmt: skip
+    xywh = np.stack([k % 100_000 / 100, k * 7919 % 10**11 / 100, k / 100 + 999_000_000,
+                     (k % 1000) * 100 / 100], axis=1)  # fmt: skip
+    scores = k / 1e5
+
+    def encoded(xywh, scores, fields=()):
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        return EncodedEntries(3, "a.jpg", xyxy, scores, fields)
+
     labels = [int(v) for v in k % 3 + 1]
     for fields in ((), (("category_id", labels),)):
-        encoded = EncodedEntries(3, "a.jpg", rows, fields)
-        assert _decimals(rows) is not None  # the tables, not repr, spell these
-        assert encoded.text() == ", ".join(json.dumps(e) for e in encoded.entries())
+        every = encoded(xywh, scores, fields)
+        assert np.array_equal(every.rows[:, 0], xywh[:, 0]) and np.array_equal(
+            every.rows[:, 4], scores
+        )
+        assert _decimals(every.rows) is not None  # the tables, not repr, spell these
+        assert every.text() == ", ".join(json.dumps(e) for e in every.entries())
     for odd in (-0.0, -0.5, 1e9, 1.5):  # repr's own spelling: negatives, large, a score > 1
-        changed = rows[:50].copy()
-        changed[7, 4 if odd == 1.5 else 2] = odd
-        encoded = EncodedEntries(3, "a.jpg", changed)
-        assert encoded.text() == ", ".join(json.dumps(e) for e in encoded.entries())
+        boxes, changed = xywh[:50].copy(), scores[:50].copy()
+        if odd == 1.5:
+            changed[7] = odd
+        else:
+            boxes[7, 0] = odd
+        some = encoded(boxes, changed)
+        assert some.text() == ", ".join(json.dumps(e) for e in some.entries())
+        entry = json.loads(f"[{some.text()}]")[7]
+        written = entry["score"] if odd == 1.5 else entry["bbox"][0]
+        assert written == odd and math.copysign(1, written) == math.copysign(1, odd)
 
 
 def test_entries_round_float32_values_as_pythons_round_and_take_any_tensor():

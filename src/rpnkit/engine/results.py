@@ -87,33 +87,44 @@ def coco_entries(image_id, file_name: str, boxes, scores, **per_box) -> list[dic
 
 
 def encode_entries(image_id, file_name: str, boxes, scores, **per_box) -> EncodedEntries:
-    """One image's entries rounded into an ``EncodedEntries``, every field's count checked."""
+    """One image's entries as an ``EncodedEntries``, every field's count checked. The numbers
+    are rounded when first read (``rows``): in the background writer's process, not in the
+    thread that launches the model."""
     boxes = _floating(boxes).reshape(-1, 4)
-    scores = _floating(scores).reshape(-1).double()
+    scores = _floating(scores).reshape(-1)
     fields = tuple((name, list(values)) for name, values in per_box.items())
     for name, values in [("score", scores), *fields]:
         if len(values) != len(boxes):
             raise ValueError(f"{len(values)} values of {name!r} for {len(boxes)} boxes")
-    # widths in the boxes' own dtype, then float64, where a float32's x 100 is exact: rounded
-    # as Python's round(v, 2) rounds it (float64 inputs may differ at exact decimal ties)
-    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).double()
-    rows = torch.cat([(xywh * 100).round() / 100, (scores[:, None] * 1e5).round() / 1e5], 1)
-    return EncodedEntries(image_id, file_name, rows.numpy(), fields)
+    return EncodedEntries(image_id, file_name, boxes, scores, fields)
 
 
 @dataclass(frozen=True, eq=False)
 class EncodedEntries:
-    """One image's COCO results entries, rounded: ``rows`` (K, 5) float64 [x, y, w, h, score]
-    and the per-box ``fields`` as (name, K values). Small to pickle: what the background
-    results writer receives (``engine/writing.py``)."""
+    """One image's COCO results entries: ``boxes`` (K, 4) xyxy and ``scores`` (K,) as given
+    (host arrays, floating), rounded into ``rows``, and the per-box ``fields`` as (name, K
+    values). Small to pickle (20 bytes a float32 box): what the background results writer
+    receives (``engine/writing.py``)."""
 
     image_id: int | str
     file_name: str
-    rows: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
     fields: tuple[tuple[str, list], ...] = ()
 
+    @functools.cached_property
+    def rows(self) -> np.ndarray:
+        """(K, 5) float64 [x, y, w, h, score]: box numbers rounded to 0.01, scores to 1e-5.
+        Widths in the boxes' own dtype, then float64, where a float32's x 100 is exact: rounded
+        as Python's ``round(v, 2)`` rounds it (float64 inputs may differ at exact decimal
+        ties); ``np.round`` rounds half to even, as ``round``."""
+        boxes = self.boxes
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).astype(np.float64)
+        scores = self.scores.astype(np.float64)[:, None]
+        return np.concatenate([np.round(xywh * 100) / 100, np.round(scores * 1e5) / 1e5], 1)
+
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.scores)
 
     def entries(self) -> list[dict]:
         return [
@@ -190,10 +201,15 @@ def _spelled(values: Sequence) -> list[str]:
     return [known[type(v), v] for v in values]
 
 
-def _floating(values) -> Tensor:
-    """A tensor of floats (integer coordinates or scores still written as floats)."""
-    values = torch.as_tensor(values).detach().cpu()
-    return values if values.is_floating_point() else values.float()
+def _floating(values) -> np.ndarray:
+    """A host array of floats (integer coordinates or scores still written as floats; other
+    sequences as ``torch.as_tensor`` reads them: Python floats as float32)."""
+    if not isinstance(values, np.ndarray):
+        values = torch.as_tensor(values)
+        if values.dtype not in (torch.float16, torch.float32, torch.float64):
+            values = values.float()
+        return values.numpy(force=True)  # detached, on the host
+    return values if np.issubdtype(values.dtype, np.floating) else values.astype(np.float32)
 
 
 def write_json(path: str | Path, data, *, indent: int | None = None) -> Path:

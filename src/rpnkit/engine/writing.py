@@ -2,12 +2,13 @@
 results as they come and writes them into a temporary file of its own, renamed into place at
 the end (removed on an error), so a file at the path is always whole.
 
-In the background (``background=True``) a forked process formats and writes the text, sent
-the rounded numbers (``EncodedEntries``, pickled, 40 bytes a box) through a pipe: the thread
-that launches the model only rounds and hands over. A thousand proposals per image is 8,000
-entries per batch of 8: 5 ms of formatting on a fast core, about 37 ms on the H200 host's
-before the tables of ``EncodedEntries.text``, where the model takes 25 (docs/performance.md,
-session 11). The process is forked when the writer
+In the background (``background=True``) a forked process rounds, formats and writes the text,
+sent each image's boxes and scores as they are (``EncodedEntries``, pickled, 20 bytes a
+float32 box) through a pipe: the thread that launches the model only hands over (12 us an
+image of 1,000 boxes on the 2-core CPU; rounding there too held effnet's ``propose --top
+1000`` at 0.73 of its RPN on the H200, docs/performance.md, session 12). A thousand proposals
+per image is 8,000 entries per batch of 8: about 5 ms of the process's time on the 2-core
+CPU, where the model takes 25 on the H200. The process is forked when the writer
 opens, before the inference loop starts its threads; only on Linux (elsewhere forking a
 process that has loaded system frameworks is not safe) and not from a daemonic process
 (which may not have children): otherwise the caller's thread writes. The parent gone, the
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from .results import DetectionResult, ProposalResult
 
-PIPE_BYTES = 1 << 20  # the pipe to the process holds ~25 images of 1,000 boxes (Linux's limit)
+PIPE_BYTES = 1 << 20  # the pipe to the process holds ~50 images of 1,000 boxes (Linux's limit)
 _F_SETPIPE_SZ = 1031  # Linux's fcntl command to resize a pipe
 
 
