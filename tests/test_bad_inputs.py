@@ -828,7 +828,7 @@ def propose_folder_with_a_non_image(ctx: Ctx) -> Expect:
         ["propose", folder, "--checkpoint", ctx.ckpt.rpn, "--out", out, "--top", "5", *SIZE],
         "skip",
         warnings=[(f"skipped {folder / 'notes.txt'}: not an image (.jpg, ",)],
-        stdout=(f"wrote 15 proposals for 3 image(s) to {out}",),
+        mentions=(f"wrote 15 proposals for 3 image(s) to {out} (first results after ",),
         check=check,
     )
 

@@ -3,11 +3,14 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import train_tiny_on_raccoon
 from PIL import Image
 
 from rpnkit.cli import build_parser, main
-from rpnkit.viz.export import Written
+from rpnkit.engine.results import ProposalResult
+from rpnkit.engine.runner import Pace
+from rpnkit.viz.export import Written, export_results
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 SMALL = ["--short-side", "128", "--max-size", "192", "--no-progress"]
@@ -65,6 +68,8 @@ def test_propose_writes_coco_results_and_overlays(trained, tmp_path, capsys):
             str(trained / "checkpoint.safetensors"),
             "--top",
             "7",
+            "--batch-size",
+            "1",  # two batches: a rate to tell
             "--out",
             str(out),
             "--overlays",
@@ -93,15 +98,15 @@ def test_propose_writes_coco_results_and_overlays(trained, tmp_path, capsys):
     ), summary
 
 
-def test_summary_rate_leaves_out_the_first_image():
-    written = Written(entries=30, images=3, overlays=0, first_result_s=5.0, steady_s=0.5)
-    assert written.steady_images_per_s == 4.0  # images 2 and 3 in 0.5 s
+def test_summary_rate_leaves_out_the_first_batch():
+    written = Written(30, 3, 0, first_result_s=5.0, steady_s=0.5, steady_images=2)
+    assert written.steady_images_per_s == 4.0  # the 2 images after the first batch in 0.5 s
     assert written.describe("detections", "d.json", None) == (
         "wrote 30 detections for 3 image(s) to d.json "
         "(first results after 5.00 s, then 4.0 images/s)"
     )
-    one = Written(entries=1, images=1, overlays=0, skipped=2, first_result_s=0.25, steady_s=0.0)
-    assert one.steady_images_per_s is None
+    one = Written(1, 1, 0, skipped=2, first_result_s=0.25, steady_s=0.01, steady_images=0)
+    assert one.steady_images_per_s is None  # one batch: no rate to tell
     assert one.describe("proposals", "p.json", None) == (
         "wrote 1 proposals for 1 image(s) to p.json; 2 image(s) could not be read "
         "(first results after 0.25 s)"
@@ -109,6 +114,21 @@ def test_summary_rate_leaves_out_the_first_image():
     assert Written(0, 0, 0).describe("detections", "d.json", None) == (
         "wrote 0 detections for 0 image(s) to d.json"
     )
+
+
+def test_pace_counts_the_images_after_the_first_batch(tmp_path):
+    pace = Pace()
+    batches = [([{}] * 2, "a"), ([{}] * 3, "b"), ([{}], "c")]
+    assert [output for _, output in pace.track(batches)] == ["a", "b", "c"]
+    assert pace.first is not None and pace.later == 4
+    results = [
+        ProposalResult(k, f"{k}.jpg", torch.zeros(1, 4), torch.ones(1), (8, 8)) for k in range(6)
+    ]
+    paced = export_results(results, tmp_path / "a.json", pace=pace)
+    assert (paced.images, paced.steady_images) == (6, 4) and paced.steady_s > 0
+    unpaced = export_results(results, tmp_path / "b.json")  # timed as the results come
+    assert (unpaced.images, unpaced.steady_images) == (6, 5) and unpaced.first_result_s >= 0
+    assert export_results([], tmp_path / "c.json").first_result_s is None
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys):

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         overlays=args.overlays,
         max_overlays=args.max_overlays,
         skipped=runtime.skipped,
+        pace=runtime.pace,
     )
     print(written.describe("detections", args.out, args.overlays))
     return 0

@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         overlays=args.overlays,
         max_overlays=args.max_overlays,
         skipped=runtime.skipped,
+        pace=runtime.pace,
         overlay_top=args.overlay_top,
     )
     print(written.describe("proposals", args.out, args.overlays))

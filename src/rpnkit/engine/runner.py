@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -94,6 +95,27 @@ def run_batches(
     if readable == 0:
         first = f" (first: {unreadable[0]})" if unreadable else ""
         raise DataError(f"no readable image among the {len(dataset)} given{first}")
+
+
+@dataclasses.dataclass
+class Pace:
+    """When a run's batches reached the host: ``first`` (``time.perf_counter``) the first
+    batch's outputs, ``later`` the images of the batches after it: what a run's steady rate is
+    read from, as results handed on in input order come a window at a time
+    (``in_input_order``), too bursty to time."""
+
+    first: float | None = None
+    later: int = 0
+
+    def track(self, batches: Iterable[tuple[list[dict], Any]]) -> Iterator[tuple[list[dict], Any]]:
+        """``batches`` (metas, outputs) passed through, timed (from the first one asked for)."""
+        self.first, self.later = None, 0
+        for metas, output in batches:
+            if self.first is None:
+                self.first = time.perf_counter()
+            else:
+                self.later += len(metas)
+            yield metas, output
 
 
 GROUP_WINDOW = 8  # batches: how far ahead ``grouped_batches`` looks for an image's group

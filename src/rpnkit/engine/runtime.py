@@ -68,6 +68,7 @@ from .evaluate import (
 from .results import DetectionResult, ProposalResult
 from .runner import (
     GROUP_WINDOW,
+    Pace,
     detection_forward,
     detection_limits,
     first_stage,
@@ -128,6 +129,7 @@ class Predictor:
         self.amp = amp
         self.short_side, self.max_size = short_side, max_size
         self.skipped: list[str] = []  # the images the last call could not read (reported)
+        self.pace = Pace()  # when the last call's batches reached the host (its steady rate)
         self.source: Path | None = None  # the checkpoint file, when loaded from one
 
     @property
@@ -254,9 +256,12 @@ class Predictor:
         if whole:
             grouped = grouped and self.group_by_aspect
             groups = getattr(dataset, "aspect_groups", None) if grouped else None
-            return run_batches(forward, dataset, groups=groups() if groups else None, **common)
+            groups = groups() if groups else None
+            return self.pace.track(run_batches(forward, dataset, groups=groups, **common))
         resize = eval_transforms(self.short_side, self.max_size)
-        return sliced_batches(forward, dataset, slicing, merge, resize=resize, **common)
+        return self.pace.track(
+            sliced_batches(forward, dataset, slicing, merge, resize=resize, **common)
+        )
 
     def _transforms(self, slicing: SliceConfig | None) -> Compose:
         """Resized for the network; sliced inference reads images at native resolution."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.results import DetectionResult, ProposalResult
+from ..engine.runner import Pace
 from ..engine.writing import CocoResultsWriter
 from .overlays import save_overlay
 
@@ -19,16 +20,17 @@ class Written:
     images: int
     overlays: int
     skipped: int = 0  # images that could not be read (each reported when it happened)
-    first_result_s: float | None = None  # from the call to the first image's results
-    steady_s: float | None = None  # from the first image's results to the file in place
+    first_result_s: float | None = None  # from the call to the first batch's results
+    steady_s: float | None = None  # from the first batch's results to the file in place
+    steady_images: int = 0  # the images after the first batch
 
     @property
     def steady_images_per_s(self) -> float | None:
-        """The images after the first over the time they took, writing included: the run's
-        rate with its start-up (workers, the device's first batches) left out."""
-        if self.images < 2 or not self.steady_s:
+        """The images after the first batch over the time they took, writing included: the
+        run's rate with its start-up (workers, the device's first batches) left out."""
+        if self.steady_images < 1 or not self.steady_s:
             return None
-        return (self.images - 1) / self.steady_s
+        return self.steady_images / self.steady_s
 
     def describe(self, what: str, out: str | Path, overlays: str | Path | None) -> str:
         text = f"wrote {self.entries} {what} for {self.images} image(s) to {out}"
@@ -49,12 +51,14 @@ def export_results(
     max_overlays: int = 50,
     overlay_top: int | None = None,
     skipped: list[str] | None = None,
+    pace: Pace | None = None,
 ) -> Written:
     """Consume ``results``: every entry into the COCO results JSON ``out`` as it comes
     (``CocoResultsWriter``, in the background: renamed into place at the end), and the first
-    ``max_overlays``
-    images drawn into ``overlays``. ``skipped``: the runtime's list of unreadable images, filled
-    as the results stream (for the count)."""
+    ``max_overlays`` images drawn into ``overlays``. ``skipped``: the runtime's list of
+    unreadable images, filled as the results stream (for the count); ``pace``: the runtime's
+    record of when its batches came (for the start-up and the steady rate; without it, when
+    the results came here)."""
     images, drawn, start, first = 0, 0, time.perf_counter(), None
     with CocoResultsWriter(out, background=True) as written:
         for result in results:
@@ -64,5 +68,11 @@ def export_results(
             if overlays is not None and drawn < max_overlays:
                 save_overlay(result, overlays, top=overlay_top)
                 drawn += 1
-    timing = (first - start, time.perf_counter() - first) if first is not None else (None, None)
-    return Written(written.entries, images, drawn, len(skipped or []), *timing)
+    end, done = time.perf_counter(), (written.entries, images, drawn, len(skipped or []))
+    if pace is not None and pace.first is not None:  # the batches' own times
+        first, later = pace.first, pace.later
+    elif first is None:  # no result
+        return Written(*done)
+    else:  # when the results came here
+        later = images - 1
+    return Written(*done, first_result_s=first - start, steady_s=end - first, steady_images=later)
