@@ -102,9 +102,9 @@ def encode_entries(image_id, file_name: str, boxes, scores, **per_box) -> Encode
 @dataclass(frozen=True, eq=False)
 class EncodedEntries:
     """One image's COCO results entries: ``boxes`` (K, 4) xyxy and ``scores`` (K,) as given
-    (host arrays, floating), rounded into ``rows``, and the per-box ``fields`` as (name, K
-    values). Small to pickle (20 bytes a float32 box): what the background results writer
-    receives (``engine/writing.py``)."""
+    (host arrays, floating; not copied: the writer pickles or formats them at once), rounded
+    into ``rows``, and the per-box ``fields`` as (name, K values). Small to pickle (20 bytes a
+    float32 box): what the background results writer receives (``engine/writing.py``)."""
 
     image_id: int | str
     file_name: str
@@ -115,9 +115,10 @@ class EncodedEntries:
     @functools.cached_property
     def rows(self) -> np.ndarray:
         """(K, 5) float64 [x, y, w, h, score]: box numbers rounded to 0.01, scores to 1e-5.
-        Widths in the boxes' own dtype, then float64, where a float32's x 100 is exact: rounded
-        as Python's ``round(v, 2)`` rounds it (float64 inputs may differ at exact decimal
-        ties); ``np.round`` rounds half to even, as ``round``."""
+        Widths in the boxes' own dtype (float16, 32 or 64; ``encode_entries`` widens bfloat16
+        and integers to float32), then float64, where a float32's x 100 is exact: rounded as
+        Python's ``round(v, 2)`` rounds it (float64 inputs may differ at exact decimal ties);
+        ``np.round`` rounds half to even, as ``round``."""
         boxes = self.boxes
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).astype(np.float64)
         scores = self.scores.astype(np.float64)[:, None]
