@@ -1,7 +1,7 @@
 """What the data path alone can feed at inference (no model): where ``detect``'s and
 ``propose``'s images/s stop when the model is fast.
 
-    cd bench && PYTHONPATH=../src python decode_path.py --data ../shared/data/coco128
+    PYTHONPATH=src python bench/decode_path.py --data ../shared/data/coco128
 
 - ``nvjpeg``: ``decode_jpeg(..., device="cuda")`` on batches of COCO128's files, the GPU
   otherwise idle: wall and this thread's CPU milliseconds per batch (CPU time close to the
@@ -9,7 +9,8 @@
 - ``cpu_decode``: one image decoded on one core (torchvision's libjpeg-turbo; Pillow):
   milliseconds per image, what a worker pays per image when the workers decode;
 - ``batch_to``: ``Batch.to(device)`` of collated batches, inline: the decoding plus turning,
-  resizing and padding on the GPU (``EncodedImages.decode``), wall and CPU ms per batch;
+  resizing and padding on the GPU (``EncodedImages.decode``), wall and CPU ms per batch (CUDA
+  only: on the CPU the workers decode, and the copy is nothing);
 - ``stream``: the runner's own stream (DataLoader, pinning, the prefetching thread) with
   nothing consuming it but a synchronisation at the end: images/s, per ``--workers``, with
   the GPU decoding and with the workers decoding.

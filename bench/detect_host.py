@@ -7,7 +7,7 @@ pipeline (bench_pipeline's ``detect_rate``: images/s, GPU busy, host ms per batc
 - ``nopin``: no page-locking of batches whose JPEGs the GPU decodes (the DataLoader's pinning
   thread gone: the batches carry encoded bytes, a few hundred kB).
 
-    cd bench && PYTHONPATH=../src python detect_host.py --data ../shared/data/coco128
+    PYTHONPATH=src python bench/detect_host.py --data ../shared/data/coco128
 
 Variants run in turn, twice (ABCDABCD), after an untimed pass; ``identical`` says whether the
 cast run's detections equal the default's on one batch, bit for bit.

@@ -2,7 +2,7 @@
 (``Predictor.iter_detections`` on COCO128's files, the results written as the command writes
 them), with the GPU's idle time attributed to what the launching thread was doing then.
 
-    cd bench && PYTHONPATH=../src python profile_detect.py --data ../shared/data/coco128
+    PYTHONPATH=src python bench/profile_detect.py --data ../shared/data/coco128
 
 For each backbone: one untimed pass (cuDNN's plans, nvJPEG), then one profiled pass, read
 from its Chrome trace (kept with ``--trace-dir``). Reported per batch: the GPU's kernel time

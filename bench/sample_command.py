@@ -2,7 +2,7 @@
 while a sampling thread records, every ``--interval`` ms, each other thread's stack (its
 innermost frames), and the GPU's utilisation (nvidia-smi) over the run.
 
-    cd bench && PYTHONPATH=../src python sample_command.py --top 25 -- \\
+    PYTHONPATH=src python bench/sample_command.py --top 25 -- \\
         detect /tmp/bench_detect_cli/x60 --checkpoint /tmp/bench_detect_cli/effnet.safetensors \\
         --amp bf16 --no-progress --out /tmp/d.json
 
