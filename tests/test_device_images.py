@@ -156,9 +156,49 @@ def test_formats_the_device_does_not_take_are_decoded_by_the_workers(tmp_path):
     cpu, dev = pair(index_of(paths), train_transforms(64, 128, 0.5))
     items = [dev[i] for i in range(len(paths))]
     assert ["jpeg" in it for it in items] == left_encoded
+    # the others decoded by the worker as they are, their resize and flip left to the device
+    assert ["native" in it for it in items] == [not e for e in left_encoded]
+    assert all(it["native"][0].shape == (3, 48, 80) for it in items if "native" in it)
     batch = collate(items)
     assert len(batch.encoded.jpegs) == 2 and len(batch.encoded.pixels) == 5
+    assert all(steps for _, _, steps in batch.encoded.pixels)  # Resize, at least
     assert_same_batch([cpu[i] for i in range(len(paths))], items)
+
+
+def test_photographs_in_other_formats_are_resized_and_flipped_on_the_device(tmp_path):
+    index = read_dataset(COCO128, split="train2017")
+    index.records = index.records[:12]
+    pngs = [tmp_path / f"{record.path.stem}.png" for record in index.records]
+    for record, png in zip(index.records, pngs):  # the same photographs as PNG files
+        Image.fromarray(load_rgb(record.path)).save(png)
+    index.records = [dataclasses.replace(r, path=png) for r, png in zip(index.records, pngs)]
+    cpu, dev = pair(index, train_transforms(256, 427, 0.5))
+    assert all("native" in dev[i] for i in range(12)) and not dev.leaves_jpegs_encoded
+    flips = sum(Flip() in dev[i]["native"][1] for i in range(12))
+    assert 0 < flips < 12
+    for start in (0, 6):  # shrunk with antialiasing, as Pillow's bilinear filter
+        assert_same_batch([cpu[i] for i in range(start, start + 6)],
+                          [dev[i] for i in range(start, start + 6)])  # fmt: skip
+    batch = collate([dev[0], dev[1]])
+    moved = batch._map(lambda t: t.clone(), batch.targets)  # as pinning and copying map it
+    assert [steps for *_, steps in moved.encoded.pixels] == [
+        dev[0]["native"][1],
+        dev[1]["native"][1],
+    ]
+
+
+def test_files_given_one_by_one_in_other_formats_are_resized_on_the_device(tmp_path):
+    png = tmp_path / "b.png"
+    Image.fromarray(pattern()).save(png)
+    resize = eval_transforms(64, 128)
+    item = ImageList([png], resize, decode_on_device=True)[0]
+    image, steps = item["native"]
+    assert image.shape == (3, 48, 80) and item["size"] == (64, 107) and steps
+    assert item["file_name"] == "b.png" and item["source"] == png
+    on_cpu = ImageList([png], resize)[0]
+    assert_same_batch([on_cpu], [item])
+    in_memory = ImageList([pattern()], resize, decode_on_device=True)[0]
+    assert "native" not in in_memory and in_memory["image"].shape == (3, 64, 107)
 
 
 def test_unreadable_files_are_reported_as_on_the_cpu_path(tmp_path):
@@ -417,6 +457,13 @@ def test_sliced_inference_cuts_tiles_on_the_host_even_when_decoding_on_the_devic
     encoded = runtime.dataset([photo])  # a ready-made dataset whose JPEGs stay encoded
     with pytest.raises(ValueError, match="decode_on_device=False"):
         runtime.propose(encoded, top=30, tile_size=128)
+    png = tmp_path / "wide.png"
+    Image.fromarray(load_rgb(photo)).save(png)
+    native = runtime.dataset([png])  # decoded by the workers, resized on the device
+    assert native.leaves_pixels_to_device and not native.leaves_jpegs_encoded
+    with pytest.raises(ValueError, match="decode_on_device=False"):
+        runtime.propose(native, top=30, tile_size=128)
+    assert not rpnkit.load(ckpt, "cpu").dataset([png]).leaves_pixels_to_device
 
 
 def test_only_datasets_that_leave_jpegs_encoded_say_so(tmp_path):

@@ -288,8 +288,8 @@ def add_decode_option(p: argparse.ArgumentParser) -> None:
         choices=["auto", "device", "workers"],
         default="auto",
         help="where JPEG files are decoded, resized and padded: 'device' (nvJPEG on a GPU, a "
-        "batch at a time; the workers only read the files), 'workers', or 'auto': on the "
-        "device on a GPU, else by the workers",
+        "batch at a time; the workers only read the files; other images the workers decode and "
+        "the device resizes), 'workers', or 'auto': on the device on a GPU, else by the workers",
     )
 
 

@@ -109,21 +109,24 @@ def collate(
 
 def _size(item: dict) -> tuple[int, int]:
     """(height, width) of an item's image as the network sees it."""
-    if "jpeg" in item:  # still encoded: the size its transforms give
+    if "jpeg" in item or "native" in item:  # pixel steps still to come: the size they give
         return item["size"]
     return int(item["image"].shape[1]), int(item["image"].shape[2])
 
 
 def _pad(items: Sequence[dict], canvas: tuple[int, int]):
-    """(padded images, None), or (None, EncodedImages) when some are still encoded."""
-    if any("jpeg" in it for it in items):
+    """(padded images, None), or (None, EncodedImages) when some are still encoded or have
+    their pixel steps still to come (``native``: as decoded, for the device to transform)."""
+    if any("jpeg" in it or "native" in it for it in items):
         encoded = EncodedImages(len(items), canvas)
         for i, it in enumerate(items):
             if "jpeg" in it:
                 header, steps = it["jpeg"]
                 encoded.jpegs.append(PendingJpeg(i, header, steps, str(it["source"])))
-            else:
-                encoded.pixels.append((i, it["image"]))
+            elif "native" in it:
+                encoded.pixels.append((i, *it["native"]))
+            else:  # transformed by the worker
+                encoded.pixels.append((i, it["image"], ()))
         return None, encoded
     images = torch.zeros((len(items), 3, *canvas), dtype=items[0]["image"].dtype)
     for i, it in enumerate(items):
@@ -133,7 +136,7 @@ def _pad(items: Sequence[dict], canvas: tuple[int, int]):
 
 def _meta(item: dict, size: tuple[int, int]) -> dict:
     """The item without its image, and the (height, width) the network sees it at."""
-    meta = {k: v for k, v in item.items() if k not in ("image", "proposals", "jpeg")}
+    meta = {k: v for k, v in item.items() if k not in ("image", "proposals", "jpeg", "native")}
     meta["size"] = size
     meta.setdefault("orig_size", size)
     return meta

@@ -106,7 +106,7 @@ class DetectionDataset(Dataset):
         if self._device_decodes(record):
             header = read_jpeg(record.path)
             if header is not None and header.size == (record.height, record.width):
-                return self._encoded_item(i, record, header)
+                return self._planned_item(i, record, header)
         try:
             image = load_rgb(record.path)
         except DataError as err:
@@ -117,6 +117,8 @@ class DetectionDataset(Dataset):
                 f"says {record.width}x{record.height}",
                 self.strict,
             )
+        if self._device_decodes(record):  # decoded here, resized and flipped on the device
+            return self._planned_item(i, record, image)
         rng = np.random.default_rng([self.seed, self.epoch, i])
         extra = self._proposals_of(record)
         transforms = self.transforms
@@ -148,34 +150,46 @@ class DetectionDataset(Dataset):
         (``decode_on_device``, plannable transforms, JPEG files by their names)."""
         return any(self._device_decodes(r) and named_as_jpeg(r.path) for r in self.index.records)
 
+    @property
+    def leaves_pixels_to_device(self) -> bool:
+        """Whether some items leave their resize and flip to the device (JPEGs left encoded,
+        other images as decoded): items without a ready ``image``."""
+        return any(self._device_decodes(r) for r in self.index.records)
+
     def _device_decodes(self, record: Record) -> bool:
         tiled = self.tiling is not None and self.tiling.applies(record.height, record.width)
         return self.decode_on_device and not tiled and self.transforms.plannable
 
-    def _encoded_item(self, i: int, record: Record, header: JpegHeader) -> dict:
-        """The item of a JPEG left encoded: its boxes (and proposals) planned as usual."""
+    def _planned_item(self, i: int, record: Record, pending: JpegHeader | np.ndarray) -> dict:
+        """The item of an image whose pixel steps the device applies (a JPEG left encoded, or
+        an image decoded here): its boxes (and proposals) planned as usual."""
         rng = np.random.default_rng([self.seed, self.epoch, i])
         boxes, n = record.boxes, len(record.boxes)
         if self.proposals is not None:
             boxes = np.concatenate([boxes, self._proposals_of(record)])
-        item = encoded_item(header, boxes, record, self.transforms, rng)
+        item = planned_item(pending, boxes, record, self.transforms, rng)
         if self.proposals is not None:
             item["proposals"], item["boxes"] = item["boxes"][n:], item["boxes"][:n]
         return item
 
 
-def encoded_item(
-    header: JpegHeader, boxes: np.ndarray, record: Record, transforms: Compose, rng
+def planned_item(
+    pending: JpegHeader | np.ndarray, boxes: np.ndarray, record: Record, transforms: Compose, rng
 ) -> dict:
-    """A dataset item of a JPEG still encoded (``jpeg``: its header and the transforms' pixel
-    steps; ``size``: the image's size after them), its boxes planned as ``make_item`` moves
-    them. ``transforms`` must be ``plannable``."""
+    """A dataset item whose pixel steps are the device's: a JPEG still encoded (``jpeg``: its
+    header and the transforms' pixel steps) or an (H, W, 3) uint8 image as decoded
+    (``native``: (3, H, W) and the steps); ``size``: the image's size after them. Its boxes
+    are planned as ``make_item`` moves them. ``transforms`` must be ``plannable``."""
     steps, boxes, scale = transforms.plan(record.height, record.width, boxes.copy(), rng)
     size = (record.height, record.width)
     for step in steps:
         size = step.size(*size)
     item = item_fields(boxes, record, scale, record.path)
-    item.update(jpeg=(header, steps), size=size)
+    if isinstance(pending, JpegHeader):
+        item["jpeg"] = (pending, steps)
+    else:
+        item["native"] = (torch.from_numpy(np.asarray(pending)).permute(2, 0, 1), steps)
+    item["size"] = size
     return item
 
 

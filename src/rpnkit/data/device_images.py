@@ -6,7 +6,8 @@ usual, and the pixels are decoded, turned upright, resized, flipped and padded f
 batch on the device that runs the model (``torchvision.io.decode_jpeg``: nvJPEG on CUDA, one
 call per batch). What the device decoder might not read the way Pillow does (progressive or
 CMYK JPEGs, other formats, files with data after their end marker) is decoded by the worker as
-before, so every image that loads on the CPU path still loads.
+before, so every image that loads on the CPU path still loads; its pixel steps (resize, flip)
+are still the device's, on the image as decoded (smaller than resized, for photographs).
 
 Pixels differ from the CPU path's by the decoders' rounding and the resampling's (a level or
 two of 255; nvJPEG's chroma upsampling more at sharp colour edges); boxes are the same
@@ -126,16 +127,17 @@ class PendingJpeg:
 @dataclass
 class EncodedImages:
     """The images of a batch before decoding: JPEGs to decode on the device, and images the
-    workers decoded (``pixels``: slot, (3, h, w) uint8), padded with zeros into a (count, 3,
-    *canvas) batch by ``decode``."""
+    workers decoded (``pixels``: slot, (3, h, w) uint8, the pixel steps still to apply: none
+    where the worker applied them), padded with zeros into a (count, 3, *canvas) batch by
+    ``decode``."""
 
     count: int
     canvas: tuple[int, int]
     jpegs: list[PendingJpeg] = field(default_factory=list)
-    pixels: list[tuple[int, Tensor]] = field(default_factory=list)
+    pixels: list[tuple[int, Tensor, tuple]] = field(default_factory=list)
 
     def map_pixels(self, fn) -> EncodedImages:
-        moved = [(slot, fn(image)) for slot, image in self.pixels]
+        moved = [(slot, fn(image), steps) for slot, image, steps in self.pixels]
         return EncodedImages(self.count, self.canvas, self.jpegs, moved)
 
     def decode(self, device: torch.device) -> Tensor:
@@ -143,12 +145,11 @@ class EncodedImages:
         call; turning, resizing and pasting go image by image (a few small kernels each: this
         is the data path, before the model's batched step)."""
         canvas = torch.zeros((self.count, 3, *self.canvas), dtype=torch.uint8, device=device)
-        for job, image in zip(self.jpegs, self._decoded(device)):
-            image = upright(image, job.header.orientation)
-            for step in job.steps:
+        decoded = [(job.slot, upright(image, job.header.orientation), job.steps)
+                   for job, image in zip(self.jpegs, self._decoded(device))]  # fmt: skip
+        for slot, image, steps in decoded + self.pixels:
+            for step in steps:
                 image = apply_step(step, image)
-            canvas[job.slot, :, : image.shape[1], : image.shape[2]] = image
-        for slot, image in self.pixels:
             canvas[slot, :, : image.shape[1], : image.shape[2]] = image
         return canvas
 

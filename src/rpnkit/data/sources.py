@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .csv_boxes import BOXES, csv_kind
-from .dataset import Unreadable, encoded_item, make_item, skip
+from .dataset import Unreadable, make_item, planned_item, skip
 from .device_images import named_as_jpeg, read_jpeg
 from .images import load_rgb, to_rgb
 from .readers import (
@@ -131,6 +131,11 @@ class ImageList(Dataset):
         """As ``DetectionDataset.leaves_jpegs_encoded``: only files can stay encoded."""
         return any(self._device_decodes(s) and named_as_jpeg(s) for s in self.sources)
 
+    @property
+    def leaves_pixels_to_device(self) -> bool:
+        """As ``DetectionDataset.leaves_pixels_to_device``: files only."""
+        return any(self._device_decodes(s) for s in self.sources)
+
     def _device_decodes(self, source) -> bool:
         """Whether a source may stay encoded for the device: a file, with transforms that plan."""
         return (
@@ -150,7 +155,7 @@ class ImageList(Dataset):
             header = read_jpeg(path)
             if header is not None:
                 record = empty_record(path, i, header.size[1], header.size[0])
-                return encoded_item(header, record.boxes, record, self.transforms, None)
+                return planned_item(header, record.boxes, record, self.transforms, None)
         if path is not None:
             try:
                 image = load_rgb(path)
@@ -159,5 +164,8 @@ class ImageList(Dataset):
         else:
             image = to_rgb(source, where=f"image {i}")
         h, w = image.shape[:2]
+        if self._device_decodes(source):  # decoded here, resized on the device
+            record = empty_record(path, i, w, h)
+            return planned_item(image, record.boxes, record, self.transforms, None)
         record = empty_record(Path(self.name(i)), i, w, h)
         return make_item(image, record.boxes, record, self.transforms, None, source=path)

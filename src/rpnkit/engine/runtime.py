@@ -193,7 +193,7 @@ class Predictor:
         (``decode_on_device``); tiles are cut on the host (``sliced_batches``)."""
         decode = whole and self.decode_on_device
         if isinstance(inputs, Dataset):
-            if not whole and getattr(inputs, "leaves_jpegs_encoded", False):
+            if not whole and getattr(inputs, "leaves_pixels_to_device", False):
                 raise ValueError(
                     "sliced inference cuts its tiles from images decoded on the host: give a "
                     "dataset made with decode_on_device=False"
