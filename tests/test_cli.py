@@ -50,7 +50,10 @@ def test_eval_prints_a_table_and_writes_json(trained, tmp_path, capsys):
         ]
     )
     assert code == 0
-    assert "AR 0.5:0.95" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "AR 0.5:0.95" in printed
+    ran = r"^ran the model on \d+ image\(s\) \(first results after [\d.]+ s, then [\d.]+ images/s\)"
+    assert re.search(ran, printed, re.MULTILINE), printed
     assert 0 <= json.loads(out.read_text())["AR@100"] <= 1
 
 
@@ -99,18 +102,20 @@ def test_propose_writes_coco_results_and_overlays(trained, tmp_path, capsys):
 
 
 def test_summary_rate_leaves_out_the_first_batch():
-    written = Written(30, 3, 0, first_result_s=5.0, steady_s=0.5, steady_images=2)
-    assert written.steady_images_per_s == 4.0  # the 2 images after the first batch in 0.5 s
-    assert written.describe("detections", "d.json", None) == (
+    pace = Pace(started=10.0, first=15.0, last=15.4, images=3, later=2)
+    assert pace.rate() == pytest.approx(5.0)  # the 2 images after the first batch in 0.4 s
+    assert pace.rate(end=15.5) == pytest.approx(4.0)  # ... to the file in place
+    assert Written(30, 3, 0, pace=pace, end=15.5).describe("detections", "d.json", None) == (
         "wrote 30 detections for 3 image(s) to d.json "
         "(first results after 5.00 s, then 4.0 images/s)"
     )
-    one = Written(1, 1, 0, skipped=2, first_result_s=0.25, steady_s=0.01, steady_images=0)
-    assert one.steady_images_per_s is None  # one batch: no rate to tell
-    assert one.describe("proposals", "p.json", None) == (
+    one = Pace(started=0.0, first=0.25, last=0.25, images=1)
+    assert one.rate() is None  # one batch: no rate to tell
+    assert Written(1, 1, 0, 2, one, 0.3).describe("proposals", "p.json", None) == (
         "wrote 1 proposals for 1 image(s) to p.json; 2 image(s) could not be read "
         "(first results after 0.25 s)"
     )
+    assert Pace().summary() == ""
     assert Written(0, 0, 0).describe("detections", "d.json", None) == (
         "wrote 0 detections for 0 image(s) to d.json"
     )
@@ -120,15 +125,16 @@ def test_pace_counts_the_images_after_the_first_batch(tmp_path):
     pace = Pace()
     batches = [([{}] * 2, "a"), ([{}] * 3, "b"), ([{}], "c")]
     assert [output for _, output in pace.track(batches)] == ["a", "b", "c"]
-    assert pace.first is not None and pace.later == 4
+    assert (pace.images, pace.later) == (6, 4)
+    assert pace.started <= pace.first <= pace.last
     results = [
         ProposalResult(k, f"{k}.jpg", torch.zeros(1, 4), torch.ones(1), (8, 8)) for k in range(6)
     ]
     paced = export_results(results, tmp_path / "a.json", pace=pace)
-    assert (paced.images, paced.steady_images) == (6, 4) and paced.steady_s > 0
+    assert paced.images == 6 and paced.pace is pace and paced.end >= pace.last
     unpaced = export_results(results, tmp_path / "b.json")  # timed as the results come
-    assert (unpaced.images, unpaced.steady_images) == (6, 5) and unpaced.first_result_s >= 0
-    assert export_results([], tmp_path / "c.json").first_result_s is None
+    assert (unpaced.pace.images, unpaced.pace.later) == (6, 5)
+    assert export_results([], tmp_path / "c.json").pace.first is None
 
 
 def test_errors_are_one_clear_line(tmp_path, capsys):

@@ -106,6 +106,7 @@ def _held_out(args: argparse.Namespace, index):
 
 
 def _evaluate(args: argparse.Namespace):
+    """The report, and when the model's batches came (None for stored proposals)."""
     if args.checkpoint is None and args.proposals is None:
         raise ValueError(
             "the following arguments are required: --checkpoint (or --proposals, to score "
@@ -120,7 +121,7 @@ def _evaluate(args: argparse.Namespace):
         index = _held_out(args, whole)
         stored = read_stored_proposals(args.proposals, index, whole=whole)
         print(stored.describe())
-        return evaluate_stored_proposals(stored, index, device=args.device)
+        return evaluate_stored_proposals(stored, index, device=args.device), None
     runtime = load_runtime(args)
     own_names = runtime.class_agnostic or args.seen_classes is not None
     index = _held_out(args, read_data(args, None if own_names else list(runtime.class_names)))
@@ -133,17 +134,21 @@ def _evaluate(args: argparse.Namespace):
     common.update(slicing_options(args))
     if args.seen_classes is not None:
         top = args.max_detections if detector else args.top
-        return runtime.evaluate_novel_classes(index, args.seen_classes, top=top, **common)
-    if detector and runtime.class_agnostic:  # its final boxes, scored as proposals
-        return runtime.evaluate(index, top=args.max_detections, **common)
-    limit = {"max_detections": args.max_detections} if detector else {"top": args.top}
-    return runtime.evaluate(index, **limit, **common)
+        report = runtime.evaluate_novel_classes(index, args.seen_classes, top=top, **common)
+    elif detector and runtime.class_agnostic:  # its final boxes, scored as proposals
+        report = runtime.evaluate(index, top=args.max_detections, **common)
+    else:
+        limit = {"max_detections": args.max_detections} if detector else {"top": args.top}
+        report = runtime.evaluate(index, **limit, **common)
+    return report, runtime.pace
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.results import write_json
 
-    report = _evaluate(args)
+    report, pace = _evaluate(args)
+    if pace is not None:
+        print(f"ran the model on {pace.images} image(s){pace.summary()}")
     print(report.format())
     if args.plots:
         from ..viz.evaluation import plot_evaluation

@@ -99,23 +99,47 @@ def run_batches(
 
 @dataclasses.dataclass
 class Pace:
-    """When a run's batches reached the host: ``first`` (``time.perf_counter``) the first
-    batch's outputs, ``later`` the images of the batches after it: what a run's steady rate is
-    read from, as results handed on in input order come a window at a time
+    """When a run's batches reached the host (``time.perf_counter``): ``started`` when the
+    run began reading images, ``first`` and ``last`` the first and the last batch's outputs;
+    ``images`` of all batches, ``later`` of those after the first. What a run's start-up and
+    steady rate are read from, as results handed on in input order come a window at a time
     (``in_input_order``), too bursty to time."""
 
+    started: float | None = None
     first: float | None = None
+    last: float | None = None
+    images: int = 0
     later: int = 0
 
     def track(self, batches: Iterable[tuple[list[dict], Any]]) -> Iterator[tuple[list[dict], Any]]:
         """``batches`` (metas, outputs) passed through, timed (from the first one asked for)."""
-        self.first, self.later = None, 0
+        self.started, self.first, self.last = time.perf_counter(), None, None
+        self.images = self.later = 0
         for metas, output in batches:
+            self.last = time.perf_counter()
             if self.first is None:
-                self.first = time.perf_counter()
+                self.first = self.last
             else:
                 self.later += len(metas)
+            self.images += len(metas)
             yield metas, output
+
+    def rate(self, end: float | None = None) -> float | None:
+        """The later batches' images per second, from the first batch's outputs to ``end``
+        (default: the last batch's); None without later batches."""
+        if self.first is None or self.later == 0:
+            return None
+        seconds = (self.last if end is None else end) - self.first
+        return self.later / seconds if seconds > 0 else None
+
+    def summary(self, end: float | None = None) -> str:
+        """' (first results after S s, then R images/s)' (``rate(end)``, where there is one);
+        '' before any batch."""
+        if self.first is None:
+            return ""
+        rate = self.rate(end)
+        then = f", then {rate:.1f} images/s" if rate is not None else ""
+        return f" (first results after {self.first - self.started:.2f} s{then})"
 
 
 GROUP_WINDOW = 8  # batches: how far ahead ``grouped_batches`` looks for an image's group

@@ -20,27 +20,14 @@ class Written:
     images: int
     overlays: int
     skipped: int = 0  # images that could not be read (each reported when it happened)
-    first_result_s: float | None = None  # from the call to the first batch's results
-    steady_s: float | None = None  # from the first batch's results to the file in place
-    steady_images: int = 0  # the images after the first batch
-
-    @property
-    def steady_images_per_s(self) -> float | None:
-        """The images after the first batch over the time they took, writing included: the
-        run's rate with its start-up (workers, the device's first batches) left out."""
-        if self.steady_images < 1 or not self.steady_s:
-            return None
-        return self.steady_images / self.steady_s
+    pace: Pace | None = None  # when the results came: start-up, then the steady rate
+    end: float | None = None  # when the file was in place
 
     def describe(self, what: str, out: str | Path, overlays: str | Path | None) -> str:
         text = f"wrote {self.entries} {what} for {self.images} image(s) to {out}"
         text += f"; {self.overlays} overlays in {overlays}" if overlays else ""
         text += f"; {self.skipped} image(s) could not be read" if self.skipped else ""
-        if self.first_result_s is not None:
-            text += f" (first results after {self.first_result_s:.2f} s"
-            rate = self.steady_images_per_s
-            text += f", then {rate:.1f} images/s)" if rate is not None else ")"
-        return text
+        return text + (self.pace.summary(self.end) if self.pace is not None else "")
 
 
 def export_results(
@@ -57,22 +44,18 @@ def export_results(
     (``CocoResultsWriter``, in the background: renamed into place at the end), and the first
     ``max_overlays`` images drawn into ``overlays``. ``skipped``: the runtime's list of
     unreadable images, filled as the results stream (for the count); ``pace``: the runtime's
-    record of when its batches came (for the start-up and the steady rate; without it, when
-    the results came here)."""
-    images, drawn, start, first = 0, 0, time.perf_counter(), None
+    record of when its batches came (for the start-up and the steady rate, to the file in
+    place; without it, the results are timed as they come here)."""
+    if pace is None:
+        pace = Pace()
+        results = (result for _, result in pace.track(([None], r) for r in results))
+    images, drawn = 0, 0
     with CocoResultsWriter(out, background=True) as written:
         for result in results:
-            first = time.perf_counter() if first is None else first
             written.add(result)
             images += 1
             if overlays is not None and drawn < max_overlays:
                 save_overlay(result, overlays, top=overlay_top)
                 drawn += 1
-    end, done = time.perf_counter(), (written.entries, images, drawn, len(skipped or []))
-    if pace is not None and pace.first is not None:  # the batches' own times
-        first, later = pace.first, pace.later
-    elif first is None:  # no result
-        return Written(*done)
-    else:  # when the results came here
-        later = images - 1
-    return Written(*done, first_result_s=first - start, steady_s=end - first, steady_images=later)
+    done = time.perf_counter()
+    return Written(written.entries, images, drawn, len(skipped or []), pace, done)
