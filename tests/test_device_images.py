@@ -172,13 +172,16 @@ def test_photographs_in_other_formats_are_resized_and_flipped_on_the_device(tmp_
     for record, png in zip(index.records, pngs):  # the same photographs as PNG files
         Image.fromarray(load_rgb(record.path)).save(png)
     index.records = [dataclasses.replace(r, path=png) for r, png in zip(index.records, pngs)]
-    cpu, dev = pair(index, train_transforms(256, 427, 0.5))
+    cpu, dev = pair(index, train_transforms(800, 1333, 0.5))
     assert all("native" in dev[i] for i in range(12)) and not dev.leaves_jpegs_encoded
     flips = sum(Flip() in dev[i]["native"][1] for i in range(12))
     assert 0 < flips < 12
-    for start in (0, 6):  # shrunk with antialiasing, as Pillow's bilinear filter
+    for start in (0, 6):  # enlarged to 800 px on the device, as Pillow's bilinear filter does
         assert_same_batch([cpu[i] for i in range(start, start + 6)],
                           [dev[i] for i in range(start, start + 6)])  # fmt: skip
+    workers, shrunk = pair(index, train_transforms(256, 427, 0.5))  # fewer bytes resized
+    assert not any("native" in shrunk[i] for i in range(12))
+    assert_same_batch([workers[i] for i in range(6)], [shrunk[i] for i in range(6)], max_diff=0)
     batch = collate([dev[0], dev[1]])
     moved = batch._map(lambda t: t.clone(), batch.targets)  # as pinning and copying map it
     assert [steps for *_, steps in moved.encoded.pixels] == [
@@ -199,6 +202,8 @@ def test_files_given_one_by_one_in_other_formats_are_resized_on_the_device(tmp_p
     assert_same_batch([on_cpu], [item])
     in_memory = ImageList([pattern()], resize, decode_on_device=True)[0]
     assert "native" not in in_memory and in_memory["image"].shape == (3, 64, 107)
+    shrunk = ImageList([png], eval_transforms(32, 64), decode_on_device=True)[0]
+    assert "native" not in shrunk and shrunk["image"].shape == (3, 32, 53)
 
 
 def test_unreadable_files_are_reported_as_on_the_cpu_path(tmp_path):

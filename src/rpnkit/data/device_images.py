@@ -6,8 +6,9 @@ usual, and the pixels are decoded, turned upright, resized, flipped and padded f
 batch on the device that runs the model (``torchvision.io.decode_jpeg``: nvJPEG on CUDA, one
 call per batch). What the device decoder might not read the way Pillow does (progressive or
 CMYK JPEGs, other formats, files with data after their end marker) is decoded by the worker as
-before, so every image that loads on the CPU path still loads; its pixel steps (resize, flip)
-are still the device's, on the image as decoded (smaller than resized, for photographs).
+before, so every image that loads on the CPU path still loads; where the steps enlarge it (a
+640x480 photograph to 800 px), they are still the device's, on the image as decoded (fewer
+bytes to move than resized; an image they shrink is resized by the worker).
 
 Pixels differ from the CPU path's by the decoders' rounding and the resampling's (a level or
 two of 255; nvJPEG's chroma upsampling more at sharp colour edges); boxes are the same

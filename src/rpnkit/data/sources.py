@@ -164,8 +164,10 @@ class ImageList(Dataset):
         else:
             image = to_rgb(source, where=f"image {i}")
         h, w = image.shape[:2]
-        if self._device_decodes(source):  # decoded here, resized on the device
+        if self._device_decodes(source):  # resized on the device, if enlarged
             record = empty_record(path, i, w, h)
-            return planned_item(image, record.boxes, record, self.transforms, None)
+            item = planned_item(image, record.boxes, record, self.transforms, None)
+            if item is not None:
+                return item
         record = empty_record(Path(self.name(i)), i, w, h)
         return make_item(image, record.boxes, record, self.transforms, None, source=path)
