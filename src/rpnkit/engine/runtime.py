@@ -163,7 +163,10 @@ class Predictor:
         strict: bool = False,
         names: Sequence[str] | None = None,
     ) -> Dataset:
-        """``inputs`` as dataset items resized for the network."""
+        """``inputs`` as dataset items resized for the network. Where the runtime decodes on
+        the device (``decode_on_device``), an item may still hold a JPEG's bytes (``jpeg``)
+        or an image as decoded (``native``) in place of ``image``, with the steps that
+        ``collate`` and ``Batch.to`` finish on the device."""
         return self._dataset(
             inputs,
             eval_transforms(self.short_side, self.max_size),
