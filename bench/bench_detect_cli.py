@@ -4,6 +4,7 @@ the device (``bench_pipeline.inference_rates``):
 
     PYTHONPATH=src python bench/bench_detect_cli.py --data ../shared/data/coco128
     PYTHONPATH=src python bench/bench_detect_cli.py --command propose --tops 100,1000
+    PYTHONPATH=src python bench/bench_detect_cli.py --format png  # workers decode, GPU resizes
 
 Each checkpoint (random weights, frozen norms calibrated: bench_pipeline's ``build``) runs on
 two folders of COCO128's photographs (symbolic links: ``--copies`` small and large); the
@@ -29,8 +30,10 @@ from pathlib import Path
 
 import torch
 from bench_pipeline import build, inference_rates
+from PIL import Image
 
 from rpnkit.data import read_dataset
+from rpnkit.data.images import load_rgb
 from rpnkit.engine.checkpoint import save_model
 from rpnkit.engine.runtime import load
 
@@ -43,6 +46,19 @@ def folder_of(files: list[str], copies: int, where: Path) -> Path:
             if not link.exists():
                 link.symlink_to(Path(f).resolve())
     return where
+
+
+def as_png(files: list[str], where: Path) -> list[str]:
+    """The photographs saved once as PNG files (upright, as they load): the path of images
+    that the workers decode and the device resizes (``native`` items)."""
+    where.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        png = where / f"{Path(f).stem}.png"
+        if not png.exists():
+            Image.fromarray(load_rgb(f)).save(png)
+        out.append(str(png))
+    return out
 
 
 def run_command(args, folder: Path, checkpoint: Path, amp: str, top: int | None) -> dict:
@@ -65,6 +81,9 @@ def main() -> int:
     parser.add_argument("--data", default="../shared/data/coco128")
     parser.add_argument("--command", choices=["detect", "propose"], default="detect")
     parser.add_argument("--tops", default="100", help="propose: --top values")
+    parser.add_argument(
+        "--format", choices=["jpeg", "png"], default="jpeg", help="png: COCO128 saved as PNG"
+    )
     parser.add_argument("--backbones", default="effnet,r50")
     parser.add_argument("--amps", default="bf16")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -83,12 +102,14 @@ def main() -> int:
     device = torch.device(args.device)
     index = read_dataset(args.data, split="train2017")
     files = sorted(str(r.path) for r in index.records)
+    if args.format == "png":
+        files = as_png(files, args.runs / "png")
     copies = tuple(int(c) for c in args.copies.split(","))
-    folders = {n: folder_of(files, n, args.runs / f"x{n}") for n in copies}
+    folders = {n: folder_of(files, n, args.runs / f"x{n}-{args.format}") for n in copies}
     tops = [int(t) for t in args.tops.split(",")] if args.command == "propose" else [None]
     kind = "frcnn" if args.command == "detect" else "rpn"
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    results = {"device": name, "torch": torch.__version__, "rows": []}
+    results = {"device": name, "torch": torch.__version__, "format": args.format, "rows": []}
     for backbone in args.backbones.split(","):
         model, spec = build(backbone, kind, len(index.class_names), "cpu", channels_last=False)
         checkpoint = save_model(args.runs / f"{backbone}.safetensors", model, spec)
