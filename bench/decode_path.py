@@ -13,7 +13,8 @@
   only: on the CPU the workers decode, and the copy is nothing);
 - ``stream``: the runner's own stream (DataLoader, pinning, the prefetching thread) with
   nothing consuming it but a synchronisation at the end: images/s, per ``--workers``, with
-  the GPU decoding and with the workers decoding.
+  the GPU decoding and with the workers decoding; with ``--png`` also of COCO128 saved as
+  PNG (the workers decode it; with ``device``, the GPU resizes it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_detect_cli import as_png
 from bench_pipeline import build
 from PIL import Image
 from torch.utils.data import DataLoader
@@ -129,6 +131,7 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/decode_path"))
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cuda:0")
+    parser.add_argument("--png", action="store_true", help="the streams of PNG copies too")
     args = parser.parse_args()
     device = torch.device(args.device)
     index = read_dataset(args.data, split="train2017")
@@ -143,12 +146,16 @@ def main() -> int:
     runtime = load(save_model(args.runs / "effnet.safetensors", model, spec), device)
     report["batch_to"] = batch_to(runtime, files, args.batch_size, device)
     print(json.dumps(report["batch_to"]), flush=True)
-    for decode in ("device", "workers"):
-        runtime.decode_on_device = decode == "device"
-        for workers in map(int, args.workers.split(",")):
-            rate = stream(runtime, files * args.copies, args.batch_size, workers, device)
-            report[f"stream_{decode}_{workers}_workers_images_per_s"] = rate
-            print(decode, workers, rate, flush=True)
+    sources = {"": files}
+    if args.png:  # the same photographs as PNG: decoded by the workers, resized on the device
+        sources["png_"] = as_png(files, args.runs / "png")
+    for kind, paths in sources.items():
+        for decode in ("device", "workers"):
+            runtime.decode_on_device = decode == "device"
+            for workers in map(int, args.workers.split(",")):
+                rate = stream(runtime, paths * args.copies, args.batch_size, workers, device)
+                report[f"stream_{kind}{decode}_{workers}_workers_images_per_s"] = rate
+                print(kind, decode, workers, rate, flush=True)
     report["cpu_decode"] = cpu_decode(encoded)
     print(json.dumps(report["cpu_decode"]), flush=True)
     if args.json:
