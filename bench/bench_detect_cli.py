@@ -29,11 +29,9 @@ import time
 from pathlib import Path
 
 import torch
-from bench_pipeline import build, inference_rates
-from PIL import Image
+from bench_pipeline import as_png, build, inference_rates
 
 from rpnkit.data import read_dataset
-from rpnkit.data.images import load_rgb
 from rpnkit.engine.checkpoint import save_model
 from rpnkit.engine.runtime import load
 
@@ -46,19 +44,6 @@ def folder_of(files: list[str], copies: int, where: Path) -> Path:
             if not link.exists():
                 link.symlink_to(Path(f).resolve())
     return where
-
-
-def as_png(files: list[str], where: Path) -> list[str]:
-    """The photographs saved once as PNG files (upright, as they load): the path of images
-    that the workers decode and the device resizes (``native`` items)."""
-    where.mkdir(parents=True, exist_ok=True)
-    out = []
-    for f in files:
-        png = where / f"{Path(f).stem}.png"
-        if not png.exists():
-            Image.fromarray(load_rgb(f)).save(png)
-        out.append(str(png))
-    return out
 
 
 def run_command(args, folder: Path, checkpoint: Path, amp: str, top: int | None) -> dict:

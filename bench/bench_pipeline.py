@@ -50,10 +50,12 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rpnkit.data import Batch, DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.data.images import load_rgb
 from rpnkit.engine import streaming
 from rpnkit.engine.checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from rpnkit.engine.runtime import load
@@ -316,7 +318,6 @@ class ReferenceScriptDataset(Dataset):
 
     def __getitem__(self, i):
         import torchvision.transforms.v2.functional as F
-        from PIL import Image
 
         r = self.records[i]
         image = F.to_dtype(F.pil_to_tensor(Image.open(r.path).convert("RGB")), torch.float32,
@@ -473,6 +474,19 @@ def prefetching(how: str):
         runner.DevicePrefetcher = own
 
 
+def as_png(files: list[str], where: Path) -> list[str]:
+    """The photographs saved once as PNG files (upright, as they load): the path of images
+    that the workers decode and the device resizes (``native`` items)."""
+    where.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        png = where / f"{Path(f).stem}.png"
+        if not png.exists():
+            Image.fromarray(load_rgb(f)).save(png)
+        out.append(str(png))
+    return out
+
+
 def detect_rate(args, runtime, files, device) -> dict:
     """``detect`` on the image folder's files, four passes, from the first result on; where
     the caller's thread spends each batch: launching the forward, waiting for the previous
@@ -613,6 +627,9 @@ def main() -> int:
         default="auto",
         help="infer: auto (rpnkit's: a thread when decoding on the GPU), inline, thread, or both",
     )
+    parser.add_argument(
+        "--format", choices=["jpeg", "png"], default="jpeg", help="infer: COCO128 saved as PNG"
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--device", default="cuda", help="cuda (a CPU run only checks the code)")
     args = parser.parse_args()
@@ -625,10 +642,12 @@ def main() -> int:
     index = read_dataset(args.data, split="train2017")
     dataset = DetectionDataset(index, train_transforms(800, 1333, 0.5))
     files = sorted(str(r.path) for r in index.records)
+    if args.format == "png":  # the workers decode, the device resizes (``native`` items)
+        files = as_png(files, args.runs / "png")
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     results = {"device": name, "torch": torch.__version__,
                "batch": args.batch_size, "workers": args.workers,
-               "layout": args.layout, "groups": args.groups,
+               "layout": args.layout, "groups": args.groups, "format": args.format,
                "rows": []}  # fmt: skip
     for backbone in args.backbones.split(","):
         for kind in args.kinds.split(","):

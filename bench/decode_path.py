@@ -29,8 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_detect_cli import as_png
-from bench_pipeline import build
+from bench_pipeline import as_png, build
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.io import ImageReadMode, decode_jpeg, read_file

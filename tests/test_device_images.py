@@ -173,7 +173,7 @@ def test_photographs_in_other_formats_are_resized_and_flipped_on_the_device(tmp_
         Image.fromarray(load_rgb(record.path)).save(png)
     index.records = [dataclasses.replace(r, path=png) for r, png in zip(index.records, pngs)]
     cpu, dev = pair(index, train_transforms(800, 1333, 0.5))
-    assert all("native" in dev[i] for i in range(12)) and not dev.leaves_jpegs_encoded
+    assert all("native" in dev[i] for i in range(12)) and dev.leaves_pixels_to_device
     flips = sum(Flip() in dev[i]["native"][1] for i in range(12))
     assert 0 < flips < 12
     for start in (0, 6):  # enlarged to 800 px on the device, as Pillow's bilinear filter does
@@ -465,25 +465,27 @@ def test_sliced_inference_cuts_tiles_on_the_host_even_when_decoding_on_the_devic
     png = tmp_path / "wide.png"
     Image.fromarray(load_rgb(photo)).save(png)
     native = runtime.dataset([png])  # decoded by the workers, resized on the device
-    assert native.leaves_pixels_to_device and not native.leaves_jpegs_encoded
+    assert native.leaves_pixels_to_device
     with pytest.raises(ValueError, match="decode_on_device=False"):
         runtime.propose(native, top=30, tile_size=128)
     assert not rpnkit.load(ckpt, "cpu").dataset([png]).leaves_pixels_to_device
 
 
-def test_only_datasets_that_leave_jpegs_encoded_say_so(tmp_path):
+def test_only_datasets_that_leave_pixel_steps_to_the_device_say_so(tmp_path):
     jpg = write_jpeg(tmp_path / "a.JPG", pattern())
     png = tmp_path / "b.png"
     Image.fromarray(pattern()).save(png)
     resize = eval_transforms(64, 128)
-    assert ImageList([jpg], resize, decode_on_device=True).leaves_jpegs_encoded
-    assert not ImageList([jpg], resize, decode_on_device=False).leaves_jpegs_encoded
-    assert not ImageList([png, pattern()], resize, decode_on_device=True).leaves_jpegs_encoded
+    assert ImageList([jpg], resize, decode_on_device=True).leaves_pixels_to_device
+    assert ImageList([png], resize, decode_on_device=True).leaves_pixels_to_device
+    assert not ImageList([jpg, png], resize, decode_on_device=False).leaves_pixels_to_device
+    assert not ImageList([pattern()], resize, decode_on_device=True).leaves_pixels_to_device
     custom = Compose((lambda item: item,))  # a custom transform: the workers decode
-    assert not ImageList([jpg], custom, decode_on_device=True).leaves_jpegs_encoded
-    dataset = DetectionDataset(index_of([jpg]), resize, decode_on_device=True)
-    assert dataset.leaves_jpegs_encoded
-    assert not DetectionDataset(index_of([png]), resize, decode_on_device=True).leaves_jpegs_encoded
+    assert not ImageList([jpg], custom, decode_on_device=True).leaves_pixels_to_device
+    for path in (jpg, png):
+        dataset = DetectionDataset(index_of([path]), resize, decode_on_device=True)
+        assert dataset.leaves_pixels_to_device
+    assert not DetectionDataset(index_of([jpg]), resize).leaves_pixels_to_device
 
 
 _MADE: list = []

@@ -425,7 +425,6 @@ def test_jpegs_decode_on_the_gpu_as_the_workers_decode_them(tmp_path):
     # nvJPEG, one call per batch: same boxes and sizes as the worker path, pixels within the
     # decoders' rounding; grayscale and rotated JPEGs too; prefetched like any batch.
     import dataclasses
-    from pathlib import Path
 
     import numpy as np
     from PIL import Image
@@ -433,12 +432,7 @@ def test_jpegs_decode_on_the_gpu_as_the_workers_decode_them(tmp_path):
     from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
     from rpnkit.engine.streaming import DevicePrefetcher
 
-    root = Path(__file__).resolve().parents[1]
-    coco128 = next(  # ../shared beside the checkout, or carried into it (the device tool)
-        p for p in (root / ".." / "shared" / "data" / "coco128", root / ".data" / "coco128")
-        if p.is_dir()
-    )  # fmt: skip
-    index = read_dataset(coco128, split="train2017")
+    index = read_dataset(_coco128(), split="train2017")
     index.records = index.records[:16]
     rgb = np.asarray(Image.open(index.records[0].path).convert("RGB"))
     for name, orientation, image in (("gray", 1, rgb[..., 1].copy()), ("turned", 6, rgb)):
@@ -462,3 +456,42 @@ def test_jpegs_decode_on_the_gpu_as_the_workers_decode_them(tmp_path):
         # nvJPEG upsamples chroma unlike libjpeg's default: a few pixels at sharp colour edges
         # differ by tens of levels (H200: mean 0.19, 0.11 % over 8)
         assert diff.mean() < 1.0 and (diff > 8).float().mean() < 5e-3, (diff.mean(), diff.max())
+
+
+def _coco128():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    return next(  # ../shared beside the checkout, or carried into it (the device tool)
+        p for p in (root / ".." / "shared" / "data" / "coco128", root / ".data" / "coco128")
+        if p.is_dir()
+    )  # fmt: skip
+
+
+@cuda
+def test_pngs_resized_on_the_gpu_detect_as_when_the_workers_resize_them(tmp_path):
+    # PNG photographs enlarged to 800 px: decoded by the workers, resized and prefetched on the
+    # GPU by the runner's thread (the default on CUDA), against the workers resizing them.
+    import numpy as np
+    from PIL import Image
+
+    import rpnkit
+    from rpnkit.engine.checkpoint import DETECTOR, ModelSpec, save_model
+    from rpnkit.modeling.presets import DetectorConfig
+
+    pngs = []
+    for jpg in sorted((_coco128() / "images" / "train2017").glob("*.jpg"))[:12]:
+        pngs.append(tmp_path / f"{jpg.stem}.png")
+        Image.open(jpg).convert("RGB").save(pngs[-1])
+    ours, _ = tiny_detector_pair()
+    config = DetectorConfig(model=_tiny_rounded(), roi=ours.roi_heads.config, pooled_levels=3)
+    path = save_model(tmp_path / "d.safetensors", ours, ModelSpec(DETECTOR, config, tuple("abcd")))
+    device = rpnkit.load(path, "cuda", workers=2, fold_bn=False)
+    assert device.dataset(pngs).leaves_pixels_to_device
+    on_gpu = device.detect(pngs, batch_size=4)
+    workers = rpnkit.load(path, "cuda", workers=2, fold_bn=False, decode_on_device=False)
+    on_cpu = workers.detect(pngs, batch_size=4)
+    assert [a.file_name for a in on_cpu] == [b.file_name for b in on_gpu]
+    for a, b in zip(on_cpu, on_gpu):  # pixels within 1-2 levels of Pillow's: close, not equal
+        assert len(a.boxes) > 10 and abs(len(a.boxes) - len(b.boxes)) <= 0.1 * len(a.boxes)
+        np.testing.assert_allclose(a.scores[:10].cpu(), b.scores[:10].cpu(), atol=1e-3)

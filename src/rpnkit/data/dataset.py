@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .device_images import JpegHeader, named_as_jpeg, read_jpeg
+from .device_images import JpegHeader, read_jpeg
 from .images import load_rgb
 from .readers import DataError, DatasetIndex, Record, SkippedSample
 from .tiling import TileConfig, crop_extra, crop_record, random_window
@@ -146,12 +146,6 @@ class DetectionDataset(Dataset):
             return None
         found = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
         return np.asarray(found, np.float32).reshape(-1, 4)
-
-    @property
-    def leaves_jpegs_encoded(self) -> bool:
-        """Whether some items may leave the workers still encoded, for the device to decode
-        (``decode_on_device``, plannable transforms, JPEG files by their names)."""
-        return any(self._device_decodes(r) and named_as_jpeg(r.path) for r in self.index.records)
 
     @property
     def leaves_pixels_to_device(self) -> bool:

@@ -44,14 +44,6 @@ class JpegHeader:
     size: tuple[int, int]
 
 
-JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif")
-
-
-def named_as_jpeg(path: str | Path) -> bool:
-    """Whether a file's name says JPEG (what ``read_jpeg`` will look at is its bytes)."""
-    return Path(path).suffix.lower() in JPEG_SUFFIXES
-
-
 def read_jpeg(path: str | Path) -> JpegHeader | None:
     """The file's bytes and header when the device decoder can take it (a baseline RGB or
     grayscale JPEG ending with its end-of-image marker); None otherwise, or when the file

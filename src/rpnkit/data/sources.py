@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from .csv_boxes import BOXES, csv_kind
 from .dataset import Unreadable, make_item, planned_item, skip
-from .device_images import named_as_jpeg, read_jpeg
+from .device_images import read_jpeg
 from .images import load_rgb, to_rgb
 from .readers import (
     IMAGE_SUFFIXES,
@@ -125,11 +125,6 @@ class ImageList(Dataset):
 
     def __len__(self) -> int:
         return len(self.sources)
-
-    @property
-    def leaves_jpegs_encoded(self) -> bool:
-        """As ``DetectionDataset.leaves_jpegs_encoded``: only files can stay encoded."""
-        return any(self._device_decodes(s) and named_as_jpeg(s) for s in self.sources)
 
     @property
     def leaves_pixels_to_device(self) -> bool:

@@ -59,7 +59,7 @@ def run_batches(
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     precision = precision or contextlib.nullcontext()
-    decoding = device.type == "cuda" and bool(getattr(dataset, "leaves_jpegs_encoded", False))
+    on_device = device.type == "cuda" and bool(getattr(dataset, "leaves_pixels_to_device", False))
     if groups is None:
         order = {"batch_size": batch_size}
     else:
@@ -72,10 +72,12 @@ def run_batches(
         pin_memory=device.type == "cuda",
         **order,
     )
-    # JPEGs decoded on the GPU: prefetched on a thread, which waits for nvJPEG (0.93 of the
-    # model's rate against 0.88 inline); decoded by the workers: in this thread, as a thread
-    # doubled the host time of the forward's launches (the GIL) (H200: docs/performance.md)
-    batches = iter(DevicePrefetcher(iter(loader), device, threaded=decoding))
+    # Pixels decoded or resized on the GPU: prefetched on a thread, which waits for nvJPEG and
+    # queues the resizing (JPEGs 0.93 of the model's rate against 0.88 inline, PNGs 1.00 and
+    # 0.97); images ready from the workers: in this thread, as a thread doubled the host time
+    # of the forward's launches (the GIL) when the workers bounded the run (H200:
+    # docs/performance.md, sessions 9, 10 and 13)
+    batches = iter(DevicePrefetcher(iter(loader), device, threaded=on_device))
     pending, readable, unreadable = None, 0, []
     with contextlib.closing(batches):  # a caller that stops early ends the thread
         for batch in tqdm(batches, total=len(loader), desc=desc, disable=not progress):
