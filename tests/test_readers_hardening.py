@@ -457,3 +457,67 @@ def test_good_data_gives_no_issue_and_no_clipping(tmp_path):
     assert not index.issues and not index.clipped
     assert index.summary() == f"{json_path}: 1 images, 2 classes"
     np.testing.assert_array_equal(index.records[0].labels, [1, 2])
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import zlib
+
+    crc = zlib.crc32(kind + data).to_bytes(4, "big")
+    return len(data).to_bytes(4, "big") + kind + data + crc
+
+
+def _turned_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a quarter turn: displayed 20 x 30 for 30 x 20 pixels
+    return exif.tobytes()
+
+
+def _png_with_exif_after_the_pixels(path: Path) -> None:
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
+    data = path.read_bytes()
+    end = data.rindex(b"IEND") - 4  # the IEND chunk's length field
+    path.write_bytes(data[:end] + _png_chunk(b"eXIf", _turned_exif()) + data[end:])
+
+
+def _png_with_xmp(path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    xmp = '<x:xmpmeta><rdf:Description tiff:Orientation="6"/></x:xmpmeta>'
+    info.add_itxt("XML:com.adobe.xmp", xmp)
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path, pnginfo=info)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda p: Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(p, exif=_turned_exif()),
+        _png_with_exif_after_the_pixels,
+        _png_with_xmp,
+    ],
+    ids=["exif-chunk", "exif-after-the-pixels", "xmp"],
+)
+def test_a_png_turned_by_its_metadata_is_sized_as_displayed(tmp_path, write):
+    path = tmp_path / "turned.png"
+    write(path)
+    assert load_rgb(path).shape == (30, 20, 3)  # as Pillow's exif_transpose turns it
+    assert image_size(path) == (20, 30)
+
+
+def test_a_png_without_metadata_is_sized_without_decoding_its_pixels(tmp_path, monkeypatch):
+    # Pillow decodes a whole PNG to look for EXIF that may follow the pixels; a folder of
+    # photographs as PNG was read twice over before the run began
+    from PIL import ImageFile
+
+    path = tmp_path / "plain.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded"))
+    assert image_size(path) == (30, 20)
+
+
+def test_a_png_cut_short_is_still_reported_when_sized(tmp_path):
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(DataError, match=r"cut\.png: unreadable image"):
+        image_size(path)

@@ -175,7 +175,7 @@ def image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as img:
             width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            orientation = exif_orientation(img, path)
     except Image.DecompressionBombError as err:
         raise too_large_image_error(path, err) from err
     except (UnidentifiedImageError, OSError) as err:
@@ -184,6 +184,43 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: zero-size image ({width}x{height})")
     # orientations 5-8 rotate by 90 degrees: the decoded image is height x width
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def exif_orientation(img: Image.Image, path: Path) -> int:
+    """The EXIF orientation (1-8) that Pillow's ``exif_transpose`` would apply to the opened
+    ``img`` of ``path``. Pillow decodes a whole PNG to look for it (its EXIF may follow the
+    pixels): a PNG whose chunks hold no EXIF or XMP at all is upright without that."""
+    if img.format == "PNG" and not _png_holds_metadata(path):
+        return 1
+    return img.getexif().get(0x0112, 1)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+_PNG_ORIENTING_KEYS = (b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp")  # as Pillow
+
+
+def _png_holds_metadata(path: Path) -> bool:
+    """Whether a PNG file has an ``eXIf`` chunk or a text chunk that Pillow reads EXIF or XMP
+    from, by the chunks' headers and keywords alone (the pixels are skipped); True where the
+    file is not a whole PNG, for Pillow to judge."""
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_SIGNATURE:
+            return True
+        while len(header := f.read(8)) == 8:
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if kind == b"IEND":
+                return False
+            if kind == b"eXIf":
+                return True
+            rest = length + 4  # the chunk's data and its CRC
+            if kind in _PNG_TEXT:
+                keyword = f.read(min(length, 80))  # a keyword is 1-79 bytes, then a zero
+                if keyword.split(b"\0", 1)[0] in _PNG_ORIENTING_KEYS:
+                    return True
+                rest -= len(keyword)
+            f.seek(rest, 1)
+    return True
 
 
 def too_large_image_error(path: Path, err: Exception) -> DataError:
