@@ -400,3 +400,18 @@ def test_max_image_pixels_lets_large_images_load(tmp_path, monkeypatch, capsys):
     assert main(["--max-image-pixels", "40000", *argv]) == 0  # before the subcommand too
     assert out.is_file()
     assert Image.MAX_IMAGE_PIXELS == 10_000
+
+
+def test_what_print_config_prints_goes_back_to_config(tmp_path, capsys):
+    from rpnkit.cli import main
+
+    assert main(["train", "--print-config", "--preset", "tiny", "--lr", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    path = tmp_path / "cfg.yaml"
+    path.write_text(
+        printed.replace("objectness_mode: classification", "objectness_mode: localization")
+    )
+    assert main(["train", "--print-config", "--config", str(path)]) == 0
+    again = capsys.readouterr()
+    assert "objectness_mode: localization" in again.out and "lr: 0.01" in again.out  # options'
+    assert again.err == f"warning: {path}: only its model: part is read, not ['train']\n"

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,14 +75,23 @@ def save_config(config: Any, path: str | Path) -> None:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
-    """Read a JSON or YAML file written by ``save_config`` into dataclass ``cls``."""
+def load_config(cls: type[T], path: str | Path, *, section: str | None = None) -> T:
+    """Read a JSON or YAML file written by ``save_config`` into dataclass ``cls``; with
+    ``section``, a file of named configs (``configs_to_yaml``, as ``rpnkit train
+    --print-config`` prints) is read too: its ``section`` part, the others left with a
+    warning that names them."""
     path = Path(path)
     try:
         text = path.read_text()
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (OSError, json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read the config: {err}") from err
+        reason = " ".join(str(err).replace("<unicode string>", str(path)).split())
+        raise ValueError(f"{path}: cannot read the config: {reason}") from err
+    own = {f.name for f in dataclasses.fields(cls)}
+    if isinstance(data, dict) and isinstance(data.get(section), dict) and section not in own:
+        if others := sorted(set(data) - {section}):
+            warnings.warn(f"{path}: only its {section}: part is read, not {others}", stacklevel=2)
+        return config_from_dict(cls, data[section], where=f"{path}: {section}")
     return config_from_dict(cls, data, where=str(path))
 
 

@@ -153,7 +153,10 @@ def model_config(args: argparse.Namespace):
     from ..modeling.presets import ModelConfig, preset_config, with_backbone_weights
 
     # a bad file is one error naming the file and the field (config_from_dict's ``where``)
-    config = load_config(ModelConfig, args.config) if args.config else preset_config(args.preset)
+    if not args.config:
+        config = preset_config(args.preset)
+    else:  # a model config, or the model: part of what train --print-config prints
+        config = load_config(ModelConfig, args.config, section="model")
     return with_backbone_weights(config, args.weights) if args.weights is not None else config
 
 

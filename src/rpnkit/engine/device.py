@@ -14,12 +14,22 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: the GPU when there is one, else the CPU."""
-    if isinstance(name, torch.device):
-        return name
+    """``"auto"``: the GPU when there is one, else the CPU. A device that is not a device
+    name, or a GPU that this machine does not have, is a ``ValueError`` saying so (PyTorch
+    would fail later, at the first tensor moved, with a trace through the model)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r}: no CUDA GPU is visible here; use cpu or auto")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r}: only {count} CUDA GPU(s) here (cuda:0-{count - 1})")
+    return device
 
 
 def decodes_on_device(choice: bool | None, device: torch.device) -> bool:
@@ -38,13 +48,19 @@ def inference_precision(amp: str, device: torch.device) -> contextlib.AbstractCo
     float32 either way. With the backbone's batch norms folded (as the runtime does) bf16 is
     where the GPU gains most (docs/performance.md); on a CPU without bf16 units it is slower.
     """
+    check_amp(amp, device)
     if amp == "none":
         return contextlib.nullcontext()
-    if amp not in AMP_DTYPES:
+    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    """A ``ValueError`` for a precision that is not one, or fp16 off CUDA (its loss scaling
+    and half-precision kernels are CUDA's; PyTorch would carry on without scaling, slowly)."""
+    if amp != "none" and amp not in AMP_DTYPES:
         raise ValueError(f"--amp {amp!r}: expected none, bf16 or fp16")
     if amp == "fp16" and device.type != "cuda":
         raise ValueError(f"--amp fp16 needs a CUDA device (got {device}); use bf16 on the CPU")
-    return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
 
 
 def memory_layout_for(

@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..modeling.proposal_model import ProposalModel
+from .device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class DistributedContext:
             device = torch.device("cuda", self.local_rank)
             torch.cuda.set_device(device)
             return device
-        return torch.device(default)
+        return resolve_device(default)
 
 
 def distributed_context() -> DistributedContext:

@@ -31,7 +31,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .device import decodes_on_device, memory_layout_for
+from .device import check_amp, decodes_on_device, memory_layout_for
 from .distributed import ddp_buffer_options, distributed_context
 from .divergence import DivergenceWatch
 from .run_log import RunLog
@@ -188,6 +188,7 @@ class Trainer:
         self.resume, self.evaluate, self.on_step = resume, evaluate, on_step
         self.context = distributed_context()
         self.device = self.context.device(device)
+        check_amp(config.amp, self.device)
         self.evaluation: dict = {}
         self.watch = DivergenceWatch()
 

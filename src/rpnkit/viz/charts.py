@@ -59,11 +59,13 @@ def plot_loss_curves(
     """Training losses from a ``train_log.csv`` against the step (log scale) and, where the
     run clipped gradients, the gradient norm before clipping beside them: a spike there is
     where a run that goes wrong usually starts. Returns the number of curves."""
+    if not Path(csv_path).is_file():
+        raise ValueError(f"{csv_path}: no training log here (a run folder's train_log.csv)")
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{csv_path}: no rows to plot")
-    keys = [k for k in rows[0] if k.startswith("loss")]
+    keys = [k for k in rows[0] if k.startswith("loss")] if rows else []
+    if not keys or "step" not in rows[0]:
+        raise ValueError(f"{csv_path}: no losses to plot (expected a run's train_log.csv)")
     norms = [(int(r["step"]), float(r["grad_norm"])) for r in rows if r.get("grad_norm")]
     fig, axes = chart_figure(size_px, panels=2 if norms else 1)
     steps = [int(r["step"]) for r in rows]
