@@ -148,7 +148,7 @@ def test_under_torchrun_only_rank_0_reports_what_every_process_reads(monkeypatch
     from rpnkit.engine.fit import _reported_by_rank_0
 
     def read():
-        print("160 images, 1 classes")
+        print("160 images, 1 class")
         warnings.warn("skipped x.jpg: no such file", SkippedSample, stacklevel=1)
         warnings.warn("something else", RuntimeWarning, stacklevel=1)
 
@@ -161,3 +161,29 @@ def test_under_torchrun_only_rank_0_reports_what_every_process_reads(monkeypatch
         printed = capsys.readouterr().out
         assert ("160 images" in printed) == (rank == "0")
         assert len(caught) == expected  # rank 1 still warns of what is not about the data
+
+
+def test_a_run_folder_is_never_mixed_with_an_earlier_run(tmp_path, monkeypatch):
+    from rpnkit.engine.run_folder import clear_for_new_run, run_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert str(run_folder(None, None)) == "runs/train"
+    old = tmp_path / "runs" / "train"
+    (old / "tensorboard").mkdir(parents=True)
+    for name in ("checkpoint.safetensors", "split.json", "metrics.json", "notes.txt"):
+        (old / name).write_text("x")
+    assert str(run_folder(None, None)) == "runs/train2"  # the next free one, the old kept
+    assert run_folder(None, "elsewhere/checkpoint.safetensors").name == "elsewhere"  # resumed
+    with pytest.raises(
+        ValueError, match=r"holds a run already \(checkpoint.safetensors\).*--resume"
+    ):
+        clear_for_new_run(old, overwrite=False)
+    assert (old / "split.json").exists()  # refused: nothing removed
+    (old / "step1_proposals.json").write_text("x")
+    clear_for_new_run(old, overwrite=True, keep=[old / "step1_proposals.json"])
+    left = sorted(p.name for p in old.iterdir())
+    assert left == ["notes.txt", "step1_proposals.json"]  # the user's file, the kept input
+    (old / "split.json").write_text("x")  # an earlier run that never trained: no checkpoint
+    clear_for_new_run(old, overwrite=False)
+    assert not (old / "split.json").exists()  # not read as the new run's

@@ -73,7 +73,17 @@ def add_parser(sub) -> None:
             f"step-{step} proposals instead of computing them",
         )
     add_model_options(p, preset_help="model preset (the backbone and the RPN)", weights=True)
-    p.add_argument("--out", default="runs/train", help="output folder")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="the run folder (default: runs/train, or the next free runs/trainN; with --resume "
+        "the checkpoint's folder)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out (its checkpoint, log, metrics, split...) if it holds one",
+    )
     _add_schedule_options(p)
     _add_speed_options(p)
     p.add_argument(
@@ -270,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
         proposals_step1=args.proposals_step1,
         proposals_step3=args.proposals_step3,

@@ -27,9 +27,10 @@ from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..modeling.presets import OLN_RCNN_PRESETS, ModelConfig, detector_config, preset_config
 from .alternating import combined_summary, train_alternating
 from .checkpoint import DETECTOR, RPN, Kind, ModelSpec
-from .device import decodes_on_device, resolve_device
+from .device import check_amp, decodes_on_device, resolve_device
 from .distributed import main_process
 from .evaluate import evaluate_detections, evaluate_proposals
+from .run_folder import clear_for_new_run, run_folder
 from .run_record import RunRecord
 from .trainer import Evaluate, TrainConfig, Trainer, TrainSummary, seed_everything
 
@@ -129,9 +130,10 @@ def fit(
     model: ModelConfig | str = "effnet-lite0-fpn",
     schedule: Schedule = "joint",
     train: TrainConfig | None = None,
-    out: str | Path = "runs/train",
+    out: str | Path | None = None,
     device: torch.device | str = "auto",
     resume: str | Path | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     time_budget_s: float | None = None,
     proposals_step1: str | Path | None = None,
@@ -139,10 +141,10 @@ def fit(
 ) -> FitResult:
     """Train a ``kind`` model (``"rpn"`` or ``"faster-rcnn"``; None: the preset's own, see
     ``model_kind``) of preset or config ``model`` on ``data`` (a dataset path, or a
-    ``DataConfig`` with validation data, sizes and a class subset) and write the run folder
-    ``out``. ``resume`` continues a joint run exactly from its checkpoint.
-    ``proposals_step1`` / ``proposals_step3``: COCO results files that the alternating
-    schedule uses instead of computing its step-1 / step-3 proposals."""
+    ``DataConfig`` with validation data, sizes and a class subset) into the run folder ``out``
+    (``run_folder``: None picks ``runs/train`` or the next free; one that holds a run needs
+    ``overwrite``). ``resume`` continues a joint run exactly, in its checkpoint's folder.
+    ``proposals_step1`` / ``_step3``: COCO results files, the alternating schedule's."""
     data = DataConfig(str(data)) if isinstance(data, (str, Path)) else data
     train = train or TrainConfig()
     model = preset_config(model) if isinstance(model, str) else model
@@ -150,12 +152,11 @@ def fit(
     given = {"step1": proposals_step1, "step3": proposals_step3}
     given = {step: str(path) for step, path in given.items() if path is not None}
     _check_schedule(kind, schedule, resume, given)
+    device, out = _device_and_folder(device, train.amp, out, resume, overwrite, given.values())
     with _reported_by_rank_0():  # every process reads the same files
         index, val_set, split = _read(data, train.seed)
-    out = Path(out)
     if split is not None and main_process():
         print(f"wrote {split.save(out)}")
-    device = resolve_device(device)
     seed_everything(train.seed)  # the initial weights too: the same seed, the same run
     spec = model_spec(kind, model, index.class_names)
     evaluate = make_evaluator(
@@ -202,6 +203,17 @@ def fit(
     if metrics is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return FitResult(out, checkpoint, spec, summary, metrics)
+
+
+def _device_and_folder(device, amp: str, out, resume, overwrite: bool, inputs) -> tuple:
+    """The device (checked, with the precision) and the run folder (``run_folder``), cleared
+    for a new run but for the files in ``inputs``: before any data is read."""
+    device = resolve_device(device)
+    check_amp(amp, device)
+    out = run_folder(out, resume)
+    if resume is None:
+        clear_for_new_run(out, overwrite=overwrite, keep=inputs, remove=main_process())
+    return device, out
 
 
 def _check_schedule(kind: Kind, schedule: Schedule, resume, given: dict) -> None:
