@@ -312,7 +312,7 @@ def images_truncated(ctx: Ctx) -> Expect:
         "skip",
         warnings=[(f"skipped {image}: unreadable or truncated image (", "truncated")],
         stdout=(
-            f"{voc_source(root)}: 4 images, 1 classes",  # its header is fine
+            f"{voc_source(root)}: 4 images, 1 class",  # its header is fine
             "1 image(s) could not be read and were left out",
         ),
         check=lambda: trained(ctx.tmp / "run", steps=2),
@@ -326,7 +326,7 @@ def images_zero_bytes(ctx: Ctx) -> Expect:
         ["anchors", "--data", root, *TINY],
         "skip",
         warnings=[(f"skipped {image}: unreadable image (cannot identify image file",)],
-        stdout=(f"{yolo_source(root)}: 3 images, 1 classes, 1 image(s) skipped",),
+        stdout=(f"{yolo_source(root)}: 3 images, 1 class, 1 image(s) skipped",),
         mentions=(gt_boxes(3),),
     )
 
@@ -338,7 +338,7 @@ def images_text_as_jpeg(ctx: Ctx) -> Expect:
         ["anchors", "--data", root, *TINY],
         "skip",
         warnings=[(f"skipped {image}: unreadable image (cannot identify image file",)],
-        stdout=(f"{coco_source(root)}: 3 images, 1 classes, 1 image(s) skipped",),
+        stdout=(f"{coco_source(root)}: 3 images, 1 class, 1 image(s) skipped",),
         mentions=(gt_boxes(3),),
     )
 
@@ -351,7 +351,7 @@ def loads_in_training(odd_image, odd_name: str, extra: str = ""):
         return Expect(
             ["train", "--data", root, *TRAIN, "--out", ctx.tmp / "run"],
             "load",
-            stdout=(f"{voc_source(root)}: 4 images, 1 classes",),  # nothing clipped either
+            stdout=(f"{voc_source(root)}: 4 images, 1 class",),  # nothing clipped either
             check=lambda: trained(ctx.tmp / "run", steps=2),
         )
 
@@ -378,7 +378,7 @@ def images_huge(ctx: Ctx) -> Expect:
                 "--max-image-pixels 0",
             )
         ],
-        stdout=(f"{voc_source(root)}: 3 images, 1 classes, 1 image(s) skipped",),
+        stdout=(f"{voc_source(root)}: 3 images, 1 class, 1 image(s) skipped",),
         mentions=(gt_boxes(3),),
     )
 
@@ -393,7 +393,7 @@ def images_huge_allowed(ctx: Ctx) -> Expect:
         trained(run, steps=2)
         assert Image.MAX_IMAGE_PIXELS == LIMIT  # the command's setting lasted as long as it
 
-    return Expect(argv, "load", stdout=(f"{voc_source(root)}: 4 images, 1 classes",), check=check)
+    return Expect(argv, "load", stdout=(f"{voc_source(root)}: 4 images, 1 class",), check=check)
 
 
 # ---------------------------------------------------------------- bad boxes, three formats
@@ -480,7 +480,7 @@ def box_case(fmt: str, fault: str):
             ctx, fmt, {"bbox": coco_bbox}, obj(*voc_coords), yolo_line
         )
         argv = ["anchors", "--data", root, *TINY]
-        summary = f"{source}: 4 images, 1 classes"
+        summary = f"{source}: 4 images, 1 class"
         if problem is None:  # overshoots by more than the tolerance: clipped, counted, no warning
             clipped = (f"{summary}, 1 box(es) clipped",)
             return Expect(argv, "clip", stdout=clipped, mentions=(gt_boxes(5),))
@@ -525,7 +525,7 @@ def annotation_case(fmt: str, coco_ann=None, voc_obj="", yolo_line="", *, proble
             ["anchors", "--data", root, *TINY],
             "skip",
             warnings=[(f"skipped {where}{problem}",)],
-            stdout=(f"{source}: 4 images, 1 classes, 1 annotation(s) skipped",),
+            stdout=(f"{source}: 4 images, 1 class, 1 annotation(s) skipped",),
             mentions=(gt_boxes(4),),  # raccoon-7 keeps its raccoon
         )
 
@@ -572,7 +572,7 @@ def val_object_of_an_unknown_class(ctx: Ctx) -> Expect:
         ["eval", "--checkpoint", ctx.ckpt.detector, "--data", root, *SIZE],
         "skip",
         warnings=[(f"skipped {xml}: object 1 (dog): unknown class 'dog' (known: 'raccoon')",)],
-        stdout=(f"{voc_source(root)}: 4 images, 1 classes, 1 annotation(s) skipped",),
+        stdout=(f"{voc_source(root)}: 4 images, 1 class, 1 annotation(s) skipped",),
     )
 
 
@@ -598,7 +598,7 @@ def malformed_xml(ctx: Ctx) -> Expect:
         ["anchors", "--data", root, *TINY],
         "skip",
         warnings=[(f"skipped {xml}: malformed XML (no element found: line 1",)],
-        stdout=(f"{voc_source(root)}: 3 images, 1 classes, 1 image(s) skipped",),
+        stdout=(f"{voc_source(root)}: 3 images, 1 class, 1 image(s) skipped",),
         mentions=(gt_boxes(3),),
     )
 
@@ -624,7 +624,7 @@ def unknown_image_ids(ctx: Ctx) -> Expect:
         warnings=[
             (f"skipped {json_path}: 2 annotation(s) refer to unknown image ids (first: 999)",)
         ],
-        stdout=(f"{json_path}: 4 images, 1 classes, 2 annotation(s) skipped",),
+        stdout=(f"{json_path}: 4 images, 1 class, 2 annotation(s) skipped",),
         mentions=(gt_boxes(4),),
     )
 
@@ -853,7 +853,7 @@ def eval_skips_a_nan_box(ctx: Ctx) -> Expect:
         ["eval", "--checkpoint", ctx.ckpt.rpn, "--data", root, *SIZE],
         "skip",
         warnings=[(f"skipped {xml}: object 1 (raccoon): box (nan, 10.0, 50.0, 60.0) has a NaN",)],
-        stdout=(f"{voc_source(root)}: 4 images, 1 classes, 1 annotation(s) skipped",),
+        stdout=(f"{voc_source(root)}: 4 images, 1 class, 1 annotation(s) skipped",),
     )
 
 

@@ -229,5 +229,51 @@ def test_cli_trains_on_voc_classes_then_evaluates_the_novel_ones(tmp_path, capsy
     assert metrics["seen_classes"] == list(VOC_CLASSES_IN_COCO)
     assert metrics["novel"]["num_novel"] > 0
     # a name COCO lacks stops the run at once, in one line
-    assert main(["train", *located, "--classes", "dog,zebrafish", "--out", str(run)]) == 2
+    assert main(["train", *located, "--classes", "dog,zebrafish", "--out", str(run) + "2"]) == 2
     assert "['zebrafish'] are not among" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- detections in a JSON's ids
+
+
+def _detector_of(tmp_path: Path, names: tuple[str, ...]) -> Path:
+    from conftest import tiny_detector_pair
+
+    from rpnkit.engine.checkpoint import ModelSpec, save_model
+    from rpnkit.modeling.presets import DetectorConfig, preset_config
+
+    ours, _ = tiny_detector_pair()  # 4 classes
+    config = DetectorConfig(model=preset_config("tiny"), roi=ours.roi_heads.config)
+    return save_model(tmp_path / "d.safetensors", ours, ModelSpec(DETECTOR, config, names))
+
+
+def test_detections_on_a_coco_json_are_written_with_its_category_ids(tmp_path):
+    # A checkpoint's labels are 1..K in its own class order; the JSON's ids (here 1..4 for cat,
+    # dog, kite, zebra) are what pycocotools scores the results file against
+    import rpnkit
+
+    path = _write_coco(tmp_path / "coco")
+    checkpoint = _detector_of(tmp_path, ("dog", "kite", "zebra", "cat"))  # each moved
+    runtime = rpnkit.load(checkpoint, "cpu", short_side=64, max_size=64)
+    entries = [e for r in runtime.detect(path) for e in r.to_coco_results()]
+    in_json, own = ["cat", "dog", "kite", "zebra"], list(runtime.class_names)
+    assert entries and all(
+        e["category_id"] == in_json.index(e["category_name"]) + 1 for e in entries
+    )
+    assert all(own.index(e["category_name"]) + 1 != e["category_id"] for e in entries)
+    images = sorted((tmp_path / "coco" / "images").iterdir())  # a folder: the checkpoint's 1..K
+    entries = [e for r in runtime.detect(images) for e in r.to_coco_results()]
+    assert entries and all(e["category_id"] == own.index(e["category_name"]) + 1 for e in entries)
+
+
+def test_a_coco_json_without_a_checkpoint_class_keeps_the_labels_with_a_warning(tmp_path):
+    import rpnkit
+
+    path = _write_coco(tmp_path / "coco")
+    checkpoint = _detector_of(tmp_path, ("cat", "dog", "kite", "lion"))
+    runtime = rpnkit.load(checkpoint, "cpu", short_side=64, max_size=64)
+    with pytest.warns(UserWarning, match="no category named 'lion'.*category_id 1..K"):
+        results = runtime.detect(path)
+    entries = [e for r in results for e in r.to_coco_results()]
+    own = list(runtime.class_names)
+    assert entries and all(e["category_id"] == own.index(e["category_name"]) + 1 for e in entries)

@@ -314,7 +314,7 @@ def test_train_under_torchrun_with_two_processes(tmp_path):
     validation = ["--val-data", str(RACCOON), "--val-split-file", str(RACCOON / "test_labels.csv")]
     done = _torchrun_train(out, *validation, "--preset", "tiny", "--steps", "3")
     assert done.stdout.count("trained 3 steps") == 1
-    assert done.stdout.count("images, 1 classes") == 2  # the two summaries, by rank 0 alone
+    assert done.stdout.count("images, 1 class") == 2  # the two summaries, by rank 0 alone
     assert done.stdout.count("validation: AR@100") == 1
     assert len((out / "train_log.csv").read_text().splitlines()) == 4
 

@@ -181,7 +181,7 @@ def test_annotations_of_unknown_images_are_counted_in_one_line(tmp_path):
         f"{json_path}: 3 annotation(s) refer to unknown image ids (first: 999)",
     )
     assert len(index.records[0].boxes) == 1
-    assert index.summary().endswith("1 images, 2 classes, 3 annotation(s) skipped")
+    assert index.summary().endswith("1 image, 2 classes, 3 annotation(s) skipped")
 
 
 def test_coco_boxes_partly_outside_are_clipped_and_counted(tmp_path):
@@ -341,7 +341,7 @@ def test_voc_boxes_partly_outside_are_clipped_and_counted(tmp_path):
     assert index.records[0].boxes.tolist() == [[49, 39, 100, 80], [0, 0, 100, 80]]
     assert index.records[0].areas.tolist() == [51 * 41, 100 * 80]
     assert len(index.clipped) == 1 and "a.xml: object 0 (cat): box" in index.clipped[0]
-    assert index.summary().endswith("1 images, 1 classes, 1 box(es) clipped")
+    assert index.summary().endswith("1 image, 1 class, 1 box(es) clipped")
 
 
 # ---------------------------------------------------------------- YOLO
@@ -441,7 +441,7 @@ def test_skip_warnings_are_skipped_samples_pointing_at_the_caller(tmp_path):
 def test_summary_tells_skipped_images_from_skipped_annotations():
     index = DatasetIndex([], ["a"], ["x"] * 3, "d", 1, 5, ["c"] * 2)
     assert index.summary() == (
-        "d: 0 images, 1 classes, 1 image(s) and 5 annotation(s) skipped, 2 box(es) clipped"
+        "d: 0 images, 1 class, 1 image(s) and 5 annotation(s) skipped, 2 box(es) clipped"
     )
     # an index built without the counts (plain images): every issue is an image
     assert (
@@ -455,7 +455,7 @@ def test_good_data_gives_no_issue_and_no_clipping(tmp_path):
     json_path = _coco(tmp_path, [GOOD, _ann(2, [0, 0, 50, 40], category=2)])
     index = read_coco(json_path, tmp_path, strict=True)
     assert not index.issues and not index.clipped
-    assert index.summary() == f"{json_path}: 1 images, 2 classes"
+    assert index.summary() == f"{json_path}: 1 image, 2 classes"
     np.testing.assert_array_equal(index.records[0].labels, [1, 2])
 
 

@@ -21,9 +21,9 @@ def add_parser(sub) -> None:
         help="class detections for an image, a folder or a dataset (Faster R-CNN checkpoints)",
         description=(
             "Writes COCO-style results JSON: a list of {file_name, image_id, bbox "
-            "[x, y, w, h] in original pixels, score, category_id (1..K in the "
-            "checkpoint's class order), category_name}; PNG overlays with names and "
-            "scores on request."
+            "[x, y, w, h] in original pixels, score, category_id (a COCO JSON input's own "
+            "category ids, else 1..K in the checkpoint's class order), category_name}; PNG "
+            "overlays with names and scores on request."
         ),
         formatter_class=HELP,
     )

@@ -98,7 +98,9 @@ class Record:
 class DatasetIndex:
     """``issues``: one line per skip (an image, an annotation, or a count of COCO annotations
     of unknown images); ``skipped_images`` and ``skipped_annotations`` count them (None: every
-    issue is an image); ``clipped``: one line per box clipped to its image."""
+    issue is an image); ``clipped``: one line per box clipped to its image;
+    ``category_ids`` (COCO only): each class name's category id in the JSON, what detections
+    of its images are written with (labels are 1..K whatever the ids)."""
 
     records: list[Record]
     class_names: list[str]
@@ -107,11 +109,14 @@ class DatasetIndex:
     skipped_images: int | None = None
     skipped_annotations: int = 0
     clipped: list[str] = field(default_factory=list)
+    category_ids: dict[str, int | str] | None = None
 
     def summary(self) -> str:
         """One line: ``<source>: N images, K classes, 2 image(s) and 5 annotation(s) skipped,
         3 box(es) clipped`` (the last parts only when there are any)."""
-        text = f"{self.source}: {len(self.records)} images, {len(self.class_names)} classes"
+        kept, classes = len(self.records), len(self.class_names)
+        text = f"{self.source}: {kept} image{'s' * (kept != 1)}, {classes} "
+        text += "class" if classes == 1 else "classes"
         images = len(self.issues) if self.skipped_images is None else self.skipped_images
         skipped = [f"{images} image(s)"] if images else []
         if self.skipped_annotations:
@@ -366,7 +371,11 @@ def read_coco(
             ignore.append(found[2])
             areas.append(found[3])
         records.append(_make_record(path, image_id, width, height, boxes, labels, ignore, areas))
-    return out.index(records, classes.names, str(json_path))
+    index = out.index(records, classes.names, str(json_path))
+    index.category_ids = {}
+    for category in _in_id_order(classes.name_of):
+        index.category_ids.setdefault(classes.name_of[category], category)  # a name's first id
+    return index
 
 
 def _load_coco_json(json_path: Path) -> dict:
@@ -411,13 +420,18 @@ def _coco_classes(json_path: Path, categories: list, given: list[str] | None) ->
         if cat["id"] in name_of:
             raise DataError(f"{where}: category id {cat['id']!r} appears twice")
         name_of[cat["id"]] = name
-    ordered = sorted(name_of, key=lambda c: (isinstance(c, str), c))
+    ordered = _in_id_order(name_of)
     if given is None:
         names = [name_of[c] for c in ordered]
         return _CocoClasses(names, name_of, {c: i + 1 for i, c in enumerate(ordered)})
     position = {n: i + 1 for i, n in enumerate(given)}
     label_of = {c: position[n] for c, n in name_of.items() if n in position}
     return _CocoClasses(given, name_of, label_of)
+
+
+def _in_id_order(category_ids) -> list:
+    """Category ids sorted: the integers, then any strings."""
+    return sorted(category_ids, key=lambda c: (isinstance(c, str), c))
 
 
 def _coco_images(json_path: Path, entries: list, out: _Collector) -> dict:

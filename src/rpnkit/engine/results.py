@@ -43,7 +43,9 @@ class ProposalResult:
 @dataclass
 class DetectionResult:
     """One image's detections: ``boxes`` (D, 4) xyxy in original pixels, ``scores`` (D,),
-    ``labels`` (D,) in 1..K, named by ``class_names[label - 1]``."""
+    ``labels`` (D,) in 1..K, named by ``class_names[label - 1]``; written with the
+    ``category_id`` ``category_ids[label - 1]`` (a COCO JSON's, when the images came from
+    one), else the label."""
 
     image_id: int | str
     file_name: str
@@ -53,6 +55,7 @@ class DetectionResult:
     class_names: tuple[str, ...]
     image_size: tuple[int, int]
     source: Path | None = None
+    category_ids: tuple[int | str, ...] | None = None
 
     @property
     def names(self) -> list[str]:
@@ -68,8 +71,9 @@ class DetectionResult:
 
     def _classes(self) -> dict[str, list]:
         labels = [int(k) for k in self.labels.tolist()]
+        ids = self.category_ids
         return {
-            "category_id": labels,
+            "category_id": [ids[k - 1] for k in labels] if ids else labels,
             "category_name": [self.class_names[k - 1] for k in labels],
         }
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,7 @@ class Predictor:
         self.short_side, self.max_size = short_side, max_size
         self.skipped: list[str] = []  # the images the last call could not read (reported)
         self.pace = Pace()  # when the last call's batches reached the host (its steady rate)
+        self.category_ids: tuple | None = None  # the last call's COCO JSON's ids of the classes
         self.source: Path | None = None  # the checkpoint file, when loaded from one
 
     @property
@@ -239,11 +241,13 @@ class Predictor:
         desc: str,
         data_options: dict,
         grouped: bool = False,
+        categories: bool = False,
     ):
         """(metas, outputs) of ``inputs``: whole images in batches (``run_batches``), or with
         ``slicing`` one image at a time, its tiles merged by ``merge`` (``sliced_batches``).
         ``grouped``: batches of wide or of tall images only where the dataset knows which
-        (its metas then carry ``position``: ``in_input_order`` restores the order)."""
+        (its metas then carry ``position``: ``in_input_order`` restores the order);
+        ``categories``: detections, written with a COCO JSON's ids (``category_ids``)."""
         self.skipped.clear()  # the same list: callers may hold it
         common = {
             "batch_size": batch_size,
@@ -256,6 +260,7 @@ class Predictor:
         }
         whole = slicing is None
         dataset = self._dataset(inputs, self._transforms(slicing), **data_options, whole=whole)
+        self.category_ids = coco_category_ids(dataset, self.class_names) if categories else None
         if whole:
             grouped = grouped and self.group_by_aspect
             groups = getattr(dataset, "aspect_groups", None) if grouped else None
@@ -319,6 +324,7 @@ class Predictor:
                 merge=Merge(merge_as, nms, limit),
                 desc=desc,
                 data_options=data_options,
+                categories=merge_as == "detections",
                 **options,
             )
 
@@ -351,7 +357,7 @@ class Predictor:
             slicing=slice_config(tile_size, tile_overlap, full_view),
             options={"batch_size": batch_size, "amp": amp, "progress": progress, "grouped": True},
             desc="proposing",
-            data_options=data_options,
+            data_options={"own_names": True, **data_options},  # no object skipped for its class
         )
 
         def results():
@@ -395,7 +401,7 @@ class Predictor:
             slicing=slice_config(tile_size, tile_overlap, full_view),
             options={"batch_size": batch_size, "amp": amp, "progress": progress, "grouped": True},
             desc="detecting",
-            data_options=data_options,
+            data_options={"own_names": True, **data_options},  # no object skipped for its class
         )
         results = self._detection_results(batches, score_threshold)
         yield from in_input_order(results, batch_size * GROUP_WINDOW)
@@ -417,6 +423,7 @@ class Predictor:
                     self.class_names,
                     tuple(meta["orig_size"]),
                     meta.get("source"),
+                    self.category_ids,
                 )
                 yield meta.get("position"), result
 
@@ -623,6 +630,25 @@ def slice_config(tile_size: int | None, overlap: int, full_view: bool) -> SliceC
 
 def default_workers(device: torch.device) -> int:
     return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
+def coco_category_ids(dataset: Dataset, class_names: Sequence[str]) -> tuple | None:
+    """The category ids of a COCO JSON dataset for ``class_names`` (by name), what detections
+    on its images are written with, so that they score against that JSON as they are; None
+    for other inputs, or (with a warning) when the JSON lacks some class: then 1..K."""
+    ids = getattr(getattr(dataset, "index", None), "category_ids", None)
+    if not ids or not class_names:
+        return None
+    missing = [name for name in class_names if name not in ids]
+    if missing:
+        warnings.warn(
+            f"{dataset.index.source}: no category named {', '.join(map(repr, missing[:3]))}"
+            f"{' ...' if len(missing) > 3 else ''}: detections keep category_id 1..K, the "
+            "checkpoint's class order",
+            stacklevel=2,
+        )
+        return None
+    return tuple(ids[name] for name in class_names)
 
 
 def load(
