@@ -571,7 +571,12 @@ def val_object_of_an_unknown_class(ctx: Ctx) -> Expect:
     return Expect(
         ["eval", "--checkpoint", ctx.ckpt.detector, "--data", root, *SIZE],
         "skip",
-        warnings=[(f"skipped {xml}: object 1 (dog): unknown class 'dog' (known: 'raccoon')",)],
+        warnings=[
+            (
+                f"skipped {voc_source(root)}: 1 object(s) of classes not among the 1 given, left "
+                f"out ('dog' 1); the first: {xml} object 1: unknown class 'dog' (known: 'raccoon')",
+            )
+        ],
         stdout=(f"{voc_source(root)}: 4 images, 1 class, 1 annotation(s) skipped",),
     )
 

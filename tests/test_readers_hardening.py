@@ -272,8 +272,7 @@ def test_a_validation_split_without_a_class_keeps_the_training_ids(tmp_path):
         read_voc,
         (val / "annotations",),
         {"class_names": ["dog"]},
-        str(val / "annotations" / "b.xml"),
-        "object 0 (raccoon): unknown class 'raccoon' (known: 'dog')",
+        f"{val / 'annotations' / 'b.xml'} object 0: unknown class 'raccoon' (known: 'dog')",
     )
     assert [len(r.boxes) for r in index.records] == [0]
 
@@ -290,7 +289,7 @@ def test_yolo_class_names_map_labels_by_name(tmp_path):
         (data_yaml,),
         {"class_names": ["cat", "dog"]},
         f"{label_file} line 3",
-        "unknown class 2 'bird' (known: 'cat', 'dog')",
+        "unknown class 'bird' (index 2; known: 'cat', 'dog')",
     )
     assert index.class_names == ["cat", "dog"]
     assert index.records[0].labels.tolist() == [2, 1]

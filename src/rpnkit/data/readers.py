@@ -17,8 +17,9 @@ the JSON's categories sorted by id, YOLO the ``names`` of data.yaml, VOC the sor
 in the XML files read (so they depend on the split: give ``class_names`` for anything but
 training), CSV its class map's ids, or the sorted names seen. With ``class_names`` (the
 training set's names, as a checkpoint stores them) every object is labelled BY NAME with its
-position in that list, whatever the split holds; an object of a class not in the list is a
-bad annotation.
+position in that list, whatever the split holds; an object of a class not in the list is
+left out, and all such objects are reported in one line (``OtherClass``: a count per class
+and the first object's own line; with ``strict``, the first is an error).
 
 Policy, the same for the four formats: a bad image (missing, unreadable, too large, a
 malformed XML or label file, a malformed COCO image entry) is skipped; a bad annotation (a
@@ -138,6 +139,8 @@ class _Collector:
         self.images = 0
         self.annotations = 0
         self.clipped: list[str] = []
+        self.others: dict[str, int] = {}  # objects of each class not among the given names
+        self.first_other = ""  # the first of them, as its own line would have said
 
     def skip(self, where: str | Path, problem: str) -> None:
         """An image left out."""
@@ -145,9 +148,15 @@ class _Collector:
         self.images += 1
 
     def skip_annotation(self, where: str | Path, problem: str, count: int = 1) -> None:
-        """``count`` annotations (boxes, objects, label lines) left out, in one line."""
-        self._report(f"{where}: {problem}")
+        """``count`` annotations (boxes, objects, label lines) left out, in one line; objects
+        of a dataset's class that is not among the given names (``OtherClass``) are counted
+        by class, for one line in all (``index``), unless ``strict``."""
         self.annotations += count
+        if isinstance(problem, OtherClass) and not self.strict:
+            self.first_other = self.first_other or f"{where}: {problem}"
+            self.others[problem.name] = self.others.get(problem.name, 0) + count
+            return
+        self._report(f"{where}: {problem}")
 
     def clip(self, where: str | Path, note: str) -> None:
         self.clipped.append(f"{where}: {note}")
@@ -159,9 +168,35 @@ class _Collector:
         self.issues.append(line)
 
     def index(self, records: list[Record], names: list[str], source: str) -> DatasetIndex:
+        if self.others:
+            self._report(_others_line(source, self.others, len(names), self.first_other))
         return DatasetIndex(
             records, names, self.issues, source, self.images, self.annotations, self.clipped
         )
+
+
+class OtherClass(str):
+    """The problem of an object of a class that the dataset has but the given class names
+    lack (e.g. a checkpoint's): the usual line, and the class ``name``, to count it by."""
+
+    name: str
+
+    def __new__(cls, name: str, known: Sequence[str], detail: str = "") -> OtherClass:
+        text = super().__new__(cls, f"unknown class {name!r} ({detail}known: {_known(known)})")
+        text.name = name
+        return text
+
+
+def _others_line(source: str, others: dict[str, int], given: int, first: str) -> str:
+    """One line for the objects of every class not among the ``given`` names: the count of
+    each class (the first five) and the ``first`` object's own line."""
+    counts = ", ".join(f"{name!r} {count}" for name, count in list(others.items())[:5])
+    counts += f", ... ({len(others)} classes)" if len(others) > 5 else ""
+    total = sum(others.values())
+    return (
+        f"{source}: {total} object(s) of classes not among the {given} given, left out "
+        f"({counts}); the first: {first}"
+    )
 
 
 def _caller_level() -> int:
@@ -513,7 +548,7 @@ def _coco_annotation(ann: dict, classes: _CocoClasses, width: int, height: int):
         return None, f"unknown category {_json_text(category)}"
     if category not in classes.label_of:
         name = classes.name_of[category]
-        return None, f"unknown class {name!r} (category {category}; known: {_known(classes.names)})"
+        return None, OtherClass(name, classes.names, f"category {category}; ")
     area = ann.get("area")
     if area is not None and not _is_number(area):
         return None, f"'area' {_json_text(area)} is not a number"
@@ -601,13 +636,15 @@ def _voc_file(xml_file: Path, finder: _ImageFinder, given: list[str] | None, out
         seen.add(name)
         coords, problem = _voc_bndbox(obj)
         if problem is None and given is not None and name not in given:
-            problem = f"unknown class {name!r} (known: {_known(given)})"
+            problem = OtherClass(name, given)
         if problem is None:
             xmin, ymin, xmax, ymax = coords
             box, note = _fit_box((xmin - 1, ymin - 1, xmax, ymax), width, height)
             problem = note if box is None else None
         if problem is not None:
-            out.skip_annotation(xml_file, f"object {i} ({name}): {problem}")
+            other = isinstance(problem, OtherClass)  # counted by class, or one line each
+            where = f"{xml_file} object {i}" if other else xml_file
+            out.skip_annotation(where, problem if other else f"object {i} ({name}): {problem}")
             continue
         if note is not None:
             out.clip(xml_file, f"object {i} ({name}): {note}")
@@ -801,7 +838,7 @@ def _yolo_line(line: str, yaml_names: list[str], position: dict, width: int, hei
             f"unknown class {cls} (data.yaml names {len(yaml_names)}: 0..{len(yaml_names) - 1})",
         )
     if yaml_names[cls] not in position:
-        return None, f"unknown class {cls} {yaml_names[cls]!r} (known: {_known(list(position))})"
+        return None, OtherClass(yaml_names[cls], list(position), f"index {cls}; ")
     box = (
         (cx - w / 2) * width,
         (cy - h / 2) * height,
@@ -844,7 +881,7 @@ def read_csv(
     for image, (line, rows) in table.by_image().items():
         path = root / image
         if wanted is None or path.stem in wanted:
-            record = _csv_record(path, str(image), (line, rows), names, events)
+            record = _csv_record(path, str(image), (line, rows), names, events, class_names)
             records += [record] if record is not None else []
     out = _Collector(strict)
     report = {"image": out.skip, "annotation": out.skip_annotation, "clip": out.clip}
@@ -853,10 +890,10 @@ def read_csv(
     return out.index(records, names, str(csv_path))
 
 
-def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events: list):
+def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events: list, given=None):
     """The record of one image of a CSV from its ``(first line, usable rows)``, or None when
     the image cannot be read; what is skipped or clipped is added to ``events`` as
-    ``(line, kind, text)``."""
+    ``(line, kind, text)``. ``given``: ``names`` are the caller's class names."""
     first, rows = rows
     try:
         width, height = image_size(path)
@@ -868,8 +905,9 @@ def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events
     for row in rows:
         if row.box is None:  # an image without objects
             continue
-        if row.label not in position:
+        if row.label not in position:  # not among the given names, or not in the class map
             problem = f"unknown class {row.label!r} (known: {_known(names)})"
+            problem = OtherClass(row.label, names) if given else problem
             events.append((row.line, "annotation", problem))
             continue
         box, note = _fit_box(row.box, width, height)
