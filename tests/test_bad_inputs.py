@@ -40,7 +40,7 @@ GOOD = ("raccoon-4", "raccoon-5", "raccoon-6")  # the good samples beside each b
 ODD = "raccoon-7"  # the fourth sample, made bad: 410x308, one raccoon at VOC (92, 79, 271, 264)
 SIZE = ["--short-side", "96", "--max-size", "144", "--no-progress"]
 TINY = ["--preset", "tiny", *SIZE]
-TRAIN = ["--steps", "2", "--batch-size", "2", "--workers", "0", *TINY]  # 2 x 2: every image once
+TRAIN = ["--steps", "2", "--warmup", "0", "--batch-size", "2", "--workers", "0", *TINY]  # 2 x 2
 
 
 # ---------------------------------------------------------------- running the command line
@@ -725,7 +725,10 @@ def another_model_resumed(ctx: Ctx) -> Expect:
     return Expect(
         argv,
         "stop",
-        error=(f"{ctx.ckpt.detector}: the weights are those of another model (",),
+        error=(
+            f"{ctx.ckpt.detector}: a faster-rcnn checkpoint, and this run trains an rpn: "
+            "resume it with --model faster-rcnn",
+        ),
         check=lambda: not_written(run / "checkpoint.safetensors"),
     )
 
@@ -1117,11 +1120,12 @@ def test_strict_training_stops_at_a_truncated_image_read_in_a_worker(tmp_path, c
 
 def test_the_another_model_error_stays_a_readable_line(tmp_path, checkpoints, capsys):
     """A checkpoint of another model is one line naming the file, short enough to read."""
-    argv = ["train", "--data", checkpoints.data, *TRAIN, "--out", tmp_path / "run"]
-    ran = run_cli([*argv, "--resume", checkpoints.detector], capsys)
+    argv = ["train", "--data", checkpoints.data, *TRAIN, "--steps", "4", "--out", tmp_path / "r"]
+    argv += ["--preset", "tiny-cascade"]  # an RPN too, of other weights than the tiny one
+    ran = run_cli([*argv, "--resume", checkpoints.rpn], capsys)
     assert ran.code == 2
     (line,) = ran.err_lines
-    assert line.startswith(f"rpnkit train: error: {checkpoints.detector}: the weights are those")
+    assert line.startswith(f"rpnkit train: error: {checkpoints.rpn}: the weights are those")
     assert len(line) <= 600, len(line)
 
 

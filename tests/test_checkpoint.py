@@ -86,3 +86,20 @@ def test_config_round_trip_through_yaml_and_unknown_keys(tmp_path):
     data["rpn"]["fg_iou_treshold"] = 0.5
     with pytest.raises(ValueError, match=r"config.rpn: unknown key\(s\) \['fg_iou_treshold'\]"):
         config_from_dict(ModelConfig, data)
+
+
+def test_resuming_another_kind_or_other_classes_says_which(tmp_path):
+    from rpnkit.engine.checkpoint import DETECTOR, RPN, ModelSpec, check_resumable
+    from rpnkit.modeling.presets import detector_config, preset_config
+
+    rpn = ModelSpec(RPN, preset_config("tiny"), ("raccoon",))
+    detector = ModelSpec(DETECTOR, detector_config(preset_config("tiny"), 1), ("raccoon",))
+    state = {"config": detector.to_dict()}
+    check_resumable(state, detector, "c.safetensors")  # the same model: nothing to say
+    with pytest.raises(ValueError, match=r"c.safetensors: a faster-rcnn checkpoint, and this "
+                       r"run trains an rpn: resume it with --model faster-rcnn"):  # fmt: skip
+        check_resumable(state, rpn, "c.safetensors")
+    other = ModelSpec(DETECTOR, detector_config(preset_config("tiny"), 2), ("cat", "dog"))
+    with pytest.raises(ValueError, match=r"trained on 1 class\(es\) \(raccoon\), and this "
+                       r"run's data has 2 \(cat, dog\)"):  # fmt: skip
+        check_resumable(state, other, "c.safetensors")

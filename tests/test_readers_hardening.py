@@ -520,3 +520,20 @@ def test_a_png_cut_short_is_still_reported_when_sized(tmp_path):
     path.write_bytes(path.read_bytes()[:-200])
     with pytest.raises(DataError, match=r"cut\.png: unreadable image"):
         image_size(path)
+
+
+def test_coco_sizes_that_differ_from_the_files_are_said_once(tmp_path):
+    # annotations made for a resized copy: the boxes are read as the file's pixels, and a line
+    # says that the sizes disagree (clipping alone would hide it)
+    images = [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}]  # the file: 50x40
+    json_path = _coco(tmp_path, [GOOD], images=images)
+    with pytest.warns(UserWarning) as caught:
+        index = read_coco(json_path, tmp_path)
+    assert [str(w.message) for w in caught] == [
+        f"{json_path}: 1 image(s) of another size in the JSON than in the file (first: a.jpg: "
+        "100x80, file 50x40); the boxes are read as the file's pixels"
+    ]
+    assert (index.records[0].width, index.records[0].height) == (50, 40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_coco(_coco(tmp_path, [GOOD]), tmp_path)  # sizes that agree: nothing said

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rpnkit.data import SyntheticShapes
-from rpnkit.engine.trainer import TrainConfig, lr_factor, train
+from rpnkit.engine.trainer import TrainConfig, Trainer, lr_factor, train
 from rpnkit.modeling.presets import build_model, preset_config
 
 FAST = TrainConfig(steps=4, batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=2, log_every=1)
@@ -187,3 +187,20 @@ def test_a_run_folder_is_never_mixed_with_an_earlier_run(tmp_path, monkeypatch):
     (old / "split.json").write_text("x")  # an earlier run that never trained: no checkpoint
     clear_for_new_run(old, overwrite=False)
     assert not (old / "split.json").exists()  # not read as the new run's
+
+
+def test_a_time_budget_paces_the_schedule_to_end_with_it(tmp_path, monkeypatch):
+    from rpnkit.engine import trainer as trainer_module
+
+    config = TrainConfig(steps=100, warmup_steps=10, lr=0.1, schedule="cosine")
+    model, data = build_model(preset_config("tiny")), SyntheticShapes(4, image_size=64)
+    budgeted = Trainer(model, data, config, out_dir=tmp_path, time_budget_s=60.0)
+    budgeted.started = 1000.0
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 1030.0)  # half the budget
+    assert budgeted._scheduled(3) == 50.0  # 3 steps done, half the time spent: mid-schedule
+    assert budgeted._scheduled(70) == 70  # ahead of the clock: the steps lead
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 1090.0)  # past the budget
+    assert budgeted._scheduled(3) == 100.0 and lr_factor(100.0, config) == 0.0  # decayed
+    plain = Trainer(model, data, config, out_dir=tmp_path)
+    plain.started = 1000.0
+    assert plain._scheduled(3) == 3  # no budget: the steps alone

@@ -27,12 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Region Proposal Networks: train, propose, evaluate and look.",
     )
     add_global_options(parser)
+    parser.add_argument("--version", action="version", version=f"rpnkit {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)  # of the class Parser too
     for command in SUBCOMMANDS:
         command.add_parser(sub)
     for command_parser in sub.choices.values():
         add_global_options(command_parser, after_command=True)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rpnkit")
+    except PackageNotFoundError:  # run from a source tree (PYTHONPATH=src)
+        return "(source tree)"
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

@@ -5,7 +5,20 @@ from __future__ import annotations
 import argparse
 import math
 
-HELP = argparse.ArgumentDefaultsHelpFormatter
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, where it says something: not for options whose
+    help already names theirs, nor None (unset), nor a flag's False."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+HELP = HelpFormatter
+
 DEFAULT_PRESET = "effnet-lite0-fpn"
 MIN_MAX_SIZE = 32  # batches are padded to a multiple of 32: no image side below one block
 

@@ -381,7 +381,7 @@ def read_coco(
     out = _Collector(strict)
     images = _coco_images(json_path, data["images"], out)
     anns_of = _coco_annotations_by_image(json_path, data["annotations"], images, out)
-    records = []
+    records, resized = [], []
     for image_id, entry in images.items():
         if entry is None:  # a malformed entry, already reported
             continue
@@ -391,6 +391,10 @@ def read_coco(
         except DataError as err:
             out.skip(path, str(err).removeprefix(f"{path}: "))
             continue
+        if (entry["width"], entry["height"]) != (width, height):
+            resized.append(
+                f"{path.name}: {entry['width']}x{entry['height']}, file {width}x{height}"
+            )
         boxes, labels, ignore, areas = [], [], [], []
         for i, ann in anns_of.get(image_id, []):
             where = f"{json_path}: annotations[{i}]"
@@ -406,6 +410,12 @@ def read_coco(
             ignore.append(found[2])
             areas.append(found[3])
         records.append(_make_record(path, image_id, width, height, boxes, labels, ignore, areas))
+    if resized:  # boxes drawn on a resized copy would be misplaced: say so, once
+        warnings.warn(
+            f"{json_path}: {len(resized)} image(s) of another size in the JSON than in the file "
+            f"(first: {resized[0]}); the boxes are read as the file's pixels",
+            stacklevel=_caller_level(),
+        )
     index = out.index(records, classes.names, str(json_path))
     index.category_ids = {}
     for category in _in_id_order(classes.name_of):

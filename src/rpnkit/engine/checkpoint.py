@@ -294,6 +294,26 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
     return model.to(device).eval(), spec
 
 
+def check_resumable(state: dict, spec: ModelSpec, path: str | Path) -> None:
+    """A ``ValueError`` saying what differs when a checkpoint (``load_checkpoint``'s state)
+    is not of the model ``spec`` describes: its kind, or the classes it was trained on (the
+    weights alone would only say that some do not fit)."""
+    saved = ModelSpec.from_dict(state["config"], where=f"{path}")
+    if saved.kind != spec.kind:
+        article = {RPN: "an", DETECTOR: "a"}
+        raise ValueError(
+            f"{path}: {article[saved.kind]} {saved.kind} checkpoint, and this run trains "
+            f"{article[spec.kind]} {spec.kind}: resume it with --model {saved.kind}"
+        )
+    if saved.is_detector and tuple(saved.class_names) != tuple(spec.class_names):
+        shown = [", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+                 for names in (saved.class_names, spec.class_names)]  # fmt: skip
+        raise ValueError(
+            f"{path}: trained on {len(saved.class_names)} class(es) ({shown[0]}), and this "
+            f"run's data has {len(spec.class_names)} ({shown[1]}): resume on the same data"
+        )
+
+
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
     """Load a checkpoint's weights into ``model``, refusing NaN or infinite values (a run that
     had diverged) and weights of another model, each with a message naming the file."""

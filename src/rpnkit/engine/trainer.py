@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from ..data import Batch, EmptyBatch, collate
 from .checkpoint import (
     ModelSpec,
+    check_resumable,
     load_checkpoint,
     load_weights,
     remove_stale_temporaries,
@@ -189,6 +191,14 @@ class Trainer:
         self.context = distributed_context()
         self.device = self.context.device(device)
         check_amp(config.amp, self.device)
+        if config.warmup_steps > config.steps and resume is None:
+            peak = config.lr * config.steps / config.warmup_steps
+            warnings.warn(
+                f"the warm-up ({config.warmup_steps} steps) is longer than the run "
+                f"({config.steps} steps): the learning rate stays below {config.lr:g} (at most "
+                f"{peak:.3g})",
+                stacklevel=2,
+            )
         self.evaluation: dict = {}
         self.watch = DivergenceWatch()
 
@@ -204,7 +214,7 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, config)
+            self.optimizer, lambda s: lr_factor(self._scheduled(s), config)
         )
         state = self._restore() if self.resume is not None else None
         self.start_step = int(state["step"]) if state is not None else 0
@@ -227,6 +237,8 @@ class Trainer:
                 f"{self.resume}: the checkpoint is at step {state['step']} and the run has "
                 f"{self.config.steps} steps: nothing is left to train (give more --steps)"
             )
+        if self.spec is not None:
+            check_resumable(state, self.spec, self.resume)
         load_weights(self.model, state["model"], self.resume)
         try:
             if "optimizer" in state:
@@ -404,6 +416,17 @@ class Trainer:
                 f"no training image could be read: {len(self.skipped)} skipped in a row "
                 f"(first: {first})"
             )
+
+    def _scheduled(self, step: int) -> float:
+        """Where the learning-rate schedule is: at ``step``, or, with a time budget, at the
+        share of the budget spent times the planned steps where that is further on: a run
+        that the budget stops ends its warm-up and decay with the budget, not at a step it
+        never reaches. (Not under torchrun, where each process would read its own clock.)"""
+        started = getattr(self, "started", None)
+        if self.time_budget_s is None or started is None or self.context.world > 1:
+            return step
+        spent = (time.perf_counter() - started) / self.time_budget_s
+        return max(step, min(1.0, spent) * self.config.steps)
 
     def _out_of_time(self) -> bool:
         budget = self.time_budget_s
