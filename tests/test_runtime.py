@@ -626,6 +626,9 @@ def test_evaluate_measures_recall_of_an_rpn_and_map_of_a_detector(rpn, detector)
     assert isinstance(recall, RecallReport)
     assert 0 <= recall.metrics["AR@100"] <= 1
     assert "AR 0.5:0.95" in recall.format()
+    most = max(len(boxes) for boxes, _ in recall.kept)  # the tiny preset keeps 300 at most
+    assert most <= 300 and f"(at most {most} proposals per image: " in recall.format()
+    assert recall.format().endswith(f"k=1000 count those {most})")
     found = detector.evaluate(str(RACCOON), **options)
     assert isinstance(found, DetectionReport)
     assert 0 <= found.metrics["AP50"] <= 1

@@ -70,7 +70,14 @@ class RecallReport:
     unknown_results: int = 0
 
     def format(self) -> str:
-        return format_recall_table(self.metrics, MAX_DETS)
+        """The recall table, and a note where the columns of larger k count fewer proposals
+        than k (a model that keeps 300 per image: its AR@1000 is its AR@300)."""
+        text = format_recall_table(self.metrics, MAX_DETS)
+        most = max((len(boxes) for boxes, _ in self.kept), default=0)
+        if 0 < most < max(MAX_DETS):
+            wider = ", ".join(f"k={k}" for k in MAX_DETS if k > most)
+            text += f"\n(at most {most} proposals per image: {wider} count those {most})"
+        return text
 
     def curves(self, ks: Sequence[int] = CURVE_KS) -> tuple[dict, dict]:
         """Recall against the number of proposals, and against the IoU threshold."""
