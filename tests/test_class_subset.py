@@ -272,8 +272,22 @@ def test_a_coco_json_without_a_checkpoint_class_keeps_the_labels_with_a_warning(
     path = _write_coco(tmp_path / "coco")
     checkpoint = _detector_of(tmp_path, ("cat", "dog", "kite", "lion"))
     runtime = rpnkit.load(checkpoint, "cpu", short_side=64, max_size=64)
-    with pytest.warns(UserWarning, match="no category named 'lion'.*category_id 1..K"):
+    with pytest.warns(UserWarning, match="not one category named 'lion'.*category_id 1..K"):
         results = runtime.detect(path)
     entries = [e for r in results for e in r.to_coco_results()]
     own = list(runtime.class_names)
     assert entries and all(e["category_id"] == own.index(e["category_name"]) + 1 for e in entries)
+
+
+def test_category_ids_follow_the_json_by_position_or_by_one_name_each():
+    from types import SimpleNamespace
+
+    from rpnkit.engine.runtime import coco_category_ids
+
+    pairs = [(1, "cat"), (2, "dog"), (5, "kite"), (9, "cat")]  # a name used twice
+    dataset = SimpleNamespace(index=SimpleNamespace(categories=pairs, source="x.json"))
+    assert coco_category_ids(dataset, ("cat", "dog", "kite", "cat")) == (1, 2, 5, 9)  # its own
+    assert coco_category_ids(dataset, ("kite", "dog")) == (5, 2)  # by name, each name once
+    with pytest.warns(UserWarning, match="x.json: not one category named 'cat'"):
+        assert coco_category_ids(dataset, ("dog", "cat")) is None  # 'cat' is 1 or 9: 1..K
+    assert coco_category_ids(SimpleNamespace(), ("cat",)) is None  # not a COCO JSON

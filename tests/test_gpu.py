@@ -469,16 +469,24 @@ def _coco128():
 
 
 @cuda
-def test_pngs_resized_on_the_gpu_detect_as_when_the_workers_resize_them(tmp_path):
+def test_pngs_resized_on_the_gpu_detect_as_when_the_workers_resize_them(tmp_path, monkeypatch):
     # PNG photographs enlarged to 800 px: decoded by the workers, resized and prefetched on the
     # GPU by the runner's thread (the default on CUDA), against the workers resizing them.
     import numpy as np
     from PIL import Image
 
     import rpnkit
+    from rpnkit.engine import runner
     from rpnkit.engine.checkpoint import DETECTOR, ModelSpec, save_model
     from rpnkit.modeling.presets import DetectorConfig
 
+    threaded, prefetcher = [], runner.DevicePrefetcher
+
+    def recorded(batches, device, **options):  # which way each run prefetched
+        threaded.append(options.get("threaded"))
+        return prefetcher(batches, device, **options)
+
+    monkeypatch.setattr(runner, "DevicePrefetcher", recorded)
     pngs = []
     for jpg in sorted((_coco128() / "images" / "train2017").glob("*.jpg"))[:12]:
         pngs.append(tmp_path / f"{jpg.stem}.png")
@@ -491,6 +499,7 @@ def test_pngs_resized_on_the_gpu_detect_as_when_the_workers_resize_them(tmp_path
     on_gpu = device.detect(pngs, batch_size=4)
     workers = rpnkit.load(path, "cuda", workers=2, fold_bn=False, decode_on_device=False)
     on_cpu = workers.detect(pngs, batch_size=4)
+    assert threaded == [True, False]  # a thread where the GPU resizes, inline where not
     assert [a.file_name for a in on_cpu] == [b.file_name for b in on_gpu]
     for a, b in zip(on_cpu, on_gpu):  # pixels within 1-2 levels of Pillow's: close, not equal
         assert len(a.boxes) > 10 and abs(len(a.boxes) - len(b.boxes)) <= 0.1 * len(a.boxes)

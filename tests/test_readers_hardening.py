@@ -14,6 +14,7 @@ from PIL import Image
 from rpnkit.data import DataError, load_rgb, read_dataset
 from rpnkit.data.images import allow_large_images
 from rpnkit.data.readers import (
+    DataNote,
     DatasetIndex,
     SkippedSample,
     image_size,
@@ -527,7 +528,7 @@ def test_coco_sizes_that_differ_from_the_files_are_said_once(tmp_path):
     # says that the sizes disagree (clipping alone would hide it)
     images = [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80}]  # the file: 50x40
     json_path = _coco(tmp_path, [GOOD], images=images)
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(DataNote) as caught:
         index = read_coco(json_path, tmp_path)
     assert [str(w.message) for w in caught] == [
         f"{json_path}: 1 image(s) of another size in the JSON than in the file (first: a.jpg: "

@@ -544,10 +544,10 @@ def test_detection_results_keep_the_valid_leading_rows_at_the_threshold():
     found = Detections(boxes, scores, labels, num=torch.tensor([3, 3]))
     metas = [{"image_id": i, "file_name": f"{i}.jpg", "orig_size": (10, 10), "size": (20, 20),
               "position": i} for i in range(2)]  # fmt: skip
-    owner = SimpleNamespace(class_names=("a", "b"), category_ids=None)
+    owner = SimpleNamespace(class_names=("a", "b"))
 
     def kept(threshold):
-        pairs = Predictor._detection_results(owner, [(metas, found)], threshold)
+        pairs = Predictor._detection_results(owner, [(metas, found)], threshold, {})
         return [(p, r.scores.tolist(), r.boxes.tolist()) for p, r in pairs]
 
     everything = kept(0.0)  # padding scores 0 too, but is not valid

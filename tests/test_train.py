@@ -144,15 +144,16 @@ def test_ddp_broadcasts_buffers_only_where_they_can_drift_between_processes():
 def test_under_torchrun_only_rank_0_reports_what_every_process_reads(monkeypatch, capsys):
     import warnings
 
-    from rpnkit.data.readers import SkippedSample
+    from rpnkit.data.readers import DataNote, SkippedSample
     from rpnkit.engine.fit import _reported_by_rank_0
 
     def read():
         print("160 images, 1 class")
         warnings.warn("skipped x.jpg: no such file", SkippedSample, stacklevel=1)
+        warnings.warn("x.json: 1 image(s) of another size", DataNote, stacklevel=1)
         warnings.warn("something else", RuntimeWarning, stacklevel=1)
 
-    for rank, expected in (("0", 2), ("1", 1)):
+    for rank, expected in (("0", 3), ("1", 1)):
         monkeypatch.setenv("RANK", rank)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -204,3 +205,8 @@ def test_a_time_budget_paces_the_schedule_to_end_with_it(tmp_path, monkeypatch):
     plain = Trainer(model, data, config, out_dir=tmp_path)
     plain.started = 1000.0
     assert plain._scheduled(3) == 3  # no budget: the steps alone
+    budgeted._set_up()  # the optimizer's learning rate follows it, through the scheduler
+    budgeted.started = 1000.0
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 1030.0)
+    budgeted.scheduler.step()  # step 1, half the budget spent: at step 50 of 100
+    assert budgeted.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(50, config))

@@ -12,7 +12,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+        unset = action.default is None or action.default is False  # (0 == False: not 'in')
+        if "(default" in text or unset or action.default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
 

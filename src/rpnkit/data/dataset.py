@@ -149,8 +149,10 @@ class DetectionDataset(Dataset):
 
     @property
     def leaves_pixels_to_device(self) -> bool:
-        """Whether some items leave their resize and flip to the device (JPEGs left encoded,
-        other images as decoded): items without a ready ``image``."""
+        """Whether some items may leave their resize and flip to the device (JPEGs left
+        encoded, other images as decoded): items without a ready ``image``. Known only per
+        item (an image the plan shrinks is resized by the worker), so true wherever the
+        device decodes (``decode_on_device``) and the transforms plan."""
         return any(self._device_decodes(r) for r in self.index.records)
 
     def _device_decodes(self, record: Record) -> bool:

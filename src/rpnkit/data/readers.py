@@ -75,6 +75,11 @@ class SkippedSample(UserWarning):
     line, ``skipped <file>: <problem>``."""
 
 
+class DataNote(UserWarning):
+    """A remark on a dataset that leaves nothing out (a COCO JSON's sizes that disagree with
+    its files'): one line, naming the file."""
+
+
 @dataclass
 class Record:
     """One image: ``boxes`` (N, 4) float32 xyxy pixels, ``labels`` (N,) int64 in 1..K,
@@ -100,8 +105,8 @@ class DatasetIndex:
     """``issues``: one line per skip (an image, an annotation, or a count of COCO annotations
     of unknown images); ``skipped_images`` and ``skipped_annotations`` count them (None: every
     issue is an image); ``clipped``: one line per box clipped to its image;
-    ``category_ids`` (COCO only): each class name's category id in the JSON, what detections
-    of its images are written with (labels are 1..K whatever the ids)."""
+    ``categories`` (COCO only): the JSON's (category id, name) pairs in id order, what
+    detections of its images are written with (labels are 1..K whatever the ids)."""
 
     records: list[Record]
     class_names: list[str]
@@ -110,7 +115,7 @@ class DatasetIndex:
     skipped_images: int | None = None
     skipped_annotations: int = 0
     clipped: list[str] = field(default_factory=list)
-    category_ids: dict[str, int | str] | None = None
+    categories: list[tuple[int | str, str]] | None = None
 
     def summary(self) -> str:
         """One line: ``<source>: N images, K classes, 2 image(s) and 5 annotation(s) skipped,
@@ -414,12 +419,11 @@ def read_coco(
         warnings.warn(
             f"{json_path}: {len(resized)} image(s) of another size in the JSON than in the file "
             f"(first: {resized[0]}); the boxes are read as the file's pixels",
+            DataNote,
             stacklevel=_caller_level(),
         )
     index = out.index(records, classes.names, str(json_path))
-    index.category_ids = {}
-    for category in _in_id_order(classes.name_of):
-        index.category_ids.setdefault(classes.name_of[category], category)  # a name's first id
+    index.categories = [(c, classes.name_of[c]) for c in _in_id_order(classes.name_of)]
     return index
 
 

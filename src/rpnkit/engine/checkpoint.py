@@ -297,7 +297,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
 def check_resumable(state: dict, spec: ModelSpec, path: str | Path) -> None:
     """A ``ValueError`` saying what differs when a checkpoint (``load_checkpoint``'s state)
     is not of the model ``spec`` describes: its kind, or the classes it was trained on (the
-    weights alone would only say that some do not fit)."""
+    weights alone would only say that some do not fit). A checkpoint saved without a spec
+    (``Trainer`` without one) is left to the weights' own check."""
+    if not state.get("config"):
+        return
     saved = ModelSpec.from_dict(state["config"], where=f"{path}")
     if saved.kind != spec.kind:
         article = {RPN: "an", DETECTOR: "a"}

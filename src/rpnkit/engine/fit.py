@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 
 from ..data import DataConfig, DatasetIndex, DetectionDataset
-from ..data.readers import SkippedSample
+from ..data.readers import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..modeling.presets import OLN_RCNN_PRESETS, ModelConfig, detector_config, preset_config
 from .alternating import combined_summary, train_alternating
@@ -149,12 +149,12 @@ def fit(
     train = train or TrainConfig()
     model = preset_config(model) if isinstance(model, str) else model
     kind = model_kind(kind, model)  # before the data is read: a mismatch fails at once
-    given = {"step1": proposals_step1, "step3": proposals_step3}
-    given = {step: str(path) for step, path in given.items() if path is not None}
-    _check_schedule(kind, schedule, resume, given)
-    device, out = _device_and_folder(device, train.amp, out, resume, overwrite, given.values())
+    given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
+    device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files
         index, val_set, split = _read(data, train.seed)
+    if fresh:  # the data read: now clear what an earlier run wrote there
+        clear_for_new_run(out, overwrite=overwrite, keep=given.values(), remove=main_process())
     if split is not None and main_process():
         print(f"wrote {split.save(out)}")
     seed_everything(train.seed)  # the initial weights too: the same seed, the same run
@@ -205,15 +205,25 @@ def fit(
     return FitResult(out, checkpoint, spec, summary, metrics)
 
 
-def _device_and_folder(device, amp: str, out, resume, overwrite: bool, inputs) -> tuple:
-    """The device (checked, with the precision) and the run folder (``run_folder``), cleared
-    for a new run but for the files in ``inputs``: before any data is read."""
+def _device_and_folder(device, amp: str, out, resume, overwrite: bool) -> tuple:
+    """The device (checked, with the precision), the run folder (``run_folder``) and whether
+    the run starts afresh there (not resumed, or resumed into another folder): then a folder
+    that holds a run is refused unless ``overwrite``. Before any data is read."""
     device = resolve_device(device)
     check_amp(amp, device)
     out = run_folder(out, resume)
-    if resume is None:
-        clear_for_new_run(out, overwrite=overwrite, keep=inputs, remove=main_process())
-    return device, out
+    fresh = resume is None or Path(resume).resolve().parent != out.resolve()
+    if fresh:
+        clear_for_new_run(out, overwrite=overwrite, remove=False)  # a check: nothing removed
+    return device, out, fresh
+
+
+def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> dict[str, str]:
+    """The proposals files given to the alternating schedule, by step, the schedule checked."""
+    given = {"step1": step1, "step3": step3}
+    given = {step: str(path) for step, path in given.items() if path is not None}
+    _check_schedule(kind, schedule, resume, given)
+    return given
 
 
 def _check_schedule(kind: Kind, schedule: Schedule, resume, given: dict) -> None:
@@ -255,11 +265,13 @@ def _read(
 
 @contextlib.contextmanager
 def _reported_by_rank_0() -> Iterator[None]:
-    """Under torchrun, the other processes print nothing and warn of no skipped sample while
-    in the block (rank 0 reports what they all see); errors still stop every process."""
+    """Under torchrun, the other processes print nothing and warn of no skipped sample (nor
+    ``DataNote``) while in the block (rank 0 reports what they all see); errors still stop
+    every process."""
     if main_process():
         yield
         return
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore", SkippedSample)
+        warnings.simplefilter("ignore", DataNote)
         yield

@@ -1,8 +1,9 @@
 """The folder a training run writes (``fit``): a new run never mixes with an earlier one's files.
 
 A folder holds a run when it has a checkpoint, a training log, a run record or the first step
-of the alternating schedule (``RUN_MARKERS``). A new run into such a folder is refused unless
-``overwrite``; before a new run starts, the entries rpnkit writes in a run folder
+of the alternating schedule (``RUN_MARKERS``). A new run into such a folder (or a run resumed
+into another folder than its checkpoint's) is refused unless ``overwrite``; before it starts
+(its data read), the entries rpnkit writes in a run folder
 (``RUN_ENTRIES``, nothing else) are removed, so that no split, metrics, TensorBoard events or
 step of another run are left to be read as this one's. Without a folder named, a run goes to
 ``runs/train``, or the first of ``runs/train2``, ``runs/train3``... that holds no run (as

@@ -72,10 +72,11 @@ def run_batches(
         pin_memory=device.type == "cuda",
         **order,
     )
-    # Pixels decoded or resized on the GPU: prefetched on a thread, which waits for nvJPEG and
+    # Pixels the GPU may decode or resize: prefetched on a thread, which waits for nvJPEG and
     # queues the resizing (JPEGs 0.93 of the model's rate against 0.88 inline, PNGs 1.00 and
-    # 0.97); images ready from the workers: in this thread, as a thread doubled the host time
-    # of the forward's launches (the GIL) when the workers bounded the run (H200:
+    # 0.97; large PNGs, which the workers shrink themselves, take the thread too, unmeasured);
+    # images ready from the workers (decoding off): in this thread, as a thread doubled the
+    # host time of the forward's launches (the GIL) when 4 workers bounded the run (H200:
     # docs/performance.md, sessions 9, 10 and 13)
     batches = iter(DevicePrefetcher(iter(loader), device, threaded=on_device))
     pending, readable, unreadable = None, 0, []

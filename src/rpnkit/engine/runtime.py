@@ -131,7 +131,6 @@ class Predictor:
         self.short_side, self.max_size = short_side, max_size
         self.skipped: list[str] = []  # the images the last call could not read (reported)
         self.pace = Pace()  # when the last call's batches reached the host (its steady rate)
-        self.category_ids: tuple | None = None  # the last call's COCO JSON's ids of the classes
         self.source: Path | None = None  # the checkpoint file, when loaded from one
 
     @property
@@ -241,13 +240,14 @@ class Predictor:
         desc: str,
         data_options: dict,
         grouped: bool = False,
-        categories: bool = False,
+        categories: dict | None = None,
     ):
         """(metas, outputs) of ``inputs``: whole images in batches (``run_batches``), or with
         ``slicing`` one image at a time, its tiles merged by ``merge`` (``sliced_batches``).
         ``grouped``: batches of wide or of tall images only where the dataset knows which
         (its metas then carry ``position``: ``in_input_order`` restores the order);
-        ``categories``: detections, written with a COCO JSON's ids (``category_ids``)."""
+        ``categories``: a dict that gets the dataset's COCO category ids of the classes
+        under ``"ids"`` (``coco_category_ids``), for the detections to be written with."""
         self.skipped.clear()  # the same list: callers may hold it
         common = {
             "batch_size": batch_size,
@@ -260,7 +260,8 @@ class Predictor:
         }
         whole = slicing is None
         dataset = self._dataset(inputs, self._transforms(slicing), **data_options, whole=whole)
-        self.category_ids = coco_category_ids(dataset, self.class_names) if categories else None
+        if categories is not None:
+            categories["ids"] = coco_category_ids(dataset, self.class_names)
         if whole:
             grouped = grouped and self.group_by_aspect
             groups = getattr(dataset, "aspect_groups", None) if grouped else None
@@ -309,11 +310,13 @@ class Predictor:
         options: dict,
         desc: str,
         data_options: dict,
+        categories: dict | None = None,
     ) -> Iterator[tuple[list[dict], Detections | Proposals]]:
         """(metas, Detections) of the detector over ``inputs``, at most ``limit`` per image
         (None: the model's own; more raises its limits until the batches end); sliced, each
         image's tiles merged by NMS at the box head's threshold as ``merge_as`` says
-        (``"detections"``, or ``"proposals"``: then (metas, Proposals))."""
+        (``"detections"``, or ``"proposals"``: then (metas, Proposals)). ``categories``: as
+        ``_batches``'s."""
         detector = self._detector()
         nms = detector.roi_heads.config.nms_threshold
         with detection_limits(detector, limit):
@@ -324,7 +327,7 @@ class Predictor:
                 merge=Merge(merge_as, nms, limit),
                 desc=desc,
                 data_options=data_options,
-                categories=merge_as == "detections",
+                categories=categories,
                 **options,
             )
 
@@ -394,6 +397,7 @@ class Predictor:
         itself keeps those above its own threshold, 0.05 by default), in input order; at most
         ``max_detections`` per image (default: the model's, 100; more raises the model's
         limits for the call). ``tile_size``...: sliced inference (module docstring)."""
+        categories: dict = {}  # a COCO JSON's ids, once its dataset is made (this call's own)
         batches = self._detection_batches(
             inputs,
             limit=max_detections,
@@ -402,14 +406,15 @@ class Predictor:
             options={"batch_size": batch_size, "amp": amp, "progress": progress, "grouped": True},
             desc="detecting",
             data_options={"own_names": True, **data_options},  # no object skipped for its class
+            categories=None if self.class_agnostic else categories,
         )
-        results = self._detection_results(batches, score_threshold)
+        results = self._detection_results(batches, score_threshold, categories)
         yield from in_input_order(results, batch_size * GROUP_WINDOW)
 
-    def _detection_results(self, batches, score_threshold: float):
+    def _detection_results(self, batches, score_threshold: float, categories: dict):
         """(position or None, DetectionResult) of each image of ``batches``: the valid
         detections scoring at least ``score_threshold``, the leading ones of each row (best
-        first)."""
+        first), with the category ids in ``categories["ids"]`` where there are some."""
         for metas, found in batches:
             slots = torch.arange(found.scores.shape[1])
             passing = (found.scores >= score_threshold) & (slots < found.num[:, None])
@@ -423,7 +428,7 @@ class Predictor:
                     self.class_names,
                     tuple(meta["orig_size"]),
                     meta.get("source"),
-                    self.category_ids,
+                    categories.get("ids"),
                 )
                 yield meta.get("position"), result
 
@@ -633,22 +638,28 @@ def default_workers(device: torch.device) -> int:
 
 
 def coco_category_ids(dataset: Dataset, class_names: Sequence[str]) -> tuple | None:
-    """The category ids of a COCO JSON dataset for ``class_names`` (by name), what detections
-    on its images are written with, so that they score against that JSON as they are; None
-    for other inputs, or (with a warning) when the JSON lacks some class: then 1..K."""
-    ids = getattr(getattr(dataset, "index", None), "category_ids", None)
-    if not ids or not class_names:
+    """The category ids of a COCO JSON dataset for ``class_names``, what detections on its
+    images are written with, so that they score against that JSON as they are: by position
+    when the names are the JSON's own in id order (a checkpoint trained on it), else by name.
+    None for other inputs, or (with a warning) when some name is not one category's: 1..K."""
+    categories = getattr(getattr(dataset, "index", None), "categories", None)
+    if not categories or not class_names:
         return None
-    missing = [name for name in class_names if name not in ids]
-    if missing:
+    if tuple(class_names) == tuple(name for _, name in categories):
+        return tuple(category for category, _ in categories)
+    ids: dict[str, list] = {}
+    for category, name in categories:
+        ids.setdefault(name, []).append(category)
+    unmatched = [name for name in class_names if len(ids.get(name, [])) != 1]
+    if unmatched:
         warnings.warn(
-            f"{dataset.index.source}: no category named {', '.join(map(repr, missing[:3]))}"
-            f"{' ...' if len(missing) > 3 else ''}: detections keep category_id 1..K, the "
+            f"{dataset.index.source}: not one category named {', '.join(map(repr, unmatched[:3]))}"
+            f"{' ...' if len(unmatched) > 3 else ''}: detections keep category_id 1..K, the "
             "checkpoint's class order",
             stacklevel=2,
         )
         return None
-    return tuple(ids[name] for name in class_names)
+    return tuple(ids[name][0] for name in class_names)
 
 
 def load(

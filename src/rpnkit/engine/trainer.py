@@ -421,7 +421,9 @@ class Trainer:
         """Where the learning-rate schedule is: at ``step``, or, with a time budget, at the
         share of the budget spent times the planned steps where that is further on: a run
         that the budget stops ends its warm-up and decay with the budget, not at a step it
-        never reaches. (Not under torchrun, where each process would read its own clock.)"""
+        never reaches. The clock runs from the first batch asked for (the workers' start
+        counts). Not under torchrun, where each process would read its own clock; a resumed
+        run starts its clock again (the schedule's position is saved by step only)."""
         started = getattr(self, "started", None)
         if self.time_budget_s is None or started is None or self.context.world > 1:
             return step
