@@ -87,6 +87,7 @@ def test_cli_writes_a_config_that_trains(tmp_path, capsys):
     assert code == 0
     text = capsys.readouterr().out
     assert "IoU>=0.7" in text and "fitted anchors" in text
+    assert f"train --config {out} --short-side 256 --max-size 384 ..." in text  # its size
     config = load_config(ModelConfig, out)
     assert any(lv.shapes for lv in config.rpn.anchors.levels)
     model = build_model(config).eval()

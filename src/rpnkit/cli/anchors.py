@@ -80,7 +80,12 @@ def run(args: argparse.Namespace) -> int:
     print(report.format(show=args.show))
     if args.fit and args.out_config:
         save_config(report.fitted_model(), args.out_config)
-        print(f"wrote {args.out_config}: rpnkit train --config {args.out_config} ...")
+        size = f"--short-side {args.short_side} --max-size {args.max_size}"
+        size += f" --tile-size {args.tile_size}" if args.tile_size else ""
+        print(
+            f"wrote {args.out_config}: anchors fitted to the boxes at {size}; train at the same "
+            f"size: rpnkit train --config {args.out_config} {size} ..."
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
         print(f"wrote {args.json}")
