@@ -538,3 +538,26 @@ def test_coco_sizes_that_differ_from_the_files_are_said_once(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_coco(_coco(tmp_path, [GOOD]), tmp_path)  # sizes that agree: nothing said
+
+
+def test_images_whose_every_box_was_skipped_are_counted_in_the_summary(tmp_path):
+    # kept as images of background (the documented policy), and said so: an object the data
+    # holds but whose box was bad would otherwise be learnt as background unnoticed
+    bad = _ann(2, bbox=[10, 10, -5, 5])  # an inverted box, the image's only one
+    (tmp_path / "coco").mkdir()
+    json_path = _coco(tmp_path / "coco", [bad])
+    yolo = _yolo(tmp_path / "yolo", {"a": "0 0.5 0.5 0.2 0.4\n", "b": "0 0.5 0.5 nan 0.4\n"})
+    csv = tmp_path / "boxes.csv"
+    Image.new("RGB", (50, 40)).save(tmp_path / "c.jpg")
+    csv.write_text("image_path,xmin,ymin,xmax,ymax,label\nc.jpg,30,5,10,20,cat\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        indexes = [read_coco(json_path, tmp_path / "coco"), read_yolo(yolo), read_dataset(csv)]
+    for index in indexes:
+        assert index.bare == 1 and index.summary().endswith(
+            "1 annotation(s) skipped (1 image(s) left without a box: background to the model)"
+        )
+        assert sum(len(r.boxes) == 0 for r in index.records) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert read_yolo(_yolo(tmp_path / "good", {"a": ""})).bare == 0  # no box to lose

@@ -25,7 +25,8 @@ Policy, the same for the four formats: a bad image (missing, unreadable, too lar
 malformed XML or label file, a malformed COCO image entry) is skipped; a bad annotation (a
 COCO annotation, a VOC object, a YOLO line, a CSV row: malformed, of an unknown class, with a NaN,
 infinite, empty or inverted box, or a box wholly outside its image) is skipped alone and the
-image keeps its other boxes (an image may end with none). A box that overshoots its image by
+image keeps its other boxes (an image may end with none: counted in ``DatasetIndex.bare`` and
+the summary). A box that overshoots its image by
 at most ``BORDER_TOLERANCE`` pixels is clipped silently; one that overshoots further but
 overlaps the image is clipped and counted in ``DatasetIndex.clipped``. COCO annotations that
 refer to no image of the JSON are counted in one line. Malformed COCO categories are an error
@@ -116,6 +117,7 @@ class DatasetIndex:
     skipped_annotations: int = 0
     clipped: list[str] = field(default_factory=list)
     categories: list[tuple[int | str, str]] | None = None
+    bare: int = 0  # images whose every box was skipped: kept, as images of background
 
     def summary(self) -> str:
         """One line: ``<source>: N images, K classes, 2 image(s) and 5 annotation(s) skipped,
@@ -129,6 +131,8 @@ class DatasetIndex:
             skipped.append(f"{self.skipped_annotations} annotation(s)")
         if skipped:
             text += ", " + " and ".join(skipped) + " skipped"
+        if self.bare:
+            text += f" ({self.bare} image(s) left without a box: background to the model)"
         if self.clipped:
             text += f", {len(self.clipped)} box(es) clipped"
         return text
@@ -144,6 +148,7 @@ class _Collector:
         self.images = 0
         self.annotations = 0
         self.clipped: list[str] = []
+        self.bare = 0  # images whose every box was skipped
         self.others: dict[str, int] = {}  # objects of each class not among the given names
         self.first_other = ""  # the first of them, as its own line would have said
 
@@ -163,6 +168,16 @@ class _Collector:
             return
         self._report(f"{where}: {problem}")
 
+    def image_done(self, skipped_before: int, boxes: int) -> None:
+        """An image read with ``boxes`` kept: counted as bare if it had some and every one was
+        skipped (``skipped_before``: ``annotations`` when its objects began)."""
+        if boxes == 0 and self.annotations > skipped_before:
+            self.count_bare()
+
+    def count_bare(self, *_) -> None:
+        """One more image whose every box was skipped (a CSV's, from its events)."""
+        self.bare += 1
+
     def clip(self, where: str | Path, note: str) -> None:
         self.clipped.append(f"{where}: {note}")
 
@@ -176,7 +191,14 @@ class _Collector:
         if self.others:
             self._report(_others_line(source, self.others, len(names), self.first_other))
         return DatasetIndex(
-            records, names, self.issues, source, self.images, self.annotations, self.clipped
+            records,
+            names,
+            self.issues,
+            source,
+            self.images,
+            self.annotations,
+            self.clipped,
+            bare=self.bare,
         )
 
 
@@ -400,7 +422,7 @@ def read_coco(
             resized.append(
                 f"{path.name}: {entry['width']}x{entry['height']}, file {width}x{height}"
             )
-        boxes, labels, ignore, areas = [], [], [], []
+        boxes, labels, ignore, areas, before = [], [], [], [], out.annotations
         for i, ann in anns_of.get(image_id, []):
             where = f"{json_path}: annotations[{i}]"
             where += f" (id {ann['id']}, image {path.name})" if "id" in ann else f" ({path.name})"
@@ -414,6 +436,7 @@ def read_coco(
             labels.append(found[1])
             ignore.append(found[2])
             areas.append(found[3])
+        out.image_done(before, len(boxes))
         records.append(_make_record(path, image_id, width, height, boxes, labels, ignore, areas))
     if resized:  # boxes drawn on a resized copy would be misplaced: say so, once
         warnings.warn(
@@ -641,7 +664,7 @@ def _voc_file(xml_file: Path, finder: _ImageFinder, given: list[str] | None, out
     except DataError as err:
         out.skip(xml_file, str(err))
         return None
-    objects, seen = [], set()
+    objects, seen, before = [], set(), out.annotations
     for i, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
         if not name:
@@ -664,6 +687,7 @@ def _voc_file(xml_file: Path, finder: _ImageFinder, given: list[str] | None, out
             out.clip(xml_file, f"object {i} ({name}): {note}")
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
         objects.append((name, box, difficult))
+    out.image_done(before, len(objects))
     return xml_file, path, width, height, objects, seen
 
 
@@ -791,7 +815,7 @@ def read_yolo(
         except (OSError, UnicodeDecodeError) as err:
             out.skip(label_path, f"unreadable label file ({err})")
             continue
-        boxes, labels = [], []
+        boxes, labels, before = [], [], out.annotations
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -803,6 +827,7 @@ def read_yolo(
                 out.clip(f"{label_path} line {n}", note)
             boxes.append(found[0])
             labels.append(found[1])
+        out.image_done(before, len(boxes))
         records.append(
             _make_record(path, path.stem, width, height, boxes, labels, [False] * len(boxes))
         )
@@ -899,6 +924,7 @@ def read_csv(
             records += [record] if record is not None else []
     out = _Collector(strict)
     report = {"image": out.skip, "annotation": out.skip_annotation, "clip": out.clip}
+    report["bare"] = out.count_bare
     for line, kind, text in sorted(events, key=lambda e: e[0]):  # in file order
         report[kind](f"{csv_path} line {line}", text)
     return out.index(records, names, str(csv_path))
@@ -915,7 +941,7 @@ def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events
         events.append((first, "image", str(err)))
         return None
     position = {n: i + 1 for i, n in enumerate(names)}
-    boxes, labels = [], []
+    boxes, labels, skipped = [], [], len(events)
     for row in rows:
         if row.box is None:  # an image without objects
             continue
@@ -930,6 +956,8 @@ def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events
         if box is not None:
             boxes.append(box)
             labels.append(position[row.label])
+    if not boxes and any(kind == "annotation" for _, kind, _ in events[skipped:]):
+        events.append((first, "bare", ""))  # every box of the image skipped
     return _make_record(path, image_id, width, height, boxes, labels, [False] * len(boxes))
 
 
