@@ -629,6 +629,10 @@ def test_evaluate_measures_recall_of_an_rpn_and_map_of_a_detector(rpn, detector)
     most = max(len(boxes) for boxes, _ in recall.kept)  # the tiny preset keeps 300 at most
     assert most <= 300 and f"(at most {most} proposals per image: " in recall.format()
     assert recall.format().endswith(f"k=1000 count those {most})")
+    five = rpn.evaluate(str(RACCOON), top=5, **options)  # fewer than the model keeps: its best 5
+    assert max(len(boxes) for boxes, _ in five.kept) <= 5
+    assert five.metrics["AR@10"] == five.metrics["AR@100"] == five.metrics["AR@1000"]
+    assert five.metrics["AR@1000"] <= recall.metrics["AR@1000"]
     found = detector.evaluate(str(RACCOON), **options)
     assert isinstance(found, DetectionReport)
     assert 0 <= found.metrics["AP50"] <= 1

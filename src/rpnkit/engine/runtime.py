@@ -25,6 +25,7 @@ every detection its tiles keep unless ``max_detections`` is given.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -527,8 +528,8 @@ class Predictor:
         options: dict,
         data_options: dict,
     ) -> Iterator[tuple[list[dict], Proposals]]:
-        """(metas, Proposals) to score as proposals: the first stage's (at least ``top`` per
-        image), or a detector's final boxes (up to ``top``, or its own limit)."""
+        """(metas, Proposals) to score as proposals: the first stage's, or a detector's final
+        boxes; the best ``top`` of each image (None: the model's own number)."""
         if top is not None and top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
         if final_boxes is None:
@@ -549,7 +550,7 @@ class Predictor:
                 yield metas, found
             return
         config = proposal_limit(first_stage(self.network).rpn.config.test_proposals, top or 1)
-        yield from self._proposal_batches(
+        batches = self._proposal_batches(
             data,
             config,
             top=top or max(MAX_DETS),
@@ -558,6 +559,11 @@ class Predictor:
             desc="evaluating",
             data_options=data_options,
         )
+        for metas, found in batches:  # best first: fewer than the model keeps, its leading ones
+            yield (
+                metas,
+                found if top is None else dataclasses.replace(found, num=found.num.clamp(max=top)),
+            )
 
     def evaluate_detections(
         self,
