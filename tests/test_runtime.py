@@ -138,6 +138,9 @@ def test_every_input_kind_of_one_image_gives_the_proposals_of_its_file(rpn):
         assert torch.equal(found.boxes, expected.boxes), kind
         assert torch.equal(found.scores, expected.scores), kind
         assert found.image_size == (417, 650), kind
+    for wrong in (rgb.astype(np.float32), torch.from_numpy(rgb).permute(2, 0, 1).float()):
+        with pytest.raises(ValueError, match=r"image 0: floating-point values from 0 to 255;"):
+            rpn.propose(wrong, top=50)  # 0-255 floats: all white if clipped, so refused
 
 
 def test_an_exif_rotated_photo_as_a_pil_image_gives_the_proposals_of_its_file(rpn, tmp_path):

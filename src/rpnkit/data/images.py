@@ -69,7 +69,8 @@ def to_rgb(image: Image.Image | np.ndarray | torch.Tensor, where: str = "image")
 
     - a PIL image of any mode, turned upright by its EXIF orientation;
     - a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped): uint8 as is,
-      uint16 scaled by 1/257, floating point taken as [0, 1];
+      uint16 scaled by 1/257, floating point in [0, 1] (anything outside is an error: 0-255
+      floats would otherwise turn white);
     - a tensor (C, H, W) with C in 1, 3, 4 (torchvision's layout), same value rules.
 
     Floating-point images are rounded to 8 bits, as images read from files are. Raises
@@ -106,6 +107,12 @@ def _array_to_rgb(arr: np.ndarray, where: str) -> np.ndarray:
     elif np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ValueError(f"{where}: the image has NaN or infinite values")
+        low, high = float(arr.min()), float(arr.max())
+        if low < -1e-3 or high > 1.0 + 1e-3:  # 0-255 floats would all turn white: refuse
+            raise ValueError(
+                f"{where}: floating-point values from {low:g} to {high:g}; floats must be in "
+                "[0, 1] (for 0-255 values, give uint8: array.astype(np.uint8))"
+            )
         arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     else:
         raise ValueError(
