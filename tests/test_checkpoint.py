@@ -103,3 +103,21 @@ def test_resuming_another_kind_or_other_classes_says_which(tmp_path):
     with pytest.raises(ValueError, match=r"trained on 1 class\(es\) \(raccoon\), and this "
                        r"run's data has 2 \(cat, dog\)"):  # fmt: skip
         check_resumable(state, other, "c.safetensors")
+
+
+def test_a_checkpoint_records_its_training_size_and_load_resizes_as_training_did(tmp_path):
+    import rpnkit
+    from rpnkit.engine.checkpoint import RPN, ModelSpec, save_model
+
+    spec = ModelSpec(RPN, preset_config("tiny"))
+    model = build_model(preset_config("tiny"))
+    sized = save_model(tmp_path / "sized.safetensors", model, spec, input_size=(128, 192))
+    assert load_checkpoint(sized)["input_size"] == (128, 192)
+    runtime = rpnkit.load(sized, "cpu")
+    assert (runtime.short_side, runtime.max_size) == (128, 192)  # as trained
+    runtime = rpnkit.load(sized, "cpu", short_side=256)
+    assert (runtime.short_side, runtime.max_size) == (256, 192)  # unless told otherwise
+    older = save_model(tmp_path / "older.safetensors", model, spec)  # no size recorded
+    assert load_checkpoint(older)["input_size"] is None
+    runtime = rpnkit.load(older, "cpu")
+    assert (runtime.short_side, runtime.max_size) == (800, 1333)

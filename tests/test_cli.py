@@ -31,6 +31,10 @@ def test_train_writes_checkpoint_logs_config_and_metrics(trained):
     assert len((trained / "train_log.csv").read_text().splitlines()) == 5  # header + 4 steps
     metrics = json.loads((trained / "metrics.json").read_text())
     assert {"AR@100", "AR@1000", "recall@100@0.5_small"} <= set(metrics)
+    from rpnkit.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(trained / "checkpoint.safetensors")  # what inference resizes to
+    assert state["input_size"] == (128, 192)
 
 
 def test_eval_prints_a_table_and_writes_json(trained, tmp_path, capsys):

@@ -621,6 +621,9 @@ def test_misuse_is_a_clear_value_error(rpn, checkpoints):
         rpn.propose(path, top=0)
     with pytest.raises(ValueError, match="batch size must be at least 1"):
         rpn.propose(path, batch_size=0)
+    for images in (path, IMAGES, [load_rgb(path)]):  # no boxes to score against
+        with pytest.raises(ValueError, match="evaluation needs a labelled dataset"):
+            rpn.evaluate(images)
 
 
 def test_evaluate_measures_recall_of_an_rpn_and_map_of_a_detector(rpn, detector):

@@ -189,7 +189,15 @@ def run_demo(
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     extra = {"metrics": {k: v for k, v in result.items() if not isinstance(v, dict)}}
-    save_model(out_dir / "checkpoint.safetensors", detector, spec, step=summary.steps, extra=extra)
+    size = (train_set.image_size, train_set.image_size)  # square images, not resized
+    save_model(
+        out_dir / "checkpoint.safetensors",
+        detector,
+        spec,
+        step=summary.steps,
+        extra=extra,
+        input_size=size,
+    )
     # 4. Top proposals against the GT, and detections, on held-out images.
     draw_results(detector, val_set, kept, out_dir)
     print(f"held-out images: {num_val}")

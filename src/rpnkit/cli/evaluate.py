@@ -87,7 +87,7 @@ def add_parser(sub) -> None:
         help="folder for recall.png (recall against proposals and against IoU), or for a "
         "Faster R-CNN checkpoint precision_recall.png",
     )
-    add_data_options(p, split="val", locate=True)
+    add_data_options(p, split="val", locate=True, checkpoint=True)
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Each option's default after its help, where it says something: not for options whose
@@ -177,10 +179,13 @@ def model_config(args: argparse.Namespace):
 FORMATS = ["coco", "voc", "yolo", "csv"]
 
 
-def add_data_options(p: argparse.ArgumentParser, *, split: str, locate: bool = False) -> None:
+def add_data_options(
+    p: argparse.ArgumentParser, *, split: str, locate: bool = False, checkpoint: bool = False
+) -> None:
     """Which dataset split, in which format, how strictly, at what size; device, progress.
     ``locate``: also --images and --class-map (commands that read their data through
-    ``read_data`` or a ``DataConfig``)."""
+    ``read_data`` or a ``DataConfig``); ``checkpoint``: the size defaults to the one the
+    checkpoint was trained at (``load``)."""
     p.add_argument(
         "--format",
         choices=FORMATS,
@@ -205,14 +210,19 @@ def add_data_options(p: argparse.ArgumentParser, *, split: str, locate: bool = F
         action="store_true",
         help="stop at the first bad sample instead of skipping it with a warning",
     )
+    trained = " (default: the checkpoint's training size, else %s)" if checkpoint else ""
     p.add_argument(
-        "--short-side", type=positive_int, default=800, help="resize: shorter side in pixels"
+        "--short-side",
+        type=positive_int,
+        default=None if checkpoint else DEFAULT_SHORT_SIDE,
+        help="resize: shorter side in pixels" + trained.replace("%s", str(DEFAULT_SHORT_SIDE)),
     )
     p.add_argument(
         "--max-size",
         type=image_side,
-        default=1333,
-        help=f"resize: cap on the longer side (at least {MIN_MAX_SIZE})",
+        default=None if checkpoint else DEFAULT_MAX_SIZE,
+        help=f"resize: cap on the longer side (at least {MIN_MAX_SIZE})"
+        + trained.replace("%s", str(DEFAULT_MAX_SIZE)),
     )
     add_run_options(p)
 
@@ -340,7 +350,7 @@ def add_inference_options(
         "of mixed photos); results keep the input order, and differ slightly with the padding",
     )
     add_slicing_options(p)
-    add_data_options(p, split="val")
+    add_data_options(p, split="val", checkpoint=True)
 
 
 def load_runtime(args: argparse.Namespace):

@@ -151,9 +151,12 @@ class Compose:
         return (image, boxes), scale
 
 
-def train_transforms(short=800, max_size=1333, flip=0.5) -> Compose:
+DEFAULT_SHORT_SIDE, DEFAULT_MAX_SIZE = 800, 1333  # the resize unless a run says otherwise
+
+
+def train_transforms(short=DEFAULT_SHORT_SIDE, max_size=DEFAULT_MAX_SIZE, flip=0.5) -> Compose:
     return Compose((ResizeShortest(short, max_size), HorizontalFlip(flip)))
 
 
-def eval_transforms(short=800, max_size=1333) -> Compose:
+def eval_transforms(short=DEFAULT_SHORT_SIDE, max_size=DEFAULT_MAX_SIZE) -> Compose:
     return Compose((ResizeShortest(short, max_size),))

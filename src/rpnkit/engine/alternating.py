@@ -182,5 +182,12 @@ def train_alternating(
     # 4. The detector's head on the step-3 proposals, backbone and RPN frozen.
     detector.freeze("first_stage")
     summaries["step4_detector"] = run(detector, "step4_detector", detector_spec, step3, evaluate)
-    save_model(out / "checkpoint.safetensors", detector, detector_spec, step=4 * train_config.steps)
+    _save_final(out, detector, detector_spec, 4 * train_config.steps, data)
     return detector, summaries
+
+
+def _save_final(out: Path, detector, spec: ModelSpec, steps: int, data: DataConfig) -> None:
+    """``out``'s checkpoint: the four steps' detector, with the size its images were resized
+    to (what ``load`` resizes to)."""
+    size = (data.short_side, data.max_size)
+    save_model(out / "checkpoint.safetensors", detector, spec, step=steps, input_size=size)

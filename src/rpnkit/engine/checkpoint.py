@@ -167,8 +167,11 @@ def save_checkpoint(
     scheduler: Any | None = None,
     step: int = 0,
     extra: dict | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> Path:
-    """Write ``path`` atomically. ``config`` is the model's full configuration as a dict."""
+    """Write ``path`` atomically. ``config`` is the model's full configuration as a dict;
+    ``input_size`` the (short side, max size) its images were resized to in training, the
+    size inference resizes to unless told otherwise (``load``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -178,6 +181,8 @@ def save_checkpoint(
         "step": step,
         "extra": extra or {},
     }
+    if input_size is not None:
+        header["input_size"] = [int(input_size[0]), int(input_size[1])]
     if optimizer is not None:
         opt_tensors, header["optimizer"] = _flatten_optimizer(optimizer.state_dict())
         tensors.update(opt_tensors)
@@ -231,7 +236,8 @@ def _fsync_folder(folder: Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint without executing anything. Returns a dict with ``model`` (state dict),
-    ``config``, ``step``, ``extra`` and, when saved, ``optimizer``, ``scheduler``, ``rng``."""
+    ``config``, ``step``, ``extra``, ``input_size`` ((short side, max size) or None) and,
+    when saved, ``optimizer``, ``scheduler``, ``rng``."""
     path = Path(path)
     if path.is_dir():
         hint = path / "checkpoint.safetensors"
@@ -260,6 +266,7 @@ def load_checkpoint(path: str | Path) -> dict:
         "config": header["config"],
         "step": header["step"],
         "extra": header.get("extra", {}),
+        "input_size": _input_size(header.get("input_size"), path),
         "scheduler": header.get("scheduler"),
         "rng": ({k: v for k, v in tensors.items() if k.startswith("rng.")}, header["rng"]),
     }
@@ -267,6 +274,17 @@ def load_checkpoint(path: str | Path) -> dict:
         opt = {k: v for k, v in tensors.items() if k.startswith("optim.")}
         out["optimizer"] = _unflatten_optimizer(opt, header["optimizer"])
     return out
+
+
+def _input_size(value: Any, path: Path) -> tuple[int, int] | None:
+    """A header's ``input_size``, checked: two positive integers, or None (not recorded)."""
+    if value is None:
+        return None
+    if not (
+        isinstance(value, list) and len(value) == 2 and all(type(v) is int and v > 0 for v in value)
+    ):
+        raise ValueError(f"{path}: input_size {value!r} is not [short side, max size]")
+    return value[0], value[1]
 
 
 def _upgrade_format_1(weights: dict[str, torch.Tensor], config: Any) -> dict[str, torch.Tensor]:
@@ -287,11 +305,20 @@ def save_model(
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, ModelSpec]:
     """The model of a checkpoint (an RPN's ``ProposalModel`` or a ``FasterRCNN``, in eval mode
     on ``device``) and its spec. Nothing in the file is executed."""
+    model, spec, _ = load_model_and_size(path, device)
+    return model, spec
+
+
+def load_model_and_size(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, ModelSpec, tuple[int, int] | None]:
+    """``load_model``, and the (short side, max size) the model was trained at (None: not
+    recorded, as in checkpoints before it was)."""
     state = load_checkpoint(path)
     spec = ModelSpec.from_dict(state["config"], where=f"{path}")
     model = spec.build(pretrained=False)  # every weight is in the checkpoint
     load_weights(model, state["model"], path)
-    return model.to(device).eval(), spec
+    return model.to(device).eval(), spec, state["input_size"]
 
 
 def check_resumable(state: dict, spec: ModelSpec, path: str | Path) -> None:

@@ -159,13 +159,8 @@ def fit(
         print(f"wrote {split.save(out)}")
     seed_everything(train.seed)  # the initial weights too: the same seed, the same run
     spec = model_spec(kind, model, index.class_names)
-    evaluate = make_evaluator(
-        spec,
-        val_set,
-        batch_size=train.batch_size,
-        device=device,
-        decode_on_device=train.decode_on_device,
-    )
+    evaluate = make_evaluator(spec, val_set, batch_size=train.batch_size, device=device,
+                              decode_on_device=train.decode_on_device)  # fmt: skip
     if schedule == "alternating":  # the four steps build their own models
         network, steps = train_alternating(
             spec.config,
@@ -193,6 +188,7 @@ def fit(
             time_budget_s=time_budget_s,
             resume=resume,
             evaluate=evaluate,
+            input_size=(data.short_side, data.max_size),
         ).run()
     checkpoint = out / "checkpoint.safetensors"
     if not main_process():  # under torchrun, rank 0 reports and evaluates

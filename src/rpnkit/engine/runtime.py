@@ -46,10 +46,11 @@ from ..data import (
     eval_transforms,
     index_for_input,
 )
+from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..evaluation.recall import MAX_DETS
 from ..modeling.roi_heads import Detections
 from ..modeling.rpn import ProposalConfig, Proposals
-from .checkpoint import ModelSpec, load_model
+from .checkpoint import ModelSpec, load_model_and_size
 from .device import (
     compile_in_place,
     decodes_on_device,
@@ -109,8 +110,8 @@ class Predictor:
         device: torch.device | str = "auto",
         fold_bn: bool = True,
         amp: str = "none",
-        short_side: int = 800,
-        max_size: int = 1333,
+        short_side: int = DEFAULT_SHORT_SIDE,
+        max_size: int = DEFAULT_MAX_SIZE,
         workers: int | None = None,
         compile: bool | str = False,
         channels_last: bool | None = None,
@@ -467,13 +468,17 @@ class Predictor:
         1000 per image. A detector is scored through its RPN, or on its ``final_boxes``
         (default for a class-agnostic one: OLN's boxes are proposals; ``top`` then raises
         its number of detections)."""
+        slicing = slice_config(tile_size, tile_overlap, full_view)
+        dataset = self._dataset(
+            data, self._transforms(slicing), **data_options, whole=slicing is None
+        )
         batches = self._recall_batches(
-            data,
+            labelled(dataset),
             top=top,
             final_boxes=final_boxes,
-            slicing=slice_config(tile_size, tile_overlap, full_view),
+            slicing=slicing,
             options={"batch_size": batch_size, "amp": amp, "progress": progress},
-            data_options=data_options,
+            data_options={},
         )
         with contextlib.closing(batches):
             return evaluate_proposals(self.network, None, batches=batches, device=self.device)
@@ -585,7 +590,7 @@ class Predictor:
         dataset = self._dataset(
             data, self._transforms(slicing), **data_options, whole=slicing is None
         )
-        self._check_classes(dataset)
+        self._check_classes(labelled(dataset))
         batches = self._detection_batches(
             dataset,
             limit=max_detections,
@@ -628,6 +633,21 @@ class Predictor:
                 "faster-rcnn); proposal checkpoints go to rpnkit propose"
             )
         return self.network
+
+
+def labelled(dataset: Dataset) -> Dataset:
+    """``dataset``, if it has boxes to score against: images alone (a folder, files, arrays)
+    are a ``ValueError`` (their scores would be -1 and NaN, as of no ground truth)."""
+    index = getattr(dataset, "index", None)
+    bare = (
+        index is not None and not index.class_names and not any(len(r.boxes) for r in index.records)
+    )
+    if isinstance(dataset, ImageList) or bare:  # a folder of images reads as boxes of none
+        raise ValueError(
+            "evaluation needs a labelled dataset (COCO JSON, Pascal VOC, YOLO or CSV, or a "
+            "DetectionDataset): images alone have no boxes to score against"
+        )
+    return dataset
 
 
 def slice_config(tile_size: int | None, overlap: int, full_view: bool) -> SliceConfig | None:
@@ -674,8 +694,8 @@ def load(
     *,
     fold_bn: bool = True,
     amp: str = "none",
-    short_side: int = 800,
-    max_size: int = 1333,
+    short_side: int | None = None,
+    max_size: int | None = None,
     workers: int | None = None,
     compile: bool | str = False,
     channels_last: bool | None = None,
@@ -683,9 +703,13 @@ def load(
     group_by_aspect: bool = False,
 ) -> Predictor:
     """A checkpoint of ``rpnkit train`` or ``rpnkit demo`` ready for inference; whether it is
-    an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed."""
+    an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed. Images
+    are resized as in training (the size the checkpoint records; 800 and 1333 where it
+    records none), unless ``short_side`` / ``max_size`` say otherwise."""
     device = resolve_device(device)
-    network, spec = load_model(path, device)
+    network, spec, trained = load_model_and_size(path, device)
+    short_side = short_side or (trained[0] if trained else DEFAULT_SHORT_SIDE)
+    max_size = max_size or (trained[1] if trained else DEFAULT_MAX_SIZE)
     predictor = Predictor(
         network,
         spec,

@@ -166,7 +166,9 @@ class Trainer:
 
     ``resume`` continues from a checkpoint exactly: same weights, optimizer and scheduler
     state, RNG state and position in the data. ``evaluate`` is called every
-    ``config.eval_every`` steps (rank 0); ``on_step(step, row)`` after every logged step.
+    ``config.eval_every`` steps (rank 0); ``on_step(step, row)`` after every logged step;
+    ``input_size`` (short side, max size of the resized images) goes into the checkpoints, for
+    inference to resize as training did.
     """
 
     def __init__(
@@ -183,8 +185,10 @@ class Trainer:
         resume: str | Path | None = None,
         evaluate: Evaluate | None = None,
         on_step: Callable[[int, dict], None] | None = None,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
+        self.input_size = input_size  # (short side, max size) of the images, for checkpoints
         self.out_dir, self.spec = Path(out_dir), spec
         self.progress, self.time_budget_s = progress, time_budget_s
         self.resume, self.evaluate, self.on_step = resume, evaluate, on_step
@@ -345,6 +349,7 @@ class Trainer:
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
                 step=steps_done,
+                input_size=self.input_size,
             )
 
     # 6. Periodic evaluation (rank 0).
