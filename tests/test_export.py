@@ -143,7 +143,8 @@ def exported(tmp_path_factory) -> dict:
         ("cascade-rcnn", "tiny-cascade", tiny_cascade_detector),
     ):
         spec = ModelSpec(DETECTOR, detector_config(preset_config(preset), len(CLASSES)), CLASSES)
-        checkpoint = save_model(folder / f"{kind}.safetensors", build(), spec)
+        size = {"input_size": (640, 960)} if kind == "oln" else {}  # one records its resize
+        checkpoint = save_model(folder / f"{kind}.safetensors", build(), spec, **size)
         out = folder / f"{kind}.onnx"
         argv = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)]
         assert main(argv) == 0
@@ -256,6 +257,9 @@ def test_the_graph_has_the_documented_inputs_and_outputs(exported):
     metadata = {p.key: p.value for p in onnx.load(str(exported["detector"][2])).metadata_props}
     assert metadata["rpnkit.kind"] == "faster-rcnn" and metadata["rpnkit.preset"] == "tiny"
     assert json.loads(metadata["rpnkit.class_names"]) == list(CLASSES)
+    assert json.loads(metadata["rpnkit.input_size"]) == [800, 1333]  # recorded none: defaults
+    metadata = {p.key: p.value for p in onnx.load(str(exported["oln"][2])).metadata_props}
+    assert json.loads(metadata["rpnkit.input_size"]) == [640, 960]  # the training resize
 
 
 @pytest.mark.parametrize("kind", ["detector", "cascade"])

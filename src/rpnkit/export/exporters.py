@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..engine.checkpoint import load_model
+from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
+from ..engine.checkpoint import load_model_and_size
 from ..modeling.sizes import SIZE_DIVISIBLE
 from .model import INPUT_NAMES, ExportableModel
 
@@ -114,7 +115,7 @@ def export_onnx(
     weights and activations (for a GPU runtime), float32 boxes and scores. See docs/deploy.md
     for the graph's inputs and outputs."""
     check_target(out, opset)  # before the model is loaded
-    network, spec = load_model(checkpoint, "cpu")
+    network, spec, trained = load_model_and_size(checkpoint, "cpu")
     model = ExportableModel(network, fp16=fp16)
     metadata = {
         "rpnkit.kind": spec.kind,
@@ -122,5 +123,7 @@ def export_onnx(
         "rpnkit.class_names": json.dumps(list(spec.class_names or [])),
         "rpnkit.outputs": ",".join(model.output_names),
         "rpnkit.precision": "fp16" if fp16 else "fp32",
+        # the resize of training (short side, max size): what the caller resizes to
+        "rpnkit.input_size": json.dumps(list(trained or (DEFAULT_SHORT_SIDE, DEFAULT_MAX_SIZE))),
     }
     return save_onnx(model, out, opset=opset, metadata=metadata)
