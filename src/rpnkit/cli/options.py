@@ -210,19 +210,22 @@ def add_data_options(
         action="store_true",
         help="stop at the first bad sample instead of skipping it with a warning",
     )
-    trained = " (default: the checkpoint's training size, else %s)" if checkpoint else ""
+
+    def trained(default: int) -> str:
+        return f" (default: the checkpoint's training size, else {default})" if checkpoint else ""
+
     p.add_argument(
         "--short-side",
         type=positive_int,
         default=None if checkpoint else DEFAULT_SHORT_SIDE,
-        help="resize: shorter side in pixels" + trained.replace("%s", str(DEFAULT_SHORT_SIDE)),
+        help="resize: shorter side in pixels" + trained(DEFAULT_SHORT_SIDE),
     )
     p.add_argument(
         "--max-size",
         type=image_side,
         default=None if checkpoint else DEFAULT_MAX_SIZE,
         help=f"resize: cap on the longer side (at least {MIN_MAX_SIZE})"
-        + trained.replace("%s", str(DEFAULT_MAX_SIZE)),
+        + trained(DEFAULT_MAX_SIZE),
     )
     add_run_options(p)
 

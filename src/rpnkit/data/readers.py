@@ -174,7 +174,7 @@ class _Collector:
         if boxes == 0 and self.annotations > skipped_before:
             self.count_bare()
 
-    def count_bare(self, *_) -> None:
+    def count_bare(self) -> None:
         """One more image whose every box was skipped (a CSV's, from its events)."""
         self.bare += 1
 
@@ -924,7 +924,7 @@ def read_csv(
             records += [record] if record is not None else []
     out = _Collector(strict)
     report = {"image": out.skip, "annotation": out.skip_annotation, "clip": out.clip}
-    report["bare"] = out.count_bare
+    report["bare"] = lambda where, text: out.count_bare()
     for line, kind, text in sorted(events, key=lambda e: e[0]):  # in file order
         report[kind](f"{csv_path} line {line}", text)
     return out.index(records, names, str(csv_path))

@@ -189,6 +189,7 @@ class Trainer:
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
         self.input_size = input_size  # (short side, max size) of the images, for checkpoints
+        self.started: float | None = None  # when the run asked for its first batch
         self.out_dir, self.spec = Path(out_dir), spec
         self.progress, self.time_budget_s = progress, time_budget_s
         self.resume, self.evaluate, self.on_step = resume, evaluate, on_step
@@ -429,10 +430,9 @@ class Trainer:
         never reaches. The clock runs from the first batch asked for (the workers' start
         counts). Not under torchrun, where each process would read its own clock; a resumed
         run starts its clock again (the schedule's position is saved by step only)."""
-        started = getattr(self, "started", None)
-        if self.time_budget_s is None or started is None or self.context.world > 1:
+        if self.time_budget_s is None or self.started is None or self.context.world > 1:
             return step
-        spent = (time.perf_counter() - started) / self.time_budget_s
+        spent = (time.perf_counter() - self.started) / self.time_budget_s
         return max(step, min(1.0, spent) * self.config.steps)
 
     def _out_of_time(self) -> bool:
