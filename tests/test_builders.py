@@ -2,6 +2,7 @@
 schema (``ModelSpec``, format-1 files), ``Freezable``, the agreements on feature sizes and the
 resize scale, the run record, and ``rpnkit.fit`` end to end on raccoon."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -358,7 +359,8 @@ def test_fit_trains_an_rpn_on_raccoon_and_writes_its_run(tmp_path, capsys):
     )
     train = rpnkit.TrainConfig(steps=2, batch_size=2, log_every=1, num_workers=0)
     out = tmp_path / "run"
-    result = rpnkit.fit(data, model="tiny", train=train, out=out, device="cpu", progress=False)
+    settings = dataclasses.asdict(train)  # a mapping of TrainConfig's fields is one too
+    result = rpnkit.fit(data, model="tiny", train=settings, out=out, device="cpu", progress=False)
     assert isinstance(result, rpnkit.FitResult)
     assert result.checkpoint == out / "checkpoint.safetensors" and result.checkpoint.is_file()
     assert result.summary.steps == 2
@@ -380,3 +382,23 @@ def test_fit_refuses_the_alternating_schedule_for_an_rpn(tmp_path):
     with pytest.raises(ValueError, match="alternating needs --model faster-rcnn"):
         rpnkit.fit(str(RACCOON), kind="rpn", schedule="alternating", model="tiny", out=tmp_path)
     assert not any(tmp_path.iterdir())  # refused before anything was read or written
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"train": 5}, TypeError, r"fit\(\): train must be None, a TrainConfig or a mapping"),
+        ({"model": 3}, TypeError, r"fit\(\): model must be a preset's name or a ModelConfig"),
+        ({"data": None}, TypeError, r"fit\(\): data must be a dataset's path, a DataConfig"),
+        ({"train": {"stepz": 1}}, ValueError, r"fit\(train=...\): unknown key\(s\) \['stepz'\]"),
+        ({"train": {"steps": "1"}}, ValueError, r"fit\(train=...\): TrainConfig.steps must be"),
+        ({"data": {"data": 3}}, ValueError, r"fit\(data=...\): DataConfig.data must be"),
+    ],
+)
+def test_fit_names_an_argument_it_cannot_take_before_reading_anything(
+    tmp_path, arguments, error, message
+):
+    arguments = {"data": str(RACCOON), "model": "tiny", **arguments}
+    with pytest.raises(error, match=message):
+        rpnkit.fit(arguments.pop("data"), out=tmp_path, **arguments)
+    assert not any(tmp_path.iterdir())

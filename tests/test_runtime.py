@@ -678,3 +678,17 @@ def test_an_unreadable_file_in_a_list_is_skipped_with_a_warning(rpn, tmp_path):
         _close(r, alone)
     with pytest.raises(DataError, match=r"bad\.jpg: unreadable"):
         rpn.propose([good[0], bad], strict=True)
+
+
+def test_inputs_and_options_it_cannot_take_are_type_errors_naming_the_method(rpn):
+    path = IMAGES / "raccoon-1.jpg"
+    for inputs in (None, 3, b"raccoon-1.jpg", {"image": str(path)}):
+        with pytest.raises(TypeError, match=r"iter_proposals\(\): inputs must be .*got "):
+            rpn.propose(inputs)
+        with pytest.raises(TypeError, match=r"evaluate_proposals\(\): inputs must be"):
+            rpn.evaluate(inputs)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) tpo; it takes top, "):
+        rpn.iter_proposals(path, tpo=3)  # at the call, not at the first result
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) scroe; .*\bsplit\b"):
+        rpn.evaluate_proposals(path, scroe=0.3)
+    assert len(rpn.propose([path], top=5, split="val", strict=False)) == 1  # data options pass

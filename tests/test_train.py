@@ -210,3 +210,31 @@ def test_a_time_budget_paces_the_schedule_to_end_with_it(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 1030.0)
     budgeted.scheduler.step()  # step 1, half the budget spent: at step 50 of 100
     assert budgeted.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(50, config))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"steps": "10"}, r"steps must be an integer >= 1, got '10'"),
+        ({"steps": True}, r"steps must be an integer >= 1, got True"),
+        ({"lr": "0.01"}, r"lr must be a number > 0, got '0.01'"),
+        ({"lr": float("nan")}, r"lr must be a number > 0"),
+        ({"momentum": 1.0}, r"momentum must be below 1"),
+        ({"grad_clip": 0}, r"grad_clip must be a number > 0 or None"),
+        ({"milestones": (0.5, 2)}, r"milestones must be fractions of steps in \[0, 1\]"),
+        ({"sync_bn": 1}, r"sync_bn must be True or False, got 1"),
+        ({"channels_last": "yes"}, r"channels_last must be True, False or None"),
+        ({"compile": ""}, r"compile must be True, False or a backend's name"),
+        ({"amp": "fp8"}, r"amp must be one of 'none', 'bf16', 'fp16', got 'fp8'"),
+    ],
+)
+def test_a_train_config_field_of_the_wrong_type_or_range_is_named(changes, message):
+    with pytest.raises(ValueError, match=f"TrainConfig.{message}"):
+        TrainConfig(**changes)
+
+
+def test_a_train_config_takes_milestones_as_a_list_and_keeps_a_tuple():
+    config = TrainConfig(milestones=[0.5, 0.75])
+    assert config.milestones == (0.5, 0.75) and hash(config) == hash(
+        TrainConfig(milestones=(0.5, 0.75))
+    )

@@ -1,12 +1,15 @@
-"""Saving typed dataclass configurations to JSON/YAML and reading them back."""
+"""Typed dataclass configurations: saved to JSON/YAML, read back, and their fields checked
+(``check_ranges``, ``check_choices``: one wording for every config's errors)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 import warnings
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -98,3 +101,36 @@ def load_config(cls: type[T], path: str | Path, *, section: str | None = None) -
 def configs_to_yaml(**configs: Any) -> str:
     """Named dataclass configs as one YAML document (``rpnkit train --print-config``)."""
     return yaml.safe_dump({k: config_to_dict(v) for k, v in configs.items()}, sort_keys=False)
+
+
+def check_ranges(
+    config, names, *, low, high=None, low_open=False, integer=False, optional=False
+) -> None:
+    """Config validation: raise a ValueError naming the first of ``config``'s fields ``names``
+    that is not a finite number (an integer with ``integer``; None is allowed with
+    ``optional``) from ``low`` (excluded with ``low_open``) up to ``high``."""
+    kind = "an integer" if integer else "a number"
+    rule = (
+        f"{kind} {'>' if low_open else '>='} {low}"
+        if high is None
+        else f"{kind} in {'(' if low_open else '['}{low}, {high}]"
+    )
+    for name in names:
+        value = getattr(config, name)
+        if value is None and optional:
+            continue
+        ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
+        if not ok or (high is not None and value > high):
+            rule += " or None" if optional else ""
+            raise ValueError(f"{type(config).__name__}.{name} must be {rule}, got {value!r}")
+
+
+def check_choices(config, choices: dict[str, tuple]) -> None:
+    """Config validation: each named field is one of its choices."""
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(
+                f"{type(config).__name__}.{name} must be one of {', '.join(map(repr, allowed))}, "
+                f"got {getattr(config, name)!r}"
+            )

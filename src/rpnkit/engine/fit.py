@@ -14,13 +14,14 @@ import contextlib
 import io
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 
+from ..config import config_from_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.readers import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
@@ -123,6 +124,30 @@ def make_evaluator(
     )
 
 
+def _configs(data, train, model) -> tuple[DataConfig, TrainConfig, ModelConfig]:
+    """``fit``'s arguments as configs: ``data`` a path, or a ``DataConfig`` or a mapping of
+    its fields; ``train`` None (the defaults), a ``TrainConfig`` or a mapping of its fields;
+    ``model`` a preset's name or a ``ModelConfig``. Anything else is a TypeError naming it."""
+    if isinstance(data, (str, Path)):
+        data = DataConfig(str(data))
+    elif isinstance(data, Mapping):
+        data = config_from_dict(DataConfig, dict(data), where="fit(data=...)")
+    if train is None:
+        train = TrainConfig()
+    elif isinstance(train, Mapping):
+        train = config_from_dict(TrainConfig, dict(train), where="fit(train=...)")
+    model = preset_config(model) if isinstance(model, str) else model
+    wanted = {
+        "data": (data, DataConfig, "a dataset's path, a DataConfig or a mapping of its fields"),
+        "train": (train, TrainConfig, "None, a TrainConfig or a mapping of its fields"),
+        "model": (model, ModelConfig, "a preset's name or a ModelConfig"),
+    }
+    for name, (value, cls, rule) in wanted.items():
+        if not isinstance(value, cls):
+            raise TypeError(f"fit(): {name} must be {rule}, got {type(value).__name__}")
+    return data, train, model
+
+
 def fit(
     data: DataConfig | str,
     *,
@@ -145,9 +170,7 @@ def fit(
     (``run_folder``: None picks ``runs/train`` or the next free; one that holds a run needs
     ``overwrite``). ``resume`` continues a joint run exactly, in its checkpoint's folder.
     ``proposals_step1`` / ``_step3``: COCO results files, the alternating schedule's."""
-    data = DataConfig(str(data)) if isinstance(data, (str, Path)) else data
-    train = train or TrainConfig()
-    model = preset_config(model) if isinstance(model, str) else model
+    data, train, model = _configs(data, train, model)
     kind = model_kind(kind, model)  # before the data is read: a mismatch fails at once
     given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)

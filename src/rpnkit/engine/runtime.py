@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +352,7 @@ class Predictor:
         ``proposal_config`` overrides the RPN's test setting (the alternating schedule
         proposes with its training one); a ``top`` above its limit raises the limit.
         ``tile_size``, ``tile_overlap``, ``full_view``: sliced inference (module docstring)."""
+        check_call(self.iter_proposals, inputs, data_options)
         if top < 1:
             raise ValueError(f"top must be at least 1, got {top}")
         model = first_stage(self.network)  # a detector's RPN
@@ -379,7 +381,7 @@ class Predictor:
                     )
                     yield meta.get("position"), result
 
-        yield from in_input_order(results(), batch_size * GROUP_WINDOW)
+        return in_input_order(results(), batch_size * GROUP_WINDOW)
 
     def iter_detections(
         self,
@@ -399,6 +401,7 @@ class Predictor:
         itself keeps those above its own threshold, 0.05 by default), in input order; at most
         ``max_detections`` per image (default: the model's, 100; more raises the model's
         limits for the call). ``tile_size``...: sliced inference (module docstring)."""
+        check_call(self.iter_detections, inputs, data_options)
         categories: dict = {}  # a COCO JSON's ids, once its dataset is made (this call's own)
         batches = self._detection_batches(
             inputs,
@@ -411,7 +414,7 @@ class Predictor:
             categories=None if self.class_agnostic else categories,
         )
         results = self._detection_results(batches, score_threshold, categories)
-        yield from in_input_order(results, batch_size * GROUP_WINDOW)
+        return in_input_order(results, batch_size * GROUP_WINDOW)
 
     def _detection_results(self, batches, score_threshold: float, categories: dict):
         """(position or None, DetectionResult) of each image of ``batches``: the valid
@@ -468,6 +471,7 @@ class Predictor:
         1000 per image. A detector is scored through its RPN, or on its ``final_boxes``
         (default for a class-agnostic one: OLN's boxes are proposals; ``top`` then raises
         its number of detections)."""
+        check_call(self.evaluate_proposals, data, data_options)
         slicing = slice_config(tile_size, tile_overlap, full_view)
         dataset = self._dataset(
             data, self._transforms(slicing), **data_options, whole=slicing is None
@@ -503,6 +507,7 @@ class Predictor:
         on seen-class objects removed before the budget, and the all-class recall, of the
         proposals ``evaluate_proposals`` scores. A path is read with the dataset's own class
         names (never mapped to a detector's: the novel objects must stay)."""
+        check_call(self.evaluate_novel_classes, data, data_options)
         slicing = slice_config(tile_size, tile_overlap, full_view)
         dataset = self._dataset(
             data, self._transforms(slicing), **data_options, own_names=True, whole=slicing is None
@@ -586,6 +591,7 @@ class Predictor:
         """COCO and VOC mAP on a labelled dataset whose classes are the checkpoint's, of up to
         ``max_detections`` per image (as ``iter_detections``)."""
         detector = self._detector()
+        check_call(self.evaluate_detections, data, data_options)
         slicing = slice_config(tile_size, tile_overlap, full_view)
         dataset = self._dataset(
             data, self._transforms(slicing), **data_options, whole=slicing is None
@@ -633,6 +639,31 @@ class Predictor:
                 "faster-rcnn); proposal checkpoints go to rpnkit propose"
             )
         return self.network
+
+
+DATA_OPTIONS = ("split", "fmt", "split_file", "strict", "names")
+"""The keyword arguments of reading ``inputs`` (``Predictor._dataset``) that the public
+methods pass on: a dataset's split, format and split file, strictness, names of images."""
+
+
+def check_call(method, inputs: Inputs, data_options: dict) -> None:
+    """A TypeError naming what a Predictor's public ``method`` was given wrongly: ``inputs``
+    of a kind it cannot read, or keyword arguments it does not take (with those it does)."""
+    name = method.__name__
+    if unknown := sorted(set(data_options) - set(DATA_OPTIONS)):
+        skip = ("self", "inputs", "data", "data_options")
+        own = [p for p in inspect.signature(method).parameters if p not in skip]
+        raise TypeError(
+            f"{name}() got unexpected keyword argument(s) {', '.join(unknown)}; it takes "
+            f"{', '.join(own + list(DATA_OPTIONS))}"
+        )
+    kinds = (str, Path, Dataset, DatasetIndex, Image.Image, np.ndarray, torch.Tensor)
+    listed = isinstance(inputs, Iterable) and not isinstance(inputs, (bytes, bytearray, Mapping))
+    if not (isinstance(inputs, kinds) or listed):
+        raise TypeError(
+            f"{name}(): inputs must be an image file, a folder or a dataset's path, a Dataset, "
+            f"an image (PIL, numpy, tensor) or a list of those, got {type(inputs).__name__}"
+        )
 
 
 def labelled(dataset: Dataset) -> Dataset:

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..config import check_choices, check_ranges
 from ..data import Batch, EmptyBatch, collate
 from .checkpoint import (
     ModelSpec,
@@ -81,30 +83,39 @@ class TrainConfig:
     decode_on_device: bool | None = None
 
     def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "momentum": 0 <= self.momentum < 1,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_steps": self.warmup_steps >= 0,
-            "milestones": all(0 <= m <= 1 for m in self.milestones),
-            "gamma": self.gamma > 0,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "num_workers": self.num_workers >= 0,
-            "log_every": self.log_every >= 1,
-            "eval_every": self.eval_every >= 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
-            "compile": isinstance(self.compile, bool) or bool(self.compile),  # a backend's name
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"TrainConfig.{name} is out of range: {getattr(self, name)!r}")
+        counts = ("steps", "batch_size", "log_every")
+        check_ranges(self, counts, low=1, integer=True)
+        counts = ("warmup_steps", "seed", "num_workers", "eval_every", "checkpoint_every")
+        check_ranges(self, counts, low=0, integer=True)
+        check_ranges(self, ("lr", "gamma"), low=0, low_open=True)
+        check_ranges(self, ("momentum",), low=0, high=1)
+        if self.momentum == 1:
+            raise ValueError("TrainConfig.momentum must be below 1, got 1")
+        check_ranges(self, ("weight_decay",), low=0)
+        check_ranges(self, ("grad_clip",), low=0, low_open=True, optional=True)
+        milestones = self.milestones
+        ok = isinstance(milestones, (tuple, list)) and all(
+            isinstance(m, Real) and not isinstance(m, bool) and 0 <= m <= 1 for m in milestones
+        )
+        if not ok:
+            raise ValueError(
+                f"TrainConfig.milestones must be fractions of steps in [0, 1], got {milestones!r}"
+            )
+        object.__setattr__(self, "milestones", tuple(milestones))  # a list given: hashable
         choices = {"optimizer": ("sgd", "adamw"), "schedule": ("cosine", "step", "constant")}
-        choices["amp"] = ("none", "bf16", "fp16")
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"TrainConfig.{name} must be one of {allowed}")
+        check_choices(self, {**choices, "amp": ("none", "bf16", "fp16")})
+        for name in ("sync_bn", "group_by_aspect", "channels_last", "decode_on_device"):
+            value, optional = getattr(self, name), name in ("channels_last", "decode_on_device")
+            if not (isinstance(value, bool) or (optional and value is None)):
+                rule = "True, False or None" if optional else "True or False"
+                raise ValueError(f"TrainConfig.{name} must be {rule}, got {value!r}")
+        compile_ok = isinstance(self.compile, bool) or (
+            isinstance(self.compile, str) and self.compile.strip()
+        )
+        if not compile_ok:  # True: inductor; a string: a backend's name
+            raise ValueError(
+                f"TrainConfig.compile must be True, False or a backend's name, got {self.compile!r}"
+            )
 
 
 @dataclass

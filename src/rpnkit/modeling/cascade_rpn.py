@@ -85,6 +85,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d, deform_conv2d
 
+from ..config import check_choices, check_ranges
 from .anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors
 from .boxes import BoxCoder, box_area, clip_boxes, iou_loss
 from .matching import BELOW_LOW_THRESHOLD, BETWEEN_THRESHOLDS, IGNORED, BalancedSampler, MatchResult
@@ -92,8 +93,6 @@ from .rpn import (
     ProposalConfig,
     RPNConfig,
     RPNOutput,
-    _check_choices,
-    _check_ranges,
     check_rpn_inputs,
     module_proposals,
     rpn_losses,
@@ -124,15 +123,15 @@ class CascadeConfig:
     adaptive_conv: Literal["auto", "deform_conv2d", "sampled"] = "auto"
 
     def __post_init__(self) -> None:
-        _check_choices(self, {"adaptive_conv": ("auto", "deform_conv2d", "sampled")})
-        _check_ranges(self, ("center_ratio", "ignore_ratio"), low=0, high=1, low_open=True)
+        check_choices(self, {"adaptive_conv": ("auto", "deform_conv2d", "sampled")})
+        check_ranges(self, ("center_ratio", "ignore_ratio"), low=0, high=1, low_open=True)
         if self.center_ratio > self.ignore_ratio:
             raise ValueError(
                 f"CascadeConfig.center_ratio must be at most ignore_ratio, got "
                 f"{self.center_ratio!r} > {self.ignore_ratio!r}"
             )
-        _check_ranges(self, ("stage1_loss_weight", "objectness_loss_weight"), low=0)
-        _check_ranges(self, ("min_pos_iou",), low=0, high=1)
+        check_ranges(self, ("stage1_loss_weight", "objectness_loss_weight"), low=0)
+        check_ranges(self, ("min_pos_iou",), low=0, high=1)
         weights = self.stage1_box_coder_weights
         if len(weights) != 4 or not all(isinstance(w, (int, float)) and w > 0 for w in weights):
             raise ValueError(

@@ -26,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_choices, check_ranges
 from .boxes import BoxCoder, box_iou, clip_boxes
 from .matching import IGNORE, NEGATIVE, POSITIVE, BalancedSampler, SampledAnchors
 from .nms import nms_keep
 from .pooling import pool_by_level, pool_level, pool_on_canvas, pool_sorted_by_level
-from .rpn import _check_box_coder_weights, _check_choices, _check_ranges  # config validation
+from .rpn import _check_box_coder_weights
 from .structures import GroundTruth
 
 
@@ -66,14 +67,14 @@ class RoIHeadConfig:
     iou_loss_weight: float = 1.0  # localization: the weight of the IoU branch's L1 loss
 
     def __post_init__(self) -> None:
-        _check_ranges(self, ("num_classes",), low=2, integer=True)
+        check_ranges(self, ("num_classes",), low=2, integer=True)
         counts = ("rois_per_image", "pooled_size", "representation_size", "detections_per_image")
-        _check_ranges(self, (*counts, "nms_candidates"), low=1, integer=True)
-        _check_ranges(self, ("sampling_ratio", "canonical_level"), low=0, integer=True)
-        _check_ranges(self, ("positive_fraction", "nms_threshold"), low=0, high=1, low_open=True)
-        _check_ranges(self, ("fg_iou", "score_threshold"), low=0, high=1)
-        _check_ranges(self, ("smooth_l1_beta", "min_size", "iou_loss_weight"), low=0)
-        _check_ranges(self, ("canonical_scale",), low=0, low_open=True)
+        check_ranges(self, (*counts, "nms_candidates"), low=1, integer=True)
+        check_ranges(self, ("sampling_ratio", "canonical_level"), low=0, integer=True)
+        check_ranges(self, ("positive_fraction", "nms_threshold"), low=0, high=1, low_open=True)
+        check_ranges(self, ("fg_iou", "score_threshold"), low=0, high=1)
+        check_ranges(self, ("smooth_l1_beta", "min_size", "iou_loss_weight"), low=0)
+        check_ranges(self, ("canonical_scale",), low=0, low_open=True)
         bg = self.bg_iou
         if not (
             len(bg) == 2
@@ -85,7 +86,7 @@ class RoIHeadConfig:
                 f"fg_iou ({self.fg_iou}), got {bg!r}"
             )
         _check_box_coder_weights(self)
-        _check_choices(
+        check_choices(
             self,
             {
                 "pooler": ("align", "pool"),

@@ -35,47 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_choices, check_ranges
 from .anchors import AnchorConfig, AnchorGenerator, visible_anchors
 from .boxes import BoxCoder, clip_boxes, generalized_iou_loss, iou_loss
 from .matching import BalancedSampler, Matcher, MatchResult, SampledAnchors
 from .nms import nms_keep
 from .structures import GroundTruth
-
-
-def _check_ranges(
-    config, names, *, low, high=None, low_open=False, integer=False, optional=False
-) -> None:
-    """Config validation: raise a ValueError naming the first of ``config``'s fields ``names``
-    that is not a finite number (an integer with ``integer``; None is allowed with
-    ``optional``) from ``low`` (excluded with ``low_open``) up to ``high``."""
-    import math
-    from numbers import Integral, Real
-
-    kind = "an integer" if integer else "a number"
-    rule = (
-        f"{kind} {'>' if low_open else '>='} {low}"
-        if high is None
-        else f"{kind} in {'(' if low_open else '['}{low}, {high}]"
-    )
-    for name in names:
-        value = getattr(config, name)
-        if value is None and optional:
-            continue
-        ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
-        if not ok or (high is not None and value > high):
-            rule += " or None" if optional else ""
-            raise ValueError(f"{type(config).__name__}.{name} must be {rule}, got {value!r}")
-
-
-def _check_choices(config, choices: dict[str, tuple]) -> None:
-    """Config validation: each named field is one of its choices."""
-    for name, allowed in choices.items():
-        if getattr(config, name) not in allowed:
-            raise ValueError(
-                f"{type(config).__name__}.{name} must be one of {', '.join(map(repr, allowed))}, "
-                f"got {getattr(config, name)!r}"
-            )
 
 
 def _check_box_coder_weights(config) -> None:
@@ -103,10 +68,10 @@ class ProposalConfig:
     score_threshold: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_ranges(self, ("pre_nms_top_n", "post_nms_top_n"), low=1, integer=True)
-        _check_ranges(self, ("nms_threshold",), low=0, high=1, low_open=True)
-        _check_ranges(self, ("min_size",), low=0)
-        _check_ranges(self, ("score_threshold",), low=0, high=1)
+        check_ranges(self, ("pre_nms_top_n", "post_nms_top_n"), low=1, integer=True)
+        check_ranges(self, ("nms_threshold",), low=0, high=1, low_open=True)
+        check_ranges(self, ("min_size",), low=0)
+        check_ranges(self, ("score_threshold",), low=0, high=1)
 
 
 @dataclass(frozen=True)
@@ -128,15 +93,15 @@ class LocalizationConfig:
     initial_score: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_ranges(self, ("iou_threshold",), low=0, high=1, low_open=True)
-        _check_ranges(self, ("background_iou",), low=0, high=1)
+        check_ranges(self, ("iou_threshold",), low=0, high=1, low_open=True)
+        check_ranges(self, ("background_iou",), low=0, high=1)
         if self.background_iou > self.iou_threshold:
             raise ValueError(
                 "LocalizationConfig.background_iou must be at most iou_threshold, got "
                 f"{self.background_iou!r} > {self.iou_threshold!r}"
             )
-        _check_ranges(self, ("batch_size_per_image",), low=1, integer=True)
-        _check_ranges(self, ("loss_weight",), low=0)
+        check_ranges(self, ("batch_size_per_image",), low=1, integer=True)
+        check_ranges(self, ("loss_weight",), low=0)
         if not 0 < self.initial_score < 1:
             raise ValueError(
                 f"LocalizationConfig.initial_score must be in (0, 1), got {self.initial_score!r}"
@@ -181,18 +146,18 @@ class RPNConfig:
 
     def __post_init__(self) -> None:
         thresholds = ("fg_iou_threshold", "bg_iou_threshold", "crowd_ioa_threshold")
-        _check_ranges(self, thresholds, low=0, high=1)
+        check_ranges(self, thresholds, low=0, high=1)
         if self.bg_iou_threshold > self.fg_iou_threshold:
             raise ValueError(
                 f"RPNConfig.bg_iou_threshold must be <= fg_iou_threshold "
                 f"({self.fg_iou_threshold}), got {self.bg_iou_threshold}"
             )
-        _check_ranges(self, ("allowed_border", "box_loss_weight"), low=0, optional=True)
-        _check_ranges(self, ("batch_size_per_image", "match_chunk_elements"), low=1, integer=True)
-        _check_ranges(self, ("positive_fraction",), low=0, high=1, low_open=True)
-        _check_ranges(self, ("smooth_l1_beta",), low=0)
+        check_ranges(self, ("allowed_border", "box_loss_weight"), low=0, optional=True)
+        check_ranges(self, ("batch_size_per_image", "match_chunk_elements"), low=1, integer=True)
+        check_ranges(self, ("positive_fraction",), low=0, high=1, low_open=True)
+        check_ranges(self, ("smooth_l1_beta",), low=0)
         _check_box_coder_weights(self)
-        _check_choices(
+        check_choices(
             self,
             {
                 "objectness": ("sigmoid", "softmax"),
