@@ -264,8 +264,9 @@ def test_the_graph_has_the_documented_inputs_and_outputs(exported):
 
 @pytest.mark.parametrize("kind", ["detector", "cascade"])
 def test_one_export_runs_other_batches_and_image_sizes(exported, kind):
-    """The graph was traced at batch 2, 96x128: other batches, a 32x32 image (one position
-    on the stride-32 level, fewer anchors than pre_nms_top_n), tall and wide images."""
+    """The graph was traced at batch 2, 90x121: other batches, a 32x32 image (one position
+    on the stride-32 level, fewer anchors than pre_nms_top_n), tall and wide images, and
+    images whose sides are not multiples of 32, given unpadded (down to 7x5)."""
     model, sess, *_ = exported[kind]
     cases = [
         [SHAPES[0]["image"][:, :32, :32]],
@@ -275,6 +276,12 @@ def test_one_export_runs_other_batches_and_image_sizes(exported, kind):
     for crops in cases:
         images, sizes = padded_batch(crops)
         assert_same_outputs(run(sess, images, sizes), model.reference(images, sizes))
+    # any size: the graph pads to multiples of 32 itself, as rpnkit's batches are padded
+    for crop in (CROPS[3], SHAPES[1]["image"][:, :33, :250], SHAPES[2]["image"][:, :7, :5]):
+        images, sizes = crop[None], torch.tensor([crop.shape[1:]])
+        padded, _ = padded_batch([crop])
+        assert padded.shape[-2:] != images.shape[-2:]
+        assert_same_outputs(run(sess, images, sizes), model.reference(padded, sizes))
 
 
 def test_no_detection_is_zero_counts_and_zero_padding(tmp_path):
@@ -325,6 +332,10 @@ def test_torch_export_program_has_a_dynamic_batch_and_rpnkits_outputs(exported, 
         with torch.no_grad():
             got = module(images, sizes)
         assert_same_outputs(list(got), model.reference(images, sizes))
+    crop = CROPS[3]  # 45x61, unpadded
+    with torch.no_grad():
+        got = module(crop[None], torch.tensor([crop.shape[1:]]))
+    assert_same_outputs(list(got), model.reference(*padded_batch([crop])))
 
 
 # ---------------------------------------------------------------- the command line and the docs

@@ -14,7 +14,8 @@ def add_parser(sub) -> None:
         description=(
             "Write the checkpoint's model (an RPN or a Faster R-CNN, batch norms folded) as "
             "one ONNX file with anchors, NMS and RoI pooling inside the graph. Inputs: images "
-            "(B, 3, H, W) uint8 RGB, H and W multiples of 32, and image_sizes (B, 2) int64; "
+            "(B, 3, H, W) uint8 RGB of any size (padded to multiples of 32 inside), and "
+            "image_sizes (B, 2) int64; "
             "batch, height and width are dynamic. Outputs are padded with per-image counts. "
             "See docs/deploy.md."
         ),

@@ -1,5 +1,6 @@
 """``torch.export`` and ONNX export of an ``ExportableModel``, with a dynamic batch and dynamic
-image height and width (multiples of 32), and ``export_onnx``: a checkpoint to an ONNX file.
+image height and width (any size: the graph pads to multiples of 32 itself), and
+``export_onnx``: a checkpoint to an ONNX file.
 
 The ONNX file is made from the ``torch.export`` program (``torch.onnx.export`` of an
 ``ExportedProgram``), so the two exports are one graph: what the program computes, the ONNX
@@ -17,32 +18,30 @@ from torch import nn
 
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine.checkpoint import load_model_and_size
-from ..modeling.sizes import SIZE_DIVISIBLE
 from .model import INPUT_NAMES, ExportableModel
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the graph's translations are written in opset 18 (RoiAlign's modes need 16)
 MAX_BATCH = 1024
-MAX_SIDE = 8192  # pixels; the graph has no other upper bound
 
 
 def dynamic_shapes() -> dict[str, dict[int, object]]:
-    """A dynamic batch (1 to ``MAX_BATCH``) and dynamic height and width (multiples of 32 up
-    to ``MAX_SIDE``), for ``torch.export.export``'s ``dynamic_shapes``."""
+    """A dynamic batch (1 to ``MAX_BATCH``) and a dynamic height and width, for
+    ``torch.export.export``'s ``dynamic_shapes``. The sides are left to torch.export
+    (``Dim.DYNAMIC``: from 2 px up, as it finds them): a named ``Dim`` for them trips over the
+    graph's own padding to multiples of 32 in torch's check of the derived sizes."""
     Dim = torch.export.Dim
     batch = Dim("batch", min=1, max=MAX_BATCH)
-    steps = MAX_SIDE // SIZE_DIVISIBLE
-    height = SIZE_DIVISIBLE * Dim("height_blocks", min=1, max=steps)
-    width = SIZE_DIVISIBLE * Dim("width_blocks", min=1, max=steps)
-    return {"images": {0: batch, 2: height, 3: width}, "image_sizes": {0: batch}}
+    return {"images": {0: batch, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}, "image_sizes": {0: batch}}
 
 
 def example_inputs(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two blank 96x128 images (distinct sizes, so that nothing is specialised to 1 or to
-    height == width) on the model's device, for tracing."""
+    """Two blank 90x121 images, sizes 90x121 and 64x96, on the model's device, for tracing:
+    neither side a multiple of 32 (the graph's padding is traced) and nothing specialised to
+    1 or to height == width."""
     device = next(model.parameters()).device
-    images = torch.zeros(2, 3, 96, 128, dtype=torch.uint8, device=device)
-    sizes = torch.tensor([[96, 128], [64, 96]], dtype=torch.int64, device=device)
+    images = torch.zeros(2, 3, 90, 121, dtype=torch.uint8, device=device)
+    sizes = torch.tensor([[90, 121], [64, 96]], dtype=torch.int64, device=device)
     return images, sizes
 
 

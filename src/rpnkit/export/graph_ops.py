@@ -85,8 +85,8 @@ def static_same_padding(backbone: nn.Module) -> nn.Module:
     that nest through the network's 16 blocks, and simplifying them takes sympy many minutes.
     On an input whose sides are multiples of the stride, "same" padding is a constant,
     max(k - s, 0) per axis (left/top gets the smaller half). Every input of the graph is such
-    an input: its sides are multiples of 32, halved at most five times. The copy keeps the
-    original for ``ExportableModel.reference``."""
+    an input: the graph pads its images to multiples of 32 first (``model.pad_batch``). The
+    copy keeps the original for ``ExportableModel.reference``."""
     if not any(isinstance(m, Conv2dSame) for m in backbone.modules()):
         return backbone
     backbone = copy.deepcopy(backbone)

@@ -2,8 +2,9 @@
 graph exporter can follow, with fixed-shape padded outputs.
 
 Inputs:
-    images       (B, 3, H, W) uint8 RGB, zero-padded at the bottom and right; H and W are
-                 multiples of 32 (``rpnkit.modeling.sizes.padded_size``), as rpnkit's batches
+    images       (B, 3, H, W) uint8 RGB, zero-padded at the bottom and right to a common
+                 size, any H and W: the graph pads them on to multiples of 32
+                 (``rpnkit.modeling.sizes.padded_size``), as rpnkit's batches are
     image_sizes  (B, 2) int64 true (height, width) of each image inside the padding
 
 Outputs (padded: the first ``counts[i]`` rows of image i are valid, best first, the rest 0):
@@ -27,6 +28,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.device import fold_for_inference
@@ -36,6 +38,7 @@ from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel, normalize
 from ..modeling.roi_heads import Detections, postprocess_detections, postprocess_localization
 from ..modeling.rpn import Proposals, select_proposals
+from ..modeling.sizes import SIZE_DIVISIBLE
 from .graph_ops import (
     graph_anchor_grid,
     graph_anchors,
@@ -49,6 +52,13 @@ from .graph_ops import (
 INPUT_NAMES = ("images", "image_sizes")
 RPN_OUTPUT_NAMES = ("proposals", "scores", "counts")
 DETECTOR_OUTPUT_NAMES = ("boxes", "scores", "labels", "counts")
+
+
+def pad_batch(images: Tensor) -> Tensor:
+    """(B, 3, H, W) -> zero-padded at the bottom and right to multiples of ``SIZE_DIVISIBLE``
+    (a no-op on rpnkit's own batches): the graph takes images of any size."""
+    h, w = images.shape[-2:]
+    return F.pad(images, (0, -w % SIZE_DIVISIBLE, 0, -h % SIZE_DIVISIBLE))
 
 
 class ExportableModel(nn.Module):
@@ -95,7 +105,9 @@ class ExportableModel(nn.Module):
         return found.boxes, found.scores, found.labels, found.num
 
     def features(self, images: Tensor, image_sizes: Tensor) -> list[Tensor]:
-        """``ProposalModel.features``, the backbone in ``self.dtype``."""
+        """``ProposalModel.features`` of the batch padded to multiples of 32 (``pad_batch``),
+        the backbone in ``self.dtype``."""
+        images = pad_batch(images)
         stage = self.first_stage
         x = normalize(images, image_sizes, stage.pixel_mean, stage.pixel_std)
         return self.backbone(x.to(self.dtype))
@@ -181,6 +193,7 @@ class ExportableModel(nn.Module):
         export is checked against (float32 only)."""
         if self.dtype != torch.float32:
             raise ValueError("reference() runs the float32 model: wrap it without fp16")
+        images = pad_batch(images)  # as the graph does
         if not self.is_detector:
             found = self.model(images, image_sizes).proposals
             return found.boxes, found.scores, found.num
