@@ -152,3 +152,30 @@ def test_save_overlay_refuses_an_image_given_in_memory(tmp_path):
     with pytest.raises(ValueError, match=r"frame\.png.*in memory"):
         save_overlay(result, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_show_anchors_takes_the_position_in_the_images_own_pixels(tmp_path, monkeypatch):
+    from rpnkit.modeling.presets import preset_config
+    from rpnkit.viz import overlays, show
+
+    drawn = {}
+
+    def capture(image, anchors, out, *, title):
+        drawn.update(size=image.shape[1:], anchors=anchors, title=title)
+        return len(anchors)
+
+    monkeypatch.setattr(overlays, "plot_anchors_at_position", capture)
+    photo = RACCOON / "images" / "raccoon-1.jpg"
+    with Image.open(photo) as img:
+        width, height = img.size
+    config = preset_config("tiny")
+    options = {"short": 160, "max_size": 240}
+    for x, y in ((0, 0), (width - 1, height - 1), (width * 3 // 4, height // 3)):
+        show.show_anchors(config, photo, tmp_path / "a.png", x=x, y=y, **options)
+        h, w = drawn["size"]
+        centres = (drawn["anchors"][:, :2] + drawn["anchors"][:, 2:]) / 2
+        want = torch.tensor([x * w / width, y * h / height])  # the same spot, resized
+        assert ((centres - want).abs() <= 32).all()  # the nearest position of each level
+        assert drawn["title"] == f"anchors at ({x}, {y}), every level"
+    with pytest.raises(ValueError, match=f"x {width} is outside the image \\(width {width} px\\)"):
+        show.show_anchors(config, photo, tmp_path / "a.png", x=width, **options)

@@ -47,10 +47,16 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--level", type=non_negative_int, default=0, help="pyramid level (grid)")
     p.add_argument(
-        "--x", type=non_negative_float, default=None, help="position in pixels (anchors)"
+        "--x",
+        type=non_negative_float,
+        default=None,
+        help="position in the image's pixels (anchors)",
     )
     p.add_argument(
-        "--y", type=non_negative_float, default=None, help="position in pixels (anchors)"
+        "--y",
+        type=non_negative_float,
+        default=None,
+        help="position in the image's pixels (anchors)",
     )
     p.add_argument("--top", type=positive_int, default=10, help="boxes drawn (nms, proposals)")
     add_data_options(p, split="val")

@@ -41,22 +41,27 @@ def _sizes(config: ModelConfig, item: dict) -> list[tuple[int, int]]:
 def show_anchors(
     config: ModelConfig, image, out, *, x: float | None = None, y: float | None = None, **opts
 ) -> int:
-    """All anchors of every level at the position nearest (x, y) (default: the centre)."""
+    """All anchors of every level at the position nearest (x, y), in the image's own pixels
+    (default: the centre), drawn on the image resized as the network sees it."""
     item = _item(image, **opts)
     anchors = config.rpn.anchors
     gen = AnchorGenerator(anchors)
     h, w = item["image"].shape[1:]
-    x = w / 2 if x is None else x
-    y = h / 2 if y is None else y
+    orig_h, orig_w = item["orig_size"]
+    for name, value, side, extent in (("x", x, "width", orig_w), ("y", y, "height", orig_h)):
+        if value is not None and not 0 <= value < extent:
+            raise ValueError(f"{name} {value:g} is outside the image ({side} {extent} px)")
+    x = orig_w / 2 if x is None else x
+    y = orig_h / 2 if y is None else y
+    title = f"anchors at ({x:.0f}, {y:.0f}), every level"
+    x, y = x * w / orig_w, y * h / orig_h  # the network's pixels
     chosen = []
     for level, ((fh, fw), lv) in enumerate(zip(_sizes(config, item), anchors.levels)):
         grid = gen.grid_anchors(level, fh, fw).view(fh, fw, lv.num_anchors, 4)
         i = min(fh - 1, max(0, round(y / lv.stride - anchors.offset)))
         j = min(fw - 1, max(0, round(x / lv.stride - anchors.offset)))
         chosen.append(grid[i, j])
-    return overlays.plot_anchors_at_position(
-        item["image"], torch.cat(chosen), out, title=f"anchors at ({x:.0f}, {y:.0f}), every level"
-    )
+    return overlays.plot_anchors_at_position(item["image"], torch.cat(chosen), out, title=title)
 
 
 def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int:
