@@ -1,3 +1,5 @@
+import html
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -35,6 +37,19 @@ def test_report_is_one_self_contained_page(report):
     assert 'id="metrics"' in text and "<pre id='config'>" in text
     assert text.count("data:image/png;base64,") == 2 + 2 * 3  # 2 curves, 3 best + 3 worst
     assert not re.search(r'src="(?!data:)', text)  # nothing to fetch: opens from disk
+
+
+def listed_metrics(page: Path) -> dict:
+    """The page's "All metrics" list."""
+    text = re.search(r"<pre id='metrics-json'>(.*?)</pre>", page.read_text(), flags=re.S)
+    return json.loads(html.unescape(text.group(1)))
+
+
+def test_report_lists_the_figures_of_the_runs_metrics_json(report):
+    """Evaluated at the run's batch size (2), as the run's validation was, the page's recall
+    is the run's own to the bit (batches padded alike: docs/cli.md)."""
+    recorded = json.loads((report.parent / "metrics.json").read_text())
+    assert listed_metrics(report) == recorded
 
 
 def test_report_displays_in_headless_chromium(report, chromium, tmp_path):
@@ -90,6 +105,13 @@ def test_a_detector_run_reports_its_map_first(tmp_path):
     assert text.index('id="detection"') < text.index('id="metrics"')  # mAP before recall
     assert "<td>raccoon</td>" in text and 'id="per-class"' in text
     assert text.count("data:image/png;base64,") == 1 + 2 + 2 * 1  # PR, 2 curves, gallery
+    listed, recorded = (
+        listed_metrics(run / "report.html"),
+        json.loads((run / "metrics.json").read_text()),
+    )
+    del recorded["pr_curves"]  # drawn, not listed
+    assert {k: listed[k] for k in recorded} == recorded  # the run's mAP, and recall besides
+    assert "AP50" in listed and "AR@100" in listed
 
 
 def test_a_run_with_a_held_out_split_reports_on_the_held_out_images(tmp_path):

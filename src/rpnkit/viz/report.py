@@ -145,12 +145,15 @@ def write_report(
     )
     runtime = load(checkpoint, device, short_side=config.short_side, max_size=config.max_size)
     dataset = config.eval_dataset(_validation_index(run_dir, record, config, given=data))
-    recall = runtime.evaluate_proposals(dataset, progress=progress)
+    # at the run's batch size: the figures are those of its metrics.json (padding: docs/cli.md)
+    batch = {"batch_size": record.train.batch_size if record is not None else 4}
+    recall = runtime.evaluate_proposals(dataset, progress=progress, **batch)
     detection = (
-        runtime.evaluate_detections(dataset, progress=progress)
+        runtime.evaluate_detections(dataset, progress=progress, **batch)
         if runtime.spec.is_detector
         else None
     )
+    metrics = {**recall.metrics, **_detection_numbers(detection)}
     config_text = (run_dir / RECORD_FILE).read_text() if record is not None else ""
     with tempfile.TemporaryDirectory() as tmp:
         sections = [
@@ -165,7 +168,7 @@ def write_report(
             "<h2>Configuration</h2><pre id='config'>"
             f"{html.escape(config_text or 'no config.yaml in the run folder')}</pre>",
             "<h2>All metrics</h2><pre id='metrics-json'>"
-            f"{html.escape(json.dumps(recall.metrics, indent=1))}</pre>",
+            f"{html.escape(json.dumps(metrics, indent=1))}</pre>",
         ]
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>rpnkit report: "
@@ -177,6 +180,11 @@ def write_report(
     tmp_out.write_text(page)
     tmp_out.replace(out)
     return out
+
+
+def _detection_numbers(report: DetectionReport | None) -> dict:
+    """A detector's metrics for the page's list: all but the precision-recall curves (drawn)."""
+    return {k: v for k, v in report.metrics.items() if k != "pr_curves"} if report else {}
 
 
 def _detection_section(report: DetectionReport, tmp: Path) -> str:
