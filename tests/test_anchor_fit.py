@@ -88,6 +88,9 @@ def test_cli_writes_a_config_that_trains(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "IoU>=0.7" in text and "fitted anchors" in text
     assert f"train --config {out} --short-side 256 --max-size 384 ..." in text  # its size
+    assert out.read_text().startswith(  # the file says its size too
+        "# rpnkit anchors --fit: anchors fitted to the boxes at --short-side 256 --max-size 384\n"
+    )
     config = load_config(ModelConfig, out)
     assert any(lv.shapes for lv in config.rpn.anchors.levels)
     model = build_model(config).eval()

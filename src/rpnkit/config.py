@@ -68,14 +68,16 @@ def config_from_dict(cls: type[T], data: dict, *, where: str = "config") -> T:
         raise ValueError(f"{where}: {err}") from err
 
 
-def save_config(config: Any, path: str | Path) -> None:
-    """Write a dataclass config as JSON (``.json``) or YAML (anything else)."""
+def save_config(config: Any, path: str | Path, *, comment: str = "") -> None:
+    """Write a dataclass config as JSON (``.json``) or YAML (anything else); ``comment``
+    heads a YAML file as ``#`` lines (JSON has none)."""
     path = Path(path)
     data = config_to_dict(config)
     if path.suffix == ".json":
         path.write_text(json.dumps(data, indent=2) + "\n")
     else:
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        head = "".join(f"# {line}\n" for line in comment.splitlines())
+        path.write_text(head + yaml.safe_dump(data, sort_keys=False))
 
 
 def load_config(cls: type[T], path: str | Path, *, section: str | None = None) -> T:

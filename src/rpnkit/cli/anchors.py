@@ -79,9 +79,10 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.format(show=args.show))
     if args.fit and args.out_config:
-        save_config(report.fitted_model(), args.out_config)
         size = f"--short-side {args.short_side} --max-size {args.max_size}"
         size += f" --tile-size {args.tile_size}" if args.tile_size else ""
+        comment = f"rpnkit anchors --fit: anchors fitted to the boxes at {size}"
+        save_config(report.fitted_model(), args.out_config, comment=comment)
         print(
             f"wrote {args.out_config}: anchors fitted to the boxes at {size}; train at the same "
             f"size: rpnkit train --config {args.out_config} {size} ..."
