@@ -210,6 +210,16 @@ def test_a_time_budget_paces_the_schedule_to_end_with_it(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 1030.0)
     budgeted.scheduler.step()  # step 1, half the budget spent: at step 50 of 100
     assert budgeted.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * lr_factor(50, config))
+    # a resumed run goes on from the seconds its checkpoint recorded: 30 of 60 spent
+    budgeted.checkpoint(5)
+    saved = tmp_path / "checkpoint.safetensors"
+    resumed = Trainer(model, data, config, out_dir=tmp_path, time_budget_s=60.0, resume=saved)
+    resumed._set_up()
+    resumed.started = 2000.0
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 2015.0)
+    assert resumed._scheduled(5) == 75.0 and not resumed._out_of_time()  # 45 s of 60
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: 2031.0)
+    assert resumed._out_of_time()  # 61 s in all, not 31
 
 
 @pytest.mark.parametrize(

@@ -201,6 +201,7 @@ class Trainer:
         self.model, self.dataset, self.config = model, dataset, config
         self.input_size = input_size  # (short side, max size) of the images, for checkpoints
         self.started: float | None = None  # when the run asked for its first batch
+        self.seconds_before = 0.0  # of the run this one resumes (_set_up)
         self.out_dir, self.spec = Path(out_dir), spec
         self.progress, self.time_budget_s = progress, time_budget_s
         self.resume, self.evaluate, self.on_step = resume, evaluate, on_step
@@ -234,6 +235,8 @@ class Trainer:
         )
         state = self._restore() if self.resume is not None else None
         self.start_step = int(state["step"]) if state is not None else 0
+        # the seconds the run had trained before it was resumed: a time budget spans both
+        self.seconds_before = float(state["extra"].get("seconds", 0.0)) if state else 0.0
         self.net = self.model
         if context.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -362,6 +365,7 @@ class Trainer:
                 scheduler=self.scheduler,
                 step=steps_done,
                 input_size=self.input_size,
+                extra={"seconds": self._seconds()},
             )
 
     # 6. Periodic evaluation (rank 0).
@@ -439,16 +443,21 @@ class Trainer:
         share of the budget spent times the planned steps where that is further on: a run
         that the budget stops ends its warm-up and decay with the budget, not at a step it
         never reaches. The clock runs from the first batch asked for (the workers' start
-        counts). Not under torchrun, where each process would read its own clock; a resumed
-        run starts its clock again (the schedule's position is saved by step only)."""
+        counts), and a resumed run goes on from the seconds its checkpoint recorded. Not under
+        torchrun, where each process would read its own clock."""
         if self.time_budget_s is None or self.started is None or self.context.world > 1:
             return step
-        spent = (time.perf_counter() - self.started) / self.time_budget_s
+        spent = self._seconds() / self.time_budget_s
         return max(step, min(1.0, spent) * self.config.steps)
+
+    def _seconds(self) -> float:
+        """Seconds of training so far, before a resume included (0 before the first batch)."""
+        now = 0.0 if self.started is None else time.perf_counter() - self.started
+        return self.seconds_before + now
 
     def _out_of_time(self) -> bool:
         budget = self.time_budget_s
-        return budget is not None and time.perf_counter() - self.started > budget
+        return budget is not None and self._seconds() > budget
 
 
 def train(model: nn.Module, dataset: Dataset, config: TrainConfig, **options) -> TrainSummary:
