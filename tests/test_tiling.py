@@ -359,19 +359,29 @@ def test_sliced_detection_and_its_evaluation(models, tmp_path):
     assert numbers == {k: v for k, v in sliced.items() if isinstance(v, float)}
 
 
-def test_detection_limits_raise_and_restore_the_model(models):
+def test_detection_limits_are_the_calls_own_and_leave_the_model_as_it_is(models):
     detector = rpnkit.load(models["detector"], "cpu", **SMALL)
     network = detector.network
     heads, rpn = network.roi_heads.config, network.rpn.config
-    with detection_limits(network, 500):
-        assert network.roi_heads.config.detections_per_image == 500
-        assert network.rpn.config.test_proposals.post_nms_top_n >= 500
-    assert network.roi_heads.config is heads and network.rpn.config is rpn
-    with detection_limits(network, 10):  # below the model's own: unchanged
-        assert network.roi_heads.config is heads
-    (many,) = detector.detect([_image(4, 200, 150)], max_detections=400)
-    (few,) = detector.detect([_image(4, 200, 150)])
+    proposals, head = detection_limits(network, 500)
+    assert head.detections_per_image == 500 and head.nms_candidates >= 2500
+    assert proposals.post_nms_top_n >= 500
+    proposals, head = detection_limits(network, 10)  # fewer: the best 10, same proposals
+    assert proposals is None and head.detections_per_image == 10
+    assert detection_limits(network, None) == (None, None)
+    image = _image(4, 200, 150)
+    (many,) = detector.detect([image], max_detections=400)
+    (few,) = detector.detect([image])
+    (three,) = detector.detect([image], max_detections=3)
     assert len(few.boxes) <= 100 < len(many.boxes) <= 400
+    assert torch.equal(three.boxes, few.boxes[:3]) and torch.equal(three.scores, few.scores[:3])
+    # a generator with a raised limit, left open, changes nothing for another call
+    open_call = detector.iter_detections([image] * 3, batch_size=1, max_detections=300)
+    assert len(next(open_call).boxes) > 100
+    (again,) = detector.detect([image])
+    assert torch.equal(again.boxes, few.boxes)
+    assert network.roi_heads.config is heads and network.rpn.config is rpn
+    open_call.close()
 
 
 # ---------------------------------------------------------------- the anchors' advice

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from ..data import Batch, DataError, EmptyBatch, collate
 from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel
-from ..modeling.roi_heads import Detections
+from ..modeling.roi_heads import Detections, RoIHeadConfig
 from ..modeling.rpn import ProposalConfig, Proposals
 from .streaming import DevicePrefetcher, to_host
 
@@ -226,34 +226,43 @@ def proposal_limit(config: ProposalConfig, top: int) -> ProposalConfig:
     )
 
 
-@contextlib.contextmanager
-def detection_limits(detector: FasterRCNN, max_detections: int | None) -> Iterator[None]:
-    """Within it, ``detector`` keeps up to ``max_detections`` per image when that is more than
-    its ``detections_per_image``, its RPN at least as many proposals (RoIs) and its NMS at
-    least five candidates per detection; its configs are put back on leaving."""
-    heads, rpn = detector.roi_heads, detector.rpn
-    own_heads, own_rpn = heads.config, rpn.config
+def detection_limits(
+    detector: FasterRCNN, max_detections: int | None
+) -> tuple[ProposalConfig | None, RoIHeadConfig | None]:
+    """The proposal setting and box head settings (None: the detector's own) of a call that
+    keeps up to ``max_detections`` per image: fewer than the detector's
+    ``detections_per_image`` keeps the best ones; more also raises its NMS candidates to five
+    per detection and its RPN's proposals (RoIs) to at least as many. The detector is left as
+    it is: calls with other limits may run beside this one (``detection_forward``)."""
     if max_detections is not None and max_detections < 1:
         raise ValueError(f"max_detections must be at least 1, got {max_detections}")
-    if max_detections is None or max_detections <= own_heads.detections_per_image:
-        yield
-        return
-    heads.config = dataclasses.replace(
-        own_heads,
+    heads = detector.roi_heads.config
+    if max_detections is None or max_detections == heads.detections_per_image:
+        return None, None
+    head = dataclasses.replace(
+        heads,
         detections_per_image=max_detections,
-        nms_candidates=max(own_heads.nms_candidates, 5 * max_detections),
+        nms_candidates=max(heads.nms_candidates, 5 * max_detections),
     )
-    test = proposal_limit(own_rpn.test_proposals, max_detections)
-    rpn.config = dataclasses.replace(own_rpn, test_proposals=test)
-    try:
-        yield
-    finally:
-        heads.config, rpn.config = own_heads, own_rpn
+    if max_detections < heads.detections_per_image:
+        return None, head
+    return proposal_limit(detector.rpn.config.test_proposals, max_detections), head
 
 
-def detection_forward(detector: FasterRCNN) -> Callable[[Batch], Detections]:
+def detection_forward(
+    detector: FasterRCNN, max_detections: int | None = None
+) -> Callable[[Batch], Detections]:
+    """A batch's detections, up to ``max_detections`` per image (``detection_limits``)."""
+    proposal_config, head_config = detection_limits(detector, max_detections)
+
     def forward(batch: Batch) -> Detections:
-        return detector(batch.images, batch.image_sizes, image_scales=batch.image_scales).detections
+        return detector(
+            batch.images,
+            batch.image_sizes,
+            image_scales=batch.image_scales,
+            proposal_config=proposal_config,
+            head_config=head_config,
+        ).detections
 
     return forward
 

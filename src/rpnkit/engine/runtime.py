@@ -74,7 +74,6 @@ from .runner import (
     GROUP_WINDOW,
     Pace,
     detection_forward,
-    detection_limits,
     first_stage,
     in_input_order,
     per_image,
@@ -316,23 +315,22 @@ class Predictor:
         categories: dict | None = None,
     ) -> Iterator[tuple[list[dict], Detections | Proposals]]:
         """(metas, Detections) of the detector over ``inputs``, at most ``limit`` per image
-        (None: the model's own; more raises its limits until the batches end); sliced, each
+        (None: the model's own; this call's alone: ``runner.detection_limits``); sliced, each
         image's tiles merged by NMS at the box head's threshold as ``merge_as`` says
         (``"detections"``, or ``"proposals"``: then (metas, Proposals)). ``categories``: as
         ``_batches``'s."""
         detector = self._detector()
         nms = detector.roi_heads.config.nms_threshold
-        with detection_limits(detector, limit):
-            yield from self._batches(
-                detection_forward(detector),
-                inputs,
-                slicing=slicing,
-                merge=Merge(merge_as, nms, limit),
-                desc=desc,
-                data_options=data_options,
-                categories=categories,
-                **options,
-            )
+        return self._batches(
+            detection_forward(detector, limit),
+            inputs,
+            slicing=slicing,
+            merge=Merge(merge_as, nms, limit),
+            desc=desc,
+            data_options=data_options,
+            categories=categories,
+            **options,
+        )
 
     def iter_proposals(
         self,

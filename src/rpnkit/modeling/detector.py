@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from .freezing import Freezable
 from .proposal_model import ProposalModel
-from .roi_heads import Detections, RoIHeads
-from .rpn import Proposals, RegionProposalNetwork
+from .roi_heads import Detections, RoIHeadConfig, RoIHeads
+from .rpn import ProposalConfig, Proposals, RegionProposalNetwork
 from .structures import GroundTruth
 
 
@@ -58,16 +58,27 @@ class FasterRCNN(Freezable):
         *,
         image_scales: Tensor | None = None,
         proposals: tuple[Tensor, Tensor] | None = None,
+        proposal_config: ProposalConfig | None = None,
+        head_config: RoIHeadConfig | None = None,
     ) -> DetectorOutput:
         """(B, 3, H, W) RGB in [0, 1], (B, 2) sizes -> proposals, and detections (inference)
         or the RPN and second-stage losses (training, with ``targets``).
 
         ``proposals``: precomputed (B, K, 4) boxes and (B, K) validity (the alternating
-        schedule's steps 2 and 4); the RPN is then not run and gives no losses."""
+        schedule's steps 2 and 4); the RPN is then not run and gives no losses.
+        ``proposal_config``, ``head_config``: this call's proposal setting and box head
+        settings in place of the model's own (a call's detection limit: the model is left as
+        it is, for the calls beside it)."""
         features = self.first_stage.features(images, image_sizes)
         training = targets is not None and self.training
         if proposals is None:
-            rpn_out = self.rpn(features, image_sizes, targets, image_scales=image_scales)
+            rpn_out = self.rpn(
+                features,
+                image_sizes,
+                targets,
+                image_scales=image_scales,
+                proposal_config=proposal_config,
+            )
             found, rpn_losses = rpn_out.proposals, rpn_out.losses  # no gradient through boxes
         else:
             found, rpn_losses = given_proposals(*proposals), {}
@@ -80,6 +91,7 @@ class FasterRCNN(Freezable):
             image_sizes,
             targets if training else None,
             proposal_scores=found.scores,  # OLN's box score multiplies in the RPN's
+            config=head_config,
         )
         return DetectorOutput(found, detections, {**rpn_losses, **roi_losses})
 

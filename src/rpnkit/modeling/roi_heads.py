@@ -535,11 +535,13 @@ class RoIHeads(nn.Module):
         generator: torch.Generator | None = None,
         *,
         proposal_scores: Tensor | None = None,
+        config: RoIHeadConfig | None = None,
     ) -> tuple[Detections | None, dict[str, Tensor], SampledRoIs | None]:
         """Features of the pooled levels, (B, K, 4) proposals (detached), (B, K) validity.
         ``proposal_scores`` (B, K): the RPN's, which localization mode's boxes are scored
-        with (None: 1 for every proposal, as for given proposals)."""
-        cfg = self.config
+        with (None: 1 for every proposal, as for given proposals). ``config``: this call's
+        settings in place of the head's own (its layers' shapes must be the same)."""
+        cfg = config or self.config
         if targets is not None:
             if not cfg.class_agnostic:  # class-agnostic: the labels are not used
                 self._check_labels(targets)
