@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rpnkit.data import DataError, load_rgb, read_dataset
+from rpnkit.data import DataConfig, DataError, load_rgb, read_dataset
 from rpnkit.data.images import allow_large_images
 from rpnkit.data.readers import (
     DataNote,
@@ -21,6 +21,7 @@ from rpnkit.data.readers import (
     read_coco,
     read_voc,
     read_yolo,
+    yolo_label_path,
 )
 
 RACCOON_IMAGES = (
@@ -531,7 +532,8 @@ def test_coco_sizes_that_differ_from_the_files_are_said_once(tmp_path):
     with pytest.warns(DataNote) as caught:
         index = read_coco(json_path, tmp_path)
     assert [str(w.message) for w in caught] == [
-        f"{json_path}: 1 image(s) of another size in the JSON than in the file (first: a.jpg: "
+        f"{json_path}: 1 image(s) of another size in the annotations than in the file (first: "
+        "a.jpg: "
         "100x80, file 50x40); the boxes are read as the file's pixels"
     ]
     assert (index.records[0].width, index.records[0].height) == (50, 40)
@@ -561,3 +563,121 @@ def test_images_whose_every_box_was_skipped_are_counted_in_the_summary(tmp_path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert read_yolo(_yolo(tmp_path / "good", {"a": ""})).bare == 0  # no box to lose
+
+
+# ---------------------------------------------------------------- data audit (session 14)
+
+
+def test_yolo_labels_sit_under_the_last_images_folder_of_the_path(tmp_path):
+    # a parent named images_here (or images itself) must not be taken for the images folder
+    data_yaml = _yolo(tmp_path / "images" / "images_here", {"a": "0 0.5 0.5 0.2 0.4\n"})
+    index, caught = _read_quietly(read_yolo, data_yaml)
+    assert caught == [] and index.records[0].labels.tolist() == [1]
+    image = Path("/d/images/x/images/train/a.jpg")
+    assert yolo_label_path(image) == Path("/d/images/x/labels/train/a.txt")
+    assert yolo_label_path(Path("/d/photos/a.png")) == Path("/d/photos/a.txt")  # beside it
+
+
+def test_yolo_without_any_label_file_says_so_and_training_on_it_is_refused(tmp_path):
+    data_yaml = _yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.4\n", "b": ""})
+    shutil.rmtree(tmp_path / "labels")
+    index, caught = _read_quietly(read_yolo, data_yaml)
+    assert [w.category for w in caught] == [DataNote]
+    assert str(caught[0].message) == (
+        f"{data_yaml} [train]: no label file for any of its 2 images (the first looked for: "
+        f"{tmp_path / 'labels' / 'train' / 'a.txt'}): every image is background"
+    )
+    assert len(index.records) == 2  # images to detect on, without boxes
+    with pytest.raises(ValueError, match=r"no box in its 2 image\(s\): nothing to train on"):
+        with pytest.warns(DataNote, match="no label file"):
+            DataConfig(str(data_yaml)).read_train()
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [
+        ("{0: dog, 2: bird}", {"0 0.5 0.5 0.2 0.4": "dog", "2 0.5 0.5 0.2 0.4": "bird"}),
+        ("{'0': a, '1': b, '2': c, '10': k, '9': j}", {"9 0.5 0.5 0.2 0.4": "j"}),
+    ],
+)
+def test_yolo_names_as_a_mapping_take_their_ids_from_the_keys(tmp_path, names, expected):
+    lines = {f"i{n}": line + "\n" for n, line in enumerate(expected)}
+    lines["gap"] = "1 0.5 0.5 0.2 0.4\n"  # id 1: a class the first mapping skips
+    index, caught = _read_quietly(read_yolo, _yolo(tmp_path, lines, names=names))
+    by_stem = {r.path.stem: r for r in index.records}
+    for n, name in enumerate(expected.values()):
+        (label,) = by_stem[f"i{n}"].labels.tolist()
+        assert index.class_names[label - 1] == name
+    if names.startswith("{0"):
+        assert index.class_names == ["dog", "bird"]
+        assert [str(w.message) for w in caught] == [
+            f"skipped {tmp_path / 'labels' / 'train' / 'gap.txt'} line 1: unknown class 1 "
+            "(data.yaml names 2: 0, 2)"
+        ]
+    else:
+        assert index.class_names == ["a", "b", "c", "j", "k"]  # 9 before 10
+
+
+@pytest.mark.parametrize(
+    ("names", "problem"),
+    [
+        ("[red, red, blue]", r"'names' names \['red'\] more than once"),
+        ("{0: a, '0': b}", r"'names' gives class 0 twice"),
+        ("{a: x}", r"'names' keys must be class numbers, got 'a'"),
+    ],
+)
+def test_yolo_names_that_cannot_name_classes_stop_naming_data_yaml(tmp_path, names, problem):
+    data_yaml = _yolo(tmp_path, {"a": "0 0.5 0.5 0.2 0.4\n"}, names=names)
+    with pytest.raises(DataError, match=f"{data_yaml}: {problem}"):
+        read_yolo(data_yaml)
+
+
+def test_an_image_listed_twice_is_read_once_with_every_listings_boxes(tmp_path):
+    images = [
+        {"id": 14, "file_name": "a.jpg", "width": 50, "height": 40},
+        {"id": 15, "file_name": "a.jpg", "width": 50, "height": 40},
+    ]
+    json_path = _coco(
+        tmp_path,
+        [_ann(1, [2, 3, 10, 10], image=14), _ann(2, [20, 20, 5, 5], image=15)],
+        images=images,
+    )
+    index, caught = _read_quietly(read_coco, json_path, tmp_path)
+    assert [str(w.message) for w in caught] == [
+        f"{json_path}: 1 listing(s) of an image listed before (first: a.jpg as 14 and 15): "
+        "each image is read once, with the boxes of every listing"
+    ]
+    (record,) = index.records
+    assert record.image_id == 14 and record.boxes.tolist() == [[2, 3, 12, 13], [20, 20, 25, 25]]
+    # VOC: two XML files naming one image
+    _voc(tmp_path / "voc", "b", _obj("cat"))
+    (tmp_path / "voc" / "annotations" / "b_again.xml").write_text(
+        f"<annotation><filename>b.jpg</filename>{_obj('dog', (1, 1, 9, 9))}</annotation>"
+    )
+    index, caught = _read_quietly(read_voc, tmp_path / "voc" / "annotations")
+    (record,) = index.records
+    assert len(record.boxes) == 2 and sorted(record.labels.tolist()) == [1, 2]
+    assert "as 'b' and 'b_again'" in str(caught[0].message)
+
+
+def test_a_voc_size_that_differs_from_the_file_is_said_once(tmp_path):
+    size = "<size><width>200</width><height>160</height><depth>3</depth></size>"
+    _voc(tmp_path, "a", size + _obj("cat"))  # the file is 100x80
+    _voc(tmp_path, "b", "<size><width>0</width><height>0</height></size>" + _obj("cat"))
+    _, caught = _read_quietly(read_voc, tmp_path / "annotations")
+    assert [str(w.message) for w in caught] == [
+        f"{tmp_path / 'annotations'}: 1 image(s) of another size in the annotations than in "
+        "the file (first: a.jpg: 200x160, file 100x80); the boxes are read as the file's pixels"
+    ]  # a size of 0, as some tools write, says nothing
+
+
+def test_byte_order_marks_and_a_true_difficult_flag_are_read(tmp_path):
+    data_yaml = _yolo(tmp_path / "yolo", {"a": "\ufeff0 0.5 0.5 0.2 0.4\r\n"})
+    index, caught = _read_quietly(read_yolo, data_yaml)
+    assert caught == [] and index.records[0].labels.tolist() == [1]
+    json_path = _coco(tmp_path, [GOOD])
+    json_path.write_text("\ufeff" + json_path.read_text())
+    assert len(read_coco(json_path, tmp_path).records[0].boxes) == 1
+    difficult = _obj("cat").replace("</object>", "<difficult>true</difficult></object>")
+    _voc(tmp_path / "voc", "a", difficult)
+    assert read_voc(tmp_path / "voc" / "annotations").records[0].ignore.tolist() == [True]

@@ -134,8 +134,9 @@ class DataConfig:
         return TileConfig(size=self.tile_size, min_visible=self.tile_min_visible)
 
     def read_train(self) -> DatasetIndex:
-        """The training set; with ``classes``, their boxes only (a name the dataset lacks, or
-        no box of them at all, is an error: a typo would otherwise train on nothing)."""
+        """The training set; with ``classes``, their boxes only. No box at all (of those
+        classes) is an error, as is a name the dataset lacks: a typo, or labels that were not
+        found, would otherwise train on nothing."""
         index = read_dataset(
             self.data,
             split=self.split,
@@ -146,6 +147,11 @@ class DataConfig:
             class_map=self.class_map,
         )
         if self.classes is None:
+            if not any(len(r.labels) for r in index.records):  # e.g. labels not where looked
+                raise ValueError(
+                    f"{index.source}: no box in its {len(index.records)} image(s): nothing to "
+                    "train on (the lines above say what was skipped)"
+                )
             return index
         unknown = [n for n in self.classes if n not in set(index.class_names)]
         if unknown:

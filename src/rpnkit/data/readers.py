@@ -36,8 +36,10 @@ refer to no image of the JSON are counted in one line. Malformed COCO categories
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
+import os
 import re
 import sys
 import warnings
@@ -151,6 +153,7 @@ class _Collector:
         self.bare = 0  # images whose every box was skipped
         self.others: dict[str, int] = {}  # objects of each class not among the given names
         self.first_other = ""  # the first of them, as its own line would have said
+        self.resized: list[str] = []  # images whose annotations give another size than the file
 
     def skip(self, where: str | Path, problem: str) -> None:
         """An image left out."""
@@ -181,6 +184,13 @@ class _Collector:
     def clip(self, where: str | Path, note: str) -> None:
         self.clipped.append(f"{where}: {note}")
 
+    def size_differs(self, path: Path, declared: tuple[int, int], actual: tuple[int, int]):
+        """An image whose annotations give it another (width, height) than its file has."""
+        if declared != actual:
+            self.resized.append(
+                f"{path.name}: {declared[0]}x{declared[1]}, file {actual[0]}x{actual[1]}"
+            )
+
     def _report(self, line: str) -> None:
         if self.strict:
             raise DataError(line)
@@ -190,8 +200,16 @@ class _Collector:
     def index(self, records: list[Record], names: list[str], source: str) -> DatasetIndex:
         if self.others:
             self._report(_others_line(source, self.others, len(names), self.first_other))
+        if self.resized:  # boxes drawn on a resized copy would be misplaced: say so, once
+            warnings.warn(
+                f"{source}: {len(self.resized)} image(s) of another size in the annotations "
+                f"than in the file (first: {self.resized[0]}); the boxes are read as the "
+                "file's pixels",
+                DataNote,
+                stacklevel=_caller_level(),
+            )
         return DatasetIndex(
-            records,
+            _merged(records, source),
             names,
             self.issues,
             source,
@@ -200,6 +218,36 @@ class _Collector:
             self.clipped,
             bare=self.bare,
         )
+
+
+def _merged(records: list[Record], source: str) -> list[Record]:
+    """``records`` with those of one image file listed more than once (two COCO image entries,
+    two VOC XML files naming it) made one, with the boxes of every listing, in the order the
+    images first appear; said once (``DataNote``). Apart, each listing would teach the
+    other's objects as background."""
+    by_path: dict[str, Record] = {}
+    repeats = []
+    for record in records:
+        key = os.path.normpath(record.path)
+        first = by_path.setdefault(key, record)
+        if first is record:
+            continue
+        repeats.append(f"{record.path.name} as {first.image_id!r} and {record.image_id!r}")
+        by_path[key] = dataclasses.replace(
+            first,
+            **{
+                name: np.concatenate([getattr(first, name), getattr(record, name)])
+                for name in ("boxes", "labels", "ignore", "areas")
+            },
+        )
+    if repeats:
+        warnings.warn(
+            f"{source}: {len(repeats)} listing(s) of an image listed before (first: "
+            f"{repeats[0]}): each image is read once, with the boxes of every listing",
+            DataNote,
+            stacklevel=_caller_level(),
+        )
+    return list(by_path.values())
 
 
 class OtherClass(str):
@@ -408,7 +456,7 @@ def read_coco(
     out = _Collector(strict)
     images = _coco_images(json_path, data["images"], out)
     anns_of = _coco_annotations_by_image(json_path, data["annotations"], images, out)
-    records, resized = [], []
+    records = []
     for image_id, entry in images.items():
         if entry is None:  # a malformed entry, already reported
             continue
@@ -418,10 +466,7 @@ def read_coco(
         except DataError as err:
             out.skip(path, str(err).removeprefix(f"{path}: "))
             continue
-        if (entry["width"], entry["height"]) != (width, height):
-            resized.append(
-                f"{path.name}: {entry['width']}x{entry['height']}, file {width}x{height}"
-            )
+        out.size_differs(path, (entry["width"], entry["height"]), (width, height))
         boxes, labels, ignore, areas, before = [], [], [], [], out.annotations
         for i, ann in anns_of.get(image_id, []):
             where = f"{json_path}: annotations[{i}]"
@@ -438,13 +483,6 @@ def read_coco(
             areas.append(found[3])
         out.image_done(before, len(boxes))
         records.append(_make_record(path, image_id, width, height, boxes, labels, ignore, areas))
-    if resized:  # boxes drawn on a resized copy would be misplaced: say so, once
-        warnings.warn(
-            f"{json_path}: {len(resized)} image(s) of another size in the JSON than in the file "
-            f"(first: {resized[0]}); the boxes are read as the file's pixels",
-            DataNote,
-            stacklevel=_caller_level(),
-        )
     index = out.index(records, classes.names, str(json_path))
     index.categories = [(c, classes.name_of[c]) for c in _in_id_order(classes.name_of)]
     return index
@@ -452,7 +490,7 @@ def read_coco(
 
 def _load_coco_json(json_path: Path) -> dict:
     try:
-        data = json.loads(json_path.read_text())
+        data = json.loads(json_path.read_text(encoding="utf-8-sig"))
     except OSError as err:
         raise DataError(f"{json_path}: cannot read ({err})") from err
     except json.JSONDecodeError as err:
@@ -664,6 +702,9 @@ def _voc_file(xml_file: Path, finder: _ImageFinder, given: list[str] | None, out
     except DataError as err:
         out.skip(xml_file, str(err))
         return None
+    declared = [(root.findtext(f"size/{side}") or "").strip() for side in ("width", "height")]
+    if all(v.isdigit() and int(v) > 0 for v in declared):  # some tools write 0 or nothing
+        out.size_differs(path, (int(declared[0]), int(declared[1])), (width, height))
     objects, seen, before = [], set(), out.annotations
     for i, obj in enumerate(root.iter("object")):
         name = (obj.findtext("name") or "").strip()
@@ -685,7 +726,7 @@ def _voc_file(xml_file: Path, finder: _ImageFinder, given: list[str] | None, out
             continue
         if note is not None:
             out.clip(xml_file, f"object {i} ({name}): {note}")
-        difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        difficult = (obj.findtext("difficult") or "0").strip().lower() in ("1", "true")
         objects.append((name, box, difficult))
     out.image_done(before, len(objects))
     return xml_file, path, width, height, objects, seen
@@ -798,17 +839,20 @@ def read_yolo(
     a missing or empty label file means an image without objects. Classes: data.yaml's
     ``names``, or ``class_names`` (matched by name)."""
     data_yaml = Path(data_yaml)
-    yaml_names, image_dir = _yolo_meta(data_yaml, split)
+    yaml_ids, image_dir = _yolo_meta(data_yaml, split)
     given = _class_list(class_names)
-    names = given or yaml_names
+    names = given or list(yaml_ids.values())
     position = {n: i + 1 for i, n in enumerate(names)}
     out = _Collector(strict)
     records = []
+    labelled = 0  # images with a label file
     for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        label_path = Path(str(path.parent).replace("/images", "/labels", 1)) / f"{path.stem}.txt"
+        label_path = yolo_label_path(path)
         try:
             width, height = image_size(path)
-            lines = label_path.read_text().splitlines() if label_path.is_file() else []
+            has_labels = label_path.is_file()
+            lines = label_path.read_text(encoding="utf-8-sig").splitlines() if has_labels else []
+            labelled += has_labels
         except DataError as err:
             out.skip(path, str(err).removeprefix(f"{path}: "))
             continue
@@ -819,7 +863,7 @@ def read_yolo(
         for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            found, note = _yolo_line(line, yaml_names, position, width, height)
+            found, note = _yolo_line(line, yaml_ids, position, width, height)
             if found is None:
                 out.skip_annotation(f"{label_path} line {n}", note)
                 continue
@@ -831,34 +875,68 @@ def read_yolo(
         records.append(
             _make_record(path, path.stem, width, height, boxes, labels, [False] * len(boxes))
         )
+    if records and not labelled:
+        warnings.warn(
+            f"{data_yaml} [{split}]: no label file for any of its {len(records)} images (the "
+            f"first looked for: {yolo_label_path(records[0].path)}): every image is background",
+            DataNote,
+            stacklevel=_caller_level(),
+        )
     return out.index(records, names, f"{data_yaml} [{split}]")
 
 
-def _yolo_meta(data_yaml: Path, split: str) -> tuple[list[str], Path]:
-    """data.yaml's class names and the image folder of ``split``; raises DataError."""
+def yolo_label_path(image: Path) -> Path:
+    """Where YOLO keeps an image's labels: the last folder of its path named ``images``
+    replaced by ``labels`` (as Ultralytics does), the suffix by ``.txt``; beside the image
+    when no folder is named so."""
+    parts = list(image.parent.parts)
+    for i in reversed(range(len(parts))):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts) / f"{image.stem}.txt"
+
+
+def _yolo_meta(data_yaml: Path, split: str) -> tuple[dict[int, str], Path]:
+    """data.yaml's classes (id -> name, ``_yolo_class_ids``) and the image folder of
+    ``split``; raises DataError."""
     try:
-        meta = yaml.safe_load(data_yaml.read_text())
+        meta = yaml.safe_load(data_yaml.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise DataError(f"{data_yaml}: cannot read ({err})") from err
     if not isinstance(meta, dict) or split not in meta or "names" not in meta:
         raise DataError(f"{data_yaml}: needs '{split}' and 'names' entries")
-    names = meta["names"]
-    if isinstance(names, dict):
-        try:
-            names = [names[k] for k in sorted(names)]
-        except TypeError as err:
-            raise DataError(f"{data_yaml}: 'names' keys must be class numbers ({err})") from err
-    if not isinstance(names, list) or not names:
-        raise DataError(f"{data_yaml}: 'names' must be a list or a mapping of class names")
-    names = [str(n) for n in names]
+    ids = _yolo_class_ids(data_yaml, meta["names"])
     root = (data_yaml.parent / str(meta.get("path", "."))).resolve()
     image_dir = root / str(meta[split])
     if not image_dir.is_dir():
         raise DataError(f"{data_yaml}: the '{split}' image folder {image_dir} does not exist")
-    return names, image_dir
+    return ids, image_dir
 
 
-def _yolo_line(line: str, yaml_names: list[str], position: dict, width: int, height: int):
+def _yolo_class_ids(data_yaml: Path, names) -> dict[int, str]:
+    """data.yaml's ``names`` as class id -> name, in id order: a list (ids 0..N-1) or a
+    mapping whose keys are the ids (integers, or digit strings: ``'10'`` after ``'9'``); ids
+    may skip numbers; a name given twice is a DataError."""
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if not isinstance(names, dict) or not names:
+        raise DataError(f"{data_yaml}: 'names' must be a list or a mapping of class names")
+    ids: dict[int, str] = {}
+    for key, name in names.items():
+        text = str(key).strip()
+        if isinstance(key, bool) or not (isinstance(key, int) or text.isdigit()) or int(text) < 0:
+            raise DataError(f"{data_yaml}: 'names' keys must be class numbers, got {key!r}")
+        if int(text) in ids:
+            raise DataError(f"{data_yaml}: 'names' gives class {int(text)} twice")
+        ids[int(text)] = str(name)
+    repeated = sorted({n for n in ids.values() if list(ids.values()).count(n) > 1})
+    if repeated:
+        raise DataError(f"{data_yaml}: 'names' names {repeated} more than once")
+    return dict(sorted(ids.items()))
+
+
+def _yolo_line(line: str, yaml_ids: dict[int, str], position: dict, width: int, height: int):
     """``((box, label), clip note or None)`` for a usable label line, else ``(None, why)``."""
     parts = line.split()
     if len(parts) != 5:
@@ -871,13 +949,11 @@ def _yolo_line(line: str, yaml_names: list[str], position: dict, width: int, hei
         cx, cy, w, h = (float(v) for v in parts[1:])
     except ValueError:
         return None, f"expected 'class cx cy w h', got a non-numeric value: {line.strip()!r}"
-    if not 0 <= cls < len(yaml_names):
-        return (
-            None,
-            f"unknown class {cls} (data.yaml names {len(yaml_names)}: 0..{len(yaml_names) - 1})",
-        )
-    if yaml_names[cls] not in position:
-        return None, OtherClass(yaml_names[cls], list(position), f"index {cls}; ")
+    if cls not in yaml_ids:
+        known = f"{len(yaml_ids)}: {_id_ranges(list(yaml_ids))}"
+        return None, f"unknown class {cls} (data.yaml names {known})"
+    if yaml_ids[cls] not in position:
+        return None, OtherClass(yaml_ids[cls], list(position), f"index {cls}; ")
     box = (
         (cx - w / 2) * width,
         (cy - h / 2) * height,
@@ -885,7 +961,18 @@ def _yolo_line(line: str, yaml_names: list[str], position: dict, width: int, hei
         (cy + h / 2) * height,
     )
     box, note = _fit_box(box, width, height)
-    return (None, note) if box is None else ((box, position[yaml_names[cls]]), note)
+    return (None, note) if box is None else ((box, position[yaml_ids[cls]]), note)
+
+
+def _id_ranges(ids: list[int]) -> str:
+    """Sorted class ids as runs: ``0..79``, or ``0, 2..5`` where numbers are skipped."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}..{b}" if b > a else str(a) for a, b in runs)
 
 
 # ---------------------------------------------------------------- CSV boxes
