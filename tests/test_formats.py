@@ -154,6 +154,29 @@ def test_csv_bad_rows_are_skipped_naming_the_file_and_the_line(tmp_path):
         read_dataset(csv, strict=True)
 
 
+def test_csv_text_that_is_not_utf8_loses_its_row_and_a_quote_left_open_stops(tmp_path):
+    _images(tmp_path, 1)
+    csv = tmp_path / "boxes.csv"
+    good = b"raccoon-1.jpg,10,20,110,220,raccoon\n"
+    csv.write_bytes(
+        b"image_path,xmin,ymin,xmax,ymax,label\n" + good * 300 + b"raccoon-1.jpg,1,1,5,5,r\xe9d\n"
+    )
+    with pytest.warns(UserWarning) as caught:
+        index = read_dataset(csv)
+    assert [str(w.message) for w in caught] == [
+        f"skipped {csv} line 302: not UTF-8 text (byte 0xe9): save the file as UTF-8"
+    ]  # its own line, not the offset in a read buffer
+    assert len(index.records[0].boxes) == 300 and index.class_names == ["raccoon"]
+    csv.write_text(
+        "image_path,xmin,ymin,xmax,ymax,label\n"
+        'raccoon-1.jpg,10,20,110,220,"raccoon\n'  # the quote is never closed
+        "raccoon-1.jpg,10,20,110,220,raccoon\n"
+        "raccoon-1.jpg,10,20,110,220,raccoon\n"
+    )
+    with pytest.raises(DataError, match=r"boxes.csv line 2: a quoted field runs on to line 4"):
+        read_dataset(csv)
+
+
 def test_csv_detection_looks_at_the_first_row(tmp_path):
     _images(tmp_path / "a", 1)
     (tmp_path / "a" / "notes.csv").write_text("what,when\nlunch,noon\n")

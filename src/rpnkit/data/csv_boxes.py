@@ -114,13 +114,21 @@ class BoxesTable:
 
 
 def _rows(path: Path):
-    """``(first line, fields)`` of each non-blank row; raises CsvError for an unreadable file."""
+    """``(first line, fields)`` of each non-blank row; raises CsvError for an unreadable file
+    and for a field running over a line's end (a quote left open would take every later row
+    into it). Bytes that are not UTF-8 are kept as surrogates (``undecodable``): only their
+    rows are lost, each named by its line."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
+        with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             reader = csv.reader(f)
             last = 0
             for fields in reader:
                 start, last = last + 1, reader.line_num
+                if last > start and any("\n" in v or "\r" in v for v in fields):
+                    raise CsvError(
+                        f"{path} line {start}: a quoted field runs on to line {last} (a quote "
+                        "left open?)"
+                    )
                 if any(v.strip() for v in fields):
                     yield start, fields
     except OSError as err:
@@ -211,6 +219,9 @@ def _shown(fields: Sequence[str]) -> str:
 
 def parse_row(fields: Sequence[str], layout: CsvLayout, line: int) -> CsvRow | CsvProblem:
     """A row as a ``CsvRow``, or why it cannot be one."""
+    byte = undecodable(fields)
+    if byte is not None:
+        return CsvProblem(line, f"not UTF-8 text (byte 0x{byte:02x}): save the file as UTF-8")
     if len(fields) != layout.width:
         why = f"expected {layout.width} fields ({layout.form}), got {len(fields)}"
         return CsvProblem(line, f"{why}: {_shown(fields)}")
@@ -231,6 +242,15 @@ def parse_row(fields: Sequence[str], layout: CsvLayout, line: int) -> CsvRow | C
     return CsvRow(line, image, tuple(float(v) for v in coords), label)
 
 
+def undecodable(fields: Sequence[str]) -> int | None:
+    """The first byte of ``fields`` that was not UTF-8 (read as a surrogate, ``_rows``)."""
+    for value in fields:
+        for char in value:
+            if 0xDC80 <= ord(char) <= 0xDCFF:
+                return ord(char) - 0xDC00
+    return None
+
+
 def read_class_map(path: str | Path) -> list[str]:
     """The class names of a ``class_name,id`` CSV in the order of their ids; raises CsvError
     naming the line of a malformed row, a repeated name or a repeated id."""
@@ -240,6 +260,8 @@ def read_class_map(path: str | Path) -> list[str]:
     ids: dict[int, str] = {}
     for n, (line, fields) in enumerate(_rows(path)):
         values = [v.strip() for v in fields]
+        if (byte := undecodable(fields)) is not None:
+            raise CsvError(f"{path} line {line}: not UTF-8 text (byte 0x{byte:02x})")
         if n == 0 and [v.lower() for v in values] in _MAP_HEADERS:
             continue
         if len(values) != 2 or not values[0] or not re.fullmatch(r"-?\d+", values[1]):
