@@ -680,6 +680,18 @@ def test_an_unreadable_file_in_a_list_is_skipped_with_a_warning(rpn, tmp_path):
         rpn.propose([good[0], bad], strict=True)
 
 
+def test_images_a_folders_index_leaves_out_are_counted_as_skipped(rpn, tmp_path):
+    shutil.copy(IMAGES / "raccoon-1.jpg", tmp_path)
+    (tmp_path / "broken.jpg").write_text("not an image")
+    (tmp_path / "notes.txt").write_text("not an image file at all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = rpn.propose(tmp_path, top=5)
+    assert [r.file_name for r in results] == ["raccoon-1.jpg"]
+    (line,) = rpn.skipped  # the unreadable image, not the text file
+    assert line.startswith(f"{tmp_path / 'broken.jpg'}: unreadable")
+
+
 def test_inputs_and_options_it_cannot_take_are_type_errors_naming_the_method(rpn):
     path = IMAGES / "raccoon-1.jpg"
     for inputs in (None, 3, b"raccoon-1.jpg", {"image": str(path)}):

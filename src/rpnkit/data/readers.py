@@ -120,6 +120,7 @@ class DatasetIndex:
     clipped: list[str] = field(default_factory=list)
     categories: list[tuple[int | str, str]] | None = None
     bare: int = 0  # images whose every box was skipped: kept, as images of background
+    image_issues: list[str] = field(default_factory=list)  # the lines of the images skipped
 
     def summary(self) -> str:
         """One line: ``<source>: N images, K classes, 2 image(s) and 5 annotation(s) skipped,
@@ -148,6 +149,7 @@ class _Collector:
         self.strict = strict
         self.issues: list[str] = []
         self.images = 0
+        self.image_issues: list[str] = []
         self.annotations = 0
         self.clipped: list[str] = []
         self.bare = 0  # images whose every box was skipped
@@ -159,6 +161,7 @@ class _Collector:
         """An image left out."""
         self._report(f"{where}: {problem}")
         self.images += 1
+        self.image_issues.append(f"{where}: {problem}")
 
     def skip_annotation(self, where: str | Path, problem: str, count: int = 1) -> None:
         """``count`` annotations (boxes, objects, label lines) left out, in one line; objects
@@ -217,6 +220,7 @@ class _Collector:
             self.annotations,
             self.clipped,
             bare=self.bare,
+            image_issues=self.image_issues,
         )
 
 

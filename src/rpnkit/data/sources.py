@@ -76,7 +76,7 @@ def _image_index(files: list[Path], issues: list[str], source: Path, strict: boo
     out is warned once and listed in ``issues``; no readable image at all is an error."""
     for line in issues:
         warnings.warn(f"skipped {line}", SkippedSample, stacklevel=3)
-    records = []
+    records, unreadable = [], []
     for i, f in enumerate(files):
         try:
             width, height = image_size(f)
@@ -84,13 +84,14 @@ def _image_index(files: list[Path], issues: list[str], source: Path, strict: boo
             if strict:
                 raise
             warnings.warn(f"skipped {err}", SkippedSample, stacklevel=3)
-            issues.append(str(err))
+            unreadable.append(str(err))
             continue
         records.append(empty_record(f, i, width, height))
+    issues = issues + unreadable
     if not records:
         why = f" ({len(issues)} file(s) skipped; first: {issues[0]})" if issues else ""
         raise DataError(f"{source}: no readable image{why}")
-    return DatasetIndex(records, [], issues, source=str(source))
+    return DatasetIndex(records, [], issues, source=str(source), image_issues=unreadable)
 
 
 def empty_record(path: Path, image_id: int | str, width: int, height: int) -> Record:

@@ -262,6 +262,8 @@ class Predictor:
         }
         whole = slicing is None
         dataset = self._dataset(inputs, self._transforms(slicing), **data_options, whole=whole)
+        index = getattr(dataset, "index", None)  # images its reader left out count as skipped
+        self.skipped.extend(getattr(index, "image_issues", []))
         if categories is not None:
             categories["ids"] = coco_category_ids(dataset, self.class_names)
         if whole:
