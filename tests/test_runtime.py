@@ -190,9 +190,30 @@ def test_a_grayscale_array_is_read_as_three_equal_channels(rpn):
     (found,) = rpn.propose(gray, top=20)
     (as_rgb,) = rpn.propose(np.repeat(gray[..., None], 3, axis=2), top=20)
     (one_channel,) = rpn.propose(torch.from_numpy(gray)[None], top=20)  # (1, H, W)
+    (plain,) = rpn.propose(torch.from_numpy(gray), top=20)  # (H, W): one image, not H rows
     _same(found, as_rgb)
     _same(one_channel, as_rgb)
+    _same(plain, as_rgb)
     assert found.image_size == gray.shape
+
+
+def test_a_batch_in_memory_is_images_in_either_layout_and_bfloat16_is_read(rpn):
+    rgb = load_rgb(IMAGES / "raccoon-1.jpg")  # (H, W, 3) uint8
+    (alone,) = rpn.propose(rgb, top=20)
+    both = rpn.propose(np.stack([rgb, rgb]), top=20)  # (N, H, W, C)
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert len(both) == 2 and all(_close(r, alone) is None for r in both)  # batched: float noise
+    (as_bf16,) = rpn.propose((chw.float() / 255).to(torch.bfloat16)[None], top=20)
+    assert as_bf16.boxes.shape == alone.boxes.shape  # bf16 rounds the pixels: near, not equal
+
+
+def test_a_csv_whose_images_are_elsewhere_is_read_with_images(rpn, tmp_path):
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("filename,xmin,ymin,xmax,ymax,class\nraccoon-1.jpg,81,88,522,408,raccoon\n")
+    report = rpn.evaluate(csv, images=IMAGES)
+    assert report.metrics["AR@100"] >= 0  # read, scored
+    (found,) = rpn.propose(csv, images=IMAGES, top=5)
+    assert found.file_name == "raccoon-1.jpg"
 
 
 def test_a_folder_gives_one_result_per_image_in_name_order(rpn, tmp_path):

@@ -71,7 +71,8 @@ def to_rgb(image: Image.Image | np.ndarray | torch.Tensor, where: str = "image")
     - a numpy array (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) (alpha dropped): uint8 as is,
       uint16 scaled by 1/257, floating point in [0, 1] (anything outside is an error: 0-255
       floats would otherwise turn white);
-    - a tensor (C, H, W) with C in 1, 3, 4 (torchvision's layout), same value rules.
+    - a tensor (C, H, W) with C in 1, 3, 4 (torchvision's layout), or (H, W), same value
+      rules (bfloat16 too).
 
     Floating-point images are rounded to 8 bits, as images read from files are. Raises
     ValueError naming ``where`` for anything else.
@@ -79,12 +80,15 @@ def to_rgb(image: Image.Image | np.ndarray | torch.Tensor, where: str = "image")
     if isinstance(image, Image.Image):  # displayed orientation, as load_rgb gives files
         return pil_to_rgb(ImageOps.exif_transpose(image))
     if isinstance(image, torch.Tensor):
+        image = image[None] if image.ndim == 2 else image  # (H, W): one channel
         if image.ndim != 3 or image.shape[0] not in (1, 3, 4):
             raise ValueError(
-                f"{where}: a tensor image must be (C, H, W) with C 1, 3 or 4, got "
+                f"{where}: a tensor image must be (C, H, W) with C 1, 3 or 4, or (H, W), got "
                 f"{tuple(image.shape)}"
             )
-        image = image.detach().cpu().permute(1, 2, 0).numpy()
+        image = image.detach().cpu()
+        image = image.float() if image.dtype == torch.bfloat16 else image  # numpy has none
+        image = image.permute(1, 2, 0).numpy()
     if not isinstance(image, np.ndarray):
         raise ValueError(
             f"{where}: expected a path, a PIL image, a numpy array or a tensor, "

@@ -50,14 +50,17 @@ def index_for_input(
     split_file: str | Path | None = None,
     strict: bool = False,
     class_names: Sequence[str] | None = None,
+    images: str | Path | None = None,
+    class_map: str | Path | None = None,
 ) -> DatasetIndex:
     """An image, a folder of images, or a dataset (COCO, VOC, YOLO, CSV) as a DatasetIndex; plain
     images get no boxes and integer ids in name order. ``class_names`` maps a dataset's
-    classes by name (a checkpoint's), as ``read_dataset`` does."""
+    classes by name (a checkpoint's), and ``images`` and ``class_map`` say where a dataset's
+    images and a CSV's class map are, as for ``read_dataset``."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         return _image_index([path], [], path, strict)
-    if path.is_dir() and fmt is None and not looks_like_dataset(path):
+    if path.is_dir() and fmt is None and images is None and not looks_like_dataset(path):
         files = sorted(p for p in path.iterdir() if p.is_file())
         images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [
@@ -67,7 +70,14 @@ def index_for_input(
         ]  # one pass each: a folder of 10^5 photographs must not compare them pairwise
         return _image_index(images, others, path, strict)
     return read_dataset(
-        path, split=split, fmt=fmt, split_file=split_file, strict=strict, class_names=class_names
+        path,
+        split=split,
+        fmt=fmt,
+        split_file=split_file,
+        strict=strict,
+        class_names=class_names,
+        images=images,
+        class_map=class_map,
     )
 
 

@@ -8,8 +8,10 @@
 
 
 Inputs: an image file, a folder of images, a dataset (COCO JSON, VOC, YOLO; ``split`` and the
-other data options pick it), a ``DatasetIndex`` or a dataset of items, or a list of image files,
-PIL images, numpy arrays and tensors (``rpnkit.data.to_rgb`` says which). Images are resized as
+other data options pick it; ``images`` and ``class_map`` as for ``read_dataset``), a
+``DatasetIndex`` or a dataset of items, an image in memory, a batch of them ((N, H, W, C) array,
+(N, C, H, W) tensor), or a list of image files, PIL images, numpy arrays and tensors
+(``rpnkit.data.to_rgb`` says which). Images are resized as
 in training (shorter side ``short_side``, longer at most ``max_size``); results come back per
 image in original pixels. Batch-norm folding and autocast are decided here, for every caller.
 
@@ -190,6 +192,8 @@ class Predictor:
         split_file: str | Path | None = None,
         strict: bool = False,
         names: Sequence[str] | None = None,
+        images: str | Path | None = None,
+        class_map: str | Path | None = None,
         own_names: bool = False,
         whole: bool = True,
     ) -> Dataset:
@@ -214,13 +218,15 @@ class Predictor:
                 split_file=split_file,
                 strict=strict,
                 class_names=names_of or None,
+                images=images,
+                class_map=class_map,
             )
         if isinstance(inputs, DatasetIndex):
             return DetectionDataset(inputs, transforms, strict=strict, decode_on_device=decode)
-        if isinstance(inputs, (Image.Image, np.ndarray)) or (
-            isinstance(inputs, torch.Tensor) and inputs.ndim == 3
+        if isinstance(inputs, Image.Image) or (
+            isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim in (2, 3)
         ):
-            inputs = [inputs]  # one image in memory
+            inputs = [inputs]  # one image in memory; 4 dimensions: a batch of them
         return ImageList(
             list(inputs),
             transforms,
@@ -641,9 +647,10 @@ class Predictor:
         return self.network
 
 
-DATA_OPTIONS = ("split", "fmt", "split_file", "strict", "names")
+DATA_OPTIONS = ("split", "fmt", "split_file", "strict", "names", "images", "class_map")
 """The keyword arguments of reading ``inputs`` (``Predictor._dataset``) that the public
-methods pass on: a dataset's split, format and split file, strictness, names of images."""
+methods pass on: a dataset's split, format and split file, strictness, names of images in
+memory, and a CSV's image folder and class map."""
 
 
 def check_call(method, inputs: Inputs, data_options: dict) -> None:
