@@ -388,7 +388,7 @@ def test_fit_refuses_the_alternating_schedule_for_an_rpn(tmp_path):
     ("arguments", "error", "message"),
     [
         ({"train": 5}, TypeError, r"fit\(\): train must be None, a TrainConfig or a mapping"),
-        ({"model": 3}, TypeError, r"fit\(\): model must be a preset's name or a ModelConfig"),
+        ({"model": 3}, TypeError, r"fit\(\): model must be None, a preset's name or a ModelConfig"),
         ({"data": None}, TypeError, r"fit\(\): data must be a dataset's path, a DataConfig"),
         ({"train": {"stepz": 1}}, ValueError, r"fit\(train=...\): unknown key\(s\) \['stepz'\]"),
         ({"train": {"steps": "1"}}, ValueError, r"fit\(train=...\): TrainConfig.steps must be"),
@@ -402,3 +402,19 @@ def test_fit_names_an_argument_it_cannot_take_before_reading_anything(
     with pytest.raises(error, match=message):
         rpnkit.fit(arguments.pop("data"), out=tmp_path, **arguments)
     assert not any(tmp_path.iterdir())
+
+
+def test_fit_resumed_without_a_model_trains_the_checkpoints_own(tmp_path):
+    data = rpnkit.DataConfig(
+        data=str(RACCOON),
+        split_file=str(RACCOON / "train_labels.csv"),
+        short_side=96,
+        max_size=144,
+    )
+    train = {"steps": 2, "batch_size": 2, "num_workers": 0, "warmup_steps": 0}
+    first = rpnkit.fit(data, kind="faster-rcnn", model="tiny", train=train, out=tmp_path / "r",
+                       device="cpu", progress=False)  # fmt: skip
+    resumed = rpnkit.fit(data, train={**train, "steps": 3}, resume=first.checkpoint,
+                         device="cpu", progress=False)  # fmt: skip
+    assert resumed.spec == first.spec and resumed.spec.model_config.preset == "tiny"
+    assert resumed.spec.kind == "faster-rcnn" and resumed.summary.steps == 3

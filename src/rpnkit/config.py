@@ -17,6 +17,10 @@ import yaml
 
 T = TypeVar("T")
 
+DEFAULT_PRESET = "effnet-lite0-fpn"
+"""The model a run trains unless told otherwise (``fit``, ``rpnkit train``): EfficientNet-Lite0
+with its packaged ImageNet weights and an FPN."""
+
 
 def config_to_dict(config: Any) -> Any:
     """A dataclass (nested, with tuples) -> plain dicts and lists for JSON/YAML."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from ..config import DEFAULT_PRESET
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 
 
@@ -22,7 +23,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 HELP = HelpFormatter
 
-DEFAULT_PRESET = "effnet-lite0-fpn"
 MIN_MAX_SIZE = 32  # batches are padded to a multiple of 32: no image side below one block
 
 
@@ -147,7 +147,12 @@ def add_model_options(p: argparse.ArgumentParser, *, preset_help: str, weights: 
     """--preset, --config and --weights: which model (train, anchors, show)."""
     from ..modeling.presets import PRESETS
 
-    p.add_argument("--preset", default=DEFAULT_PRESET, choices=sorted(PRESETS), help=preset_help)
+    p.add_argument(
+        "--preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help=f"{preset_help} (default: {DEFAULT_PRESET})",
+    )
     p.add_argument(
         "--config",
         default=None,
@@ -170,7 +175,7 @@ def model_config(args: argparse.Namespace):
 
     # a bad file is one error naming the file and the field (config_from_dict's ``where``)
     if not args.config:
-        config = preset_config(args.preset)
+        config = preset_config(args.preset or DEFAULT_PRESET)
     else:  # a model config, or the model: part of what train --print-config prints
         config = load_config(ModelConfig, args.config, section="model")
     return with_backbone_weights(config, args.weights) if args.weights is not None else config

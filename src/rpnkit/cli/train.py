@@ -72,7 +72,7 @@ def add_parser(sub) -> None:
             f"detectron2 or anything else; matched by file_name, else image_id) as the "
             f"step-{step} proposals instead of computing them",
         )
-    add_model_options(p, preset_help="model preset (the backbone and the RPN)", weights=True)
+    add_model_options(p, preset_help="model preset (resumed: the checkpoint's)", weights=True)
     p.add_argument(
         "--out",
         default=None,
@@ -262,6 +262,9 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.fit import fit
 
     model, train = model_config(args), train_config(args)
+    chosen = (args.preset, args.config, args.weights, args.objectness)
+    if args.resume is not None and not args.print_config and chosen == (None,) * 4:
+        model = None  # the checkpoint's own (fit)
     if args.objectness is not None:
         from ..modeling.presets import with_objectness_mode
 

@@ -276,6 +276,23 @@ def load_checkpoint(path: str | Path) -> dict:
     return out
 
 
+def read_spec(path: str | Path) -> ModelSpec | None:
+    """The ``ModelSpec`` a checkpoint records, its header alone read (None: saved without one,
+    by a ``Trainer`` given none); a ValueError naming the file when it is no checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = json.loads((f.metadata() or {})["rpnkit"])
+    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{path}: not a readable rpnkit checkpoint ({type(err).__name__}: {err})"
+        ) from err
+    config = header.get("config") if isinstance(header, dict) else None
+    return ModelSpec.from_dict(config, where=str(path)) if config else None
+
+
 def _input_size(value: Any, path: Path) -> tuple[int, int] | None:
     """A header's ``input_size``, checked: two positive integers, or None (not recorded)."""
     if value is None:

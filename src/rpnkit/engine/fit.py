@@ -21,13 +21,13 @@ from typing import Literal
 
 import torch
 
-from ..config import config_from_dict
+from ..config import DEFAULT_PRESET, config_from_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.readers import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..modeling.presets import OLN_RCNN_PRESETS, ModelConfig, detector_config, preset_config
 from .alternating import combined_summary, train_alternating
-from .checkpoint import DETECTOR, RPN, Kind, ModelSpec
+from .checkpoint import DETECTOR, RPN, Kind, ModelSpec, read_spec
 from .device import check_amp, decodes_on_device, resolve_device
 from .distributed import main_process
 from .evaluate import evaluate_detections, evaluate_proposals
@@ -124,10 +124,12 @@ def make_evaluator(
     )
 
 
-def _configs(data, train, model) -> tuple[DataConfig, TrainConfig, ModelConfig]:
-    """``fit``'s arguments as configs: ``data`` a path, or a ``DataConfig`` or a mapping of
-    its fields; ``train`` None (the defaults), a ``TrainConfig`` or a mapping of its fields;
-    ``model`` a preset's name or a ``ModelConfig``. Anything else is a TypeError naming it."""
+def _configs(data, train, model, kind, resume) -> tuple:
+    """``fit``'s arguments as (DataConfig, TrainConfig, ModelConfig, kind): ``data`` a path, or
+    a ``DataConfig`` or a mapping of its fields; ``train`` None (the defaults), a
+    ``TrainConfig`` or a mapping of its fields; ``model`` a preset's name or a ``ModelConfig``,
+    or None: the resumed checkpoint's model (and kind, unless given), else the default preset.
+    Anything else is a TypeError naming it."""
     if isinstance(data, (str, Path)):
         data = DataConfig(str(data))
     elif isinstance(data, Mapping):
@@ -136,23 +138,27 @@ def _configs(data, train, model) -> tuple[DataConfig, TrainConfig, ModelConfig]:
         train = TrainConfig()
     elif isinstance(train, Mapping):
         train = config_from_dict(TrainConfig, dict(train), where="fit(train=...)")
+    if model is None:
+        spec = read_spec(resume) if resume is not None else None
+        model = spec.model_config if spec is not None else DEFAULT_PRESET
+        kind = kind if kind is not None or spec is None else spec.kind
     model = preset_config(model) if isinstance(model, str) else model
     wanted = {
         "data": (data, DataConfig, "a dataset's path, a DataConfig or a mapping of its fields"),
         "train": (train, TrainConfig, "None, a TrainConfig or a mapping of its fields"),
-        "model": (model, ModelConfig, "a preset's name or a ModelConfig"),
+        "model": (model, ModelConfig, "None, a preset's name or a ModelConfig"),
     }
     for name, (value, cls, rule) in wanted.items():
         if not isinstance(value, cls):
             raise TypeError(f"fit(): {name} must be {rule}, got {type(value).__name__}")
-    return data, train, model
+    return data, train, model, model_kind(kind, model)  # a mismatch fails before any reading
 
 
 def fit(
     data: DataConfig | str,
     *,
     kind: Kind | None = None,
-    model: ModelConfig | str = "effnet-lite0-fpn",
+    model: ModelConfig | str | None = None,
     schedule: Schedule = "joint",
     train: TrainConfig | None = None,
     out: str | Path | None = None,
@@ -170,8 +176,7 @@ def fit(
     (``run_folder``: None picks ``runs/train`` or the next free; one that holds a run needs
     ``overwrite``). ``resume`` continues a joint run exactly, in its checkpoint's folder.
     ``proposals_step1`` / ``_step3``: COCO results files, the alternating schedule's."""
-    data, train, model = _configs(data, train, model)
-    kind = model_kind(kind, model)  # before the data is read: a mismatch fails at once
+    data, train, model, kind = _configs(data, train, model, kind, resume)
     given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..config import DEFAULT_PRESET
 from .anchors import AnchorConfig, LevelAnchors
 from .backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneConfig, build_backbone
 from .backbones.efficientnet_lite import EFFNET_PIXEL_MEAN, EFFNET_PIXEL_STD
@@ -215,7 +216,7 @@ class DetectorConfig:
     """A first stage (any proposal preset) and a second stage. ``pooled_levels``: how many of
     the backbone's levels the RoI pooler uses (FPN: P2-P5, the first four; single level: 1)."""
 
-    model: ModelConfig = field(default_factory=lambda: preset_config("effnet-lite0-fpn"))
+    model: ModelConfig = field(default_factory=lambda: preset_config(DEFAULT_PRESET))
     roi: RoIHeadConfig = field(default_factory=RoIHeadConfig)
     pooled_levels: int = 4
 
