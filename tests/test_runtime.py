@@ -2,6 +2,7 @@
 (files, folders, datasets, indexes, PIL images, arrays, tensors, lists of them), on small
 untrained checkpoints of the tiny preset and real raccoon photos at 128 px."""
 
+import dataclasses
 import math
 import pickle
 import re
@@ -638,9 +639,9 @@ def test_misuse_is_a_clear_value_error(rpn, checkpoints):
         rpn.detect(path)
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
         rpnkit.load(checkpoints["rpn"], "cpu", amp="fp16")
-    with pytest.raises(ValueError, match="top must be at least 1"):
+    with pytest.raises(ValueError, match="top must be an integer >= 1, got 0"):
         rpn.propose(path, top=0)
-    with pytest.raises(ValueError, match="batch size must be at least 1"):
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         rpn.propose(path, batch_size=0)
     for images in (path, IMAGES, [load_rgb(path)]):  # no boxes to score against
         with pytest.raises(ValueError, match="evaluation needs a labelled dataset"):
@@ -711,6 +712,33 @@ def test_images_a_folders_index_leaves_out_are_counted_as_skipped(rpn, tmp_path)
     assert [r.file_name for r in results] == ["raccoon-1.jpg"]
     (line,) = rpn.skipped  # the unreadable image, not the text file
     assert line.startswith(f"{tmp_path / 'broken.jpg'}: unreadable")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"short_side": -5}, "short_side must be an integer >= 1, got -5"),
+        ({"short_side": 0}, "short_side must be an integer >= 1, got 0"),  # not the default
+        ({"max_size": 800.5}, "max_size must be an integer >= 1, got 800.5"),
+        ({"workers": -1}, "workers must be an integer >= 0 or None, got -1"),
+        ({"compile": ""}, "compile must be True, False or a backend's name"),
+    ],
+)
+def test_load_refuses_settings_that_cannot_work(checkpoints, settings, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        rpnkit.load(checkpoints["rpn"], "cpu", **settings)
+
+
+def test_counts_of_a_call_are_integers(rpn, three_classes):
+    path = IMAGES / "raccoon-1.jpg"
+    for top in (2.5, None, True):
+        with pytest.raises(ValueError, match=r"top must be an integer >= 1, got "):
+            rpn.propose(path, top=top)
+    with pytest.raises(ValueError, match=r"max_detections must be an integer >= 1 or None"):
+        three_classes.detect(path, max_detections=1.5)
+    spec = dataclasses.replace(three_classes.spec, class_names=("a", "b"))
+    with pytest.raises(ValueError, match=r"the spec names 2 class\(es\) and the detector's box"):
+        rpnkit.Predictor(three_classes.network, spec, device="cpu")
 
 
 def test_inputs_and_options_it_cannot_take_are_type_errors_naming_the_method(rpn):

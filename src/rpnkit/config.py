@@ -140,3 +140,13 @@ def check_choices(config, choices: dict[str, tuple]) -> None:
                 f"{type(config).__name__}.{name} must be one of {', '.join(map(repr, allowed))}, "
                 f"got {getattr(config, name)!r}"
             )
+
+
+def check_count(name: str, value: Any, *, optional: bool = False) -> None:
+    """A ValueError naming ``name`` unless ``value`` is an integer >= 1 (or None with
+    ``optional``): a call's ``top``, ``batch_size``, ``max_detections``."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        rule = "an integer >= 1" + (" or None" if optional else "")
+        raise ValueError(f"{name} must be {rule}, got {value!r}")

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from ..config import check_count
 from ..data import Batch, DataError, EmptyBatch, collate
 from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel
@@ -56,8 +57,7 @@ def run_batches(
     group's items, taken from windows of ``GROUP_WINDOW`` batches of consecutive items
     (``grouped_batches``: wide and tall photographs apart pad less); each meta then carries its
     item's ``position``, for ``in_input_order``."""
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    check_count("batch_size", batch_size)
     precision = precision or contextlib.nullcontext()
     on_device = device.type == "cuda" and bool(getattr(dataset, "leaves_pixels_to_device", False))
     if groups is None:
@@ -234,8 +234,7 @@ def detection_limits(
     ``detections_per_image`` keeps the best ones; more also raises its NMS candidates to five
     per detection and its RPN's proposals (RoIs) to at least as many. The detector is left as
     it is: calls with other limits may run beside this one (``detection_forward``)."""
-    if max_detections is not None and max_detections < 1:
-        raise ValueError(f"max_detections must be at least 1, got {max_detections}")
+    check_count("max_detections", max_detections, optional=True)
     heads = detector.roi_heads.config
     if max_detections is None or max_detections == heads.detections_per_image:
         return None, None

@@ -41,6 +41,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..config import check_count
 from ..data import (
     Compose,
     DatasetIndex,
@@ -120,6 +121,7 @@ class Predictor:
         decode_on_device: bool | None = None,
         group_by_aspect: bool = False,
     ) -> None:
+        check_settings(network, spec, short_side, max_size, workers, compile)
         self.device = resolve_device(device)
         self.group_by_aspect = group_by_aspect
         self.decode_on_device = decodes_on_device(decode_on_device, self.device)
@@ -359,8 +361,7 @@ class Predictor:
         proposes with its training one); a ``top`` above its limit raises the limit.
         ``tile_size``, ``tile_overlap``, ``full_view``: sliced inference (module docstring)."""
         check_call(self.iter_proposals, inputs, data_options)
-        if top < 1:
-            raise ValueError(f"top must be at least 1, got {top}")
+        check_count("top", top)
         model = first_stage(self.network)  # a detector's RPN
         config = proposal_limit(proposal_config or model.rpn.config.test_proposals, top)
         batches = self._proposal_batches(
@@ -546,8 +547,7 @@ class Predictor:
     ) -> Iterator[tuple[list[dict], Proposals]]:
         """(metas, Proposals) to score as proposals: the first stage's, or a detector's final
         boxes; the best ``top`` of each image (None: the model's own number)."""
-        if top is not None and top < 1:
-            raise ValueError(f"top must be at least 1, got {top}")
+        check_count("top", top, optional=True)
         if final_boxes is None:
             final_boxes = self.spec.is_detector and self.class_agnostic
         if final_boxes:
@@ -645,6 +645,28 @@ class Predictor:
                 "faster-rcnn); proposal checkpoints go to rpnkit propose"
             )
         return self.network
+
+
+def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, workers, compile):
+    """A ValueError naming a Predictor's setting that cannot work: sizes that are not
+    integers >= 1, workers not an integer >= 0 (or None), ``compile`` neither a flag nor a
+    backend's name, class names that are not one per class of a classifying box head."""
+    check_count("short_side", short_side)
+    check_count("max_size", max_size)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)):
+        raise ValueError(f"workers must be an integer >= 0 or None, got {workers!r}")
+    if workers is not None and workers < 0:
+        raise ValueError(f"workers must be an integer >= 0 or None, got {workers!r}")
+    if not (isinstance(compile, bool) or (isinstance(compile, str) and compile.strip())):
+        raise ValueError(f"compile must be True, False or a backend's name, got {compile!r}")
+    heads = getattr(network, "roi_heads", None)  # a class-agnostic one labels "object"
+    agnostic = heads is None or heads.config.class_agnostic
+    classes = None if agnostic else heads.config.num_classes - 1
+    if classes is not None and len(spec.class_names or ()) != classes:
+        raise ValueError(
+            f"the spec names {len(spec.class_names or ())} class(es) and the detector's box "
+            f"head has {classes}: one name per class, background apart"
+        )
 
 
 DATA_OPTIONS = ("split", "fmt", "split_file", "strict", "names", "images", "class_map")
@@ -746,8 +768,9 @@ def load(
     records none), unless ``short_side`` / ``max_size`` say otherwise."""
     device = resolve_device(device)
     network, spec, trained = load_model_and_size(path, device)
-    short_side = short_side or (trained[0] if trained else DEFAULT_SHORT_SIDE)
-    max_size = max_size or (trained[1] if trained else DEFAULT_MAX_SIZE)
+    trained = trained or (DEFAULT_SHORT_SIDE, DEFAULT_MAX_SIZE)
+    short_side = trained[0] if short_side is None else short_side
+    max_size = trained[1] if max_size is None else max_size
     predictor = Predictor(
         network,
         spec,

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.ops import batched_nms
 from tqdm import tqdm
 
+from ..config import check_count
 from ..data import Compose, DataError, collate
 from ..modeling.roi_heads import Detections
 from ..modeling.rpn import Proposals
@@ -266,8 +267,7 @@ def sliced_batches(
     each readable item of ``dataset`` (at native resolution), in order; boxes in the item's
     pixels (``meta["size"]``). ``batch_size`` views (tiles of one or more images) per forward.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    check_count("batch_size", batch_size)
     precision = precision or contextlib.nullcontext()
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=_only)
     images: deque[_Image] = deque()
