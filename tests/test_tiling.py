@@ -1,6 +1,7 @@
 """Large images with small objects: tiled training (``data.tiling``), sliced inference
 (``engine.slicing``), limits above the defaults, the anchors' scale advice, and their options."""
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -451,3 +452,17 @@ def test_sliced_propose_from_the_command_line(models, tmp_path):
     results = json.loads(out.read_text())
     assert 300 < len(results) <= 700
     assert max(r["bbox"][0] + r["bbox"][2] for r in results) > 300  # original pixels
+
+
+def test_a_score_threshold_below_the_models_lowers_it_for_the_call_alone(models):
+    detector = rpnkit.load(models["detector"], "cpu", **SMALL)
+    image = _image(4, 200, 150)
+    (every,) = detector.detect([image])  # 100 boxes above 0.05 (an untrained head: near 0.5)
+    floor = float(every.scores[20])  # a model whose own threshold keeps about 20 of them
+    heads = detector.network.roi_heads
+    heads.config = dataclasses.replace(heads.config, score_threshold=floor)
+    (own,) = detector.detect([image])
+    (low,) = detector.detect([image], score_threshold=0.001)
+    assert own.scores.min() >= floor and len(own.boxes) < len(low.boxes) == 100
+    assert (low.scores < floor).any()
+    assert heads.config.score_threshold == floor  # the model's own, unchanged

@@ -323,16 +323,17 @@ class Predictor:
         desc: str,
         data_options: dict,
         categories: dict | None = None,
+        score_floor: float | None = None,
     ) -> Iterator[tuple[list[dict], Detections | Proposals]]:
         """(metas, Detections) of the detector over ``inputs``, at most ``limit`` per image
         (None: the model's own; this call's alone: ``runner.detection_limits``); sliced, each
         image's tiles merged by NMS at the box head's threshold as ``merge_as`` says
         (``"detections"``, or ``"proposals"``: then (metas, Proposals)). ``categories``: as
-        ``_batches``'s."""
+        ``_batches``'s; ``score_floor``: below the box head's own threshold, lowers it."""
         detector = self._detector()
         nms = detector.roi_heads.config.nms_threshold
         return self._batches(
-            detection_forward(detector, limit),
+            detection_forward(detector, limit, score_floor),
             inputs,
             slicing=slicing,
             merge=Merge(merge_as, nms, limit),
@@ -394,7 +395,7 @@ class Predictor:
         self,
         inputs: Inputs,
         *,
-        score_threshold: float = 0.0,
+        score_threshold: float | None = None,
         max_detections: int | None = None,
         batch_size: int = 4,
         amp: str | None = None,
@@ -404,8 +405,9 @@ class Predictor:
         full_view: bool = False,
         **data_options,
     ) -> Iterator[DetectionResult]:
-        """Each readable image's detections scoring at least ``score_threshold`` (the model
-        itself keeps those above its own threshold, 0.05 by default), in input order; at most
+        """Each readable image's detections scoring at least ``score_threshold`` (default: the
+        model's own threshold, 0.05 by default; a lower one lowers it for the call), in input
+        order; at most
         ``max_detections`` per image (default: the model's, 100; more raises the model's
         limits for the call). ``tile_size``...: sliced inference (module docstring)."""
         check_call(self.iter_detections, inputs, data_options)
@@ -419,8 +421,9 @@ class Predictor:
             desc="detecting",
             data_options={"own_names": True, **data_options},  # no object skipped for its class
             categories=None if self.class_agnostic else categories,
+            score_floor=score_threshold,
         )
-        results = self._detection_results(batches, score_threshold, categories)
+        results = self._detection_results(batches, score_threshold or 0.0, categories)
         return in_input_order(results, batch_size * GROUP_WINDOW)
 
     def _detection_results(self, batches, score_threshold: float, categories: dict):
