@@ -3,6 +3,7 @@
 untrained checkpoints of the tiny preset and real raccoon photos at 128 px."""
 
 import dataclasses
+import json
 import math
 import pickle
 import re
@@ -753,3 +754,28 @@ def test_inputs_and_options_it_cannot_take_are_type_errors_naming_the_method(rpn
     with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) scroe; .*\bsplit\b"):
         rpn.evaluate_proposals(path, scroe=0.3)
     assert len(rpn.propose([path], top=5, split="val", strict=False)) == 1  # data options pass
+
+
+def test_a_dataset_of_foreign_items_is_a_type_error_saying_what_rpnkit_takes(rpn):
+    class Pairs(torch.utils.data.Dataset):  # torchvision-style (image, target) pairs
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 64, 64), {}
+
+    with pytest.raises(TypeError, match=r"a dataset item must be rpnkit's .* got tuple"):
+        rpn.propose(Pairs())
+
+
+def test_results_writing_takes_one_result_and_refuses_what_it_cannot_write(rpn, tmp_path):
+    (found,) = rpn.propose(IMAGES / "raccoon-1.jpg", top=3)
+    assert rpnkit.to_coco_results(found) == rpnkit.to_coco_results([found])
+    path = rpnkit.write_coco_results(tmp_path / "one.json", found, background=False)
+    assert len(json.loads(path.read_text())) == 3
+    with pytest.raises(ValueError, match=r"is a folder; give the JSON file to write"):
+        rpnkit.write_coco_results(tmp_path, [found])
+    with pytest.raises(TypeError, match=r"takes ProposalResult and DetectionResult .* got dict"):
+        rpnkit.write_coco_results(tmp_path / "d.json", found.to_coco_results(), background=False)
+    with pytest.raises(ValueError, match=r"is a file, not a folder to write the run in"):
+        rpnkit.fit(str(IMAGES.parent), model="tiny", out=path)

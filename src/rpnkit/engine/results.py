@@ -79,7 +79,9 @@ class DetectionResult:
 
 
 def to_coco_results(results: Iterable[ProposalResult | DetectionResult]) -> list[dict]:
-    """The COCO results entries of many images."""
+    """The COCO results entries of many images (or of one result alone)."""
+    if isinstance(results, (ProposalResult, DetectionResult)):
+        results = [results]
     return [entry for result in results for entry in result.to_coco_results()]
 
 

@@ -45,6 +45,8 @@ def run_folder(out: str | Path | None, resume: str | Path | None) -> Path:
     ``runs/train``, ``runs/train2``... that holds no run (under torchrun, where the processes
     could choose apart, ``runs/train`` itself)."""
     if out is not None:
+        if Path(out).exists() and not Path(out).is_dir():
+            raise ValueError(f"{out}: is a file, not a folder to write the run in")
         return Path(out)
     if resume is not None:
         return Path(resume).parent

@@ -67,6 +67,8 @@ class CocoResultsWriter:
         self._process = None
 
     def __enter__(self) -> CocoResultsWriter:
+        if self.path.is_dir():
+            raise ValueError(f"{self.path}: is a folder; give the JSON file to write")
         tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:  # a folder that cannot be written to says so before any inference
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,6 +88,11 @@ class CocoResultsWriter:
     def add(self, result: ProposalResult | DetectionResult) -> None:
         if self._tmp is None:
             raise RuntimeError("CocoResultsWriter.add is for inside its with block")
+        if not isinstance(result, (ProposalResult, DetectionResult)):
+            raise TypeError(
+                "write_coco_results takes ProposalResult and DetectionResult objects (what "
+                f"propose and detect return), got {type(result).__name__}"
+            )
         encoded = result.encoded()
         self.entries += len(encoded)
         if self._file is not None:
@@ -177,7 +184,10 @@ def write_coco_results(
     *,
     background: bool = True,
 ) -> Path:
-    """Every result's entries into the COCO results JSON ``path`` as they come; ``path``."""
+    """Every result's entries into the COCO results JSON ``path`` as they come (one result
+    alone too); ``path``."""
+    if isinstance(results, (ProposalResult, DetectionResult)):
+        results = [results]
     with CocoResultsWriter(path, background=background) as out:
         for result in results:
             out.add(result)
