@@ -489,3 +489,15 @@ def test_alternating_training_with_given_proposal_files(run, tmp_path, capsys):
     record = yaml.safe_load((out / "config.yaml").read_text())
     assert record["proposals"] == {"step1": str(given), "step3": str(given)}
     assert "AP50" in json.loads((out / "metrics.json").read_text())
+
+
+def test_a_csv_whose_images_are_elsewhere_says_where_they_were_looked_for(tmp_path):
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("image_path,xmin,ymin,xmax,ymax,label\nraccoon-1.jpg,10,20,110,220,raccoon\n")
+    with pytest.raises(
+        ValueError, match=r"no image could be read \(1 skipped; first: .*give --images DIR"
+    ), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        DataConfig(str(csv)).read_train()
+    _images(tmp_path / "photos", 1)
+    assert len(DataConfig(str(csv), images=str(tmp_path / "photos")).read_train().records) == 1

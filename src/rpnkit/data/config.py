@@ -147,6 +147,8 @@ class DataConfig:
             class_map=self.class_map,
         )
         if self.classes is None:
+            if not index.records:
+                raise ValueError(_none_readable(index, self.images))
             if not any(len(r.labels) for r in index.records):  # e.g. labels not where looked
                 raise ValueError(
                     f"{index.source}: no box in its {len(index.records)} image(s): nothing to "
@@ -197,3 +199,15 @@ class DataConfig:
 
     def eval_dataset(self, index: DatasetIndex) -> DetectionDataset:
         return DetectionDataset(index, eval_transforms(self.short_side, self.max_size))
+
+
+def _none_readable(index: DatasetIndex, images: str | None) -> str:
+    """Why a training set has no image: the first skip, and where a CSV's images were looked
+    for when none was found."""
+    issues = index.image_issues
+    text = f"{index.source}: no image could be read"
+    text += f" ({len(issues)} skipped; first: {issues[0]})" if issues else ""
+    missing = bool(issues) and all("image file not found" in line for line in issues)
+    if missing and images is None and index.source.endswith(".csv"):
+        text += "; a CSV's images are looked for beside it: give --images DIR (images=)"
+    return text

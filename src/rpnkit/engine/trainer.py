@@ -402,6 +402,8 @@ class Trainer:
                 if isinstance(batch, EmptyBatch):  # every image unreadable (reported): no step
                     empty += 1
                     self._check_readable(empty)
+                    if main:
+                        bar.write(f"step {step}: no image of its batch could be read: no update")
                     continue
                 empty = 0
                 logged, loss, grad_norm = self._step(batch, step)
