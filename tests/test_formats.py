@@ -180,10 +180,11 @@ def test_csv_text_that_is_not_utf8_loses_its_row_and_a_quote_left_open_stops(tmp
 def test_csv_detection_looks_at_the_first_row(tmp_path):
     _images(tmp_path / "a", 1)
     (tmp_path / "a" / "notes.csv").write_text("what,when\nlunch,noon\n")
-    with pytest.raises(DataError, match="not a CSV of boxes"):
+    why = r"not a CSV of boxes: its first row is 'what,when', 2 field\(s\)"
+    with pytest.raises(DataError, match=why):
         detect_format(tmp_path / "a" / "notes.csv")
-    with pytest.raises(DataError, match="cannot tell the dataset format"):
-        detect_format(tmp_path / "a")  # a CSV that holds no boxes is no dataset
+    with pytest.raises(DataError, match=r"cannot tell the dataset format.*notes.csv is " + why):
+        detect_format(tmp_path / "a")  # a CSV that holds no boxes is no dataset: it says why
     (tmp_path / "a" / "x.csv").write_text("raccoon-1.jpg,1,2,3,4,raccoon\n")
     assert detect_format(tmp_path / "a") == "csv"
     assert read_dataset(tmp_path / "a").source == str(tmp_path / "a" / "x.csv")
@@ -494,9 +495,12 @@ def test_alternating_training_with_given_proposal_files(run, tmp_path, capsys):
 def test_a_csv_whose_images_are_elsewhere_says_where_they_were_looked_for(tmp_path):
     csv = tmp_path / "boxes.csv"
     csv.write_text("image_path,xmin,ymin,xmax,ymax,label\nraccoon-1.jpg,10,20,110,220,raccoon\n")
-    with pytest.raises(
-        ValueError, match=r"no image could be read \(1 skipped; first: .*give --images DIR"
-    ), warnings.catch_warnings():
+    with (
+        pytest.raises(
+            ValueError, match=r"no image could be read \(1 skipped; first: .*give --images DIR"
+        ),
+        warnings.catch_warnings(),
+    ):
         warnings.simplefilter("ignore")
         DataConfig(str(csv)).read_train()
     _images(tmp_path / "photos", 1)

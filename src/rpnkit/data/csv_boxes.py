@@ -145,6 +145,17 @@ def _first_row(path: Path) -> list[str] | None:
     return None
 
 
+def why_not_boxes(path: str | Path) -> str:
+    """Why ``csv_kind`` found no boxes in a CSV, for a message: its first row as read."""
+    try:
+        fields = _first_row(Path(path))
+    except CsvError as err:
+        return str(err).removeprefix(f"{path}: ")
+    if fields is None:
+        return "it holds no row"
+    return f"its first row is {_shown(fields)}, {len(fields)} field(s)"
+
+
 def header_layout(fields: Sequence[str]) -> CsvLayout | None:
     """The layout a header row names, or None when the row is not such a header (each of the
     six columns named exactly once)."""

@@ -61,6 +61,7 @@ from .csv_boxes import (
     csv_kind,
     parse_boxes_csv,
     read_class_map,
+    why_not_boxes,
 )
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -1120,7 +1121,8 @@ def _detect_file(path: Path) -> str | None:
                 "the data and this file as --class-map"
             )
         raise DataError(
-            f"{path}: not a CSV of boxes (expected a header {HEADER_FORM} or rows {KERAS_FORM})"
+            f"{path}: not a CSV of boxes: {why_not_boxes(path)} (expected a header "
+            f"{HEADER_FORM} or rows {KERAS_FORM})"
         )
     return None
 
@@ -1159,9 +1161,14 @@ def detect_format(path: str | Path) -> str:
     found = _detect_folder(path)
     if found is not None:
         return found
+    others = [p for p in sorted(path.glob("*.csv")) if p.is_file()]  # none of boxes
+    csv_note = (
+        f"; {others[0].name} is not a CSV of boxes: {why_not_boxes(others[0])}" if others else ""
+    )
     raise DataError(
         f"{path}: cannot tell the dataset format: looked for {', '.join(LOOKED_FOR)}; found "
-        f"{_folder_contents(path)} (give the annotation file or folder itself, or --format)"
+        f"{_folder_contents(path)}{csv_note} (give the annotation file or folder itself, or "
+        "--format)"
     )
 
 
