@@ -442,6 +442,27 @@ def test_stored_results_are_matched_by_file_name_or_coco_image_id(tmp_path):
         _quietly(read_stored_proposals, path, index)
 
 
+def test_stored_results_of_images_sharing_a_file_name_are_matched_by_image_id(tmp_path):
+    for folder in ("a", "b"):  # two different photographs, one name
+        (tmp_path / folder).mkdir()
+    shutil.copy(RACCOON / "images" / "raccoon-1.jpg", tmp_path / "a" / "x.jpg")
+    shutil.copy(RACCOON / "images" / "raccoon-2.jpg", tmp_path / "b" / "x.jpg")
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("image_path,xmin,ymin,xmax,ymax,label\n"
+                   "a/x.jpg,80,20,420,380,r\nb/x.jpg,10,10,200,200,r\n")  # fmt: skip
+    index = read_dataset(csv)
+    assert [r.file_name for r in index.records] == ["x.jpg", "x.jpg"]
+    entries = [  # as rpnkit writes them: both file names and the reader's ids
+        {"file_name": "x.jpg", "image_id": "a/x.jpg", "bbox": [80, 20, 340, 360], "score": 0.9},
+        {"file_name": "x.jpg", "image_id": "b/x.jpg", "bbox": [10, 10, 190, 190], "score": 0.9},
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(entries))
+    stored = read_stored_proposals(path, index)
+    assert [len(b) for b in stored.boxes] == [1, 1]  # each its own, not both on the first
+    assert stored.boxes[1].tolist() == [[10, 10, 200, 200]]
+
+
 def test_eval_proposals_on_a_csv_dataset_from_the_command_line(tmp_path, capsys):
     _images(tmp_path / "pics", 1, 2)
     (tmp_path / "labels.csv").write_text(

@@ -427,11 +427,13 @@ def _result_entry(entry) -> tuple[float, list[float]] | str:
 
 
 def _image_keys(index: DatasetIndex) -> tuple[dict, dict]:
-    """File name -> record position, image id -> record position (the first of each)."""
-    by_name: dict[str, int] = {}
+    """File name -> record position, image id -> record position (the first of each). A file
+    name that several images share (``a/1.jpg``, ``b/1.jpg``) names none: their results are
+    matched by image id."""
+    by_name: dict[str, int | None] = {}
     by_id: dict = {}
     for i, record in enumerate(index.records):
-        by_name.setdefault(record.file_name, i)
+        by_name[record.file_name] = None if record.file_name in by_name else i
         by_id.setdefault(record.image_id, i)
     return by_name, by_id
 
@@ -449,8 +451,9 @@ def read_stored_proposals(
     whole: DatasetIndex | None = None,
 ) -> StoredProposals:
     """The proposals of a COCO results file for the images of ``index``: entries with a
-    ``file_name`` are matched by file name (its last part), the others by ``image_id`` (COCO's
-    image ids for a COCO dataset; rpnkit's own ids, the file stem, for the other formats).
+    ``file_name`` are matched by file name (its last part; by ``image_id`` where several
+    images share it), the others by ``image_id`` (COCO's image ids for a COCO dataset;
+    rpnkit's own ids for the other formats).
     Results for images not in ``index`` are counted and reported in one line, malformed
     entries one by one (the first ``MAX_REPORTED``); none matched at all is an error. Each
     image keeps its ``top`` best results (all by default); category ids are ignored.
@@ -470,7 +473,8 @@ def read_stored_proposals(
             continue
         name = entry.get("file_name")
         by_file = isinstance(name, str) and bool(name)
-        key = Path(name).name if by_file else entry["image_id"]
+        by_file = by_file and by_name.get(Path(name).name, 0) is not None  # else shared
+        key = Path(name).name if by_file else entry.get("image_id")
         i = (by_name if by_file else by_id).get(key)
         if i is not None:
             found[i].append(parsed)
