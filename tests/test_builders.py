@@ -388,7 +388,11 @@ def test_fit_refuses_the_alternating_schedule_for_an_rpn(tmp_path):
     ("arguments", "error", "message"),
     [
         ({"train": 5}, TypeError, r"fit\(\): train must be None, a TrainConfig or a mapping"),
-        ({"model": 3}, TypeError, r"fit\(\): model must be None, a preset's name or a ModelConfig"),
+        (
+            {"model": 3},
+            TypeError,
+            r"fit\(\): model must be None, a preset's name, a ModelConfig or a",
+        ),
         ({"data": None}, TypeError, r"fit\(\): data must be a dataset's path, a DataConfig"),
         ({"train": {"stepz": 1}}, ValueError, r"fit\(train=...\): unknown key\(s\) \['stepz'\]"),
         ({"train": {"steps": "1"}}, ValueError, r"fit\(train=...\): TrainConfig.steps must be"),
@@ -418,3 +422,18 @@ def test_fit_resumed_without_a_model_trains_the_checkpoints_own(tmp_path):
                          device="cpu", progress=False)  # fmt: skip
     assert resumed.spec == first.spec and resumed.spec.model_config.preset == "tiny"
     assert resumed.spec.kind == "faster-rcnn" and resumed.summary.steps == 3
+
+
+def test_fit_takes_a_detector_config_whose_second_stage_it_keeps(tmp_path):
+    config = rpnkit.detector_config(rpnkit.preset_config("tiny"), 80)  # any class count
+    roi = dataclasses.replace(config.roi, detections_per_image=7, representation_size=64)
+    data = rpnkit.DataConfig(str(RACCOON), split_file=str(RACCOON / "train_labels.csv"),
+                             short_side=96, max_size=144)  # fmt: skip
+    result = rpnkit.fit(data, model=dataclasses.replace(config, roi=roi), out=tmp_path,
+                        train={"steps": 1, "batch_size": 2, "num_workers": 0, "warmup_steps": 0},
+                        device="cpu", progress=False)  # fmt: skip
+    assert result.spec.kind == "faster-rcnn"
+    head = result.spec.config.roi
+    assert (head.detections_per_image, head.representation_size, head.num_classes) == (7, 64, 2)
+    with pytest.raises(ValueError, match="a DetectorConfig describes a Faster R-CNN"):
+        rpnkit.fit(data, kind="rpn", model=config, out=tmp_path / "x")

@@ -28,6 +28,7 @@ from .modeling.presets import (
     ModelConfig,
     build_detector,
     build_model,
+    detector_config,
     preset_config,
 )
 from .modeling.proposal_model import ProposalModel
@@ -75,6 +76,7 @@ __all__ = [
     "box_iou",
     "build_detector",
     "build_model",
+    "detector_config",
     "fit",
     "load",
     "preset_config",

@@ -11,6 +11,7 @@ torchrun every process trains and rank 0 alone writes, evaluates and reports.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import warnings
@@ -25,7 +26,13 @@ from ..config import DEFAULT_PRESET, config_from_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.readers import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
-from ..modeling.presets import OLN_RCNN_PRESETS, ModelConfig, detector_config, preset_config
+from ..modeling.presets import (
+    OLN_RCNN_PRESETS,
+    DetectorConfig,
+    ModelConfig,
+    detector_config,
+    preset_config,
+)
 from .alternating import combined_summary, train_alternating
 from .checkpoint import DETECTOR, RPN, Kind, ModelSpec, read_spec
 from .device import check_amp, decodes_on_device, resolve_device
@@ -69,12 +76,19 @@ class FitResult:
         return "\n".join(lines)
 
 
-def model_kind(kind: Kind | None, model: ModelConfig | str) -> Kind:
+def model_kind(kind: Kind | None, model: ModelConfig | DetectorConfig | str) -> Kind:
     """The kind of model to train on preset or config ``model``: ``kind``, or when it is None
     the preset's own, a Faster R-CNN for OLN's full-model presets (``OLN_RCNN_PRESETS``) and
-    an RPN for the others. An RPN of a full-model preset is refused: its RPN keeps every
-    proposal (no NMS) for the box head that scores them, and is no proposal model alone."""
+    for a ``DetectorConfig``, an RPN for the others. An RPN of a full-model preset is refused:
+    its RPN keeps every proposal (no NMS) for the box head that scores them, and is no
+    proposal model alone."""
     config = preset_config(model) if isinstance(model, str) else model
+    if isinstance(config, DetectorConfig):
+        if kind == RPN:
+            raise ValueError(
+                "a DetectorConfig describes a Faster R-CNN: give its .model for an RPN"
+            )
+        return DETECTOR
     own = DETECTOR if config.preset in OLN_RCNN_PRESETS else RPN
     if kind is None:
         return own
@@ -89,12 +103,19 @@ def model_kind(kind: Kind | None, model: ModelConfig | str) -> Kind:
     return kind
 
 
-def model_spec(kind: Kind | None, model: ModelConfig | str, class_names) -> ModelSpec:
+def model_spec(
+    kind: Kind | None, model: ModelConfig | DetectorConfig | str, class_names
+) -> ModelSpec:
     """The spec of the model ``fit`` trains: a preset (by name) or a config, as an RPN or as a
-    Faster R-CNN with one output per class (``kind`` None: the preset's own, ``model_kind``)."""
+    Faster R-CNN with one output per class (``kind`` None: the preset's own, ``model_kind``);
+    a ``DetectorConfig``'s second stage as it is, its classes the data's."""
     config = preset_config(model) if isinstance(model, str) else model
     kind = model_kind(kind, config)
     names = tuple(class_names)
+    if isinstance(config, DetectorConfig):
+        roi = config.roi  # a class-agnostic head keeps its two outputs
+        roi = roi if roi.class_agnostic else dataclasses.replace(roi, num_classes=len(names) + 1)
+        return ModelSpec(DETECTOR, dataclasses.replace(config, roi=roi), names)
     if kind == DETECTOR:
         return ModelSpec(DETECTOR, detector_config(config, len(names)), names)
     return ModelSpec(RPN, config, names)
@@ -127,8 +148,9 @@ def make_evaluator(
 def _configs(data, train, model, kind, resume) -> tuple:
     """``fit``'s arguments as (DataConfig, TrainConfig, ModelConfig, kind): ``data`` a path, or
     a ``DataConfig`` or a mapping of its fields; ``train`` None (the defaults), a
-    ``TrainConfig`` or a mapping of its fields; ``model`` a preset's name or a ``ModelConfig``,
-    or None: the resumed checkpoint's model (and kind, unless given), else the default preset.
+    ``TrainConfig`` or a mapping of its fields; ``model`` a preset's name, a ``ModelConfig``
+    or a ``DetectorConfig`` (a Faster R-CNN's second stage too), or None: the resumed
+    checkpoint's model (and kind, unless given), else the default preset.
     Anything else is a TypeError naming it."""
     if isinstance(data, (str, Path)):
         data = DataConfig(str(data))
@@ -140,14 +162,15 @@ def _configs(data, train, model, kind, resume) -> tuple:
         train = config_from_dict(TrainConfig, dict(train), where="fit(train=...)")
     if model is None:
         spec = read_spec(resume) if resume is not None else None
-        model = spec.model_config if spec is not None else DEFAULT_PRESET
+        model = spec.config if spec is not None else DEFAULT_PRESET
         kind = kind if kind is not None or spec is None else spec.kind
     model = preset_config(model) if isinstance(model, str) else model
     wanted = {
         "data": (data, DataConfig, "a dataset's path, a DataConfig or a mapping of its fields"),
         "train": (train, TrainConfig, "None, a TrainConfig or a mapping of its fields"),
-        "model": (model, ModelConfig, "None, a preset's name or a ModelConfig"),
-    }
+        "model": (model, (ModelConfig, DetectorConfig), "None, a preset's name, a ModelConfig "
+                  "or a DetectorConfig"),
+    }  # fmt: skip
     for name, (value, cls, rule) in wanted.items():
         if not isinstance(value, cls):
             raise TypeError(f"fit(): {name} must be {rule}, got {type(value).__name__}")
@@ -158,7 +181,7 @@ def fit(
     data: DataConfig | str,
     *,
     kind: Kind | None = None,
-    model: ModelConfig | str | None = None,
+    model: ModelConfig | DetectorConfig | str | None = None,
     schedule: Schedule = "joint",
     train: TrainConfig | None = None,
     out: str | Path | None = None,
