@@ -33,3 +33,26 @@ def test_readme_snippet_runs_as_written(index, tmp_path):
         [sys.executable, str(script)], cwd=checkout, capture_output=True, text=True, timeout=600
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_python_api_page_names_what_exists():
+    """docs/python.md: every keyword of its fit call is fit's, every method of its table and
+    every keyword the text gives a Predictor method is the Predictor's."""
+    import inspect
+
+    import rpnkit
+
+    text = (ROOT / "docs" / "python.md").read_text()
+    (fit_call,) = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "fit(" in b]
+    keywords = re.findall(r"^\s+(\w+)=", fit_call, flags=re.M)
+    assert len(keywords) >= 8
+    assert set(keywords) <= set(inspect.signature(rpnkit.fit).parameters)
+    cells = re.findall(r"^\| (`.*?) \|", text, flags=re.M)  # the method table's first column
+    methods = [name for cell in cells for name in re.findall(r"`(\w+)", cell)]
+    assert len(methods) >= 8
+    for name in methods:
+        assert callable(getattr(rpnkit.Predictor, name, None)), name
+    given = {"propose": "iter_proposals", "detect": "iter_detections"}  # they pass it on
+    for name, keyword in re.findall(r"`(\w+)\((?:inputs|data), (\w+)=", text):
+        method = getattr(rpnkit.Predictor, given.get(name, name))
+        assert keyword in inspect.signature(method).parameters, (name, keyword)

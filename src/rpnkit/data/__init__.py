@@ -7,6 +7,7 @@ from .dataset import DetectionDataset, Unreadable
 from .images import load_rgb, to_rgb
 from .readers import (
     DataError,
+    DataNote,
     DatasetIndex,
     Record,
     SkippedSample,
@@ -30,6 +31,7 @@ __all__ = [
     "Compose",
     "DataConfig",
     "DataError",
+    "DataNote",
     "DatasetIndex",
     "DetectionDataset",
     "EmptyBatch",

@@ -80,8 +80,9 @@ class SkippedSample(UserWarning):
 
 
 class DataNote(UserWarning):
-    """A remark on a dataset that leaves nothing out (a COCO JSON's sizes that disagree with
-    its files'): one line, naming the file."""
+    """A remark on a dataset that leaves nothing out (sizes in the annotations that disagree
+    with the files', an image listed twice, a YOLO split without label files): one line,
+    naming the file."""
 
 
 @dataclass
