@@ -645,10 +645,14 @@ def test_an_image_listed_twice_is_read_once_with_every_listings_boxes(tmp_path):
     index, caught = _read_quietly(read_coco, json_path, tmp_path)
     assert [str(w.message) for w in caught] == [
         f"{json_path}: 1 listing(s) of an image listed before (first: a.jpg as 14 and 15): "
-        "each image is read once, with the boxes of every listing"
+        "each image is read once, under its first id, with the boxes of every listing"
     ]
     (record,) = index.records
     assert record.image_id == 14 and record.boxes.tolist() == [[2, 3, 12, 13], [20, 20, 25, 25]]
+    # listings that repeat their annotations too (concatenated files): each box once
+    same = [_ann(1, [2, 3, 10, 10], image=14), _ann(2, [2, 3, 10, 10], image=15)]
+    index, _ = _read_quietly(read_coco, _coco(tmp_path, same, images=images), tmp_path)
+    assert index.records[0].boxes.tolist() == [[2, 3, 12, 13]]
     # VOC: two XML files naming one image
     _voc(tmp_path / "voc", "b", _obj("cat"))
     (tmp_path / "voc" / "annotations" / "b_again.xml").write_text(

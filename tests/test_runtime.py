@@ -767,6 +767,13 @@ def test_a_dataset_of_foreign_items_is_a_type_error_saying_what_rpnkit_takes(rpn
     with pytest.raises(TypeError, match=r"a dataset item must be rpnkit's .* got tuple"):
         rpn.propose(Pairs())
 
+    class Tensors(Pairs):  # bare image tensors
+        def __getitem__(self, i):
+            return torch.zeros(3, 64, 64)
+
+    with pytest.raises(TypeError, match=r"a dataset item must be rpnkit's .* got Tensor"):
+        rpn.propose(Tensors())
+
 
 def test_results_writing_takes_one_result_and_refuses_what_it_cannot_write(rpn, tmp_path):
     (found,) = rpn.propose(IMAGES / "raccoon-1.jpg", top=3)
@@ -779,3 +786,21 @@ def test_results_writing_takes_one_result_and_refuses_what_it_cannot_write(rpn, 
         rpnkit.write_coco_results(tmp_path / "d.json", found.to_coco_results(), background=False)
     with pytest.raises(ValueError, match=r"is a file, not a folder to write the run in"):
         rpnkit.fit(str(IMAGES.parent), model="tiny", out=path)
+
+
+def test_iterators_check_their_arguments_at_the_call_and_read_the_data_when_used(rpn, tmp_path):
+    with pytest.raises(ValueError, match="top must be an integer >= 1"):
+        rpn.iter_proposals(IMAGES, top=0)  # at the call
+    results = rpn.iter_proposals(tmp_path, top=5)  # an empty folder, for now
+    shutil.copy(IMAGES / "raccoon-1.jpg", tmp_path)
+    assert [r.file_name for r in results] == ["raccoon-1.jpg"]  # read at the first result
+
+
+def test_a_per_call_head_config_is_for_inference_only():
+    from rpnkit import GroundTruth
+
+    network = build_detector(detector_config(preset_config("tiny"), 3)).train()
+    images = torch.rand(1, 3, 64, 64)
+    targets = GroundTruth.from_lists([torch.tensor([[4.0, 4, 40, 40]])], [torch.tensor([1])])
+    with pytest.raises(ValueError, match="a per-call config is for inference, not for training"):
+        network(images, torch.tensor([[64, 64]]), targets, head_config=network.roi_heads.config)

@@ -367,9 +367,10 @@ def test_detection_limits_are_the_calls_own_and_leave_the_model_as_it_is(models)
     proposals, head = detection_limits(network, 500)
     assert head.detections_per_image == 500 and head.nms_candidates >= 2500
     assert proposals.post_nms_top_n >= 500
-    proposals, head = detection_limits(network, 10)  # fewer: the best 10, same proposals
-    assert proposals is None and head.detections_per_image == 10
-    assert detection_limits(network, None) == (None, None)
+    # fewer, or none: nothing for the forward (the runtime keeps the best of its output)
+    assert detection_limits(network, 10) == detection_limits(network, None) == (None, None)
+    proposals, head = detection_limits(network, None, score_floor=0.01)
+    assert proposals is None and head.score_threshold == 0.01
     image = _image(4, 200, 150)
     (many,) = detector.detect([image], max_detections=400)
     (few,) = detector.detect([image])

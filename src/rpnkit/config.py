@@ -19,7 +19,8 @@ T = TypeVar("T")
 
 DEFAULT_PRESET = "effnet-lite0-fpn"
 """The model a run trains unless told otherwise (``fit``, ``rpnkit train``): EfficientNet-Lite0
-with its packaged ImageNet weights and an FPN."""
+with its packaged ImageNet weights and an FPN. Here, not in ``modeling.presets``, so that the
+command line names it without importing torch."""
 
 
 def config_to_dict(config: Any) -> Any:
@@ -150,3 +151,10 @@ def check_count(name: str, value: Any, *, optional: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         rule = "an integer >= 1" + (" or None" if optional else "")
         raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+def check_compile(name: str, value: Any) -> None:
+    """A ValueError naming ``name`` unless ``value`` says how to ``torch.compile``: True
+    (inductor), False, or a backend's name."""
+    if not (isinstance(value, bool) or (isinstance(value, str) and value.strip())):
+        raise ValueError(f"{name} must be True, False or a backend's name, got {value!r}")

@@ -78,11 +78,12 @@ def collate(
     out and listed in ``skipped``; if none is left the result is an ``EmptyBatch``."""
     if len(items) == 0:
         raise ValueError("empty batch: no images were given")
-    foreign = next((it for it in items if not isinstance(it, (dict, Unreadable, type(None)))), 0)
-    if foreign != 0:  # e.g. a torchvision-style (image, target) pair
+    kinds = (dict, Unreadable, type(None))
+    foreign = [it for it in items if not isinstance(it, kinds)][:1]
+    if foreign:  # e.g. a torchvision-style (image, target) pair, or a bare image tensor
         raise TypeError(
             f"a dataset item must be rpnkit's (a dict of DetectionDataset or ImageList), got "
-            f"{type(foreign).__name__}: give rpnkit a list of images, or a dataset's path"
+            f"{type(foreign[0]).__name__}: give rpnkit a list of images, or a dataset's path"
         )
     skipped = [str(it) for it in items if not isinstance(it, dict)]
     items = [it for it in items if isinstance(it, dict)]

@@ -228,32 +228,41 @@ class _Collector:
 
 def _merged(records: list[Record], source: str) -> list[Record]:
     """``records`` with those of one image file listed more than once (two COCO image entries,
-    two VOC XML files naming it) made one, with the boxes of every listing, in the order the
-    images first appear; said once (``DataNote``). Apart, each listing would teach the
-    other's objects as background."""
+    two VOC XML files naming it) made one, under the first listing's id, with the boxes of
+    every listing (a box listed again with its class, once), in the order the images first
+    appear; said once (``DataNote``). Apart, each listing would teach the other's objects as
+    background."""
     by_path: dict[str, Record] = {}
     repeats = []
     for record in records:
         key = os.path.normpath(record.path)
         first = by_path.setdefault(key, record)
-        if first is record:
-            continue
-        repeats.append(f"{record.path.name} as {first.image_id!r} and {record.image_id!r}")
-        by_path[key] = dataclasses.replace(
-            first,
-            **{
-                name: np.concatenate([getattr(first, name), getattr(record, name)])
-                for name in ("boxes", "labels", "ignore", "areas")
-            },
-        )
+        if first is not record:
+            repeats.append(f"{record.path.name} as {first.image_id!r} and {record.image_id!r}")
+            by_path[key] = _joined(first, record)
     if repeats:
         warnings.warn(
             f"{source}: {len(repeats)} listing(s) of an image listed before (first: "
-            f"{repeats[0]}): each image is read once, with the boxes of every listing",
+            f"{repeats[0]}): each image is read once, under its first id, with the boxes of "
+            "every listing",
             DataNote,
             stacklevel=_caller_level(),
         )
     return list(by_path.values())
+
+
+def _joined(first: Record, other: Record) -> Record:
+    """``first`` with ``other``'s boxes that it lacks (the same box and class: once)."""
+    have = {(tuple(b), int(c)) for b, c in zip(first.boxes.tolist(), first.labels.tolist())}
+    new = [
+        i
+        for i, (b, c) in enumerate(zip(other.boxes.tolist(), other.labels.tolist()))
+        if (tuple(b), int(c)) not in have
+    ]
+    fields = ("boxes", "labels", "ignore", "areas")
+    return dataclasses.replace(
+        first, **{f: np.concatenate([getattr(first, f), getattr(other, f)[new]]) for f in fields}
+    )
 
 
 class OtherClass(str):

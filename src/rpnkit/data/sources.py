@@ -62,13 +62,13 @@ def index_for_input(
         return _image_index([path], [], path, strict)
     if path.is_dir() and fmt is None and images is None and not looks_like_dataset(path):
         files = sorted(p for p in path.iterdir() if p.is_file())
-        images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+        pictures = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [
             f"{p}: not an image ({', '.join(IMAGE_SUFFIXES)})"
             for p in files
             if p.suffix.lower() not in IMAGE_SUFFIXES
         ]  # one pass each: a folder of 10^5 photographs must not compare them pairwise
-        return _image_index(images, others, path, strict)
+        return _image_index(pictures, others, path, strict)
     return read_dataset(
         path,
         split=split,

@@ -230,21 +230,24 @@ def detection_limits(
     detector: FasterRCNN, max_detections: int | None, score_floor: float | None = None
 ) -> tuple[ProposalConfig | None, RoIHeadConfig | None]:
     """The proposal setting and box head settings (None: the detector's own) of a call that
-    keeps up to ``max_detections`` per image scoring at least ``score_floor``: fewer than the
-    detector's ``detections_per_image`` keeps the best ones; more also raises its NMS
-    candidates to five per detection and its RPN's proposals (RoIs) to at least as many; a
-    floor below its ``score_threshold`` (0.05) lowers that. The detector is left as it is:
-    calls with other limits may run beside this one (``detection_forward``)."""
+    keeps up to ``max_detections`` per image scoring at least ``score_floor``, where the
+    detector's own settings would keep fewer: more than its ``detections_per_image`` raises
+    that, its NMS candidates to five per detection and its RPN's proposals (RoIs) to at least
+    as many; a floor below its ``score_threshold`` (0.05) lowers that. Fewer, or a higher
+    floor, need nothing here: the caller keeps the leading ones of the model's best-first
+    output. The detector is left as it is: calls with other limits may run beside this one
+    (``detection_forward``); under ``torch.compile`` each such setting compiles its graph."""
     check_count("max_detections", max_detections, optional=True)
     heads = detector.roi_heads.config
     changes: dict = {}
     if score_floor is not None and score_floor < heads.score_threshold:
         changes["score_threshold"] = score_floor
-    if max_detections is not None and max_detections != heads.detections_per_image:
+    raised = max_detections is not None and max_detections > heads.detections_per_image
+    if raised:
         changes["detections_per_image"] = max_detections
         changes["nms_candidates"] = max(heads.nms_candidates, 5 * max_detections)
     head = dataclasses.replace(heads, **changes) if changes else None
-    if max_detections is None or max_detections <= heads.detections_per_image:
+    if not raised:
         return None, head
     return proposal_limit(detector.rpn.config.test_proposals, max_detections), head
 

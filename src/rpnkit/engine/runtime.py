@@ -18,10 +18,11 @@ image in original pixels. Batch-norm folding and autocast are decided here, for 
 Large images with small objects: with ``tile_size`` every call slices the images larger than a
 tile into overlapping tiles at native resolution (``engine.slicing``: ``tile_overlap`` px,
 ``full_view`` adds the whole image resized), merged with cross-tile NMS. Limits: ``top``
-proposals per image and ``max_detections`` per image may exceed the model's own (its
-``test_proposals.post_nms_top_n`` and ``detections_per_image``), which are then raised for
-the call; sliced, each tile keeps the model's limits and an image up to ``top`` proposals, or
-every detection its tiles keep unless ``max_detections`` is given.
+proposals per image and ``max_detections`` per image may be fewer than the model's own (its
+``test_proposals.post_nms_top_n`` and ``detections_per_image``: the best ones are kept) or
+more, raised for the call alone (the forward's own settings: the model is not changed), for
+each tile too when sliced; sliced, an image keeps up to ``top`` proposals, or every detection
+its tiles keep unless ``max_detections`` is given.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import inspect
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import check_count
+from ..config import check_compile, check_count
 from ..data import (
     Compose,
     DatasetIndex,
@@ -332,7 +334,7 @@ class Predictor:
         ``_batches``'s; ``score_floor``: below the box head's own threshold, lowers it."""
         detector = self._detector()
         nms = detector.roi_heads.config.nms_threshold
-        return self._batches(
+        batches = self._batches(
             detection_forward(detector, limit, score_floor),
             inputs,
             slicing=slicing,
@@ -342,6 +344,13 @@ class Predictor:
             categories=categories,
             **options,
         )
+        for metas, found in batches:  # fewer than the model keeps: its leading ones
+            yield (
+                metas,
+                found
+                if limit is None
+                else dataclasses.replace(found, num=found.num.clamp(max=limit)),
+            )
 
     def iter_proposals(
         self,
@@ -363,19 +372,26 @@ class Predictor:
         ``tile_size``, ``tile_overlap``, ``full_view``: sliced inference (module docstring)."""
         check_call(self.iter_proposals, inputs, data_options)
         check_count("top", top)
+        check_count("batch_size", batch_size)
+        slicing = slice_config(tile_size, tile_overlap, full_view)
         model = first_stage(self.network)  # a detector's RPN
         config = proposal_limit(proposal_config or model.rpn.config.test_proposals, top)
-        batches = self._proposal_batches(
-            inputs,
-            config,
-            top=top,
-            slicing=slice_config(tile_size, tile_overlap, full_view),
-            options={"batch_size": batch_size, "amp": amp, "progress": progress, "grouped": True},
-            desc="proposing",
-            data_options={"own_names": True, **data_options},  # no object skipped for its class
-        )
 
-        def results():
+        def results():  # the data is read at the first result asked for, as it is used
+            batches = self._proposal_batches(
+                inputs,
+                config,
+                top=top,
+                slicing=slicing,
+                options={
+                    "batch_size": batch_size,
+                    "amp": amp,
+                    "progress": progress,
+                    "grouped": True,
+                },
+                desc="proposing",
+                data_options={"own_names": True, **data_options},  # every object of its class
+            )
             for metas, found in batches:
                 counts = found.num.clamp(max=top)
                 for meta, boxes, scores in per_image(metas, counts, found.boxes, found.scores):
@@ -407,12 +423,18 @@ class Predictor:
     ) -> Iterator[DetectionResult]:
         """Each readable image's detections scoring at least ``score_threshold`` (default: the
         model's own threshold, 0.05 by default; a lower one lowers it for the call), in input
-        order; at most
-        ``max_detections`` per image (default: the model's, 100; more raises the model's
-        limits for the call). ``tile_size``...: sliced inference (module docstring)."""
+        order; at most ``max_detections`` per image (default: the model's, 100; fewer keeps
+        the best, more raises the model's limits for the call alone). ``tile_size``...:
+        sliced inference (module docstring). The data is read as the results are asked for."""
         check_call(self.iter_detections, inputs, data_options)
+        check_count("max_detections", max_detections, optional=True)
+        check_count("batch_size", batch_size)
+        if score_threshold is not None and not (
+            isinstance(score_threshold, Real) and 0 <= score_threshold <= 1
+        ):
+            raise ValueError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
         categories: dict = {}  # a COCO JSON's ids, once its dataset is made (this call's own)
-        batches = self._detection_batches(
+        batches = self._detection_batches(  # a generator: the data is read as it is used
             inputs,
             limit=max_detections,
             merge_as="detections",
@@ -479,8 +501,8 @@ class Predictor:
         """COCO-style proposal recall on a labelled dataset, of the model's own number of
         proposals per image, or ``top`` (AR@k counts up to 1000); sliced, of up to ``top`` or
         1000 per image. A detector is scored through its RPN, or on its ``final_boxes``
-        (default for a class-agnostic one: OLN's boxes are proposals; ``top`` then raises
-        its number of detections)."""
+        (default for a class-agnostic one: OLN's boxes are proposals; ``top`` then sets its
+        number of detections)."""
         check_call(self.evaluate_proposals, data, data_options)
         slicing = slice_config(tile_size, tile_overlap, full_view)
         dataset = self._dataset(
@@ -599,8 +621,8 @@ class Predictor:
     ) -> DetectionReport:
         """COCO and VOC mAP on a labelled dataset whose classes are the checkpoint's, of up to
         ``max_detections`` per image (as ``iter_detections``)."""
-        detector = self._detector()
         check_call(self.evaluate_detections, data, data_options)
+        detector = self._detector()
         slicing = slice_config(tile_size, tile_overlap, full_view)
         dataset = self._dataset(
             data, self._transforms(slicing), **data_options, whole=slicing is None
@@ -615,7 +637,7 @@ class Predictor:
             desc="detecting",
             data_options={},
         )
-        with contextlib.closing(batches):  # the model's limits restored even on an error
+        with contextlib.closing(batches):  # its workers stopped even on an error
             return evaluate_detections(detector, None, self.class_names, batches=batches)
 
     def _check_classes(self, dataset: Dataset) -> None:
@@ -656,12 +678,10 @@ def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, wo
     backend's name, class names that are not one per class of a classifying box head."""
     check_count("short_side", short_side)
     check_count("max_size", max_size)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)):
+    integer = isinstance(workers, Integral) and not isinstance(workers, bool)
+    if workers is not None and not (integer and workers >= 0):
         raise ValueError(f"workers must be an integer >= 0 or None, got {workers!r}")
-    if workers is not None and workers < 0:
-        raise ValueError(f"workers must be an integer >= 0 or None, got {workers!r}")
-    if not (isinstance(compile, bool) or (isinstance(compile, str) and compile.strip())):
-        raise ValueError(f"compile must be True, False or a backend's name, got {compile!r}")
+    check_compile("compile", compile)
     heads = getattr(network, "roi_heads", None)  # a class-agnostic one labels "object"
     agnostic = heads is None or heads.config.class_agnostic
     classes = None if agnostic else heads.config.num_classes - 1
@@ -672,8 +692,11 @@ def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, wo
         )
 
 
-DATA_OPTIONS = ("split", "fmt", "split_file", "strict", "names", "images", "class_map")
-"""The keyword arguments of reading ``inputs`` (``Predictor._dataset``) that the public
+INTERNAL = ("self", "inputs", "transforms", "own_names", "whole")
+DATA_OPTIONS = tuple(
+    p for p in inspect.signature(Predictor._dataset).parameters if p not in INTERNAL
+)
+"""The keyword arguments of reading ``inputs`` (``Predictor._dataset``'s) that the public
 methods pass on: a dataset's split, format and split file, strictness, names of images in
 memory, and a CSV's image folder and class map."""
 

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..config import check_choices, check_ranges
+from ..config import check_choices, check_compile, check_ranges
 from ..data import Batch, EmptyBatch, collate
 from .checkpoint import (
     ModelSpec,
@@ -109,13 +109,7 @@ class TrainConfig:
             if not (isinstance(value, bool) or (optional and value is None)):
                 rule = "True, False or None" if optional else "True or False"
                 raise ValueError(f"TrainConfig.{name} must be {rule}, got {value!r}")
-        compile_ok = isinstance(self.compile, bool) or (
-            isinstance(self.compile, str) and self.compile.strip()
-        )
-        if not compile_ok:  # True: inductor; a string: a backend's name
-            raise ValueError(
-                f"TrainConfig.compile must be True, False or a backend's name, got {self.compile!r}"
-            )
+        check_compile("TrainConfig.compile", self.compile)
 
 
 @dataclass
@@ -418,6 +412,9 @@ class Trainer:
                 if self.evaluate is not None and due and main:
                     self._evaluate(log, bar, steps_done)
                 if self._out_of_time():
+                    if main:
+                        spent = f"{self._seconds():.0f} s of {self.time_budget_s:.0f}"
+                        bar.write(f"step {steps_done}: the time budget is spent ({spent})")
                     break
         finally:
             batches.close()  # the prefetching thread ends here, even when a step raised

@@ -31,6 +31,8 @@ def dynamic_shapes() -> dict[str, dict[int, object]]:
     (``Dim.DYNAMIC``: from 2 px up, as it finds them): a named ``Dim`` for them trips over the
     graph's own padding to multiples of 32 in torch's check of the derived sizes."""
     Dim = torch.export.Dim
+    if not hasattr(Dim, "DYNAMIC"):
+        raise RuntimeError(f"the export needs torch 2.6 or later (this is {torch.__version__})")
     batch = Dim("batch", min=1, max=MAX_BATCH)
     return {"images": {0: batch, 2: Dim.DYNAMIC, 3: Dim.DYNAMIC}, "image_sizes": {0: batch}}
 

@@ -540,8 +540,11 @@ class RoIHeads(nn.Module):
         """Features of the pooled levels, (B, K, 4) proposals (detached), (B, K) validity.
         ``proposal_scores`` (B, K): the RPN's, which localization mode's boxes are scored
         with (None: 1 for every proposal, as for given proposals). ``config``: this call's
-        settings in place of the head's own (its layers' shapes must be the same)."""
-        cfg = config or self.config
+        post-processing settings (score threshold, NMS, detections per image) in place of the
+        head's own, at inference only; the sampler, pooler and box coder stay the head's."""
+        if config is not None and targets is not None:
+            raise ValueError("RoIHeads: a per-call config is for inference, not for training")
+        cfg = self.config if config is None else config
         if targets is not None:
             if not cfg.class_agnostic:  # class-agnostic: the labels are not used
                 self._check_labels(targets)

@@ -46,7 +46,6 @@ def show_anchors(
     item = _item(image, **opts)
     anchors = config.rpn.anchors
     gen = AnchorGenerator(anchors)
-    h, w = item["image"].shape[1:]
     orig_h, orig_w = item["orig_size"]
     for name, value, side, extent in (("x", x, "width", orig_w), ("y", y, "height", orig_h)):
         if value is not None and not 0 <= value < extent:
@@ -54,7 +53,7 @@ def show_anchors(
     x = orig_w / 2 if x is None else x
     y = orig_h / 2 if y is None else y
     title = f"anchors at ({x:.0f}, {y:.0f}), every level"
-    x, y = x * w / orig_w, y * h / orig_h  # the network's pixels
+    x, y = x * item["scale"], y * item["scale"]  # the network's pixels (transforms' resize)
     chosen = []
     for level, ((fh, fw), lv) in enumerate(zip(_sizes(config, item), anchors.levels)):
         grid = gen.grid_anchors(level, fh, fw).view(fh, fw, lv.num_anchors, 4)
