@@ -116,21 +116,30 @@ def check_ranges(
     """Config validation: raise a ValueError naming the first of ``config``'s fields ``names``
     that is not a finite number (an integer with ``integer``; None is allowed with
     ``optional``) from ``low`` (excluded with ``low_open``) up to ``high``."""
+    rule = {"low": low, "high": high, "low_open": low_open, "integer": integer}
+    for name in names:
+        check_number(f"{type(config).__name__}.{name}", getattr(config, name), **rule,
+                     optional=optional)  # fmt: skip
+
+
+def check_number(
+    name: str, value: Any, *, low, high=None, low_open=False, integer=False, optional=False
+) -> None:
+    """A ValueError naming ``name`` unless ``value`` is a finite number (an integer with
+    ``integer``; None allowed with ``optional``) from ``low`` (excluded with ``low_open``) up
+    to ``high``: the one wording of every such rule (configs, a call's counts)."""
+    if value is None and optional:
+        return
     kind = "an integer" if integer else "a number"
     rule = (
         f"{kind} {'>' if low_open else '>='} {low}"
         if high is None
         else f"{kind} in {'(' if low_open else '['}{low}, {high}]"
     )
-    for name in names:
-        value = getattr(config, name)
-        if value is None and optional:
-            continue
-        ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
-        ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
-        if not ok or (high is not None and value > high):
-            rule += " or None" if optional else ""
-            raise ValueError(f"{type(config).__name__}.{name} must be {rule}, got {value!r}")
+    ok = isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
+    if not ok or (high is not None and value > high):
+        raise ValueError(f"{name} must be {rule}{' or None' if optional else ''}, got {value!r}")
 
 
 def check_choices(config, choices: dict[str, tuple]) -> None:
@@ -146,11 +155,7 @@ def check_choices(config, choices: dict[str, tuple]) -> None:
 def check_count(name: str, value: Any, *, optional: bool = False) -> None:
     """A ValueError naming ``name`` unless ``value`` is an integer >= 1 (or None with
     ``optional``): a call's ``top``, ``batch_size``, ``max_detections``."""
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        rule = "an integer >= 1" + (" or None" if optional else "")
-        raise ValueError(f"{name} must be {rule}, got {value!r}")
+    check_number(name, value, low=1, integer=True, optional=optional)
 
 
 def check_compile(name: str, value: Any) -> None:
