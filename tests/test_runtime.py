@@ -804,3 +804,13 @@ def test_a_per_call_head_config_is_for_inference_only():
     targets = GroundTruth.from_lists([torch.tensor([[4.0, 4, 40, 40]])], [torch.tensor([1])])
     with pytest.raises(ValueError, match="a per-call config is for inference, not for training"):
         network(images, torch.tensor([[64, 64]]), targets, head_config=network.roi_heads.config)
+
+
+def test_a_checkpoint_whose_weights_overflow_is_one_line_at_loading(tmp_path):
+    network = build_model(preset_config("tiny"))
+    with torch.no_grad():
+        for parameter in network.backbone.parameters():
+            parameter.mul_(1e30)  # finite, as a run that had diverged leaves them
+    path = save_model(tmp_path / "c.safetensors", network, ModelSpec("rpn", preset_config("tiny")))
+    with pytest.raises(ValueError, match=r"c.safetensors: the network's output on a probe image"):
+        rpnkit.load(path, "cpu")

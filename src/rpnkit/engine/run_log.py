@@ -22,7 +22,7 @@ class RunLog:
             _truncate(self.path, resume_at)
         self._file = None
         self._writer = None
-        self.tensorboard = _tensorboard(out_dir)
+        self.tensorboard = _tensorboard(out_dir, resume_at)
 
     def write(self, row: dict[str, float | str]) -> None:
         if self._writer is None:
@@ -58,12 +58,14 @@ class RunLog:
         self.close()
 
 
-def _tensorboard(out_dir: Path):
+def _tensorboard(out_dir: Path, resume_at: int | None):
+    """The event writer; a resumed run purges the steps from ``resume_at`` on (those written
+    after the checkpoint it resumes), as the CSV log is cut."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard not installed: the CSV log remains
         return None
-    return SummaryWriter(str(out_dir / "tensorboard"))
+    return SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_at)
 
 
 def _truncate(path: Path, before_step: int) -> None:

@@ -797,19 +797,22 @@ def load(
     trained = trained or (DEFAULT_SHORT_SIDE, DEFAULT_MAX_SIZE)
     short_side = trained[0] if short_side is None else short_side
     max_size = trained[1] if max_size is None else max_size
-    predictor = Predictor(
-        network,
-        spec,
-        device=device,
-        fold_bn=fold_bn,
-        amp=amp,
-        short_side=short_side,
-        max_size=max_size,
-        workers=workers,
-        compile=compile,
-        channels_last=channels_last,
-        decode_on_device=decode_on_device,
-        group_by_aspect=group_by_aspect,
-    )
+    try:  # weights that overflow (a run that had diverged) fail the fold's probe
+        predictor = Predictor(
+            network,
+            spec,
+            device=device,
+            fold_bn=fold_bn,
+            amp=amp,
+            short_side=short_side,
+            max_size=max_size,
+            workers=workers,
+            compile=compile,
+            channels_last=channels_last,
+            decode_on_device=decode_on_device,
+            group_by_aspect=group_by_aspect,
+        )
+    except FloatingPointError as err:
+        raise ValueError(f"{path}: {err}") from err
     predictor.source = Path(path)
     return predictor

@@ -38,6 +38,11 @@ def fold_batch_norm(module: nn.Module, probe: Tensor, *, rtol: float = 1e-3) -> 
         raise ValueError("fold_batch_norm is for inference: call module.eval() first")
     with _full_float32():
         pairs, reference = _conv_norm_pairs(module, probe)
+    if not all(bool(torch.isfinite(t).all()) for t in _flat(reference)):  # once, at loading
+        raise FloatingPointError(
+            "the network's output on a probe image is not finite: its weights overflow (a "
+            "training run that had diverged?); use an earlier checkpoint"
+        )
     parents = {
         id(child): (parent, name)
         for parent in module.modules()
