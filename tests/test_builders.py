@@ -437,3 +437,23 @@ def test_fit_takes_a_detector_config_whose_second_stage_it_keeps(tmp_path):
     assert (head.detections_per_image, head.representation_size, head.num_classes) == (7, 64, 2)
     with pytest.raises(ValueError, match="a DetectorConfig describes a Faster R-CNN"):
         rpnkit.fit(data, kind="rpn", model=config, out=tmp_path / "x")
+
+
+def test_a_resumed_run_refuses_settings_it_would_not_apply(tmp_path):
+    """A new learning rate would be ignored (the optimizer's state is the run's), a new
+    held-out share would leak training images into validation: both are refused, by name."""
+    data = {"data": str(RACCOON), "val_fraction": 0.1, "short_side": 96, "max_size": 144}
+    train = {"steps": 2, "batch_size": 2, "num_workers": 0, "warmup_steps": 0}
+    first = rpnkit.fit(data, model="tiny", train=train, out=tmp_path / "r", device="cpu",
+                       progress=False)  # fmt: skip
+    resume = {"resume": first.checkpoint, "device": "cpu", "progress": False}
+    refused = [
+        (data, {**train, "steps": 3, "lr": 0.001}, r"train.lr 0.02 -> 0.001"),
+        ({**data, "val_fraction": 0.3}, {**train, "steps": 3}, r"data.val_fraction 0.1 -> 0.3"),
+        ({**data, "short_side": 64}, {**train, "steps": 3}, r"data.short_side 96 -> 64"),
+    ]
+    for data_now, train_now, change in refused:
+        with pytest.raises(ValueError, match=r"a resumed run keeps its own settings.*" + change):
+            rpnkit.fit(data_now, train=train_now, **resume)
+    longer = rpnkit.fit(data, train={**train, "steps": 3, "log_every": 1}, **resume)
+    assert longer.summary.steps == 3  # more steps, another log interval: free

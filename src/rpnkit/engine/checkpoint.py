@@ -276,9 +276,9 @@ def load_checkpoint(path: str | Path) -> dict:
     return out
 
 
-def read_spec(path: str | Path) -> ModelSpec | None:
-    """The ``ModelSpec`` a checkpoint records, its header alone read (None: saved without one,
-    by a ``Trainer`` given none); a ValueError naming the file when it is no checkpoint."""
+def read_header(path: str | Path) -> dict:
+    """A checkpoint's JSON header (config, step, extra, ...), its tensors left unread; a
+    ValueError naming the file when it is no checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found")
@@ -289,7 +289,15 @@ def read_spec(path: str | Path) -> ModelSpec | None:
         raise ValueError(
             f"{path}: not a readable rpnkit checkpoint ({type(err).__name__}: {err})"
         ) from err
-    config = header.get("config") if isinstance(header, dict) else None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a readable rpnkit checkpoint (its header is no mapping)")
+    return header
+
+
+def read_spec(path: str | Path) -> ModelSpec | None:
+    """The ``ModelSpec`` a checkpoint records, its header alone read (None: saved without one,
+    by a ``Trainer`` given none)."""
+    config = read_header(path).get("config")
     return ModelSpec.from_dict(config, where=str(path)) if config else None
 
 

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import os
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from ..config import DEFAULT_PRESET, config_from_dict
+from ..config import DEFAULT_PRESET, config_from_dict, config_to_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.readers import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
@@ -34,7 +35,7 @@ from ..modeling.presets import (
     preset_config,
 )
 from .alternating import combined_summary, train_alternating
-from .checkpoint import DETECTOR, RPN, Kind, ModelSpec, read_spec
+from .checkpoint import DETECTOR, RPN, Kind, ModelSpec, read_header, read_spec
 from .device import check_amp, decodes_on_device, resolve_device
 from .distributed import main_process
 from .evaluate import evaluate_detections, evaluate_proposals
@@ -174,7 +175,49 @@ def _configs(data, train, model, kind, resume) -> tuple:
     for name, (value, cls, rule) in wanted.items():
         if not isinstance(value, cls):
             raise TypeError(f"fit(): {name} must be {rule}, got {type(value).__name__}")
+    if resume is not None:
+        check_resumed_settings(resume, run_settings(data, train))
     return data, train, model, model_kind(kind, model)  # a mismatch fails before any reading
+
+
+FREE_ON_RESUME = {
+    "train": {"steps", "num_workers", "log_every", "eval_every", "checkpoint_every", "compile",
+              "channels_last", "decode_on_device"},
+    "data": {"val_data", "val_split", "val_split_file", "val_images", "strict"},
+}  # fmt: skip
+"""What a resumed run may change: how long and how it runs, and what it is validated on; the
+rest (which images, at what size, the optimizer and its schedule, the seed) is the run's."""
+
+
+def run_settings(data: DataConfig, train: TrainConfig) -> dict:
+    """A run's data and training settings as plain dicts, as its checkpoints keep them (the
+    files it reads as absolute paths: the same files however they are named)."""
+    data_settings = config_to_dict(data)
+    for key in ("data", "split_file", "images", "class_map"):
+        if data_settings[key] is not None:
+            data_settings[key] = os.path.realpath(data_settings[key])
+    return {"data": data_settings, "train": config_to_dict(train)}
+
+
+def check_resumed_settings(resume: str | Path, settings: dict) -> None:
+    """A ValueError listing the settings a resumed run would change that ``FREE_ON_RESUME``
+    does not free (resume continues a run exactly: a new learning rate or held-out split
+    would not be applied, or would leak training images into validation). Checkpoints that
+    keep no settings (older ones, ``Trainer`` alone) are not checked."""
+    saved = read_header(resume).get("extra", {}).get("settings")
+    if not saved:
+        return
+    changed = [
+        f"{part}.{key} {saved[part].get(key)!r} -> {value!r}"
+        for part, values in settings.items()
+        for key, value in values.items()
+        if key not in FREE_ON_RESUME[part] and saved.get(part, {}).get(key) != value
+    ]
+    if changed:
+        raise ValueError(
+            f"{resume}: a resumed run keeps its own settings, and these differ: "
+            f"{'; '.join(changed)} (give the run's, or start a new run to change them)"
+        )
 
 
 def fit(
@@ -240,6 +283,7 @@ def fit(
             resume=resume,
             evaluate=evaluate,
             input_size=(data.short_side, data.max_size),
+            settings=run_settings(data, train),
         ).run()
     checkpoint = out / "checkpoint.safetensors"
     if not main_process():  # under torchrun, rank 0 reports and evaluates

@@ -191,9 +191,11 @@ class Trainer:
         evaluate: Evaluate | None = None,
         on_step: Callable[[int, dict], None] | None = None,
         input_size: tuple[int, int] | None = None,
+        settings: dict | None = None,
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
         self.input_size = input_size  # (short side, max size) of the images, for checkpoints
+        self.settings = settings  # the run's settings, kept in checkpoints (fit: resume checks)
         self.started: float | None = None  # when the run asked for its first batch
         self.seconds_before = 0.0  # of the run this one resumes (_set_up)
         self.out_dir, self.spec = Path(out_dir), spec
@@ -359,7 +361,10 @@ class Trainer:
                 scheduler=self.scheduler,
                 step=steps_done,
                 input_size=self.input_size,
-                extra={"seconds": self._seconds()},
+                extra={
+                    "seconds": self._seconds(),
+                    **({"settings": self.settings} if self.settings else {}),
+                },
             )
 
     # 6. Periodic evaluation (rank 0).
