@@ -248,3 +248,22 @@ def test_a_train_config_takes_milestones_as_a_list_and_keeps_a_tuple():
     assert config.milestones == (0.5, 0.75) and hash(config) == hash(
         TrainConfig(milestones=(0.5, 0.75))
     )
+
+
+def test_an_interrupted_run_says_which_checkpoint_it_leaves(tmp_path, capsys):
+    config = TrainConfig(steps=6, batch_size=2, warmup_steps=0, checkpoint_every=2, log_every=1)
+    seen = []
+
+    def interrupt(step, losses):  # Ctrl-C after step 3 (0-based): 4 steps done
+        seen.append(step)
+        if step == 3:
+            raise KeyboardInterrupt
+
+    trainer = Trainer(build_model(preset_config("tiny")), SyntheticShapes(4, image_size=64),
+                      config, out_dir=tmp_path, progress=False, on_step=interrupt)  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    path = tmp_path / "checkpoint.safetensors"
+    assert (
+        f"interrupted after 4 steps: resume from step 2: --resume {path}" in capsys.readouterr().out
+    )

@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"rpnkit {args.command}: error: {error_message(err)}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:  # Ctrl-C: one line (train says what checkpoint is left)
+            if args.debug:
+                raise
+            print(f"rpnkit {args.command}: interrupted", file=sys.stderr)
+            return 130
 
 
 _FORK_NOTICE = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\) may lead to deadlocks"

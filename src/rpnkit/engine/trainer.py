@@ -198,6 +198,7 @@ class Trainer:
         self.settings = settings  # the run's settings, kept in checkpoints (fit: resume checks)
         self.started: float | None = None  # when the run asked for its first batch
         self.seconds_before = 0.0  # of the run this one resumes (_set_up)
+        self.saved: tuple[int, Path] | None = None  # the last checkpoint: (step, file)
         self.out_dir, self.spec = Path(out_dir), spec
         self.progress, self.time_budget_s = progress, time_budget_s
         self.resume, self.evaluate, self.on_step = resume, evaluate, on_step
@@ -231,6 +232,7 @@ class Trainer:
         )
         state = self._restore() if self.resume is not None else None
         self.start_step = int(state["step"]) if state is not None else 0
+        self.saved = (self.start_step, Path(self.resume)) if state is not None else None
         # the seconds the run had trained before it was resumed: a time budget spans both
         self.seconds_before = float(state["extra"].get("seconds", 0.0)) if state else 0.0
         self.net = self.model
@@ -352,6 +354,8 @@ class Trainer:
     # 5. Checkpoints (rank 0), atomic.
     def checkpoint(self, steps_done: int, name: str = "checkpoint.safetensors") -> None:
         self.watch.flush()  # never a checkpoint after a step that diverged
+        if name == "checkpoint.safetensors":
+            self.saved = (steps_done, self.out_dir / name)
         if self.context.is_main:
             save_checkpoint(
                 self.out_dir / name,
@@ -421,6 +425,10 @@ class Trainer:
                         spent = f"{self._seconds():.0f} s of {self.time_budget_s:.0f}"
                         bar.write(f"step {steps_done}: the time budget is spent ({spent})")
                     break
+        except KeyboardInterrupt:
+            if main:
+                bar.write(self._interrupted(steps_done))
+            raise
         finally:
             batches.close()  # the prefetching thread ends here, even when a step raised
             bar.close()
@@ -431,6 +439,14 @@ class Trainer:
         rate = self.images_seen / max(elapsed, 1e-9)
         # an unreadable image is met again every epoch: count each once
         return TrainSummary(steps_done, elapsed, rate, self.evaluation, len(set(self.skipped)))
+
+    def _interrupted(self, steps_done: int) -> str:
+        """What an interrupted run leaves: the checkpoint to resume, or none. No checkpoint is
+        written then: a step cut short may have updated some weights only."""
+        if self.saved is None:
+            return f"interrupted after {steps_done} steps: no checkpoint yet (--checkpoint-every)"
+        step, path = self.saved
+        return f"interrupted after {steps_done} steps: resume from step {step}: --resume {path}"
 
     def _check_readable(self, empty_batches: int) -> None:
         """A whole epoch's worth of batches without one readable image: stop, not 'train'."""
