@@ -60,7 +60,9 @@ def plot_loss_curves(
     run clipped gradients, the gradient norm before clipping beside them: a spike there is
     where a run that goes wrong usually starts. Returns the number of curves."""
     if not Path(csv_path).is_file():
-        raise ValueError(f"{csv_path}: no training log here (a run folder's train_log.csv)")
+        steps = sorted(Path(csv_path).parent.glob("step*/train_log.csv"))  # the alternating's
+        hint = f"; an alternating run logs each step apart: {steps[0].parent}" if steps else ""
+        raise ValueError(f"{csv_path}: no training log here (a run folder's train_log.csv){hint}")
     with open(csv_path, newline="") as f:
         rows = list(csv.DictReader(f))
     keys = [k for k in rows[0] if k.startswith("loss")] if rows else []
