@@ -457,3 +457,17 @@ def test_a_resumed_run_refuses_settings_it_would_not_apply(tmp_path):
             rpnkit.fit(data_now, train=train_now, **resume)
     longer = rpnkit.fit(data, train={**train, "steps": 3, "log_every": 1}, **resume)
     assert longer.summary.steps == 3  # more steps, another log interval: free
+
+
+def test_a_run_interrupted_before_its_end_has_its_record(tmp_path, monkeypatch):
+    from rpnkit.engine import fit as fit_module
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module.Trainer, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rpnkit.fit(str(RACCOON), model="tiny", out=tmp_path, device="cpu", progress=False,
+                   train={"steps": 2, "batch_size": 2, "num_workers": 0})  # fmt: skip
+    record = RunRecord.load(tmp_path)  # what it was: report and --resume can read it
+    assert record is not None and record.train.steps == 2 and record.model.kind == "rpn"

@@ -188,6 +188,9 @@ def test_a_run_folder_is_never_mixed_with_an_earlier_run(tmp_path, monkeypatch):
     (old / "split.json").write_text("x")  # an earlier run that never trained: no checkpoint
     clear_for_new_run(old, overwrite=False)
     assert not (old / "split.json").exists()  # not read as the new run's
+    (old / "train_log.csv").write_text("x")  # one interrupted before its first checkpoint
+    with pytest.raises(ValueError, match=r"\(train_log.csv\): write elsewhere with --out, or"):
+        clear_for_new_run(old, overwrite=False)  # no --resume of a file that is not there
 
 
 def test_a_time_budget_paces_the_schedule_to_end_with_it(tmp_path, monkeypatch):

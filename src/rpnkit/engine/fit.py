@@ -253,6 +253,11 @@ def fit(
         print(f"wrote {split.save(out)}")
     seed_everything(train.seed)  # the initial weights too: the same seed, the same run
     spec = model_spec(kind, model, index.class_names)
+    split_file = SPLIT_FILE if split is not None else None
+    record = RunRecord(spec, train, data, schedule, split=split_file, proposals=given or None)
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # at the start too (an interrupted
+        out.mkdir(parents=True, exist_ok=True)  # run says what it was), but not under torchrun:
+        record.save(out)  # the other processes check the folder while rank 0 may write
     evaluate = make_evaluator(spec, val_set, batch_size=train.batch_size, device=device,
                               decode_on_device=train.decode_on_device)  # fmt: skip
     if schedule == "alternating":  # the four steps build their own models
@@ -288,8 +293,7 @@ def fit(
     checkpoint = out / "checkpoint.safetensors"
     if not main_process():  # under torchrun, rank 0 reports and evaluates
         return FitResult(out, checkpoint, spec, summary, None, is_main=False)
-    split_file = SPLIT_FILE if split is not None else None
-    RunRecord(spec, train, data, schedule, split=split_file, proposals=given or None).save(out)
+    record.save(out)
     metrics = evaluate(network) if evaluate is not None else None
     if metrics is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -68,10 +68,11 @@ def clear_for_new_run(
     False only checks (the other processes under torchrun: rank 0 removes)."""
     found = run_markers(folder)
     if found and not overwrite:
+        checkpoint = folder / "checkpoint.safetensors"
+        resume = f"continue it with --resume {checkpoint}, " if checkpoint.is_file() else ""
         raise ValueError(
-            f"{folder} holds a run already ({', '.join(found)}): continue it with --resume "
-            f"{folder / 'checkpoint.safetensors'}, write elsewhere with --out, or replace it "
-            "with --overwrite"
+            f"{folder} holds a run already ({', '.join(found)}): {resume}write elsewhere with "
+            "--out, or replace it with --overwrite"
         )
     if not remove:
         return
