@@ -32,6 +32,16 @@ def test_runs_are_reproducible_from_the_seed(tmp_path):
     assert (tmp_path / "a" / "checkpoint.safetensors").is_file()
 
 
+def test_log_records_the_learning_rate_each_step_trained_at(tmp_path):
+    _losses(tmp_path, "lr")
+    with open(tmp_path / "lr" / "train_log.csv") as f:
+        rates = [(int(r["step"]), float(r["lr"])) for r in csv.DictReader(f)]
+    assert [rate for _, rate in rates] == [
+        pytest.approx(FAST.lr * lr_factor(step, FAST)) for step, _ in rates
+    ]  # step 0 at the warm-up's first rate, not step 1's
+    assert rates[0][1] < rates[1][1]
+
+
 def test_log_records_the_gradient_norm_before_clipping(tmp_path):
     config = dataclasses.replace(FAST, grad_clip=1e-6)  # clips every step
     _losses(tmp_path, "clip", config)

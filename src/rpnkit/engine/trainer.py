@@ -199,6 +199,7 @@ class Trainer:
         self.started: float | None = None  # when the run asked for its first batch
         self.seconds_before = 0.0  # of the run this one resumes (_set_up)
         self.saved: tuple[int, Path] | None = None  # the last checkpoint: (step, file)
+        self.step_lr = 0.0  # the learning rate of the last step taken
         self.out_dir, self.spec = Path(out_dir), spec
         self.progress, self.time_budget_s = progress, time_budget_s
         self.resume, self.evaluate, self.on_step = resume, evaluate, on_step
@@ -328,6 +329,7 @@ class Trainer:
                 self.watch.push(step, grad_norm, logged, batch, what="gradient norm")
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.step_lr = self.optimizer.param_groups[0]["lr"]  # this step's (a float: no sync)
         self.scheduler.step()
         return logged, loss.detach(), grad_norm
 
@@ -336,7 +338,7 @@ class Trainer:
         self.watch.flush()  # logging synchronises anyway
         row = {
             "step": step,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self.step_lr,  # the rate this step trained at, not the next one's
             "loss": float(loss),
             **{k: float(v) for k, v in logged.items()},
             "grad_norm": "" if grad_norm is None else float(grad_norm),
