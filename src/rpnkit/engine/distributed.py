@@ -35,10 +35,15 @@ class DistributedContext:
         return resolve_device(default)
 
 
+def world_size() -> int:
+    """How many processes torchrun started (1 without it), without starting a group."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def distributed_context() -> DistributedContext:
     """torchrun's rank, world size and local rank (initialising the process group on first
     use); a single process without it."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if world <= 1:
         return DistributedContext()
     if not dist.is_initialized():

@@ -37,7 +37,7 @@ from ..modeling.presets import (
 from .alternating import combined_summary, train_alternating
 from .checkpoint import DETECTOR, RPN, Kind, ModelSpec, read_header, read_spec
 from .device import check_amp, decodes_on_device, resolve_device
-from .distributed import main_process
+from .distributed import main_process, world_size
 from .evaluate import evaluate_detections, evaluate_proposals
 from .run_folder import clear_for_new_run, run_folder
 from .run_record import RunRecord
@@ -255,7 +255,7 @@ def fit(
     spec = model_spec(kind, model, index.class_names)
     split_file = SPLIT_FILE if split is not None else None
     record = RunRecord(spec, train, data, schedule, split=split_file, proposals=given or None)
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # at the start too (an interrupted
+    if world_size() == 1:  # at the start too (an interrupted
         out.mkdir(parents=True, exist_ok=True)  # run says what it was), but not under torchrun:
         record.save(out)  # the other processes check the folder while rank 0 may write
     evaluate = make_evaluator(spec, val_set, batch_size=train.batch_size, device=device,

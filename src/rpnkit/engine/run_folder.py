@@ -11,12 +11,12 @@ YOLO's tools number theirs); ``--resume`` continues in its checkpoint's folder."
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..data.splits import SPLIT_FILE
+from .distributed import world_size
 from .run_record import RECORD_FILE
 
 DEFAULT_RUNS = Path("runs") / "train"
@@ -50,7 +50,7 @@ def run_folder(out: str | Path | None, resume: str | Path | None) -> Path:
         return Path(out)
     if resume is not None:
         return Path(resume).parent
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         return DEFAULT_RUNS
     folder, k = DEFAULT_RUNS, 1
     while run_markers(folder):

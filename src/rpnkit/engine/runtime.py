@@ -33,7 +33,6 @@ import inspect
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..config import check_compile, check_count
+from ..config import check_compile, check_count, check_number
 from ..data import (
     Compose,
     DatasetIndex,
@@ -429,10 +428,7 @@ class Predictor:
         check_call(self.iter_detections, inputs, data_options)
         check_count("max_detections", max_detections, optional=True)
         check_count("batch_size", batch_size)
-        if score_threshold is not None and not (
-            isinstance(score_threshold, Real) and 0 <= score_threshold <= 1
-        ):
-            raise ValueError(f"score_threshold must be a number in [0, 1], got {score_threshold!r}")
+        check_number("score_threshold", score_threshold, low=0, high=1, optional=True)
         categories: dict = {}  # a COCO JSON's ids, once its dataset is made (this call's own)
         batches = self._detection_batches(  # a generator: the data is read as it is used
             inputs,
@@ -678,9 +674,7 @@ def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, wo
     backend's name, class names that are not one per class of a classifying box head."""
     check_count("short_side", short_side)
     check_count("max_size", max_size)
-    integer = isinstance(workers, Integral) and not isinstance(workers, bool)
-    if workers is not None and not (integer and workers >= 0):
-        raise ValueError(f"workers must be an integer >= 0 or None, got {workers!r}")
+    check_number("workers", workers, low=0, integer=True, optional=True)
     check_compile("compile", compile)
     heads = getattr(network, "roi_heads", None)  # a class-agnostic one labels "object"
     agnostic = heads is None or heads.config.class_agnostic
