@@ -378,6 +378,28 @@ def test_fit_trains_an_rpn_on_raccoon_and_writes_its_run(tmp_path, capsys):
     assert "160 images" in capsys.readouterr().out  # the training index, summarised
 
 
+def test_fit_does_not_repeat_an_evaluation_made_at_the_last_step(tmp_path, monkeypatch):
+    import rpnkit.engine.fit as fit_module
+
+    calls = []
+    real = fit_module.evaluate_proposals
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "evaluate_proposals", counted)
+    data = {"data": str(RACCOON), "val_fraction": 0.1, "short_side": 96, "max_size": 144}
+    train = {"steps": 2, "batch_size": 2, "num_workers": 0}
+    result = rpnkit.fit(data, model="tiny", train={**train, "eval_every": 2}, out=tmp_path / "a",
+                        device="cpu", progress=False)  # fmt: skip
+    assert len(calls) == 1 and result.metrics == result.summary.evaluation
+    assert result.summary.evaluated_at == 2
+    result = rpnkit.fit(data, model="tiny", train={**train, "eval_every": 3}, out=tmp_path / "b",
+                        device="cpu", progress=False)  # fmt: skip
+    assert len(calls) == 2 and result.summary.evaluated_at is None  # at the end only
+
+
 def test_fit_refuses_the_alternating_schedule_for_an_rpn(tmp_path):
     with pytest.raises(ValueError, match="alternating needs --model faster-rcnn"):
         rpnkit.fit(str(RACCOON), kind="rpn", schedule="alternating", model="tiny", out=tmp_path)

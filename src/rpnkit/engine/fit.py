@@ -294,7 +294,10 @@ def fit(
     if not main_process():  # under torchrun, rank 0 reports and evaluates
         return FitResult(out, checkpoint, spec, summary, None, is_main=False)
     record.save(out)
-    metrics = evaluate(network) if evaluate is not None else None
+    metrics = None
+    if evaluate is not None:  # made at the last step already, or now
+        final = summary.evaluated_at == summary.steps and summary.evaluation
+        metrics = summary.evaluation if final else evaluate(network)
     if metrics is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return FitResult(out, checkpoint, spec, summary, metrics)

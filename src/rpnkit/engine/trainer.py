@@ -114,13 +114,15 @@ class TrainConfig:
 
 @dataclass
 class TrainSummary:
-    """What a run did: steps, wall time, throughput and the last periodic evaluation."""
+    """What a run did: steps, wall time, throughput and the last periodic evaluation (with
+    the step it was made after: fit does not repeat one made at the last step)."""
 
     steps: int
     seconds: float
     images_per_s: float
     evaluation: dict = field(default_factory=dict)
     skipped_images: int = 0  # unreadable images left out (each reported when it happened)
+    evaluated_at: int | None = None  # steps done when ``evaluation`` was made
 
     def __getitem__(self, key: str):  # summary["steps"], as the dict it used to be
         return getattr(self, key)
@@ -215,6 +217,7 @@ class Trainer:
                 stacklevel=2,
             )
         self.evaluation: dict = {}
+        self.evaluated_at: int | None = None
         self.watch = DivergenceWatch()
 
     # 1. Set-up: seeds, the model on its device, optimizer and schedule, resume, DDP.
@@ -376,7 +379,7 @@ class Trainer:
     # 6. Periodic evaluation (rank 0).
     def _evaluate(self, log: RunLog, bar: tqdm, done: int) -> None:
         self.watch.flush()
-        self.evaluation = self.evaluate(self.model)
+        self.evaluation, self.evaluated_at = self.evaluate(self.model), done
         self.model.train()
         shown = ", ".join(f"{k} {v:.3f}" for k, v in self.evaluation.items() if k in EVAL_SHOWN)
         bar.write(f"step {done}: {shown}")
@@ -440,7 +443,8 @@ class Trainer:
         self.checkpoint(steps_done)
         rate = self.images_seen / max(elapsed, 1e-9)
         # an unreadable image is met again every epoch: count each once
-        return TrainSummary(steps_done, elapsed, rate, self.evaluation, len(set(self.skipped)))
+        skipped = len(set(self.skipped))
+        return TrainSummary(steps_done, elapsed, rate, self.evaluation, skipped, self.evaluated_at)
 
     def _interrupted(self, steps_done: int) -> str:
         """What an interrupted run leaves: the checkpoint to resume, or none. No checkpoint is
