@@ -294,13 +294,20 @@ def fit(
     if not main_process():  # under torchrun, rank 0 reports and evaluates
         return FitResult(out, checkpoint, spec, summary, None, is_main=False)
     record.save(out)
-    metrics = None
-    if evaluate is not None:  # made at the last step already, or now
-        final = summary.evaluated_at == summary.steps and summary.evaluation
-        metrics = summary.evaluation if final else evaluate(network)
+    metrics = _final_metrics(evaluate, network, summary)
     if metrics is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return FitResult(out, checkpoint, spec, summary, metrics)
+
+
+def _final_metrics(evaluate: Evaluate | None, network, summary: TrainSummary) -> dict | None:
+    """The validation of the trained weights: the run's last evaluation when it was made at
+    the last step, otherwise made now (None without validation data)."""
+    if evaluate is None:
+        return None
+    if summary.evaluated_at == summary.steps and summary.evaluation:
+        return summary.evaluation
+    return evaluate(network)
 
 
 def _device_and_folder(device, amp: str, out, resume, overwrite: bool) -> tuple:
