@@ -329,3 +329,18 @@ def test_train_under_torchrun_with_frozen_norms_skips_the_buffer_broadcast(tmp_p
     done = _torchrun_train(tmp_path / "ddp", "--preset", "r18-fpn", "--steps", "2")
     assert done.stdout.count("trained 2 steps") == 1
     assert "broadcast_buffers" not in done.stderr, done.stderr[-3000:]  # no deprecation
+
+
+def test_train_stops_at_its_time_budget(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train_tiny_on_raccoon(out, steps=100_000, extra=["--time-budget", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"^step \d+: the time budget is spent \(\d+ s of 2\)", printed, re.M)
+    steps = int(re.search(r"trained (\d+) steps", printed).group(1))
+    assert 0 < steps < 100_000
+    assert main(["train", "--data", str(RACCOON), "--time-budget", "0"]) != 0
+    assert "--time-budget: must be a number > 0, got 0" in capsys.readouterr().err
+    code = main(["train", "--data", str(RACCOON), "--model", "faster-rcnn", "--schedule",
+                 "alternating", "--time-budget", "5", "--out", str(tmp_path / "alt")])  # fmt: skip
+    assert code != 0
+    assert "--time-budget) is for --schedule joint only" in capsys.readouterr().err

@@ -107,6 +107,11 @@ def probability(text: str) -> float:
     return _number(text, "a probability in [0, 1]", lambda v: 0 <= v <= 1)
 
 
+def held_out_fraction(text: str) -> float:
+    """A share of a dataset to hold out, in [0, 1): something must be left to train on."""
+    return _number(text, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+
+
 def fraction(text: str) -> float:
     """A fraction in (0, 1] (how much of a box must stay in a tile)."""
     return _number(text, "a fraction in (0, 1]", lambda v: 0 < v <= 1)

@@ -11,6 +11,7 @@ from .options import (
     add_model_options,
     add_tile_training_options,
     decode_on_device,
+    held_out_fraction,
     integer,
     model_config,
     non_negative_float,
@@ -106,7 +107,7 @@ def _add_validation_options(p: argparse.ArgumentParser) -> None:
     held_out.add_argument("--val-data", default=None, help="validation dataset (same forms)")
     held_out.add_argument(
         "--val-fraction",
-        type=probability,  # DataConfig refuses 1: something must be left to train on
+        type=held_out_fraction,
         default=None,
         metavar="F",
         help="without --val-data: hold out this fraction of --data for validation, the "
@@ -153,6 +154,15 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=2,
         help="data loading processes (0: load in the main process)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="joint training: stop after this many seconds even if steps remain, the "
+        "learning-rate schedule paced to end with the budget (a resumed run counts the "
+        "seconds its checkpoint recorded)",
     )
     p.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
     p.add_argument(
@@ -285,6 +295,7 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
+        time_budget_s=args.time_budget,
         proposals_step1=args.proposals_step1,
         proposals_step3=args.proposals_step3,
     )

@@ -23,7 +23,7 @@ from typing import Literal
 
 import torch
 
-from ..config import DEFAULT_PRESET, config_from_dict, config_to_dict
+from ..config import DEFAULT_PRESET, check_number, config_from_dict, config_to_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.readers import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
@@ -244,6 +244,7 @@ def fit(
     ``proposals_step1`` / ``_step3``: COCO results files, the alternating schedule's."""
     data, train, model, kind = _configs(data, train, model, kind, resume)
     given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
+    _check_time_budget(time_budget_s, schedule)
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files
         index, val_set, split = _read(data, train.seed)
@@ -329,6 +330,12 @@ def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> di
     given = {step: str(path) for step, path in given.items() if path is not None}
     _check_schedule(kind, schedule, resume, given)
     return given
+
+
+def _check_time_budget(seconds, schedule: Schedule) -> None:
+    check_number("time_budget_s", seconds, low=0, low_open=True, optional=True)
+    if seconds is not None and schedule == "alternating":
+        raise ValueError("a time budget (--time-budget) is for --schedule joint only")
 
 
 def _check_schedule(kind: Kind, schedule: Schedule, resume, given: dict) -> None:
