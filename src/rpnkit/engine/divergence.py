@@ -3,7 +3,8 @@
 Each step's total loss and loss terms are copied to pinned host memory asynchronously, with an
 event. The host looks at the steps whose copies have landed (``poll``, free) and waits for the
 others only where it synchronises anyway: logging steps, checkpoints and the end (``flush``).
-A non-finite loss at step s is then reported as step s, with its losses, image ids and files,
+A non-finite loss (or gradient norm), or a loss above ``EXPLODED_LOSS``, at step s is then
+reported as step s, with its losses, image ids and files,
 one or two steps later at most on a GPU and at once on the CPU; by then the update of step s
 has been applied, so no checkpoint is written after a diverged step (``flush`` runs first).
 """
@@ -16,6 +17,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+EXPLODED_LOSS = 1e4
+"""A loss above this has diverged though it is finite. Every loss of rpnkit's models is a mean
+over sampled anchors or RoIs of a cross-entropy or a smooth-L1 distance between box codes, a
+few units at the start of training and below 1 after: 10^4 takes logits or box deltas in the
+thousands, which only blown-up weights give (the overflow to inf follows a step or two later,
+after the weights were written). Gradient norms are not bounded so: only non-finite ones stop."""
 
 
 @dataclass
@@ -65,11 +73,13 @@ class DivergenceWatch:
 
 def _check(entry: _Pending) -> None:
     total, *terms = (float(v) for v in entry.values)
-    if math.isfinite(total):
+    exploded = entry.what == "loss" and total > EXPLODED_LOSS
+    if math.isfinite(total) and not exploded:
         return
     named = ", ".join(f"{k}={v:.4g}" for k, v in zip(entry.names, terms))
+    value = f"{total:.4g} (above {EXPLODED_LOSS:g})" if math.isfinite(total) else f"{total}"
     raise FloatingPointError(
-        f"training diverged at step {entry.step}: {entry.what} {total} ({named}) on images "
+        f"training diverged at step {entry.step}: {entry.what} {value} ({named}) on images "
         f"{entry.image_ids} ({', '.join(entry.file_names)}). Lower the learning rate, add "
         "warm-up or gradient clipping, or check these boxes."
     )
