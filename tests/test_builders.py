@@ -378,7 +378,7 @@ def test_fit_trains_an_rpn_on_raccoon_and_writes_its_run(tmp_path, capsys):
     assert "160 images" in capsys.readouterr().out  # the training index, summarised
 
 
-def test_fit_does_not_repeat_an_evaluation_made_at_the_last_step(tmp_path, monkeypatch):
+def test_fit_validates_the_final_weights_once(tmp_path, monkeypatch):
     import rpnkit.engine.fit as fit_module
 
     calls = []
@@ -397,7 +397,8 @@ def test_fit_does_not_repeat_an_evaluation_made_at_the_last_step(tmp_path, monke
     assert result.summary.evaluated_at == 2
     result = rpnkit.fit(data, model="tiny", train={**train, "eval_every": 3}, out=tmp_path / "b",
                         device="cpu", progress=False)  # fmt: skip
-    assert len(calls) == 2 and result.summary.evaluated_at is None  # at the end only
+    assert len(calls) == 2 and result.summary.evaluated_at == 2  # after the last step only
+    assert result.metrics == result.summary.evaluation
 
 
 def test_fit_refuses_the_alternating_schedule_for_an_rpn(tmp_path):

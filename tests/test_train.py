@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rpnkit.data import SyntheticShapes
-from rpnkit.engine.trainer import TrainConfig, Trainer, lr_factor, train
+from rpnkit.engine.checkpoint import load_checkpoint
+from rpnkit.engine.trainer import BEST_FILE, TrainConfig, Trainer, lr_factor, train
 from rpnkit.modeling.presets import build_model, preset_config
 
 FAST = TrainConfig(steps=4, batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=2, log_every=1)
@@ -280,3 +281,33 @@ def test_an_interrupted_run_says_which_checkpoint_it_leaves(tmp_path, capsys):
     assert (
         f"interrupted after 4 steps: resume from step 2: --resume {path}" in capsys.readouterr().out
     )
+
+
+def test_the_best_evaluation_keeps_its_weights_across_a_resume(tmp_path):
+    # scores chosen per call: 0.2 at step 2, 0.5 at 4, 0.3 at 6 (the end), then 0.4 at 8
+    scores = iter([0.2, 0.5, 0.3, 0.4])
+    seen = {}
+
+    def evaluate(model):
+        value = next(scores)
+        seen[value] = {k: v.clone() for k, v in model.state_dict().items()}
+        return {"AR@100": value, "AR@1000": value}
+
+    model = build_model(preset_config("tiny"))
+    data = SyntheticShapes(8, image_size=96)
+    config = TrainConfig(steps=6, batch_size=2, num_workers=0, warmup_steps=0, eval_every=2,
+                         checkpoint_every=0)  # fmt: skip
+    summary = train(model, data, config, out_dir=tmp_path, progress=False, evaluate=evaluate)
+    assert summary.evaluated_at == 6 and summary.evaluation["AR@1000"] == 0.3
+    assert summary.best == {"metric": "AR@1000", "value": 0.5, "step": 4,
+                            "file": tmp_path / BEST_FILE}  # fmt: skip
+    best = load_checkpoint(tmp_path / BEST_FILE)
+    assert best["step"] == 4 and best["extra"]["best"]["value"] == 0.5
+    assert all(torch.equal(best["model"][k], v) for k, v in seen[0.5].items())
+    # resumed for 2 more steps: 0.4 is below the recorded best, which stays
+    longer = TrainConfig(**{**config.__dict__, "steps": 8})
+    summary = train(build_model(preset_config("tiny")), data, longer, out_dir=tmp_path,
+                    progress=False, evaluate=evaluate,
+                    resume=tmp_path / "checkpoint.safetensors")  # fmt: skip
+    assert summary.evaluated_at == 8 and summary.best["step"] == 4
+    assert load_checkpoint(tmp_path / BEST_FILE)["step"] == 4

@@ -87,13 +87,16 @@ def given_proposals(path: str | Path, index: DatasetIndex) -> dict[str, np.ndarr
 def combined_summary(summaries: dict[str, TrainSummary]) -> TrainSummary:
     """The four steps as one run: steps and seconds summed, throughput weighted by time."""
     seconds = sum(s.seconds for s in summaries.values())
+    steps, last = sum(s.steps for s in summaries.values()), list(summaries.values())[-1]
     return TrainSummary(
-        steps=sum(s.steps for s in summaries.values()),
+        steps=steps,
         seconds=seconds,
         images_per_s=sum(s.images_per_s * s.seconds for s in summaries.values())
         / max(seconds, 1e-9),
-        evaluation=list(summaries.values())[-1].evaluation,
+        evaluation=last.evaluation,
         skipped_images=sum(s.skipped_images for s in summaries.values()),
+        # step 4's detector is the final one: its evaluation after its last step is the run's
+        evaluated_at=steps if last.evaluated_at == last.steps else None,
     )
 
 

@@ -74,6 +74,12 @@ class FitResult:
             )
         elif m is not None:
             lines.append(f"validation: AR@100 {m['AR@100']:.3f}, AR@1000 {m['AR@1000']:.3f}")
+        best = s.best
+        if best is not None and best["step"] < s.steps:  # an earlier evaluation was better
+            lines.append(
+                f"best validation: {best['metric']} {best['value']:.3f} at step {best['step']}, "
+                f"kept in {best['file']}"
+            )
         return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ RUN_MARKERS = ("checkpoint.safetensors", "train_log.csv", RECORD_FILE, "step1_rp
 RUN_ENTRIES = (
     *RUN_MARKERS,
     "metrics.json",
+    "best.safetensors",
     SPLIT_FILE,
     "tensorboard",
     "report.html",

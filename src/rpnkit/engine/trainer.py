@@ -12,7 +12,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from numbers import Real
 from pathlib import Path
@@ -31,6 +31,7 @@ from .checkpoint import (
     check_resumable,
     load_checkpoint,
     load_weights,
+    read_header,
     remove_stale_temporaries,
     save_checkpoint,
     set_rng_state,
@@ -43,6 +44,9 @@ from .sampling import EpochIndexed, StepBatchSampler
 from .streaming import DevicePrefetcher
 
 EVAL_SHOWN = ("AR@100", "AR@1000", "recall@100@0.5", "AP", "AP50")
+BEST_FILE = "best.safetensors"
+BEST_BY = ("AP", "AR@1000", "AR@100")  # the first an evaluation has: a detector's COCO AP,
+# an RPN's AR@1000 (the proposal benchmarks' measure), AR@100 where 1000 are not kept
 
 
 @dataclass(frozen=True)
@@ -114,8 +118,8 @@ class TrainConfig:
 
 @dataclass
 class TrainSummary:
-    """What a run did: steps, wall time, throughput and the last periodic evaluation (with
-    the step it was made after: fit does not repeat one made at the last step)."""
+    """What a run did: steps, wall time, throughput, the last evaluation (with the step it
+    was made after: the run's last with validation data) and the best one's checkpoint."""
 
     steps: int
     seconds: float
@@ -123,6 +127,7 @@ class TrainSummary:
     evaluation: dict = field(default_factory=dict)
     skipped_images: int = 0  # unreadable images left out (each reported when it happened)
     evaluated_at: int | None = None  # steps done when ``evaluation`` was made
+    best: dict | None = None  # {"metric", "value", "step", "file"}: best.safetensors
 
     def __getitem__(self, key: str):  # summary["steps"], as the dict it used to be
         return getattr(self, key)
@@ -173,7 +178,9 @@ class Trainer:
 
     ``resume`` continues from a checkpoint exactly: same weights, optimizer and scheduler
     state, RNG state and position in the data. ``evaluate`` is called every
-    ``config.eval_every`` steps (rank 0); ``on_step(step, row)`` after every logged step;
+    ``config.eval_every`` steps and after the last (rank 0); the weights of the best
+    evaluation (``BEST_BY``) are kept in ``best.safetensors``, a checkpoint like the others;
+    ``on_step(step, row)`` after every logged step;
     ``input_size`` (short side, max size of the resized images) goes into the checkpoints, for
     inference to resize as training did.
     """
@@ -218,6 +225,7 @@ class Trainer:
             )
         self.evaluation: dict = {}
         self.evaluated_at: int | None = None
+        self.best: dict | None = None  # {"metric", "value", "step"} of best.safetensors
         self.watch = DivergenceWatch()
 
     # 1. Set-up: seeds, the model on its device, optimizer and schedule, resume, DDP.
@@ -225,7 +233,8 @@ class Trainer:
         config, context = self.config, self.context
         if context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.out_dir / "checkpoint.safetensors")
+            for name in ("checkpoint.safetensors", BEST_FILE):
+                remove_stale_temporaries(self.out_dir / name)
         seed_everything(config.seed + context.rank)
         memory_layout_for(self.model.to(self.device).train(), self.device, config.channels_last)
         if context.world > 1 and config.sync_bn:
@@ -239,6 +248,7 @@ class Trainer:
         self.saved = (self.start_step, Path(self.resume)) if state is not None else None
         # the seconds the run had trained before it was resumed: a time budget spans both
         self.seconds_before = float(state["extra"].get("seconds", 0.0)) if state else 0.0
+        self.best = self._resumed_best(state)
         self.net = self.model
         if context.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -250,6 +260,17 @@ class Trainer:
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
         self.scaler = torch.amp.GradScaler(enabled=config.amp == "fp16")
         return state
+
+    def _resumed_best(self, state: dict | None) -> dict | None:
+        """The best evaluation so far of a run resumed in its own folder: best.safetensors
+        records it (the resumed checkpoint may predate it); a run resumed elsewhere keeps
+        its best anew."""
+        path = self.out_dir / BEST_FILE
+        if state is None or Path(self.resume).resolve().parent != self.out_dir.resolve():
+            return None
+        if not path.is_file():
+            return None
+        return read_header(path).get("extra", {}).get("best")
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)
@@ -373,10 +394,11 @@ class Trainer:
                 extra={
                     "seconds": self._seconds(),
                     **({"settings": self.settings} if self.settings else {}),
+                    **({"best": self.best} if name == BEST_FILE else {}),  # what it is
                 },
             )
 
-    # 6. Periodic evaluation (rank 0).
+    # 6. Evaluation, every ``eval_every`` steps and after the last (rank 0); the best kept.
     def _evaluate(self, log: RunLog, bar: tqdm, done: int) -> None:
         self.watch.flush()
         self.evaluation, self.evaluated_at = self.evaluate(self.model), done
@@ -384,13 +406,25 @@ class Trainer:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in self.evaluation.items() if k in EVAL_SHOWN)
         bar.write(f"step {done}: {shown}")
         log.write_evaluation(self.evaluation, done)
+        self._keep_best(done)
+
+    def _keep_best(self, done: int) -> None:
+        """best.safetensors: the weights of the best evaluation so far (ties: the earlier)."""
+        metric = next((k for k in BEST_BY if k in self.evaluation), None)
+        if metric is None:
+            return
+        value = float(self.evaluation[metric])
+        if self.best is not None and not value > self.best["value"]:
+            return
+        self.best = {"metric": metric, "value": value, "step": done}
+        self.checkpoint(done, name=BEST_FILE)
 
     def run(self) -> TrainSummary:
-        config, main = self.config, self.context.is_main
+        main = self.context.is_main
         state = self._set_up()
         loader = self._loader()
         bar = tqdm(
-            total=config.steps,
+            total=self.config.steps,
             initial=self.start_step,
             desc="training",
             disable=not (self.progress and main),
@@ -401,50 +435,60 @@ class Trainer:
             set_rng_state(*state["rng"])
         batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
         self.started, self.images_seen = time.perf_counter(), 0
-        steps_done, self.skipped, empty = self.start_step, [], 0
+        self.steps_done, self.skipped = self.start_step, []
         log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
         try:
-            for step in range(self.start_step, config.steps):
-                batch = next(batches)
-                self.skipped += batch.skipped
-                if isinstance(batch, EmptyBatch):  # every image unreadable (reported): no step
-                    empty += 1
-                    self._check_readable(empty)
-                    if main:
-                        bar.write(f"step {step}: no image of its batch could be read: no update")
-                    continue
-                empty = 0
-                logged, loss, grad_norm = self._step(batch, step)
-                self.images_seen += batch.images.shape[0] * self.context.world
-                bar.update(1)
-                steps_done = step + 1
-                if main and (step % config.log_every == 0 or steps_done == config.steps):
-                    self._log(log, bar, step, loss, logged, grad_norm)
-                if config.checkpoint_every and steps_done % config.checkpoint_every == 0:
-                    self.checkpoint(steps_done)
-                due = config.eval_every and steps_done % config.eval_every == 0
-                if self.evaluate is not None and due and main:
-                    self._evaluate(log, bar, steps_done)
-                if self._out_of_time():
-                    if main:
-                        spent = f"{self._seconds():.0f} s of {self.time_budget_s:.0f}"
-                        bar.write(f"step {steps_done}: the time budget is spent ({spent})")
-                    break
+            self._train(batches, bar, log)
+            elapsed = time.perf_counter() - self.started  # the training, not its evaluation
+            self.checkpoint(self.steps_done)
+            if self.evaluate is not None and main and self.evaluated_at != self.steps_done:
+                self._evaluate(log, bar, self.steps_done)  # the final weights' validation
         except KeyboardInterrupt:
             if main:
-                bar.write(self._interrupted(steps_done))
+                bar.write(self._interrupted(self.steps_done))
             raise
         finally:
             batches.close()  # the prefetching thread ends here, even when a step raised
             bar.close()
             if log is not None:
                 log.close()
-        elapsed = time.perf_counter() - self.started
-        self.checkpoint(steps_done)
         rate = self.images_seen / max(elapsed, 1e-9)
         # an unreadable image is met again every epoch: count each once
         skipped = len(set(self.skipped))
-        return TrainSummary(steps_done, elapsed, rate, self.evaluation, skipped, self.evaluated_at)
+        best = {**self.best, "file": self.out_dir / BEST_FILE} if self.best else None
+        return TrainSummary(self.steps_done, elapsed, rate, self.evaluation, skipped,
+                            self.evaluated_at, best)  # fmt: skip
+
+    def _train(self, batches: Iterator[Batch], bar: tqdm, log: RunLog | None) -> None:
+        """The steps from ``start_step`` on, with their logging, checkpoints and evaluations,
+        until ``config.steps`` or the time budget."""
+        config, main, empty = self.config, self.context.is_main, 0
+        for step in range(self.start_step, config.steps):
+            batch = next(batches)
+            self.skipped += batch.skipped
+            if isinstance(batch, EmptyBatch):  # every image unreadable (reported): no step
+                empty += 1
+                self._check_readable(empty)
+                if main:
+                    bar.write(f"step {step}: no image of its batch could be read: no update")
+                continue
+            empty = 0
+            logged, loss, grad_norm = self._step(batch, step)
+            self.images_seen += batch.images.shape[0] * self.context.world
+            bar.update(1)
+            self.steps_done = done = step + 1
+            if main and (step % config.log_every == 0 or done == config.steps):
+                self._log(log, bar, step, loss, logged, grad_norm)
+            if config.checkpoint_every and done % config.checkpoint_every == 0:
+                self.checkpoint(done)
+            due = config.eval_every and done % config.eval_every == 0
+            if self.evaluate is not None and due and main:
+                self._evaluate(log, bar, done)
+            if self._out_of_time():
+                if main:
+                    spent = f"{self._seconds():.0f} s of {self.time_budget_s:.0f}"
+                    bar.write(f"step {done}: the time budget is spent ({spent})")
+                return
 
     def _interrupted(self, steps_done: int) -> str:
         """What an interrupted run leaves: the checkpoint to resume, or none. No checkpoint is
