@@ -113,6 +113,7 @@ RANGE_TYPES = {
     cli_options.non_negative_float,
     cli_options.probability,
     cli_options.fraction,
+    cli_options.held_out_fraction,
     cli_options.iou,
 }
 
@@ -144,6 +145,7 @@ def test_every_numeric_option_of_every_command_has_a_range():
         (cli_options.positive_float, "1e-3", 1e-3),
         (cli_options.probability, "1", 1.0),
         (cli_options.iou, "0", 0.0),
+        (cli_options.held_out_fraction, "0", 0.0),
     ],
 )
 def test_range_types_return_the_value(check, text, value):
@@ -166,6 +168,10 @@ def test_range_types_return_the_value(check, text, value):
         (["trian"], "rpnkit: error: argument command: invalid choice: 'trian'"),
         ([], "rpnkit: error: the following arguments are required: command"),
         (["train", "--bogus", "3"], "rpnkit train: error: unrecognized arguments: --bogus 3"),
+        (
+            ["train", "--val-fraction", "1"],
+            "rpnkit train: error: argument --val-fraction: must be a fraction in [0, 1), got 1",
+        ),
     ],
 )
 def test_argparse_errors_are_one_line(argv, line, capsys):
@@ -413,5 +419,23 @@ def test_what_print_config_prints_goes_back_to_config(tmp_path, capsys):
     )
     assert main(["train", "--print-config", "--config", str(path)]) == 0
     again = capsys.readouterr()
-    assert "objectness_mode: localization" in again.out and "lr: 0.01" in again.out  # options'
-    assert again.err == f"warning: {path}: only its model: part is read, not ['train']\n"
+    assert again.out == printed.replace("objectness_mode: classification",
+                                        "objectness_mode: localization")  # fmt: skip
+    assert again.err == ""  # both parts read
+    # the options named on the command line win, even at their defaults; the file's fields
+    # that no option sets (momentum) come from it
+    path.write_text(printed.replace("momentum: 0.9", "momentum: 0.8"))
+    assert main(["train", "--print-config", "--config", str(path), "--steps", "7",
+                 "--lr", "0.01"]) == 0  # fmt: skip
+    train = yaml.safe_load(capsys.readouterr().out)["train"]
+    assert (train["steps"], train["lr"], train["momentum"]) == (7, 0.01, 0.8)
+    # a train: part with a bad field is one line naming the file and the field
+    path.write_text(printed.replace("steps: 2000", "steps: -1"))
+    assert main(["train", "--print-config", "--config", str(path)]) == 2
+    assert f"{path}: train" in one_error_line(capsys)
+    # other commands read the model: part only, and say so
+    path.write_text(printed)
+    Image.new("RGB", (96, 64)).save(tmp_path / "i.png")
+    argv = ["show", "anchors", str(tmp_path / "i.png"), "--config", str(path)]
+    assert main([*argv, "--out", str(tmp_path / "a.png")]) == 0
+    assert "only its model: part is read, not ['train']" in capsys.readouterr().err

@@ -85,24 +85,41 @@ def save_config(config: Any, path: str | Path, *, comment: str = "") -> None:
         path.write_text(head + yaml.safe_dump(data, sort_keys=False))
 
 
-def load_config(cls: type[T], path: str | Path, *, section: str | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path, *, section: str | None = None, also_read: tuple = ()
+) -> T:
     """Read a JSON or YAML file written by ``save_config`` into dataclass ``cls``; with
     ``section``, a file of named configs (``configs_to_yaml``, as ``rpnkit train
     --print-config`` prints) is read too: its ``section`` part, the others left with a
-    warning that names them."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, json.JSONDecodeError, yaml.YAMLError) as err:
-        reason = " ".join(str(err).replace("<unicode string>", str(path)).split())
-        raise ValueError(f"{path}: cannot read the config: {reason}") from err
+    warning that names them (but for the parts ``also_read`` by the caller)."""
+    data = _read_config_file(path)
     own = {f.name for f in dataclasses.fields(cls)}
     if isinstance(data, dict) and isinstance(data.get(section), dict) and section not in own:
-        if others := sorted(set(data) - {section}):
+        if others := sorted(set(data) - {section, *also_read}):
             warnings.warn(f"{path}: only its {section}: part is read, not {others}", stacklevel=2)
         return config_from_dict(cls, data[section], where=f"{path}: {section}")
     return config_from_dict(cls, data, where=str(path))
+
+
+def load_section(cls: type, path: str | Path, section: str) -> dict:
+    """The fields that the ``section`` part of a file of named configs gives (checked as
+    ``cls``'s: unknown names and bad values are errors naming the file); {} without one."""
+    data = _read_config_file(path)
+    part = data.get(section) if isinstance(data, dict) else None
+    if part is None:
+        return {}
+    config = config_from_dict(cls, part, where=f"{path}: {section}")  # raises on anything wrong
+    return {name: getattr(config, name) for name in part}
+
+
+def _read_config_file(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (OSError, json.JSONDecodeError, yaml.YAMLError) as err:
+        reason = " ".join(str(err).replace("<unicode string>", str(path)).split())
+        raise ValueError(f"{path}: cannot read the config: {reason}") from err
 
 
 def configs_to_yaml(**configs: Any) -> str:

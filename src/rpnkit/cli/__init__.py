@@ -46,13 +46,27 @@ def _version() -> str:
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """The parsed command line; raises UsageError, naming the subcommand when there is one."""
+    """The parsed command line; raises UsageError, naming the subcommand when there is one.
+    ``args.given``: the options the command line names (a value equal to the default too),
+    for what a --config file's settings give way to."""
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise UsageError(
             f"{parser.prog} {args.command}", f"unrecognized arguments: {' '.join(unknown)}"
         )
+    args.given = _given_options(argv)
     return args
+
+
+def _given_options(argv: list[str] | None) -> set[str]:
+    """The destinations the command line sets: a parse with every default left out."""
+    parser = build_parser()
+    parsers = [parser, *next(a for a in parser._actions if a.dest == "command").choices.values()]
+    for each in parsers:
+        for action in each._actions:
+            action.default = argparse.SUPPRESS
+    given, _ = parser.parse_known_args(argv)
+    return set(vars(given)) - {"command", "func"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,7 +161,9 @@ def add_model_options(p: argparse.ArgumentParser, *, preset_help: str, weights: 
     p.add_argument(
         "--config",
         default=None,
-        help="a model config YAML/JSON (e.g. with fitted anchors) instead of --preset",
+        help="a model config YAML/JSON (e.g. with fitted anchors) instead of --preset; "
+        "train also reads the train: part of what --print-config prints (the options given "
+        "take precedence)",
     )
     p.add_argument(
         "--weights",
@@ -173,8 +175,9 @@ def add_model_options(p: argparse.ArgumentParser, *, preset_help: str, weights: 
     )
 
 
-def model_config(args: argparse.Namespace):
-    """The ModelConfig that --preset, --config and --weights name."""
+def model_config(args: argparse.Namespace, *, also_read: tuple = ()):
+    """The ModelConfig that --preset, --config and --weights name (``also_read``: the other
+    parts of a --config file the command reads, e.g. train's train:)."""
     from ..config import load_config
     from ..modeling.presets import ModelConfig, preset_config, with_backbone_weights
 
@@ -182,7 +185,7 @@ def model_config(args: argparse.Namespace):
     if not args.config:
         config = preset_config(args.preset or DEFAULT_PRESET)
     else:  # a model config, or the model: part of what train --print-config prints
-        config = load_config(ModelConfig, args.config, section="model")
+        config = load_config(ModelConfig, args.config, section="model", also_read=also_read)
     return with_backbone_weights(config, args.weights) if args.weights is not None else config
 
 

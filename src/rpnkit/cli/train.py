@@ -216,30 +216,62 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     add_decode_option(p)
 
 
+# TrainConfig's fields that a train option sets, with the option's destination in ``args``
+_TRAIN_OPTIONS = {
+    "steps": "steps",
+    "batch_size": "batch_size",
+    "optimizer": "optimizer",
+    "lr": "lr",
+    "weight_decay": "weight_decay",
+    "warmup_steps": "warmup",
+    "schedule": "lr_schedule",
+    "grad_clip": "grad_clip",
+    "amp": "amp",
+    "seed": "seed",
+    "num_workers": "workers",
+    "log_every": "log_every",
+    "eval_every": "eval_every",
+    "checkpoint_every": "checkpoint_every",
+    "sync_bn": "sync_bn",
+    "compile": "compile",
+    "channels_last": "channels_last",
+    "group_by_aspect": "no_aspect_groups",
+    "decode_on_device": "decode",
+}
+
+
 def train_config(args: argparse.Namespace):
+    """The options as a TrainConfig. A --config file with a train: part (as --print-config
+    prints it) gives its fields, the options named on the command line taking precedence;
+    the fields no option sets (momentum, milestones, gamma) come from the file alone."""
+    from ..config import load_section
     from ..engine.trainer import TrainConfig
 
-    return TrainConfig(
-        steps=args.steps,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_steps=args.warmup,
-        schedule=args.lr_schedule,
-        grad_clip=args.grad_clip,
-        amp=args.amp,
-        seed=args.seed,
-        num_workers=args.workers,
-        log_every=args.log_every,
-        eval_every=args.eval_every,
-        checkpoint_every=args.checkpoint_every,
-        sync_bn=args.sync_bn,
-        compile=args.compile,
-        channels_last=args.channels_last or None,
-        group_by_aspect=not args.no_aspect_groups,
-        decode_on_device=decode_on_device(args),
-    )
+    options = {
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "optimizer": args.optimizer,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "warmup_steps": args.warmup,
+        "schedule": args.lr_schedule,
+        "grad_clip": args.grad_clip,
+        "amp": args.amp,
+        "seed": args.seed,
+        "num_workers": args.workers,
+        "log_every": args.log_every,
+        "eval_every": args.eval_every,
+        "checkpoint_every": args.checkpoint_every,
+        "sync_bn": args.sync_bn,
+        "compile": args.compile,
+        "channels_last": args.channels_last or None,
+        "group_by_aspect": not args.no_aspect_groups,
+        "decode_on_device": decode_on_device(args),
+    }
+    from_file = load_section(TrainConfig, args.config, "train") if args.config else {}
+    given = getattr(args, "given", set())
+    options = {k: v for k, v in options.items() if k not in from_file or _TRAIN_OPTIONS[k] in given}
+    return TrainConfig(**{**from_file, **options})
 
 
 def data_config(args: argparse.Namespace):
@@ -271,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import configs_to_yaml
     from ..engine.fit import fit
 
-    model, train = model_config(args), train_config(args)
+    model, train = model_config(args, also_read=("train",)), train_config(args)
     chosen = (args.preset, args.config, args.weights, args.objectness)
     if args.resume is not None and not args.print_config and chosen == (None,) * 4:
         model = None  # the checkpoint's own (fit)
