@@ -113,7 +113,7 @@ def test_the_pooler_op_equals_the_pooler_and_its_gradient(align):
         assert torch.equal(a.grad, b.grad)
 
 
-def test_a_compiled_training_run_trains_and_saves_the_models_own_names(tmp_path):
+def test_a_compiled_training_run_trains_and_saves_the_models_own_names(tmp_path, capsys):
     from safetensors import safe_open
 
     from rpnkit.engine.trainer import TrainConfig, train
@@ -132,6 +132,7 @@ def test_a_compiled_training_run_trains_and_saves_the_models_own_names(tmp_path)
         assert keys and not any("_orig_mod" in k for k in keys)
     assert len(losses[1]) == 3
     torch.testing.assert_close(torch.tensor(losses[1]), torch.tensor(losses[0]), rtol=1e-4, atol=0)
+    assert capsys.readouterr().out.count("torch.compile: the first steps compile") == 1
     with pytest.raises(ValueError, match=r"TrainConfig\.compile"):
         TrainConfig(compile="")
 

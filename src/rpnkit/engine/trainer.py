@@ -430,6 +430,8 @@ class Trainer:
             disable=not (self.progress and main),
             dynamic_ncols=True,
         )
+        if self.config.compile and main:  # else a silent first step of minutes on a CPU
+            bar.write("torch.compile: the first steps compile the step (a minute or more)")
         batches = iter(loader)  # draws from the global RNG: restore the saved state after it
         if state is not None:
             set_rng_state(*state["rng"])
