@@ -798,7 +798,7 @@ def resume_finished_run(ctx: Ctx) -> Expect:
         "stop",
         error=(
             f"{checkpoint}: the checkpoint is at step 2 and the run has 2 steps: nothing is "
-            "left to train (give more --steps)",
+            "left to train (give more --steps, TrainConfig.steps)",
         ),
         check=check,
     )

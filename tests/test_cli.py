@@ -343,4 +343,4 @@ def test_train_stops_at_its_time_budget(tmp_path, capsys):
     code = main(["train", "--data", str(RACCOON), "--model", "faster-rcnn", "--schedule",
                  "alternating", "--time-budget", "5", "--out", str(tmp_path / "alt")])  # fmt: skip
     assert code != 0
-    assert "--time-budget) is for --schedule joint only" in capsys.readouterr().err
+    assert "--time-budget, time_budget_s=) is for --schedule joint only" in capsys.readouterr().err

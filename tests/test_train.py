@@ -200,7 +200,7 @@ def test_a_run_folder_is_never_mixed_with_an_earlier_run(tmp_path, monkeypatch):
     clear_for_new_run(old, overwrite=False)
     assert not (old / "split.json").exists()  # not read as the new run's
     (old / "train_log.csv").write_text("x")  # one interrupted before its first checkpoint
-    with pytest.raises(ValueError, match=r"\(train_log.csv\): write elsewhere with --out, or"):
+    with pytest.raises(ValueError, match=r"\(train_log.csv\): write elsewhere with --out \(out="):
         clear_for_new_run(old, overwrite=False)  # no --resume of a file that is not there
 
 

@@ -358,7 +358,7 @@ def check_resumable(state: dict, spec: ModelSpec, path: str | Path) -> None:
         article = {RPN: "an", DETECTOR: "a"}
         raise ValueError(
             f"{path}: {article[saved.kind]} {saved.kind} checkpoint, and this run trains "
-            f"{article[spec.kind]} {spec.kind}: resume it with --model {saved.kind}"
+            f"{article[spec.kind]} {spec.kind}: resume it with --model {saved.kind} (kind=)"
         )
     if saved.is_detector and tuple(saved.class_names) != tuple(spec.class_names):
         shown = [", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
@@ -387,7 +387,7 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str |
         )
         raise ValueError(
             f"{path}: the weights are those of another model ({detail} weight(s)); use the "
-            "--model, --preset or --config that trained it"
+            "--model, --preset or --config (kind=, model=) that trained it"
         )
     try:
         model.load_state_dict(weights)
@@ -395,7 +395,7 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], path: str |
         line = next((x.strip() for x in str(err).splitlines() if "size mismatch" in x), "")
         raise ValueError(
             f"{path}: the weights are those of another model ({line[:200]}); use the "
-            "--model, --preset or --config that trained it"
+            "--model, --preset or --config (kind=, model=) that trained it"
         ) from err
 
 

@@ -58,7 +58,7 @@ def check_amp(amp: str, device: torch.device) -> None:
     """A ``ValueError`` for a precision that is not one, or fp16 off CUDA (its loss scaling
     and half-precision kernels are CUDA's; PyTorch would carry on without scaling, slowly)."""
     if amp != "none" and amp not in AMP_DTYPES:
-        raise ValueError(f"--amp {amp!r}: expected none, bf16 or fp16")
+        raise ValueError(f"--amp (amp=) {amp!r}: expected none, bf16 or fp16")
     if amp == "fp16" and device.type != "cuda":
         raise ValueError(f"--amp fp16 needs a CUDA device (got {device}); use bf16 on the CPU")
 

@@ -104,7 +104,7 @@ def model_kind(kind: Kind | None, model: ModelConfig | DetectorConfig | str) -> 
     if kind == RPN and own == DETECTOR:
         raise ValueError(
             f"preset {config.preset!r} is OLN's full detector, not an RPN: train it with "
-            f"--model faster-rcnn (its default); for OLN's RPN alone use --preset "
+            f"--model faster-rcnn (kind=, its default); for OLN's RPN alone use --preset "
             f"effnet-lite0-fpn-oln, or another preset with --objectness localization"
         )
     return kind
@@ -341,16 +341,18 @@ def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> di
 def _check_time_budget(seconds, schedule: Schedule) -> None:
     check_number("time_budget_s", seconds, low=0, low_open=True, optional=True)
     if seconds is not None and schedule == "alternating":
-        raise ValueError("a time budget (--time-budget) is for --schedule joint only")
+        raise ValueError(
+            "a time budget (--time-budget, time_budget_s=) is for --schedule joint only"
+        )
 
 
 def _check_schedule(kind: Kind, schedule: Schedule, resume, given: dict) -> None:
     if schedule not in ("joint", "alternating"):
         raise ValueError(f"schedule must be 'joint' or 'alternating', got {schedule!r}")
     if schedule == "alternating" and kind != DETECTOR:
-        raise ValueError("--schedule alternating needs --model faster-rcnn")
+        raise ValueError("--schedule alternating needs --model faster-rcnn (kind=)")
     if schedule == "alternating" and resume is not None:
-        raise ValueError("--resume continues joint training only")
+        raise ValueError("--resume (resume=) continues joint training only")
     if given and schedule != "alternating":
         options = " and ".join(f"--proposals-{step}" for step in given)
         raise ValueError(f"{options}: given proposals are for --schedule alternating only")

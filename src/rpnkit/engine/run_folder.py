@@ -70,10 +70,12 @@ def clear_for_new_run(
     found = run_markers(folder)
     if found and not overwrite:
         checkpoint = folder / "checkpoint.safetensors"
-        resume = f"continue it with --resume {checkpoint}, " if checkpoint.is_file() else ""
+        resume = (
+            f"continue it with --resume {checkpoint} (resume=), " if checkpoint.is_file() else ""
+        )
         raise ValueError(
             f"{folder} holds a run already ({', '.join(found)}): {resume}write elsewhere with "
-            "--out, or replace it with --overwrite"
+            "--out (out=), or replace it with --overwrite (overwrite=True)"
         )
     if not remove:
         return

@@ -277,7 +277,8 @@ class Trainer:
         if int(state["step"]) >= self.config.steps:
             raise ValueError(
                 f"{self.resume}: the checkpoint is at step {state['step']} and the run has "
-                f"{self.config.steps} steps: nothing is left to train (give more --steps)"
+                f"{self.config.steps} steps: nothing is left to train (give more --steps, "
+                "TrainConfig.steps)"
             )
         if self.spec is not None:
             check_resumable(state, self.spec, self.resume)
@@ -290,7 +291,7 @@ class Trainer:
         except (ValueError, KeyError) as err:
             raise ValueError(
                 f"{self.resume}: its optimizer state does not fit this run ({err}): resume "
-                "with the same --optimizer and options"
+                "with the same --optimizer (TrainConfig.optimizer) and options"
             ) from err
         return state
 
