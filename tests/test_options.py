@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -439,3 +440,23 @@ def test_what_print_config_prints_goes_back_to_config(tmp_path, capsys):
     argv = ["show", "anchors", str(tmp_path / "i.png"), "--config", str(path)]
     assert main([*argv, "--out", str(tmp_path / "a.png")]) == 0
     assert "only its model: part is read, not ['train']" in capsys.readouterr().err
+
+
+def test_devices_other_than_cpu_and_cuda_are_one_line(capsys):
+    from rpnkit.engine.device import decodes_on_device, resolve_device
+
+    for name in ("mps", "xpu", "meta", "gpu"):
+        with pytest.raises(ValueError, match=rf"device '{name}': "):
+            resolve_device(name)
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU is visible here"):
+            resolve_device("cuda")
+    argv = ["propose", "x.jpg", "--checkpoint", "c.safetensors", "--device", "mps"]
+    assert main(argv) == 2
+    assert "device 'mps': rpnkit runs on cpu or cuda" in one_error_line(capsys)
+    with pytest.warns(UserWarning, match="slower than the workers' Pillow path"):
+        assert decodes_on_device(True, torch.device("cpu"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not decodes_on_device(None, torch.device("cpu"))

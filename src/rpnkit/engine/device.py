@@ -4,6 +4,7 @@ compilation, decided here for every caller (the runtime, training-time evaluatio
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
 from torch import nn
@@ -23,6 +24,8 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise ValueError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta...: parsed, but not rpnkit's
+        raise ValueError(f"device {name!r}: rpnkit runs on cpu or cuda (auto, cpu, cuda, cuda:N)")
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -38,6 +41,13 @@ def decodes_on_device(choice: bool | None, device: torch.device) -> bool:
     it measured faster for training (0.93-0.99 of the model's rate end to end) and for
     ``detect`` (0.93-0.94 of the model's rate against 0.67-0.93 with 4 workers decoding; H200,
     docs/performance.md); off on the CPU, where the workers' Pillow path is the only decoder."""
+    if choice and device.type != "cuda":
+        warnings.warn(
+            "decoding on the device (--decode device, decode_on_device=True) on the CPU: "
+            "torchvision's decoder and the batch resize run in the main process, slower than "
+            "the workers' Pillow path (the device path is for GPUs)",
+            stacklevel=2,
+        )
     return device.type == "cuda" if choice is None else bool(choice)
 
 
