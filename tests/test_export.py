@@ -353,6 +353,24 @@ def test_export_errors_are_one_line(exported, tmp_path, capsys):
     nowhere = str(tmp_path / "no" / "m.onnx")
     assert main(["export", "--checkpoint", checkpoint, "--out", nowhere]) == 2
     assert "is not a folder" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", checkpoint, "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path}: is a folder; give the .onnx file to write" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", checkpoint, "--opset", "99"]) == 2
+    assert "opset 99: onnx " in capsys.readouterr().err  # before anything is exported
+
+
+def test_an_opset_the_exporter_did_not_reach_is_refused(tmp_path, monkeypatch):
+    # torch's exporter converts from its own opset and, when it cannot, keeps that one
+    from types import SimpleNamespace
+
+    from rpnkit.export.exporters import save_onnx
+
+    kept = SimpleNamespace(model=SimpleNamespace(opset_imports={"": 18}, metadata_props={}))
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: kept)
+    model = SimpleNamespace(output_names=("boxes",))
+    with pytest.raises(ValueError, match=r"opset 19: .* could not convert .* stays at opset 18"):
+        save_onnx(model, tmp_path / "m.onnx", opset=19, program=object())
+    assert not (tmp_path / "m.onnx").exists()
 
 
 def test_the_deploy_guide_snippet_runs(exported, tmp_path):

@@ -60,11 +60,18 @@ def export_program(model: ExportableModel) -> torch.export.ExportedProgram:
 
 
 def check_target(out: str | Path, opset: int) -> Path:
-    """``out`` as a Path, or a ValueError for an opset rpnkit's graph cannot use or a folder
-    that does not exist."""
+    """``out`` as a Path, or a ValueError for an opset rpnkit's graph cannot use or the
+    installed onnx does not know, a folder given as the file, or a folder that does not
+    exist."""
+    import onnx
+
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset}: rpnkit's graph needs opset {MIN_OPSET} or later")
+    if opset > (known := onnx.defs.onnx_opset_version()):
+        raise ValueError(f"opset {opset}: onnx {onnx.__version__} knows opsets up to {known}")
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out}: is a folder; give the .onnx file to write")
     if not out.parent.is_dir():
         raise ValueError(f"{out.parent} is not a folder: cannot write {out.name} there")
     return out
@@ -98,6 +105,12 @@ def save_onnx(
             opset_version=opset,
             external_data=False,
             verbose=False,
+        )
+    written = onnx_program.model.opset_imports.get("")
+    if written != opset:  # the exporter converts from its own opset and keeps it on failure
+        raise ValueError(
+            f"opset {opset}: torch {torch.__version__}'s exporter could not convert the graph "
+            f"to it (it stays at opset {written}); give another --opset (opset=)"
         )
     onnx_program.model.metadata_props.update(metadata or {})
     onnx_program.save(str(out), external_data=False)
