@@ -344,3 +344,43 @@ def test_train_stops_at_its_time_budget(tmp_path, capsys):
                  "alternating", "--time-budget", "5", "--out", str(tmp_path / "alt")])  # fmt: skip
     assert code != 0
     assert "--time-budget, time_budget_s=) is for --schedule joint only" in capsys.readouterr().err
+
+
+def test_options_without_effect_and_wrong_targets_are_one_line(trained, tmp_path, capsys):
+    checkpoint = str(trained / "checkpoint.safetensors")
+    image = tmp_path / "a.jpg"
+    Image.new("RGB", (64, 48), (90, 60, 30)).save(image)
+    propose = ["propose", str(image), "--checkpoint", checkpoint, *SMALL]
+    for extra, line in (
+        (["--max-overlays", "3"], "--max-overlays does nothing without --overlays"),
+        (["--overlay-top", "5"], "--overlay-top does nothing without --overlays"),
+        (["--tile-overlap", "10"], "--tile-overlap does nothing without --tile-size"),
+        (["--overlays", str(image)], f"--overlays {image}: is a file; give a folder"),
+        (["--split-file", str(image)], "a folder of images without annotations: --split-file"),
+    ):
+        argv = [*propose, *extra]
+        if extra[0] == "--split-file":
+            argv[1] = str(tmp_path)
+        assert main([*argv, "--out", str(tmp_path / "p.json")]) == 2, extra
+        assert line in capsys.readouterr().err, extra
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_a_gif_is_read_as_its_first_frame_and_other_pictures_say_what_they_are(
+    trained, tmp_path, capsys
+):
+    frames = [Image.new("RGB", (64, 48), c) for c in ((200, 10, 10), (10, 200, 10))]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:])
+    out = tmp_path / "p.json"
+    argv = [
+        "propose",
+        str(tmp_path / "a.gif"),
+        "--checkpoint",
+        str(trained / "checkpoint.safetensors"),
+    ]
+    assert main([*argv, *SMALL, "--out", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["file_name"].endswith("a.gif")
+    frames[0].save(tmp_path / "a.ico")
+    argv[1] = str(tmp_path / "a.ico")
+    assert main([*argv, *SMALL, "--out", str(out)]) == 2
+    assert "a.ico: a .ico image, which rpnkit does not read" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from .options import (
     add_inference_options,
     data_options,
     load_runtime,
+    overlay_options,
     probability,
     slicing_options,
 )
@@ -42,6 +43,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..viz.export import export_results
 
+    overlays = overlay_options(args)  # checked before the model is loaded
     runtime = load_runtime(args)
     results = runtime.iter_detections(
         args.input,
@@ -55,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     written = export_results(
         results,
         args.out,
-        overlays=args.overlays,
-        max_overlays=args.max_overlays,
+        **overlays,
         skipped=runtime.skipped,
         pace=runtime.pace,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from ..config import DEFAULT_PRESET
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
@@ -438,8 +439,35 @@ def add_slicing_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_has_effect(args: argparse.Namespace, needs: dict[str, str]) -> None:
+    """A ValueError for an option named on the command line (``args.given``) that does
+    nothing without another one, unset: ``needs`` maps the option's dest to the other's."""
+    for dest, needed in needs.items():
+        if dest in getattr(args, "given", ()) and getattr(args, needed) is None:
+            option, other = (f"--{name.replace('_', '-')}" for name in (dest, needed))
+            raise ValueError(f"{option} does nothing without {other}")
+
+
+def overlay_options(args: argparse.Namespace) -> dict:
+    """--overlays, --max-overlays (and propose's --overlay-top) as export_results' keyword
+    arguments, checked before any inference: a file given as the folder, or the others
+    without --overlays, are one line."""
+    chosen = {"overlays": args.overlays, "max_overlays": args.max_overlays}
+    if hasattr(args, "overlay_top"):
+        chosen["overlay_top"] = args.overlay_top
+    check_has_effect(args, {name: "overlays" for name in chosen if name != "overlays"})
+    if (
+        args.overlays is not None
+        and Path(args.overlays).exists()
+        and not Path(args.overlays).is_dir()
+    ):
+        raise ValueError(f"--overlays {args.overlays}: is a file; give a folder to write in")
+    return chosen
+
+
 def slicing_options(args: argparse.Namespace) -> dict:
     """--tile-size, --tile-overlap and --full-view as the runtime's keyword arguments."""
+    check_has_effect(args, {"tile_overlap": "tile_size"})
     if args.tile_size is None:  # --full-view alone: the runtime says it needs --tile-size
         return {"full_view": True} if args.full_view else {}
     return {

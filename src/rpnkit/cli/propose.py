@@ -10,6 +10,7 @@ from .options import (
     data_options,
     load_runtime,
     non_negative_int,
+    overlay_options,
     positive_int,
     slicing_options,
 )
@@ -44,6 +45,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..viz.export import export_results
 
+    overlays = overlay_options(args)  # checked before the model is loaded
     runtime = load_runtime(args)
     results = runtime.iter_proposals(
         args.input,
@@ -56,11 +58,9 @@ def run(args: argparse.Namespace) -> int:
     written = export_results(
         results,
         args.out,
-        overlays=args.overlays,
-        max_overlays=args.max_overlays,
+        **overlays,
         skipped=runtime.skipped,
         pace=runtime.pace,
-        overlay_top=args.overlay_top,
     )
     print(written.describe("proposals", args.out, args.overlays))
     return 0

@@ -64,7 +64,8 @@ from .csv_boxes import (
     why_not_boxes,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+# (a GIF is read as its first frame)
 # a box may overshoot its image by this many pixels (rounding in annotation tools) and is
 # clipped silently; further out it is clipped and counted, and wholly outside it is skipped
 BORDER_TOLERANCE = 1.0
@@ -1162,6 +1163,11 @@ def detect_format(path: str | Path) -> str:
         found = _detect_file(path)
         if found is not None:
             return found
+        if path.suffix.lower() in Image.registered_extensions():  # a picture, of another kind
+            raise DataError(
+                f"{path}: a {path.suffix} image, which rpnkit does not read "
+                f"({', '.join(IMAGE_SUFFIXES)}); convert it, e.g. to PNG"
+            )
         raise DataError(
             f"{path}: cannot tell the dataset format of a {path.suffix or 'suffix-less'} file "
             "(expected a COCO .json, a YOLO data.yaml or a .csv of boxes); give --format"

@@ -59,8 +59,10 @@ def index_for_input(
     images and a CSV's class map are, as for ``read_dataset``."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        _check_no_dataset_options(path, split_file, class_map)
         return _image_index([path], [], path, strict)
     if path.is_dir() and fmt is None and images is None and not looks_like_dataset(path):
+        _check_no_dataset_options(path, split_file, class_map)
         files = sorted(p for p in path.iterdir() if p.is_file())
         pictures = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [
@@ -79,6 +81,15 @@ def index_for_input(
         images=images,
         class_map=class_map,
     )
+
+
+def _check_no_dataset_options(path: Path, split_file, class_map) -> None:
+    """A dataset's options given with plain images would be ignored: say so instead."""
+    options = {"--split-file (split_file=)": split_file, "--class-map (class_map=)": class_map}
+    given = [name for name, value in options.items() if value is not None]
+    if given:
+        what = "an image" if path.is_file() else "a folder of images without annotations"
+        raise DataError(f"{path}: {what}: {' and '.join(given)} apply to datasets only")
 
 
 def _image_index(files: list[Path], issues: list[str], source: Path, strict: bool):
