@@ -121,3 +121,16 @@ def test_a_checkpoint_records_its_training_size_and_load_resizes_as_training_did
     assert load_checkpoint(older)["input_size"] is None
     runtime = rpnkit.load(older, "cpu")
     assert (runtime.short_side, runtime.max_size) == (800, 1333)
+
+
+def test_a_safetensors_file_of_another_tool_says_so(tmp_path):
+    from safetensors.torch import save_file
+
+    from rpnkit.engine.checkpoint import read_header
+
+    path = tmp_path / "model.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(path), metadata={"format": "pt"})
+    for read in (load_checkpoint, read_header):
+        with pytest.raises(ValueError, match=r"model\.safetensors: not a readable rpnkit "
+                           r"checkpoint \(a safetensors file without rpnkit's header"):  # fmt: skip
+            read(path)

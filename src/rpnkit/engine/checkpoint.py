@@ -253,9 +253,7 @@ def load_checkpoint(path: str | Path) -> dict:
             metadata = f.metadata() or {}
         header = json.loads(metadata["rpnkit"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
-        raise ValueError(
-            f"{path}: not a readable rpnkit checkpoint ({type(err).__name__}: {err})"
-        ) from err
+        raise _unreadable(path, err) from err
     if header.get("format") not in READABLE_FORMATS:
         raise ValueError(f"{path}: unknown checkpoint format {header.get('format')!r}")
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -286,12 +284,18 @@ def read_header(path: str | Path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             header = json.loads((f.metadata() or {})["rpnkit"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
-        raise ValueError(
-            f"{path}: not a readable rpnkit checkpoint ({type(err).__name__}: {err})"
-        ) from err
+        raise _unreadable(path, err) from err
     if not isinstance(header, dict):
         raise ValueError(f"{path}: not a readable rpnkit checkpoint (its header is no mapping)")
     return header
+
+
+def _unreadable(path: Path, err: Exception) -> ValueError:
+    if isinstance(err, KeyError):  # a safetensors file, but none of rpnkit's
+        why = "a safetensors file without rpnkit's header (weights saved by another tool?)"
+    else:
+        why = f"{type(err).__name__}: {err}"
+    return ValueError(f"{path}: not a readable rpnkit checkpoint ({why})")
 
 
 def read_spec(path: str | Path) -> ModelSpec | None:
