@@ -557,7 +557,7 @@ def test_images_whose_every_box_was_skipped_are_counted_in_the_summary(tmp_path)
         indexes = [read_coco(json_path, tmp_path / "coco"), read_yolo(yolo), read_dataset(csv)]
     for index in indexes:
         assert index.bare == 1 and index.summary().endswith(
-            "1 annotation(s) skipped (1 image(s) left without a box: background to the model)"
+            "1 annotation(s) skipped (1 image(s) left without a box, kept as background)"
         )
         assert sum(len(r.boxes) == 0 for r in index.records) == 1
     with warnings.catch_warnings():

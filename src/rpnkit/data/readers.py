@@ -138,7 +138,7 @@ class DatasetIndex:
         if skipped:
             text += ", " + " and ".join(skipped) + " skipped"
         if self.bare:
-            text += f" ({self.bare} image(s) left without a box: background to the model)"
+            text += f" ({self.bare} image(s) left without a box, kept as background)"
         if self.clipped:
             text += f", {len(self.clipped)} box(es) clipped"
         return text
