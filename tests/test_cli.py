@@ -96,7 +96,7 @@ def test_propose_writes_coco_results_and_overlays(trained, tmp_path, capsys):
         w, h = img.size
     x, y, bw, bh = first["bbox"]  # original-image pixels
     assert x >= 0 and x + bw <= w + 0.01 and y >= 0 and y + bh <= h + 0.01
-    assert sorted(p.name for p in overlays.iterdir()) == ["raccoon-1.png", "raccoon-2.png"]
+    assert sorted(p.name for p in overlays.iterdir()) == ["raccoon-1.jpg.png", "raccoon-2.jpg.png"]
     summary = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.fullmatch(
         rf"wrote 14 proposals for 2 image\(s\) to {re.escape(str(out))}; 2 overlays in "
@@ -257,7 +257,7 @@ def test_faster_rcnn_trains_evaluates_detects_and_proposes(tmp_path, capsys):
     assert main(["detect", *args, "--amp", "bf16", "--out", str(out_bf16), *common]) == 0
     assert len(json.loads(out_bf16.read_text())) > 0
     assert {"file_name", "image_id", "bbox", "score", "category_id"} <= set(results[0])
-    assert (tmp_path / "o" / "raccoon-1.png").is_file()
+    assert (tmp_path / "o" / "raccoon-1.jpg.png").is_file()
     # a detector checkpoint also proposes, through its RPN; an RPN checkpoint cannot detect
     assert (
         main(

@@ -154,3 +154,37 @@ def test_proposals_and_objectness_draw_the_models_own_outputs(checkpoint, tmp_pa
     args = ["show", "objectness", *DATA, "--checkpoint", str(checkpoint), "--out", str(out)]
     assert main(args) == 0
     assert out.stat().st_size > 0
+
+
+def test_objectness_and_nms_see_the_image_at_the_checkpoints_size_on_its_device(
+    checkpoint, tmp_path, monkeypatch
+):
+    # show once resized to 800 whatever the checkpoint (propose, detect and eval take its
+    # training size, here 128 / 192) and ran the model on the CPU whatever --device said
+    from rpnkit.engine.device import resolve_device
+    from rpnkit.viz import show
+
+    maps = _capture(monkeypatch, "plot_objectness_maps")
+    nms = _capture(monkeypatch, "plot_nms_before_after")
+    devices, real_load = [], show.load
+
+    def recording_load(path, device, **kwargs):
+        devices.append(device)
+        return real_load(path, device, **kwargs)
+
+    monkeypatch.setattr(show, "load", recording_load)
+    image = next(iter(sorted((COCO128 / "images" / "train2017").iterdir())))
+    args = [str(image), "--checkpoint", str(checkpoint), "--device", "auto"]
+    assert main(["show", "objectness", *args, "--out", str(tmp_path / "o.png")]) == 0
+    assert main(["show", "nms", *args, "--out", str(tmp_path / "n.png"), "--top", "3"]) == 0
+    trained = load(checkpoint, "cpu", fold_bn=False)
+    assert (trained.short_side, trained.max_size) == (128, 192)  # what the checkpoint records
+    expected = trained.dataset(image)[0]["image"].shape
+    assert maps[0][0].shape == nms[0][0].shape == expected
+    assert devices == ["auto", "auto"]
+    assert nms[0][1].device.type == resolve_device("auto").type  # the model's own boxes
+    # --short-side and --max-size still override the checkpoint's size
+    size = ["--short-side", "96", "--max-size", "160"]
+    assert main(["show", "objectness", *args, *size, "--out", str(tmp_path / "o2.png")]) == 0
+    smaller = load(checkpoint, "cpu", fold_bn=False, short_side=96, max_size=160)
+    assert maps[1][0].shape == smaller.dataset(image)[0]["image"].shape != expected

@@ -1,10 +1,16 @@
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from rpnkit.cli import main
 from rpnkit.engine.results import DetectionResult, ProposalResult
+from rpnkit.viz.charts import plot_loss_curves
+from rpnkit.viz.export import export_results
+from rpnkit.viz.figures import TITLE_PX
 from rpnkit.viz.overlays import (
     plot_anchors_at_position,
     plot_proposals_vs_gt,
@@ -48,7 +54,7 @@ def test_proposal_picture_draws_top_k_per_image(tmp_path):
 def test_more_pictures_have_the_expected_size_and_content(tmp_path):
     import csv
 
-    from rpnkit.viz.charts import plot_loss_curves, plot_recall_curves
+    from rpnkit.viz.charts import plot_recall_curves
     from rpnkit.viz.overlays import (
         plot_anchor_centres,
         plot_anchor_labels,
@@ -128,9 +134,9 @@ def test_save_overlay_draws_proposals_and_detections_of_an_image_file(tmp_path):
     scores = torch.tensor([0.9, 0.6, 0.3])
     proposals = ProposalResult(1, "raccoon-1.jpg", boxes, scores, (417, 650), source=source)
     path = save_overlay(proposals, tmp_path / "proposals", top=2)
-    assert path == tmp_path / "proposals" / "raccoon-1.png"
-    with Image.open(path) as png:
-        assert png.format == "PNG" and png.size == (800, 600)
+    assert path == tmp_path / "proposals" / "raccoon-1.jpg.png"
+    with Image.open(path) as png:  # the photo's own shape (650 x 417), a band for the title
+        assert png.format == "PNG" and png.size == (650, 417 + TITLE_PX)
     detections = DetectionResult(
         1,
         "raccoon-1.jpg",
@@ -142,9 +148,74 @@ def test_save_overlay_draws_proposals_and_detections_of_an_image_file(tmp_path):
         source=source,
     )
     path = save_overlay(detections, tmp_path / "detections")
-    assert path == tmp_path / "detections" / "raccoon-1.png"
+    assert path == tmp_path / "detections" / "raccoon-1.jpg.png"
     with Image.open(path) as png:
-        assert png.format == "PNG" and png.size == (800, 600)
+        assert png.format == "PNG" and png.size == (650, 417 + TITLE_PX)
+
+
+def _photo(path: Path, width: int, height: int) -> Path:
+    """A black image file of ``width`` x ``height``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (width, height)).save(path)
+    return path
+
+
+def test_overlays_of_images_of_one_stem_keep_apart_and_are_counted_as_written(tmp_path):
+    # a.jpg and a.png once overwrote one a.png while the run counted 2 overlays; a.jpg again
+    # in another folder (a dataset's image folders) must not overwrite the first either
+    sources = [
+        _photo(tmp_path / "in" / "a.jpg", 64, 48),
+        _photo(tmp_path / "in" / "a.png", 64, 48),
+        _photo(tmp_path / "in" / "b" / "a.jpg", 64, 48),
+    ]
+    results = [
+        ProposalResult(i, s.name, torch.tensor([[4.0, 4, 40, 30]]), torch.ones(1), (48, 64), s)
+        for i, s in enumerate(sources)
+    ]
+    written = export_results(results, tmp_path / "p.json", overlays=tmp_path / "ov")
+    names = sorted(p.name for p in (tmp_path / "ov").iterdir())
+    assert names == ["a.jpg-2.png", "a.jpg.png", "a.png.png"]
+    assert written.overlays == len(names) == 3
+    assert f"3 overlays in {tmp_path / 'ov'}" in written.describe(
+        "proposals", "p.json", tmp_path / "ov"
+    )
+
+
+def test_overlay_of_a_large_image_is_drawn_shrunk_in_its_shape_with_its_boxes_in_place(
+    tmp_path, monkeypatch
+):
+    # a 3000 x 1000 photo: drawn on a copy at most OVERLAY_MAX_SIDE wide (a 14000 x 13000
+    # scan once took 11 GB), in a PNG of its aspect (once 800 x 600 whatever the image)
+    from rpnkit.viz import overlays
+
+    source = _photo(tmp_path / "wide.jpg", 3000, 1000)
+    shown = []
+    panel = overlays.image_panel
+
+    def recording(ax, image, *args, **kwargs):
+        shown.append(image.shape)
+        return panel(ax, image, *args, **kwargs)
+
+    monkeypatch.setattr(overlays, "image_panel", recording)
+    box = torch.tensor([[1500.0, 250, 2700, 750]])  # original pixels
+    result = ProposalResult(0, "wide.jpg", box, torch.ones(1), (1000, 3000), source)
+    path = save_overlay(result, tmp_path / "ov")
+    side = overlays.OVERLAY_MAX_SIDE
+    height = round(1000 * side / 3000)
+    assert shown == [(height, side, 3)]  # the shrunk copy, never the full image
+    with Image.open(path) as png:
+        assert png.size == (side, height + TITLE_PX)
+        pixels = np.asarray(png.convert("RGB")).astype(int)
+    # the box's outline (magenta on black) where the box lands, scaled: x * side / 3000
+    magenta = (pixels[..., 0] > 180) & (pixels[..., 1] < 140) & (pixels[..., 2] > 180)
+    scale = side / 3000
+    columns = np.flatnonzero(magenta.sum(0) > 100)  # its vertical sides
+    rows = np.flatnonzero(magenta.sum(1) > 300)  # its horizontal sides
+    for found, (low, high) in (
+        (columns, (1500 * scale, 2700 * scale)),
+        (rows, (250 * scale + TITLE_PX, 750 * scale + TITLE_PX)),
+    ):
+        assert abs(found.min() - low) <= 2 and abs(found.max() - high) <= 2, (found, low, high)
 
 
 def test_save_overlay_refuses_an_image_given_in_memory(tmp_path):
@@ -152,6 +223,35 @@ def test_save_overlay_refuses_an_image_given_in_memory(tmp_path):
     with pytest.raises(ValueError, match=r"frame\.png.*in memory"):
         save_overlay(result, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_loss_curves_refuse_a_file_that_is_not_a_training_log(tmp_path, capsys):
+    metrics = tmp_path / "metrics.json"  # a run's other file: once an AttributeError
+    metrics.write_text(json.dumps({"AR@100": 0.5, "mAP": 0.25}, indent=2))
+    photo = RACCOON / "images" / "raccoon-1.jpg"  # once "'utf-8' codec can't decode", no file
+    extra = tmp_path / "extra.csv"
+    extra.write_text("step,loss\n0,1.0\n1,0.5,7\n")
+    word = tmp_path / "word.csv"
+    word.write_text("step,loss\n0,1.0\n1,one\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    why = {
+        metrics: "expected a 'step' column and loss columns, found '{'",
+        photo: "not a text file",
+        extra: "3 fields, the header has 2",
+        word: "could not convert string to float: 'one'",
+        empty: "expected a 'step' column and loss columns, found nothing",
+    }
+    for path, reason in why.items():
+        with pytest.raises(ValueError) as err:
+            plot_loss_curves(path, tmp_path / "loss.png")
+        line = {extra: " line 3", word: " line 3"}.get(path, "")
+        assert str(err.value) == f"{path}{line}: not a training log (train_log.csv): {reason}"
+    assert not (tmp_path / "loss.png").exists()
+    # the command: that one line, no traceback
+    assert main(["show", "losses", str(metrics), "--out", str(tmp_path / "loss.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rpnkit show: error: {metrics}: not a training log") and "\n" not in err
 
 
 def test_show_anchors_takes_the_position_in_the_images_own_pixels(tmp_path, monkeypatch):

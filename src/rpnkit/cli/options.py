@@ -349,7 +349,12 @@ def add_inference_options(
     p.add_argument("input", help="an image, a folder of images, or a dataset")
     p.add_argument("--checkpoint", required=True, help=checkpoint_help)
     p.add_argument("--out", default=out_default, help="results JSON to write")
-    p.add_argument("--overlays", default=None, help="folder for PNG overlays (optional)")
+    p.add_argument(
+        "--overlays",
+        default=None,
+        help="folder for PNG overlays (optional): one per image, named after it with its "
+        "extension (a.jpg -> a.jpg.png), in its shape, at most 1600 px on its longest side",
+    )
     p.add_argument(
         "--max-overlays", type=non_negative_int, default=50, help="at most this many overlays"
     )

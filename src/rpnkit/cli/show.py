@@ -33,7 +33,9 @@ def add_parser(sub) -> None:
             "GT of a dataset image, found green and missed red. losses: the training losses of "
             "a run folder or train_log.csv. objectness, nms and proposals need --checkpoint; "
             "anchors and grid use --preset (or --config), labels the checkpoint's model when "
-            "given, else --preset (or --config)."
+            "given, else --preset (or --config). With a checkpoint the image is resized to the "
+            "checkpoint's training size, as propose, detect and eval do (--short-side and "
+            "--max-size override it), and the model runs on --device."
         ),
         formatter_class=HELP,
     )
@@ -59,16 +61,17 @@ def add_parser(sub) -> None:
         help="position in the image's pixels (anchors)",
     )
     p.add_argument("--top", type=positive_int, default=10, help="boxes drawn (nms, proposals)")
-    add_data_options(p, split="val")
+    add_data_options(p, split="val", checkpoint=True)  # the size: the checkpoint's
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..viz import charts, show
 
-    out, what, source = Path(args.out), args.what, args.source
+    out, what, source, checkpoint = Path(args.out), args.what, args.source, args.checkpoint
     opts = dict(short=args.short_side, max_size=args.max_size, split=args.split)
     opts.update(fmt=args.format, split_file=args.split_file)
+    image = dict(index=args.index, device=args.device)  # which image, where a model runs
     if what == "losses":
         log = Path(source) / "train_log.csv" if Path(source).is_dir() else Path(source)
         charts.plot_loss_curves(log, out)
@@ -77,15 +80,15 @@ def run(args: argparse.Namespace) -> int:
     elif what == "grid":
         show.show_grid(model_config(args), source, out, level=args.level, **opts)
     elif what == "labels":  # a checkpoint's own config, else --preset or --config
-        config = None if args.checkpoint else model_config(args)
-        show.show_labels(config, source, out, index=args.index, checkpoint=args.checkpoint, **opts)
-    elif not args.checkpoint:
+        config = None if checkpoint else model_config(args)
+        show.show_labels(config, source, out, checkpoint=checkpoint, **image, **opts)
+    elif not checkpoint:
         raise ValueError(f"rpnkit show {what} needs --checkpoint")
     elif what == "objectness":
-        show.show_objectness(args.checkpoint, source, out, index=args.index, **opts)
+        show.show_objectness(checkpoint, source, out, **image, **opts)
     elif what == "nms":
-        show.show_nms(args.checkpoint, source, out, index=args.index, top=args.top, **opts)
+        show.show_nms(checkpoint, source, out, top=args.top, **image, **opts)
     else:
-        show.show_proposals(args.checkpoint, source, out, index=args.index, top=args.top, **opts)
+        show.show_proposals(checkpoint, source, out, top=args.top, **image, **opts)
     print(f"wrote {out}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -25,18 +26,29 @@ def allow_large_images(max_pixels: int | None) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels or None
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
+def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB. EXIF rotation is applied (the boxes of a dataset refer to the image
     as displayed); grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are
-    converted. Raises DataError naming the file for a missing, unreadable or truncated image,
-    or one over Pillow's pixel limit (see ``allow_large_images``)."""
+    converted. ``max_side``: shrunk to at most that many pixels on its longest side (never
+    enlarged; a JPEG decoded at 1/2, 1/4 or 1/8 scale when that still covers it, Pillow's
+    ``draft``: the full-size pixels of a huge image never reach numpy). Raises DataError
+    naming the file for a missing, unreadable or truncated image, or one over Pillow's pixel
+    limit (see ``allow_large_images``)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
         with Image.open(path) as img:
+            if max_side is not None and (scale := max_side / max(img.size)) < 1:
+                # in the stored orientation: the bound is the same for both sides
+                img.draft(None, (math.ceil(img.width * scale), math.ceil(img.height * scale)))
             img.load()  # decode now: truncated files fail here, not later
-            rgb = pil_to_rgb(ImageOps.exif_transpose(img))
+            upright = ImageOps.exif_transpose(img)
+            if max_side is not None:
+                if upright.mode.startswith("I;16"):  # Pillow cannot shrink these: 8 bits first
+                    upright = Image.fromarray(pil_to_rgb(upright))
+                upright.thumbnail((max_side, max_side))
+            rgb = pil_to_rgb(upright)
     except Image.DecompressionBombError as err:
         raise too_large_image_error(path, err) from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:

@@ -58,21 +58,12 @@ def plot_loss_curves(
 ) -> int:
     """Training losses from a ``train_log.csv`` against the step (log scale) and, where the
     run clipped gradients, the gradient norm before clipping beside them: a spike there is
-    where a run that goes wrong usually starts. Returns the number of curves."""
-    if not Path(csv_path).is_file():
-        steps = sorted(Path(csv_path).parent.glob("step*/train_log.csv"))  # the alternating's
-        hint = f"; an alternating run logs each step apart: {steps[0].parent}" if steps else ""
-        raise ValueError(f"{csv_path}: no training log here (a run folder's train_log.csv){hint}")
-    with open(csv_path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    keys = [k for k in rows[0] if k.startswith("loss")] if rows else []
-    if not keys or "step" not in rows[0]:
-        raise ValueError(f"{csv_path}: no losses to plot (expected a run's train_log.csv)")
-    norms = [(int(r["step"]), float(r["grad_norm"])) for r in rows if r.get("grad_norm")]
+    where a run that goes wrong usually starts. Returns the number of curves. A file that
+    is not such a log is one ValueError naming it (``read_training_log``)."""
+    steps, losses, norms = read_training_log(csv_path)
     fig, axes = chart_figure(size_px, panels=2 if norms else 1)
-    steps = [int(r["step"]) for r in rows]
-    for key in keys:
-        axes[0].plot(steps, [float(r[key]) for r in rows], label=key)
+    for key, values in losses.items():
+        axes[0].plot(steps, values, label=key)
     style_chart(
         axes[0],
         xlabel="step",
@@ -91,7 +82,61 @@ def plot_loss_curves(
             log_y=True,
         )
     save_figure(fig, path)
-    return len(keys) + bool(norms)
+    return len(losses) + bool(norms)
+
+
+def read_training_log(
+    csv_path: str | Path,
+) -> tuple[list[int], dict[str, list[float]], list[tuple[int, float]]]:
+    """A run's ``train_log.csv``: the steps, each loss column's values (``loss``,
+    ``loss_*``) and the (step, gradient norm) pairs where the run logged one. Anything else
+    (a missing file, a run's metrics.json, an image, a CSV without a 'step' column or a
+    loss column, a row of too many fields or a value that is not a number) is a ValueError
+    naming the file (and the line) and what is wrong."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        steps = sorted(csv_path.parent.glob("step*/train_log.csv"))  # the alternating's
+        hint = f"; an alternating run logs each step apart: {steps[0].parent}" if steps else ""
+        raise ValueError(f"{csv_path}: no training log here (a run folder's train_log.csv){hint}")
+    what = f"{csv_path}: not a training log (train_log.csv)"
+    try:
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            keys = [k for k in header if k.startswith("loss")]
+            if "step" not in header or not keys:
+                found = ", ".join(repr(k[:24]) for k in header[:4]) or "nothing"
+                found += ", ..." if len(header) > 4 else ""
+                raise ValueError(
+                    f"{what}: expected a 'step' column and loss columns, found {found}"
+                )
+            rows = [_log_row(row, keys, f"{csv_path} line {reader.line_num}") for row in reader]
+    except UnicodeDecodeError:
+        raise ValueError(f"{what}: not a text file") from None
+    except csv.Error as err:
+        raise ValueError(f"{what}: {err}") from None
+    if not rows:
+        raise ValueError(f"{what}: a header and no step logged")
+    steps = [step for step, _, _ in rows]
+    losses = {key: [values[i] for _, values, _ in rows] for i, key in enumerate(keys)}
+    norms = [(step, norm) for step, _, norm in rows if norm is not None]
+    return steps, losses, norms
+
+
+def _log_row(row: dict, keys: list[str], where: str) -> tuple[int, list[float], float | None]:
+    """One row of a training log as (step, the ``keys``' values, NaN where empty, the gradient
+    norm or None); ``where``: the file and line, for the error."""
+    what = f"{where}: not a training log (train_log.csv)"
+    if None in row:  # csv.DictReader's key for the fields past the header's
+        fields = len(row) - 1 + len(row[None])
+        raise ValueError(f"{what}: {fields} fields, the header has {len(row) - 1}")
+    try:
+        step = int(row["step"])
+        values = [float(row[key] or "nan") for key in keys]  # empty: a term not logged
+        norm = float(row["grad_norm"]) if row.get("grad_norm") else None
+    except (TypeError, ValueError) as err:  # TypeError: a short row without its step (None)
+        raise ValueError(f"{what}: {err}") from None
+    return step, values, norm
 
 
 def plot_precision_recall(

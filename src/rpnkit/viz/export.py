@@ -1,5 +1,6 @@
 """Writing an inference run's results: COCO results JSON, and PNG overlays of the first images
-drawn as the results stream in (the images are not kept in memory)."""
+drawn as the results stream in (the images are not kept in memory), one file per image: the
+image's name with its extension, then ``.png`` (``overlays.overlay_name``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from ..engine.results import DetectionResult, ProposalResult
 from ..engine.runner import Pace
 from ..engine.writing import CocoResultsWriter
-from .overlays import save_overlay
+from .overlays import overlay_name, save_overlay
 
 
 @dataclass
@@ -42,20 +43,23 @@ def export_results(
 ) -> Written:
     """Consume ``results``: every entry into the COCO results JSON ``out`` as it comes
     (``CocoResultsWriter``, in the background: renamed into place at the end), and the first
-    ``max_overlays`` images drawn into ``overlays``. ``skipped``: the runtime's list of
+    ``max_overlays`` images drawn into ``overlays``, each into a file of its own
+    (``a.jpg`` -> ``a.jpg.png``; a name met again in the run -> ``a.jpg-2.png``), so that
+    the count is the files written. ``skipped``: the runtime's list of
     unreadable images, filled as the results stream (for the count); ``pace``: the runtime's
     record of when its batches came (for the start-up and the steady rate, to the file in
     place; without it, the results are timed as they come here)."""
     if pace is None:
         pace = Pace()
         results = (result for _, result in pace.track(([None], r) for r in results))
-    images, drawn = 0, 0
+    images, drawn, taken = 0, 0, set()
     with CocoResultsWriter(out, background=True) as written:
         for result in results:
             written.add(result)
             images += 1
             if overlays is not None and drawn < max_overlays:
-                save_overlay(result, overlays, top=overlay_top)
+                name = overlay_name(result.file_name, taken)
+                save_overlay(result, overlays, top=overlay_top, name=name)
                 drawn += 1
     done = time.perf_counter()
     return Written(written.entries, images, drawn, len(skipped or []), pace, done)

@@ -1,7 +1,8 @@
 """The figure plumbing that the overlay pictures and the charts share, written once.
 
 A picture is a matplotlib figure of one or more side-by-side panels (Agg backend, 100 dpi, so
-``size_px`` is the PNG's size in pixels): :func:`image_figure` for images, with thin margins, and
+``size_px`` is the PNG's size in pixels): :func:`image_figure` for images, with thin margins,
+:func:`fitted_image_figure` for one image at its own aspect (:func:`fitted_size`), and
 :func:`chart_figure` for charts, with room for axis labels. :func:`image_panel` shows an image
 in a panel, :func:`draw_boxes` draws xyxy pixel boxes over it, :func:`style_chart` labels a
 chart's axes, and :func:`save_figure` writes the PNG and closes the figure.
@@ -36,6 +37,8 @@ IGNORED_COLOUR = "#a0a0a0"
 PROPOSAL_COLOUR = "#ff40ff"
 
 DPI = 100
+TITLE_PX = 24  # the band above a fitted picture's image, for its title
+MIN_FITTED_SIDE = 32  # a fitted picture's image is never thinner (a 10000 x 10 strip)
 
 
 def as_numpy(values: Tensor | np.ndarray) -> np.ndarray:
@@ -65,6 +68,23 @@ def image_figure(size_px: tuple[int, int], panels: int = 1) -> tuple[Figure, lis
     """A figure of ``panels`` side-by-side image panels with thin margins, room for a title."""
     fig, axes = _subplots(size_px, panels)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03)
+    return fig, axes
+
+
+def fitted_size(height: int, width: int, longest: int) -> tuple[int, int]:
+    """(width, height) in pixels of an image of ``height`` x ``width`` scaled to ``longest``
+    pixels on its longest side, keeping its aspect (neither side below MIN_FITTED_SIDE)."""
+    scale = longest / max(height, width)
+    return max(MIN_FITTED_SIDE, round(width * scale)), max(MIN_FITTED_SIDE, round(height * scale))
+
+
+def fitted_image_figure(height: int, width: int, longest: int) -> tuple[Figure, list[Axes]]:
+    """One image panel at the image's own aspect: the image fills a ``fitted_size`` area of
+    the PNG, with a ``TITLE_PX`` band above it for the title (no other margin), so that pixel
+    (x, y) of the panel lies at PNG pixel (x, y + TITLE_PX)."""
+    w_px, h_px = fitted_size(height, width, longest)
+    fig, axes = _subplots((w_px, h_px + TITLE_PX), 1)
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=h_px / (h_px + TITLE_PX))
     return fig, axes
 
 

@@ -6,7 +6,9 @@ final proposals or detections of one image (:func:`save_overlay` draws an infere
 
 Images are (3, H, W) float tensors in [0, 1] or (H, W, 3) uint8 arrays; boxes are (N, 4) xyxy
 in the image's pixels. Each function writes a PNG of ``size_px`` to ``path`` and returns the
-number of boxes drawn (points for the anchor centres, maps for the objectness). The anchor
+number of boxes drawn (points for the anchor centres, maps for the objectness); the pictures
+of one result (proposals, detections, overlays) are by default the image's own shape, its
+longest side between OVERLAY_MIN_SIDE and OVERLAY_MAX_SIDE pixels. The anchor
 pictures show a margin around the image, as anchors reach past its border; the others show
 the image only. Colours: green GT, red missed GT, yellow positive anchors, blue negative, grey
 ignored, magenta proposals.
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from ..data import load_rgb
@@ -37,12 +40,18 @@ from .figures import (
     PROPOSAL_COLOUR,
     as_numpy,
     draw_boxes,
+    fitted_image_figure,
     image_figure,
     image_panel,
     save_figure,
 )
 
 ANCHOR_MARGIN = 0.25  # of the image's size, on every side of the anchor pictures
+# a result's picture: the image's longest side in the PNG. Never above the maximum, whatever
+# the image (a 180 Mpx scan is decoded shrunk, not drawn whole); small images are enlarged to
+# the minimum, so that the scores stay readable
+OVERLAY_MAX_SIDE = 1600
+OVERLAY_MIN_SIDE = 640
 
 
 def plot_anchors_at_position(
@@ -242,16 +251,29 @@ def _label(ax: Axes, x: float, y: float, text: str, colour, *, fontsize: float, 
     )
 
 
+def result_figure(
+    image: Tensor | np.ndarray, size_px: tuple[int, int] | None
+) -> tuple[Figure, list[Axes]]:
+    """A one-panel figure for one image's result: ``size_px``, else the image's own aspect
+    with its longest side clamped to [OVERLAY_MIN_SIDE, OVERLAY_MAX_SIDE] pixels."""
+    if size_px is not None:
+        return image_figure(size_px)
+    h, w = image.shape[-2:] if isinstance(image, Tensor) else np.shape(image)[:2]
+    longest = min(OVERLAY_MAX_SIDE, max(OVERLAY_MIN_SIDE, h, w))
+    return fitted_image_figure(h, w, longest)
+
+
 def plot_proposals(
     image: Tensor | np.ndarray,
     boxes: Tensor | np.ndarray,
     scores: Tensor | np.ndarray,
     path: str | Path,
     *,
-    size_px: tuple[int, int] = (800, 600),
+    size_px: tuple[int, int] | None = None,
 ) -> int:
-    """Draw proposals with their scores, the best first and brightest."""
-    fig, (ax,) = image_figure(size_px)
+    """Draw proposals with their scores, the best first and brightest; ``size_px`` None: the
+    image's shape (``result_figure``)."""
+    fig, (ax,) = result_figure(image, size_px)
     image_panel(ax, image, f"top {len(boxes)} proposals")
     boxes, scores = as_numpy(boxes).reshape(-1, 4), as_numpy(scores).reshape(-1)
     for rank, (box, score) in enumerate(zip(boxes, scores)):
@@ -271,10 +293,11 @@ def plot_detections(
     names: Sequence[str],
     path: str | Path,
     *,
-    size_px: tuple[int, int] = (800, 600),
+    size_px: tuple[int, int] | None = None,
 ) -> int:
-    """Detections with their class names and scores."""
-    fig, (ax,) = image_figure(size_px)
+    """Detections with their class names and scores; ``size_px`` None: the image's shape
+    (``result_figure``)."""
+    fig, (ax,) = result_figure(image, size_px)
     image_panel(ax, image, f"{len(names)} detections")
     colours = colormaps["tab10"]
     for box, score, name in zip(as_numpy(boxes).reshape(-1, 4), as_numpy(scores), names):
@@ -285,12 +308,36 @@ def plot_detections(
     return len(names)
 
 
+def overlay_name(file_name: str, taken: set[str] | None = None) -> str:
+    """The overlay's file name for the image ``file_name``: its name, extension kept, then
+    ``.png`` (``a.jpg`` -> ``a.jpg.png``, ``a.png`` -> ``a.png.png``), so that images that
+    differ only in their extension keep apart. ``taken``: the names written so far in a run
+    (compared without case, as macOS and Windows do); a name met again (images of one name
+    in two folders of a dataset) becomes ``a.jpg-2.png``, ``a.jpg-3.png``... in input order,
+    and the name given is added to it."""
+    base = Path(file_name).name or "image"
+    name, n = f"{base}.png", 1
+    while taken is not None and name.casefold() in taken:
+        n += 1
+        name = f"{base}-{n}.png"
+    if taken is not None:
+        taken.add(name.casefold())
+    return name
+
+
 def save_overlay(
-    result: ProposalResult | DetectionResult, folder: str | Path, *, top: int | None = None
+    result: ProposalResult | DetectionResult,
+    folder: str | Path,
+    *,
+    top: int | None = None,
+    name: str | None = None,
 ) -> Path:
-    """Draw one inference result over its image into ``folder/<file stem>.png``: proposals
-    (the best ``top`` of them, all when None) with :func:`plot_proposals`, detections (all)
-    with :func:`plot_detections`. Returns the PNG's path."""
+    """Draw one inference result over its image into ``folder/name`` (default
+    ``overlay_name(result.file_name)``: ``a.jpg`` -> ``a.jpg.png``): proposals (the best
+    ``top`` of them, all when None) with :func:`plot_proposals`, detections (all) with
+    :func:`plot_detections`. The image is drawn shrunk to at most OVERLAY_MAX_SIDE pixels
+    (``load_rgb``'s ``max_side``), the boxes scaled with it, and the PNG has its shape. Returns
+    the PNG's path."""
     if not isinstance(result, (ProposalResult, DetectionResult)):
         raise TypeError(f"expected a ProposalResult or DetectionResult, got {type(result)}")
     if result.source is None:
@@ -298,10 +345,16 @@ def save_overlay(
             f"{result.file_name}: the image was given in memory: draw it with "
             "plot_proposals/plot_detections"
         )
-    image = load_rgb(result.source)
-    path = Path(folder) / f"{Path(result.file_name).stem}.png"
+    image = load_rgb(result.source, max_side=OVERLAY_MAX_SIDE)
+    # result boxes are in the original image's pixels: into the shrunk copy's
+    (orig_h, orig_w), (h, w) = result.image_size, image.shape[:2]
+    scale = torch.tensor([w / orig_w, h / orig_h] * 2)
+    path = Path(folder) / (name or overlay_name(result.file_name))
     if isinstance(result, DetectionResult):
-        plot_detections(image, result.boxes, result.scores, result.names, path)
+        plot_detections(
+            image, result.boxes.detach().cpu().float() * scale, result.scores, result.names, path
+        )
     else:
-        plot_proposals(image, result.boxes[:top], result.scores[:top], path)
+        boxes = result.boxes[:top].detach().cpu().float() * scale
+        plot_proposals(image, boxes, result.scores[:top], path)
     return path

@@ -1,6 +1,9 @@
 """The pictures behind ``rpnkit show``: each takes one image as training or inference sees it
 (resized, and with its GT for a dataset), runs the anchor machinery or the model's own forward
-on it, and writes a PNG through ``overlays``."""
+on it, and writes a PNG through ``overlays``. The size is the options' ``short`` and
+``max_size``; None (their default) is the checkpoint's training size where a checkpoint is
+given, as ``load`` gives ``propose``, ``detect`` and ``eval``, else 800 and 1333. A
+checkpoint runs on ``device`` ('auto', 'cpu', 'cuda', 'cuda:N'), as ``load`` takes it."""
 
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ import torch
 from torch import Tensor
 
 from ..data import DetectionDataset, collate, eval_transforms, index_for_input
+from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine import runner
-from ..engine.runtime import load
+from ..engine.runtime import Predictor, load
 from ..modeling.anchors import AnchorGenerator, visible_anchors
 from ..modeling.matching import IGNORE, NEGATIVE, POSITIVE
 from ..modeling.presets import ModelConfig, build_model
@@ -20,8 +24,12 @@ from ..modeling.sizes import feature_sizes
 from . import overlays
 
 
-def _item(path, *, index: int = 0, short: int = 800, max_size: int = 1333, **data_options):
-    """One image (and its GT, for datasets) resized as the model sees it."""
+def _item(
+    path, *, index: int = 0, short: int | None = None, max_size: int | None = None, **data_options
+):
+    """One image (and its GT, for datasets) resized as the model sees it (None: 800, 1333)."""
+    short = DEFAULT_SHORT_SIDE if short is None else short
+    max_size = DEFAULT_MAX_SIZE if max_size is None else max_size
     dataset_index = index_for_input(path, **data_options)
     if not 0 <= index < len(dataset_index.records):
         raise ValueError(
@@ -31,6 +39,15 @@ def _item(path, *, index: int = 0, short: int = 800, max_size: int = 1333, **dat
     if item is None:
         raise ValueError(f"{dataset_index.records[index].path}: unreadable image")
     return item
+
+
+def _loaded(checkpoint, device, opts: dict) -> tuple[Predictor, dict]:
+    """The checkpoint on ``device``, its batch norms unfolded (show draws the raw network's
+    outputs), and ``opts`` with its size: the ``short`` and ``max_size`` given, else the
+    checkpoint's training size (``load``'s rule, as every other command)."""
+    short, max_size = opts.get("short"), opts.get("max_size")
+    predictor = load(checkpoint, device, fold_bn=False, short_side=short, max_size=max_size)
+    return predictor, {**opts, "short": predictor.short_side, "max_size": predictor.max_size}
 
 
 def _sizes(config: ModelConfig, item: dict) -> list[tuple[int, int]]:
@@ -84,14 +101,21 @@ def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int
 
 
 def show_labels(
-    config: ModelConfig | None, data, out, *, index: int = 0, checkpoint=None, **opts
+    config: ModelConfig | None,
+    data,
+    out,
+    *,
+    index: int = 0,
+    checkpoint=None,
+    device: str = "auto",
+    **opts,
 ) -> int:
     """Positive, negative and ignored anchors of one training image, as the matcher labels
-    them; ``checkpoint`` (else ``config``) says which model. A Cascade RPN has assignments
-    of its own: ``show_cascade_labels``."""
+    them; ``checkpoint`` (else ``config``) says which model, and its training size the
+    image's. A Cascade RPN has assignments of its own: ``show_cascade_labels``."""
     network = None
     if checkpoint is not None:
-        predictor = load(checkpoint, "cpu", fold_bn=False)
+        predictor, opts = _loaded(checkpoint, device, opts)
         network, config = predictor.network, predictor.spec.model_config
     if config.cascade is not None:
         return show_cascade_labels(config, data, out, index=index, network=network, **opts)
@@ -123,12 +147,13 @@ def show_cascade_labels(
     """A Cascade RPN's own assignments of one training image, from its forward with the GT:
     stage 1's region assigner on the anchors (positives and ignored; it has no negatives),
     and, given the trained ``network``, stage 2's IoU matching on its stage-1 boxes. Without
-    one only stage 1 is drawn: it depends on the GT and the anchors alone."""
+    one only stage 1 is drawn: it depends on the GT and the anchors alone. The model runs
+    where ``network`` is."""
     item = _item(data, index=index, **opts)
-    batch = collate([item])
     model = build_model(config).eval() if network is None else runner.first_stage(network)
+    batch = collate([item]).to(next(model.parameters()).device)
     output = model(batch.images, batch.image_sizes, batch.targets)
-    stage1 = _by_label(output.anchors, output.stage1_match.labels()[0])
+    stage1 = _by_label(output.anchors.cpu(), output.stage1_match.labels()[0].cpu())
     panels = [
         overlays.LabelPanel(
             f"stage 1, region assigner, anchors: {len(stage1[POSITIVE])} positive, "
@@ -141,7 +166,7 @@ def show_cascade_labels(
     if network is None:
         panels[0].title += "\n(stage 2 needs a trained checkpoint)"
     else:  # stage 2's matching depends on the trained stage 1's boxes
-        stage2 = _by_label(output.refined_anchors[0], output.match.labels()[0])
+        stage2 = _by_label(output.refined_anchors[0].cpu(), output.match.labels()[0].cpu())
         panels.append(
             overlays.LabelPanel(
                 f"stage 2, IoU matching, stage-1 boxes: {len(stage2[POSITIVE])} positive, "
@@ -155,17 +180,22 @@ def show_cascade_labels(
 
 
 @torch.no_grad()
-def _forward(checkpoint, image, **opts) -> tuple:
-    """The checkpoint's first stage on one image: (the first stage, the item, the batch and
-    the RPN's output with its raw predictions)."""
-    first_stage = runner.first_stage(load(checkpoint, "cpu", fold_bn=False).network)
+def _forward(checkpoint, image, *, device: str = "auto", **opts) -> tuple:
+    """The checkpoint's first stage on one image, on ``device`` at the checkpoint's size
+    unless ``opts`` give one: (the first stage, the item, the batch on the device and the
+    RPN's output with its raw predictions, there too)."""
+    predictor, opts = _loaded(checkpoint, device, opts)
+    first_stage = runner.first_stage(predictor.network)
     item = _item(image, **opts)
-    batch = collate([item])
-    return first_stage, item, batch, first_stage(batch.images, batch.image_sizes)
+    batch = collate([item]).to(predictor.device)
+    # image_scales: min_size in the original pixels, as the runtime's proposals have it
+    output = first_stage(batch.images, batch.image_sizes, image_scales=batch.image_scales)
+    return first_stage, item, batch, output
 
 
 def show_objectness(checkpoint, image, out, **opts) -> int:
-    """Per level, each position's highest objectness probability."""
+    """Per level, each position's highest objectness probability (``opts``: the image's
+    ``index``, the size and the ``device``, as ``_forward`` takes them)."""
     model, item, _, output = _forward(checkpoint, image, **opts)
     maps = []
     levels = model.rpn.config.anchors.levels
@@ -179,12 +209,12 @@ def show_objectness(checkpoint, image, out, **opts) -> int:
 def show_nms(checkpoint, image, out, *, top: int = 300, **opts) -> tuple[int, int]:
     """The top boxes before NMS and the proposals kept after it (at most ``top`` each)."""
     model, item, batch, output = _forward(checkpoint, image, **opts)
-    before = _without_nms(model.rpn, output, batch.image_sizes, top)
+    before = _without_nms(model.rpn, output, batch, top)
     after = output.proposals.per_image()[0][0][:top]
     return overlays.plot_nms_before_after(item["image"], before, after, out)
 
 
-def _without_nms(rpn, output: RPNOutput, image_sizes, top: int):
+def _without_nms(rpn, output: RPNOutput, batch, top: int):
     """The RPN's top ``top`` boxes with its test setting but no suppression."""
     no_nms = dataclasses.replace(rpn.config.test_proposals, post_nms_top_n=top, nms_threshold=1.0)
     # a Cascade RPN's deltas apply to its stage-1 boxes, not to the anchors
@@ -194,9 +224,10 @@ def _without_nms(rpn, output: RPNOutput, image_sizes, top: int):
         output.pred_deltas,
         anchors,
         rpn.anchor_generator.level_sizes(output.feature_sizes),
-        image_sizes,
+        batch.image_sizes,
         no_nms,
         box_coder=rpn.box_coder,
+        image_scales=batch.image_scales,
     ).per_image()[0][0]
 
 
