@@ -5,6 +5,8 @@ from rpnkit.evaluation.detection import (
     ImageDetections,
     ImageTruth,
     coco_map,
+    format_detection_metrics,
+    format_metric,
     format_per_class,
     voc_ap,
     voc_map,
@@ -96,3 +98,14 @@ def test_coco_map_works_with_pycocotools_2_0_10(monkeypatch):
     truths = [_truth([[0, 0, 50, 50]], [1])]
     stats, _, _ = coco_map(truths, [_dets([[0, 0, 50, 50]], [0.9], [1])], ["cat"])
     assert stats["AP"] == pytest.approx(1.0)
+
+
+def test_no_gt_of_a_size_prints_as_n_a_and_stays_minus_one_in_the_metrics():
+    # regression: the table printed pycocotools' "no GT" marker as "APs -1.000"
+    truths = [_truth([[0, 0, 150, 150]], [1])]  # one large box: no small or medium GT
+    stats, per_class, _ = coco_map(truths, [_dets([[0, 0, 150, 150]], [0.9], [1])], ["cat"])
+    assert stats["APs"] == stats["APm"] == -1.0 and stats["APl"] == pytest.approx(1.0)
+    metrics = {**stats, "VOC07_mAP50": 1.0, "VOC_area_mAP50": 1.0, "per_class_AP": per_class}
+    text = format_detection_metrics(metrics)
+    assert "APs n/a, APm n/a, APl 1.000" in text and "-1" not in text
+    assert format_metric(0.25, 7) == "  0.250" and format_metric(-1.0, 7) == "    n/a"

@@ -2,7 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from rpnkit.evaluation.recall import match_proposals, proposal_recall_summary
+from rpnkit.evaluation.recall import (
+    format_recall_table,
+    match_proposals,
+    proposal_recall_summary,
+)
 
 
 def _table(preds, gts, crowd=None, **kw):
@@ -69,6 +73,17 @@ def test_crowd_absorbs_proposals_without_counting():
         area_ranges=((0, 1e10),),
     )
     assert table.recall(2)[0].tolist() == [1.0] * 10
+
+
+def test_sizes_without_gt_print_as_n_a():
+    # regression: a dataset without small objects printed whole [small] rows of -1.000
+    # (COCO's "no GT to count"), which the metrics keep
+    summary = proposal_recall_summary(_table([[0, 0, 50, 50]], [[0, 0, 50, 50]]), (10, 100))
+    assert summary["AR@10_small"] == -1.0 and summary["AR@10_medium"] == 1.0
+    text = format_recall_table(summary, (10, 100))
+    small = text.split("[small]")[1].split("[medium]")[0]
+    assert small.count("n/a") == 6 and "-1" not in text
+    assert "   AR 0.5:0.95    1.000    1.000" in text.split("[small]")[0]
 
 
 def test_area_ranges_follow_coco():

@@ -20,29 +20,21 @@ from .options import (
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "eval",
-        help="proposal recall (or a detector's mAP) of a checkpoint or of stored proposals",
+        help="proposal recall (or a detector's mAP) of a checkpoint or of stored results",
         description=(
             "AR@10/100/300/1000 (IoU 0.5:0.95) and recall at IoU 0.5 and 0.7, overall "
             "and per COCO size range, computed as pycocotools' COCOeval with "
             "useCats=0, of a checkpoint's proposals or of a COCO results file "
             "(--proposals: from rpnkit propose, detectron2 or anything else); a Faster R-CNN "
-            "checkpoint gets COCO and VOC mAP, and a class-agnostic one (OLN's full model, "
+            "checkpoint gets COCO and VOC mAP, and so do stored detections (--detections: from "
+            "rpnkit detect, detectron2, mmdet); a class-agnostic checkpoint (OLN's full model, "
             "preset effnet-lite0-fpn-oln-rcnn) the recall of its final boxes as proposals. "
             "--seen-classes: recall on the classes never seen in training (OLN's protocol). "
             "Prints a table; --out writes JSON."
         ),
         formatter_class=HELP,
     )
-    what = p.add_mutually_exclusive_group()  # one of them: checked in run, as argparse words it
-    what.add_argument("--checkpoint", help="checkpoint.safetensors to evaluate")
-    what.add_argument(
-        "--proposals",
-        metavar="RESULTS_JSON",
-        help="score these stored proposals instead of a checkpoint's: a COCO results JSON "
-        "(entries with file_name or image_id, bbox [x, y, w, h] and score), matched to the "
-        "images by file name when the entries have one, else by COCO image id; boxes are "
-        "compared in original pixels and results for unknown images are reported",
-    )
+    _add_what(p)
     p.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder, YOLO yaml, CSV")
     p.add_argument(
         "--split-from",
@@ -85,10 +77,34 @@ def add_parser(sub) -> None:
         "--plots",
         default=None,
         help="folder for recall.png (recall against proposals and against IoU), or for a "
-        "Faster R-CNN checkpoint precision_recall.png",
+        "Faster R-CNN checkpoint or stored --detections precision_recall.png",
     )
     add_data_options(p, split="val", locate=True, checkpoint=True)
     p.set_defaults(func=run)
+
+
+def _add_what(p: argparse.ArgumentParser) -> None:
+    """What is scored: --checkpoint, --proposals or --detections."""
+    what = p.add_mutually_exclusive_group()  # one of them: checked in run, as argparse words it
+    what.add_argument("--checkpoint", help="checkpoint.safetensors to evaluate")
+    what.add_argument(
+        "--proposals",
+        metavar="RESULTS_JSON",
+        help="score these stored proposals instead of a checkpoint's: a COCO results JSON "
+        "(entries with file_name or image_id, bbox [x, y, w, h] and score), matched to the "
+        "images by file name when the entries have one, else by COCO image id; boxes are "
+        "compared in original pixels and results for unknown images are reported",
+    )
+    what.add_argument(
+        "--detections",
+        metavar="RESULTS_JSON",
+        help="score these stored detections for mAP instead of a checkpoint's: a COCO results "
+        "JSON (entries as for --proposals, with category_name or category_id), matched to the "
+        "images as --proposals are and to the dataset's classes by category_name when an "
+        "entry has one, else by category_id (the COCO JSON's own ids for COCO data, else 1..K "
+        "in the dataset's class order, as rpnkit detect writes them); results of unknown "
+        "images or classes are reported. --max-detections N: each image's best N count",
+    )
 
 
 def _held_out(args: argparse.Namespace, index):
@@ -106,22 +122,19 @@ def _held_out(args: argparse.Namespace, index):
 
 
 def _evaluate(args: argparse.Namespace):
-    """The report, and when the model's batches came (None for stored proposals)."""
-    if args.checkpoint is None and args.proposals is None:
+    """The report, and when the model's batches came (None for stored results)."""
+    if args.checkpoint is None and args.proposals is None and args.detections is None:
         raise ValueError(
-            "the following arguments are required: --checkpoint (or --proposals, to score "
-            "stored proposals)"
+            "the following arguments are required: --checkpoint (or --proposals or "
+            "--detections, to score stored proposals or detections)"
         )
-    if args.proposals is not None and args.seen_classes is not None:
-        raise ValueError("--seen-classes scores a checkpoint's boxes, not stored --proposals")
-    if args.proposals is not None:  # class-agnostic: no class names to map
-        from ..engine.evaluate import evaluate_stored_proposals, read_stored_proposals
-
-        whole = read_data(args)
-        index = _held_out(args, whole)
-        stored = read_stored_proposals(args.proposals, index, whole=whole)
-        print(stored.describe())
-        return evaluate_stored_proposals(stored, index, device=args.device), None
+    stored = "--proposals" if args.proposals is not None else "--detections"
+    if args.checkpoint is None and args.seen_classes is not None:
+        raise ValueError(f"--seen-classes scores a checkpoint's boxes, not stored {stored}")
+    if args.proposals is not None:
+        return _stored_proposals(args), None
+    if args.detections is not None:
+        return _stored_detections(args), None
     runtime = load_runtime(args)
     own_names = runtime.class_agnostic or args.seen_classes is not None
     index = _held_out(args, read_data(args, None if own_names else list(runtime.class_names)))
@@ -143,9 +156,39 @@ def _evaluate(args: argparse.Namespace):
     return report, runtime.pace
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..engine.results import write_json
+def _stored_proposals(args: argparse.Namespace):
+    """The recall of --proposals (class-agnostic: no class names to map)."""
+    from ..engine.evaluate import evaluate_stored_proposals, read_stored_proposals
 
+    if args.max_detections is not None:
+        raise ValueError(
+            "--max-detections counts detections: of stored --proposals the best 1000 count"
+        )
+    whole = read_data(args)
+    index = _held_out(args, whole)
+    stored = read_stored_proposals(args.proposals, index, whole=whole)
+    print(stored.describe())
+    return evaluate_stored_proposals(stored, index, device=args.device)
+
+
+def _stored_detections(args: argparse.Namespace):
+    """The mAP of --detections, their classes mapped to the dataset's own."""
+    from ..engine.evaluate import evaluate_stored_detections, read_stored_detections
+
+    if args.top is not None:
+        raise ValueError("--top counts proposals: for stored --detections it is --max-detections")
+    whole = read_data(args)
+    index = _held_out(args, whole)
+    stored = read_stored_detections(args.detections, index, top=args.max_detections, whole=whole)
+    print(stored.describe())
+    return evaluate_stored_detections(stored, index)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..engine.results import check_json_target, write_json
+
+    if args.out:  # a folder there is said before the evaluation, not after it
+        check_json_target(args.out)
     report, pace = _evaluate(args)
     if pace is not None:
         print(f"ran the model on {pace.images} image(s){pace.summary()}")

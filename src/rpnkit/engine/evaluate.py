@@ -1,8 +1,9 @@
 """Running a network over a labelled dataset and measuring it: proposal recall (COCO-style,
 ``evaluation.recall``), recall on classes never seen in training (``evaluate_novel_classes``,
 OLN's protocol: ``evaluation.open_world``) or detection mAP (pycocotools and VOC,
-``evaluation.detection``); and the recall of stored proposals, a COCO results file from
-rpnkit or anything else, with no network at all (``evaluate_stored_proposals``)."""
+``evaluation.detection``); and, with no network at all, the recall of stored proposals
+(``evaluate_stored_proposals``) and the mAP of stored detections
+(``evaluate_stored_detections``): COCO results files from rpnkit or anything else."""
 
 from __future__ import annotations
 
@@ -90,9 +91,13 @@ class RecallReport:
 @dataclass
 class DetectionReport:
     """COCO box AP (pycocotools), VOC mAP@0.5 (07 11-point and area), per-class AP tables and
-    precision-recall curves, as one dict of ``metrics``."""
+    precision-recall curves, as one dict of ``metrics``. For stored detections, ``notes``
+    says what could not be matched (also warned) and ``unknown_results`` counts the results
+    for images that the dataset does not hold."""
 
     metrics: dict
+    notes: list[str] = field(default_factory=list)
+    unknown_results: int = 0
 
     def format(self) -> str:
         return format_detection_metrics(self.metrics)
@@ -333,6 +338,16 @@ def evaluate_detections(
             detections.append(
                 ImageDetections((boxes * factors).numpy(), scores.numpy(), labels.numpy())
             )
+    return _detection_report(truths, detections, class_names)
+
+
+def _detection_report(
+    truths: Sequence[ImageTruth],
+    detections: Sequence[ImageDetections],
+    class_names: Sequence[str],
+) -> DetectionReport:
+    """COCO mAP (pycocotools), VOC mAP (07 11-point and area), per-class AP and
+    precision-recall curves of per-image detections against per-image GT (original pixels)."""
     coco, coco_per_class, pr = coco_map(truths, detections, class_names)
     voc07, voc_per_class = voc_map(truths, detections, class_names, use_07_metric=True)
     voc_area, _ = voc_map(truths, detections, class_names, use_07_metric=False)
@@ -413,8 +428,10 @@ def _result_entry(entry) -> tuple[float, list[float]] | str:
     if not isinstance(entry, dict):
         return f"expected an object, got a {type(entry).__name__}"
     name, image_id = entry.get("file_name"), entry.get("image_id")
-    if not (isinstance(name, str) and name) and not isinstance(image_id, int | str):
+    if not (isinstance(name, str) and name) and not _is_key(image_id):
         return "neither a 'file_name' nor an 'image_id'"
+    if image_id is not None and not _is_key(image_id):  # unhashable: no image has it
+        return f"'image_id' {json.dumps(image_id)[:30]} is not an integer or a string"
     bbox = entry.get("bbox")
     if not isinstance(bbox, list) or len(bbox) != 4 or not all(_number(v) for v in bbox):
         return f"'bbox' {json.dumps(bbox)[:60]} is not 4 finite numbers [x, y, w, h]"
@@ -424,6 +441,11 @@ def _result_entry(entry) -> tuple[float, list[float]] | str:
     if not _number(entry.get("score")):
         return f"'score' {json.dumps(entry.get('score'))[:30]} is not a finite number"
     return float(entry["score"]), [x, y, x + w, y + h]
+
+
+def _is_key(value) -> bool:
+    """An image or category id as COCO writes them: an integer or a string."""
+    return isinstance(value, int | str) and not isinstance(value, bool)
 
 
 def _image_keys(index: DatasetIndex) -> tuple[dict, dict]:
@@ -436,6 +458,44 @@ def _image_keys(index: DatasetIndex) -> tuple[dict, dict]:
         by_name[record.file_name] = None if record.file_name in by_name else i
         by_id.setdefault(record.image_id, i)
     return by_name, by_id
+
+
+@dataclass
+class _Matched:
+    """Results entries given to a dataset's images: per record, its entries as parsed;
+    ``bad``: a line per malformed entry; ``unknown``: image key -> its results, for images
+    not in the dataset; ``others``: results for the whole dataset's other images."""
+
+    found: list[list]
+    bad: list[str] = field(default_factory=list)
+    unknown: dict = field(default_factory=dict)
+    others: int = 0
+
+
+def _match_entries(path: Path, entries: list, index: DatasetIndex, whole, parse) -> _Matched:
+    """Each entry parsed (``parse``: its value, or a string saying why it is malformed) and
+    given to its image: by file name (its last part) where one image of ``index`` has it,
+    else by image id; ``whole``'s other images are told apart from unknown ones."""
+    by_name, by_id = _image_keys(index)
+    other_names, other_ids = _image_keys(whole) if whole is not None else ({}, {})
+    matched = _Matched([[] for _ in index.records])
+    for n, entry in enumerate(entries):
+        parsed = parse(entry)
+        if isinstance(parsed, str):
+            matched.bad.append(f"{path}: entry {n}: {parsed}")
+            continue
+        name = entry.get("file_name")
+        by_file = isinstance(name, str) and bool(name)
+        by_file = by_file and by_name.get(Path(name).name, 0) is not None  # else shared
+        key = Path(name).name if by_file else entry.get("image_id")
+        i = (by_name if by_file else by_id).get(key)
+        if i is not None:
+            matched.found[i].append(parsed)
+        elif key in (other_names if by_file else other_ids):
+            matched.others += 1
+        else:
+            matched.unknown[key] = matched.unknown.get(key, 0) + 1
+    return matched
 
 
 def _note(notes: list[str], line: str) -> None:
@@ -461,31 +521,9 @@ def read_stored_proposals(
     its other images are left out without a word (counted in ``other_results``)."""
     path = Path(path)
     entries = _results_entries(path)
-    by_name, by_id = _image_keys(index)
-    other_names, other_ids = _image_keys(whole) if whole is not None else ({}, {})
-    found: list[list] = [[] for _ in index.records]
-    unknown: dict = {}
-    bad, others = [], 0
-    for n, entry in enumerate(entries):
-        parsed = _result_entry(entry)
-        if isinstance(parsed, str):
-            bad.append(f"{path}: entry {n}: {parsed}")
-            continue
-        name = entry.get("file_name")
-        by_file = isinstance(name, str) and bool(name)
-        by_file = by_file and by_name.get(Path(name).name, 0) is not None  # else shared
-        key = Path(name).name if by_file else entry.get("image_id")
-        i = (by_name if by_file else by_id).get(key)
-        if i is not None:
-            found[i].append(parsed)
-        elif key in (other_names if by_file else other_ids):
-            others += 1
-        else:
-            unknown[key] = unknown.get(key, 0) + 1
-    stored = _stored(path, found, top)
-    stored.results, stored.bad_results, stored.other_results = len(entries), len(bad), others
-    stored.unknown_results = sum(unknown.values())
-    _report_unmatched(stored, bad, unknown, index)
+    matched = _match_entries(path, entries, index, whole, _result_entry)
+    stored = _stored(path, matched.found, top)
+    _report_unmatched(stored, matched, index, len(entries))
     return stored
 
 
@@ -501,7 +539,13 @@ def _stored(path: Path, found: list[list], top: int | None) -> StoredProposals:
     return StoredProposals(str(path), boxes, scores)
 
 
-def _report_unmatched(stored: StoredProposals, bad: list, unknown: dict, index) -> None:
+def _report_unmatched(stored: StoredProposals, matched: _Matched, index, results: int) -> None:
+    """Counts the results, reports the malformed ones one by one (the first
+    ``MAX_REPORTED``) and those for images not in ``index`` in one line; none for an image of
+    ``index`` is an error."""
+    bad, unknown = matched.bad, matched.unknown
+    stored.results, stored.bad_results = results, len(bad)
+    stored.other_results, stored.unknown_results = matched.others, sum(unknown.values())
     for line in bad[:MAX_REPORTED]:
         _note(stored.notes, line)
     if len(bad) > MAX_REPORTED:
@@ -513,11 +557,170 @@ def _report_unmatched(stored: StoredProposals, bad: list, unknown: dict, index) 
             f"{stored.source}: {stored.unknown_results} result(s) for {len(unknown)} image(s) "
             f"not in {index.source} (first: {first!r})",
         )
-    if not any(len(b) for b in stored.boxes):
+    if not any(matched.found):
         raise ValueError(
             f"{stored.source}: none of its {stored.results} results is for an image of "
             f"{index.source}" + (f" (first: {next(iter(unknown))!r})" if unknown else "")
         )
+
+
+# ---------------------------------------------------------------- stored detections
+
+
+@dataclass
+class StoredDetections(StoredProposals):
+    """A COCO results file of detections matched to a dataset's images and classes, as
+    ``StoredProposals`` (boxes (D, 4) float64 xyxy in original pixels, best first) with, per
+    record, the ``labels`` (D,) in 1..K of the dataset's classes; ``unknown_categories``
+    results were for images of the dataset but of a class it does not have (left out)."""
+
+    labels: list[np.ndarray] = field(default_factory=list)
+    unknown_categories: int = 0
+
+    def describe(self) -> str:
+        """``StoredProposals.describe``, and ``; 3 of classes not in the dataset``."""
+        text = super().describe()
+        if self.unknown_categories:
+            text += f"; {self.unknown_categories} of classes not in the dataset"
+        return text
+
+
+def _detection_entry(entry) -> tuple[float, list[float], tuple[str, int | str]] | str:
+    """``(score, xyxy box, category)`` of a results entry, the category being
+    ``("category_name", name)`` when the entry has a name, else ``("category_id", id)``; or
+    why the entry is not one."""
+    parsed = _result_entry(entry)
+    if isinstance(parsed, str):
+        return parsed
+    name, category = entry.get("category_name"), entry.get("category_id")
+    if name is not None:
+        if not (isinstance(name, str) and name):
+            return f"'category_name' {json.dumps(name)[:30]} is not a class name"
+        return (*parsed, ("category_name", name))
+    if category is None:
+        return "neither a 'category_id' nor a 'category_name'"
+    if not _is_key(category):
+        return f"'category_id' {json.dumps(category)[:30]} is not an integer or a string"
+    return (*parsed, ("category_id", category))
+
+
+def category_labels(index: DatasetIndex) -> dict[tuple[str, int | str], int]:
+    """What a detection's category means in ``index``: ``("category_name", name)`` and
+    ``("category_id", id)`` -> label in 1..K. Ids are a COCO JSON's own category ids for a
+    COCO dataset, else 1..K in the order of ``index.class_names`` (what ``rpnkit detect``
+    writes)."""
+    labels: dict[tuple[str, int | str], int] = {}
+    for k, name in enumerate(index.class_names, start=1):
+        labels.setdefault(("category_name", name), k)
+    if index.categories is None:
+        labels.update({("category_id", k): k for k in range(1, len(index.class_names) + 1)})
+    elif list(index.class_names) == [name for _, name in index.categories]:  # its own classes
+        labels.update({("category_id", c): k for k, (c, _) in enumerate(index.categories, 1)})
+    else:  # read against other class names: by name
+        for category, name in index.categories:
+            if ("category_name", name) in labels:
+                labels[("category_id", category)] = labels[("category_name", name)]
+    return labels
+
+
+def _describe_categories(index: DatasetIndex) -> str:
+    """What category ids and names ``index`` knows, for a message."""
+    names = ", ".join(repr(n) for n in index.class_names[:5])
+    names += ", ..." if len(index.class_names) > 5 else ""
+    ids = "its COCO JSON's category ids" if index.categories is not None else "1..K in that order"
+    return f"category_name one of {names}, else category_id {ids}"
+
+
+def read_stored_detections(
+    path: str | Path,
+    index: DatasetIndex,
+    *,
+    top: int | None = None,
+    whole: DatasetIndex | None = None,
+) -> StoredDetections:
+    """The detections of a COCO results file (``rpnkit detect``'s, detectron2's, mmdet's) for
+    the images and classes of ``index``: images matched as ``read_stored_proposals`` matches
+    them, classes by ``category_name`` when an entry has one, else by ``category_id``
+    (``category_labels``). Malformed entries and results for unknown images are reported as
+    for proposals; results of classes the dataset does not have in one line, left out; none
+    of a known image, or none of those of a known class, is an error. Each image keeps its
+    ``top`` best results (all by default)."""
+    path = Path(path)
+    entries = _results_entries(path)
+    matched = _match_entries(path, entries, index, whole, _detection_entry)
+    labels = category_labels(index)
+    found, unknown = [], {}
+    for results in matched.found:
+        found.append([(s, box, labels[c]) for s, box, c in results if c in labels])
+        for *_, category in results:
+            if category not in labels:
+                unknown[category] = unknown.get(category, 0) + 1
+    stored = _stored_detections(path, found, top)
+    _report_unmatched(stored, matched, index, len(entries))
+    stored.unknown_categories = sum(unknown.values())
+    if unknown:
+        kind, first = next(iter(unknown))
+        line = f"{path}: {stored.unknown_categories} result(s) of {len(unknown)} class(es) not "
+        line += f"in {index.source} (first: {kind} {first!r}; it has "
+        _note(stored.notes, f"{line}{_describe_categories(index)})")
+    if not any(found):
+        raise ValueError(
+            f"{path}: none of its results for the images of {index.source} is of one of its "
+            f"classes ({_describe_categories(index)})"
+        )
+    return stored
+
+
+def _stored_detections(path: Path, found: list[list], top: int | None) -> StoredDetections:
+    """Each image's (score, box, label) results sorted by score (stable: a tie keeps the
+    file's order), its best ``top``."""
+    boxes, scores, labels = [], [], []
+    for results in found:
+        s = np.array([score for score, _, _ in results], np.float64)
+        order = np.argsort(-s, kind="stable")[:top]
+        boxes.append(np.array([box for _, box, _ in results], np.float64).reshape(-1, 4)[order])
+        scores.append(s[order])
+        labels.append(np.array([k for _, _, k in results], np.int64)[order])
+    return StoredDetections(str(path), boxes, scores, labels=labels)
+
+
+def _record_truth(record) -> ImageTruth:
+    """A record's GT as it was read: original pixels."""
+    return ImageTruth(
+        record.boxes, record.labels, record.ignore, record.areas, record.width, record.height
+    )
+
+
+def evaluate_stored_detections(
+    results: str | Path | StoredDetections,
+    data,
+    *,
+    max_detections: int | None = None,
+) -> DetectionReport:
+    """COCO mAP (pycocotools) and VOC mAP with per-class AP tables, as ``evaluate_detections``
+    measures a Faster R-CNN, of stored detections: a COCO results file
+    (``read_stored_detections``) against a dataset (a ``DatasetIndex`` or a
+    ``DetectionDataset``) and its classes, compared in original pixels from the dataset's
+    records (no image is decoded). Each image's best ``max_detections`` count (all by
+    default; pycocotools then counts 100 per image and class)."""
+    index = _dataset_index(data)
+    if not index.records:
+        raise ValueError(f"{index.source}: no images to evaluate")
+    if not isinstance(results, StoredDetections):
+        results = read_stored_detections(results, index, top=max_detections)
+    elif len(results.boxes) != len(index.records):
+        raise ValueError(
+            f"{results.source}: read for {len(results.boxes)} images, not the "
+            f"{len(index.records)} of {index.source}"
+        )
+    truths = [_record_truth(record) for record in index.records]
+    detections = [
+        ImageDetections(b[:max_detections], s[:max_detections], k[:max_detections])
+        for b, s, k in zip(results.boxes, results.scores, results.labels)
+    ]
+    report = _detection_report(truths, detections, index.class_names)
+    report.notes, report.unknown_results = list(results.notes), results.unknown_results
+    return report
 
 
 def _dataset_index(data) -> DatasetIndex:
@@ -547,7 +750,7 @@ def evaluate_stored_proposals(
         results = read_stored_proposals(results, index, top=max(max_dets))
     device = resolve_device(device)
     k = max(max_dets)
-    preds, valid = pad_boxes([torch.from_numpy(b[:k]) for b in results.boxes])
+    preds, valid = pad_boxes([torch.from_numpy(b[:k].astype(np.float32)) for b in results.boxes])
     gts, mask = pad_boxes([torch.from_numpy(r.boxes) for r in index.records])
     crowd = torch.zeros(mask.shape, dtype=torch.bool)
     areas = torch.zeros(mask.shape, dtype=torch.float64)
@@ -557,7 +760,7 @@ def evaluate_stored_proposals(
     inputs = (preds, valid, gts, mask, crowd, areas)
     table = match_proposals(*(t.to(device) for t in inputs))
     kept = [
-        (torch.from_numpy(b[:k]), torch.from_numpy(r.boxes[~r.ignore]))
+        (torch.from_numpy(b[:k].astype(np.float32)), torch.from_numpy(r.boxes[~r.ignore]))
         for b, r in zip(results.boxes, index.records)
     ]
     metrics = proposal_recall_summary(table, max_dets)

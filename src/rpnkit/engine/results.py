@@ -8,6 +8,7 @@ what the alternating schedule's steps 2 and 4 read back.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from collections import defaultdict
@@ -219,13 +220,31 @@ def _floating(values) -> np.ndarray:
     return values if np.issubdtype(values.dtype, np.floating) else values.astype(np.float32)
 
 
-def write_json(path: str | Path, data, *, indent: int | None = None) -> Path:
-    """Write ``data`` as JSON, atomically (a temporary file renamed)."""
+def check_json_target(path: str | Path) -> Path:
+    """``path`` as a file to write JSON to: a folder there is a ``ValueError`` (said before
+    any work, not after it)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give the JSON file to write")
+    return path
+
+
+def write_json(path: str | Path, data, *, indent: int | None = None) -> Path:
+    """Write ``data`` as JSON, atomically (a temporary file renamed; removed if the writing
+    fails). A folder at ``path`` is a ``ValueError``."""
+    path = check_json_target(path)
+    text = json.dumps(data, indent=indent) + ("\n" if indent is not None else "")
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent) + ("\n" if indent is not None else ""))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise ValueError(f"{path}: cannot write the JSON there ({err})") from err
+        raise
     return path
 
 

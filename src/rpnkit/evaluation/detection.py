@@ -218,11 +218,20 @@ def format_per_class(per_class: dict[str, float], title: str = "AP") -> str:
     return "\n".join(lines)
 
 
+NO_GT = -1.0  # pycocotools' value of a statistic with no GT to count (no small objects: APs)
+
+
+def format_metric(value: float, width: int = 0) -> str:
+    """``value`` to 3 decimals, right-aligned in ``width``; pycocotools' ``NO_GT`` as n/a."""
+    return f"{'n/a' if value == NO_GT else format(value, '.3f'):>{width}}"
+
+
 def format_detection_metrics(metrics: dict) -> str:
-    """COCO box AP, VOC mAP@0.5 (07 11-point and area) and the per-class AP table."""
+    """COCO box AP (n/a where there is no GT of that size), VOC mAP@0.5 (07 11-point and area)
+    and the per-class AP table."""
     return "\n".join(
         [
-            "COCO box AP: " + ", ".join(f"{k} {metrics[k]:.3f}" for k in COCO_STATS),
+            "COCO box AP: " + ", ".join(f"{k} {format_metric(metrics[k])}" for k in COCO_STATS),
             f"VOC mAP@0.5: 2007 11-point {metrics['VOC07_mAP50']:.3f}, "
             f"area {metrics['VOC_area_mAP50']:.3f}",
             format_per_class(metrics["per_class_AP"], "AP"),

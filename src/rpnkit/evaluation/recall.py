@@ -56,6 +56,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .detection import format_metric
+
 IOU_THRESHOLDS = tuple(float(t) for t in np.linspace(0.5, 0.95, 10))
 AREA_RANGES = {
     "all": (0.0, 1e10),
@@ -436,7 +438,8 @@ def recall_vs_iou(
 
 
 def format_recall_table(metrics: dict[str, float], ks: Sequence[int] = MAX_DETS) -> str:
-    """A text table: rows AR (0.5:0.95), recall@0.5 and @0.7; columns k x sizes."""
+    """A text table: rows AR (0.5:0.95), recall@0.5 and @0.7; columns k x sizes; n/a where
+    there is no GT to count (COCO's -1: no small objects)."""
     lines = []
     sizes = ("", "_small", "_medium", "_large")
     header = f"{'':>14}" + "".join(f"{'k=' + str(k):>9}" for k in ks)
@@ -450,5 +453,5 @@ def format_recall_table(metrics: dict[str, float], ks: Sequence[int] = MAX_DETS)
             ("recall@0.7", "recall@{k}@0.7"),
         ):
             values = [metrics.get(key.format(k=k) + size, float("nan")) for k in ks]
-            lines.append(f"{label:>14}" + "".join(f"{v:9.3f}" for v in values))
+            lines.append(f"{label:>14}" + "".join(format_metric(v, 9) for v in values))
     return "\n".join(lines)
