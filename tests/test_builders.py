@@ -378,6 +378,14 @@ def test_fit_trains_an_rpn_on_raccoon_and_writes_its_run(tmp_path, capsys):
     assert "160 images" in capsys.readouterr().out  # the training index, summarised
 
 
+def test_a_time_budget_is_for_one_process_and_the_joint_schedule(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun each process has its own clock
+    with pytest.raises(ValueError, match=r"time budget \(--time-budget, time_budget_s=\) is for "
+                       "one process only"):  # fmt: skip
+        rpnkit.fit(str(RACCOON), model="tiny", out=tmp_path / "r", time_budget_s=10)
+    assert not (tmp_path / "r").exists()
+
+
 def test_fit_validates_the_final_weights_once(tmp_path, monkeypatch):
     import rpnkit.engine.fit as fit_module
 

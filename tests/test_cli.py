@@ -384,3 +384,20 @@ def test_a_gif_is_read_as_its_first_frame_and_other_pictures_say_what_they_are(
     argv[1] = str(tmp_path / "a.ico")
     assert main([*argv, *SMALL, "--out", str(out)]) == 2
     assert "a.ico: a .ico image, which rpnkit does not read" in capsys.readouterr().err
+
+
+def test_stored_results_refuse_model_options_and_show_anchors_reads_a_checkpoint(
+    trained, tmp_path, capsys
+):
+    proposals = tmp_path / "p.json"
+    proposals.write_text("[]")
+    argv = ["eval", "--proposals", str(proposals), "--data", str(RACCOON), "--tile-size", "64"]
+    assert main([*argv, "--batch-size", "2"]) == 2
+    assert "--batch-size, --tile-size: run a model: stored --proposals" in capsys.readouterr().err
+    image = RACCOON / "images" / "raccoon-1.jpg"
+    assert main(["train", "--data", str(image)]) == 2  # an image is not a dataset
+    assert "raccoon-1.jpg: an image, not a dataset: this needs its boxes" in capsys.readouterr().err
+    out = tmp_path / "grid.png"
+    checkpoint = str(trained / "checkpoint.safetensors")
+    assert main(["show", "grid", str(image), "--checkpoint", checkpoint, "--out", str(out)]) == 0
+    assert out.is_file()  # the checkpoint's anchors at its size (128 / 192): no --preset needed

@@ -430,6 +430,11 @@ def test_what_print_config_prints_goes_back_to_config(tmp_path, capsys):
                  "--lr", "0.01"]) == 0  # fmt: skip
     train = yaml.safe_load(capsys.readouterr().out)["train"]
     assert (train["steps"], train["lr"], train["momentum"]) == (7, 0.01, 0.8)
+    # a train: part alone: the model is the preset's
+    path.write_text("train:\n  steps: 5\n")
+    assert main(["train", "--print-config", "--config", str(path), "--preset", "tiny"]) == 0
+    both = yaml.safe_load(capsys.readouterr().out)
+    assert both["train"]["steps"] == 5 and both["model"]["preset"] == "tiny"
     # a train: part with a bad field is one line naming the file and the field
     path.write_text(printed.replace("steps: 2000", "steps: -1"))
     assert main(["train", "--print-config", "--config", str(path)]) == 2

@@ -311,3 +311,46 @@ def test_the_best_evaluation_keeps_its_weights_across_a_resume(tmp_path):
                     resume=tmp_path / "checkpoint.safetensors")  # fmt: skip
     assert summary.evaluated_at == 8 and summary.best["step"] == 4
     assert load_checkpoint(tmp_path / BEST_FILE)["step"] == 4
+    assert "optimizer" not in load_checkpoint(tmp_path / BEST_FILE)  # a model, not a run
+
+
+def test_a_best_measured_on_other_data_is_not_carried_and_one_evaluation_keeps_none(tmp_path):
+    scores = iter([0.9, 0.1, 0.2])
+    data = SyntheticShapes(8, image_size=96)
+
+    def evaluate(model):
+        value = next(scores)
+        return {"AR@1000": value}
+
+    config = TrainConfig(steps=2, batch_size=2, num_workers=0, warmup_steps=0, eval_every=2)
+    settings = {"data": {"val_data": "a"}, "train": {}}
+    train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path, progress=False,
+          evaluate=evaluate, settings=settings)  # fmt: skip
+    assert load_checkpoint(tmp_path / BEST_FILE)["extra"]["best"]["value"] == 0.9
+    # resumed with other validation data: 0.9 was measured on 'a', so 0.1 on 'b' is the best
+    longer = TrainConfig(**{**config.__dict__, "steps": 4})
+    other = {"data": {"val_data": "b"}, "train": {}}
+    summary = train(build_model(preset_config("tiny")), data, longer, out_dir=tmp_path,
+                    progress=False, evaluate=evaluate, settings=other,
+                    resume=tmp_path / "checkpoint.safetensors")  # fmt: skip
+    assert summary.best["value"] == 0.1 and summary.best["step"] == 4
+    # validated only after the last step: that is the final checkpoint, no copy of it
+    once = TrainConfig(**{**config.__dict__, "eval_every": 0})
+    summary = train(build_model(preset_config("tiny")), data, once, out_dir=tmp_path / "once",
+                    progress=False, evaluate=evaluate)  # fmt: skip
+    assert summary.evaluation == {"AR@1000": 0.2} and summary.best is None
+    assert not (tmp_path / "once" / BEST_FILE).exists()
+
+
+def test_ctrl_c_in_the_final_validation_says_the_training_is_done(tmp_path, capsys):
+    def interrupted(model):
+        raise KeyboardInterrupt
+
+    config = TrainConfig(steps=2, batch_size=2, num_workers=0, warmup_steps=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(build_model(preset_config("tiny")), SyntheticShapes(4, image_size=96), config,
+              out_dir=tmp_path, progress=False, evaluate=interrupted)  # fmt: skip
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    assert load_checkpoint(checkpoint)["step"] == 2
+    assert (f"training finished ({checkpoint}); its final validation was interrupted: rpnkit "
+            f"eval --checkpoint {checkpoint}") in capsys.readouterr().out  # fmt: skip

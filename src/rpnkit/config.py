@@ -87,13 +87,16 @@ def save_config(config: Any, path: str | Path, *, comment: str = "") -> None:
 
 def load_config(
     cls: type[T], path: str | Path, *, section: str | None = None, also_read: tuple = ()
-) -> T:
+) -> T | None:
     """Read a JSON or YAML file written by ``save_config`` into dataclass ``cls``; with
     ``section``, a file of named configs (``configs_to_yaml``, as ``rpnkit train
     --print-config`` prints) is read too: its ``section`` part, the others left with a
-    warning that names them (but for the parts ``also_read`` by the caller)."""
+    warning that names them (but for the parts ``also_read`` by the caller). None for a file
+    of those other parts alone (no ``section`` part)."""
     data = _read_config_file(path)
     own = {f.name for f in dataclasses.fields(cls)}
+    if isinstance(data, dict) and data and section not in data and set(data) <= set(also_read):
+        return None  # e.g. train's train: part alone
     if isinstance(data, dict) and isinstance(data.get(section), dict) and section not in own:
         if others := sorted(set(data) - {section, *also_read}):
             warnings.warn(f"{path}: only its {section}: part is read, not {others}", stacklevel=2)

@@ -183,10 +183,11 @@ def model_config(args: argparse.Namespace, *, also_read: tuple = ()):
     from ..modeling.presets import ModelConfig, preset_config, with_backbone_weights
 
     # a bad file is one error naming the file and the field (config_from_dict's ``where``)
-    if not args.config:
-        config = preset_config(args.preset or DEFAULT_PRESET)
-    else:  # a model config, or the model: part of what train --print-config prints
+    config = None  # a model config, or the model: part of what train --print-config prints
+    if args.config:
         config = load_config(ModelConfig, args.config, section="model", also_read=also_read)
+    if config is None:  # no --config, or one without a model: part (train's train: alone)
+        config = preset_config(args.preset or DEFAULT_PRESET)
     return with_backbone_weights(config, args.weights) if args.weights is not None else config
 
 
@@ -337,9 +338,12 @@ def add_decode_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+DECODE = {"auto": None, "device": True, "workers": False}  # --decode: decode_on_device
+
+
 def decode_on_device(args: argparse.Namespace) -> bool | None:
     """--decode as the library's ``decode_on_device`` (None: by device)."""
-    return {"auto": None, "device": True, "workers": False}[args.decode]
+    return DECODE[args.decode]
 
 
 def add_inference_options(
@@ -451,6 +455,14 @@ def check_has_effect(args: argparse.Namespace, needs: dict[str, str]) -> None:
         if dest in getattr(args, "given", ()) and getattr(args, needed) is None:
             option, other = (f"--{name.replace('_', '-')}" for name in (dest, needed))
             raise ValueError(f"{option} does nothing without {other}")
+
+
+def check_not_given(args: argparse.Namespace, dests, why: str) -> None:
+    """A ValueError naming the options among ``dests`` that the command line names, which
+    do nothing in this use (``why``)."""
+    named = [f"--{d.replace('_', '-')}" for d in dests if d in getattr(args, "given", ())]
+    if named:
+        raise ValueError(f"{', '.join(named)}: {why}")
 
 
 def overlay_options(args: argparse.Namespace) -> dict:

@@ -43,7 +43,12 @@ def add_parser(sub) -> None:
     p.add_argument("source", help="an image, a dataset (labels, proposals), or a run folder")
     p.add_argument("--out", default="show.png", help="PNG to write")
     add_model_options(p, preset_help="whose anchors (anchors, grid, labels)", weights=False)
-    p.add_argument("--checkpoint", default=None, help="model (objectness, nms, proposals; labels)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="model (objectness, nms, proposals; for labels, anchors and grid instead of "
+        "--preset or --config)",
+    )
     p.add_argument(
         "--index", type=non_negative_int, default=0, help="which image of a dataset or folder"
     )
@@ -65,6 +70,22 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _anchor_model(args: argparse.Namespace, opts: dict):
+    """The model whose anchors are drawn: a --checkpoint's (at its training size unless
+    --short-side / --max-size say otherwise, into ``opts``), else --preset or --config's."""
+    if args.checkpoint is None:
+        return model_config(args)
+    from ..engine.checkpoint import read_header, read_spec
+
+    spec = read_spec(args.checkpoint)
+    if spec is None:
+        raise ValueError(f"{args.checkpoint}: the checkpoint records no model config")
+    size = read_header(args.checkpoint).get("input_size") or (None, None)
+    opts["short"] = opts["short"] if opts["short"] is not None else size[0]
+    opts["max_size"] = opts["max_size"] if opts["max_size"] is not None else size[1]
+    return spec.model_config
+
+
 def run(args: argparse.Namespace) -> int:
     from ..viz import charts, show
 
@@ -76,9 +97,10 @@ def run(args: argparse.Namespace) -> int:
         log = Path(source) / "train_log.csv" if Path(source).is_dir() else Path(source)
         charts.plot_loss_curves(log, out)
     elif what == "anchors":
-        show.show_anchors(model_config(args), source, out, x=args.x, y=args.y, **opts)
+        config = _anchor_model(args, opts)
+        show.show_anchors(config, source, out, x=args.x, y=args.y, **opts)
     elif what == "grid":
-        show.show_grid(model_config(args), source, out, level=args.level, **opts)
+        show.show_grid(_anchor_model(args, opts), source, out, level=args.level, **opts)
     elif what == "labels":  # a checkpoint's own config, else --preset or --config
         config = None if checkpoint else model_config(args)
         show.show_labels(config, source, out, checkpoint=checkpoint, **image, **opts)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 
 from .options import (
+    DECODE,
     HELP,
     add_data_options,
     add_decode_option,
     add_model_options,
     add_tile_training_options,
-    decode_on_device,
     held_out_fraction,
     integer,
     model_config,
@@ -216,27 +216,32 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     add_decode_option(p)
 
 
-# TrainConfig's fields that a train option sets, with the option's destination in ``args``
+def _same(value):
+    return value
+
+
+# TrainConfig's fields that a train option sets: the option's destination in ``args`` and
+# how its value becomes the field's
 _TRAIN_OPTIONS = {
-    "steps": "steps",
-    "batch_size": "batch_size",
-    "optimizer": "optimizer",
-    "lr": "lr",
-    "weight_decay": "weight_decay",
-    "warmup_steps": "warmup",
-    "schedule": "lr_schedule",
-    "grad_clip": "grad_clip",
-    "amp": "amp",
-    "seed": "seed",
-    "num_workers": "workers",
-    "log_every": "log_every",
-    "eval_every": "eval_every",
-    "checkpoint_every": "checkpoint_every",
-    "sync_bn": "sync_bn",
-    "compile": "compile",
-    "channels_last": "channels_last",
-    "group_by_aspect": "no_aspect_groups",
-    "decode_on_device": "decode",
+    "steps": ("steps", _same),
+    "batch_size": ("batch_size", _same),
+    "optimizer": ("optimizer", _same),
+    "lr": ("lr", _same),
+    "weight_decay": ("weight_decay", _same),
+    "warmup_steps": ("warmup", _same),
+    "schedule": ("lr_schedule", _same),
+    "grad_clip": ("grad_clip", _same),
+    "amp": ("amp", _same),
+    "seed": ("seed", _same),
+    "num_workers": ("workers", _same),
+    "log_every": ("log_every", _same),
+    "eval_every": ("eval_every", _same),
+    "checkpoint_every": ("checkpoint_every", _same),
+    "sync_bn": ("sync_bn", _same),
+    "compile": ("compile", _same),
+    "channels_last": ("channels_last", lambda on: on or None),  # off: by device
+    "group_by_aspect": ("no_aspect_groups", lambda off: not off),
+    "decode_on_device": ("decode", DECODE.get),
 }
 
 
@@ -247,30 +252,13 @@ def train_config(args: argparse.Namespace):
     from ..config import load_section
     from ..engine.trainer import TrainConfig
 
-    options = {
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "optimizer": args.optimizer,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "warmup_steps": args.warmup,
-        "schedule": args.lr_schedule,
-        "grad_clip": args.grad_clip,
-        "amp": args.amp,
-        "seed": args.seed,
-        "num_workers": args.workers,
-        "log_every": args.log_every,
-        "eval_every": args.eval_every,
-        "checkpoint_every": args.checkpoint_every,
-        "sync_bn": args.sync_bn,
-        "compile": args.compile,
-        "channels_last": args.channels_last or None,
-        "group_by_aspect": not args.no_aspect_groups,
-        "decode_on_device": decode_on_device(args),
-    }
     from_file = load_section(TrainConfig, args.config, "train") if args.config else {}
     given = getattr(args, "given", set())
-    options = {k: v for k, v in options.items() if k not in from_file or _TRAIN_OPTIONS[k] in given}
+    options = {
+        field: convert(getattr(args, dest))
+        for field, (dest, convert) in _TRAIN_OPTIONS.items()
+        if field not in from_file or dest in given
+    }
     return TrainConfig(**{**from_file, **options})
 
 

@@ -1163,6 +1163,11 @@ def detect_format(path: str | Path) -> str:
         found = _detect_file(path)
         if found is not None:
             return found
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise DataError(
+                f"{path}: an image, not a dataset: this needs its boxes (a COCO .json, a VOC "
+                "folder, a YOLO data.yaml or a .csv of boxes)"
+            )
         if path.suffix.lower() in Image.registered_extensions():  # a picture, of another kind
             raise DataError(
                 f"{path}: a {path.suffix} image, which rpnkit does not read "

@@ -97,6 +97,7 @@ def combined_summary(summaries: dict[str, TrainSummary]) -> TrainSummary:
         skipped_images=sum(s.skipped_images for s in summaries.values()),
         # step 4's detector is the final one: its evaluation after its last step is the run's
         evaluated_at=steps if last.evaluated_at == last.steps else None,
+        best=last.best,  # step 4's best.safetensors: the final detector's weights at its best
     )
 
 
@@ -143,6 +144,7 @@ def train_alternating(
             device=device,
             progress=progress,
             evaluate=evaluate_step,
+            input_size=(data.short_side, data.max_size),  # for its checkpoints to be used
         )
 
     def proposals_of(model, name, given) -> dict[str, np.ndarray]:

@@ -298,6 +298,12 @@ def _unreadable(path: Path, err: Exception) -> ValueError:
     return ValueError(f"{path}: not a readable rpnkit checkpoint ({why})")
 
 
+def resumed_in_place(resume: str | Path | None, folder: str | Path) -> bool:
+    """Whether a run resumes a checkpoint of ``folder`` itself (then it goes on there, its
+    files kept; resumed into another folder, it starts that one afresh)."""
+    return resume is not None and Path(resume).resolve().parent == Path(folder).resolve()
+
+
 def read_spec(path: str | Path) -> ModelSpec | None:
     """The ``ModelSpec`` a checkpoint records, its header alone read (None: saved without one,
     by a ``Trainer`` given none)."""

@@ -46,7 +46,7 @@ def decodes_on_device(choice: bool | None, device: torch.device) -> bool:
             "decoding on the device (--decode device, decode_on_device=True) on the CPU: "
             "torchvision's decoder and the batch resize run in the main process, slower than "
             "the workers' Pillow path (the device path is for GPUs)",
-            stacklevel=2,
+            stacklevel=1,  # one place: said once, whichever caller asks
         )
     return device.type == "cuda" if choice is None else bool(choice)
 

@@ -38,8 +38,11 @@ class _Pending:
 
 
 class DivergenceWatch:
-    def __init__(self) -> None:
+    """``max_loss``: a finite loss above it has diverged too (None: only NaN and inf)."""
+
+    def __init__(self, max_loss: float | None = EXPLODED_LOSS) -> None:
         self.pending: deque[_Pending] = deque()
+        self.max_loss = max_loss
 
     def push(
         self, step: int, loss: Tensor, terms: dict[str, Tensor], batch, what: str = "loss"
@@ -60,7 +63,7 @@ class DivergenceWatch:
     def poll(self) -> None:
         """Check every step whose values have reached the host, without waiting."""
         while self.pending and (self.pending[0].event is None or self.pending[0].event.query()):
-            _check(self.pending.popleft())
+            _check(self.pending.popleft(), self.max_loss)
 
     def flush(self) -> None:
         """Wait for and check every step pushed so far."""
@@ -68,16 +71,16 @@ class DivergenceWatch:
             entry = self.pending.popleft()
             if entry.event is not None:
                 entry.event.synchronize()
-            _check(entry)
+            _check(entry, self.max_loss)
 
 
-def _check(entry: _Pending) -> None:
+def _check(entry: _Pending, max_loss: float | None) -> None:
     total, *terms = (float(v) for v in entry.values)
-    exploded = entry.what == "loss" and total > EXPLODED_LOSS
+    exploded = entry.what == "loss" and max_loss is not None and total > max_loss
     if math.isfinite(total) and not exploded:
         return
     named = ", ".join(f"{k}={v:.4g}" for k, v in zip(entry.names, terms))
-    value = f"{total:.4g} (above {EXPLODED_LOSS:g})" if math.isfinite(total) else f"{total}"
+    value = f"{total:.4g} (above {max_loss:g})" if math.isfinite(total) else f"{total}"
     raise FloatingPointError(
         f"training diverged at step {entry.step}: {entry.what} {value} ({named}) on images "
         f"{entry.image_ids} ({', '.join(entry.file_names)}). Lower the learning rate, add "

@@ -35,7 +35,7 @@ from ..modeling.presets import (
     preset_config,
 )
 from .alternating import combined_summary, train_alternating
-from .checkpoint import DETECTOR, RPN, Kind, ModelSpec, read_header, read_spec
+from .checkpoint import DETECTOR, RPN, Kind, ModelSpec, read_header, read_spec, resumed_in_place
 from .device import check_amp, decodes_on_device, resolve_device
 from .distributed import main_process, world_size
 from .evaluate import evaluate_detections, evaluate_proposals
@@ -301,20 +301,10 @@ def fit(
     if not main_process():  # under torchrun, rank 0 reports and evaluates
         return FitResult(out, checkpoint, spec, summary, None, is_main=False)
     record.save(out)
-    metrics = _final_metrics(evaluate, network, summary)
+    metrics = (summary.evaluation or None) if evaluate is not None else None  # the last step's
     if metrics is not None:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return FitResult(out, checkpoint, spec, summary, metrics)
-
-
-def _final_metrics(evaluate: Evaluate | None, network, summary: TrainSummary) -> dict | None:
-    """The validation of the trained weights: the run's last evaluation when it was made at
-    the last step, otherwise made now (None without validation data)."""
-    if evaluate is None:
-        return None
-    if summary.evaluated_at == summary.steps and summary.evaluation:
-        return summary.evaluation
-    return evaluate(network)
 
 
 def _device_and_folder(device, amp: str, out, resume, overwrite: bool) -> tuple:
@@ -324,7 +314,7 @@ def _device_and_folder(device, amp: str, out, resume, overwrite: bool) -> tuple:
     device = resolve_device(device)
     check_amp(amp, device)
     out = run_folder(out, resume)
-    fresh = resume is None or Path(resume).resolve().parent != out.resolve()
+    fresh = not resumed_in_place(resume, out)
     if fresh:
         clear_for_new_run(out, overwrite=overwrite, remove=False)  # a check: nothing removed
     return device, out, fresh
@@ -344,6 +334,8 @@ def _check_time_budget(seconds, schedule: Schedule) -> None:
         raise ValueError(
             "a time budget (--time-budget, time_budget_s=) is for --schedule joint only"
         )
+    if seconds is not None and world_size() > 1:  # each process would stop by its own clock
+        raise ValueError("a time budget (--time-budget, time_budget_s=) is for one process only")
 
 
 def _check_schedule(kind: Kind, schedule: Schedule, resume, given: dict) -> None:

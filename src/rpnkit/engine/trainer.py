@@ -33,12 +33,13 @@ from .checkpoint import (
     load_weights,
     read_header,
     remove_stale_temporaries,
+    resumed_in_place,
     save_checkpoint,
     set_rng_state,
 )
 from .device import check_amp, decodes_on_device, memory_layout_for
 from .distributed import ddp_buffer_options, distributed_context
-from .divergence import DivergenceWatch
+from .divergence import EXPLODED_LOSS, DivergenceWatch
 from .run_log import RunLog
 from .sampling import EpochIndexed, StepBatchSampler
 from .streaming import DevicePrefetcher
@@ -178,9 +179,12 @@ class Trainer:
 
     ``resume`` continues from a checkpoint exactly: same weights, optimizer and scheduler
     state, RNG state and position in the data. ``evaluate`` is called every
-    ``config.eval_every`` steps and after the last (rank 0); the weights of the best
-    evaluation (``BEST_BY``) are kept in ``best.safetensors``, a checkpoint like the others;
-    ``on_step(step, row)`` after every logged step;
+    ``config.eval_every`` steps and after the last (rank 0); with ``eval_every``, the weights
+    of the best evaluation (``BEST_BY``) are kept in ``best.safetensors`` (weights, spec and
+    size, no optimizer state: a model to use, not a run to resume); ``max_loss``: a finite
+    loss above it stops the run as diverged (None: only NaN and inf; the default suits
+    rpnkit's mean-reduced losses, ``divergence.EXPLODED_LOSS``); ``on_step(step, row)``
+    after every logged step;
     ``input_size`` (short side, max size of the resized images) goes into the checkpoints, for
     inference to resize as training did.
     """
@@ -201,6 +205,7 @@ class Trainer:
         on_step: Callable[[int, dict], None] | None = None,
         input_size: tuple[int, int] | None = None,
         settings: dict | None = None,
+        max_loss: float | None = EXPLODED_LOSS,
     ) -> None:
         self.model, self.dataset, self.config = model, dataset, config
         self.input_size = input_size  # (short side, max size) of the images, for checkpoints
@@ -226,7 +231,8 @@ class Trainer:
         self.evaluation: dict = {}
         self.evaluated_at: int | None = None
         self.best: dict | None = None  # {"metric", "value", "step"} of best.safetensors
-        self.watch = DivergenceWatch()
+        self.trained = False  # every step done and checkpointed (the final validation left)
+        self.watch = DivergenceWatch(max_loss)
 
     # 1. Set-up: seeds, the model on its device, optimizer and schedule, resume, DDP.
     def _set_up(self) -> dict | None:
@@ -262,15 +268,21 @@ class Trainer:
         return state
 
     def _resumed_best(self, state: dict | None) -> dict | None:
-        """The best evaluation so far of a run resumed in its own folder: best.safetensors
-        records it (the resumed checkpoint may predate it); a run resumed elsewhere keeps
-        its best anew."""
+        """The best evaluation so far of a run resumed in its own folder, as best.safetensors
+        records it (the resumed checkpoint may predate it): kept when it was made at or
+        before the step resumed from, on the same data (the ``data`` part of the settings:
+        a resumed run may change its validation data). Otherwise the run keeps its best anew
+        and an earlier run's best.safetensors there is removed, as measured on other terms."""
         path = self.out_dir / BEST_FILE
-        if state is None or Path(self.resume).resolve().parent != self.out_dir.resolve():
+        if state is None or not resumed_in_place(self.resume, self.out_dir) or not path.is_file():
             return None
-        if not path.is_file():
-            return None
-        return read_header(path).get("extra", {}).get("best")
+        extra = read_header(path).get("extra", {})
+        best, data = extra.get("best"), extra.get("settings", {}).get("data")
+        if best and best["step"] <= self.start_step and data == (self.settings or {}).get("data"):
+            return best
+        if self.context.is_main:
+            path.unlink()
+        return None
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)
@@ -378,18 +390,19 @@ class Trainer:
         if self.on_step is not None:
             self.on_step(step, row)
 
-    # 5. Checkpoints (rank 0), atomic.
+    # 5. Checkpoints (rank 0), atomic; best.safetensors without the optimizer's state.
     def checkpoint(self, steps_done: int, name: str = "checkpoint.safetensors") -> None:
         self.watch.flush()  # never a checkpoint after a step that diverged
-        if name == "checkpoint.safetensors":
+        resumable = name != BEST_FILE
+        if resumable:
             self.saved = (steps_done, self.out_dir / name)
         if self.context.is_main:
             save_checkpoint(
                 self.out_dir / name,
                 self.model,
                 config=self.spec.to_dict() if self.spec is not None else {},
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
+                optimizer=self.optimizer if resumable else None,
+                scheduler=self.scheduler if resumable else None,
                 step=steps_done,
                 input_size=self.input_size,
                 extra={
@@ -410,9 +423,11 @@ class Trainer:
         self._keep_best(done)
 
     def _keep_best(self, done: int) -> None:
-        """best.safetensors: the weights of the best evaluation so far (ties: the earlier)."""
+        """best.safetensors: the weights of the best evaluation so far (ties: the earlier).
+        Only with periodic evaluations: the one after the last step alone is the final
+        checkpoint's."""
         metric = next((k for k in BEST_BY if k in self.evaluation), None)
-        if metric is None:
+        if metric is None or not self.config.eval_every:
             return
         value = float(self.evaluation[metric])
         if self.best is not None and not value > self.best["value"]:
@@ -444,6 +459,7 @@ class Trainer:
             self._train(batches, bar, log)
             elapsed = time.perf_counter() - self.started  # the training, not its evaluation
             self.checkpoint(self.steps_done)
+            self.trained = True
             if self.evaluate is not None and main and self.evaluated_at != self.steps_done:
                 self._evaluate(log, bar, self.steps_done)  # the final weights' validation
         except KeyboardInterrupt:
@@ -496,6 +512,12 @@ class Trainer:
     def _interrupted(self, steps_done: int) -> str:
         """What an interrupted run leaves: the checkpoint to resume, or none. No checkpoint is
         written then: a step cut short may have updated some weights only."""
+        if self.trained:
+            path = self.saved[1]
+            return (
+                f"training finished ({path}); its final validation was interrupted: "
+                f"rpnkit eval --checkpoint {path}"
+            )
         if self.saved is None:
             return f"interrupted after {steps_done} steps: no checkpoint yet (--checkpoint-every)"
         step, path = self.saved

@@ -63,8 +63,10 @@ def check_target(out: str | Path, opset: int) -> Path:
     """``out`` as a Path, or a ValueError for an opset rpnkit's graph cannot use or the
     installed onnx does not know, a folder given as the file, or a folder that does not
     exist."""
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:
+        raise ValueError('the export needs onnx: pip install -e ".[export]"') from None
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset}: rpnkit's graph needs opset {MIN_OPSET} or later")
     if opset > (known := onnx.defs.onnx_opset_version()):
