@@ -392,8 +392,8 @@ def test_stored_results_refuse_model_options_and_show_anchors_reads_a_checkpoint
     proposals = tmp_path / "p.json"
     proposals.write_text("[]")
     argv = ["eval", "--proposals", str(proposals), "--data", str(RACCOON), "--tile-size", "64"]
-    assert main([*argv, "--batch-size", "2"]) == 2
-    assert "--batch-size, --tile-size: run a model: stored --proposals" in capsys.readouterr().err
+    assert main([*argv, "--batch-size", "2"]) == 0  # a warning: scripts pass them to each use
+    assert "--batch-size, --tile-size: ignored: stored --proposals" in capsys.readouterr().err
     image = RACCOON / "images" / "raccoon-1.jpg"
     assert main(["train", "--data", str(image)]) == 2  # an image is not a dataset
     assert "raccoon-1.jpg: an image, not a dataset: this needs its boxes" in capsys.readouterr().err

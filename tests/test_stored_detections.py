@@ -245,11 +245,11 @@ def test_eval_of_detect_output_equals_eval_of_the_checkpoint(detector_checkpoint
     assert len(entries) > 1000 and {e["category_name"] for e in entries} == {"raccoon"}
     metrics = {}
     for name, what in (
-        ("checkpoint", ["--checkpoint", str(detector_checkpoint)]),
-        ("detections", ["--detections", str(detections)]),
+        ("checkpoint", ["--checkpoint", str(detector_checkpoint), "--batch-size", "4"]),
+        ("detections", ["--detections", str(detections)]),  # no model runs: no batch size
     ):
         out = tmp_path / f"{name}.json"
-        assert main(["eval", *what, "--data", str(RACCOON), *common, "--out", str(out)]) == 0
+        assert main(["eval", *what, "--data", str(RACCOON), *split, "--out", str(out)]) == 0
         metrics[name] = json.loads(out.read_text())
     assert metrics["detections"].keys() == metrics["checkpoint"].keys()
     figures = {k: v for k, v in metrics["checkpoint"].items() if isinstance(v, float)}
@@ -298,3 +298,15 @@ def test_equals_pycocotools_on_the_coco_json_and_the_results_file(tmp_path):
     names = ("AP", "AP50", "AP75", "APs", "APm", "APl")
     assert [ours[k] for k in names] == [float(v) for v in evaluation.stats[:6]]
     assert 0.2 < ours["AP"] < 0.9  # neither trivially 0 nor 1
+
+
+def test_an_empty_results_file_scores_zero_as_a_model_that_found_nothing(tmp_path, capsys):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    split = ["--data", str(RACCOON), "--split-file", str(RACCOON / "test_labels.csv")]
+    for what, key in (("--detections", "AP50"), ("--proposals", "AR@100")):
+        out = tmp_path / f"{what[2:]}.json"
+        assert main(["eval", what, str(empty), *split, "--out", str(out)]) == 0
+        assert json.loads(out.read_text())[key] == 0.0
+        err = capsys.readouterr().err
+        assert "empty.json: no results in the file: every image scores as found nothing" in err

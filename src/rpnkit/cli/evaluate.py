@@ -10,11 +10,11 @@ from .options import (
     add_detection_limit,
     add_precision_option,
     add_slicing_options,
-    check_not_given,
     load_runtime,
     positive_int,
     read_data,
     slicing_options,
+    warn_unused,
 )
 
 
@@ -157,7 +157,7 @@ def _evaluate(args: argparse.Namespace):
     return report, runtime.pace
 
 
-# what runs a model: nothing for stored results, scored as they are, in original pixels
+# what runs a model: ignored for stored results, scored as they are, in original pixels
 MODEL_OPTIONS = ("batch_size", "amp", "compile", "channels_last", "decode", "workers",
                  "tile_size", "tile_overlap", "full_view", "short_side", "max_size")  # fmt: skip
 
@@ -166,7 +166,7 @@ def _stored_proposals(args: argparse.Namespace):
     """The recall of --proposals (class-agnostic: no class names to map)."""
     from ..engine.evaluate import evaluate_stored_proposals, read_stored_proposals
 
-    check_not_given(args, MODEL_OPTIONS, "run a model: stored --proposals are scored as they are")
+    warn_unused(args, MODEL_OPTIONS, "ignored: stored --proposals are scored as they are")
 
     if args.max_detections is not None:
         raise ValueError(
@@ -183,8 +183,7 @@ def _stored_detections(args: argparse.Namespace):
     """The mAP of --detections, their classes mapped to the dataset's own."""
     from ..engine.evaluate import evaluate_stored_detections, read_stored_detections
 
-    why = "run a model: stored --detections are scored as they are"
-    check_not_given(args, MODEL_OPTIONS, why)
+    warn_unused(args, MODEL_OPTIONS, "ignored: stored --detections are scored as they are")
 
     if args.top is not None:
         raise ValueError("--top counts proposals: for stored --detections it is --max-detections")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import warnings
 from pathlib import Path
 
 from ..config import DEFAULT_PRESET
@@ -457,12 +458,12 @@ def check_has_effect(args: argparse.Namespace, needs: dict[str, str]) -> None:
             raise ValueError(f"{option} does nothing without {other}")
 
 
-def check_not_given(args: argparse.Namespace, dests, why: str) -> None:
-    """A ValueError naming the options among ``dests`` that the command line names, which
-    do nothing in this use (``why``)."""
+def warn_unused(args: argparse.Namespace, dests, why: str) -> None:
+    """A warning naming the options among ``dests`` that the command line names and that do
+    nothing in this use (``why``): the run goes on (a script may pass them to each use)."""
     named = [f"--{d.replace('_', '-')}" for d in dests if d in getattr(args, "given", ())]
     if named:
-        raise ValueError(f"{', '.join(named)}: {why}")
+        warnings.warn(f"{', '.join(named)}: {why}", stacklevel=2)
 
 
 def overlay_options(args: argparse.Namespace) -> dict:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..data import DatasetIndex, SkippedSample
+from ..data import DataNote, DatasetIndex, SkippedSample
 from ..evaluation.detection import (
     ImageDetections,
     ImageTruth,
@@ -557,7 +557,11 @@ def _report_unmatched(stored: StoredProposals, matched: _Matched, index, results
             f"{stored.source}: {stored.unknown_results} result(s) for {len(unknown)} image(s) "
             f"not in {index.source} (first: {first!r})",
         )
-    if not any(matched.found):
+    if stored.results == 0:  # a model that found nothing: scored as such, as a checkpoint is
+        line = f"{stored.source}: no results in the file: every image scores as found nothing"
+        stored.notes.append(line)
+        warnings.warn(line, DataNote, stacklevel=3)
+    elif not any(matched.found):
         raise ValueError(
             f"{stored.source}: none of its {stored.results} results is for an image of "
             f"{index.source}" + (f" (first: {next(iter(unknown))!r})" if unknown else "")
@@ -663,7 +667,7 @@ def read_stored_detections(
         line = f"{path}: {stored.unknown_categories} result(s) of {len(unknown)} class(es) not "
         line += f"in {index.source} (first: {kind} {first!r}; it has "
         _note(stored.notes, f"{line}{_describe_categories(index)})")
-    if not any(found):
+    if stored.results and not any(found):
         raise ValueError(
             f"{path}: none of its results for the images of {index.source} is of one of its "
             f"classes ({_describe_categories(index)})"
