@@ -502,3 +502,11 @@ def test_a_run_interrupted_before_its_end_has_its_record(tmp_path, monkeypatch):
                    train={"steps": 2, "batch_size": 2, "num_workers": 0})  # fmt: skip
     record = RunRecord.load(tmp_path)  # what it was: report and --resume can read it
     assert record is not None and record.train.steps == 2 and record.model.kind == "rpn"
+
+
+def test_evaluating_every_n_steps_needs_validation_data(tmp_path):
+    with pytest.raises(
+        ValueError, match=r"--eval-every, TrainConfig.eval_every\) needs validation"
+    ):
+        rpnkit.fit(str(RACCOON), model="tiny", train={"eval_every": 5}, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()

@@ -401,3 +401,24 @@ def test_stored_results_refuse_model_options_and_show_anchors_reads_a_checkpoint
     checkpoint = str(trained / "checkpoint.safetensors")
     assert main(["show", "grid", str(image), "--checkpoint", checkpoint, "--out", str(out)]) == 0
     assert out.is_file()  # the checkpoint's anchors at its size (128 / 192): no --preset needed
+
+
+def test_resume_needs_only_the_checkpoint_and_what_changes(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  momentum: 0.8\n")  # a field no option sets
+    run = tmp_path / "run"
+    extra = ["--config", str(config), "--lr", "0.005", "--preset", "tiny"]
+    assert train_tiny_on_raccoon(run, steps=2, extra=extra) == 0
+    checkpoint = run / "checkpoint.safetensors"
+    # the settings, data and model are the checkpoint's; --steps grows
+    assert main(["train", "--resume", str(checkpoint), "--steps", "3", "--no-progress"]) == 0
+    assert "trained steps 2-3" in capsys.readouterr().out
+    import yaml
+
+    record = yaml.safe_load((run / "config.yaml").read_text())
+    assert (record["train"]["steps"], record["train"]["momentum"]) == (3, 0.8)
+    assert record["train"]["lr"] == 0.005 and record["data"]["short_side"] == 128
+    # a setting that may not change still stops, naming it
+    argv = ["train", "--resume", str(checkpoint), "--steps", "4", "--lr", "0.1"]
+    assert main([*argv, "--no-progress"]) == 2
+    assert "train.lr 0.005 -> 0.1" in capsys.readouterr().err

@@ -354,3 +354,48 @@ def test_ctrl_c_in_the_final_validation_says_the_training_is_done(tmp_path, caps
     assert load_checkpoint(checkpoint)["step"] == 2
     assert (f"training finished ({checkpoint}); its final validation was interrupted: rpnkit "
             f"eval --checkpoint {checkpoint}") in capsys.readouterr().out  # fmt: skip
+
+
+def test_a_run_resumed_with_more_steps_trains_at_its_new_schedules_rate(tmp_path):
+    data = SyntheticShapes(4, image_size=96)
+    config = TrainConfig(steps=4, batch_size=2, num_workers=0, warmup_steps=0, log_every=1)
+    train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path, progress=False)
+    longer = TrainConfig(**{**config.__dict__, "steps": 8})
+    train(build_model(preset_config("tiny")), data, longer, out_dir=tmp_path, progress=False,
+          resume=tmp_path / "checkpoint.safetensors")  # fmt: skip
+    with open(tmp_path / "train_log.csv") as f:
+        rates = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f)}
+    # the old schedule ended at 0 after step 3; the new one is at half way at step 4
+    for step in range(4, 8):
+        assert rates[step] == pytest.approx(0.02 * lr_factor(step, longer)), step
+    assert rates[4] > 0.009
+
+
+def test_a_resumed_run_whose_time_budget_is_spent_takes_no_step(tmp_path, capsys):
+    data = SyntheticShapes(4, image_size=96)
+    config = TrainConfig(steps=6, batch_size=2, num_workers=0, warmup_steps=0, log_every=1,
+                         checkpoint_every=2)  # fmt: skip
+    model = build_model(preset_config("tiny"))
+
+    def stop_at_2(step, row):
+        if step == 2:  # logged after the checkpoint of 2 steps
+            raise KeyboardInterrupt
+
+    with contextlib.suppress(KeyboardInterrupt):
+        train(model, data, config, out_dir=tmp_path, progress=False, on_step=stop_at_2)
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    spent = load_checkpoint(checkpoint)["extra"]["seconds"]
+    summary = train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path,
+                    progress=False, resume=checkpoint, time_budget_s=spent / 2)  # fmt: skip
+    assert summary.steps == 2 and summary.resumed_at == 2
+    assert "step 2: the time budget is spent" in capsys.readouterr().out
+    with open(tmp_path / "train_log.csv") as f:  # the resumed run logged nothing new
+        assert max(int(r["step"]) for r in csv.DictReader(f)) <= 2
+
+
+def test_a_warm_up_longer_than_the_run_says_the_peak_rate_it_reaches(tmp_path):
+    config = TrainConfig(steps=30, warmup_steps=200, lr=0.01, batch_size=2, num_workers=0)
+    rates = [0.01 * lr_factor(step, config) for step in range(30)]
+    with pytest.warns(UserWarning, match=rf"\(at most {max(rates):.3g}\)"):
+        Trainer(build_model(preset_config("tiny")), SyntheticShapes(2), config, out_dir=tmp_path)
+    assert max(rates) < 0.01 * 30 / 200  # the cosine decays during the warm-up too

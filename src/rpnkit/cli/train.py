@@ -90,12 +90,14 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--resume",
         default=None,
-        help="continue exactly from this checkpoint (same --steps and options)",
+        help="continue exactly from this checkpoint: its data, model and settings, but for "
+        "the options named (--steps may grow; the others a resumed run may change, "
+        "docs/cli.md)",
     )
     p.add_argument(
         "--print-config",
         action="store_true",
-        help="print the full model and training configuration and exit",
+        help="print the model (backbone, neck, RPN) and training configuration and exit",
     )
     add_data_options(p, split="train", locate=True)
     add_tile_training_options(p)
@@ -245,53 +247,50 @@ _TRAIN_OPTIONS = {
 }
 
 
-def train_config(args: argparse.Namespace):
-    """The options as a TrainConfig. A --config file with a train: part (as --print-config
-    prints it) gives its fields, the options named on the command line taking precedence;
-    the fields no option sets (momentum, milestones, gamma) come from the file alone."""
+def train_config(args: argparse.Namespace, saved: dict | None = None):
+    """The options as a TrainConfig. ``saved`` (a resumed checkpoint's settings), then a
+    --config file's train: part (as --print-config prints it) give their fields, the options
+    named on the command line taking precedence; the fields no option sets (momentum,
+    milestones, gamma) come from them alone."""
     from ..config import load_section
     from ..engine.trainer import TrainConfig
 
-    from_file = load_section(TrainConfig, args.config, "train") if args.config else {}
+    base = dict(saved or {})
+    base.update(load_section(TrainConfig, args.config, "train") if args.config else {})
     given = getattr(args, "given", set())
     options = {
         field: convert(getattr(args, dest))
         for field, (dest, convert) in _TRAIN_OPTIONS.items()
-        if field not in from_file or dest in given
+        if field not in base or dest in given
     }
-    return TrainConfig(**{**from_file, **options})
+    return TrainConfig(**{**base, **options})
 
 
-def data_config(args: argparse.Namespace):
+def data_config(args: argparse.Namespace, saved: dict | None = None):
+    """The options as a DataConfig (each field has the option of its name); ``saved``, a
+    resumed checkpoint's, gives the fields the command line does not name."""
+    import dataclasses
+
     from ..data import DataConfig
 
-    return DataConfig(
-        data=args.data,
-        split=args.split,
-        split_file=args.split_file,
-        val_data=args.val_data,
-        val_split=args.val_split,
-        val_split_file=args.val_split_file,
-        format=args.format,
-        short_side=args.short_side,
-        max_size=args.max_size,
-        flip=args.flip,
-        strict=args.strict,
-        images=args.images,
-        val_images=args.val_images,
-        class_map=args.class_map,
-        val_fraction=args.val_fraction,
-        tile_size=args.tile_size,
-        tile_min_visible=args.tile_min_visible,
-        classes=args.classes,
-    )
+    given = getattr(args, "given", set())
+    fields = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(DataConfig)
+        if saved is None or f.name not in saved or f.name in given
+    }
+    return DataConfig(**{**(saved or {}), **fields})
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import configs_to_yaml
-    from ..engine.fit import fit
+    from ..engine.fit import fit, saved_settings
 
-    model, train = model_config(args, also_read=("train",)), train_config(args)
+    # a resumed run's settings are its checkpoint's, but for the options named
+    saved = saved_settings(args.resume) if args.resume is not None else None
+    saved = saved or {}
+    model = model_config(args, also_read=("train",))
+    train = train_config(args, saved.get("train"))
     chosen = (args.preset, args.config, args.weights, args.objectness)
     if args.resume is not None and not args.print_config and chosen == (None,) * 4:
         model = None  # the checkpoint's own (fit)
@@ -302,10 +301,10 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(configs_to_yaml(model=model, train=train))
         return 0
-    if args.data is None:
+    if args.data is None and "data" not in saved:
         raise ValueError("--data is required (a COCO JSON, VOC, YOLO or CSV dataset)")
     result = fit(
-        data_config(args),
+        data_config(args, saved.get("data")),
         kind=args.model,
         model=model,
         schedule=args.schedule,

@@ -60,8 +60,9 @@ class FitResult:
 
     def describe(self) -> str:
         s = self.summary
+        done = f"{s.steps} steps" if not s.resumed_at else f"steps {s.resumed_at}-{s.steps}"
         lines = [
-            f"trained {s.steps} steps in {s.seconds:.0f} s ({s.images_per_s:.1f} images/s); "
+            f"trained {done} in {s.seconds:.0f} s ({s.images_per_s:.1f} images/s); "
             f"checkpoint {self.checkpoint}"
         ]
         if s.skipped_images:
@@ -205,13 +206,19 @@ def run_settings(data: DataConfig, train: TrainConfig) -> dict:
     return {"data": data_settings, "train": config_to_dict(train)}
 
 
+def saved_settings(checkpoint: str | Path) -> dict | None:
+    """The data and training settings (``run_settings``) a checkpoint of ``fit`` keeps: a
+    resumed run's own (None for a checkpoint that keeps none: older ones, ``Trainer`` alone)."""
+    return read_header(checkpoint).get("extra", {}).get("settings") or None
+
+
 def check_resumed_settings(resume: str | Path, settings: dict) -> None:
     """A ValueError listing the settings a resumed run would change that ``FREE_ON_RESUME``
     does not free (resume continues a run exactly: a new learning rate or held-out split
     would not be applied, or would leak training images into validation). Checkpoints that
     keep no settings (older ones, ``Trainer`` alone) are not checked."""
-    saved = read_header(resume).get("extra", {}).get("settings")
-    if not saved:
+    saved = saved_settings(resume)
+    if saved is None:
         return
     changed = [
         f"{part}.{key} {saved[part].get(key)!r} -> {value!r}"
@@ -250,7 +257,7 @@ def fit(
     ``proposals_step1`` / ``_step3``: COCO results files, the alternating schedule's."""
     data, train, model, kind = _configs(data, train, model, kind, resume)
     given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
-    _check_time_budget(time_budget_s, schedule)
+    _check_run_options(data, train, time_budget_s, schedule)
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files
         index, val_set, split = _read(data, train.seed)
@@ -328,7 +335,13 @@ def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> di
     return given
 
 
-def _check_time_budget(seconds, schedule: Schedule) -> None:
+def _check_run_options(data: DataConfig, train: TrainConfig, seconds, schedule: Schedule) -> None:
+    """Options that cannot work together, or do nothing as given."""
+    if train.eval_every and data.val_data is None and not data.val_fraction:
+        raise ValueError(
+            "evaluating every N steps (--eval-every, TrainConfig.eval_every) needs validation "
+            "data (--val-data or --val-fraction, DataConfig.val_data or val_fraction)"
+        )
     check_number("time_budget_s", seconds, low=0, low_open=True, optional=True)
     if seconds is not None and schedule == "alternating":
         raise ValueError(

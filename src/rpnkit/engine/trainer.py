@@ -129,6 +129,7 @@ class TrainSummary:
     skipped_images: int = 0  # unreadable images left out (each reported when it happened)
     evaluated_at: int | None = None  # steps done when ``evaluation`` was made
     best: dict | None = None  # {"metric", "value", "step", "file"}: best.safetensors
+    resumed_at: int = 0  # the step a resumed run started at (``seconds``: this run's alone)
 
     def __getitem__(self, key: str):  # summary["steps"], as the dict it used to be
         return getattr(self, key)
@@ -221,7 +222,7 @@ class Trainer:
         self.device = self.context.device(device)
         check_amp(config.amp, self.device)
         if config.warmup_steps > config.steps and resume is None:
-            peak = config.lr * config.steps / config.warmup_steps
+            peak = config.lr * max(lr_factor(step, config) for step in range(config.steps))
             warnings.warn(
                 f"the warm-up ({config.warmup_steps} steps) is longer than the run "
                 f"({config.steps} steps): the learning rate stays below {config.lr:g} (at most "
@@ -300,12 +301,22 @@ class Trainer:
                 self.optimizer.load_state_dict(state["optimizer"])
             if state.get("scheduler") is not None:
                 self.scheduler.load_state_dict(state["scheduler"])
+                self._reschedule()
         except (ValueError, KeyError) as err:
             raise ValueError(
                 f"{self.resume}: its optimizer state does not fit this run ({err}): resume "
                 "with the same --optimizer (TrainConfig.optimizer) and options"
             ) from err
         return state
+
+    def _reschedule(self) -> None:
+        """The learning rate of the step resumed at, from this run's schedule: the optimizer
+        saved the next rate of the run's old one, which differs when ``steps`` grew."""
+        scheduler = self.scheduler
+        for group, base, rule in zip(
+            self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas
+        ):
+            group["lr"] = base * rule(scheduler.last_epoch)
 
     # 2. The data: a seeded stream that restarts at any step, sharded over processes.
     def _loader(self) -> DataLoader:
@@ -476,13 +487,18 @@ class Trainer:
         skipped = len(set(self.skipped))
         best = {**self.best, "file": self.out_dir / BEST_FILE} if self.best else None
         return TrainSummary(self.steps_done, elapsed, rate, self.evaluation, skipped,
-                            self.evaluated_at, best)  # fmt: skip
+                            self.evaluated_at, best, self.start_step)  # fmt: skip
 
     def _train(self, batches: Iterator[Batch], bar: tqdm, log: RunLog | None) -> None:
         """The steps from ``start_step`` on, with their logging, checkpoints and evaluations,
         until ``config.steps`` or the time budget."""
         config, main, empty = self.config, self.context.is_main, 0
         for step in range(self.start_step, config.steps):
+            if self._out_of_time():  # before the step: a resumed run may have none left
+                if main:
+                    spent = f"{self._seconds():.0f} s of {self.time_budget_s:.0f}"
+                    bar.write(f"step {step}: the time budget is spent ({spent})")
+                return
             batch = next(batches)
             self.skipped += batch.skipped
             if isinstance(batch, EmptyBatch):  # every image unreadable (reported): no step
@@ -503,11 +519,6 @@ class Trainer:
             due = config.eval_every and done % config.eval_every == 0
             if self.evaluate is not None and due and main:
                 self._evaluate(log, bar, done)
-            if self._out_of_time():
-                if main:
-                    spent = f"{self._seconds():.0f} s of {self.time_budget_s:.0f}"
-                    bar.write(f"step {done}: the time budget is spent ({spent})")
-                return
 
     def _interrupted(self, steps_done: int) -> str:
         """What an interrupted run leaves: the checkpoint to resume, or none. No checkpoint is
