@@ -422,3 +422,19 @@ def test_resume_needs_only_the_checkpoint_and_what_changes(tmp_path, capsys):
     argv = ["train", "--resume", str(checkpoint), "--steps", "4", "--lr", "0.1"]
     assert main([*argv, "--no-progress"]) == 2
     assert "train.lr 0.005 -> 0.1" in capsys.readouterr().err
+
+
+def test_a_runs_config_yaml_given_as_config_trains_that_run_again(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert (
+        train_tiny_on_raccoon(first, steps=2, extra=["--lr", "0.005", "--model", "faster-rcnn"])
+        == 0
+    )
+    again = tmp_path / "again"
+    argv = ["train", "--config", str(first / "config.yaml"), "--out", str(again), "--no-progress"]
+    assert main([*argv, "--steps", "3"]) == 0
+    import yaml
+
+    before, after = (yaml.safe_load((r / "config.yaml").read_text()) for r in (first, again))
+    assert after["model"] == before["model"] and after["data"] == before["data"]
+    assert after["train"] == {**before["train"], "steps": 3}  # but for the option named

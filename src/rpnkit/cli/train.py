@@ -283,13 +283,23 @@ def data_config(args: argparse.Namespace, saved: dict | None = None):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import configs_to_yaml
+    from ..config import config_to_dict, configs_to_yaml
     from ..engine.fit import fit, saved_settings
+    from ..engine.run_record import RunRecord
 
     # a resumed run's settings are its checkpoint's, but for the options named
     saved = saved_settings(args.resume) if args.resume is not None else None
-    saved = saved or {}
-    model = model_config(args, also_read=("train",))
+    saved, model = saved or {}, None
+    if args.config is not None and RunRecord.is_record(args.config):  # a run's config.yaml:
+        record = RunRecord.from_file(args.config)  # that run again, but for the options named
+        saved = saved or {
+            "train": config_to_dict(record.train),
+            "data": config_to_dict(record.data),
+        }
+        model = record.model.config
+        args.model = args.model or record.model.kind
+        args.schedule = args.schedule if "schedule" in args.given else record.schedule
+    model = model or model_config(args, also_read=("train",))
     train = train_config(args, saved.get("train"))
     chosen = (args.preset, args.config, args.weights, args.objectness)
     if args.resume is not None and not args.print_config and chosen == (None,) * 4:

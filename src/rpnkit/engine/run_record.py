@@ -54,8 +54,12 @@ class RunRecord:
     def load(cls, run_dir: str | Path) -> RunRecord | None:
         """The run's record, or None for a folder without one (a demo's, say)."""
         path = Path(run_dir) / RECORD_FILE
-        if not path.is_file():
-            return None
+        return cls.from_file(path) if path.is_file() else None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunRecord:
+        """A run record read from ``path`` (a ValueError naming it when it is not one)."""
+        path = Path(path)
         try:
             data = yaml.safe_load(path.read_text()) or {}
             return cls(
@@ -66,5 +70,16 @@ class RunRecord:
                 data.get("split"),
                 data.get("proposals"),
             )
-        except (yaml.YAMLError, KeyError, TypeError) as err:
+        except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
             raise ValueError(f"{path}: not a readable run record ({err})") from err
+
+    @staticmethod
+    def is_record(path: str | Path) -> bool:
+        """Whether the YAML file ``path`` has a run record's shape (its model: part a spec,
+        with a kind), not a model config's or --print-config's."""
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            return False  # said by the reader of the config
+        model = data.get("model") if isinstance(data, dict) else None
+        return isinstance(model, dict) and "kind" in model and "class_names" in model
