@@ -188,3 +188,14 @@ def test_objectness_and_nms_see_the_image_at_the_checkpoints_size_on_its_device(
     assert main(["show", "objectness", *args, *size, "--out", str(tmp_path / "o2.png")]) == 0
     smaller = load(checkpoint, "cpu", fold_bn=False, short_side=96, max_size=160)
     assert maps[1][0].shape == smaller.dataset(image)[0]["image"].shape != expected
+
+
+def test_labels_of_an_image_without_annotations_stop_with_one_line(tmp_path, capsys):
+    # once the region assigner ran on no GT and drew an empty picture
+    image = next(iter(sorted((COCO128 / "images" / "train2017").iterdir())))
+    out = tmp_path / "labels.png"
+    args = ["show", "labels", str(image), "--preset", "tiny-cascade", "--out", str(out), *SIZE]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"rpnkit show: error: {image}: an image without annotations: nothing ")
+    assert "\n" not in err and not out.exists()

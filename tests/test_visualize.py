@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,7 @@ import torch
 from PIL import Image
 
 from rpnkit.cli import main
+from rpnkit.data import read_dataset
 from rpnkit.engine.results import DetectionResult, ProposalResult
 from rpnkit.viz.charts import plot_loss_curves
 from rpnkit.viz.export import export_results
@@ -279,3 +281,68 @@ def test_show_anchors_takes_the_position_in_the_images_own_pixels(tmp_path, monk
         assert drawn["title"] == f"anchors at ({x}, {y}), every level"
     with pytest.raises(ValueError, match=f"x {width} is outside the image \\(width {width} px\\)"):
         show.show_anchors(config, photo, tmp_path / "a.png", x=width, **options)
+
+
+def test_show_says_the_file_it_wrote_when_the_name_has_no_suffix(tmp_path, capsys, monkeypatch):
+    from rpnkit.viz.figures import png_path
+
+    assert png_path("e6") == Path("e6.png") and png_path("a/b.v2.png") == Path("a/b.v2.png")
+    assert png_path("x.jpg") == Path("x.jpg")  # a suffix of its own: matplotlib's format
+    monkeypatch.chdir(tmp_path)
+    photo = RACCOON / "images" / "raccoon-1.jpg"
+    size = ["--short-side", "96", "--max-size", "144"]
+    assert main(["show", "anchors", str(photo), "--preset", "tiny", "--out", "e6", *size]) == 0
+    assert capsys.readouterr().out.strip() == "wrote e6.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e6.png"]
+
+
+def test_show_labels_needs_an_image_with_boxes(tmp_path, capsys):
+    photo = RACCOON / "images" / "raccoon-1.jpg"
+    out = tmp_path / "labels.png"
+    assert main(["show", "labels", str(photo), "--preset", "tiny", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"rpnkit show: error: {photo}: an image without annotations: nothing to label; rpnkit "
+        "show labels needs a dataset image with boxes (a COCO JSON, VOC folder, YOLO data.yaml "
+        "or CSV, and --index to pick the image)"
+    )
+    # a dataset's image without a box: which one
+    coco = {
+        "images": [{"id": 7, "file_name": photo.name, "width": 650, "height": 417}],
+        "annotations": [],
+        "categories": [{"id": 1, "name": "raccoon"}],
+    }
+    (tmp_path / "bare.json").write_text(json.dumps(coco))
+    (tmp_path / "bare").mkdir()
+    shutil.copy(photo, tmp_path / "bare" / photo.name)  # a COCO JSON's images: a folder named so
+    args = ["show", "labels", str(tmp_path / "bare.json"), "--preset", "tiny"]
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"rpnkit show: error: {tmp_path / 'bare.json'}: image 0 ({photo.name})")
+    assert "has no box: nothing to label" in err
+    assert not out.exists()
+
+
+def test_show_labels_titles_the_image_and_its_colours(tmp_path, monkeypatch):
+    from rpnkit.viz import overlays
+
+    panels = []
+    original = overlays.plot_label_panels
+
+    def recording(image, gt, drawn, path, **kwargs):
+        panels.extend(drawn)
+        return original(image, gt, drawn, path, **kwargs)
+
+    monkeypatch.setattr(overlays, "plot_label_panels", recording)
+    out = tmp_path / "labels.png"
+    args = ["show", "labels", str(RACCOON), "--split-file", str(RACCOON / "test_labels.csv")]
+    args += ["--index", "1", "--preset", "tiny", "--short-side", "96", "--max-size", "144"]
+    assert main([*args, "--out", str(out)]) == 0
+    first = read_dataset(RACCOON, split_file=RACCOON / "test_labels.csv").records[1].file_name
+    (panel,) = panels
+    counts = f"{len(panel.positive)} positive (yellow), {len(panel.negative)} negative (blue), "
+    assert panel.title.startswith(f"{first}: anchors {counts}")
+    assert f"{len(panel.ignored)} ignored (grey); GT green" in panel.title
+    assert len(panel.positive) > 0
+    with Image.open(out) as png:
+        assert png.size == (640, 640)

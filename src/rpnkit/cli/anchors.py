@@ -29,11 +29,17 @@ def add_parser(sub) -> None:
             "covers; and with --fit, anchors fitted by k-means with distance 1 - IoU, "
             "the coverage they reach, and a config for rpnkit train --config. When many "
             "objects are too small for the anchors at the chosen scale, it says so and "
-            "recommends a tile size (--tile-size) or a shorter side."
+            "recommends a tile size (--tile-size) or a resize (--short-side, with --max-size "
+            "when its cap would stop it)."
         ),
         formatter_class=HELP,
     )
-    p.add_argument("--data", required=True, help="dataset: COCO JSON, VOC folder or YOLO yaml")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="dataset: COCO JSON, VOC folder, YOLO data.yaml or CSV of boxes (format detected "
+        "unless --format)",
+    )
     add_model_options(p, preset_help="whose anchors to check", weights=False)
     p.add_argument(
         "--threshold",
@@ -76,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         fit=args.fit,
         seed=args.seed,
         tile_size=args.tile_size,
+        source=args.config,  # the anchors listed are the file's
     )
     print(report.format(show=args.show))
     if args.fit and args.out_config:

@@ -12,11 +12,12 @@ def add_parser(sub) -> None:
         "report",
         help="one static HTML page for a training run",
         description=(
-            "Write RUN_DIR/report.html: the run's config, the recall tables, the loss and "
-            "recall curves, and proposals on validation images (best and worst recall first), "
-            "every picture embedded: it opens in a browser from disk with no server. The "
-            "validation data recorded by 'rpnkit train --val-data' is used unless --data is "
-            "given."
+            "Write RUN_DIR/report.html: the run's config, its best validation during training "
+            "(best.safetensors, with --eval-every) and the validations it logged, the recall "
+            "tables (and a detector's mAP) of its final weights, the loss and recall curves, "
+            "and proposals on validation images (best and worst recall first), every picture "
+            "embedded: it opens in a browser from disk with no server. The validation data "
+            "recorded by 'rpnkit train --val-data' is used unless --data is given."
         ),
         formatter_class=HELP,
     )
@@ -35,7 +36,11 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--max-size", type=image_side, default=None, help="resize (default: the run's)")
     p.add_argument(
-        "--gallery", type=non_negative_int, default=4, help="best and worst images shown, each"
+        "--gallery",
+        type=non_negative_int,
+        default=4,
+        help="best and worst images shown, each (every image at most once: fewer from a "
+        "validation set of under twice as many images with GT)",
     )
     add_run_options(p)
     p.set_defaults(func=run)

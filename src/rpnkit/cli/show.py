@@ -41,7 +41,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("what", choices=PICTURES, help="which picture")
     p.add_argument("source", help="an image, a dataset (labels, proposals), or a run folder")
-    p.add_argument("--out", default="show.png", help="PNG to write")
+    p.add_argument(
+        "--out", default="show.png", help="PNG to write (.png is added to a name without one)"
+    )
     add_model_options(p, preset_help="whose anchors (anchors, grid, labels)", weights=False)
     p.add_argument(
         "--checkpoint",
@@ -88,8 +90,10 @@ def _anchor_model(args: argparse.Namespace, opts: dict):
 
 def run(args: argparse.Namespace) -> int:
     from ..viz import charts, show
+    from ..viz.figures import png_path
 
-    out, what, source, checkpoint = Path(args.out), args.what, args.source, args.checkpoint
+    # the file written: a name without a suffix gets .png (matplotlib's rule), said as such
+    out, what, source, checkpoint = png_path(args.out), args.what, args.source, args.checkpoint
     opts = dict(short=args.short_side, max_size=args.max_size, split=args.split)
     opts.update(fmt=args.format, split_file=args.split_file)
     image = dict(index=args.index, device=args.device)  # which image, where a model runs

@@ -9,7 +9,8 @@ to the training scale); size ranges use COCO's areas in original pixels.
 Scale: when many boxes are under half the smallest anchor's side at training scale (no anchor
 reaches 0.25 IoU with them), ``scale_advice`` says so and recommends a scale that brings them
 to it: native-resolution tiles (``--tile-size``) when the objects are large enough in the
-original pixels, or a longer shorter side.
+original pixels, or a longer shorter side (with a cap on the longer side that lets it apply:
+``max_size`` stops the resize of wide images, and the advice says when it already does).
 
 Fitting: k-means over the boxes' (width, height) with distance 1 - IoU of boxes sharing a
 centre (as YOLOv2), k = the configuration's anchors per position summed over levels; each
@@ -49,6 +50,7 @@ class GTSample:
     files: list[str]
     sizes: list[tuple[int, int]]
     scales: list[float] = dataclasses.field(default_factory=list)  # resize factor per image
+    originals: list[tuple[int, int]] = dataclasses.field(default_factory=list)  # (h, w) read
 
 
 def collect_gt(
@@ -56,7 +58,7 @@ def collect_gt(
 ) -> GTSample:
     """The boxes as training sees them: resized, or with ``tile_size`` at native resolution
     for the images larger than a tile (``data.tiling``; anchors cover the whole image)."""
-    boxes, areas, image, files, sizes, scales = [], [], [], [], [], []
+    boxes, areas, image, files, sizes, scales, originals = [], [], [], [], [], [], []
     for i, r in enumerate(index.records):
         scale = resize_scale(r.height, r.width, short, max_size)
         if tile_size is not None and max(r.height, r.width) > tile_size:
@@ -68,6 +70,7 @@ def collect_gt(
         files.append(r.file_name)
         sizes.append(resized_size(r.height, r.width, scale))
         scales.append(scale)
+        originals.append((r.height, r.width))
     return GTSample(
         np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
         np.concatenate(areas) if areas else np.zeros(0, np.float32),
@@ -75,6 +78,7 @@ def collect_gt(
         files,
         sizes,
         scales,
+        originals,
     )
 
 
@@ -92,11 +96,18 @@ def smallest_anchor(config: AnchorConfig) -> float:
 
 
 def scale_advice(
-    config: AnchorConfig, sample: GTSample, *, short: int, tile_size: int | None = None
+    config: AnchorConfig,
+    sample: GTSample,
+    *,
+    short: int,
+    max_size: int | None = None,
+    tile_size: int | None = None,
 ) -> str | None:
     """One paragraph when at least ``ADVISE_FRACTION`` of the boxes are under ``TOO_SMALL``
-    of the smallest anchor's side at training scale, recommending a tile size or a shorter
-    side that brings the 10th-percentile box to ``TARGET`` of it; None when they fit."""
+    of the smallest anchor's side at training scale, recommending a tile size or a resize
+    (a shorter side, and the cap on the longer side that lets it apply: ``max_size`` limits
+    the resize of wide images) that brings the 10th-percentile box to ``TARGET`` of it; None
+    when they fit."""
     if len(sample.boxes) == 0:
         return None
     anchor = smallest_anchor(config)
@@ -108,24 +119,60 @@ def scale_advice(
     scales = np.asarray(sample.scales or [1.0] * len(sample.sizes))
     typical = float(np.percentile(sides / scales[sample.image], 10))  # original pixels
     needed = TARGET * anchor / typical  # the resize factor that brings it to the anchor
-    shorts = np.array([min(h, w) for h, w in sample.sizes]) / scales  # original pixels
-    short_needed = int(math.ceil(float(np.median(shorts)) * needed / 32) * 32)
     text = (
         f"objects too small for the anchors: {small:.0%} of the boxes are under half the "
         f"smallest anchor ({anchor:.0f} px) at this scale (10% of them are under {typical:.1f} "
         f"px in original pixels)."
     )
+    resize, capped = _resize_advice(sample, needed, short, max_size)
+    text += capped if tile_size is None else ""  # tiled, large images keep their own size
     if needed <= 1 and tile_size is None:
         tile = max(32, min(1024, short // 32 * 32))
         return (
             f"{text} They are large enough at native resolution: train and infer on tiles "
             f"(rpnkit train --tile-size {tile}; propose/detect/eval --tile-size {tile}), or "
-            f"resize to a shorter side of {short_needed} (--short-side {short_needed})."
+            f"resize to {resize}."
         )
     return (
-        f"{text} Even native resolution is too coarse for them: upscale (--short-side "
-        f"{short_needed}, about {needed:.1f}x the original), or fit smaller anchors (--fit)."
+        f"{text} Even native resolution is too coarse for them: upscale about {needed:.1f}x "
+        f"the original, to {resize}, or fit smaller anchors (--fit)."
     )
+
+
+def _ceil32(value: float) -> int:
+    return int(math.ceil(value / 32) * 32)
+
+
+def _resize_advice(
+    sample: GTSample, needed: float, short: int, max_size: int | None
+) -> tuple[str, str]:
+    """The resize that scales the median image by ``needed``: a shorter side, with a cap on
+    the longer side that lets it apply when ``max_size`` would stop it; and a note when
+    ``max_size`` already caps the resize asked for (the median image's shorter side is then
+    less than ``short``: a larger ``short`` alone would change nothing)."""
+    resized = np.array(sample.sizes, dtype=np.float64).reshape(-1, 2)  # (I, 2) h, w
+    if sample.originals:
+        original = np.array(sample.originals, dtype=np.float64).reshape(-1, 2)
+    else:  # a sample made by hand: the sizes read back from the resize
+        original = resized / np.asarray(sample.scales or [1.0] * len(resized))[:, None]
+    shorts, longs = original.min(axis=1), original.max(axis=1)
+    short_needed = _ceil32(float(np.median(shorts)) * needed)
+    long_needed = _ceil32(short_needed * float(np.median(longs / shorts)))
+    if max_size is not None and long_needed > max_size:
+        advice = (
+            f"a shorter side of {short_needed} with the longer side up to {long_needed} "
+            f"(--short-side {short_needed} --max-size {long_needed})"
+        )
+    else:
+        advice = f"a shorter side of {short_needed} (--short-side {short_needed})"
+    median_short = float(np.median(resized.min(axis=1)))
+    if max_size is None or median_short >= short - 1:  # rounding: a pixel less
+        return advice, ""
+    note = (
+        f" --max-size {max_size} caps the resize: the median image's shorter side is "
+        f"{median_short:.0f} px, not the {short} of --short-side."
+    )
+    return advice, note
 
 
 def best_anchor_iou(config: AnchorConfig, sample: GTSample, *, chunk: int = 1 << 16) -> np.ndarray:
@@ -287,6 +334,8 @@ class AnchorReport:
     coverage_fitted: dict | None = None
     advice: str | None = None  # scale_advice: the objects are too small for the anchors
     tile_size: int | None = None  # images larger than this were taken at native resolution
+    max_size: int | None = None  # the cap on the longer side of the resize
+    source: str | None = None  # the config file the anchors come from (None: the preset's)
 
     def fitted_model(self) -> ModelConfig:
         """The preset's config with the fitted anchors (for ``rpnkit train --config``)."""
@@ -305,10 +354,13 @@ class AnchorReport:
 
     def format(self, show: int = 20) -> str:
         anchors = self.model.rpn.anchors
+        whose = f"preset {self.model.preset}"
+        whose = f"{self.source} ({whose})" if self.source is not None else whose
         lines = [
-            f"\nanchors of {self.model.preset}:\n{describe_anchors(anchors)}",
+            f"\nanchors of {whose}:\n{describe_anchors(anchors)}",
             f"\nbest-anchor IoU of {self.num_boxes} GT boxes at training scale (shorter side "
             f"{self.short_side}"
+            + (f", longer side at most {self.max_size}" if self.max_size else "")
             + (f"; native in images over {self.tile_size} px, tiled" if self.tile_size else "")
             + "): the upper bound of what the RPN can be taught",
             format_coverage(self.coverage),
@@ -340,11 +392,16 @@ def anchor_report(
     fit: bool = False,
     seed: int = 0,
     tile_size: int | None = None,
+    source: str | None = None,
 ) -> AnchorReport:
     """Coverage of ``index``'s boxes by ``model``'s anchors (at native resolution in the
     images larger than ``tile_size``, when tiled) and, with ``fit``, by anchors fitted to
-    them; advice when the objects are too small for the anchors at that scale."""
+    them; advice when the objects are too small for the anchors at that scale. ``source``:
+    the config file ``model`` was read from, named in the report. A ValueError naming the
+    dataset when it has no box to measure (no readable image, or none with a box)."""
     sample = collect_gt(index, short=short, max_size=max_size, tile_size=tile_size)
+    if len(sample.boxes) == 0:
+        raise ValueError(_no_boxes(index))
     best = best_anchor_iou(model.rpn.anchors, sample)
     report = AnchorReport(
         model,
@@ -353,10 +410,32 @@ def anchor_report(
         len(best),
         coverage_table(sample, best),
         unmatched(sample, best, threshold),
-        advice=scale_advice(model.rpn.anchors, sample, short=short, tile_size=tile_size),
+        advice=scale_advice(
+            model.rpn.anchors, sample, short=short, max_size=max_size, tile_size=tile_size
+        ),
         tile_size=tile_size,
+        max_size=max_size,
+        source=source,
     )
     if fit:
         report.fitted = fit_anchors(model.rpn.anchors, sample, seed=seed)
         report.coverage_fitted = coverage_table(sample, best_anchor_iou(report.fitted, sample))
     return report
+
+
+def _no_boxes(index: DatasetIndex) -> str:
+    """Why a dataset gives no box to measure the anchors on: no image was read (the first
+    skip, and where a CSV's images are looked for), or its images have no (usable) box."""
+    if not index.records:
+        issues = index.image_issues
+        text = f"{index.source}: no image could be read"
+        text += f" ({len(issues)} skipped; first: {issues[0]})" if issues else ""
+        text += ": no box to check the anchors on"
+        missing = bool(issues) and all("image file not found" in line for line in issues)
+        if missing and index.source.endswith(".csv"):
+            text += "; a CSV's images are looked for beside it: give --images DIR"
+        return text
+    return (
+        f"{index.source}: none of its {len(index.records)} image(s) has a box (crowd regions "
+        "not counted): no box to check the anchors on"
+    )

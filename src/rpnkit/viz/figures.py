@@ -5,7 +5,8 @@ A picture is a matplotlib figure of one or more side-by-side panels (Agg backend
 :func:`fitted_image_figure` for one image at its own aspect (:func:`fitted_size`), and
 :func:`chart_figure` for charts, with room for axis labels. :func:`image_panel` shows an image
 in a panel, :func:`draw_boxes` draws xyxy pixel boxes over it, :func:`style_chart` labels a
-chart's axes, and :func:`save_figure` writes the PNG and closes the figure.
+chart's axes, and :func:`save_figure` writes the PNG and closes the figure (at
+:func:`png_path`: a name without a suffix gets ``.png``, as matplotlib would give it).
 
 Images are (3, H, W) tensors (uint8, as datasets give them, or float in [0, 1]) or (H, W, 3)
 uint8 arrays; :func:`as_hwc` turns
@@ -95,9 +96,17 @@ def chart_figure(size_px: tuple[int, int], panels: int = 1) -> tuple[Figure, lis
     return fig, axes
 
 
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG of its pixel size (creating the folder) and close it."""
+def png_path(path: str | Path) -> Path:
+    """The file a picture given ``path`` is written to: ``path``, with ``.png`` added when it
+    has no suffix (matplotlib would add it, unseen by whoever names the file)."""
     path = Path(path)
+    return path if path.suffix else path.with_name(path.name + ".png")
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG of its pixel size (creating the folder) and close it; returns
+    the file written (``png_path``: ``.png`` added to a name without a suffix)."""
+    path = png_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)  # pyplot keeps every open figure alive otherwise

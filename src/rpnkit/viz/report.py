@@ -1,9 +1,12 @@
 """``rpnkit report RUN_DIR``: one static HTML page for a training run, with every picture
 embedded, so that it opens in a browser from disk with no server.
 
-It holds the run's configuration, the metric tables (for a Faster R-CNN its mAP, per-class AP
-and precision-recall curves first), the loss and recall curves, and a gallery of proposals on
-validation images: the images with the best recall first, then the worst.
+It holds the run's configuration, its own validations (the best one, kept in
+best.safetensors, and those logged to TensorBoard: no other file keeps them), the metric
+tables of its final weights (for a Faster R-CNN its mAP, per-class AP and precision-recall
+curves first; n/a where there is nothing to count, as ``rpnkit eval`` prints it), the loss and
+recall curves, and a gallery of proposals on validation images: the images with the best
+recall first, then the worst, each at most once.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import torch
 
 from ..data import DataConfig
 from ..data.splits import held_out, read_split
+from ..engine.checkpoint import read_header
 from ..engine.evaluate import DetectionReport, RecallReport
 from ..engine.run_record import RECORD_FILE, RunRecord
 from ..engine.runtime import load
-from ..evaluation.detection import COCO_STATS
+from ..engine.trainer import BEST_FILE, EVAL_SHOWN
+from ..evaluation.detection import COCO_STATS, NO_GT
 from ..evaluation.recall import MAX_DETS
 from .charts import plot_loss_curves, plot_precision_recall, plot_recall_curves
 from .overlays import plot_proposals_vs_gt
@@ -54,6 +59,13 @@ def _img(path: Path, alt: str, cls: str = "") -> str:
     return f'<img class="{cls}" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
+def _cell(value: float | None) -> str:
+    """A table cell to 3 decimals; n/a where there is nothing to count (pycocotools' -1: no
+    GT of that size; NaN: a class without GT), as ``rpnkit eval`` prints it."""
+    missing = value is None or value != value or value == NO_GT
+    return "<td>n/a</td>" if missing else f"<td>{value:.3f}</td>"
+
+
 def _metrics_table(metrics: dict[str, float]) -> str:
     sizes = [("all", ""), ("small", "_small"), ("medium", "_medium"), ("large", "_large")]
     head = "".join(f"<th>{name}</th>" for name, _ in sizes)
@@ -64,12 +76,7 @@ def _metrics_table(metrics: dict[str, float]) -> str:
             ("recall@0.5", f"recall@{k}@0.5"),
             ("recall@0.7", f"recall@{k}@0.7"),
         ):
-            cells = "".join(
-                f"<td>{metrics[key + suffix]:.3f}</td>"
-                if metrics.get(key + suffix, -1) >= 0
-                else "<td>-</td>"
-                for _, suffix in sizes
-            )
+            cells = "".join(_cell(metrics.get(key + suffix)) for _, suffix in sizes)
             rows.append(f"<tr><td>{label} @ {k} proposals</td>{cells}</tr>")
     return f'<table id="metrics"><tr><th>measure</th>{head}</tr>{"".join(rows)}</table>'
 
@@ -161,6 +168,7 @@ def write_report(
             f"<p>{html.escape(str(run_dir.resolve()))}; validation data "
             f"{html.escape(config.val_data)} ({len(dataset)} images); written "
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>",
+            _validation_section(run_dir),
             _detection_section(detection, Path(tmp)) if detection is not None else "",
             "<h2>Proposal recall</h2>" + _metrics_table(recall.metrics),
             _curves_section(run_dir, recall, Path(tmp)),
@@ -182,6 +190,72 @@ def write_report(
     return out
 
 
+def _run_folder_of_best(run_dir: Path) -> Path:
+    """Where a run keeps its best validation and its TensorBoard events: the run folder, or
+    for the alternating schedule its last step's (``step4_detector``)."""
+    for folder in (run_dir, run_dir / "step4_detector"):
+        if (folder / BEST_FILE).is_file() or (folder / "tensorboard").is_dir():
+            return folder
+    return run_dir
+
+
+def _validation_section(run_dir: Path) -> str:
+    """The run's own validations: the best one (``best.safetensors``, written with
+    ``--eval-every``) and every periodic one logged to TensorBoard; nothing when the run
+    kept neither."""
+    folder = _run_folder_of_best(run_dir)
+    parts = [_best_line(folder / BEST_FILE)] if (folder / BEST_FILE).is_file() else []
+    history = _logged_validations(folder / "tensorboard")
+    if history:
+        shown = [k for k in EVAL_SHOWN if any(k in row for row in history.values())]
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in shown)
+        rows = "".join(
+            f"<tr><td>{step}</td>{''.join(_cell(history[step].get(k)) for k in shown)}</tr>"
+            for step in sorted(history)
+        )
+        parts.append(
+            "<p>Validations logged during training (TensorBoard, eval/):</p>"
+            f'<table id="validations"><tr><th>step</th>{head}</tr>{rows}</table>'
+        )
+    return "<h2>Validation during training</h2>" + "".join(parts) if parts else ""
+
+
+def _best_line(path: Path) -> str:
+    """The best validation that ``path`` (a run's best.safetensors) records in its header."""
+    try:
+        best = read_header(path).get("extra", {}).get("best")
+    except ValueError as err:  # the page still reports the final weights
+        return f"<p id='best'>{html.escape(str(err))}</p>"
+    if not isinstance(best, dict) or not {"metric", "value", "step"} <= best.keys():
+        return f"<p id='best'>{html.escape(str(path))}: records no best validation</p>"
+    return (
+        f"<p id='best'>best validation during training: {html.escape(str(best['metric']))} "
+        f"{best['value']:.3f} at step {best['step']}, its weights kept in "
+        f"{html.escape(str(path))}. The tables below measure the final weights "
+        "(checkpoint.safetensors).</p>"
+    )
+
+
+def _logged_validations(events: Path) -> dict[int, dict[str, float]]:
+    """The ``eval/`` scalars of a run's TensorBoard events by step (``RunLog``
+    ``write_evaluation``: they are logged nowhere else); empty without events or without
+    the tensorboard package."""
+    if not events.is_dir():
+        return {}
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:  # as RunLog: without tensorboard the run wrote no events either
+        return {}
+    accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})  # 0: keep all
+    accumulator.Reload()
+    history: dict[int, dict[str, float]] = {}
+    for tag in accumulator.Tags().get("scalars", []):
+        if tag.startswith("eval/"):
+            for event in accumulator.Scalars(tag):
+                history.setdefault(event.step, {})[tag.removeprefix("eval/")] = event.value
+    return history
+
+
 def _detection_numbers(report: DetectionReport | None) -> dict:
     """A detector's metrics for the page's list: all but the precision-recall curves (drawn)."""
     return {k: v for k, v in report.metrics.items() if k != "pr_curves"} if report else {}
@@ -191,13 +265,12 @@ def _detection_section(report: DetectionReport, tmp: Path) -> str:
     """A detector's mAP: COCO's six numbers, VOC's, the per-class table, precision-recall."""
     m = report.metrics
     head = "".join(f"<th>{k}</th>" for k in COCO_STATS) + "<th>VOC07 mAP50</th>"
-    cells = "".join(f"<td>{m[k]:.3f}</td>" for k in COCO_STATS)
+    cells = "".join(_cell(m[k]) for k in COCO_STATS)
     summary = (
-        f'<table id="detection"><tr>{head}</tr><tr>{cells}'
-        f"<td>{m['VOC07_mAP50']:.3f}</td></tr></table>"
+        f'<table id="detection"><tr>{head}</tr><tr>{cells}{_cell(m["VOC07_mAP50"])}</tr></table>'
     )
     rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{'-' if ap != ap else f'{ap:.3f}'}</td></tr>"
+        f"<tr><td>{html.escape(name)}</td>{_cell(ap)}</tr>"
         for name, ap in m["per_class_AP"].items()
     )
     per_class = f'<table id="per-class"><tr><th>class</th><th>AP</th></tr>{rows}</table>'
@@ -218,19 +291,27 @@ def _curves_section(run_dir: Path, recall: RecallReport, tmp: Path) -> str:
     return "<h2>Curves</h2>" + "".join(f"<p>{c}</p>" for c in curves)
 
 
+def gallery_picks(per_image: torch.Tensor, gallery: int) -> tuple[list[int], list[int]]:
+    """The indices of the ``gallery`` images of best recall (best first) and of the
+    ``gallery`` of worst (worst first) among those with GT (``per_image`` NaN: none); with
+    fewer than twice ``gallery`` such images, each is shown once: the better half (the
+    middle one included) among the best, the rest among the worst."""
+    order = [
+        int(i)
+        for i in torch.argsort(torch.nan_to_num(per_image, nan=-1.0), descending=True, stable=True)
+        if not torch.isnan(per_image[i])
+    ]
+    best = min(gallery, (len(order) + 1) // 2)
+    worst = min(gallery, len(order) - best)
+    return order[:best], order[len(order) - worst :][::-1]
+
+
 def _gallery_section(dataset, recall: RecallReport, gallery: int, tmp: Path) -> str:
     """The images with the best recall@100 at IoU 0.5 first, then the worst."""
     per_image = recall.table.recall_per_image(100)  # NaN for images without GT
-    order = [
-        int(i)
-        for i in torch.argsort(torch.nan_to_num(per_image, nan=-1.0), descending=True)
-        if not torch.isnan(per_image[i])
-    ]
+    best, worst = gallery_picks(per_image, gallery)
     figures = []
-    for title, chosen in (
-        ("best recall", order[:gallery]),
-        ("worst recall", order[::-1][:gallery]),
-    ):
+    for title, chosen in (("best recall", best), ("worst recall", worst)):
         for i in chosen:
             name = f"{title.split()[0]}_{i}.png"
             item = dataset[i]
@@ -246,8 +327,14 @@ def _gallery_section(dataset, recall: RecallReport, gallery: int, tmp: Path) -> 
                 f"<figure>{_img(tmp / name, caption, 'gallery-image')}"
                 f"<figcaption>{caption}</figcaption></figure>"
             )
+    shown = len(best) + len(worst)
+    capped = (
+        f" Only {shown} validation image(s) have GT: each is shown once."
+        if shown < 2 * gallery
+        else ""
+    )
     return (
         "<h2>Validation images: best recall first, then worst</h2>"
         "<p>Top 10 proposals (magenta); GT found among the top 100 at IoU 0.5 (green, "
-        f"dashed) and missed (red).</p><div class='gallery'>{''.join(figures)}</div>"
+        f"dashed) and missed (red).{capped}</p><div class='gallery'>{''.join(figures)}</div>"
     )

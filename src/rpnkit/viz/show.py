@@ -8,11 +8,12 @@ checkpoint runs on ``device`` ('auto', 'cpu', 'cuda', 'cuda:N'), as ``load`` tak
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ..data import DetectionDataset, collate, eval_transforms, index_for_input
+from ..data import DatasetIndex, DetectionDataset, collate, eval_transforms, index_for_input
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine import runner
 from ..engine.runtime import Predictor, load
@@ -23,11 +24,19 @@ from ..modeling.rpn import RPNOutput, rpn_matcher, select_proposals
 from ..modeling.sizes import feature_sizes
 from . import overlays
 
+LABELS_DRAWN = 200  # anchors of each label drawn by show labels (a random subset of many)
 
-def _item(
-    path, *, index: int = 0, short: int | None = None, max_size: int | None = None, **data_options
-):
+
+def _item(path, *, index: int = 0, **opts):
     """One image (and its GT, for datasets) resized as the model sees it (None: 800, 1333)."""
+    return _indexed_item(path, index=index, **opts)[1]
+
+
+def _indexed_item(
+    path, *, index: int = 0, short: int | None = None, max_size: int | None = None, **data_options
+) -> tuple[DatasetIndex, dict]:
+    """What ``path`` holds (a dataset's index, or plain images without classes) and its image
+    ``index`` as ``_item`` gives it."""
     short = DEFAULT_SHORT_SIDE if short is None else short
     max_size = DEFAULT_MAX_SIZE if max_size is None else max_size
     dataset_index = index_for_input(path, **data_options)
@@ -38,7 +47,24 @@ def _item(
     item = DetectionDataset(dataset_index, eval_transforms(short, max_size))[index]
     if item is None:
         raise ValueError(f"{dataset_index.records[index].path}: unreadable image")
-    return item
+    return dataset_index, item
+
+
+def _labelled_item(data, *, index: int = 0, **opts) -> dict:
+    """A dataset image with its boxes, as ``_item`` gives it; a ValueError when it has none:
+    the matcher would call every anchor negative, which says nothing about the anchors."""
+    dataset_index, item = _indexed_item(data, index=index, **opts)
+    if len(item["boxes"]):
+        return item
+    if not dataset_index.class_names:  # plain images: no annotations at all
+        plain = "a folder of images" if Path(data).is_dir() else "an image"
+        why = f"{data}: {plain} without annotations"
+    else:
+        why = f"{data}: image {index} ({item['file_name']}) has no box"
+    raise ValueError(
+        f"{why}: nothing to label; rpnkit show labels needs a dataset image with boxes (a COCO "
+        "JSON, VOC folder, YOLO data.yaml or CSV, and --index to pick the image)"
+    )
 
 
 def _loaded(checkpoint, device, opts: dict) -> tuple[Predictor, dict]:
@@ -112,14 +138,15 @@ def show_labels(
 ) -> int:
     """Positive, negative and ignored anchors of one training image, as the matcher labels
     them; ``checkpoint`` (else ``config``) says which model, and its training size the
-    image's. A Cascade RPN has assignments of its own: ``show_cascade_labels``."""
+    image's. A Cascade RPN has assignments of its own: ``show_cascade_labels``. An image
+    without a box (a plain image, or a dataset's image without one) is a ValueError."""
     network = None
     if checkpoint is not None:
         predictor, opts = _loaded(checkpoint, device, opts)
         network, config = predictor.network, predictor.spec.model_config
     if config.cascade is not None:
         return show_cascade_labels(config, data, out, index=index, network=network, **opts)
-    item = _item(data, index=index, **opts)
+    item = _labelled_item(data, index=index, **opts)
     rpn = config.rpn
     batch = collate([item])
     anchors = AnchorGenerator(rpn.anchors)(_sizes(config, item))
@@ -128,8 +155,16 @@ def show_labels(
     t = batch.targets
     labels = matcher(anchors, t.boxes, t.mask, t.ignore, visible).labels()[0]
     pick = _by_label(anchors, labels)
-    return overlays.plot_anchor_labels(
-        item["image"], item["boxes"], pick[POSITIVE], pick[NEGATIVE], pick[IGNORE], out
+    panel = overlays.LabelPanel(
+        f"{item['file_name']}: anchors {len(pick[POSITIVE])} positive (yellow), "
+        f"{len(pick[NEGATIVE])} negative (blue), {len(pick[IGNORE])} ignored (grey); GT green"
+        f"\n(at most {LABELS_DRAWN} of each drawn)",
+        pick[POSITIVE],
+        pick[NEGATIVE],
+        pick[IGNORE],
+    )
+    return overlays.plot_label_panels(
+        item["image"], item["boxes"], [panel], out, max_each=LABELS_DRAWN, size_px=(640, 640)
     )
 
 
@@ -149,7 +184,7 @@ def show_cascade_labels(
     and, given the trained ``network``, stage 2's IoU matching on its stage-1 boxes. Without
     one only stage 1 is drawn: it depends on the GT and the anchors alone. The model runs
     where ``network`` is."""
-    item = _item(data, index=index, **opts)
+    item = _labelled_item(data, index=index, **opts)
     model = build_model(config).eval() if network is None else runner.first_stage(network)
     batch = collate([item]).to(next(model.parameters()).device)
     output = model(batch.images, batch.image_sizes, batch.targets)
