@@ -7,7 +7,7 @@ import torch
 from conftest import train_tiny_on_raccoon
 from PIL import Image
 
-from rpnkit.cli import build_parser, main
+from rpnkit.cli import build_parser, main, parse_args
 from rpnkit.engine.results import ProposalResult
 from rpnkit.engine.runner import Pace
 from rpnkit.viz.export import Written, export_results
@@ -438,3 +438,31 @@ def test_a_runs_config_yaml_given_as_config_trains_that_run_again(tmp_path, caps
     before, after = (yaml.safe_load((r / "config.yaml").read_text()) for r in (first, again))
     assert after["model"] == before["model"] and after["data"] == before["data"]
     assert after["train"] == {**before["train"], "steps": 3}  # but for the option named
+
+
+def test_resume_edge_cases_best_record_options_and_print_config(trained, tmp_path, capsys):
+    import yaml
+
+    from rpnkit.cli.train import data_config
+
+    # best.safetensors is a model to use, not a run to resume
+    run = tmp_path / "run"
+    extra = ["--eval-every", "2", "--log-every", "1"]
+    assert train_tiny_on_raccoon(run, steps=4, extra=extra) == 0
+    argv = ["train", "--resume", str(run / "best.safetensors"), "--steps", "6"]
+    assert main(argv) == 2  # (written at the first validation, step 2, whatever followed)
+    assert "a model to use (no optimizer or schedule state)" in capsys.readouterr().err
+    # a run's record gives the model: --preset with it says so
+    argv = ["train", "--config", str(run / "config.yaml"), "--preset", "tiny", "--out", "x"]
+    assert main(argv) == 2
+    assert "a run's record gives the model, with its kind: --preset" in capsys.readouterr().err
+    # the resumed run's own model is printed, not the default preset
+    checkpoint = str(trained / "checkpoint.safetensors")
+    assert main(["train", "--resume", checkpoint, "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["model"]["preset"] == "tiny"
+    # a new validation set does not keep the old one's split file
+    args = parse_args(build_parser(), ["train", "--val-data", "other", "--resume", checkpoint])
+    saved = {"data": "d", "val_data": "v", "val_split_file": "v.csv", "short_side": 96}
+    data = data_config(args, saved)
+    kept = (data.val_data, data.val_split_file, data.data, data.short_side)
+    assert kept == ("other", None, "d", 96)

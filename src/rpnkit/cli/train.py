@@ -252,7 +252,7 @@ def train_config(args: argparse.Namespace, saved: dict | None = None):
     --config file's train: part (as --print-config prints it) give their fields, the options
     named on the command line taking precedence; the fields no option sets (momentum,
     milestones, gamma) come from them alone."""
-    from ..config import load_section
+    from ..config import config_from_dict, load_section
     from ..engine.trainer import TrainConfig
 
     base = dict(saved or {})
@@ -263,35 +263,62 @@ def train_config(args: argparse.Namespace, saved: dict | None = None):
         for field, (dest, convert) in _TRAIN_OPTIONS.items()
         if field not in base or dest in given
     }
-    return TrainConfig(**{**base, **options})
+    return config_from_dict(TrainConfig, {**base, **options}, where="the run's settings")
+
+
+# the DataConfig fields that describe one dataset together: one of them named, all are the
+# command line's (a new --val-data does not keep the old one's split file)
+_DATA_GROUPS = (
+    ("data", "split", "split_file", "format", "images", "class_map"),
+    ("val_data", "val_split", "val_split_file", "val_images", "val_fraction"),
+)
 
 
 def data_config(args: argparse.Namespace, saved: dict | None = None):
     """The options as a DataConfig (each field has the option of its name); ``saved``, a
-    resumed checkpoint's, gives the fields the command line does not name."""
+    resumed checkpoint's or a run record's, gives the fields the command line does not name
+    (by dataset: ``_DATA_GROUPS``)."""
     import dataclasses
 
+    from ..config import config_from_dict
     from ..data import DataConfig
 
-    given = getattr(args, "given", set())
+    given = set(getattr(args, "given", set()))
+    for group in _DATA_GROUPS:
+        if given & set(group):
+            given |= set(group)
+    base = dict(saved or {})
     fields = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(DataConfig)
-        if saved is None or f.name not in saved or f.name in given
+        if f.name not in base or f.name in given
     }
-    return DataConfig(**{**(saved or {}), **fields})
+    return config_from_dict(DataConfig, {**base, **fields}, where="the run's data settings")
+
+
+def _check_no_model_options(args: argparse.Namespace) -> None:
+    """A run's config.yaml gives the model: the options that would choose another say so."""
+    named = [f"--{d}" for d in ("preset", "weights", "objectness") if getattr(args, d)]
+    if named:
+        raise ValueError(
+            f"{args.config}: a run's record gives the model, with its kind: {', '.join(named)} "
+            "would change it (give a model config or a preset to --config instead)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import config_to_dict, configs_to_yaml
+    from ..engine.checkpoint import read_spec
     from ..engine.fit import fit, saved_settings
     from ..engine.run_record import RunRecord
 
+    args.given = getattr(args, "given", set())  # parse_args' (none: every value a default)
     # a resumed run's settings are its checkpoint's, but for the options named
     saved = saved_settings(args.resume) if args.resume is not None else None
     saved, model = saved or {}, None
     if args.config is not None and RunRecord.is_record(args.config):  # a run's config.yaml:
         record = RunRecord.from_file(args.config)  # that run again, but for the options named
+        _check_no_model_options(args)
         saved = saved or {
             "train": config_to_dict(record.train),
             "data": config_to_dict(record.data),
@@ -299,6 +326,9 @@ def run(args: argparse.Namespace) -> int:
         model = record.model.config
         args.model = args.model or record.model.kind
         args.schedule = args.schedule if "schedule" in args.given else record.schedule
+    elif args.resume is not None and args.print_config and args.preset is args.config is None:
+        spec = read_spec(args.resume)  # what the resumed run trains
+        model = spec.config if spec is not None else None
     model = model or model_config(args, also_read=("train",))
     train = train_config(args, saved.get("train"))
     chosen = (args.preset, args.config, args.weights, args.objectness)

@@ -97,7 +97,8 @@ def combined_summary(summaries: dict[str, TrainSummary]) -> TrainSummary:
         skipped_images=sum(s.skipped_images for s in summaries.values()),
         # step 4's detector is the final one: its evaluation after its last step is the run's
         evaluated_at=steps if last.evaluated_at == last.steps else None,
-        best=last.best,  # step 4's best.safetensors: the final detector's weights at its best
+        # step 4's best.safetensors, when an earlier validation of it beat its last
+        best=last.best if last.best and last.best["step"] < last.steps else None,
     )
 
 

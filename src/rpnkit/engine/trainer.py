@@ -275,14 +275,18 @@ class Trainer:
         a resumed run may change its validation data). Otherwise the run keeps its best anew
         and an earlier run's best.safetensors there is removed, as measured on other terms."""
         path = self.out_dir / BEST_FILE
-        if state is None or not resumed_in_place(self.resume, self.out_dir) or not path.is_file():
+        if state is None or not self.context.is_main or not self.config.eval_every:
+            return None  # rank 0 alone keeps it; without periodic validation there is none
+        if not resumed_in_place(self.resume, self.out_dir) or not path.is_file():
             return None
-        extra = read_header(path).get("extra", {})
+        try:
+            extra = read_header(path).get("extra", {})
+        except ValueError:  # a damaged file: kept anew
+            extra = {}
         best, data = extra.get("best"), extra.get("settings", {}).get("data")
         if best and best["step"] <= self.start_step and data == (self.settings or {}).get("data"):
             return best
-        if self.context.is_main:
-            path.unlink()
+        path.unlink()
         return None
 
     def _restore(self) -> dict:
@@ -295,6 +299,11 @@ class Trainer:
             )
         if self.spec is not None:
             check_resumable(state, self.spec, self.resume)
+        if "optimizer" not in state or state.get("scheduler") is None:
+            raise ValueError(
+                f"{self.resume}: a model to use (no optimizer or schedule state), not a run to "
+                "resume: resume from the run's checkpoint.safetensors"
+            )
         load_weights(self.model, state["model"], self.resume)
         try:
             if "optimizer" in state:
