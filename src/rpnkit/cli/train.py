@@ -252,7 +252,7 @@ def train_config(args: argparse.Namespace, saved: dict | None = None):
     --config file's train: part (as --print-config prints it) give their fields, the options
     named on the command line taking precedence; the fields no option sets (momentum,
     milestones, gamma) come from them alone."""
-    from ..config import config_from_dict, load_section
+    from ..config import load_section
     from ..engine.trainer import TrainConfig
 
     base = dict(saved or {})
@@ -263,7 +263,18 @@ def train_config(args: argparse.Namespace, saved: dict | None = None):
         for field, (dest, convert) in _TRAIN_OPTIONS.items()
         if field not in base or dest in given
     }
-    return config_from_dict(TrainConfig, {**base, **options}, where="the run's settings")
+    return _built(TrainConfig, {**base, **options}, "the run's training settings")
+
+
+def _built(cls, values: dict, where: str):
+    """``cls(**values)``, a ValueError naming ``where`` for a field it does not have (a
+    checkpoint's settings from another version of rpnkit)."""
+    import dataclasses
+
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown} for {cls.__name__}")
+    return cls(**values)
 
 
 # the DataConfig fields that describe one dataset together: one of them named, all are the
@@ -280,7 +291,6 @@ def data_config(args: argparse.Namespace, saved: dict | None = None):
     (by dataset: ``_DATA_GROUPS``)."""
     import dataclasses
 
-    from ..config import config_from_dict
     from ..data import DataConfig
 
     given = set(getattr(args, "given", set()))
@@ -293,7 +303,7 @@ def data_config(args: argparse.Namespace, saved: dict | None = None):
         for f in dataclasses.fields(DataConfig)
         if f.name not in base or f.name in given
     }
-    return config_from_dict(DataConfig, {**base, **fields}, where="the run's data settings")
+    return _built(DataConfig, {**base, **fields}, "the run's data settings")
 
 
 def _check_no_model_options(args: argparse.Namespace) -> None:
