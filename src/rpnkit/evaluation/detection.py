@@ -207,14 +207,12 @@ def voc_map(
 
 
 def format_per_class(per_class: dict[str, float], title: str = "AP") -> str:
+    """A class and its AP a line; n/a for a class without GT (NaN), as the report says it."""
     width = max([len(n) for n in per_class] + [5])
     lines = [f"{'class':<{width}}  {title:>6}"]
     for name, value in per_class.items():
-        lines.append(
-            f"{name:<{width}}  {value:6.3f}"
-            if not np.isnan(value)
-            else f"{name:<{width}}  {'-':>6}"
-        )
+        shown = f"{value:6.3f}" if not np.isnan(value) else f"{'n/a':>6}"
+        lines.append(f"{name:<{width}}  {shown}")
     return "\n".join(lines)
 
 
