@@ -465,3 +465,44 @@ def test_devices_other_than_cpu_and_cuda_are_one_line(capsys):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert not decodes_on_device(None, torch.device("cpu"))
+
+
+def test_print_config_of_a_detector_has_its_second_stage_and_goes_back(tmp_path, capsys):
+    from conftest import RACCOON
+
+    from rpnkit.engine.checkpoint import read_spec
+
+    assert main(["train", "--print-config", "--preset", "tiny", "--model", "faster-rcnn"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# detector.roi.num_classes: the data's classes + 1")
+    parts = yaml.safe_load(printed)
+    assert list(parts) == ["model", "detector", "train"]
+    assert (parts["detector"]["roi"]["rois_per_image"], parts["detector"]["pooled_levels"]) == (
+        512,
+        3,
+    )
+    # an RPN has no second stage to print
+    assert main(["train", "--print-config", "--preset", "tiny"]) == 0
+    assert list(yaml.safe_load(capsys.readouterr().out)) == ["model", "train"]
+    # the detector: part read back: a Faster R-CNN (without --model) with that second stage
+    path = tmp_path / "detector.yaml"
+    path.write_text(printed.replace("rois_per_image: 512", "rois_per_image: 64"))
+    assert main(["train", "--print-config", "--config", str(path)]) == 0
+    again = capsys.readouterr()
+    assert again.out == printed.replace("rois_per_image: 512", "rois_per_image: 64")
+    assert again.err == ""  # every part read
+    argv = ["train", "--config", str(path), "--data", str(RACCOON), "--steps", "1",
+            "--batch-size", "1", "--workers", "0", "--short-side", "96", "--max-size", "128",
+            "--no-progress", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    spec = read_spec(tmp_path / "run" / "checkpoint.safetensors")
+    assert spec.kind == "faster-rcnn" and spec.config.roi.rois_per_image == 64
+    assert spec.config.roi.num_classes == len(spec.class_names) + 1  # the data's, not 91
+    # with --model rpn it would be left unused: one line
+    assert main(["train", "--print-config", "--config", str(path), "--model", "rpn"]) == 2
+    assert "its detector: part is a Faster R-CNN's second stage" in one_error_line(capsys)
+    # a bad field of the part names the file and the field
+    path.write_text(printed.replace("pooled_size: 7", "pooled_size: 0"))
+    assert main(["train", "--print-config", "--config", str(path)]) == 2
+    assert f"{path}: detector" in one_error_line(capsys)

@@ -97,7 +97,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--print-config",
         action="store_true",
-        help="print the model (backbone, neck, RPN) and training configuration and exit",
+        help="print the model (backbone, neck, RPN; a Faster R-CNN's second stage as its "
+        "detector: part) and training configuration, as --config reads them back, and exit",
     )
     add_data_options(p, split="train", locate=True)
     add_tile_training_options(p)
@@ -316,8 +317,60 @@ def _check_no_model_options(args: argparse.Namespace) -> None:
         )
 
 
+def _with_objectness(model, mode: str):
+    """``model`` (a ModelConfig, or a DetectorConfig's first stage) with its RPN's objectness
+    learnt as ``mode``."""
+    import dataclasses
+
+    from ..modeling.presets import DetectorConfig, with_objectness_mode
+
+    if isinstance(model, DetectorConfig):
+        return dataclasses.replace(model, model=with_objectness_mode(model.model, mode))
+    return with_objectness_mode(model, mode)
+
+
+def _with_detector_part(args: argparse.Namespace, model):
+    """``model`` with the second stage that a --config file's detector: part gives (as
+    --print-config prints a Faster R-CNN's), or as it is without one."""
+    from ..config import load_section
+    from ..modeling.presets import DetectorConfig, ModelConfig
+
+    if args.config is None or not isinstance(model, ModelConfig):
+        return model  # no file, the checkpoint's model (None), or a run record's detector
+    part = load_section(DetectorConfig, args.config, "detector")
+    if not part:
+        return model
+    if "model" in part or args.model == "rpn":
+        what = "a model: of its own" if "model" in part else "--model rpn trains an RPN alone"
+        raise ValueError(
+            f"{args.config}: its detector: part is a Faster R-CNN's second stage (roi, "
+            f"pooled_levels) on the model: part; {what}"
+        )
+    return DetectorConfig(model=model, **part)
+
+
+def _printed_config(kind, model, train) -> str:
+    """--print-config's YAML: the model: part (backbone, neck, RPN), for a Faster R-CNN its
+    detector: part (the second stage), and the train: part; each goes back to --config."""
+    from ..config import configs_to_yaml
+    from ..engine.checkpoint import DETECTOR
+    from ..engine.fit import model_kind
+    from ..modeling.presets import DetectorConfig, detector_config
+
+    if model_kind(kind, model) == DETECTOR and not isinstance(model, DetectorConfig):
+        model = detector_config(model, num_classes=90)  # the head's default, COCO's 91 outputs
+    if not isinstance(model, DetectorConfig):
+        return configs_to_yaml(model=model, train=train)
+    detector = {"roi": model.roi, "pooled_levels": model.pooled_levels}
+    printed = configs_to_yaml(model=model.model, detector=detector, train=train)
+    if model.roi.class_agnostic:
+        return printed
+    note = "# detector.roi.num_classes: the data's classes + 1 (background) when it trains"
+    return f"{note}\n{printed}"
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..config import config_to_dict, configs_to_yaml
+    from ..config import config_to_dict
     from ..engine.checkpoint import read_spec
     from ..engine.fit import fit, saved_settings
     from ..engine.run_record import RunRecord
@@ -339,17 +392,16 @@ def run(args: argparse.Namespace) -> int:
     elif args.resume is not None and args.print_config and args.preset is args.config is None:
         spec = read_spec(args.resume)  # what the resumed run trains
         model = spec.config if spec is not None else None
-    model = model or model_config(args, also_read=("train",))
+    model = model or model_config(args, also_read=("train", "detector"))
     train = train_config(args, saved.get("train"))
     chosen = (args.preset, args.config, args.weights, args.objectness)
     if args.resume is not None and not args.print_config and chosen == (None,) * 4:
         model = None  # the checkpoint's own (fit)
     if args.objectness is not None:
-        from ..modeling.presets import with_objectness_mode
-
-        model = with_objectness_mode(model, args.objectness)
+        model = _with_objectness(model, args.objectness)
+    model = _with_detector_part(args, model)
     if args.print_config:
-        print(configs_to_yaml(model=model, train=train))
+        print(_printed_config(args.model, model, train), end="")
         return 0
     if args.data is None and "data" not in saved:
         raise ValueError("--data is required (a COCO JSON, VOC, YOLO or CSV dataset)")
