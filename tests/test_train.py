@@ -7,6 +7,7 @@ import torch
 
 from rpnkit.data import SyntheticShapes
 from rpnkit.engine.checkpoint import load_checkpoint
+from rpnkit.engine.run_log import logged_validations
 from rpnkit.engine.trainer import BEST_FILE, TrainConfig, Trainer, lr_factor, train
 from rpnkit.modeling.presets import build_model, preset_config
 
@@ -284,6 +285,7 @@ def test_an_interrupted_run_says_which_checkpoint_it_leaves(tmp_path, capsys):
 
 
 def test_the_best_evaluation_keeps_its_weights_across_a_resume(tmp_path):
+    pytest.importorskip("tensorboard")
     # scores chosen per call: 0.2 at step 2, 0.5 at 4, 0.3 at 6 (the end), then 0.4 at 8
     scores = iter([0.2, 0.5, 0.3, 0.4])
     seen = {}
@@ -312,6 +314,9 @@ def test_the_best_evaluation_keeps_its_weights_across_a_resume(tmp_path):
     assert summary.evaluated_at == 8 and summary.best["step"] == 4
     assert load_checkpoint(tmp_path / BEST_FILE)["step"] == 4
     assert "optimizer" not in load_checkpoint(tmp_path / BEST_FILE)  # a model, not a run
+    # every validation stays in the events, that of the resumed step (6) too, once
+    history = {step: row["AR@1000"] for step, row in logged_validations(tmp_path).items()}
+    assert history == pytest.approx({2: 0.2, 4: 0.5, 6: 0.3, 8: 0.4})
 
 
 def test_a_best_measured_on_other_data_is_not_carried_and_one_evaluation_keeps_none(tmp_path):

@@ -97,8 +97,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--print-config",
         action="store_true",
-        help="print the model (backbone, neck, RPN; a Faster R-CNN's second stage as its "
-        "detector: part) and training configuration, as --config reads them back, and exit",
+        help="print the model (a Faster R-CNN's second stage too) and training config; exit",
     )
     add_data_options(p, split="train", locate=True)
     add_tile_training_options(p)

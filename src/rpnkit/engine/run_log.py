@@ -22,7 +22,10 @@ class RunLog:
             _truncate(self.path, resume_at)
         self._file = None
         self._writer = None
+        kept = logged_validations(out_dir).get(resume_at, {}) if resume_at is not None else {}
         self.tensorboard = _tensorboard(out_dir, resume_at)
+        if kept:  # the validation of the checkpoint's own weights: not logged again
+            self.write_evaluation(kept, resume_at)
 
     def write(self, row: dict[str, float | str]) -> None:
         if self._writer is None:
@@ -58,9 +61,32 @@ class RunLog:
         self.close()
 
 
+def logged_validations(out_dir: Path) -> dict[int, dict[str, float]]:
+    """The ``eval/`` scalars of a run's TensorBoard events by step (``write_evaluation``:
+    they are logged nowhere else); empty without events or without the tensorboard package."""
+    events = Path(out_dir) / "tensorboard"
+    if not events.is_dir():
+        return {}
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:  # then the run wrote no events either
+        return {}
+    accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})  # 0: keep all
+    accumulator.Reload()
+    history: dict[int, dict[str, float]] = {}
+    for tag in accumulator.Tags().get("scalars", []):
+        if tag.startswith("eval/"):
+            for event in accumulator.Scalars(tag):
+                history.setdefault(event.step, {})[tag.removeprefix("eval/")] = event.value
+    return history
+
+
 def _tensorboard(out_dir: Path, resume_at: int | None):
     """The event writer; a resumed run purges the steps from ``resume_at`` on (those written
-    after the checkpoint it resumes), as the CSV log is cut."""
+    after the checkpoint it resumes), as the CSV log is cut: ``train/`` scalars are at 0-based
+    steps, so the first resumed step's is written again, but ``eval/`` ones at steps done, so
+    the validation at ``resume_at`` (of the checkpoint's weights) is purged too and written
+    back by ``RunLog``."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard not installed: the CSV log remains

@@ -24,6 +24,7 @@ from ..data import DataConfig
 from ..data.splits import held_out, read_split
 from ..engine.checkpoint import read_header
 from ..engine.evaluate import DetectionReport, RecallReport
+from ..engine.run_log import logged_validations
 from ..engine.run_record import RECORD_FILE, RunRecord
 from ..engine.runtime import load
 from ..engine.trainer import BEST_FILE, EVAL_SHOWN
@@ -205,7 +206,7 @@ def _validation_section(run_dir: Path) -> str:
     kept neither."""
     folder = _run_folder_of_best(run_dir)
     parts = [_best_line(folder / BEST_FILE)] if (folder / BEST_FILE).is_file() else []
-    history = _logged_validations(folder / "tensorboard")
+    history = logged_validations(folder)
     if history:
         shown = [k for k in EVAL_SHOWN if any(k in row for row in history.values())]
         head = "".join(f"<th>{html.escape(k)}</th>" for k in shown)
@@ -234,26 +235,6 @@ def _best_line(path: Path) -> str:
         f"{html.escape(str(path))}. The tables below measure the final weights "
         "(checkpoint.safetensors).</p>"
     )
-
-
-def _logged_validations(events: Path) -> dict[int, dict[str, float]]:
-    """The ``eval/`` scalars of a run's TensorBoard events by step (``RunLog``
-    ``write_evaluation``: they are logged nowhere else); empty without events or without
-    the tensorboard package."""
-    if not events.is_dir():
-        return {}
-    try:
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    except ImportError:  # as RunLog: without tensorboard the run wrote no events either
-        return {}
-    accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})  # 0: keep all
-    accumulator.Reload()
-    history: dict[int, dict[str, float]] = {}
-    for tag in accumulator.Tags().get("scalars", []):
-        if tag.startswith("eval/"):
-            for event in accumulator.Scalars(tag):
-                history.setdefault(event.step, {})[tag.removeprefix("eval/")] = event.value
-    return history
 
 
 def _detection_numbers(report: DetectionReport | None) -> dict:
