@@ -8,6 +8,7 @@ from conftest import train_tiny_on_raccoon
 from PIL import Image
 
 from rpnkit.cli import build_parser, main, parse_args
+from rpnkit.engine.checkpoint import read_header
 from rpnkit.engine.results import ProposalResult
 from rpnkit.engine.runner import Pace
 from rpnkit.viz.export import Written, export_results
@@ -407,12 +408,13 @@ def test_resume_needs_only_the_checkpoint_and_what_changes(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("train:\n  momentum: 0.8\n")  # a field no option sets
     run = tmp_path / "run"
-    extra = ["--config", str(config), "--lr", "0.005", "--preset", "tiny"]
+    extra = ["--config", str(config), "--lr", "0.005", "--preset", "tiny", "--time-budget", "1e6"]
     assert train_tiny_on_raccoon(run, steps=2, extra=extra) == 0
     checkpoint = run / "checkpoint.safetensors"
-    # the settings, data and model are the checkpoint's; --steps grows
+    # the settings, data, model and time budget are the checkpoint's; --steps grows
     assert main(["train", "--resume", str(checkpoint), "--steps", "3", "--no-progress"]) == 0
     assert "trained steps 2-3" in capsys.readouterr().out
+    assert read_header(checkpoint)["extra"]["time_budget_s"] == 1e6
     import yaml
 
     record = yaml.safe_load((run / "config.yaml").read_text())

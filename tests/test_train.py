@@ -398,6 +398,32 @@ def test_a_resumed_run_whose_time_budget_is_spent_takes_no_step(tmp_path, capsys
         assert max(int(r["step"]) for r in csv.DictReader(f)) <= 2
 
 
+def test_a_resumed_budgeted_run_paces_its_first_step_and_keeps_its_budget(tmp_path):
+    data = SyntheticShapes(4, image_size=96)
+    config = TrainConfig(steps=6, batch_size=2, num_workers=0, warmup_steps=0, log_every=1,
+                         checkpoint_every=2)  # fmt: skip
+
+    def stop_at_2(step, row):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with contextlib.suppress(KeyboardInterrupt):
+        train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path,
+              progress=False, on_step=stop_at_2, time_budget_s=1e6)  # fmt: skip
+    checkpoint = tmp_path / "checkpoint.safetensors"
+    extra = load_checkpoint(checkpoint)["extra"]
+    assert extra["time_budget_s"] == 1e6  # kept for the resumed run (fit reads it)
+    # two thirds of the budget spent: the first resumed step trains at step 4's rate or
+    # later in the schedule, not at step 2's
+    budget = extra["seconds"] * 1.5
+    train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path, progress=False,
+          resume=checkpoint, time_budget_s=budget)  # fmt: skip
+    with open(tmp_path / "train_log.csv") as f:
+        rates = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f)}
+    assert rates[2] <= config.lr * lr_factor(4, config) + 1e-12
+    assert rates[2] < config.lr * lr_factor(2, config)
+
+
 def test_a_warm_up_longer_than_the_run_says_the_peak_rate_it_reaches(tmp_path):
     config = TrainConfig(steps=30, warmup_steps=200, lr=0.01, batch_size=2, num_workers=0)
     rates = [0.01 * lr_factor(step, config) for step in range(30)]

@@ -163,8 +163,8 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="SECONDS",
         help="joint training: stop after this many seconds even if steps remain, the "
-        "learning-rate schedule paced to end with the budget (a resumed run counts the "
-        "seconds its checkpoint recorded)",
+        "learning-rate schedule paced to end with the budget (a resumed run keeps its "
+        "budget unless given, counting the seconds its checkpoint recorded)",
     )
     p.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
     p.add_argument(

@@ -253,11 +253,12 @@ def fit(
     ``model_kind``) of preset or config ``model`` on ``data`` (a dataset path, or a
     ``DataConfig`` with validation data, sizes and a class subset) into the run folder ``out``
     (``run_folder``: None picks ``runs/train`` or the next free; one that holds a run needs
-    ``overwrite``). ``resume`` continues a joint run exactly, in its checkpoint's folder.
-    ``proposals_step1`` / ``_step3``: COCO results files, the alternating schedule's."""
+    ``overwrite``). ``resume`` continues a joint run exactly, in its checkpoint's folder, with
+    its time budget unless ``time_budget_s`` gives another. ``proposals_step1`` / ``_step3``:
+    COCO results files, the alternating schedule's."""
     data, train, model, kind = _configs(data, train, model, kind, resume)
     given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
-    _check_run_options(data, train, time_budget_s, schedule)
+    time_budget_s = _checked_budget(data, train, _resumed_budget(resume, time_budget_s), schedule)
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files
         index, val_set, split = _read(data, train.seed)
@@ -335,8 +336,22 @@ def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> di
     return given
 
 
-def _check_run_options(data: DataConfig, train: TrainConfig, seconds, schedule: Schedule) -> None:
-    """Options that cannot work together, or do nothing as given."""
+def _resumed_budget(resume, seconds: float | None) -> float | None:
+    """The time budget of a run: the one given, else a resumed checkpoint's (its run's)."""
+    if resume is None or seconds is not None:
+        return seconds
+    saved = read_header(resume).get("extra", {}).get("time_budget_s")
+    if saved is not None and world_size() > 1:
+        raise ValueError(
+            f"{resume}: its run has a time budget ({saved:g} s), which is for one process "
+            "only: resume it without torchrun, or give it a new run"
+        )
+    return saved
+
+
+def _checked_budget(data: DataConfig, train: TrainConfig, seconds, schedule: Schedule):
+    """The time budget ``seconds``, once the run's options that cannot work together, or do
+    nothing as given, are refused."""
     if train.eval_every and data.val_data is None and not data.val_fraction:
         raise ValueError(
             "evaluating every N steps (--eval-every, TrainConfig.eval_every) needs validation "
@@ -349,6 +364,7 @@ def _check_run_options(data: DataConfig, train: TrainConfig, seconds, schedule: 
         )
     if seconds is not None and world_size() > 1:  # each process would stop by its own clock
         raise ValueError("a time budget (--time-budget, time_budget_s=) is for one process only")
+    return seconds
 
 
 def _check_schedule(kind: Kind, schedule: Schedule, resume, given: dict) -> None:

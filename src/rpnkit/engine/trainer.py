@@ -427,6 +427,7 @@ class Trainer:
                 input_size=self.input_size,
                 extra={
                     "seconds": self._seconds(),
+                    **({"time_budget_s": self.time_budget_s} if self.time_budget_s else {}),
                     **({"settings": self.settings} if self.settings else {}),
                     **({"best": self.best} if name == BEST_FILE else {}),  # what it is
                 },
@@ -473,6 +474,8 @@ class Trainer:
             set_rng_state(*state["rng"])
         batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
         self.started, self.images_seen = time.perf_counter(), 0
+        if state is not None and self.time_budget_s is not None:
+            self._reschedule()  # the first step's rate paced by the seconds already spent
         self.steps_done, self.skipped = self.start_step, []
         log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
         try:
