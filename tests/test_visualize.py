@@ -1,20 +1,36 @@
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from rpnkit.cli import main
 from rpnkit.data import read_dataset
 from rpnkit.engine.results import DetectionResult, ProposalResult
+from rpnkit.viz import overlays
 from rpnkit.viz.charts import plot_loss_curves
 from rpnkit.viz.export import export_results
-from rpnkit.viz.figures import TITLE_PX
+from rpnkit.viz.figures import (
+    GT_COLOUR,
+    IGNORED_COLOUR,
+    MISSED_COLOUR,
+    NEGATIVE_COLOUR,
+    POSITIVE_COLOUR,
+    PROPOSAL_COLOUR,
+    TITLE_PX,
+)
 from rpnkit.viz.overlays import (
+    LabelPanel,
+    plot_anchor_labels,
     plot_anchors_at_position,
+    plot_label_panels,
     plot_proposals_vs_gt,
     plot_sampled_anchors,
     save_overlay,
@@ -323,10 +339,9 @@ def test_show_labels_needs_an_image_with_boxes(tmp_path, capsys):
     assert not out.exists()
 
 
-def test_show_labels_titles_the_image_and_its_colours(tmp_path, monkeypatch):
-    from rpnkit.viz import overlays
-
-    panels = []
+def test_show_labels_titles_the_image_and_keys_its_counts_in_a_legend(tmp_path, monkeypatch):
+    # the colours were once only named in the title ("39 positive (yellow), ..."): no legend
+    panels, figures = [], _saved_figures(monkeypatch)
     original = overlays.plot_label_panels
 
     def recording(image, gt, drawn, path, **kwargs):
@@ -338,11 +353,161 @@ def test_show_labels_titles_the_image_and_its_colours(tmp_path, monkeypatch):
     args = ["show", "labels", str(RACCOON), "--split-file", str(RACCOON / "test_labels.csv")]
     args += ["--index", "1", "--preset", "tiny", "--short-side", "96", "--max-size", "144"]
     assert main([*args, "--out", str(out)]) == 0
-    first = read_dataset(RACCOON, split_file=RACCOON / "test_labels.csv").records[1].file_name
+    first = read_dataset(RACCOON, split_file=RACCOON / "test_labels.csv").records[1]
     (panel,) = panels
-    counts = f"{len(panel.positive)} positive (yellow), {len(panel.negative)} negative (blue), "
-    assert panel.title.startswith(f"{first}: anchors {counts}")
-    assert f"{len(panel.ignored)} ignored (grey); GT green" in panel.title
-    assert len(panel.positive) > 0
+    assert panel.title == f"{first.file_name}: anchors as the matcher labels them"
+    assert len(panel.positive) > 0 and len(panel.negative) > LABELS_DRAWN
+    (fig,) = figures
+    (ax,) = fig.axes
+    counts = (len(panel.positive), len(panel.negative), len(panel.ignored), len(first.boxes))
+    shown = [min(n, LABELS_DRAWN) for n in counts[:3]] + [counts[3]]
+    expected = [
+        (f"{name} ({n})" if n == m else f"{name} ({n}, {m} drawn)", colour, "-", m)
+        for name, n, m, colour in zip(
+            ("positive", "negative", "ignored", "GT"), counts, shown, KINDS
+        )
+    ]
+    assert _keys_and_drawn(ax) == [e for e in expected if e[3] or e[0].startswith("GT")]
+    _assert_legends_beside_the_images(fig)
     with Image.open(out) as png:
         assert png.size == (640, 640)
+
+
+LABELS_DRAWN = 200  # show.LABELS_DRAWN
+KINDS = [to_rgb(c) for c in (POSITIVE_COLOUR, NEGATIVE_COLOUR, IGNORED_COLOUR, GT_COLOUR)]
+
+
+def _saved_figures(monkeypatch) -> list:
+    """The figures that ``overlays`` saves from now on (still written)."""
+    figures, save = [], overlays.save_figure
+
+    def recording(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(overlays, "save_figure", recording)
+    return figures
+
+
+def _keys_and_drawn(ax) -> list[tuple[str, tuple, str, int]]:
+    """Each legend entry of ``ax``: its label, its key's colour (RGB) and line style, and the
+    number of boxes drawn in the panel in that colour and style. Every box drawn is of a
+    colour and style that the legend keys."""
+    legend = ax.get_legend()
+    assert legend is not None, "no legend"
+    drawn = Counter(
+        (to_rgb(p.get_edgecolor()), p.get_linestyle())
+        for p in ax.patches
+        if isinstance(p, Rectangle)
+    )
+    keys = [
+        (text.get_text(), to_rgb(key.get_edgecolor()), key.get_linestyle())
+        for text, key in zip(legend.get_texts(), legend.legend_handles)
+    ]
+    assert set(drawn) <= {(colour, style) for _, colour, style in keys}, (drawn, keys)
+    return [(label, colour, style, drawn[colour, style]) for label, colour, style in keys]
+
+
+def _assert_legends_beside_the_images(fig) -> None:
+    """Each panel's legend lies in the figure and hides no panel's image nor another legend."""
+    canvas = FigureCanvasAgg(fig)  # save_figure closed it: pyplot took its canvas away
+    canvas.draw()  # the panels' aspect applied: where the images and legends end up
+    renderer = canvas.get_renderer()
+    legends = [ax.get_legend().get_window_extent(renderer) for ax in fig.axes]
+    images = [ax.images[0].get_window_extent(renderer) for ax in fig.axes]
+    for i, legend in enumerate(legends):
+        assert fig.bbox.x0 <= legend.x0 and legend.x1 <= fig.bbox.x1
+        assert fig.bbox.y0 <= legend.y0 and legend.y1 <= fig.bbox.y1
+        assert not any(legend.overlaps(image) for image in images)
+        assert not any(legend.overlaps(other) for other in legends[i + 1 :])
+
+
+def test_label_picture_keys_each_label_in_a_legend_of_the_colours_drawn(tmp_path, monkeypatch):
+    figures = _saved_figures(monkeypatch)
+    box = torch.tensor([[10.0, 10, 50, 50]])
+    n = plot_anchor_labels(
+        _image(),
+        box,
+        box.repeat(3, 1),
+        box.repeat(300, 1) + 1,
+        box.repeat(5, 1) + 2,
+        tmp_path / "l.png",
+        max_each=100,
+    )
+    assert n == 3 + 100 + 5
+    (fig,) = figures
+    (ax,) = fig.axes
+    positive, negative, ignored, gt = KINDS
+    assert _keys_and_drawn(ax) == [
+        ("positive (3)", positive, "-", 3),
+        ("negative (300, 100 drawn)", negative, "-", 100),
+        ("ignored (5)", ignored, "-", 5),
+        ("GT (1)", gt, "-", 1),
+    ]
+    _assert_legends_beside_the_images(fig)
+
+
+def test_a_cascade_stage_without_negatives_leaves_them_out_of_its_legend(tmp_path, monkeypatch):
+    # stage 1's region assigner labels no anchor negative: "negative (0)" would say it did
+    figures = _saved_figures(monkeypatch)
+    box, none = torch.tensor([[10.0, 10, 50, 50]]), torch.zeros(0, 4)
+    panels = [
+        LabelPanel("stage 1", box.repeat(2, 1), none, box.repeat(4, 1), has_negatives=False),
+        LabelPanel("stage 2", box, none, none),
+    ]
+    gt = box.repeat(2, 1)
+    assert plot_label_panels(_image(), gt, panels, tmp_path / "c.png", size_px=(800, 400)) == 7
+    (fig,) = figures
+    positive, negative, ignored, green = KINDS
+    assert [_keys_and_drawn(ax) for ax in fig.axes] == [
+        [
+            ("positive (2)", positive, "-", 2),
+            ("ignored (4)", ignored, "-", 4),
+            ("GT (2)", green, "-", 2),
+        ],
+        [
+            ("positive (1)", positive, "-", 1),
+            ("negative (0)", negative, "-", 0),
+            ("ignored (0)", ignored, "-", 0),
+            ("GT (2)", green, "-", 2),
+        ],
+    ]
+    _assert_legends_beside_the_images(fig)
+
+
+def test_sampled_anchor_picture_keys_its_kinds_in_a_legend(tmp_path, monkeypatch):
+    figures = _saved_figures(monkeypatch)
+    pos = torch.tensor([[10.0, 10, 50, 50]])
+    neg = torch.tensor([[0.0, 0, 10, 10]]).repeat(100, 1)
+    plot_sampled_anchors(_image(), pos + 1, pos, neg, tmp_path / "s.png", max_negatives=30)
+    (fig,) = figures
+    positive, negative, _, gt = KINDS
+    assert _keys_and_drawn(fig.axes[0]) == [
+        ("positive (1)", positive, "-", 1),
+        ("negative (100, 30 drawn)", negative, "-", 30),
+        ("GT (1)", gt, "-", 1),
+    ]
+    _assert_legends_beside_the_images(fig)
+
+
+def test_proposals_vs_gt_picture_keys_proposals_found_and_missed_gt(tmp_path, monkeypatch):
+    # found and missed GT were told apart by colour alone (the report's text, the CLI's help)
+    figures = _saved_figures(monkeypatch)
+    props = [torch.tensor([[10.0, 10, 50, 50]] * 20), torch.zeros(0, 4)]
+    gts = [torch.tensor([[10.0, 10, 50, 50], [70, 70, 90, 90]]), torch.zeros(0, 4)]
+    plot_proposals_vs_gt([_image(), _image()], props, gts, tmp_path / "p.png", top_k=5)
+    (fig,) = figures
+    magenta, green, red = (to_rgb(c) for c in (PROPOSAL_COLOUR, GT_COLOUR, MISSED_COLOUR))
+    assert [_keys_and_drawn(ax) for ax in fig.axes] == [
+        [
+            ("proposals (5)", magenta, "-", 5),
+            ("GT found (1)", green, "--", 1),
+            ("GT missed (1)", red, "--", 1),
+        ],
+        [
+            ("proposals (0)", magenta, "-", 0),
+            ("GT found (0)", green, "--", 0),
+            ("GT missed (0)", red, "--", 0),
+        ],
+    ]
+    _assert_legends_beside_the_images(fig)

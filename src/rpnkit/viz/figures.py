@@ -1,22 +1,28 @@
 """The figure plumbing that the overlay pictures and the charts share, written once.
 
 A picture is a matplotlib figure of one or more side-by-side panels (Agg backend, 100 dpi, so
-``size_px`` is the PNG's size in pixels): :func:`image_figure` for images, with thin margins,
+``size_px`` is the PNG's size in pixels): :func:`image_figure` for images, with thin margins
+(and a band below the panels for their legends when asked),
 :func:`fitted_image_figure` for one image at its own aspect (:func:`fitted_size`), and
 :func:`chart_figure` for charts, with room for axis labels. :func:`image_panel` shows an image
-in a panel, :func:`draw_boxes` draws xyxy pixel boxes over it, :func:`style_chart` labels a
-chart's axes, and :func:`save_figure` writes the PNG and closes the figure (at
-:func:`png_path`: a name without a suffix gets ``.png``, as matplotlib would give it).
+in a panel, :func:`draw_boxes` draws xyxy pixel boxes over it (a :class:`BoxStyle` says how
+one kind of box is drawn), :func:`box_legend` keys those kinds below the panel,
+:func:`style_chart` labels a chart's axes, and :func:`save_figure` writes the PNG and closes
+the figure (at :func:`png_path`: a name without a suffix gets ``.png``, as matplotlib would
+give it).
 
 Images are (3, H, W) tensors (uint8, as datasets give them, or float in [0, 1]) or (H, W, 3)
 uint8 arrays; :func:`as_hwc` turns
 either into an (H, W, 3) array for ``imshow``. The colour constants keep one meaning in every
 picture: green GT, red missed GT, yellow positive anchors, blue negative, grey ignored, magenta
-proposals.
+proposals. A picture draws each kind of box and keys it in its legend from one
+:class:`BoxStyle`, so that the legend shows the colours drawn.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -27,7 +33,8 @@ import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
+from matplotlib.legend import Legend
+from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 
 GT_COLOUR = "#00e000"
@@ -40,6 +47,8 @@ PROPOSAL_COLOUR = "#ff40ff"
 DPI = 100
 TITLE_PX = 24  # the band above a fitted picture's image, for its title
 MIN_FITTED_SIDE = 32  # a fitted picture's image is never thinner (a 10000 x 10 strip)
+LEGEND_PX = 22  # the band below an image figure's panels kept for their legends (one row)
+LEGEND_MIN_WIDTH = 1.5  # a legend key's line width, at least: a 0.5 px faint key does not read
 
 
 def as_numpy(values: Tensor | np.ndarray) -> np.ndarray:
@@ -65,10 +74,14 @@ def _subplots(size_px: tuple[int, int], panels: int) -> tuple[Figure, list[Axes]
     return fig, list(axes[0])
 
 
-def image_figure(size_px: tuple[int, int], panels: int = 1) -> tuple[Figure, list[Axes]]:
-    """A figure of ``panels`` side-by-side image panels with thin margins, room for a title."""
+def image_figure(
+    size_px: tuple[int, int], panels: int = 1, *, legend: bool = False
+) -> tuple[Figure, list[Axes]]:
+    """A figure of ``panels`` side-by-side image panels with thin margins, room for a title;
+    ``legend``: a band of LEGEND_PX pixels below them too, for :func:`box_legend`."""
     fig, axes = _subplots(size_px, panels)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93, wspace=0.03)
+    bottom = 0.01 + (LEGEND_PX / size_px[1] if legend else 0.0)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=bottom, top=0.93, wspace=0.03)
     return fig, axes
 
 
@@ -138,6 +151,58 @@ def draw_boxes(ax: Axes, boxes: Tensor | np.ndarray, colour, width: float = 1.2,
             )
         )
     return len(boxes)
+
+
+@dataclass(frozen=True)
+class BoxStyle:
+    """How one kind of box is outlined: its colour (one of the ``*_COLOUR`` constants), line
+    width, opacity and line style. A picture draws the kind (:meth:`draw`) and keys it in its
+    legend (:meth:`key`) from the same style, so that the two never disagree."""
+
+    colour: str
+    width: float = 1.2
+    alpha: float = 1.0
+    linestyle: str = "-"
+
+    def draw(self, ax: Axes, boxes: Tensor | np.ndarray) -> int:
+        """Outline (N, 4) xyxy pixel boxes in this style; returns N."""
+        return draw_boxes(
+            ax, boxes, self.colour, width=self.width, alpha=self.alpha, linestyle=self.linestyle
+        )
+
+    def key(self, label: str) -> Patch:
+        """The legend's key for this kind: an unfilled box of its colour and line style, opaque
+        and at least LEGEND_MIN_WIDTH wide (the boxes of 0.5 px at half opacity, drawn by the
+        hundred, read as a colour; one key drawn so would not)."""
+        return Patch(
+            facecolor="none",
+            edgecolor=self.colour,
+            linewidth=max(self.width, LEGEND_MIN_WIDTH),
+            linestyle=self.linestyle,
+            label=label,
+        )
+
+
+def box_legend(ax: Axes, entries: Sequence[tuple[BoxStyle, str]]) -> Legend:
+    """A legend of the (style, label) ``entries`` in one row centred just below the panel
+    ``ax``: outside the image, in the band that ``image_figure(..., legend=True)`` keeps."""
+    legend = ax.legend(
+        handles=[style.key(label) for style, label in entries],
+        loc="upper center",
+        bbox_to_anchor=(0.5, 0.0),  # the panel's bottom edge, once its aspect is applied
+        ncol=len(entries),
+        fontsize=7,
+        frameon=False,
+        handlelength=1.8,
+        handletextpad=0.4,
+        columnspacing=1.0,
+        borderaxespad=0.2,
+    )
+    # the legend's keys are copies that keep the dashes but not the style's name ('solid'):
+    # named again, so that a key says the style it draws
+    for key, (style, _) in zip(legend.legend_handles, entries):
+        key.set_linestyle(style.linestyle)
+    return legend
 
 
 def style_chart(

@@ -11,7 +11,9 @@ of one result (proposals, detections, overlays) are by default the image's own s
 longest side between OVERLAY_MIN_SIDE and OVERLAY_MAX_SIDE pixels. The anchor
 pictures show a margin around the image, as anchors reach past its border; the others show
 the image only. Colours: green GT, red missed GT, yellow positive anchors, blue negative, grey
-ignored, magenta proposals.
+ignored, magenta proposals. The pictures of several kinds of box (sampled anchors, anchor
+labels, proposals against the GT) key them in a legend below each panel, with their counts;
+each kind is drawn and keyed from one ``*_STYLE`` constant.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ from .figures import (
     NEGATIVE_COLOUR,
     POSITIVE_COLOUR,
     PROPOSAL_COLOUR,
+    BoxStyle,
     as_numpy,
+    box_legend,
     draw_boxes,
     fitted_image_figure,
     image_figure,
@@ -52,6 +56,23 @@ ANCHOR_MARGIN = 0.25  # of the image's size, on every side of the anchor picture
 # the minimum, so that the scores stay readable
 OVERLAY_MAX_SIDE = 1600
 OVERLAY_MIN_SIDE = 640
+
+# how each kind of box is drawn, and keyed in the legends: one style per kind, in every picture
+GT_STYLE = BoxStyle(GT_COLOUR, width=2.0)
+POSITIVE_STYLE = BoxStyle(POSITIVE_COLOUR, width=1.0)
+# negatives and ignored anchors come by the hundred: thin and faint, so the image shows through
+NEGATIVE_STYLE = BoxStyle(NEGATIVE_COLOUR, width=0.5, alpha=0.5)
+IGNORED_STYLE = BoxStyle(IGNORED_COLOUR, width=0.5, alpha=0.6)
+PROPOSAL_STYLE = BoxStyle(PROPOSAL_COLOUR, width=1.0)
+# dashed: a proposal lying on its GT box stays visible
+FOUND_GT_STYLE = BoxStyle(GT_COLOUR, width=2.0, linestyle="--")
+MISSED_GT_STYLE = BoxStyle(MISSED_COLOUR, width=2.0, linestyle="--")
+
+
+def counted(name: str, total: int, drawn: int) -> str:
+    """A legend's label: ``positive (12)``, or ``negative (216124, 200 drawn)`` when only some
+    of them are drawn."""
+    return f"{name} ({total})" if drawn == total else f"{name} ({total}, {drawn} drawn)"
 
 
 def plot_anchors_at_position(
@@ -82,16 +103,21 @@ def plot_sampled_anchors(
     max_negatives: int = 64,
     size_px: tuple[int, int] = (640, 640),
 ) -> int:
-    """Draw GT boxes, the sampled positive anchors, and up to ``max_negatives`` negatives."""
-    fig, (ax,) = image_figure(size_px)
-    title = (
-        f"sampled anchors: {len(positive)} positive (yellow), "
-        f"{len(negative)} negative (blue, {min(len(negative), max_negatives)} shown), GT green"
+    """Draw GT boxes, the sampled positive anchors, and up to ``max_negatives`` negatives,
+    keyed with their counts in a legend below the image."""
+    fig, (ax,) = image_figure(size_px, legend=True)
+    image_panel(ax, image, "anchors sampled for the loss", margin=ANCHOR_MARGIN)
+    shown = NEGATIVE_STYLE.draw(ax, negative[:max_negatives])
+    n = shown + POSITIVE_STYLE.draw(ax, positive)
+    gt = GT_STYLE.draw(ax, gt_boxes)
+    box_legend(
+        ax,
+        [
+            (POSITIVE_STYLE, counted("positive", len(positive), len(positive))),
+            (NEGATIVE_STYLE, counted("negative", len(negative), shown)),
+            (GT_STYLE, counted("GT", gt, gt)),
+        ],
     )
-    image_panel(ax, image, title, margin=ANCHOR_MARGIN)
-    n = draw_boxes(ax, negative[:max_negatives], NEGATIVE_COLOUR, width=0.6, alpha=0.7)
-    n += draw_boxes(ax, positive, POSITIVE_COLOUR, width=1.0)
-    draw_boxes(ax, gt_boxes, GT_COLOUR, width=2.0)
     save_figure(fig, path)
     return n
 
@@ -125,24 +151,24 @@ def plot_anchor_labels(
     size_px: tuple[int, int] = (640, 640),
 ) -> int:
     """Positive (yellow), negative (blue) and ignored (grey) anchors of one image, up to
-    ``max_each`` of each (a random subset when given in random order), and the GT (green)."""
-    title = (
-        f"anchors: {len(positive)} positive, {len(negative)} negative, "
-        f"{len(ignored)} ignored (at most {max_each} of each drawn)"
-    )
-    panel = LabelPanel(title, positive, negative, ignored)
+    ``max_each`` of each (a random subset when given in random order), and the GT (green),
+    keyed with their counts in a legend below the image."""
+    panel = LabelPanel("anchors as the matcher labels them", positive, negative, ignored)
     return plot_label_panels(image, gt_boxes, [panel], path, max_each=max_each, size_px=size_px)
 
 
 @dataclass
 class LabelPanel:
     """One panel of labelled boxes: its title and the (N, 4) xyxy positive, negative and
-    ignored boxes (anchors, or a Cascade RPN's stage-1 boxes)."""
+    ignored boxes (anchors, or a Cascade RPN's stage-1 boxes). ``has_negatives`` False: the
+    assignment labels no box negative (a Cascade RPN's stage 1, whose other anchors are
+    unused), and the legend leaves the kind out rather than count 0 of it."""
 
     title: str
     positive: Tensor
     negative: Tensor
     ignored: Tensor
+    has_negatives: bool = True
 
 
 def plot_label_panels(
@@ -155,19 +181,34 @@ def plot_label_panels(
     size_px: tuple[int, int] | None = None,
 ) -> int:
     """One panel per ``LabelPanel`` side by side, each as ``plot_anchor_labels`` draws its
-    boxes (up to ``max_each`` of each label) over the image with the GT (green); returns the
-    boxes drawn, GT left out."""
+    boxes (up to ``max_each`` of each label) over the image with the GT (green), and a legend
+    below it: each label's colour and count; returns the boxes drawn, GT left out."""
     size_px = size_px or (640 * len(panels), 640)
-    fig, axes = image_figure(size_px, panels=len(panels))
+    fig, axes = image_figure(size_px, panels=len(panels), legend=True)
     n = 0
     for ax, panel in zip(axes, panels):
         image_panel(ax, image, panel.title, margin=ANCHOR_MARGIN)
-        # the least interesting first, so that the positives are drawn on top
-        n += draw_boxes(ax, panel.negative[:max_each], NEGATIVE_COLOUR, width=0.5, alpha=0.5)
-        n += draw_boxes(ax, panel.ignored[:max_each], IGNORED_COLOUR, width=0.5, alpha=0.6)
-        n += draw_boxes(ax, panel.positive[:max_each], POSITIVE_COLOUR, width=1.0)
-        draw_boxes(ax, gt_boxes, GT_COLOUR, width=2.0)
+        n += _draw_labels(ax, gt_boxes, panel, max_each)
     save_figure(fig, path)
+    return n
+
+
+def _draw_labels(ax: Axes, gt_boxes: Tensor, panel: LabelPanel, max_each: int) -> int:
+    """One ``plot_label_panels`` panel's boxes and legend (positive, negative, ignored, GT);
+    returns the boxes drawn, GT left out."""
+    kinds = [("negative", panel.negative, NEGATIVE_STYLE)] if panel.has_negatives else []
+    kinds += [
+        ("ignored", panel.ignored, IGNORED_STYLE),
+        ("positive", panel.positive, POSITIVE_STYLE),
+    ]
+    keys, n = {}, 0
+    for name, boxes, style in kinds:  # the least interesting first: the positives on top
+        drawn = style.draw(ax, boxes[:max_each])
+        keys[name] = (style, counted(name, len(boxes), drawn))
+        n += drawn
+    gt = GT_STYLE.draw(ax, gt_boxes)
+    order = [keys[name] for name in ("positive", "negative", "ignored") if name in keys]
+    box_legend(ax, [*order, (GT_STYLE, counted("GT", gt, gt))])
     return n
 
 
@@ -221,9 +262,10 @@ def plot_proposals_vs_gt(
     size_px: tuple[int, int] | None = None,
 ) -> int:
     """One panel per image: its top ``top_k`` proposals (magenta), GT boxes found by some
-    proposal among its top 100 at IoU >= ``iou_threshold`` (green) and missed ones (red)."""
+    proposal among its top 100 at IoU >= ``iou_threshold`` (green) and missed ones (red),
+    keyed with their counts in a legend below the panel."""
     size_px = size_px or (320 * len(images), 360)
-    fig, axes = image_figure(size_px, panels=len(images))
+    fig, axes = image_figure(size_px, panels=len(images), legend=True)
     drawn = 0
     for ax, image, props, gts in zip(axes, images, proposals, gt_boxes):
         props, gts = props.detach().cpu(), gts.detach().cpu()
@@ -232,9 +274,17 @@ def plot_proposals_vs_gt(
         else:
             found = torch.zeros(len(gts), dtype=torch.bool)
         image_panel(ax, image, f"top {top_k} proposals; GT found {int(found.sum())}/{len(gts)}")
-        drawn += draw_boxes(ax, props[:top_k], PROPOSAL_COLOUR, width=1.0)
-        draw_boxes(ax, gts[found], GT_COLOUR, width=2.0, linestyle="--")
-        draw_boxes(ax, gts[~found], MISSED_COLOUR, width=2.0, linestyle="--")
+        shown = PROPOSAL_STYLE.draw(ax, props[:top_k])
+        hit, missed = FOUND_GT_STYLE.draw(ax, gts[found]), MISSED_GT_STYLE.draw(ax, gts[~found])
+        box_legend(
+            ax,
+            [
+                (PROPOSAL_STYLE, counted("proposals", shown, shown)),
+                (FOUND_GT_STYLE, counted("GT found", hit, hit)),
+                (MISSED_GT_STYLE, counted("GT missed", missed, missed)),
+            ],
+        )
+        drawn += shown
     save_figure(fig, path)
     return drawn
 

@@ -138,8 +138,10 @@ def show_labels(
 ) -> int:
     """Positive, negative and ignored anchors of one training image, as the matcher labels
     them; ``checkpoint`` (else ``config``) says which model, and its training size the
-    image's. A Cascade RPN has assignments of its own: ``show_cascade_labels``. An image
-    without a box (a plain image, or a dataset's image without one) is a ValueError."""
+    image's. A legend below the image keys each label's colour with its count (at most
+    LABELS_DRAWN of each drawn). A Cascade RPN has assignments of its own:
+    ``show_cascade_labels``. An image without a box (a plain image, or a dataset's image
+    without one) is a ValueError."""
     network = None
     if checkpoint is not None:
         predictor, opts = _loaded(checkpoint, device, opts)
@@ -155,10 +157,9 @@ def show_labels(
     t = batch.targets
     labels = matcher(anchors, t.boxes, t.mask, t.ignore, visible).labels()[0]
     pick = _by_label(anchors, labels)
+    # the colours and counts are the legend's (overlays.plot_label_panels)
     panel = overlays.LabelPanel(
-        f"{item['file_name']}: anchors {len(pick[POSITIVE])} positive (yellow), "
-        f"{len(pick[NEGATIVE])} negative (blue), {len(pick[IGNORE])} ignored (grey); GT green"
-        f"\n(at most {LABELS_DRAWN} of each drawn)",
+        f"{item['file_name']}: anchors as the matcher labels them",
         pick[POSITIVE],
         pick[NEGATIVE],
         pick[IGNORE],
@@ -182,8 +183,8 @@ def show_cascade_labels(
     """A Cascade RPN's own assignments of one training image, from its forward with the GT:
     stage 1's region assigner on the anchors (positives and ignored; it has no negatives),
     and, given the trained ``network``, stage 2's IoU matching on its stage-1 boxes. Without
-    one only stage 1 is drawn: it depends on the GT and the anchors alone. The model runs
-    where ``network`` is."""
+    one only stage 1 is drawn: it depends on the GT and the anchors alone. Each panel's
+    legend keys its labels' colours with their counts. The model runs where ``network`` is."""
     item = _labelled_item(data, index=index, **opts)
     model = build_model(config).eval() if network is None else runner.first_stage(network)
     batch = collate([item]).to(next(model.parameters()).device)
@@ -191,11 +192,11 @@ def show_cascade_labels(
     stage1 = _by_label(output.anchors.cpu(), output.stage1_match.labels()[0].cpu())
     panels = [
         overlays.LabelPanel(
-            f"stage 1, region assigner, anchors: {len(stage1[POSITIVE])} positive, "
-            f"{len(stage1[IGNORE])} ignored",
+            "stage 1, region assigner, on the anchors",
             stage1[POSITIVE],
             stage1[NEGATIVE][:0],  # the rest of stage 1's anchors are unused, not negative
             stage1[IGNORE],
+            has_negatives=False,
         )
     ]
     if network is None:
@@ -204,8 +205,7 @@ def show_cascade_labels(
         stage2 = _by_label(output.refined_anchors[0].cpu(), output.match.labels()[0].cpu())
         panels.append(
             overlays.LabelPanel(
-                f"stage 2, IoU matching, stage-1 boxes: {len(stage2[POSITIVE])} positive, "
-                f"{len(stage2[NEGATIVE])} negative, {len(stage2[IGNORE])} ignored",
+                "stage 2, IoU matching, on the stage-1 boxes",
                 stage2[POSITIVE],
                 stage2[NEGATIVE],
                 stage2[IGNORE],
