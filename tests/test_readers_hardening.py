@@ -5,13 +5,14 @@ one by one, not with their image; too large images are reported with the way to 
 import json
 import shutil
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFile, ImageOps
 
-from rpnkit.data import DataConfig, DataError, load_rgb, read_dataset
+from rpnkit.data import DataConfig, DataError, images, load_rgb, read_dataset
 from rpnkit.data.images import allow_large_images
 from rpnkit.data.readers import (
     DataNote,
@@ -461,8 +462,6 @@ def test_good_data_gives_no_issue_and_no_clipping(tmp_path):
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    import zlib
-
     crc = zlib.crc32(kind + data).to_bytes(4, "big")
     return len(data).to_bytes(4, "big") + kind + data + crc
 
@@ -508,7 +507,6 @@ def test_a_png_turned_by_its_metadata_is_sized_as_displayed(tmp_path, write):
 def test_a_png_without_metadata_is_sized_without_decoding_its_pixels(tmp_path, monkeypatch):
     # Pillow decodes a whole PNG to look for EXIF that may follow the pixels; a folder of
     # photographs as PNG was read twice over before the run began
-    from PIL import ImageFile
 
     path = tmp_path / "plain.png"
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path)
@@ -685,3 +683,215 @@ def test_byte_order_marks_and_a_true_difficult_flag_are_read(tmp_path):
     difficult = _obj("cat").replace("</object>", "<difficult>true</difficult></object>")
     _voc(tmp_path / "voc", "a", difficult)
     assert read_voc(tmp_path / "voc" / "annotations").records[0].ignore.tolist() == [True]
+
+
+# ---------------------------------------------------------------- shrinking huge images
+#
+# Overlays draw a 14000 x 13000 image 1600 pixels across: load_rgb(path, max_side) used to
+# decode it whole, copy it upright and convert it to RGB (16-bit images through float64) before
+# shrinking, 2.9 GB at the peak. It now converts and reduces it a strip of rows at a time (a PNG
+# is even decoded so), and must give the pixels that shrinking the full-size image gives.
+
+
+def _thumbnail_of_full_size(path: Path, max_side: int) -> np.ndarray:
+    """What load_rgb(path, max_side) stands for: the full-size displayed RGB image, shrunk by
+    Pillow's thumbnail."""
+    shown = Image.fromarray(load_rgb(path))
+    shown.thumbnail((max_side, max_side))
+    return np.array(shown)
+
+
+def _noise(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, shape, np.uint8)
+
+
+def _in_mode(mode: str, rgb: np.ndarray) -> Image.Image:
+    """A (H, W) image of ``mode`` with every pixel value in use, from (H, W, 3) uint8 noise."""
+    if mode == "P-transparency":
+        img = Image.fromarray(rgb).quantize(30)
+        img.info["transparency"] = 3
+        return img
+    made = {
+        "RGB": lambda: Image.fromarray(rgb),
+        "L": lambda: Image.fromarray(rgb[..., 0]),
+        "LA": lambda: Image.fromarray(np.ascontiguousarray(rgb[..., :2])),
+        "RGBA": lambda: Image.fromarray(np.dstack([rgb, rgb[..., 0]])),
+        "P": lambda: Image.fromarray(rgb).quantize(200),
+        "1": lambda: Image.fromarray(rgb[..., 0] > 127),
+        "I;16": lambda: Image.fromarray((rgb[..., 0].astype(np.uint16) << 8) | rgb[..., 1]),
+        "I": lambda: Image.fromarray(rgb[..., 0].astype(np.int32) * 3),
+        "F": lambda: Image.fromarray(rgb[..., 0].astype(np.float32) / 7 - 3),
+        "CMYK": lambda: Image.fromarray(rgb).convert("CMYK"),
+    }
+    return made[mode]()
+
+
+@pytest.mark.parametrize(
+    "mode, suffix",
+    [(m, ".png") for m in ("RGB", "L", "LA", "RGBA", "P", "P-transparency", "1", "I;16")]
+    + [(m, ".tif") for m in ("RGB", "LA", "RGBA", "P", "1", "I;16", "I", "F", "CMYK")],
+)
+@pytest.mark.parametrize("max_side", [5, 9, 16])
+def test_a_shrunk_image_is_the_full_size_image_shrunk(
+    tmp_path, monkeypatch, mode, suffix, max_side
+):
+    # palette and 1-bit images were shrunk by nearest neighbour, RGBA and LA by their colours
+    # weighted by alpha (which the full-size image drops), CMYK before it became RGB, "I" and
+    # "F" scaled to 8 bits by the range of the shrunk values: the full-size picture, shrunk, is
+    # the reference for every mode now
+    monkeypatch.setattr(images, "_STRIP_PIXELS", 64)  # strips of a few rows
+    path = tmp_path / f"a{suffix}"
+    _in_mode(mode, _noise((53, 37, 3))).save(path)  # 37 x 53: reduced blocks overhang both
+    shrunk = load_rgb(path, max_side=max_side)
+    np.testing.assert_array_equal(shrunk, _thumbnail_of_full_size(path, max_side))
+    assert max(shrunk.shape[:2]) == max_side
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize(
+    "mode, suffix", [("RGB", ".png"), ("I;16", ".png"), ("P", ".png"), ("RGB", ".tif")]
+)
+def test_a_shrunk_image_is_turned_by_its_exif_as_the_full_size_one(
+    tmp_path, monkeypatch, orientation, mode, suffix
+):
+    # 37 x 53, turned: strips of stored columns, taken from the far side for 3, 4, 7 and 8;
+    # a TIFF is turned by Pillow as it is decoded
+    monkeypatch.setattr(images, "_STRIP_PIXELS", 64)
+    path = tmp_path / f"turned{suffix}"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    _in_mode(mode, _noise((53, 37, 3), seed=orientation)).save(path, exif=exif.tobytes())
+    for max_side in (5, 9, 16):
+        expected = _thumbnail_of_full_size(path, max_side)
+        np.testing.assert_array_equal(load_rgb(path, max_side=max_side), expected)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_a_shrunk_jpeg_is_drafted_then_shrunk_as_before(tmp_path, orientation):
+    # a JPEG decodes at 1/2, 1/4 or 1/8 scale (here 1/4: 100 x 75 still covers 90 x 68)
+    path = tmp_path / "photo.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    smooth = np.linspace(0, 255, 300 * 400 * 3).reshape(300, 400, 3).astype(np.uint8)
+    Image.fromarray(smooth).save(path, exif=exif.tobytes(), quality=95)
+    with Image.open(path) as img:
+        img.draft(None, (90, 68))
+        expected = ImageOps.exif_transpose(img)
+    expected.thumbnail((90, 90))
+    np.testing.assert_array_equal(load_rgb(path, max_side=90), np.array(expected))
+
+
+def test_the_shrunk_size_is_pillows_thumbnail_size():
+    for width in range(1, 60):
+        for height in range(1, 60):
+            img = Image.new("1", (width, height))
+            img.thumbnail((16, 16))
+            assert images._thumbnail_size(width, height, 16) == img.size, (width, height)
+
+
+def test_a_large_image_is_never_turned_or_converted_whole(tmp_path, monkeypatch):
+    # the full-size image was copied upright, then converted (a 16-bit one through float64);
+    # each Pillow copy of it is caught here by its size
+    path = tmp_path / "scan.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a quarter turn
+    _in_mode("I;16", _noise((53, 37, 3))).save(path, exif=exif.tobytes())
+    expected = _thumbnail_of_full_size(path, 9)
+    monkeypatch.setattr(images, "_STRIP_PIXELS", 64)
+    sizes = []
+
+    def spy_on(name):
+        original = getattr(Image.Image, name)
+
+        def spy(self, *args, **kwargs):
+            sizes.append((self.width * self.height, name))
+            return original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Image.Image, name, spy)
+
+    for name in ("convert", "copy", "transpose", "tobytes", "resize", "reduce"):
+        spy_on(name)
+    np.testing.assert_array_equal(load_rgb(path, max_side=9), expected)
+    assert {name for _, name in sizes} >= {"reduce", "resize"}
+    assert max(sizes)[0] <= 53 * 37 // 4, max(sizes)
+
+
+# A PNG is decoded strip by strip: each strip is unfiltered against the last row of the one
+# above. Pillow's own encoder favours few filter types, so these PNGs are written here with all
+# five in turn, and their pixel data over many IDAT chunks.
+
+_ADAM7 = [
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+]
+
+
+def _png_filter(kind: int, row: np.ndarray, above: np.ndarray, bpp: int) -> np.ndarray:
+    """The PNG filter type ``kind`` (0 none, 1 sub, 2 up, 3 average, 4 Paeth) applied to one
+    scanline ``row`` (int bytes) below the scanline ``above``; ``bpp``: bytes per pixel."""
+    left = np.concatenate([np.zeros(bpp, int), row[:-bpp]])
+    upper_left = np.concatenate([np.zeros(bpp, int), above[:-bpp]])
+    if kind == 4:
+        guess = left + above - upper_left
+        near_a, near_b, near_c = abs(guess - left), abs(guess - above), abs(guess - upper_left)
+        nearest_bc = np.where(near_b <= near_c, above, upper_left)
+        predicted = np.where((near_a <= near_b) & (near_a <= near_c), left, nearest_bc)
+    else:
+        predicted = [0 * row, left, above, (left + above) // 2][kind]
+    return (row - predicted) % 256
+
+
+def _write_png(path: Path, passes: list[np.ndarray], size, depth: int, color: int, **chunks):
+    """A PNG of the raw scanlines ``passes`` (one (rows, bytes) array, or Adam7's seven when
+    interlaced), filtered by each filter type in turn; ``chunks``: PLTE, tRNS data."""
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color]
+    bpp = max(1, depth * channels // 8)
+    lines = []
+    for scanlines in passes:
+        above = np.zeros(scanlines.shape[1], int)
+        for y, row in enumerate(scanlines.astype(int)):
+            lines.append(
+                bytes([y % 5]) + _png_filter(y % 5, row, above, bpp).astype(np.uint8).tobytes()
+            )
+            above = row
+    data = zlib.compress(b"".join(lines))
+    header = size[0].to_bytes(4, "big") + size[1].to_bytes(4, "big")
+    header += bytes([depth, color, 0, 0, len(passes) > 1])
+    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+    png += b"".join(_png_chunk(kind.encode(), value) for kind, value in chunks.items())
+    png += b"".join(_png_chunk(b"IDAT", data[i : i + 100]) for i in range(0, len(data), 100))
+    path.write_bytes(png + _png_chunk(b"IEND", b""))
+
+
+def test_an_interlaced_png_is_decoded_whole_then_shrunk(tmp_path, monkeypatch):
+    pixels = _noise((53, 37, 3))
+    passes = [pixels[y::dy, x::dx].reshape(len(range(y, 53, dy)), -1) for x, y, dx, dy in _ADAM7]
+    path = tmp_path / "interlaced.png"
+    _write_png(path, passes, (37, 53), 8, 2)
+    np.testing.assert_array_equal(load_rgb(path), pixels)  # the file is as meant
+    monkeypatch.setattr(images, "_STRIP_PIXELS", 64)
+    np.testing.assert_array_equal(load_rgb(path, max_side=9), _thumbnail_of_full_size(path, 9))
+
+
+@pytest.mark.parametrize("damage", ["cut short", "corrupt"])
+def test_a_damaged_png_is_a_data_error_when_shrunk_too(tmp_path, damage):
+    path = tmp_path / "damaged.png"
+    _write_png(path, [_noise((53, 37 * 3))], (37, 53), 8, 2)
+    data = path.read_bytes()
+    middle = len(data) // 2
+    if damage == "cut short":
+        path.write_bytes(data[:middle])
+    else:
+        path.write_bytes(
+            data[:middle]
+            + bytes(b ^ 0x5A for b in data[middle : middle + 40])
+            + data[middle + 40 :]
+        )
+    for max_side in (None, 9):
+        with pytest.raises(DataError, match=r"damaged\.png: unreadable or truncated image"):
+            load_rgb(path, max_side=max_side)
