@@ -430,3 +430,23 @@ def test_a_warm_up_longer_than_the_run_says_the_peak_rate_it_reaches(tmp_path):
     with pytest.warns(UserWarning, match=rf"\(at most {max(rates):.3g}\)"):
         Trainer(build_model(preset_config("tiny")), SyntheticShapes(2), config, out_dir=tmp_path)
     assert max(rates) < 0.01 * 30 / 200  # the cosine decays during the warm-up too
+
+
+def test_fit_takes_paths_and_numpy_numbers_and_saves_them_plain(tmp_path):
+    import numpy as np
+    import yaml
+    from conftest import RACCOON
+
+    from rpnkit import DataConfig, fit
+
+    data = DataConfig(data=RACCOON / "train_labels.csv", images=RACCOON / "images",
+                      short_side=np.int64(96), max_size=128)  # fmt: skip
+    assert (data.data, data.short_side) == (str(RACCOON / "train_labels.csv"), 96)
+    assert type(data.short_side) is int
+    train = TrainConfig(steps=np.int64(1), batch_size=2, num_workers=0, warmup_steps=0,
+                        lr=np.float32(0.01))  # fmt: skip
+    assert (type(train.steps), type(train.lr)) == (int, float)
+    run = fit(data, model="tiny", train=train, out=tmp_path / "run", progress=False)
+    record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert record["data"]["images"] == str(RACCOON / "images") and record["train"]["steps"] == 1
+    assert run.summary.steps == 1

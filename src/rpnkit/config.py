@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import types
 import typing
 import warnings
@@ -24,14 +25,35 @@ command line names it without importing torch."""
 
 
 def config_to_dict(config: Any) -> Any:
-    """A dataclass (nested, with tuples) -> plain dicts and lists for JSON/YAML."""
+    """A dataclass (nested, with tuples) -> plain dicts and lists for JSON/YAML; paths become
+    strings and numpy scalars Python numbers (fields that accept them)."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         return {f.name: config_to_dict(getattr(config, f.name)) for f in dataclasses.fields(config)}
     if isinstance(config, (list, tuple)):
         return [config_to_dict(v) for v in config]
     if isinstance(config, dict):
         return {k: config_to_dict(v) for k, v in config.items()}
-    return config
+    return _plain(config)
+
+
+def _plain(value: Any) -> Any:
+    """A path as a string, a numpy scalar as the Python number (np.int64(5) -> 5: YAML and
+    JSON write Python's numbers only); any other value as it is."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return value.item()
+    return value
+
+
+def plain_fields(config: Any) -> None:
+    """A frozen dataclass config's fields given as paths or numpy scalars, turned into strings
+    and Python numbers in place (from ``__post_init__``): what the code reading the config
+    expects, and what it is saved as."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if (plain := _plain(value)) is not value:
+            object.__setattr__(config, field.name, plain)
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
 
+from ..config import plain_fields
 from .class_subset import only_classes, seen_class_names
 from .dataset import DetectionDataset
 from .readers import DatasetIndex, read_dataset
@@ -73,6 +74,7 @@ class DataConfig:
     classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        plain_fields(self)  # paths and numpy numbers given: strings and Python numbers
         self._check_classes()
         for name in ("data", "split", "val_split"):
             _require(self, name, "a non-empty string", _non_empty_text(getattr(self, name)))

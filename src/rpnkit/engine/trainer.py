@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..config import check_choices, check_compile, check_ranges
+from ..config import check_choices, check_compile, check_ranges, plain_fields
 from ..data import Batch, EmptyBatch, collate
 from .checkpoint import (
     ModelSpec,
@@ -88,6 +88,7 @@ class TrainConfig:
     decode_on_device: bool | None = None
 
     def __post_init__(self) -> None:
+        plain_fields(self)  # paths and numpy numbers given: strings and Python numbers
         counts = ("steps", "batch_size", "log_every")
         check_ranges(self, counts, low=1, integer=True)
         counts = ("warmup_steps", "seed", "num_workers", "eval_every", "checkpoint_every")
