@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ from rpnkit.config import load_config
 from rpnkit.data import DatasetIndex, read_dataset
 from rpnkit.data.readers import Record
 from rpnkit.evaluation.anchor_fit import (
+    RATIO_RANGE,
+    SIZE_STEP,
+    THRESHOLDS,
     GTSample,
     anchor_report,
     best_anchor_iou,
@@ -17,12 +21,18 @@ from rpnkit.evaluation.anchor_fit import (
     coverage_table,
     fit_anchors,
     kmeans_iou,
+    match_threshold,
     unmatched,
 )
-from rpnkit.modeling.anchors import AnchorConfig
+from rpnkit.modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors
+from rpnkit.modeling.boxes import box_iou
+from rpnkit.modeling.cascade_rpn import anchor_scale
 from rpnkit.modeling.presets import ModelConfig, build_model, preset_config
+from rpnkit.modeling.sizes import feature_sizes
 
-RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+RACCOON = DATA / "raccoon"
+COCO128 = DATA / "coco128" / "annotations" / "instances_train2017.json"
 
 
 def _sample(boxes, areas=None, size=(64, 64)):
@@ -95,7 +105,9 @@ def test_cli_writes_a_config_that_trains(tmp_path, capsys):
         "# rpnkit anchors --fit: anchors fitted to the boxes at --short-side 256 --max-size 384\n"
     )
     config = load_config(ModelConfig, out)
-    assert any(lv.shapes for lv in config.rpn.anchors.levels)
+    preset = preset_config("tiny").rpn.anchors
+    assert config.rpn.anchors != preset and "fitted anchors: " in text  # the fit beat it
+    assert config.rpn.anchors.num_anchors_per_level == preset.num_anchors_per_level
     model = build_model(config).eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 128, 128), torch.tensor([[128, 128]])).proposals.num > 0
@@ -165,3 +177,116 @@ def test_anchors_help_names_every_format_and_the_heading_names_a_config_file(tmp
     assert f"\nanchors of {config} (preset tiny):\n" in capsys.readouterr().out
     assert main([*args, "--preset", "tiny"]) == 0
     assert "\nanchors of preset tiny:\n" in capsys.readouterr().out
+
+
+# ------------------------------------------------ fitted anchors: layout, order, never worse
+
+
+def _reference_best_iou(config: AnchorConfig, sample: GTSample) -> np.ndarray:
+    """Every anchor of every image from the generator, against every box."""
+    generator, best = AnchorGenerator(config), np.zeros(len(sample.boxes), np.float32)
+    for i, (h, w) in enumerate(sample.sizes):
+        rows = np.nonzero(sample.image == i)[0]
+        anchors = generator(feature_sizes(h, w, config.strides))
+        if len(rows):
+            best[rows] = box_iou(torch.from_numpy(sample.boxes[rows]), anchors).max(1).values
+    return best
+
+
+def test_best_anchor_iou_equals_every_anchor_against_every_box():
+    # the nearest anchor centre per level, without a grid, against the full grids
+    sample = collect_gt(read_dataset(RACCOON), short=192, max_size=320)
+    tiny, vgg = preset_config("tiny").rpn.anchors, preset_config("vgg16-c5").rpn.anchors
+    shifted = dataclasses.replace(tiny, offset=0.5, round_base=True)
+    for config in (tiny, vgg, shifted):
+        expected = _reference_best_iou(config, sample)
+        assert np.allclose(best_anchor_iou(config, sample), expected, atol=1e-5)
+
+
+def _reached(sample: GTSample, config: AnchorConfig) -> np.ndarray:
+    """(ranges, thresholds) boxes whose best anchor reaches each threshold, per size range."""
+    table = coverage_table(sample, best_anchor_iou(config, sample))
+    return np.array([[row["count"] * (row[f">={t}"] or 0) for t in THRESHOLDS]
+                     for row in table.values()]).round()  # fmt: skip
+
+
+def _check_fit(preset: AnchorConfig, fitted: AnchorConfig, sample: GTSample) -> None:
+    """The preset's layout, sizes strictly increasing level after level, shared sensible
+    ratios, and the fit nowhere below the preset, strictly above it at IoU 0.7."""
+    assert fitted.num_anchors_per_level == preset.num_anchors_per_level
+    assert fitted.strides == preset.strides
+    assert all(lv.sizes and not lv.shapes for lv in fitted.levels)
+    sizes = [s for lv in fitted.levels for s in lv.sizes]
+    assert all(b >= a * SIZE_STEP - 1e-9 for a, b in itertools.pairwise(sizes)), sizes
+    (ratios,) = {lv.ratios for lv in fitted.levels}
+    assert list(ratios) == sorted(set(ratios)) and RATIO_RANGE[0] <= min(ratios)
+    assert max(ratios) <= RATIO_RANGE[1]
+    before, after = _reached(sample, preset), _reached(sample, fitted)
+    assert (after >= before).all() and after[0, 0] > before[0, 0]  # row "all", IoU 0.7
+
+
+def test_fit_on_coco128_orders_the_levels_and_beats_the_preset():
+    # at shorter side 320 the old fit put 9 shapes on P2 and a 179 px anchor on P6 below
+    # P5's 297 px; its 15 free shapes also changed the head (6, 2, 2, 2, 3 per level)
+    sample = collect_gt(read_dataset(COCO128), short=320, max_size=533)
+    preset = preset_config("effnet-lite0-fpn").rpn.anchors
+    fitted = fit_anchors(preset, sample)
+    _check_fit(preset, fitted, sample)
+    # 228 of 929 boxes at IoU 0.7 with the preset's anchors
+    assert (best_anchor_iou(preset, sample) >= 0.7).sum() == 228
+    assert (best_anchor_iou(fitted, sample) >= 0.7).sum() >= 300
+
+
+def test_fit_finds_the_two_box_sizes_by_hand():
+    # 24 px and 96 px squares centred on anchor centres of every level (multiples of 32):
+    # the preset's 32 / 64 / 128 reach IoU 576 / 1024 = 0.5625 with both, so no box is
+    # matched at 0.7; an anchor of 24 px and one of 96 px match all at IoU 1
+    boxes = [[c - s / 2, c - s / 2, c + s / 2, c + s / 2] for c in (64, 128, 192) for s in (24, 96)]
+    sample = _sample(boxes * 4, size=(256, 256))
+    preset = AnchorConfig.pyramid(strides=(8, 16, 32), sizes=(32, 64, 128), ratios=(1.0,))
+    assert best_anchor_iou(preset, sample).max() == pytest.approx(0.5625)
+    fitted = fit_anchors(preset, sample)
+    _check_fit(preset, fitted, sample)
+    assert fitted.levels[0].sizes[0] == pytest.approx(24, rel=0.02)  # the smallest, on P3
+    assert any(lv.sizes[0] == pytest.approx(96, rel=0.02) for lv in fitted.levels[1:])
+    assert fitted.levels[0].ratios[0] == pytest.approx(1, abs=0.02)  # squares stay square
+    assert (best_anchor_iou(fitted, sample) >= 0.95).all()
+
+
+def test_fit_keeps_anchors_it_cannot_beat_and_says_so(tmp_path):
+    # every box is one of the anchors (32 px at the centres (16 j, 16 i)): IoU 1 for all,
+    # nothing to gain; a fit that moved the size would lose them
+    config = AnchorConfig(levels=(LevelAnchors(stride=16, sizes=(32.0,), ratios=(1.0,)),))
+    boxes = [[16 * j - 16, 16 * i - 16, 16 * j + 16, 16 * i + 16] for i in (2, 3) for j in (2, 4)]
+    assert fit_anchors(config, _sample(boxes, size=(96, 96))) is config
+    model = preset_config("tiny")
+    model = dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=config))
+    report = anchor_report(model, _index(tmp_path, 96, 96, boxes), short=96, max_size=96, fit=True)
+    assert not report.fit_improved and report.fitted_model() == model
+    assert report.to_dict()["fit"] == {"iou": 0.7, "boxes_matched": {"preset": 4, "fitted": 4},
+                                       "improved": False}  # fmt: skip
+    assert "no fitted anchors beat the ones above: none found match more than their 4 of 4 " in (
+        report.format()
+    )
+
+
+def test_fit_keeps_a_cascade_rpn_buildable_and_oln_fits_at_its_own_iou():
+    # the old fit gave tiny-cascade on raccoon 243 x 274 px at stride 8 and 163 x 155 at
+    # stride 16: a config its Cascade RPN refused (one square anchor, one scale)
+    sample = collect_gt(read_dataset(RACCOON), short=320, max_size=533)
+    cascade = preset_config("tiny-cascade").rpn
+    fitted = fit_anchors(cascade.anchors, sample, same_scale=True)
+    _check_fit(cascade.anchors, fitted, sample)
+    scale = anchor_scale(dataclasses.replace(cascade, anchors=fitted))
+    assert [lv.sizes for lv in fitted.levels] == [(scale * s,) for s in fitted.strides]
+    assert match_threshold(cascade) == 0.7
+    assert match_threshold(preset_config("effnet-lite0-fpn-oln").rpn) == 0.3
+
+
+@pytest.mark.parametrize("preset", ["tiny", "vgg16-c5", "r50-c4", "effnet-lite0-fpn"])
+def test_a_fit_is_the_preset_or_nowhere_worse(preset):
+    sample = collect_gt(read_dataset(RACCOON), short=192, max_size=320)
+    anchors = preset_config(preset).rpn.anchors
+    fitted = fit_anchors(anchors, sample, seed=1)
+    if fitted is not anchors:
+        _check_fit(anchors, fitted, sample)

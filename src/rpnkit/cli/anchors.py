@@ -26,8 +26,11 @@ def add_parser(sub) -> None:
         description=(
             "For every GT box at training scale, the IoU of its best anchor (the upper "
             "bound of what the RPN can learn), per COCO size range; the boxes no anchor "
-            "covers; and with --fit, anchors fitted by k-means with distance 1 - IoU, "
-            "the coverage they reach, and a config for rpnkit train --config. When many "
+            "covers; and with --fit, anchors fitted to the boxes in the preset's layout (the "
+            "same number of sizes per level, increasing with the stride, and of ratios, "
+            "shared by the levels) that match more boxes at the RPN's positive IoU without "
+            "losing any the preset's anchors reach (else the preset's are kept, and it says "
+            "so), the coverage they reach, and a config for rpnkit train --config. When many "
             "objects are too small for the anchors at the chosen scale, it says so and "
             "recommends a tile size (--tile-size) or a resize (--short-side, with --max-size "
             "when its cap would stop it)."
@@ -49,7 +52,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--show", type=non_negative_int, default=20, help="list at most this many boxes")
     p.add_argument("--fit", action="store_true", help="fit anchors to the dataset")
-    p.add_argument("--seed", type=integer, default=0, help="seed of the k-means start")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the fit's k-means start")
     p.add_argument(
         "--out-config",
         default=None,
@@ -89,9 +92,16 @@ def run(args: argparse.Namespace) -> int:
         size = f"--short-side {args.short_side} --max-size {args.max_size}"
         size += f" --tile-size {args.tile_size}" if args.tile_size else ""
         comment = f"rpnkit anchors --fit: anchors fitted to the boxes at {size}"
+        if not report.fit_improved:
+            comment = f"rpnkit anchors --fit: no fit beat these anchors for the boxes at {size}"
         save_config(report.fitted_model(), args.out_config, comment=comment)
+        what = (
+            "anchors fitted to"
+            if report.fit_improved
+            else "the same anchors (no fit beat them) for"
+        )
         print(
-            f"wrote {args.out_config}: anchors fitted to the boxes at {size}; train at the same "
+            f"wrote {args.out_config}: {what} the boxes at {size}; train at the same "
             f"size: rpnkit train --config {args.out_config} {size} ..."
         )
     if args.json:
