@@ -450,3 +450,21 @@ def test_fit_takes_paths_and_numpy_numbers_and_saves_them_plain(tmp_path):
     record = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert record["data"]["images"] == str(RACCOON / "images") and record["train"]["steps"] == 1
     assert run.summary.steps == 1
+
+
+def test_fit_names_a_wrong_kind_for_a_detector_config_or_checkpoint(tmp_path):
+    from conftest import RACCOON
+
+    from rpnkit import DataConfig, fit
+    from rpnkit.modeling.presets import DetectorConfig, detector_config
+
+    detector = detector_config(preset_config("tiny"), num_classes=1)
+    with pytest.raises(ValueError, match="model kind must be 'rpn' or 'faster-rcnn', got 'rcnn'"):
+        fit("unread", kind="rcnn", model=detector)
+    assert isinstance(detector, DetectorConfig)
+    data = DataConfig(data=str(RACCOON / "train_labels.csv"), images=str(RACCOON / "images"),
+                      short_side=96, max_size=128)  # fmt: skip
+    train = TrainConfig(steps=1, batch_size=2, num_workers=0, warmup_steps=0)
+    run = fit(data, model=detector, train=train, out=tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"a faster-rcnn checkpoint resumes as one \(--model"):
+        fit(data, kind="rpn", train=train, resume=run.checkpoint)

@@ -91,6 +91,8 @@ def model_kind(kind: Kind | None, model: ModelConfig | DetectorConfig | str) -> 
     its RPN keeps every proposal (no NMS) for the box head that scores them, and is no
     proposal model alone."""
     config = preset_config(model) if isinstance(model, str) else model
+    if kind not in (None, RPN, DETECTOR):
+        raise ValueError(f"model kind must be {RPN!r} or {DETECTOR!r}, got {kind!r}")
     if isinstance(config, DetectorConfig):
         if kind == RPN:
             raise ValueError(
@@ -100,8 +102,6 @@ def model_kind(kind: Kind | None, model: ModelConfig | DetectorConfig | str) -> 
     own = DETECTOR if config.preset in OLN_RCNN_PRESETS else RPN
     if kind is None:
         return own
-    if kind not in (RPN, DETECTOR):
-        raise ValueError(f"model kind must be {RPN!r} or {DETECTOR!r}, got {kind!r}")
     if kind == RPN and own == DETECTOR:
         raise ValueError(
             f"preset {config.preset!r} is OLN's full detector, not an RPN: train it with "
@@ -171,6 +171,11 @@ def _configs(data, train, model, kind, resume) -> tuple:
     if model is None:
         spec = read_spec(resume) if resume is not None else None
         model = spec.config if spec is not None else DEFAULT_PRESET
+        if spec is not None and kind not in (None, spec.kind):
+            raise ValueError(
+                f"{resume}: a {spec.kind} checkpoint resumes as one (--model {spec.kind}, "
+                f"kind={spec.kind!r}), not as {kind!r}"
+            )
         kind = kind if kind is not None or spec is None else spec.kind
     model = preset_config(model) if isinstance(model, str) else model
     wanted = {
