@@ -310,3 +310,35 @@ def test_an_empty_results_file_scores_zero_as_a_model_that_found_nothing(tmp_pat
         assert json.loads(out.read_text())[key] == 0.0
         err = capsys.readouterr().err
         assert "empty.json: no results in the file: every image scores as found nothing" in err
+
+
+def test_results_in_memory_score_as_the_model_does(detector_checkpoint):
+    # model.detect's results, and COCO results entries, against a dataset given by path or
+    # as an index: the figures model.evaluate gives, to the entries' rounding
+    import rpnkit
+    from rpnkit.data import read_dataset
+
+    model = rpnkit.load(detector_checkpoint, device="cpu", workers=0)
+    split = {"split_file": str(RACCOON / "test_labels.csv")}
+    direct = model.evaluate_detections(str(RACCOON), batch_size=4, **split).metrics
+    found = model.detect(str(RACCOON), batch_size=4, **split)
+    index = read_dataset(RACCOON, **split)
+    stored = rpnkit.evaluate_stored_detections(found, index).metrics
+    entries = rpnkit.evaluate_stored_detections(rpnkit.to_coco_results(found), index).metrics
+    for key in ("AP", "AP50", "VOC07_mAP50"):
+        assert stored[key] == pytest.approx(direct[key], abs=1e-3), key
+        assert entries[key] == stored[key]
+    assert direct["AP50"] > 0
+    # proposals in memory, as a file's: recall equal to the model's own
+    proposals = model.propose(str(RACCOON), batch_size=4, **split)
+    recall = rpnkit.evaluate_stored_proposals(proposals, index).metrics
+    own = model.evaluate_proposals(str(RACCOON), batch_size=4, **split).metrics
+    assert recall["AR@100"] == pytest.approx(own["AR@100"], abs=1e-3)
+    # a dataset by path: read_dataset's defaults (raccoon's 200 images, 40 with proposals)
+    by_path = rpnkit.evaluate_stored_proposals(proposals, RACCOON).metrics
+    assert by_path == rpnkit.evaluate_stored_proposals(proposals, read_dataset(RACCOON)).metrics
+    assert by_path["AR@100"] < recall["AR@100"]
+    with pytest.raises(TypeError, match="stored results must be a COCO results file, or a"):
+        rpnkit.evaluate_stored_proposals(42, index)
+    with pytest.raises(TypeError, match="the dataset must be a path, a DatasetIndex or a"):
+        rpnkit.evaluate_stored_proposals(proposals, 42)

@@ -12,6 +12,7 @@ The package is laid out by role (docs/design.md): ``modeling`` (the networks), `
 
 from .data import DataConfig
 from .engine.checkpoint import ModelSpec
+from .engine.evaluate import evaluate_stored_detections, evaluate_stored_proposals
 from .engine.fit import FitResult, fit
 from .engine.results import DetectionResult, ProposalResult, to_coco_results
 from .engine.runtime import Predictor, load
@@ -77,6 +78,8 @@ __all__ = [
     "build_detector",
     "build_model",
     "detector_config",
+    "evaluate_stored_detections",
+    "evaluate_stored_proposals",
     "fit",
     "load",
     "preset_config",

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from ..data import DataNote, DatasetIndex, SkippedSample
+from ..data import DataNote, DatasetIndex, SkippedSample, read_dataset
 from ..evaluation.detection import (
     ImageDetections,
     ImageTruth,
@@ -50,6 +50,7 @@ from ..modeling.roi_heads import Detections
 from ..modeling.rpn import Proposals
 from ..modeling.structures import GroundTruth
 from .device import resolve_device
+from .results import DetectionResult, ProposalResult
 from .runner import detection_forward, proposal_forward, run_batches, to_original_pixels
 
 CURVE_KS = (1, 3, 10, 30, 100, 300, 1000)
@@ -405,7 +406,27 @@ class StoredProposals:
         return text
 
 
-def _results_entries(path: Path) -> list:
+Results = str | Path | Iterable[ProposalResult | DetectionResult | dict]
+"""Stored results: a COCO results file, or results in memory (``model.propose``'s or
+``detect``'s, or COCO results entries)."""
+
+
+def _results_entries(results: Results) -> tuple[str, list]:
+    """(what to call them in messages, COCO results entries) of stored results."""
+    if not isinstance(results, (str, Path)):
+        if isinstance(results, (ProposalResult, DetectionResult)):
+            results = [results]
+        if not isinstance(results, Iterable) or isinstance(results, (bytes, dict)):
+            raise TypeError(
+                "stored results must be a COCO results file, or a list of ProposalResult / "
+                f"DetectionResult or of COCO results entries, got {type(results).__name__}"
+            )
+        entries = []
+        for result in results:  # a result's entries, as its COCO results file holds them
+            known = isinstance(result, (ProposalResult, DetectionResult))
+            entries.extend(result.to_coco_results() if known else [result])
+        return "the results given", entries
+    path = Path(results)
     try:
         entries = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -415,7 +436,7 @@ def _results_entries(path: Path) -> list:
             f"{path}: expected a list of COCO results entries ({{image_id or file_name, "
             f"bbox [x, y, w, h], score}}), got a {type(entries).__name__}"
         )
-    return entries
+    return str(path), entries
 
 
 def _number(value) -> bool:
@@ -472,7 +493,7 @@ class _Matched:
     others: int = 0
 
 
-def _match_entries(path: Path, entries: list, index: DatasetIndex, whole, parse) -> _Matched:
+def _match_entries(path: str, entries: list, index: DatasetIndex, whole, parse) -> _Matched:
     """Each entry parsed (``parse``: its value, or a string saying why it is malformed) and
     given to its image: by file name (its last part) where one image of ``index`` has it,
     else by image id; ``whole``'s other images are told apart from unknown ones."""
@@ -504,7 +525,7 @@ def _note(notes: list[str], line: str) -> None:
 
 
 def read_stored_proposals(
-    path: str | Path,
+    path: Results,
     index: DatasetIndex,
     *,
     top: int | None = None,
@@ -518,16 +539,16 @@ def read_stored_proposals(
     entries one by one (the first ``MAX_REPORTED``); none matched at all is an error. Each
     image keeps its ``top`` best results (all by default); category ids are ignored.
     ``whole``: the dataset that ``index`` is part of (a split's held-out images): results for
-    its other images are left out without a word (counted in ``other_results``)."""
-    path = Path(path)
-    entries = _results_entries(path)
+    its other images are left out without a word (counted in ``other_results``). ``path``
+    may also be results in memory (``Results``)."""
+    path, entries = _results_entries(path)
     matched = _match_entries(path, entries, index, whole, _result_entry)
     stored = _stored(path, matched.found, top)
     _report_unmatched(stored, matched, index, len(entries))
     return stored
 
 
-def _stored(path: Path, found: list[list], top: int | None) -> StoredProposals:
+def _stored(path: str, found: list[list], top: int | None) -> StoredProposals:
     """Each image's results sorted by score (stable: a tie keeps the file's order)."""
     boxes, scores = [], []
     for results in found:
@@ -636,7 +657,7 @@ def _describe_categories(index: DatasetIndex) -> str:
 
 
 def read_stored_detections(
-    path: str | Path,
+    path: Results,
     index: DatasetIndex,
     *,
     top: int | None = None,
@@ -649,8 +670,7 @@ def read_stored_detections(
     for proposals; results of classes the dataset does not have in one line, left out; none
     of a known image, or none of those of a known class, is an error. Each image keeps its
     ``top`` best results (all by default)."""
-    path = Path(path)
-    entries = _results_entries(path)
+    path, entries = _results_entries(path)
     matched = _match_entries(path, entries, index, whole, _detection_entry)
     labels = category_labels(index)
     found, unknown = [], {}
@@ -675,7 +695,7 @@ def read_stored_detections(
     return stored
 
 
-def _stored_detections(path: Path, found: list[list], top: int | None) -> StoredDetections:
+def _stored_detections(path: str, found: list[list], top: int | None) -> StoredDetections:
     """Each image's (score, box, label) results sorted by score (stable: a tie keeps the
     file's order), its best ``top``."""
     boxes, scores, labels = [], [], []
@@ -696,17 +716,18 @@ def _record_truth(record) -> ImageTruth:
 
 
 def evaluate_stored_detections(
-    results: str | Path | StoredDetections,
+    results: Results | StoredDetections,
     data,
     *,
     max_detections: int | None = None,
 ) -> DetectionReport:
     """COCO mAP (pycocotools) and VOC mAP with per-class AP tables, as ``evaluate_detections``
     measures a Faster R-CNN, of stored detections: a COCO results file
-    (``read_stored_detections``) against a dataset (a ``DatasetIndex`` or a
-    ``DetectionDataset``) and its classes, compared in original pixels from the dataset's
-    records (no image is decoded). Each image's best ``max_detections`` count (all by
-    default; pycocotools then counts 100 per image and class)."""
+    (``read_stored_detections``) or results in memory (``Results``) against a dataset (its
+    path, a ``DatasetIndex`` or a ``DetectionDataset``) and its classes, compared in
+    original pixels from the dataset's records (no image is decoded). Each image's best
+    ``max_detections`` count (all by default; pycocotools then counts 100 per image and
+    class)."""
     index = _dataset_index(data)
     if not index.records:
         raise ValueError(f"{index.source}: no images to evaluate")
@@ -728,25 +749,33 @@ def evaluate_stored_detections(
 
 
 def _dataset_index(data) -> DatasetIndex:
+    """The dataset to score against: a ``DatasetIndex``, a ``DetectionDataset``'s, or a
+    dataset's path (``read_dataset``'s defaults: another split through ``read_dataset``)."""
+    if isinstance(data, (str, Path)):
+        return read_dataset(data)
     if isinstance(data, DatasetIndex):
         return data
     index = getattr(data, "index", None)
     if isinstance(index, DatasetIndex):
         return index
-    raise TypeError(f"expected a DatasetIndex or a DetectionDataset, got {type(data).__name__}")
+    raise TypeError(
+        "the dataset must be a path, a DatasetIndex or a DetectionDataset, got "
+        f"{type(data).__name__}"
+    )
 
 
 def evaluate_stored_proposals(
-    results: str | Path | StoredProposals,
+    results: Results | StoredProposals,
     data,
     *,
     max_dets: Sequence[int] = MAX_DETS,
     device: torch.device | str = "cpu",
 ) -> RecallReport:
     """Proposal recall, as ``evaluate_proposals`` measures it, of stored proposals: a COCO
-    results file (``read_stored_proposals``) against a dataset (a ``DatasetIndex`` or a
-    ``DetectionDataset``), compared in original pixels from the dataset's records (no image is
-    decoded). Each image's best ``max(max_dets)`` results count."""
+    results file (``read_stored_proposals``) or results in memory (``Results``) against a
+    dataset (its path, a ``DatasetIndex`` or a ``DetectionDataset``), compared in original
+    pixels from the dataset's records (no image is decoded). Each image's best
+    ``max(max_dets)`` results count."""
     index = _dataset_index(data)
     if not index.records:
         raise ValueError(f"{index.source}: no images to evaluate")
