@@ -526,3 +526,15 @@ def test_a_csv_whose_images_are_elsewhere_says_where_they_were_looked_for(tmp_pa
         DataConfig(str(csv)).read_train()
     _images(tmp_path / "photos", 1)
     assert len(DataConfig(str(csv), images=str(tmp_path / "photos")).read_train().records) == 1
+
+
+def test_results_writers_name_themselves_for_what_is_not_results(tmp_path):
+    import rpnkit
+
+    with pytest.raises(TypeError, match=r"to_coco_results takes ProposalResult .*: result 0, got"):
+        rpnkit.to_coco_results([{"image_id": 1}])
+    with pytest.raises(TypeError, match=r"to_coco_results: expected results .*, got int"):
+        rpnkit.to_coco_results(3)
+    with pytest.raises(TypeError, match=r"path must be a file's path, got list \(the results"):
+        rpnkit.write_coco_results([], tmp_path / "x.json")  # swapped
+    assert not list(tmp_path.iterdir())

@@ -228,7 +228,7 @@ def _array_to_rgb(arr: np.ndarray, where: str) -> np.ndarray:
         if low < -1e-3 or high > 1.0 + 1e-3:  # 0-255 floats would all turn white: refuse
             raise ValueError(
                 f"{where}: floating-point values from {low:g} to {high:g}; floats must be in "
-                "[0, 1] (for 0-255 values, give uint8: array.astype(np.uint8))"
+                "[0, 1] (for 0-255 values, give uint8: array.astype(np.uint8), tensor.byte())"
             )
         arr = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     else:

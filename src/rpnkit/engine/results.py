@@ -81,9 +81,29 @@ class DetectionResult:
 
 def to_coco_results(results: Iterable[ProposalResult | DetectionResult]) -> list[dict]:
     """The COCO results entries of many images (or of one result alone)."""
+    return [entry for result in each_result(results, "to_coco_results") for entry in
+            result.to_coco_results()]  # fmt: skip
+
+
+def each_result(results, where: str) -> Iterable[ProposalResult | DetectionResult]:
+    """``results`` one by one (one result alone too), a TypeError naming ``where`` for
+    anything that is not a ``ProposalResult`` or a ``DetectionResult``."""
     if isinstance(results, (ProposalResult, DetectionResult)):
         results = [results]
-    return [entry for result in results for entry in result.to_coco_results()]
+    if not isinstance(results, Iterable) or isinstance(results, (str, bytes, dict)):
+        raise TypeError(f"{where}: expected results (model.propose's or detect's), got "
+                        f"{type(results).__name__}")  # fmt: skip
+    return _checked(results, where)
+
+
+def _checked(results: Iterable, where: str) -> Iterable[ProposalResult | DetectionResult]:
+    for n, result in enumerate(results):
+        if not isinstance(result, (ProposalResult, DetectionResult)):
+            raise TypeError(
+                f"{where} takes ProposalResult and DetectionResult (model.propose's or "
+                f"detect's): result {n}, got {type(result).__name__}"
+            )
+        yield result
 
 
 def coco_entries(image_id, file_name: str, boxes, scores, **per_box) -> list[dict]:

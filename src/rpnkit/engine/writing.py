@@ -27,7 +27,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .results import DetectionResult, ProposalResult
+from .results import DetectionResult, ProposalResult, each_result
 
 PIPE_BYTES = 1 << 20  # the pipe to the process holds ~50 images of 1,000 boxes (Linux's limit)
 _F_SETPIPE_SZ = 1031  # Linux's fcntl command to resize a pipe
@@ -186,8 +186,12 @@ def write_coco_results(
 ) -> Path:
     """Every result's entries into the COCO results JSON ``path`` as they come (one result
     alone too); ``path``."""
-    if isinstance(results, (ProposalResult, DetectionResult)):
-        results = [results]
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"write_coco_results(path, results): path must be a file's path, got "
+            f"{type(path).__name__} (the results come second)"
+        )
+    results = each_result(results, "write_coco_results")
     with CocoResultsWriter(path, background=background) as out:
         for result in results:
             out.add(result)
