@@ -188,6 +188,9 @@ class DataConfig:
         return index if self.classes is None else only_classes(index, self.classes)
 
     def train_dataset(self, index: DatasetIndex, *, seed: int, proposals=None) -> DetectionDataset:
+        """``index``'s images for training: resized to ``short_side`` / ``max_size`` (or cut
+        into tiles: ``tile_size``), flipped with probability ``flip`` (seeded by ``seed``);
+        ``proposals``: precomputed ones for each image (the alternating schedule's)."""
         transforms = train_transforms(self.short_side, self.max_size, self.flip)
         return DetectionDataset(
             index,
@@ -200,6 +203,7 @@ class DataConfig:
         )
 
     def eval_dataset(self, index: DatasetIndex) -> DetectionDataset:
+        """``index``'s images for validation: resized as in training, never flipped."""
         return DetectionDataset(index, eval_transforms(self.short_side, self.max_size))
 
 

@@ -59,6 +59,8 @@ class FitResult:
     is_main: bool = True
 
     def describe(self) -> str:
+        """What the run did, in a few lines (``rpnkit train`` prints them): steps, time and
+        rate, the checkpoint, validation figures and the best, images skipped."""
         s = self.summary
         done = f"{s.steps} steps" if not s.resumed_at else f"steps {s.resumed_at}-{s.steps}"
         lines = [

@@ -35,9 +35,12 @@ class ProposalResult:
     source: Path | None = None
 
     def to_coco_results(self) -> list[dict]:
+        """One COCO results entry per proposal: ``image_id``, ``file_name``, ``bbox`` [x, y,
+        w, h] in original pixels (rounded to 0.01 px), ``score`` (to 1e-5)."""
         return self.encoded().entries()
 
     def encoded(self) -> EncodedEntries:
+        """The entries as ``write_coco_results`` writes them (``encode_entries``)."""
         return encode_entries(self.image_id, self.file_name, self.boxes, self.scores)
 
 
@@ -60,12 +63,17 @@ class DetectionResult:
 
     @property
     def names(self) -> list[str]:
+        """Each detection's class name, in the order of ``boxes``."""
         return self._classes()["category_name"]
 
     def to_coco_results(self) -> list[dict]:
+        """One COCO results entry per detection: ``image_id``, ``file_name``, ``bbox`` [x, y,
+        w, h] in original pixels (rounded to 0.01 px), ``score`` (to 1e-5), ``category_id``
+        and ``category_name``."""
         return self.encoded().entries()
 
     def encoded(self) -> EncodedEntries:
+        """The entries as ``write_coco_results`` writes them (``encode_entries``)."""
         return encode_entries(
             self.image_id, self.file_name, self.boxes, self.scores, **self._classes()
         )

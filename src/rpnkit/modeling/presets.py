@@ -206,6 +206,8 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
 
 
 def preset_config(name: str) -> ModelConfig:
+    """The ``ModelConfig`` of preset ``name`` (``PRESETS``; docs/cli.md's table), a fresh one
+    each call: change it with ``dataclasses.replace``."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; available: {sorted(PRESETS)}")
     return PRESETS[name]()
