@@ -814,3 +814,167 @@ def test_a_checkpoint_whose_weights_overflow_is_one_line_at_loading(tmp_path):
     path = save_model(tmp_path / "c.safetensors", network, ModelSpec("rpn", preset_config("tiny")))
     with pytest.raises(ValueError, match=r"c.safetensors: the network's output on a probe image"):
         rpnkit.load(path, "cpu")
+
+
+# --- regressions of the Python API audit ----------------------------------------------------
+
+
+COCO_ANNOTATIONS = RACCOON.parent / "coco128" / "annotations"
+
+
+def _truncated(tmp_path: Path) -> Path:
+    """raccoon-1.jpg cut short: its header reads, its pixels do not (a worker finds it)."""
+    path = tmp_path / "trunc.jpg"
+    path.write_bytes((IMAGES / "raccoon-1.jpg").read_bytes()[:3000])
+    return path
+
+
+def _skipped_warnings(caught) -> list:
+    return [w for w in caught if issubclass(w.category, rpnkit.data.SkippedSample)]
+
+
+def test_a_coco_annotations_folder_is_read_by_inference_as_by_training(rpn, tmp_path):
+    from rpnkit.data import index_for_input
+
+    index = index_for_input(COCO_ANNOTATIONS, split="train2017")  # was: plain images, none
+    assert index.source == read_dataset(COCO_ANNOTATIONS, split="train2017").source
+    assert len(index.records) == 128
+    report = rpn.evaluate(str(COCO_ANNOTATIONS), split="train2017", batch_size=16)
+    assert isinstance(report, RecallReport) and len(report.kept) == 128
+    # a split given with plain images was ignored: it is refused as the other dataset options
+    shutil.copy(IMAGES / "raccoon-1.jpg", tmp_path)
+    expected = r"a folder of images without annotations: --split \(split=\) apply to datasets"
+    with pytest.raises(DataError, match=expected):
+        rpn.propose(tmp_path, split="train")
+    with pytest.raises(DataError, match=r"an image: --split \(split=\) apply to datasets only"):
+        rpn.propose(tmp_path / "raccoon-1.jpg", split="train2017")
+    assert len(rpn.propose(tmp_path, split="val")) == 1  # the default passes
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_skipped_image_is_one_warning_at_the_callers_line(checkpoints, tmp_path, capfd, workers):
+    model = rpnkit.load(checkpoints["detector"], "cpu", workers=workers, **SMALL)
+    bad = _truncated(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:  # Python's filters, as they are
+        results = model.detect([IMAGES / "raccoon-2.jpg", bad])
+    (warning,) = _skipped_warnings(caught)  # workers=2: none reached this process
+    assert str(warning.message).startswith(f"skipped {bad}: unreadable or truncated image")
+    assert warning.filename == __file__  # workers=0: was torch's _utils/fetch.py
+    assert len(results) == 1 and model.skipped == [str(warning.message)[len("skipped ") :]]
+    assert str(bad) not in capfd.readouterr().err  # no worker printed it too
+
+
+def test_a_skipped_image_of_sliced_inference_is_one_warning_at_the_callers_line(rpn, tmp_path):
+    bad = _truncated(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = rpn.propose([bad, IMAGES / "raccoon-2.jpg"], top=5, tile_size=256)
+    (warning,) = _skipped_warnings(caught)
+    assert str(bad) in str(warning.message) and warning.filename == __file__
+    assert len(results) == 1 and len(rpn.skipped) == 1
+
+
+def test_training_reports_each_skipped_image_once_at_the_callers_line(tmp_path):
+    data = tmp_path / "voc"
+    (data / "annotations").mkdir(parents=True)
+    (data / "images").mkdir()
+    for name in ("raccoon-1", "raccoon-2", "raccoon-3"):
+        shutil.copy(RACCOON / "annotations" / f"{name}.xml", data / "annotations")
+        shutil.copy(IMAGES / f"{name}.jpg", data / "images")
+    bad = data / "images" / "raccoon-3.jpg"
+    bad.write_bytes(bad.read_bytes()[:3000])
+    # 6 steps of 2 from 3 images: 4 epochs, the truncated image met in each
+    config = rpnkit.TrainConfig(steps=6, batch_size=2, lr=1e-3, warmup_steps=0, log_every=6)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # a repeat would show
+        run = rpnkit.fit(
+            rpnkit.DataConfig(str(data), short_side=96, max_size=144),
+            model="tiny",
+            train=config,
+            out=tmp_path / "run",
+            device="cpu",
+            progress=False,
+        )
+    (warning,) = _skipped_warnings(caught)
+    assert str(warning.message).startswith(f"skipped {bad}: unreadable or truncated image")
+    assert warning.filename == __file__
+    assert run.summary.skipped_images == 1 and run.summary.steps == 6  # counted, not lost
+
+
+def test_each_call_has_its_own_list_of_skipped_images(detector, tmp_path):
+    good = [IMAGES / "raccoon-1.jpg", IMAGES / "raccoon-2.jpg"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = detector.iter_detections([tmp_path / "nope1.jpg", *good])
+        first_skipped = detector.skipped
+        next(first)
+        second = detector.iter_detections(good[:1])
+        next(second)
+        assert len(list(first)) == 1  # an open iterator goes on with its own list
+        assert detector.skipped == [] and detector.skipped is not first_skipped  # the latest
+        assert first_skipped == [f"{tmp_path / 'nope1.jpg'}: image file not found"]
+        with pytest.raises(ValueError, match="batch_size must be"):
+            detector.detect(tmp_path / "nope2.jpg", batch_size=0)
+        assert detector.skipped == []  # a rejected call is the latest call too
+        # an image whose header cannot be read is listed as one whose pixels cannot be
+        text, cut = tmp_path / "text.jpg", _truncated(tmp_path)
+        text.write_text("not an image")
+        for path in (text, cut):
+            with pytest.raises(DataError, match="no readable image"):
+                detector.detect(path)
+            (line,) = detector.skipped
+            assert line.startswith(f"{path}: unreadable")
+
+
+def test_proposal_recall_counts_every_object_whatever_the_checkpoints_classes(detector, tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "images").mkdir()
+    shutil.copy(IMAGES / "raccoon-1.jpg", tmp_path / "images")
+    objects = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+        f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        for name, (x0, y0, x1, y1) in (("dog", (81, 88, 522, 408)), ("cat", (10, 10, 60, 50)))
+    )
+    (tmp_path / "annotations" / "raccoon-1.xml").write_text(
+        "<annotation><filename>raccoon-1.jpg</filename><size><width>650</width>"
+        f"<height>417</height></size>{objects}</annotation>"
+    )
+    assert detector.class_names == ("raccoon",)  # none of the dataset's classes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # was: 2 object(s) of classes not among the 1 given
+        report = detector.evaluate_proposals(str(tmp_path))
+    ((_, gt),) = report.kept
+    assert len(gt) == 2  # the dog and the cat (was: none)
+    assert 0 <= report.metrics["AR@100"] <= 1  # was -1: no object to find
+
+
+def test_a_folder_in_a_list_is_said_to_be_a_folder(detector):
+    with pytest.warns(rpnkit.data.SkippedSample) as caught:
+        results = detector.detect([IMAGES, IMAGES / "raccoon-1.jpg"])
+    (line,) = [str(w.message) for w in caught]
+    assert line == f"skipped {IMAGES}: a folder (give a folder on its own, not in a list)"
+    assert [r.file_name for r in results] == ["raccoon-1.jpg"]
+
+
+def test_an_empty_list_gives_no_result(rpn, detector):
+    assert detector.detect([]) == [] and detector.skipped == []
+    assert rpn.propose([]) == []
+    assert list(rpn.iter_proposals([], top=5)) == []
+    assert list(detector.iter_detections([])) == []
+    with (
+        pytest.warns(rpnkit.data.SkippedSample, match="nope.jpg"),
+        pytest.raises(DataError, match="no readable image"),  # unreadable inputs still raise
+    ):
+        rpn.propose(["/nope.jpg"])
+
+
+def test_detecting_with_an_rpn_names_the_python_way_too_at_the_call(rpn):
+    path = IMAGES / "raccoon-1.jpg"
+    expected = re.escape(
+        "not a Faster R-CNN checkpoint (an RPN: train one with --model faster-rcnn "
+        "(kind='faster-rcnn')); proposal checkpoints go to rpnkit propose (model.propose())"
+    )
+    with pytest.raises(ValueError, match=expected):
+        rpn.detect(path)
+    with pytest.raises(ValueError, match=expected):
+        rpn.iter_detections(path)  # at the call, not at the first next()

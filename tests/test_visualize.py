@@ -511,3 +511,13 @@ def test_proposals_vs_gt_picture_keys_proposals_found_and_missed_gt(tmp_path, mo
         ],
     ]
     _assert_legends_beside_the_images(fig)
+
+
+def test_show_of_an_unreadable_image_is_one_line_naming_it(tmp_path, capsys):
+    image = tmp_path / "cut.jpg"
+    image.write_bytes((RACCOON / "images" / "raccoon-1.jpg").read_bytes()[:2000])
+    argv = ["show", "labels", str(image), "--preset", "tiny", "--out", str(tmp_path / "x.png")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"rpnkit show: error: {image}: unreadable")
+    assert not (tmp_path / "x.png").exists()

@@ -74,8 +74,9 @@ class EmptyBatch:
 def collate(
     items: Sequence[dict | Unreadable | None], size_divisible: int = SIZE_DIVISIBLE
 ) -> Batch | EmptyBatch:
-    """Pad a list of dataset items into a Batch. Unreadable items (already reported) are left
-    out and listed in ``skipped``; if none is left the result is an ``EmptyBatch``."""
+    """Pad a list of dataset items into a Batch. Unreadable items are left out and listed in
+    ``skipped`` (warned of by whoever collects the batches: ``dataset.report_skipped``); if
+    none is left the result is an ``EmptyBatch``."""
     if len(items) == 0:
         raise ValueError("empty batch: no images were given")
     kinds = (dict, Unreadable, type(None))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +22,9 @@ from .transforms import Compose
 
 @dataclass(frozen=True)
 class Unreadable:
-    """In place of an item whose image could not be read (reported once, where it happened):
-    ``collate`` leaves it out and counts it in the batch's ``skipped``."""
+    """In place of an item whose image could not be read: ``collate`` leaves it out and lists
+    it in the batch's ``skipped``, which the process that collects the batches reports
+    (``report_skipped``), once, where the caller can catch it."""
 
     message: str
 
@@ -29,11 +33,35 @@ class Unreadable:
 
 
 def skip(message: str, strict: bool) -> Unreadable:
-    """Raise with ``strict``; otherwise warn once and return the marker."""
+    """Raise with ``strict``; otherwise the marker, not warned here: an item may be made in a
+    DataLoader worker, whose warnings the caller's ``warnings`` filters never see."""
     if strict:
         raise DataError(message)
-    warnings.warn(f"skipped {message}", SkippedSample, stacklevel=3)
     return Unreadable(message)
+
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def report_skipped(messages: Iterable[str]) -> None:
+    """One ``SkippedSample`` warning, ``skipped <message>``, per message, attributed to the
+    code that called rpnkit (the caller of the outermost rpnkit frame on the stack): not to
+    torch's DataLoader or tqdm, which rpnkit's generators run through."""
+    messages = list(messages)
+    level = _caller_of_package() if messages else 1
+    for message in messages:
+        warnings.warn(f"skipped {message}", SkippedSample, stacklevel=level)
+
+
+def _caller_of_package() -> int:
+    """The ``stacklevel`` (of a warning issued by this function's caller) of the frame that
+    called the outermost rpnkit frame; that frame itself when nothing called it."""
+    frame, level, outermost = sys._getframe(1), 1, 1  # level 1: the frame that warns
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(PACKAGE_DIR):
+            outermost = level
+        frame, level = frame.f_back, level + 1
+    return outermost + 1 if outermost + 1 < level else outermost
 
 
 class DetectionDataset(Dataset):
@@ -41,10 +69,10 @@ class DetectionDataset(Dataset):
     transformed image, ``labels``, ``ignore``, ``areas`` (in original pixels), ``image_id``,
     ``file_name``, ``scale`` (resize factor), ``orig_size`` (h, w) and ``source`` (the file).
 
-    An image that cannot be decoded gives an ``Unreadable`` marker with a warning (``collate``
-    leaves it out and counts it), or raises with ``strict``. Randomness (flips, scales) comes
-    from ``seed``, the item index and the epoch set by ``set_epoch``, so runs are reproducible
-    whatever the worker count.
+    An image that cannot be decoded gives an ``Unreadable`` marker (``collate`` leaves it out
+    and lists it, and the batches' collector warns: ``report_skipped``), or raises with
+    ``strict``. Randomness (flips, scales) comes from ``seed``, the item index and the epoch
+    set by ``set_epoch``, so runs are reproducible whatever the worker count.
 
     ``proposals`` (file name -> (K, 4) xyxy boxes in original pixels, best first), when given,
     are carried through the same transforms as the boxes and returned as ``proposals``: the

@@ -4,7 +4,6 @@ them (``DetectionDataset``'s items, without boxes for plain images)."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .csv_boxes import BOXES, csv_kind
-from .dataset import Unreadable, make_item, planned_item, skip
+from .dataset import Unreadable, make_item, planned_item, report_skipped, skip
 from .device_images import read_jpeg
 from .images import load_rgb, to_rgb
 from .readers import (
@@ -22,7 +21,6 @@ from .readers import (
     DataError,
     DatasetIndex,
     Record,
-    SkippedSample,
     image_size,
     read_dataset,
 )
@@ -32,11 +30,13 @@ ImageLike = Image.Image | np.ndarray | torch.Tensor
 
 
 def looks_like_dataset(path: Path) -> bool:
-    """A folder that holds annotations (COCO, VOC, YOLO or a CSV of boxes), not only images."""
+    """A folder that holds annotations (COCO, VOC, YOLO or a CSV of boxes), not only images:
+    whatever ``readers.detect_format`` tells a format by (a COCO JSON at the top too)."""
     return (
         (path / "data.yaml").is_file()
         or any(path.glob("annotations/*"))
         or any(path.glob("Annotations/*"))
+        or any(path.glob("*.json"))
         or any(path.glob("*.xml"))
         or any(csv_kind(p) == BOXES for p in path.glob("*.csv"))
     )
@@ -59,10 +59,10 @@ def index_for_input(
     images and a CSV's class map are, as for ``read_dataset``."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        _check_no_dataset_options(path, split_file, class_map)
+        _check_no_dataset_options(path, split, split_file, class_map)
         return _image_index([path], [], path, strict)
     if path.is_dir() and fmt is None and images is None and not looks_like_dataset(path):
-        _check_no_dataset_options(path, split_file, class_map)
+        _check_no_dataset_options(path, split, split_file, class_map)
         files = sorted(p for p in path.iterdir() if p.is_file())
         pictures = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [
@@ -83,9 +83,14 @@ def index_for_input(
     )
 
 
-def _check_no_dataset_options(path: Path, split_file, class_map) -> None:
-    """A dataset's options given with plain images would be ignored: say so instead."""
-    options = {"--split-file (split_file=)": split_file, "--class-map (class_map=)": class_map}
+def _check_no_dataset_options(path: Path, split: str, split_file, class_map) -> None:
+    """A dataset's options given with plain images would be ignored: say so instead (a split
+    other than the default ``"val"``, which every reader of plain images passes)."""
+    options = {
+        "--split (split=)": None if split == "val" else split,
+        "--split-file (split_file=)": split_file,
+        "--class-map (class_map=)": class_map,
+    }
     given = [name for name, value in options.items() if value is not None]
     if given:
         what = "an image" if path.is_file() else "a folder of images without annotations"
@@ -94,9 +99,9 @@ def _check_no_dataset_options(path: Path, split_file, class_map) -> None:
 
 def _image_index(files: list[Path], issues: list[str], source: Path, strict: bool):
     """Plain images as records without boxes (sizes from the file headers); every file left
-    out is warned once and listed in ``issues``; no readable image at all is an error."""
-    for line in issues:
-        warnings.warn(f"skipped {line}", SkippedSample, stacklevel=3)
+    out is warned once and listed in ``issues``; no readable image at all is an error, which
+    lists the images left out in ``image_issues`` as the index would."""
+    report_skipped(issues)
     records, unreadable = [], []
     for i, f in enumerate(files):
         try:
@@ -104,14 +109,16 @@ def _image_index(files: list[Path], issues: list[str], source: Path, strict: boo
         except DataError as err:
             if strict:
                 raise
-            warnings.warn(f"skipped {err}", SkippedSample, stacklevel=3)
+            report_skipped([str(err)])
             unreadable.append(str(err))
             continue
         records.append(empty_record(f, i, width, height))
     issues = issues + unreadable
     if not records:
         why = f" ({len(issues)} file(s) skipped; first: {issues[0]})" if issues else ""
-        raise DataError(f"{source}: no readable image{why}")
+        error = DataError(f"{source}: no readable image{why}")
+        error.image_issues = unreadable
+        raise error
     return DatasetIndex(records, [], issues, source=str(source), image_issues=unreadable)
 
 
@@ -125,8 +132,9 @@ def empty_record(path: Path, image_id: int | str, width: int, height: int) -> Re
 class ImageList(Dataset):
     """Images given one by one, as files or in memory (see ``to_rgb``), as dataset items
     without boxes. ``names`` name the in-memory images in results (default ``image-<i>``);
-    files keep their own names. An unreadable file gives ``Unreadable`` with a warning (or
-    raises with ``strict``), as in ``DetectionDataset``; ``decode_on_device`` as there too."""
+    files keep their own names. An unreadable file (or a folder: it is read whole on its own
+    only) gives ``Unreadable``, warned of where the batches are collected (or raises with
+    ``strict``), as in ``DetectionDataset``; ``decode_on_device`` as there too."""
 
     def __init__(
         self,
@@ -168,6 +176,8 @@ class ImageList(Dataset):
     def __getitem__(self, i: int) -> dict | Unreadable:
         source = self.sources[i]
         path = Path(source) if isinstance(source, (str, Path)) else None
+        if path is not None and path.is_dir():
+            return skip(f"{path}: a folder (give a folder on its own, not in a list)", self.strict)
         if self._device_decodes(source):
             header = read_jpeg(path)
             if header is not None:

@@ -1,5 +1,6 @@
 """Running a network over a dataset in batches: the one loop behind proposals, detections and
-evaluation. Unreadable images (already reported) are left out and counted.
+evaluation. Unreadable images are left out and counted (and warned of where the batches are
+collected: ``data.report_skipped``).
 
 GPU->CPU synchronisation: one per batch, waiting for the previous batch's outputs (already
 computed while the current batch was queued) in ``HostCopy.get``. (On CUDA the detector's

@@ -45,6 +45,7 @@ from torch.utils.data import Dataset
 from ..config import check_compile, check_count, check_number
 from ..data import (
     Compose,
+    DataError,
     DatasetIndex,
     DetectionDataset,
     ImageList,
@@ -136,7 +137,7 @@ class Predictor:
         inference_precision(amp, self.device)  # an unusable setting fails here, once
         self.amp = amp
         self.short_side, self.max_size = short_side, max_size
-        self.skipped: list[str] = []  # the images the last call could not read (reported)
+        self.skipped: list[str] = []  # the images the latest call could not read (reported)
         self.pace = Pace()  # when the last call's batches reached the host (its steady rate)
         self.source: Path | None = None  # the checkpoint file, when loaded from one
 
@@ -250,16 +251,18 @@ class Predictor:
         progress: bool,
         desc: str,
         data_options: dict,
+        skipped: list[str],
         grouped: bool = False,
         categories: dict | None = None,
     ):
         """(metas, outputs) of ``inputs``: whole images in batches (``run_batches``), or with
-        ``slicing`` one image at a time, its tiles merged by ``merge`` (``sliced_batches``).
-        ``grouped``: batches of wide or of tall images only where the dataset knows which
-        (its metas then carry ``position``: ``in_input_order`` restores the order);
-        ``categories``: a dict that gets the dataset's COCO category ids of the classes
-        under ``"ids"`` (``coco_category_ids``), for the detections to be written with."""
-        self.skipped.clear()  # the same list: callers may hold it
+        ``slicing`` one image at a time, its tiles merged by ``merge`` (``sliced_batches``);
+        none for a list of no image. ``skipped``: the call's own list (``_new_call``), that
+        gets the images left out. ``grouped``: batches of wide or of tall images only where
+        the dataset knows which (its metas then carry ``position``: ``in_input_order``
+        restores the order); ``categories``: a dict that gets the dataset's COCO category ids
+        of the classes under ``"ids"`` (``coco_category_ids``), for the detections to be
+        written with."""
         common = {
             "batch_size": batch_size,
             "device": self.device,
@@ -267,12 +270,15 @@ class Predictor:
             "desc": desc,
             "precision": self.precision(amp),
             "workers": self.workers,
-            "skipped": self.skipped,
+            "skipped": skipped,
         }
         whole = slicing is None
-        dataset = self._dataset(inputs, self._transforms(slicing), **data_options, whole=whole)
+        transforms = self._transforms(slicing)
+        dataset = self._read(skipped, inputs, transforms, **data_options, whole=whole)
         index = getattr(dataset, "index", None)  # images its reader left out count as skipped
-        self.skipped.extend(getattr(index, "image_issues", []))
+        skipped.extend(getattr(index, "image_issues", []))
+        if isinstance(dataset, ImageList) and len(dataset) == 0:  # a loop's empty batch
+            return iter(())
         if categories is not None:
             categories["ids"] = coco_category_ids(dataset, self.class_names)
         if whole:
@@ -284,6 +290,21 @@ class Predictor:
         return self.pace.track(
             sliced_batches(forward, dataset, slicing, merge, resize=resize, **common)
         )
+
+    def _new_call(self) -> list[str]:
+        """The images a call leaves out: a list of its own, from its start (an iterator still
+        open keeps filling its list), which ``skipped`` shows until the next call."""
+        self.skipped = []
+        return self.skipped
+
+    def _read(self, skipped: list[str], inputs: Inputs, transforms: Compose, **options) -> Dataset:
+        """``_dataset``, the images of a reader that finds none readable (its ``DataError``)
+        listed in ``skipped`` all the same, as those of a dataset's workers are."""
+        try:
+            return self._dataset(inputs, transforms, **options)
+        except DataError as err:
+            skipped.extend(getattr(err, "image_issues", []))
+            raise
 
     def _transforms(self, slicing: SliceConfig | None) -> Compose:
         """Resized for the network; sliced inference reads images at native resolution."""
@@ -369,6 +390,7 @@ class Predictor:
         ``proposal_config`` overrides the RPN's test setting (the alternating schedule
         proposes with its training one); a ``top`` above its limit raises the limit.
         ``tile_size``, ``tile_overlap``, ``full_view``: sliced inference (module docstring)."""
+        skipped = self._new_call()
         check_call(self.iter_proposals, inputs, data_options)
         check_count("top", top)
         check_count("batch_size", batch_size)
@@ -387,6 +409,7 @@ class Predictor:
                     "amp": amp,
                     "progress": progress,
                     "grouped": True,
+                    "skipped": skipped,
                 },
                 desc="proposing",
                 data_options={"own_names": True, **data_options},  # every object of its class
@@ -425,17 +448,20 @@ class Predictor:
         order; at most ``max_detections`` per image (default: the model's, 100; fewer keeps
         the best, more raises the model's limits for the call alone). ``tile_size``...:
         sliced inference (module docstring). The data is read as the results are asked for."""
+        skipped = self._new_call()
         check_call(self.iter_detections, inputs, data_options)
+        self._detector()  # at the call, not at the first result
         check_count("max_detections", max_detections, optional=True)
         check_count("batch_size", batch_size)
         check_number("score_threshold", score_threshold, low=0, high=1, optional=True)
         categories: dict = {}  # a COCO JSON's ids, once its dataset is made (this call's own)
+        options = {"batch_size": batch_size, "amp": amp, "progress": progress, "grouped": True}
         batches = self._detection_batches(  # a generator: the data is read as it is used
             inputs,
             limit=max_detections,
             merge_as="detections",
             slicing=slice_config(tile_size, tile_overlap, full_view),
-            options={"batch_size": batch_size, "amp": amp, "progress": progress, "grouped": True},
+            options={**options, "skipped": skipped},
             desc="detecting",
             data_options={"own_names": True, **data_options},  # no object skipped for its class
             categories=None if self.class_agnostic else categories,
@@ -498,18 +524,26 @@ class Predictor:
         proposals per image, or ``top`` (AR@k counts up to 1000); sliced, of up to ``top`` or
         1000 per image. A detector is scored through its RPN, or on its ``final_boxes``
         (default for a class-agnostic one: OLN's boxes are proposals; ``top`` then sets its
-        number of detections)."""
+        number of detections). A path is read with the dataset's own classes (recall is
+        class-agnostic: every object counts, whatever the checkpoint's classes)."""
+        skipped = self._new_call()
         check_call(self.evaluate_proposals, data, data_options)
         slicing = slice_config(tile_size, tile_overlap, full_view)
-        dataset = self._dataset(
-            data, self._transforms(slicing), **data_options, whole=slicing is None
+        transforms = self._transforms(slicing)
+        dataset = self._read(
+            skipped, data, transforms, **data_options, own_names=True, whole=slicing is None
         )
         batches = self._recall_batches(
             labelled(dataset),
             top=top,
             final_boxes=final_boxes,
             slicing=slicing,
-            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            options={
+                "batch_size": batch_size,
+                "amp": amp,
+                "progress": progress,
+                "skipped": skipped,
+            },
             data_options={},
         )
         with contextlib.closing(batches):
@@ -535,10 +569,12 @@ class Predictor:
         on seen-class objects removed before the budget, and the all-class recall, of the
         proposals ``evaluate_proposals`` scores. A path is read with the dataset's own class
         names (never mapped to a detector's: the novel objects must stay)."""
+        skipped = self._new_call()
         check_call(self.evaluate_novel_classes, data, data_options)
         slicing = slice_config(tile_size, tile_overlap, full_view)
-        dataset = self._dataset(
-            data, self._transforms(slicing), **data_options, own_names=True, whole=slicing is None
+        transforms = self._transforms(slicing)
+        dataset = self._read(
+            skipped, data, transforms, **data_options, own_names=True, whole=slicing is None
         )
         names = getattr(dataset, "class_names", None) or getattr(
             getattr(dataset, "index", None), "class_names", None
@@ -550,7 +586,12 @@ class Predictor:
             top=top,
             final_boxes=final_boxes,
             slicing=slicing,
-            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            options={
+                "batch_size": batch_size,
+                "amp": amp,
+                "progress": progress,
+                "skipped": skipped,
+            },
             data_options={},
         )
         with contextlib.closing(batches):
@@ -617,19 +658,24 @@ class Predictor:
     ) -> DetectionReport:
         """COCO and VOC mAP on a labelled dataset whose classes are the checkpoint's, of up to
         ``max_detections`` per image (as ``iter_detections``)."""
+        skipped = self._new_call()
         check_call(self.evaluate_detections, data, data_options)
         detector = self._detector()
         slicing = slice_config(tile_size, tile_overlap, full_view)
-        dataset = self._dataset(
-            data, self._transforms(slicing), **data_options, whole=slicing is None
-        )
+        transforms = self._transforms(slicing)
+        dataset = self._read(skipped, data, transforms, **data_options, whole=slicing is None)
         self._check_classes(labelled(dataset))
         batches = self._detection_batches(
             dataset,
             limit=max_detections,
             merge_as="detections",
             slicing=slicing,
-            options={"batch_size": batch_size, "amp": amp, "progress": progress},
+            options={
+                "batch_size": batch_size,
+                "amp": amp,
+                "progress": progress,
+                "skipped": skipped,
+            },
             desc="detecting",
             data_options={},
         )
@@ -663,7 +709,8 @@ class Predictor:
             where = f"{self.source}: " if self.source is not None else ""
             raise ValueError(
                 f"{where}not a Faster R-CNN checkpoint (an RPN: train one with --model "
-                "faster-rcnn); proposal checkpoints go to rpnkit propose"
+                "faster-rcnn (kind='faster-rcnn')); proposal checkpoints go to rpnkit propose "
+                "(model.propose())"
             )
         return self.network
 

@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from ..config import check_count
 from ..data import Compose, DataError, collate
+from ..data.dataset import report_skipped
 from ..modeling.roi_heads import Detections
 from ..modeling.rpn import Proposals
 from ..modeling.sizes import SIZE_DIVISIBLE
@@ -274,7 +275,8 @@ def sliced_batches(
     pending: list[tuple[_Image, View]] = []
     readable, unreadable = 0, []
     for item in tqdm(loader, total=len(dataset), desc=desc, disable=not progress):
-        if not isinstance(item, dict):  # Unreadable: reported where it happened
+        if not isinstance(item, dict):  # Unreadable: reported here, not in a worker
+            report_skipped([str(item)])
             unreadable.append(str(item))
             if skipped is not None:
                 skipped.append(str(item))

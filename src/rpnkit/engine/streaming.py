@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..data import Batch, EmptyBatch
+from ..data.dataset import report_skipped
 
 
 def batch_tensors(batch: Batch) -> list[Tensor]:
@@ -44,7 +45,8 @@ class DevicePrefetcher:
     decodes their JPEGs, ``data.device_images``) on a second stream, while the caller's thread
     queues the model's work: neither the copies nor the decoding (nvJPEG waits for its own
     work) hold up the launches. PyTorch's operators release the GIL while they run. An error
-    of the loader (a ``DataError`` under ``strict``) is raised in the caller's thread.
+    of the loader (a ``DataError`` under ``strict``) is raised in the caller's thread, where
+    the batches' unreadable images are warned of too (``SkippedSample``, each once).
     ``threaded``: None for CUDA only (on the CPU the model needs the cores)."""
 
     def __init__(
@@ -63,6 +65,17 @@ class DevicePrefetcher:
         self.threaded = self.stream is not None if threaded is None else threaded
 
     def __iter__(self) -> Iterator[Batch | EmptyBatch]:
+        """The batches, each one's unreadable images reported here, in the caller's process
+        and thread (``data.report_skipped``: a DataLoader worker's warnings never reach the
+        caller's filters), each image once however often it is met (an epoch each)."""
+        reported: set[str] = set()
+        with contextlib.closing(self._batches()) as batches:  # closed with this one: its thread
+            for batch in batches:
+                report_skipped(dict.fromkeys(m for m in batch.skipped if m not in reported))
+                reported.update(batch.skipped)
+                yield batch
+
+    def _batches(self) -> Iterator[Batch | EmptyBatch]:
         if not self.threaded:
             for batch in self.batches:
                 yield batch.to(self.device) if isinstance(batch, Batch) else batch

@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ..data import DatasetIndex, DetectionDataset, collate, eval_transforms, index_for_input
+from ..data import (
+    DatasetIndex,
+    DetectionDataset,
+    Unreadable,
+    collate,
+    eval_transforms,
+    index_for_input,
+)
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine import runner
 from ..engine.runtime import Predictor, load
@@ -45,8 +52,8 @@ def _indexed_item(
             f"{path}: index {index} out of range ({len(dataset_index.records)} images)"
         )
     item = DetectionDataset(dataset_index, eval_transforms(short, max_size))[index]
-    if item is None:
-        raise ValueError(f"{dataset_index.records[index].path}: unreadable image")
+    if isinstance(item, Unreadable):  # the marker names the file and what was wrong
+        raise ValueError(str(item))
     return dataset_index, item
 
 
