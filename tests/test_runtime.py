@@ -978,3 +978,23 @@ def test_detecting_with_an_rpn_names_the_python_way_too_at_the_call(rpn):
         rpn.detect(path)
     with pytest.raises(ValueError, match=expected):
         rpn.iter_detections(path)  # at the call, not at the first next()
+
+
+def test_load_names_a_wrong_path_flag_or_compile_backend_before_any_work(checkpoints):
+    from rpnkit.engine.trainer import Trainer
+
+    for path in (None, 123):
+        with pytest.raises(TypeError, match=r"load\(\): path must be a checkpoint file's path"):
+            rpnkit.load(path)
+    checkpoint = checkpoints["rpn"]
+    with pytest.raises(TypeError, match="fold_bn must be True or False, got 'no'"):
+        rpnkit.load(checkpoint, "cpu", fold_bn="no")  # was taken as true: folded
+    with pytest.raises(TypeError, match=r"channels_last must be True, False or None \(by device"):
+        rpnkit.load(checkpoint, "cpu", channels_last="yes")
+    with pytest.raises(TypeError, match="group_by_aspect must be True or False, got 1"):
+        rpnkit.load(checkpoint, "cpu", group_by_aspect=1)
+    with pytest.raises(ValueError, match=r"compile: torch.compile has no backend 'nope' \(e.g."):
+        rpnkit.load(checkpoint, "cpu", compile="nope")
+    with pytest.raises(ValueError, match=r"TrainConfig.compile \(--compile\): torch.compile has"):
+        Trainer(rpnkit.build_model(rpnkit.preset_config("tiny")), [],
+                rpnkit.TrainConfig(compile="x"), out_dir="unused")  # fmt: skip

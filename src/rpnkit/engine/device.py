@@ -107,6 +107,17 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     return model
 
 
+def check_backend(name: str, compile: bool | str) -> None:
+    """A ValueError naming the setting ``name`` when ``compile`` names a backend that
+    ``torch.compile`` does not know (found before any work, not at the first step)."""
+    if isinstance(compile, str):
+        import torch._dynamo
+
+        if compile not in torch._dynamo.list_backends(exclude_tags=()):  # debug ones too
+            shown = ", ".join(["eager", *torch._dynamo.list_backends()])
+            raise ValueError(f"{name}: torch.compile has no backend {compile!r} (e.g. {shown})")
+
+
 def compile_in_place(model: nn.Module, backend: str = "inductor") -> nn.Module:
     """``torch.compile`` the model's forward in place with ``backend`` (``nn.Module.compile``:
     the module, its attributes and its state dict stay as they are), and its first stage's too

@@ -58,6 +58,7 @@ from ..modeling.roi_heads import Detections
 from ..modeling.rpn import ProposalConfig, Proposals
 from .checkpoint import ModelSpec, load_model_and_size
 from .device import (
+    check_backend,
     compile_in_place,
     decodes_on_device,
     fold_for_inference,
@@ -124,6 +125,8 @@ class Predictor:
         group_by_aspect: bool = False,
     ) -> None:
         check_settings(network, spec, short_side, max_size, workers, compile)
+        check_flags(fold_bn=fold_bn, group_by_aspect=group_by_aspect, channels_last=channels_last,
+                    decode_on_device=decode_on_device)  # fmt: skip
         self.device = resolve_device(device)
         self.group_by_aspect = group_by_aspect
         self.decode_on_device = decodes_on_device(decode_on_device, self.device)
@@ -723,6 +726,7 @@ def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, wo
     check_count("max_size", max_size)
     check_number("workers", workers, low=0, integer=True, optional=True)
     check_compile("compile", compile)
+    check_backend("compile", compile)
     heads = getattr(network, "roi_heads", None)  # a class-agnostic one labels "object"
     agnostic = heads is None or heads.config.class_agnostic
     classes = None if agnostic else heads.config.num_classes - 1
@@ -731,6 +735,16 @@ def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, wo
             f"the spec names {len(spec.class_names or ())} class(es) and the detector's box "
             f"head has {classes}: one name per class, background apart"
         )
+
+
+def check_flags(**flags) -> None:
+    """A TypeError naming a Predictor's on/off setting given something else (``fold_bn="no"``
+    would fold); the ones whose None means "by device" may be None."""
+    by_device = ("channels_last", "decode_on_device")
+    for name, value in flags.items():
+        if not isinstance(value, bool) and not (value is None and name in by_device):
+            rule = "True, False or None (by device)" if name in by_device else "True or False"
+            raise TypeError(f"{name} must be {rule}, got {value!r}")
 
 
 INTERNAL = ("self", "inputs", "transforms", "own_names", "whole")
@@ -833,6 +847,8 @@ def load(
     an RPN or a Faster R-CNN is read from the file. Nothing in the file is executed. Images
     are resized as in training (the size the checkpoint records; 800 and 1333 where it
     records none), unless ``short_side`` / ``max_size`` say otherwise."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load(): path must be a checkpoint file's path, got {type(path).__name__}")
     device = resolve_device(device)
     network, spec, trained = load_model_and_size(path, device)
     trained = trained or (DEFAULT_SHORT_SIDE, DEFAULT_MAX_SIZE)

@@ -37,7 +37,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .device import check_amp, decodes_on_device, memory_layout_for
+from .device import check_amp, check_backend, decodes_on_device, memory_layout_for
 from .distributed import ddp_buffer_options, distributed_context
 from .divergence import EXPLODED_LOSS, DivergenceWatch
 from .run_log import RunLog
@@ -222,6 +222,7 @@ class Trainer:
         self.context = distributed_context()
         self.device = self.context.device(device)
         check_amp(config.amp, self.device)
+        check_backend("TrainConfig.compile (--compile)", config.compile)
         if config.warmup_steps > config.steps and resume is None:
             peak = config.lr * max(lr_factor(step, config) for step in range(config.steps))
             warnings.warn(
