@@ -579,3 +579,16 @@ def test_inference_commands_take_the_loaders_workers(tmp_path):
         assert load_runtime(args).workers == 3
     args = parser.parse_args(["eval", "--checkpoint", str(ckpt), "--data", "d"])
     assert args.workers is None and load_runtime(args).workers == 0  # the CPU's default
+
+
+def test_the_prefetcher_passes_what_is_not_a_batch_through_and_warns_each_skip_once():
+    from rpnkit.data import SkippedSample, SyntheticShapes, collate
+    from rpnkit.data.dataset import Unreadable
+    from rpnkit.engine.streaming import DevicePrefetcher
+
+    items = SyntheticShapes(2)
+    batch = collate([items[0], Unreadable("a.jpg: cut short"), items[1]])
+    with pytest.warns(SkippedSample, match="skipped a.jpg: cut short") as caught:
+        out = list(DevicePrefetcher(iter([batch, None, batch]), torch.device("cpu")))
+    assert out[1] is None and len(out) == 3
+    assert len([w for w in caught if issubclass(w.category, SkippedSample)]) == 1

@@ -71,8 +71,9 @@ class DevicePrefetcher:
         reported: set[str] = set()
         with contextlib.closing(self._batches()) as batches:  # closed with this one: its thread
             for batch in batches:
-                report_skipped(dict.fromkeys(m for m in batch.skipped if m not in reported))
-                reported.update(batch.skipped)
+                skipped = getattr(batch, "skipped", ())  # anything else passes through as is
+                report_skipped(dict.fromkeys(m for m in skipped if m not in reported))
+                reported.update(skipped)
                 yield batch
 
     def _batches(self) -> Iterator[Batch | EmptyBatch]:
