@@ -8,6 +8,7 @@ header is written with the first row, so that the columns follow the model, not 
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 
@@ -72,7 +73,13 @@ def logged_validations(out_dir: Path) -> dict[int, dict[str, float]]:
     except ImportError:  # then the run wrote no events either
         return {}
     accumulator = EventAccumulator(str(events), size_guidance={"scalars": 0})  # 0: keep all
-    accumulator.Reload()
+    quiet = logging.getLogger("tensorboard")  # a resumed run's purge is logged as a restart
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        accumulator.Reload()
+    finally:
+        quiet.setLevel(level)
     history: dict[int, dict[str, float]] = {}
     for tag in accumulator.Tags().get("scalars", []):
         if tag.startswith("eval/"):
