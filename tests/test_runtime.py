@@ -849,6 +849,14 @@ def test_a_coco_annotations_folder_is_read_by_inference_as_by_training(rpn, tmp_
     with pytest.raises(DataError, match=r"an image: --split \(split=\) apply to datasets only"):
         rpn.propose(tmp_path / "raccoon-1.jpg", split="train2017")
     assert len(rpn.propose(tmp_path, split="val")) == 1  # the default passes
+    # a JSON beside the photos that is no COCO dataset (a results list, a manifest) leaves
+    # them plain images: propose's own proposals.json, written there, read again
+    (tmp_path / "proposals.json").write_text('[{"image_id": 1, "bbox": [0, 0, 1, 1]}]')
+    (tmp_path / "manifest.json").write_text('{"camera": "x"}')
+    assert len(rpn.propose(tmp_path)) == 1
+    (tmp_path / "instances_val.json").write_text('{"images": [], "annotations": []}')
+    with pytest.raises(DataError, match="instances_val.json"):  # a COCO file there: a dataset
+        rpn.propose(tmp_path)
 
 
 @pytest.mark.parametrize("workers", [0, 2])

@@ -1138,10 +1138,29 @@ def _detect_file(path: Path) -> str | None:
     return None
 
 
+def coco_jsons(folder: Path) -> list[Path]:
+    """The COCO JSON files of a dataset folder, sorted: those in ``annotations/``, else those
+    at the top that look like one (an object naming ``images`` or ``annotations`` early), not
+    any JSON beside a folder of photos (a results list such as ``proposals.json``, a
+    manifest)."""
+    return sorted(folder.glob("annotations/*.json")) or sorted(
+        p for p in folder.glob("*.json") if _looks_like_coco(p)
+    )
+
+
+def _looks_like_coco(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            head = f.read(1 << 20).decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
+    except OSError:
+        return False
+    return head.startswith("{") and ('"images"' in head or '"annotations"' in head)
+
+
 def _detect_folder(path: Path) -> str | None:
     if (path / "data.yaml").is_file():
         return "yolo"
-    if list(path.glob("annotations/*.json")) or list(path.glob("*.json")):
+    if coco_jsons(path):
         return "coco"
     for pattern in ("annotations/*.xml", "Annotations/*.xml", "*.xml"):
         if list(path.glob(pattern)):
@@ -1218,7 +1237,7 @@ def read_dataset(
         raise DataError(f"{path}: --class-map applies to CSV datasets only, not {fmt}")
     if fmt == "coco":
         if path.is_dir():
-            candidates = sorted(path.glob("annotations/*.json")) or sorted(path.glob("*.json"))
+            candidates = coco_jsons(path)
             matching = [c for c in candidates if split in c.stem]
             if not matching:
                 raise DataError(

@@ -21,6 +21,7 @@ from .readers import (
     DataError,
     DatasetIndex,
     Record,
+    coco_jsons,
     image_size,
     read_dataset,
 )
@@ -36,7 +37,7 @@ def looks_like_dataset(path: Path) -> bool:
         (path / "data.yaml").is_file()
         or any(path.glob("annotations/*"))
         or any(path.glob("Annotations/*"))
-        or any(path.glob("*.json"))
+        or bool(coco_jsons(path))
         or any(path.glob("*.xml"))
         or any(csv_kind(p) == BOXES for p in path.glob("*.csv"))
     )
