@@ -17,8 +17,9 @@ level, and of ratios; the sizes increase with the stride, level after level; the
 the ratios, h / w in ``RATIO_RANGE``), so the model's head keeps its shape. A coordinate ascent
 over the sizes and ratios, from the preset's anchors and from a k-means start (distance 1 -
 IoU of boxes sharing a centre, as YOLOv2), maximises the boxes whose best anchor reaches the
-RPN's positive IoU, scored on the anchor grids themselves, and may not lose a box the preset's
-anchors reach at any of ``THRESHOLDS`` in any COCO size range. When nothing beats the preset,
+RPN's positive IoU, scored on the anchor grids themselves, and may not leave any COCO size
+range with fewer boxes reached at any of ``THRESHOLDS`` than the preset's anchors reach (counts
+per range: a box may trade places with another of its range). When nothing beats the preset,
 its anchors are kept and the report says so.
 
 Shape glossary:
@@ -565,11 +566,11 @@ def fit_anchors(
     level, the same number of strides wide on all (a Cascade RPN's).
 
     The search maximises the boxes whose best anchor reaches ``threshold`` (the RPN's positive
-    IoU; their mean best IoU breaks ties) without losing a box that ``config``'s anchors reach
-    at any of ``THRESHOLDS``, in any COCO size range; it starts from ``config``'s anchors and
-    from a k-means one (``seed``, which also draws the boxes searched when there are over
-    ``SEARCH_BOXES``). ``config`` itself comes back when the fit does not match more of
-    ``sample``'s boxes at ``threshold`` or loses one."""
+    IoU; their mean best IoU breaks ties) without any COCO size range having fewer boxes at
+    any of ``THRESHOLDS`` than ``config``'s anchors reach (counts per range); it starts from
+    ``config``'s anchors and from a k-means one (``seed``, which also draws the boxes searched
+    when there are over ``SEARCH_BOXES``). ``config`` itself comes back when the fit does not
+    match more of ``sample``'s boxes at ``threshold`` or a range's count falls."""
     wh, offsets = _box_placement(config, sample)
     groups = np.stack(
         [(sample.areas >= lo) & (sample.areas <= hi) for lo, hi in AREA_RANGES.values()]
@@ -695,15 +696,15 @@ class AnchorReport:
         n, iou = self.num_boxes, f"IoU >= {self.fit_iou:g} (the RPN's positive IoU)"
         before, after = self.matched["preset"], self.matched["fitted"]
         levels = ", ".join(f"{t:g}" for t in sorted(set(THRESHOLDS) | {self.fit_iou}))
-        kept = f"the boxes they reach at IoU >= {levels} in any size range"
+        kept = f"no size range with fewer boxes at IoU >= {levels}"
         if not self.fit_improved:
             return [
                 f"\nno fitted anchors beat the ones above: none found match more than their "
-                f"{before} of {n} boxes at {iou} without losing one of {kept}. Keeping them."
+                f"{before} of {n} boxes at {iou} with {kept}. Keeping them."
             ]
         return [
             f"\nfitted anchors: {after} of {n} boxes at {iou}, against {before} for the ones "
-            f"above, losing none of {kept}; in their layout (sizes increasing with the stride, "
+            f"above, {kept}; in their layout (sizes increasing with the stride, "
             "ratios h / w shared by the levels):",
             describe_anchors(self.fitted),
             format_coverage(self.coverage_fitted),
