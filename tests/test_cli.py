@@ -415,13 +415,16 @@ def test_resume_needs_only_the_checkpoint_and_what_changes(tmp_path, capsys):
     assert main(["train", "--resume", str(checkpoint), "--steps", "3", "--no-progress"]) == 0
     assert "trained steps 2-3" in capsys.readouterr().out
     assert read_header(checkpoint)["extra"]["time_budget_s"] == 1e6
+    argv = ["train", "--resume", str(checkpoint), "--steps", "4", "--time-budget", "0"]
+    assert main([*argv, "--no-progress"]) == 0  # 0: the budget dropped
+    assert "time_budget_s" not in read_header(checkpoint)["extra"]
     import yaml
 
     record = yaml.safe_load((run / "config.yaml").read_text())
-    assert (record["train"]["steps"], record["train"]["momentum"]) == (3, 0.8)
+    assert (record["train"]["steps"], record["train"]["momentum"]) == (4, 0.8)
     assert record["train"]["lr"] == 0.005 and record["data"]["short_side"] == 128
     # a setting that may not change still stops, naming it
-    argv = ["train", "--resume", str(checkpoint), "--steps", "4", "--lr", "0.1"]
+    argv = ["train", "--resume", str(checkpoint), "--steps", "5", "--lr", "0.1"]
     assert main([*argv, "--no-progress"]) == 2
     assert "train.lr 0.005 -> 0.1" in capsys.readouterr().err
 

@@ -855,7 +855,7 @@ def test_a_coco_annotations_folder_is_read_by_inference_as_by_training(rpn, tmp_
     (tmp_path / "manifest.json").write_text('{"camera": "x"}')
     assert len(rpn.propose(tmp_path)) == 1
     (tmp_path / "instances_val.json").write_text('{"images": [], "annotations": []}')
-    with pytest.raises(DataError, match="instances_val.json"):  # a COCO file there: a dataset
+    with pytest.raises(DataError, match=r"instances_val\.json"):  # a COCO file: a dataset
         rpn.propose(tmp_path)
 
 

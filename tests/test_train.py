@@ -381,30 +381,40 @@ def test_a_run_resumed_with_more_steps_trains_at_its_new_schedules_rate(tmp_path
 
 
 def test_a_resumed_run_whose_time_budget_is_spent_takes_no_step(tmp_path, capsys):
+    pytest.importorskip("tensorboard")  # where the validation at step 2 is found again
     data = SyntheticShapes(4, image_size=96)
     config = TrainConfig(steps=6, batch_size=2, num_workers=0, warmup_steps=0, log_every=1,
-                         checkpoint_every=2)  # fmt: skip
+                         checkpoint_every=2, eval_every=2)  # fmt: skip
     model = build_model(preset_config("tiny"))
+    validated = []
+
+    def evaluate(model):
+        validated.append(len(validated))
+        return {"AR@1000": 0.5}
 
     def stop_at_2(step, row):
-        if step == 2:  # logged after the checkpoint of 2 steps
+        if step == 2:  # logged after the checkpoint and validation of 2 steps
             raise KeyboardInterrupt
 
     with contextlib.suppress(KeyboardInterrupt):
-        train(model, data, config, out_dir=tmp_path, progress=False, on_step=stop_at_2)
+        train(model, data, config, out_dir=tmp_path, progress=False, on_step=stop_at_2,
+              evaluate=evaluate)  # fmt: skip
     checkpoint = tmp_path / "checkpoint.safetensors"
     spent = load_checkpoint(checkpoint)["extra"]["seconds"]
     summary = train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path,
-                    progress=False, resume=checkpoint, time_budget_s=spent / 2)  # fmt: skip
+                    progress=False, resume=checkpoint, time_budget_s=spent / 2,
+                    evaluate=evaluate)  # fmt: skip
     assert summary.steps == 2 and summary.resumed_at == 2
-    assert "step 2: the time budget is spent" in capsys.readouterr().out
+    assert validated == [0]  # the weights of step 2 were validated before: not again
+    out = capsys.readouterr().out
+    assert "step 2: the time budget is spent" in out and "a larger --time-budget" in out
     with open(tmp_path / "train_log.csv") as f:  # the resumed run logged nothing new
         assert max(int(r["step"]) for r in csv.DictReader(f)) <= 2
 
 
 def test_a_resumed_budgeted_run_paces_its_first_step_and_keeps_its_budget(tmp_path):
     data = SyntheticShapes(4, image_size=96)
-    config = TrainConfig(steps=6, batch_size=2, num_workers=0, warmup_steps=0, log_every=1,
+    config = TrainConfig(steps=12, batch_size=2, num_workers=0, warmup_steps=0, log_every=1,
                          checkpoint_every=2)  # fmt: skip
 
     def stop_at_2(step, row):
@@ -417,9 +427,9 @@ def test_a_resumed_budgeted_run_paces_its_first_step_and_keeps_its_budget(tmp_pa
     checkpoint = tmp_path / "checkpoint.safetensors"
     extra = load_checkpoint(checkpoint)["extra"]
     assert extra["time_budget_s"] == 1e6  # kept for the resumed run (fit reads it)
-    # two thirds of the budget spent: the first resumed step trains at step 4's rate or
-    # later in the schedule, not at step 2's
-    budget = extra["seconds"] * 1.5
+    # a third of the budget spent: the first resumed step trains at step 4's rate or later
+    # in the 12-step schedule, not at step 2's
+    budget = extra["seconds"] * 3
     train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path, progress=False,
           resume=checkpoint, time_budget_s=budget)  # fmt: skip
     with open(tmp_path / "train_log.csv") as f:

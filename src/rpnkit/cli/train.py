@@ -159,12 +159,12 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--time-budget",
-        type=positive_float,
+        type=non_negative_float,
         default=None,
         metavar="SECONDS",
         help="joint training: stop after this many seconds even if steps remain, the "
         "learning-rate schedule paced to end with the budget (a resumed run keeps its "
-        "budget unless given, counting the seconds its checkpoint recorded)",
+        "budget unless given, counting the seconds its checkpoint recorded; 0 drops it)",
     )
     p.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
     p.add_argument(
@@ -340,7 +340,11 @@ def _with_detector_part(args: argparse.Namespace, model):
     if not part:
         return model
     if "model" in part or args.model == "rpn":
-        what = "a model: of its own" if "model" in part else "--model rpn trains an RPN alone"
+        what = (
+            "it may not hold a model: (that is the top-level model: part)"
+            if "model" in part
+            else "--model rpn trains an RPN alone (remove the part, or --model faster-rcnn)"
+        )
         raise ValueError(
             f"{args.config}: its detector: part is a Faster R-CNN's second stage (roi, "
             f"pooled_levels) on the model: part; {what}"

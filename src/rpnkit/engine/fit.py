@@ -261,8 +261,8 @@ def fit(
     ``DataConfig`` with validation data, sizes and a class subset) into the run folder ``out``
     (``run_folder``: None picks ``runs/train`` or the next free; one that holds a run needs
     ``overwrite``). ``resume`` continues a joint run exactly, in its checkpoint's folder, with
-    its time budget unless ``time_budget_s`` gives another. ``proposals_step1`` / ``_step3``:
-    COCO results files, the alternating schedule's."""
+    its time budget unless ``time_budget_s`` gives another (0: none). ``proposals_step1`` /
+    ``_step3``: COCO results files, the alternating schedule's."""
     data, train, model, kind = _configs(data, train, model, kind, resume)
     given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
     time_budget_s = _checked_budget(data, train, _resumed_budget(resume, time_budget_s), schedule)
@@ -344,14 +344,16 @@ def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> di
 
 
 def _resumed_budget(resume, seconds: float | None) -> float | None:
-    """The time budget of a run: the one given, else a resumed checkpoint's (its run's)."""
+    """The time budget of a run: the one given (0: none), else a resumed checkpoint's."""
+    if seconds == 0:
+        return None  # a resumed run's budget dropped
     if resume is None or seconds is not None:
         return seconds
     saved = read_header(resume).get("extra", {}).get("time_budget_s")
     if saved is not None and world_size() > 1:
         raise ValueError(
             f"{resume}: its run has a time budget ({saved:g} s), which is for one process "
-            "only: resume it without torchrun, or give it a new run"
+            "only: resume it without torchrun, or drop it with --time-budget 0 (time_budget_s=0)"
         )
     return saved
 

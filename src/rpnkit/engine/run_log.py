@@ -23,10 +23,11 @@ class RunLog:
             _truncate(self.path, resume_at)
         self._file = None
         self._writer = None
-        kept = logged_validations(out_dir).get(resume_at, {}) if resume_at is not None else {}
+        # the validation of the checkpoint's own weights, purged below: written back
+        self.kept = logged_validations(out_dir).get(resume_at, {}) if resume_at is not None else {}
         self.tensorboard = _tensorboard(out_dir, resume_at)
-        if kept:  # the validation of the checkpoint's own weights: not logged again
-            self.write_evaluation(kept, resume_at)
+        if self.kept:
+            self.write_evaluation(self.kept, resume_at)
 
     def write(self, row: dict[str, float | str]) -> None:
         if self._writer is None:

@@ -849,6 +849,9 @@ def load(
     records none), unless ``short_side`` / ``max_size`` say otherwise."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"load(): path must be a checkpoint file's path, got {type(path).__name__}")
+    check_flags(fold_bn=fold_bn, group_by_aspect=group_by_aspect, channels_last=channels_last,
+                decode_on_device=decode_on_device)  # fmt: skip
+    check_backend("compile", compile)  # before the weights are read: the Predictor checks again
     device = resolve_device(device)
     network, spec, trained = load_model_and_size(path, device)
     trained = trained or (DEFAULT_SHORT_SIDE, DEFAULT_MAX_SIZE)

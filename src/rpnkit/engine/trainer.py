@@ -475,11 +475,13 @@ class Trainer:
         if state is not None:
             set_rng_state(*state["rng"])
         batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
-        self.started, self.images_seen = time.perf_counter(), 0
+        log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
+        if log is not None and log.kept:  # the checkpoint's weights were validated: not again
+            self.evaluated_at = self.start_step  # (a resumed run that takes no step)
+        self.started, self.images_seen = time.perf_counter(), 0  # the clock: after the log
         if state is not None and self.time_budget_s is not None:
             self._reschedule()  # the first step's rate paced by the seconds already spent
         self.steps_done, self.skipped = self.start_step, []
-        log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
         try:
             self._train(batches, bar, log)
             elapsed = time.perf_counter() - self.started  # the training, not its evaluation
@@ -511,7 +513,8 @@ class Trainer:
             if self._out_of_time():  # before the step: a resumed run may have none left
                 if main:
                     spent = f"{self._seconds():.0f} s of {self.time_budget_s:.0f}"
-                    bar.write(f"step {step}: the time budget is spent ({spent})")
+                    bar.write(f"step {step}: the time budget is spent ({spent}); a larger "
+                              "--time-budget (time_budget_s=) goes on")  # fmt: skip
                 return
             batch = next(batches)
             self.skipped += batch.skipped
