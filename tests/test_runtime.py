@@ -1006,3 +1006,17 @@ def test_load_names_a_wrong_path_flag_or_compile_backend_before_any_work(checkpo
     with pytest.raises(ValueError, match=r"TrainConfig.compile \(--compile\): torch.compile has"):
         Trainer(rpnkit.build_model(rpnkit.preset_config("tiny")), [],
                 rpnkit.TrainConfig(compile="x"), out_dir="unused")  # fmt: skip
+
+
+def test_hidden_files_beside_the_images_are_ignored_without_a_word(rpn, tmp_path):
+    # .DS_Store, and the results file propose is writing into the folder it reads
+    shutil.copy(IMAGES / "raccoon-1.jpg", tmp_path)
+    (tmp_path / ".DS_Store").write_bytes(b"\0\1")
+    out = tmp_path / "proposals.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a SkippedSample would fail here
+        with rpnkit.engine.writing.CocoResultsWriter(out) as writer:
+            assert any(p.name.startswith(".proposals.json.") for p in tmp_path.iterdir())
+            for result in rpn.iter_proposals(tmp_path, top=3):
+                writer.add(result)
+    assert len(json.loads(out.read_text())) == 3

@@ -64,7 +64,8 @@ def index_for_input(
         return _image_index([path], [], path, strict)
     if path.is_dir() and fmt is None and images is None and not looks_like_dataset(path):
         _check_no_dataset_options(path, split, split_file, class_map)
-        files = sorted(p for p in path.iterdir() if p.is_file())
+        # hidden files (.DS_Store, an output being written: .proposals.json.*.tmp) are no one's
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
         pictures = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [
             f"{p}: not an image ({', '.join(IMAGE_SUFFIXES)})"

@@ -69,7 +69,8 @@ class CocoResultsWriter:
     def __enter__(self) -> CocoResultsWriter:
         if self.path.is_dir():
             raise ValueError(f"{self.path}: is a folder; give the JSON file to write")
-        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        # hidden: a folder of images being read while this is written there ignores it
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:  # a folder that cannot be written to says so before any inference
             self.path.parent.mkdir(parents=True, exist_ok=True)
             open(tmp, "x").close()
