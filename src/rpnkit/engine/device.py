@@ -9,6 +9,7 @@ import warnings
 import torch
 from torch import nn
 
+from ..config import check_compile
 from ..modeling.backbones.fold import fold_batch_norm
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -108,8 +109,10 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
 
 
 def check_backend(name: str, compile: bool | str) -> None:
-    """A ValueError naming the setting ``name`` when ``compile`` names a backend that
-    ``torch.compile`` does not know (found before any work, not at the first step)."""
+    """A ValueError naming the setting ``name`` unless ``compile`` says how to compile
+    (``config.check_compile``) with a backend that ``torch.compile`` knows (found before any
+    work, not at the first step)."""
+    check_compile(name, compile)
     if isinstance(compile, str):
         import torch._dynamo
 
