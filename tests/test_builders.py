@@ -3,6 +3,7 @@ schema (``ModelSpec``, format-1 files), ``Freezable``, the agreements on feature
 resize scale, the run record, and ``rpnkit.fit`` end to end on raccoon."""
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -407,6 +408,17 @@ def test_fit_validates_the_final_weights_once(tmp_path, monkeypatch):
                         device="cpu", progress=False)  # fmt: skip
     assert len(calls) == 2 and result.summary.evaluated_at == 2  # after the last step only
     assert result.metrics == result.summary.evaluation
+    if importlib.util.find_spec("tensorboard") is None:  # where the validation is found again
+        return
+    written = (tmp_path / "a" / "metrics.json").read_text()
+    again = rpnkit.fit(data, train={**train, "steps": 4, "eval_every": 2}, device="cpu",
+                       progress=False, resume=tmp_path / "a" / "checkpoint.safetensors",
+                       time_budget_s=1e-3)  # fmt: skip
+    # no time for a step: the checkpoint's validation, as logged, is reported, not made again
+    assert len(calls) == 2 and again.summary.evaluation_read_back
+    assert again.metrics["AR@100"] == pytest.approx(json.loads(written)["AR@100"])
+    assert "validation at step 2 (logged): AR@100" in again.describe()
+    assert (tmp_path / "a" / "metrics.json").read_text() == written  # the full one kept
 
 
 def test_fit_refuses_the_alternating_schedule_for_an_rpn(tmp_path):

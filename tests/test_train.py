@@ -406,6 +406,9 @@ def test_a_resumed_run_whose_time_budget_is_spent_takes_no_step(tmp_path, capsys
                     evaluate=evaluate)  # fmt: skip
     assert summary.steps == 2 and summary.resumed_at == 2
     assert validated == [0]  # the weights of step 2 were validated before: not again
+    # ... and that validation, as logged, is the run's to report
+    assert summary.evaluation == {"AR@1000": 0.5} and summary.evaluation_read_back
+    assert summary.evaluated_at == 2
     out = capsys.readouterr().out
     assert "step 2: the time budget is spent" in out and "a larger --time-budget" in out
     with open(tmp_path / "train_log.csv") as f:  # the resumed run logged nothing new

@@ -70,13 +70,14 @@ class FitResult:
         if s.skipped_images:
             lines.append(f"{s.skipped_images} image(s) could not be read and were left out")
         m = self.metrics
+        said = f"validation at step {s.steps} (logged)" if s.evaluation_read_back else "validation"
         if m is not None and self.spec.is_detector:
             lines.append(
-                f"validation: AP {m['AP']:.3f}, AP50 {m['AP50']:.3f}, "
+                f"{said}: AP {m['AP']:.3f}, AP50 {m['AP50']:.3f}, "
                 f"VOC07 mAP50 {m['VOC07_mAP50']:.3f}"
             )
         elif m is not None:
-            lines.append(f"validation: AR@100 {m['AR@100']:.3f}, AR@1000 {m['AR@1000']:.3f}")
+            lines.append(f"{said}: AR@100 {m['AR@100']:.3f}, AR@1000 {m['AR@1000']:.3f}")
         best = s.best
         if best is not None and best["step"] < s.steps:  # an earlier evaluation was better
             lines.append(
@@ -317,7 +318,7 @@ def fit(
         return FitResult(out, checkpoint, spec, summary, None, is_main=False)
     record.save(out)
     metrics = (summary.evaluation or None) if evaluate is not None else None  # the last step's
-    if metrics is not None:
+    if metrics is not None and not summary.evaluation_read_back:  # (else written before)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return FitResult(out, checkpoint, spec, summary, metrics)
 

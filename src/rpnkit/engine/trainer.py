@@ -121,7 +121,9 @@ class TrainConfig:
 @dataclass
 class TrainSummary:
     """What a run did: steps, wall time, throughput, the last evaluation (with the step it
-    was made after: the run's last with validation data) and the best one's checkpoint."""
+    was made after: the run's last with validation data; for a resumed run that took no step,
+    its checkpoint's as logged then, the figures without the per-class tables) and the best
+    one's checkpoint."""
 
     steps: int
     seconds: float
@@ -131,6 +133,7 @@ class TrainSummary:
     evaluated_at: int | None = None  # steps done when ``evaluation`` was made
     best: dict | None = None  # {"metric", "value", "step", "file"}: best.safetensors
     resumed_at: int = 0  # the step a resumed run started at (``seconds``: this run's alone)
+    evaluation_read_back: bool = False  # ``evaluation``: the checkpoint's, as logged before
 
     def __getitem__(self, key: str):  # summary["steps"], as the dict it used to be
         return getattr(self, key)
@@ -477,7 +480,8 @@ class Trainer:
         batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
         log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
         if log is not None and log.kept:  # the checkpoint's weights were validated: not again
-            self.evaluated_at = self.start_step  # (a resumed run that takes no step)
+            # (a resumed run that takes no step reports that validation: its logged figures)
+            self.evaluation, self.evaluated_at = dict(log.kept), self.start_step
         self.started, self.images_seen = time.perf_counter(), 0  # the clock: after the log
         if state is not None and self.time_budget_s is not None:
             self._reschedule()  # the first step's rate paced by the seconds already spent
@@ -502,8 +506,9 @@ class Trainer:
         # an unreadable image is met again every epoch: count each once
         skipped = len(set(self.skipped))
         best = {**self.best, "file": self.out_dir / BEST_FILE} if self.best else None
+        read_back = bool(log is not None and log.kept and self.evaluated_at == self.start_step)
         return TrainSummary(self.steps_done, elapsed, rate, self.evaluation, skipped,
-                            self.evaluated_at, best, self.start_step)  # fmt: skip
+                            self.evaluated_at, best, self.start_step, read_back)  # fmt: skip
 
     def _train(self, batches: Iterator[Batch], bar: tqdm, log: RunLog | None) -> None:
         """The steps from ``start_step`` on, with their logging, checkpoints and evaluations,
