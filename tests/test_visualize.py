@@ -8,7 +8,7 @@ import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
-from matplotlib.patches import Rectangle
+from matplotlib.patches import Patch, Rectangle
 from PIL import Image
 
 from rpnkit.cli import main
@@ -49,6 +49,25 @@ def test_anchor_picture_is_a_png_of_the_requested_size(tmp_path):
     assert n == 3
     with Image.open(tmp_path / "a.png") as img:
         assert img.format == "PNG" and img.size == (400, 300)
+
+
+def test_anchor_picture_keys_each_level_and_the_position_in_its_legend(tmp_path, monkeypatch):
+    # the anchors were once drawn in one colour and the position's mark was keyed nowhere
+    figures = _saved_figures(monkeypatch)
+    anchors = torch.tensor([[10.0, 10, 50, 50], [0, 20, 60, 40], [20, 0, 40, 60]])
+    levels = [("stride 4", 2), ("stride 8", 1)]
+    assert plot_anchors_at_position(_image(), anchors, tmp_path / "a.png", levels=levels) == 3
+    (fig,) = figures
+    (ax,) = fig.axes
+    keyed = _keys_and_drawn(ax)
+    assert [(label, n) for label, _, _, n in keyed] == [("stride 4 (2)", 2), ("stride 8 (1)", 1)]
+    assert keyed[0][1] != keyed[1][1]  # a colour per level
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "position"
+    (mark,) = ax.lines
+    assert tuple(mark.get_xydata()[0]) == (30.0, 30.0)  # the anchors' mean centre
+    _assert_legends_beside_the_images(fig)
+    with pytest.raises(ValueError, match="levels count 2 anchors, got 3"):
+        plot_anchors_at_position(_image(), anchors, tmp_path / "b.png", levels=[("a", 2)])
 
 
 def test_sampled_anchor_picture_caps_negatives(tmp_path):
@@ -278,8 +297,8 @@ def test_show_anchors_takes_the_position_in_the_images_own_pixels(tmp_path, monk
 
     drawn = {}
 
-    def capture(image, anchors, out, *, title):
-        drawn.update(size=image.shape[1:], anchors=anchors, title=title)
+    def capture(image, anchors, out, *, levels, title):
+        drawn.update(size=image.shape[1:], anchors=anchors, levels=levels, title=title)
         return len(anchors)
 
     monkeypatch.setattr(overlays, "plot_anchors_at_position", capture)
@@ -295,6 +314,8 @@ def test_show_anchors_takes_the_position_in_the_images_own_pixels(tmp_path, monk
         want = torch.tensor([x * w / width, y * h / height])  # the same spot, resized
         assert ((centres - want).abs() <= 32).all()  # the nearest position of each level
         assert drawn["title"] == f"anchors at ({x}, {y}), every level"
+        assert drawn["levels"] == [(f"stride {lv.stride}", lv.num_anchors)
+                                   for lv in config.rpn.anchors.levels]  # fmt: skip
     with pytest.raises(ValueError, match=f"x {width} is outside the image \\(width {width} px\\)"):
         show.show_anchors(config, photo, tmp_path / "a.png", x=width, **options)
 
@@ -403,6 +424,7 @@ def _keys_and_drawn(ax) -> list[tuple[str, tuple, str, int]]:
     keys = [
         (text.get_text(), to_rgb(key.get_edgecolor()), key.get_linestyle())
         for text, key in zip(legend.get_texts(), legend.legend_handles)
+        if isinstance(key, Patch)  # a box's key (not a marker's)
     ]
     assert set(drawn) <= {(colour, style) for _, colour, style in keys}, (drawn, keys)
     return [(label, colour, style, drawn[colour, style]) for label, colour, style in keys]

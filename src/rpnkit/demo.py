@@ -73,6 +73,10 @@ def draw_anchors(model: ProposalModel, sample: dict, image_size: int, out_dir: P
         sample["image"],
         _anchors_at_centre(model, image_size),
         out_dir / "anchors.png",
+        levels=[
+            (f"stride {lv.stride}", lv.num_anchors)
+            for lv in model.rpn.anchor_generator.config.levels
+        ],
         title="anchors at the centre position of each level",
     )
     batch = collate([sample])

@@ -31,6 +31,7 @@ matplotlib.use("Agg")  # PNG files only: no display needed, works on headless ma
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
@@ -183,14 +184,19 @@ class BoxStyle:
         )
 
 
-def box_legend(ax: Axes, entries: Sequence[tuple[BoxStyle, str]]) -> Legend:
+def box_legend(
+    ax: Axes, entries: Sequence[tuple[BoxStyle, str]], *, extra: Sequence[tuple[Artist, str]] = ()
+) -> Legend:
     """A legend of the (style, label) ``entries`` in one row centred just below the panel
-    ``ax``: outside the image, in the band that ``image_figure(..., legend=True)`` keeps."""
+    ``ax``: outside the image, in the band that ``image_figure(..., legend=True)`` keeps.
+    ``extra``: (artist, label) pairs keyed after them as drawn (a marker, say)."""
+    handles = [style.key(label) for style, label in entries]
     legend = ax.legend(
-        handles=[style.key(label) for style, label in entries],
+        handles=handles + [artist for artist, _ in extra],
+        labels=[label for _, label in entries] + [label for _, label in extra],
         loc="upper center",
         bbox_to_anchor=(0.5, 0.0),  # the panel's bottom edge, once its aspect is applied
-        ncol=len(entries),
+        ncol=len(entries) + len(extra),
         fontsize=7,
         frameon=False,
         handlelength=1.8,

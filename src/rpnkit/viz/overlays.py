@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from matplotlib import colormaps
+from matplotlib import colormaps, patheffects
 from matplotlib.axes import Axes
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -80,17 +81,31 @@ def plot_anchors_at_position(
     anchors: Tensor,
     path: str | Path,
     *,
+    levels: Sequence[tuple[str, int]] | None = None,
     title: str = "anchors at one position",
     size_px: tuple[int, int] = (640, 640),
 ) -> int:
-    """Draw the (A, 4) anchors of one feature-map position over the image."""
-    fig, (ax,) = image_figure(size_px)
+    """Draw the (A, 4) anchors of one position over the image, a colour per level: ``levels``
+    names each level and counts its anchors, in the order of ``anchors`` (None: one kind).
+    The legend below keys the levels and the position's mark (the anchors' mean centre)."""
+    fig, (ax,) = image_figure(size_px, legend=True)
     image_panel(ax, image, title, margin=ANCHOR_MARGIN)
-    n = draw_boxes(ax, anchors, POSITIVE_COLOUR, width=1.5)
+    levels = levels if levels is not None else [("anchors", len(anchors))]
+    if sum(n for _, n in levels) != len(anchors):
+        raise ValueError(f"levels count {sum(n for _, n in levels)} anchors, got {len(anchors)}")
+    colours = colormaps["tab10"] if len(levels) > 1 else (lambda _: POSITIVE_COLOUR)
+    entries, start = [], 0
+    for i, (name, count) in enumerate(levels):
+        style = BoxStyle(to_hex(colours(i % 10)), width=1.5)
+        style.draw(ax, anchors[start : start + count])
+        entries.append((style, f"{name} ({count})"))
+        start += count
     centre = ((anchors[:, :2] + anchors[:, 2:]) / 2).mean(0).cpu().numpy()
-    ax.plot(centre[0], centre[1], "+", color="red", markersize=12)
+    outlined = [patheffects.withStroke(linewidth=3, foreground="black")]  # on any image
+    (mark,) = ax.plot(*centre, "+", color="white", markersize=12, path_effects=outlined)
+    box_legend(ax, entries, extra=[(mark, "position")])
     save_figure(fig, path)
-    return n
+    return len(anchors)
 
 
 def plot_sampled_anchors(

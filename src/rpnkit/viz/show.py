@@ -110,7 +110,10 @@ def show_anchors(
         i = min(fh - 1, max(0, round(y / lv.stride - anchors.offset)))
         j = min(fw - 1, max(0, round(x / lv.stride - anchors.offset)))
         chosen.append(grid[i, j])
-    return overlays.plot_anchors_at_position(item["image"], torch.cat(chosen), out, title=title)
+    levels = [(f"stride {lv.stride}", lv.num_anchors) for lv in anchors.levels]
+    return overlays.plot_anchors_at_position(
+        item["image"], torch.cat(chosen), out, levels=levels, title=title
+    )
 
 
 def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int:
