@@ -422,9 +422,9 @@ def _results_entries(results: Results) -> tuple[str, list]:
                 f"DetectionResult or of COCO results entries, got {type(results).__name__}"
             )
         entries = []
-        for result in results:  # a result's entries, as its COCO results file holds them
+        for result in results:  # a result's entries, its numbers unrounded
             known = isinstance(result, (ProposalResult, DetectionResult))
-            entries.extend(result.to_coco_results() if known else [result])
+            entries.extend(result.encoded().entries(rounded=False) if known else [result])
         return "the results given", entries
     path = Path(results)
     try:

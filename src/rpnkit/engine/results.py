@@ -162,7 +162,11 @@ class EncodedEntries:
     def __len__(self) -> int:
         return len(self.scores)
 
-    def entries(self) -> list[dict]:
+    def entries(self, *, rounded: bool = True) -> list[dict]:
+        """The entries as dicts; ``rounded=False``: the numbers as they are, [x, y, w, h]
+        from the boxes in float64, where x + w gives x2 back (scoring results in memory
+        exactly as the model's own evaluation does)."""
+        rows = self.rows if rounded else self._exact_rows()
         return [
             {
                 "file_name": self.file_name,
@@ -171,8 +175,13 @@ class EncodedEntries:
                 "score": row[4],
                 **{name: values[i] for name, values in self.fields},
             }
-            for i, row in enumerate(self.rows.tolist())
+            for i, row in enumerate(rows.tolist())
         ]
+
+    def _exact_rows(self) -> np.ndarray:
+        boxes = self.boxes.astype(np.float64)
+        xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
+        return np.concatenate([xywh, self.scores.astype(np.float64)[:, None]], 1)
 
     def text(self) -> str:
         """The entries as ``json.dumps`` writes each, joined by ", ": one %-formatting of all
