@@ -742,15 +742,26 @@ def test_counts_of_a_call_are_integers(rpn, three_classes):
         rpnkit.Predictor(three_classes.network, spec, device="cpu")
 
 
-def test_inputs_and_options_it_cannot_take_are_type_errors_naming_the_method(rpn):
+def test_inputs_and_options_it_cannot_take_are_type_errors_naming_the_method(rpn, three_classes):
     path = IMAGES / "raccoon-1.jpg"
     for inputs in (None, 3, b"raccoon-1.jpg", {"image": str(path)}):
-        with pytest.raises(TypeError, match=r"iter_proposals\(\): inputs must be .*got "):
+        # the method called is named (it once named iter_proposals for propose)
+        with pytest.raises(TypeError, match=r"^propose\(\): inputs must be .*got "):
             rpn.propose(inputs)
-        with pytest.raises(TypeError, match=r"evaluate_proposals\(\): inputs must be"):
+        with pytest.raises(TypeError, match=r"^evaluate\(\): inputs must be"):
             rpn.evaluate(inputs)
+        with pytest.raises(TypeError, match=r"^iter_proposals\(\): inputs must be"):
+            rpn.iter_proposals(inputs)
     with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) tpo; it takes top, "):
         rpn.iter_proposals(path, tpo=3)  # at the call, not at the first result
+    with pytest.raises(TypeError, match=r"^propose\(\) got unexpected keyword argument\(s\) tpo"):
+        rpn.propose(path, tpo=3)
+    with pytest.raises(TypeError, match=r"^evaluate\(\) got unexpected keyword argument\(s\) x;"):
+        rpn.evaluate(path, x=3)
+    with pytest.raises(TypeError, match=r"^detect\(\): inputs must be"):
+        three_classes.detect(None)
+    with pytest.raises(TypeError, match=r"^detect\(\) got unexpected keyword argument\(s\) bogus"):
+        three_classes.detect(path, bogus=1)
     with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) scroe; .*\bsplit\b"):
         rpn.evaluate_proposals(path, scroe=0.3)
     assert len(rpn.propose([path], top=5, split="val", strict=False)) == 1  # data options pass

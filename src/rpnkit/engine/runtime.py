@@ -496,18 +496,20 @@ class Predictor:
 
     def propose(self, inputs: Inputs, **options) -> list[ProposalResult]:
         """``iter_proposals`` as a list."""
+        check_call(self.iter_proposals, inputs, options, called="propose")
         return list(self.iter_proposals(inputs, **options))
 
     def detect(self, inputs: Inputs, **options) -> list[DetectionResult]:
         """``iter_detections`` as a list."""
+        check_call(self.iter_detections, inputs, options, called="detect")
         return list(self.iter_detections(inputs, **options))
 
     def evaluate(self, data: Inputs, **options) -> RecallReport | DetectionReport:
         """Detection mAP for a Faster R-CNN, proposal recall for an RPN and for a
         class-agnostic detector (OLN's full model: its final boxes are its proposals)."""
-        if self.class_agnostic:
-            return self.evaluate_proposals(data, **options)
-        return self.evaluate_detections(data, **options)
+        method = self.evaluate_proposals if self.class_agnostic else self.evaluate_detections
+        check_call(method, data, options, called="evaluate")
+        return method(data, **options)
 
     def evaluate_proposals(
         self,
@@ -756,13 +758,14 @@ methods pass on: a dataset's split, format and split file, strictness, names of 
 memory, and a CSV's image folder and class map."""
 
 
-def check_call(method, inputs: Inputs, data_options: dict) -> None:
-    """A TypeError naming what a Predictor's public ``method`` was given wrongly: ``inputs``
-    of a kind it cannot read, or keyword arguments it does not take (with those it does)."""
-    name = method.__name__
-    if unknown := sorted(set(data_options) - set(DATA_OPTIONS)):
-        skip = ("self", "inputs", "data", "data_options")
-        own = [p for p in inspect.signature(method).parameters if p not in skip]
+def check_call(method, inputs: Inputs, options: dict, *, called: str | None = None) -> None:
+    """A TypeError naming what a Predictor's public ``method`` (or the one ``called`` that
+    calls it) was given wrongly: ``inputs`` of a kind it cannot read, or keyword arguments
+    (``options``) that neither it nor the dataset readers take (with those they do)."""
+    name = called or method.__name__
+    skip = ("self", "inputs", "data", "data_options")
+    own = [p for p in inspect.signature(method).parameters if p not in skip]
+    if unknown := sorted(set(options) - set(DATA_OPTIONS) - set(own)):
         raise TypeError(
             f"{name}() got unexpected keyword argument(s) {', '.join(unknown)}; it takes "
             f"{', '.join(own + list(DATA_OPTIONS))}"
