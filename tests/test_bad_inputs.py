@@ -1025,6 +1025,10 @@ CASES = [
     case(
         "value-format", bad_value("anchors", "--format", "tfrecord", "invalid choice: 'tfrecord'")
     ),
+    case(  # once read as any integer: a negative seed stopped in numpy or in the library
+        "value-seed",
+        bad_value("train", "--seed", "-1", "must be an integer in [0, 2**32 - 1], got -1"),
+    ),
     # runs
     case("run-resume-a-finished-run", resume_finished_run),
     case("run-only-unreadable-images", only_unreadable_images),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from rpnkit.cli import main
+from rpnkit.cli import build_parser, main
 from rpnkit.data import DataConfig, DataError, detect_format, read_dataset
 from rpnkit.data.splits import (
     apply_split,
@@ -481,6 +481,35 @@ def test_eval_proposals_on_a_csv_dataset_from_the_command_line(tmp_path, capsys)
     assert "1 for images not in the dataset" in captured.out
     assert "1 result(s) for 1 image(s) not in" in captured.err
     assert json.loads((tmp_path / "m.json").read_text())["recall@10@0.5"] == 0.5
+
+
+def test_propose_and_detect_read_a_csv_dataset_whose_images_are_elsewhere(run, tmp_path, capsys):
+    # --images and --class-map were train's and eval's only: propose and detect could not
+    # read a CSV dataset whose image paths are relative to another folder
+    _, out, _ = run
+    _images(tmp_path / "pics", 1, 2)
+    (tmp_path / "labels.csv").write_text(
+        "raccoon-1.jpg,80,20,500,400,raccoon\nraccoon-2.jpg,200,100,500,400,raccoon\n"
+    )
+    (tmp_path / "classes.csv").write_text("raccoon,0\n")
+    results = tmp_path / "p.json"
+    argv = [
+        "propose",
+        str(tmp_path / "labels.csv"),
+        "--checkpoint",
+        str(out / "checkpoint.safetensors"),
+    ]
+    argv += ["--images", str(tmp_path / "pics"), "--class-map", str(tmp_path / "classes.csv")]
+    assert main([*argv, "--top", "5", "--out", str(results), *SMALL]) == 0
+    entries = json.loads(results.read_text())
+    assert {e["file_name"] for e in entries} == {"raccoon-1.jpg", "raccoon-2.jpg"}
+    assert len(entries) == 10
+    capsys.readouterr()
+    assert main([*argv[:-4], "--out", str(tmp_path / "q.json"), *SMALL]) != 0  # not beside it
+    assert "raccoon-1.jpg" in capsys.readouterr().err
+    parsed = build_parser().parse_args(["detect", "x", "--checkpoint", "c", "--images", "d",
+                                        "--class-map", "m"])  # fmt: skip
+    assert (parsed.images, parsed.class_map) == ("d", "m")
 
 
 def test_alternating_training_with_given_proposal_files(run, tmp_path, capsys):

@@ -11,11 +11,11 @@ from .options import (
     add_data_options,
     add_model_options,
     image_side,
-    integer,
     iou,
     model_config,
     non_negative_int,
     read_data,
+    seed,
 )
 
 
@@ -52,7 +52,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--show", type=non_negative_int, default=20, help="list at most this many boxes")
     p.add_argument("--fit", action="store_true", help="fit anchors to the dataset")
-    p.add_argument("--seed", type=integer, default=0, help="seed of the fit's k-means start")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the fit's k-means start")
     p.add_argument(
         "--out-config",
         default=None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import HELP, integer, positive_float, positive_int
+from .options import HELP, positive_float, positive_int, seed
 
 
 def add_parser(sub) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
         help="stop training after this many seconds even if steps remain",
     )
     p.add_argument("--num-val", type=positive_int, default=200, help="held-out images to evaluate")
-    p.add_argument("--seed", type=integer, default=0, help="seed of the data and the training")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the data and the training")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     p.set_defaults(func=run)
 

@@ -7,7 +7,7 @@ import math
 import warnings
 from pathlib import Path
 
-from ..config import DEFAULT_PRESET
+from ..config import DEFAULT_PRESET, MAX_SEED
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 
 
@@ -71,12 +71,15 @@ def _number(text: str, rule: str, ok) -> float:
     return value
 
 
-def integer(text: str) -> int:
-    """Any integer (seeds)."""
+def seed(text: str) -> int:
+    """A seed: an integer in [0, 2**32 - 1] (numpy's range)."""
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text}") from None
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**32 - 1], got {text}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -271,28 +274,25 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def data_options(args: argparse.Namespace) -> dict:
-    """The data options as keyword arguments of the runtime and of ``read_dataset``-like calls."""
+    """The data options as keyword arguments of the runtime and of ``read_dataset``-like calls:
+    --split, --format, --split-file, --strict, and --images and --class-map where the command
+    has them."""
     return {
         "split": args.split,
         "fmt": args.format,
         "split_file": args.split_file,
         "strict": args.strict,
+        "images": getattr(args, "images", None),
+        "class_map": getattr(args, "class_map", None),
     }
 
 
 def read_data(args: argparse.Namespace, class_names=None):
-    """The dataset --data names, with --split, --format, --split-file, --strict, and --images
-    and --class-map where the command has them (its classes mapped by name to
+    """The dataset --data names, with the ``data_options`` (its classes mapped by name to
     ``class_names``, a checkpoint's); its summary line is printed."""
     from ..data import read_dataset
 
-    index = read_dataset(
-        args.data,
-        class_names=class_names,
-        images=getattr(args, "images", None),
-        class_map=getattr(args, "class_map", None),
-        **data_options(args),
-    )
+    index = read_dataset(args.data, class_names=class_names, **data_options(args))
     print(index.summary())
     return index
 
@@ -377,7 +377,7 @@ def add_inference_options(
         "of mixed photos); results keep the input order, and differ slightly with the padding",
     )
     add_slicing_options(p)
-    add_data_options(p, split="val", checkpoint=True)
+    add_data_options(p, split="val", locate=True, checkpoint=True)
 
 
 def load_runtime(args: argparse.Namespace):

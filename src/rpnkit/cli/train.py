@@ -12,13 +12,13 @@ from .options import (
     add_model_options,
     add_tile_training_options,
     held_out_fraction,
-    integer,
     model_config,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     probability,
+    seed,
 )
 
 
@@ -147,7 +147,7 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", type=probability, default=0.5, help="horizontal flip probability")
     p.add_argument(
         "--seed",
-        type=integer,
+        type=seed,
         default=0,
         help="seed: runs are reproducible (and --val-fraction's split depends on it)",
     )

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..config import check_choices, check_compile, check_ranges, plain_fields
+from ..config import MAX_SEED, check_choices, check_compile, check_ranges, plain_fields
 from ..data import Batch, EmptyBatch, collate
 from .checkpoint import (
     ModelSpec,
@@ -91,8 +91,9 @@ class TrainConfig:
         plain_fields(self)  # paths and numpy numbers given: strings and Python numbers
         counts = ("steps", "batch_size", "log_every")
         check_ranges(self, counts, low=1, integer=True)
-        counts = ("warmup_steps", "seed", "num_workers", "eval_every", "checkpoint_every")
+        counts = ("warmup_steps", "num_workers", "eval_every", "checkpoint_every")
         check_ranges(self, counts, low=0, integer=True)
+        check_ranges(self, ("seed",), low=0, high=MAX_SEED, integer=True)
         check_ranges(self, ("lr", "gamma"), low=0, low_open=True)
         check_ranges(self, ("momentum",), low=0, high=1)
         if self.momentum == 1:
