@@ -342,3 +342,24 @@ def test_results_in_memory_score_as_the_model_does(detector_checkpoint):
         rpnkit.evaluate_stored_proposals(42, index)
     with pytest.raises(TypeError, match="the dataset must be a path, a DatasetIndex or a"):
         rpnkit.evaluate_stored_proposals(proposals, 42)
+
+
+def test_a_dataset_by_path_is_read_at_the_split_the_model_reads():
+    # model.detect(path) reads a dataset's val split: stored results scored against the same
+    # path read its train split (COCO128's train2017 JSON), where none of them belonged
+    import rpnkit
+
+    coco128 = RACCOON.parent / "coco128"
+    index = _quietly(read_dataset, coco128, split="val")
+    entries = [
+        {"file_name": r.file_name, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 1.0}
+        for r in index.records
+        for x1, y1, x2, y2 in r.boxes.tolist()
+    ]
+    recall = _quietly(rpnkit.evaluate_stored_proposals, entries, coco128).metrics
+    assert recall["recall@100@0.5"] == 1.0  # every box is its own result
+    detections = [{**entry, "category_id": 1} for entry in entries]  # all "person"
+    report = _quietly(rpnkit.evaluate_stored_detections, detections, coco128)
+    assert report.metrics["AP50"] > 0
+    with pytest.raises(ValueError, match=r"none of its \d+ results is for an image of"):
+        _quietly(rpnkit.evaluate_stored_proposals, entries, coco128, split="train2017")

@@ -720,6 +720,7 @@ def evaluate_stored_detections(
     data,
     *,
     max_detections: int | None = None,
+    split: str = "val",
 ) -> DetectionReport:
     """COCO mAP (pycocotools) and VOC mAP with per-class AP tables, as ``evaluate_detections``
     measures a Faster R-CNN, of stored detections: a COCO results file
@@ -727,8 +728,8 @@ def evaluate_stored_detections(
     path, a ``DatasetIndex`` or a ``DetectionDataset``) and its classes, compared in
     original pixels from the dataset's records (no image is decoded). Each image's best
     ``max_detections`` count (all by default; pycocotools then counts 100 per image and
-    class)."""
-    index = _dataset_index(data)
+    class). A path is read at ``split``, as ``Predictor`` reads one (``read_dataset``)."""
+    index = _dataset_index(data, split)
     if not index.records:
         raise ValueError(f"{index.source}: no images to evaluate")
     if not isinstance(results, StoredDetections):
@@ -748,11 +749,11 @@ def evaluate_stored_detections(
     return report
 
 
-def _dataset_index(data) -> DatasetIndex:
+def _dataset_index(data, split: str) -> DatasetIndex:
     """The dataset to score against: a ``DatasetIndex``, a ``DetectionDataset``'s, or a
-    dataset's path (``read_dataset``'s defaults: another split through ``read_dataset``)."""
+    dataset's path read at ``split`` (other options through ``read_dataset``)."""
     if isinstance(data, (str, Path)):
-        return read_dataset(data)
+        return read_dataset(data, split=split)
     if isinstance(data, DatasetIndex):
         return data
     index = getattr(data, "index", None)
@@ -770,13 +771,15 @@ def evaluate_stored_proposals(
     *,
     max_dets: Sequence[int] = MAX_DETS,
     device: torch.device | str = "cpu",
+    split: str = "val",
 ) -> RecallReport:
     """Proposal recall, as ``evaluate_proposals`` measures it, of stored proposals: a COCO
     results file (``read_stored_proposals``) or results in memory (``Results``) against a
     dataset (its path, a ``DatasetIndex`` or a ``DetectionDataset``), compared in original
     pixels from the dataset's records (no image is decoded). Each image's best
-    ``max(max_dets)`` results count."""
-    index = _dataset_index(data)
+    ``max(max_dets)`` results count. A path is read at ``split``, as ``Predictor`` reads one
+    (``read_dataset``)."""
+    index = _dataset_index(data, split)
     if not index.records:
         raise ValueError(f"{index.source}: no images to evaluate")
     if not isinstance(results, StoredProposals):
