@@ -697,6 +697,40 @@ def truncated_safetensors(ctx: Ctx) -> Expect:
     )
 
 
+def header_without(key: str, command: str):
+    """A checkpoint whose header lacks ``key`` (once a KeyError traceback), given to
+    ``command``."""
+
+    def build(ctx: Ctx) -> Expect:
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        path = ctx.tmp / "headless.safetensors"
+        with safe_open(str(ctx.ckpt.rpn), framework="pt") as f:
+            metadata = f.metadata()
+        header = json.loads(metadata["rpnkit"])
+        del header[key]
+        save_file(load_file(str(ctx.ckpt.rpn)), str(path), {"rpnkit": json.dumps(header)})
+        argv = {
+            "propose": [
+                "propose",
+                ctx.ckpt.image,
+                "--checkpoint",
+                path,
+                "--out",
+                ctx.tmp / "p.json",
+            ],
+            "train": ["train", "--resume", path, "--steps", "9"],
+        }[command]
+        return Expect(
+            [*argv, *SIZE],
+            "stop",
+            error=(f"{path}: not a readable rpnkit checkpoint (its header lacks {key})",),
+        )
+
+    return build
+
+
 def nan_weights(ctx: Ctx) -> Expect:
     model, spec = tiny_detector()
     with torch.no_grad():
@@ -734,6 +768,28 @@ def another_model_resumed(ctx: Ctx) -> Expect:
             "resume it with --model faster-rcnn",
         ),
         check=lambda: not_written(run / "checkpoint.safetensors"),
+    )
+
+
+def another_runs_checkpoint_resumed_in_a_run_folder(ctx: Ctx) -> Expect:
+    # once: the run in A overwritten by B's, its config.yaml B's, its log the two mixed
+    a = ctx.tmp / "A"
+    shutil.copytree(ctx.ckpt.rpn.parent, a)
+    b = ctx.tmp / "B"
+    assert main(["train", "--data", str(ctx.ckpt.data), *map(str, TRAIN), "--seed", "1",
+                 "--out", str(b)]) == 0  # fmt: skip
+    foreign = a / "b.safetensors"
+    shutil.copy(b / "checkpoint.safetensors", foreign)
+    before = hashlib.md5((a / "checkpoint.safetensors").read_bytes()).hexdigest()
+
+    def unchanged():
+        assert hashlib.md5((a / "checkpoint.safetensors").read_bytes()).hexdigest() == before
+
+    return Expect(
+        ["train", "--resume", foreign, "--steps", "4", "--no-progress"],
+        "stop",
+        error=(f"{foreign}: its folder holds another run ({a / 'checkpoint.safetensors'} has",),
+        check=unchanged,
     )
 
 
@@ -996,9 +1052,16 @@ CASES = [
     case("checkpoint-random-bytes", random_bytes),
     case("checkpoint-truncated-safetensors", truncated_safetensors),
     case("checkpoint-nan-weights", nan_weights),
+    case("checkpoint-header-without-config", header_without("config", "propose")),
+    case("checkpoint-header-without-step-resumed", header_without("step", "train")),
+    case("checkpoint-header-without-config-resumed", header_without("config", "train")),
     case("checkpoint-rpn-given-to-detect", rpn_given_to_detect),
     case("checkpoint-another-model-resumed", another_model_resumed),
     case("checkpoint-a-folder", folder_as_checkpoint),
+    case(
+        "checkpoint-of-another-run-resumed-in-a-run-folder",
+        another_runs_checkpoint_resumed_in_a_run_folder,
+    ),
     case("checkpoint-missing", missing_checkpoint),
     # command-line values
     case("value-steps", bad_value("train", "--steps", "-5", "must be an integer >= 1, got -5")),

@@ -254,8 +254,7 @@ def load_checkpoint(path: str | Path) -> dict:
         header = json.loads(metadata["rpnkit"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
         raise _unreadable(path, err) from err
-    if header.get("format") not in READABLE_FORMATS:
-        raise ValueError(f"{path}: unknown checkpoint format {header.get('format')!r}")
+    _check_header(header, path)
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     if header["format"] == "rpnkit-checkpoint-1":
         weights = _upgrade_format_1(weights, header["config"])
@@ -288,6 +287,25 @@ def read_header(path: str | Path) -> dict:
     if not isinstance(header, dict):
         raise ValueError(f"{path}: not a readable rpnkit checkpoint (its header is no mapping)")
     return header
+
+
+def _check_header(header: Any, path: Path) -> None:
+    """A ValueError naming the file for a header that is not the one ``save_checkpoint``
+    writes: a known format, a ``config`` mapping, a ``step`` >= 0 and the RNG's state."""
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a readable rpnkit checkpoint (its header is no mapping)")
+    if header.get("format") not in READABLE_FORMATS:
+        raise ValueError(f"{path}: unknown checkpoint format {header.get('format')!r}")
+    missing = [key for key in ("config", "step", "rng") if key not in header]
+    if missing:
+        raise ValueError(
+            f"{path}: not a readable rpnkit checkpoint (its header lacks {', '.join(missing)})"
+        )
+    if not isinstance(header["config"], dict):
+        raise ValueError(f"{path}: its header's config is no mapping")
+    step = header["step"]
+    if type(step) is not int or step < 0:
+        raise ValueError(f"{path}: its header's step {step!r} is not an integer >= 0")
 
 
 def _unreadable(path: Path, err: Exception) -> ValueError:

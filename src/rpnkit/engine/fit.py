@@ -333,7 +333,38 @@ def _device_and_folder(device, amp: str, out, resume, overwrite: bool) -> tuple:
     fresh = not resumed_in_place(resume, out)
     if fresh:
         clear_for_new_run(out, overwrite=overwrite, remove=False)  # a check: nothing removed
+    else:
+        _check_own_run(resume, out)
     return device, out, fresh
+
+
+def _check_own_run(resume, out: Path) -> None:
+    """A checkpoint resumed in its folder goes on with that folder's run: refused when the
+    folder's own ``checkpoint.safetensors`` is another run's (another model, or settings that
+    a resumed run keeps), which going on there would overwrite."""
+    own = out / "checkpoint.safetensors"
+    if not own.is_file() or own.resolve() == Path(resume).resolve():
+        return
+    try:
+        same = _run_identity(read_header(own)) == _run_identity(read_header(resume))
+    except ValueError:  # the folder's checkpoint unreadable: no run to go on with
+        same = False
+    if not same:
+        raise ValueError(
+            f"{resume}: its folder holds another run ({own} has another model or settings), "
+            "which going on there would overwrite: give --out (out=) a new folder for it"
+        )
+
+
+def _run_identity(header: dict) -> tuple:
+    """What makes a checkpoint's run that run: its model and the settings that a resumed run
+    keeps (``FREE_ON_RESUME`` left out)."""
+    settings = header.get("extra", {}).get("settings") or {}
+    kept = {
+        part: {k: v for k, v in values.items() if k not in FREE_ON_RESUME.get(part, ())}
+        for part, values in settings.items()
+    }
+    return json.dumps(header.get("config"), sort_keys=True), json.dumps(kept, sort_keys=True)
 
 
 def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> dict[str, str]:
