@@ -522,3 +522,14 @@ def test_evaluating_every_n_steps_needs_validation_data(tmp_path):
     ):
         rpnkit.fit(str(RACCOON), model="tiny", train={"eval_every": 5}, out=tmp_path / "r")
     assert not (tmp_path / "r").exists()
+
+
+def test_fit_result_says_n_a_for_a_figure_without_gt(tmp_path):
+    # validation data without boxes once printed "validation: AP -1.000, ..."
+    from rpnkit.engine.trainer import TrainSummary
+
+    spec = ModelSpec("faster-rcnn", rpnkit.detector_config(rpnkit.preset_config("tiny"), 2))
+    summary = TrainSummary(steps=2, seconds=1.0, images_per_s=4.0)
+    metrics = {"AP": -1.0, "AP50": -1.0, "VOC07_mAP50": -1.0}
+    result = rpnkit.FitResult(tmp_path, tmp_path / "c.safetensors", spec, summary, metrics)
+    assert "validation: AP n/a, AP50 n/a, VOC07 mAP50 n/a" in result.describe()

@@ -112,3 +112,19 @@ def test_no_gt_of_a_size_prints_as_n_a_and_stays_minus_one_in_the_metrics():
     text = format_detection_metrics(metrics)
     assert "APs n/a, APm n/a, APl 1.000" in text and "-1" not in text
     assert format_metric(0.25, 7) == "  0.250" and format_metric(-1.0, 7) == "    n/a"
+
+
+def test_voc_map_without_any_gt_is_no_gt_not_zero_and_prints_n_a():
+    # a validation set of crowd regions only once printed VOC mAP 0.000 beside COCO's n/a
+    truths = [_truth([[0, 0, 150, 150]], [1], ignore=[True])]  # difficult / crowd only
+    detections = [_dets([[0, 0, 150, 150]], [0.9], [1])]
+    mean, per_class = voc_map(truths, detections, ["cat"])
+    assert mean == -1.0 and np.isnan(per_class["cat"])
+    stats, per_class, _ = coco_map(truths, detections, ["cat"])
+    metrics = {**stats, "VOC07_mAP50": mean, "VOC_area_mAP50": mean, "per_class_AP": per_class}
+    assert "VOC mAP@0.5: 2007 11-point n/a, area n/a" in format_detection_metrics(metrics)
+    # one class with GT: the mean is over it alone, as before
+    truths.append(_truth([[0, 0, 50, 50]], [2]))
+    detections.append(_dets([[0, 0, 50, 50]], [0.9], [2]))
+    mean, _ = voc_map(truths, detections, ["cat", "dog"])
+    assert mean == pytest.approx(1.0)

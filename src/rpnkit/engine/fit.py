@@ -27,6 +27,7 @@ from ..config import DEFAULT_PRESET, check_number, config_from_dict, config_to_d
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.readers import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
+from ..evaluation.detection import format_metric
 from ..modeling.presets import (
     OLN_RCNN_PRESETS,
     DetectorConfig,
@@ -71,13 +72,12 @@ class FitResult:
             lines.append(f"{s.skipped_images} image(s) could not be read and were left out")
         m = self.metrics
         said = f"validation at step {s.steps} (logged)" if s.evaluation_read_back else "validation"
-        if m is not None and self.spec.is_detector:
-            lines.append(
-                f"{said}: AP {m['AP']:.3f}, AP50 {m['AP50']:.3f}, "
-                f"VOC07 mAP50 {m['VOC07_mAP50']:.3f}"
-            )
-        elif m is not None:
-            lines.append(f"{said}: AR@100 {m['AR@100']:.3f}, AR@1000 {m['AR@1000']:.3f}")
+        if self.spec.is_detector:
+            shown = [("AP", "AP"), ("AP50", "AP50"), ("VOC07 mAP50", "VOC07_mAP50")]
+        else:
+            shown = [("AR@100", "AR@100"), ("AR@1000", "AR@1000")]
+        if m is not None:  # n/a: no GT to count (pycocotools' -1)
+            lines.append(f"{said}: " + ", ".join(f"{n} {format_metric(m[k])}" for n, k in shown))
         best = s.best
         if best is not None and best["step"] < s.steps:  # an earlier evaluation was better
             lines.append(

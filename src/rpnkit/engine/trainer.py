@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..config import MAX_SEED, check_choices, check_compile, check_ranges, plain_fields
 from ..data import Batch, EmptyBatch, collate
+from ..evaluation.detection import format_metric
 from .checkpoint import (
     ModelSpec,
     check_resumable,
@@ -444,7 +445,9 @@ class Trainer:
         self.watch.flush()
         self.evaluation, self.evaluated_at = self.evaluate(self.model), done
         self.model.train()
-        shown = ", ".join(f"{k} {v:.3f}" for k, v in self.evaluation.items() if k in EVAL_SHOWN)
+        shown = ", ".join(
+            f"{k} {format_metric(v)}" for k, v in self.evaluation.items() if k in EVAL_SHOWN
+        )  # n/a: no GT to count (pycocotools' -1)
         bar.write(f"step {done}: {shown}")
         log.write_evaluation(self.evaluation, done)
         self._keep_best(done)

@@ -156,7 +156,8 @@ def voc_map(
 ) -> tuple[float, dict[str, float]]:
     """Pascal VOC mAP: per class, detections ranked by score across images are true positives
     when they hit an unmatched GT box with IoU > ``iou_threshold``; a hit on an ignored
-    (difficult) box counts neither way. Continuous-coordinate IoU (no VOC "+1")."""
+    (difficult) box counts neither way. Continuous-coordinate IoU (no VOC "+1"). A class
+    without GT is NaN and left out of the mean; with none having GT the mean is ``NO_GT``."""
     per_class = {}
     for k, name in enumerate(class_names, start=1):
         records = []  # (score, image, box)
@@ -203,7 +204,7 @@ def voc_map(
         precision = tp_cum / np.maximum(tp_cum + fp_cum, np.finfo(np.float64).eps)
         per_class[name] = voc_ap(recall, precision, use_07_metric=use_07_metric)
     values = [v for v in per_class.values() if not np.isnan(v)]
-    return (float(np.mean(values)) if values else 0.0), per_class
+    return (float(np.mean(values)) if values else NO_GT), per_class  # no GT: as pycocotools
 
 
 def format_per_class(per_class: dict[str, float], title: str = "AP") -> str:
@@ -230,8 +231,8 @@ def format_detection_metrics(metrics: dict) -> str:
     return "\n".join(
         [
             "COCO box AP: " + ", ".join(f"{k} {format_metric(metrics[k])}" for k in COCO_STATS),
-            f"VOC mAP@0.5: 2007 11-point {metrics['VOC07_mAP50']:.3f}, "
-            f"area {metrics['VOC_area_mAP50']:.3f}",
+            f"VOC mAP@0.5: 2007 11-point {format_metric(metrics['VOC07_mAP50'])}, "
+            f"area {format_metric(metrics['VOC_area_mAP50'])}",
             format_per_class(metrics["per_class_AP"], "AP"),
         ]
     )
