@@ -731,6 +731,32 @@ def header_without(key: str, command: str):
     return build
 
 
+def header_config(change: Callable[[dict], None], command: str, error: str):
+    """The detector checkpoint with its header's config changed by ``change``, given to
+    ``command``: one line naming the file (once a line without it)."""
+
+    def build(ctx: Ctx) -> Expect:
+        from safetensors import safe_open
+        from safetensors.torch import load_file, save_file
+
+        path = ctx.tmp / "changed.safetensors"
+        with safe_open(str(ctx.ckpt.detector), framework="pt") as f:
+            header = json.loads(f.metadata()["rpnkit"])
+        change(header["config"])
+        save_file(load_file(str(ctx.ckpt.detector)), str(path), {"rpnkit": json.dumps(header)})
+        argv = {
+            "detect": ["detect", ctx.ckpt.image, "--out", ctx.tmp / "d.json"],
+            "export": ["export", "--out", ctx.tmp / "m.onnx"],
+        }[command]
+        return Expect([*argv, "--checkpoint", path], "stop", error=(f"{path}: {error}",))
+
+    return build
+
+
+def _backbone_named(config: dict, name: str) -> None:
+    config["detector"]["model"]["backbone"]["name"] = name
+
+
 def nan_weights(ctx: Ctx) -> Expect:
     model, spec = tiny_detector()
     with torch.no_grad():
@@ -1052,6 +1078,22 @@ CASES = [
     case("checkpoint-random-bytes", random_bytes),
     case("checkpoint-truncated-safetensors", truncated_safetensors),
     case("checkpoint-nan-weights", nan_weights),
+    case(
+        "checkpoint-naming-more-classes-than-its-head",
+        header_config(
+            lambda c: c.update(class_names=["a", "b", "c"]),
+            "detect",
+            "names 3 class(es) and its box head has 1",
+        ),
+    ),
+    case(
+        "checkpoint-of-an-unknown-backbone",
+        header_config(
+            lambda c: _backbone_named(c, "nonexistent"),
+            "export",
+            "its model config builds no model: unknown backbone",
+        ),
+    ),
     case("checkpoint-header-without-config", header_without("config", "propose")),
     case("checkpoint-header-without-step-resumed", header_without("step", "train")),
     case("checkpoint-header-without-config-resumed", header_without("config", "train")),

@@ -369,9 +369,25 @@ def load_model_and_size(
     recorded, as in checkpoints before it was)."""
     state = load_checkpoint(path)
     spec = ModelSpec.from_dict(state["config"], where=f"{path}")
-    model = spec.build(pretrained=False)  # every weight is in the checkpoint
+    try:
+        model = spec.build(pretrained=False)  # every weight is in the checkpoint
+    except (KeyError, TypeError, ValueError) as err:  # a config no build takes
+        raise ValueError(f"{path}: its model config builds no model: {err}") from err
+    _check_class_names(model, spec, path)
     load_weights(model, state["model"], path)
     return model.to(device).eval(), spec, state["input_size"]
+
+
+def _check_class_names(model: nn.Module, spec: ModelSpec, path: str | Path) -> None:
+    """A classifying detector's checkpoint names one class per class of its box head."""
+    heads = getattr(model, "roi_heads", None)
+    if heads is None or heads.config.class_agnostic:
+        return
+    classes = heads.config.num_classes - 1
+    if len(spec.class_names) != classes:
+        raise ValueError(
+            f"{path}: names {len(spec.class_names)} class(es) and its box head has {classes}"
+        )
 
 
 def check_resumable(state: dict, spec: ModelSpec, path: str | Path) -> None:
