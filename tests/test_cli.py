@@ -455,8 +455,12 @@ def test_resume_edge_cases_best_record_options_and_print_config(trained, tmp_pat
     extra = ["--eval-every", "2", "--log-every", "1"]
     assert train_tiny_on_raccoon(run, steps=4, extra=extra) == 0
     argv = ["train", "--resume", str(run / "best.safetensors"), "--steps", "6"]
+    capsys.readouterr()
     assert main(argv) == 2  # (written at the first validation, step 2, whatever followed)
-    assert "a model to use (no optimizer or schedule state)" in capsys.readouterr().err
+    refused = capsys.readouterr()
+    assert "a model to use (no optimizer or schedule state)" in refused.err
+    assert "images, 1 class" not in refused.out  # refused before reading the data (it read
+    # it and wrote a held-out split into the run's folder first)
     # a run's record gives the model: --preset with it says so
     argv = ["train", "--config", str(run / "config.yaml"), "--preset", "tiny", "--out", "x"]
     assert main(argv) == 2

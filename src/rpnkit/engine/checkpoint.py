@@ -378,6 +378,18 @@ def load_model_and_size(
     return model.to(device).eval(), spec, state["input_size"]
 
 
+def check_run_state(path: str | Path, header: dict | None = None) -> None:
+    """A ValueError unless the checkpoint keeps a run's optimizer and schedule state (a
+    ``best.safetensors`` keeps the weights alone). ``header``: its header or
+    ``load_checkpoint``'s state, when read already."""
+    header = read_header(path) if header is None else header
+    if "optimizer" not in header or header.get("scheduler") is None:
+        raise ValueError(
+            f"{path}: a model to use (no optimizer or schedule state), not a run to resume: "
+            "resume from the run's checkpoint.safetensors"
+        )
+
+
 def _check_class_names(model: nn.Module, spec: ModelSpec, path: str | Path) -> None:
     """A classifying detector's checkpoint names one class per class of its box head."""
     heads = getattr(model, "roi_heads", None)

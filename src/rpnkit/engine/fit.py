@@ -36,7 +36,16 @@ from ..modeling.presets import (
     preset_config,
 )
 from .alternating import combined_summary, train_alternating
-from .checkpoint import DETECTOR, RPN, Kind, ModelSpec, read_header, read_spec, resumed_in_place
+from .checkpoint import (
+    DETECTOR,
+    RPN,
+    Kind,
+    ModelSpec,
+    check_run_state,
+    read_header,
+    read_spec,
+    resumed_in_place,
+)
 from .device import check_amp, decodes_on_device, resolve_device
 from .distributed import main_process, world_size
 from .evaluate import evaluate_detections, evaluate_proposals
@@ -191,6 +200,7 @@ def _configs(data, train, model, kind, resume) -> tuple:
         if not isinstance(value, cls):
             raise TypeError(f"fit(): {name} must be {rule}, got {type(value).__name__}")
     if resume is not None:
+        check_run_state(resume)
         check_resumed_settings(resume, run_settings(data, train))
     return data, train, model, model_kind(kind, model)  # a mismatch fails before any reading
 

@@ -30,6 +30,7 @@ from ..evaluation.detection import format_metric
 from .checkpoint import (
     ModelSpec,
     check_resumable,
+    check_run_state,
     load_checkpoint,
     load_weights,
     read_header,
@@ -306,11 +307,7 @@ class Trainer:
             )
         if self.spec is not None:
             check_resumable(state, self.spec, self.resume)
-        if "optimizer" not in state or state.get("scheduler") is None:
-            raise ValueError(
-                f"{self.resume}: a model to use (no optimizer or schedule state), not a run to "
-                "resume: resume from the run's checkpoint.safetensors"
-            )
+        check_run_state(self.resume, state)
         load_weights(self.model, state["model"], self.resume)
         try:
             if "optimizer" in state:
