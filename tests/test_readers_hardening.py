@@ -895,3 +895,18 @@ def test_a_damaged_png_is_a_data_error_when_shrunk_too(tmp_path, damage):
     for max_side in (None, 9):
         with pytest.raises(DataError, match=r"damaged\.png: unreadable or truncated image"):
             load_rgb(path, max_side=max_side)
+
+
+def test_a_float_image_with_nan_pixels_is_unreadable_not_garbage(tmp_path):
+    # once: numpy's "invalid value encountered in cast", naming no file, and the garbage
+    # pixels trained on, even with --strict
+    pixels = np.full((20, 30), 0.5, np.float32)
+    pixels[3, 4] = np.nan
+    path = tmp_path / "nan.tiff"
+    Image.fromarray(pixels).save(path)
+    for max_side in (None, 10):  # whole, and shrunk a strip at a time
+        with pytest.raises(DataError, match=r"nan\.tiff: a float image with NaN or infinite"):
+            load_rgb(path, max_side=max_side)
+    pixels[3, 4] = 0.25
+    Image.fromarray(pixels).save(path)
+    assert load_rgb(path).shape == (20, 30, 3)

@@ -27,6 +27,10 @@ def allow_large_images(max_pixels: int | None) -> None:
     Image.MAX_IMAGE_PIXELS = max_pixels or None
 
 
+class NonFinitePixels(ValueError):
+    """A float image holding NaN or infinite values: it maps to no 8-bit picture."""
+
+
 def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
     """(H, W, 3) uint8 RGB. EXIF rotation is applied (the boxes of a dataset refer to the image
     as displayed); grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are
@@ -48,6 +52,8 @@ def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
                 rgb = pil_to_rgb(ImageOps.exif_transpose(img))
     except Image.DecompressionBombError as err:
         raise too_large_image_error(path, err) from err
+    except NonFinitePixels as err:  # decoded, but no picture to make of it
+        raise DataError(f"{path}: {err}") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise DataError(f"{path}: unreadable or truncated image ({err})") from err
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
@@ -170,6 +176,8 @@ def _rgb_image(img: Image.Image, value_range: tuple[float, float] | None) -> Ima
     elif img.mode == "F":
         low, high = value_range
         arr = np.asarray(img, dtype=np.float64)
+        if not (np.isfinite(low) and np.isfinite(high) and np.isfinite(arr).all()):
+            raise NonFinitePixels("a float image with NaN or infinite pixel values")
         span = max(high - low, 1e-12)
         img = Image.fromarray(((arr - low) / span * 255.0 + 0.5).astype(np.uint8))
     elif img.mode == "P" and "transparency" in img.info:
