@@ -154,9 +154,9 @@ def test_anchors_stop_with_one_line_when_there_is_no_box(tmp_path, capsys):
     assert main([*args, "--short-side", "128", "--max-size", "192"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"rpnkit anchors: error: {RACCOON / 'train_labels.csv'}: no image ")
-    hint = "a CSV's images are looked for beside it: give --images DIR"
+    hint = "a CSV's images are looked for beside it: give --images DIR (images=)"
     assert "(160 skipped; first: " in last
-    assert last.endswith(f"image file not found): no box to check the anchors on; {hint}")
+    assert last.endswith(f"image file not found); {hint} (no box to check the anchors on)")
     # images read, none with a box
     index = _index(tmp_path, 64, 48, [])
     with pytest.raises(ValueError, match=r"^hand-made: none of its 1 image\(s\) has a box"):

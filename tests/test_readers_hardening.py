@@ -586,7 +586,7 @@ def test_yolo_without_any_label_file_says_so_and_training_on_it_is_refused(tmp_p
         f"{tmp_path / 'labels' / 'train' / 'a.txt'}): every image is background"
     )
     assert len(index.records) == 2  # images to detect on, without boxes
-    refused = r"no box in its 2 image\(s\): nothing to train on"
+    refused = r"no box in its 2 image\(s\) \(crowd regions not counted\): nothing to train on"
     with pytest.raises(ValueError, match=refused), pytest.warns(DataNote, match="no label file"):
         DataConfig(str(data_yaml)).read_train()
 

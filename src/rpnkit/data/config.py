@@ -150,11 +150,12 @@ class DataConfig:
         )
         if self.classes is None:
             if not index.records:
-                raise ValueError(_none_readable(index, self.images))
-            if not any(len(r.labels) for r in index.records):  # e.g. labels not where looked
+                raise ValueError(none_readable(index, self.images))
+            if not _trainable(index):  # e.g. labels not where looked
                 raise ValueError(
-                    f"{index.source}: no box in its {len(index.records)} image(s): nothing to "
-                    "train on (the lines above say what was skipped)"
+                    f"{index.source}: no box in its {len(index.records)} image(s) (crowd "
+                    "regions not counted): nothing to train on (the lines above say what was "
+                    "skipped)"
                 )
             return index
         unknown = [n for n in self.classes if n not in set(index.class_names)]
@@ -165,7 +166,7 @@ class DataConfig:
                 f"{', ...' if len(index.class_names) > 12 else ''})"
             )
         index = only_classes(index, self.classes)
-        if not any(len(r.labels) for r in index.records):
+        if not _trainable(index):
             raise ValueError(f"{index.source} has no box of the classes {list(self.classes)}")
         return index
 
@@ -207,13 +208,20 @@ class DataConfig:
         return DetectionDataset(index, eval_transforms(self.short_side, self.max_size))
 
 
-def _none_readable(index: DatasetIndex, images: str | None) -> str:
-    """Why a training set has no image: the first skip, and where a CSV's images were looked
-    for when none was found."""
+def _trainable(index: DatasetIndex) -> bool:
+    """Whether some image has a box to learn from: crowd and difficult boxes are ignore
+    regions, neither positive nor negative."""
+    return any(not r.ignore.all() for r in index.records if len(r.labels))
+
+
+def none_readable(index: DatasetIndex, images: str | None) -> str:
+    """Why a dataset has no image: the first skip, and where a CSV's images were looked for
+    when none was found (``images``: the folder given); one that lists no image says so."""
     issues = index.image_issues
-    text = f"{index.source}: no image could be read"
-    text += f" ({len(issues)} skipped; first: {issues[0]})" if issues else ""
-    missing = bool(issues) and all("image file not found" in line for line in issues)
+    if not issues:
+        return f"{index.source}: lists no images"
+    text = f"{index.source}: no image could be read ({len(issues)} skipped; first: {issues[0]})"
+    missing = all("image file not found" in line for line in issues)
     if missing and images is None and index.source.endswith(".csv"):
         text += "; a CSV's images are looked for beside it: give --images DIR (images=)"
     return text

@@ -9,8 +9,8 @@ instead.
 Conventions: COCO ``[x, y, w, h]`` -> ``(x, y, x + w, y + h)``; VOC's 1-based inclusive pixel
 indices -> ``(xmin - 1, ymin - 1, xmax, ymax)`` (as detectron2); YOLO's normalised
 ``cx cy w h`` -> pixels with the image size; CSV boxes are xyxy pixels as written (parsed
-in ``csv_boxes``). ``iscrowd`` (COCO) and ``difficult`` (VOC) become
-ignore regions.
+in ``csv_boxes``). ``iscrowd`` (COCO: 0 or 1, anything else is a malformed annotation) and
+``difficult`` (VOC) become ignore regions.
 
 Class ids: labels are 1..K. Without ``class_names`` they follow the dataset's own order: COCO
 the JSON's categories sorted by id, YOLO the ``names`` of data.yaml, VOC the sorted names seen
@@ -29,8 +29,11 @@ image keeps its other boxes (an image may end with none: counted in ``DatasetInd
 the summary). A box that overshoots its image by
 at most ``BORDER_TOLERANCE`` pixels is clipped silently; one that overshoots further but
 overlaps the image is clipped and counted in ``DatasetIndex.clipped``. COCO annotations that
-refer to no image of the JSON are counted in one line. Malformed COCO categories are an error
-(the class ids depend on them), as is a JSON that is not COCO instances JSON.
+refer to no image of the JSON are counted in one line; images that share an id while naming
+different files are skipped, and the annotations of that id counted in one line (they cannot
+be attributed). Ids of a split file that name no image are skipped in one line. Malformed
+COCO categories (or two of one name) are an error (the class ids depend on them), as is a
+JSON that is not COCO instances JSON, and a dataset or split file that lists nothing.
 """
 
 from __future__ import annotations
@@ -160,10 +163,10 @@ class _Collector:
         self.first_other = ""  # the first of them, as its own line would have said
         self.resized: list[str] = []  # images whose annotations give another size than the file
 
-    def skip(self, where: str | Path, problem: str) -> None:
-        """An image left out."""
+    def skip(self, where: str | Path, problem: str, count: int = 1) -> None:
+        """``count`` images left out, in one line."""
         self._report(f"{where}: {problem}")
-        self.images += 1
+        self.images += count
         self.image_issues.append(f"{where}: {problem}")
 
     def skip_annotation(self, where: str | Path, problem: str, count: int = 1) -> None:
@@ -467,11 +470,13 @@ def read_coco(
     categories sorted by id, or ``class_names`` (matched by category name)."""
     json_path = Path(json_path)
     data = _load_coco_json(json_path)
+    if not data["images"]:
+        raise DataError(f"{json_path}: lists no images ('images' is empty)")
     classes = _coco_classes(json_path, data["categories"], _class_list(class_names))
     image_dir = Path(image_dir) if image_dir is not None else _coco_image_dir(json_path)
     out = _Collector(strict)
-    images = _coco_images(json_path, data["images"], out)
-    anns_of = _coco_annotations_by_image(json_path, data["annotations"], images, out)
+    images, shared = _coco_images(json_path, data["images"], out)
+    anns_of = _coco_annotations_by_image(json_path, data["annotations"], images, shared, out)
     records = []
     for image_id, entry in images.items():
         if entry is None:  # a malformed entry, already reported
@@ -545,6 +550,12 @@ def _coco_classes(json_path: Path, categories: list, given: list[str] | None) ->
             raise DataError(f"{where} (id {cat['id']}): {got} (a non-empty string is needed)")
         if cat["id"] in name_of:
             raise DataError(f"{where}: category id {cat['id']!r} appears twice")
+        if name in name_of.values():  # two classes of one name cannot be told apart by name
+            first = list(name_of.values()).index(name)
+            raise DataError(
+                f"{where} (id {cat['id']!r}): the name {name!r} is also categories[{first}]'s "
+                "(class names must differ)"
+            )
         name_of[cat["id"]] = name
     ordered = _in_id_order(name_of)
     if given is None:
@@ -560,11 +571,29 @@ def _in_id_order(category_ids) -> list:
     return sorted(category_ids, key=lambda c: (isinstance(c, str), c))
 
 
-def _coco_images(json_path: Path, entries: list, out: _Collector) -> dict:
-    """Image id -> its entry, or None for an entry with an id but malformed otherwise; entries
-    without a usable id are left out. Each malformed entry is reported as ``images[i]``."""
+def _coco_images(json_path: Path, entries: list, out: _Collector) -> tuple[dict, dict]:
+    """``(images, shared)``: image id -> its entry, or None for an entry with an id but
+    malformed otherwise (entries without a usable id are left out); and each id that entries
+    naming different files share -> their indices. Each malformed entry is reported as
+    ``images[i]``; so is each entry of a shared id, whose annotations cannot be told apart:
+    none of them is read (an entry repeated with its file name is read once)."""
+    files_of: dict = {}  # id -> {index: file name}
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and _is_id(entry.get("id")):
+            files_of.setdefault(entry["id"], {})[i] = _json_text(entry.get("file_name"))
+    shared = {k: list(v) for k, v in files_of.items() if len(set(v.values())) > 1}
     images: dict = {}
     for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and _is_id(entry.get("id")) and entry["id"] in shared:
+            image_id, indices = entry["id"], shared[entry["id"]]
+            others = ", ".join(f"images[{j}] {files_of[image_id][j]}" for j in indices if j != i)
+            out.skip(
+                f"{json_path}: images[{i}] {files_of[image_id][i]}",
+                f"image id {image_id!r} is also {others}: neither image is read, nor the "
+                "annotations of that id",
+            )
+            images[image_id] = None
+            continue
         problem = _coco_image_problem(entry, images)
         if problem is not None:
             out.skip(f"{json_path}: images[{i}]", problem)
@@ -572,7 +601,7 @@ def _coco_images(json_path: Path, entries: list, out: _Collector) -> dict:
                 images.setdefault(entry["id"], None)
             continue
         images[entry["id"]] = entry
-    return images
+    return images, shared
 
 
 def _coco_image_problem(entry, images: dict) -> str | None:
@@ -593,11 +622,12 @@ def _coco_image_problem(entry, images: dict) -> str | None:
 
 
 def _coco_annotations_by_image(
-    json_path: Path, annotations: list, images: dict, out: _Collector
+    json_path: Path, annotations: list, images: dict, shared: dict, out: _Collector
 ) -> dict:
     """Image id -> [(index in ``annotations``, annotation)]. Annotations that are not objects
     or lack an ``image_id`` are reported one by one; those of image ids that the JSON does not
-    hold are counted in one line."""
+    hold are counted in one line, and those of each id that several images share (``shared``,
+    id -> the images' indices) in one line per id."""
     anns_of: dict = {}
     unknown = []
     for i, ann in enumerate(annotations):
@@ -619,6 +649,16 @@ def _coco_annotations_by_image(
             f"{len(unknown)} annotation(s) refer to unknown image ids (first: {unknown[0]!r})",
             count=len(unknown),
         )
+    for image_id, indices in shared.items():
+        of_id = anns_of.pop(image_id, [])
+        if of_id:
+            entries = " and ".join(f"images[{j}]" for j in indices)
+            out.skip_annotation(
+                json_path,
+                f"{len(of_id)} annotation(s) of image id {image_id!r} (first: "
+                f"annotations[{of_id[0][0]}]) left out: {entries} share that id",
+                count=len(of_id),
+            )
     return anns_of
 
 
@@ -636,20 +676,37 @@ def _coco_annotation(ann: dict, classes: _CocoClasses, width: int, height: int):
         return None, f"bbox {_json_text(bbox)} has a non-numeric value"
     category = ann.get("category_id")
     if not _is_id(category) or category not in classes.name_of:
-        return None, f"unknown category {_json_text(category)}"
+        return None, f"unknown category {_json_text(category)}{_id_type_clash(category, classes)}"
     if category not in classes.label_of:
         name = classes.name_of[category]
         return None, OtherClass(name, classes.names, f"category {category}; ")
-    area = ann.get("area")
+    area, crowd = ann.get("area"), ann.get("iscrowd", 0)
     if area is not None and not _is_number(area):
         return None, f"'area' {_json_text(area)} is not a number"
+    if area is not None and not (math.isfinite(area) and area >= 0):
+        return None, f"'area' {_json_text(area)} is not a finite number >= 0"
+    # bool("0") is True: a flag read loosely would make every box an ignore region
+    if not (isinstance(crowd, int) and crowd in (0, 1)):
+        return None, f"'iscrowd' {_json_text(crowd)} is not 0 or 1"
     x, y, w, h = (float(v) for v in bbox)
     box, note = _fit_box((x, y, x + w, y + h), width, height)
     if box is None:
         return None, note
     if area is None:
         area = w * h if note is None else (box[2] - box[0]) * (box[3] - box[1])
-    return (box, classes.label_of[category], bool(ann.get("iscrowd", 0)), float(area)), note
+    return (box, classes.label_of[category], bool(crowd), float(area)), note
+
+
+def _id_type_clash(category, classes: _CocoClasses) -> str:
+    """Why a category id that matches none may be meant as one: ``"1"`` written for ``1``."""
+    for known in classes.name_of:
+        if _is_id(category) and type(known) is not type(category) and str(known) == str(category):
+            what = {int: "an integer", str: "a string"}
+            return (
+                f" (a string vs integer mismatch: {what[type(category)]} here, but "
+                f"{what[type(known)]} {known!r} in categories, {classes.name_of[known]!r})"
+            )
+    return ""
 
 
 def _coco_image_dir(json_path: Path) -> Path:
@@ -681,12 +738,16 @@ def read_voc(
     every name seen, sorted."""
     annotation_dir = Path(annotation_dir)
     given = _class_list(class_names)
+    xml_files = voc_xml_files(annotation_dir)
+    if not xml_files:
+        raise DataError(f"{annotation_dir}: holds no VOC XML (.xml) file")
     finder = _ImageFinder(_voc_image_dirs(annotation_dir, image_dir))
-    xml_files = sorted(annotation_dir.glob("*.xml"))
-    if split_file is not None:
-        wanted = _read_split(Path(split_file))
-        xml_files = [f for f in xml_files if f.stem in wanted]
     out = _Collector(strict)
+    if split_file is not None:
+        wanted = _split_selection(
+            Path(split_file), [f.stem for f in xml_files], annotation_dir, out
+        )
+        xml_files = [f for f in xml_files if f.stem in wanted]
     parsed, seen = [], set()
     for xml_file in xml_files:
         found = _voc_file(xml_file, finder, given, out)
@@ -711,6 +772,9 @@ def _voc_file(xml_file: Path, finder: _ImageFinder, given: list[str] | None, out
         root = ET.parse(xml_file).getroot()
     except (ET.ParseError, OSError) as err:
         out.skip(xml_file, f"malformed XML ({err})")
+        return None
+    if root.tag != "annotation":  # any other XML would pass as an image without objects
+        out.skip(xml_file, f"not a VOC annotation (the root is <{root.tag}>, not <annotation>)")
         return None
     try:
         path = finder.find((root.findtext("filename") or "").strip(), xml_file.stem)
@@ -827,17 +891,63 @@ class _ImageFinder:
         raise DataError(f"{stem}: image file not found (no <filename>; {also})")
 
 
-def _read_split(path: Path) -> set[str]:
-    """Image ids (file stems) listed in a text file or in a CSV's ``filename`` column."""
+def voc_xml_files(folder: Path) -> list[Path]:
+    """The VOC XML files of a folder (``.xml`` in any case), sorted; none for a file."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file())
+
+
+def _read_split(path: Path) -> list[str]:
+    """Image ids (file stems), in file order, once each, listed in a text file (the first word
+    of each line: an id, or a file name with an image suffix) or in a CSV's ``filename``
+    column."""
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
-    if path.suffix == ".csv":
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if "filename" not in (reader.fieldnames or []):
-                raise DataError(f"{path}: a split CSV needs a 'filename' column")
-            return {Path(row["filename"]).stem for row in reader}
-    return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                if "filename" not in (reader.fieldnames or []):
+                    raise DataError(f"{path}: a split CSV needs a 'filename' column")
+                ids = [Path(row["filename"] or "").stem for row in reader]
+        else:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            ids = [_split_id(line.split()[0]) for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read the split file ({err})") from err
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def _split_id(word: str) -> str:
+    """An id of a text split: ``raccoon-1`` as written, ``raccoon-1.jpg`` (or a path to it) as
+    its stem; a suffix that is not an image's is part of the id (``2008_000001.v2``)."""
+    name = Path(word)
+    return name.stem if name.suffix.lower() in IMAGE_SUFFIXES else word
+
+
+def _split_selection(path: Path, stems: list[str], dataset, out: _Collector) -> set[str]:
+    """The ids of the split file ``path`` that name one of a dataset's images (by ``stems``);
+    those naming none are skipped in one line (a count and the first few); a split file that
+    names none of them is an error."""
+    ids = _read_split(path)
+    if not ids:
+        raise DataError(f"{path}: lists no image ids")
+    have = set(stems)
+    unmatched = [i for i in ids if i not in have]
+    first = ", ".join(repr(i) for i in unmatched[:3]) + (", ..." if len(unmatched) > 3 else "")
+    if len(unmatched) == len(ids):
+        like = f"; its images are named like {stems[0]!r}" if stems else ""
+        raise DataError(
+            f"{path}: none of its {len(ids)} ids names an image of {dataset} (first: {first}{like})"
+        )
+    if unmatched:
+        out.skip(
+            path,
+            f"{len(unmatched)} of its {len(ids)} ids name no image of {dataset} (first: {first})",
+            count=len(unmatched),
+        )
+    return set(ids) & have
 
 
 # ---------------------------------------------------------------- YOLO txt
@@ -851,18 +961,22 @@ def read_yolo(
     strict: bool = False,
 ) -> DatasetIndex:
     """A YOLO dataset described by ``data.yaml`` (``path``, ``train``/``val``, ``names``).
-    Labels sit beside the images with ``images`` replaced by ``labels`` and a ``.txt`` suffix;
-    a missing or empty label file means an image without objects. Classes: data.yaml's
+    A split is an image folder (read with its sub-folders, in sorted order), a text file
+    listing image paths (relative to its folder, or absolute), or a list of either, as
+    Ultralytics reads them. Labels sit beside the images with ``images`` replaced by
+    ``labels`` and a ``.txt`` suffix; a missing or empty label file means an image without
+    objects. Image ids are the file stems (paths, where stems repeat). Classes: data.yaml's
     ``names``, or ``class_names`` (matched by name)."""
     data_yaml = Path(data_yaml)
-    yaml_ids, image_dir = _yolo_meta(data_yaml, split)
+    yaml_ids, image_paths, root = _yolo_meta(data_yaml, split)
     given = _class_list(class_names)
     names = given or list(yaml_ids.values())
     position = {n: i + 1 for i, n in enumerate(names)}
     out = _Collector(strict)
     records = []
     labelled = 0  # images with a label file
-    for path in sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    ids = _yolo_image_ids(image_paths, root)
+    for path in image_paths:
         label_path = yolo_label_path(path)
         try:
             width, height = image_size(path)
@@ -889,7 +1003,7 @@ def read_yolo(
             labels.append(found[1])
         out.image_done(before, len(boxes))
         records.append(
-            _make_record(path, path.stem, width, height, boxes, labels, [False] * len(boxes))
+            _make_record(path, ids[path], width, height, boxes, labels, [False] * len(boxes))
         )
     if records and not labelled:
         warnings.warn(
@@ -913,21 +1027,81 @@ def yolo_label_path(image: Path) -> Path:
     return Path(*parts) / f"{image.stem}.txt"
 
 
-def _yolo_meta(data_yaml: Path, split: str) -> tuple[dict[int, str], Path]:
-    """data.yaml's classes (id -> name, ``_yolo_class_ids``) and the image folder of
-    ``split``; raises DataError."""
+def read_data_yaml(data_yaml: Path):
+    """A data.yaml's content; raises DataError in one line naming the file (and the line of a
+    YAML error)."""
     try:
-        meta = yaml.safe_load(data_yaml.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise DataError(f"{data_yaml}: cannot read ({err})") from err
+        return yaml.safe_load(data_yaml.read_text(encoding="utf-8-sig"))
+    except OSError as err:
+        raise DataError(f"{data_yaml}: cannot read ({err.strerror or err})") from err
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{data_yaml}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+            f"{err.start})"
+        ) from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        at = f", line {mark.line + 1}" if mark is not None else ""
+        raise DataError(f"{data_yaml}: not readable YAML: {problem}{at}") from err
+
+
+def _yolo_meta(data_yaml: Path, split: str) -> tuple[dict[int, str], list[Path], Path]:
+    """data.yaml's classes (id -> name, ``_yolo_class_ids``), the image files of ``split``
+    (sorted within each folder or list file) and the dataset's root folder; raises
+    DataError."""
+    meta = read_data_yaml(data_yaml)
     if not isinstance(meta, dict) or split not in meta or "names" not in meta:
         raise DataError(f"{data_yaml}: needs '{split}' and 'names' entries")
     ids = _yolo_class_ids(data_yaml, meta["names"])
-    root = (data_yaml.parent / str(meta.get("path", "."))).resolve()
-    image_dir = root / str(meta[split])
-    if not image_dir.is_dir():
-        raise DataError(f"{data_yaml}: the '{split}' image folder {image_dir} does not exist")
-    return ids, image_dir
+    root = (data_yaml.parent / str(meta.get("path") or ".")).resolve()
+    entries = meta[split] if isinstance(meta[split], list) else [meta[split]]
+    if meta[split] is None or not entries:
+        raise DataError(f"{data_yaml}: the '{split}' key is empty (give an image folder)")
+    images = []
+    for entry in entries:
+        if not isinstance(entry, str) or not entry.strip():
+            raise DataError(
+                f"{data_yaml}: '{split}' gives {entry!r}, not an image folder or a list file"
+            )
+        images += _yolo_split_images(data_yaml, split, root / entry)
+    if not images:
+        raise DataError(f"{data_yaml}: the '{split}' images ({meta[split]}) hold no image")
+    return ids, images, root
+
+
+def _yolo_split_images(data_yaml: Path, split: str, where: Path) -> list[Path]:
+    """The images of one entry of a YOLO split: a folder's, hidden ones aside, sorted, or the
+    paths a ``.txt`` file lists (relative to its folder, or absolute), in its order."""
+    if where.is_dir():
+        return sorted(
+            p
+            for p in where.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in p.relative_to(where).parts)
+            and p.is_file()
+        )
+    if where.is_file() and where.suffix.lower() == ".txt":
+        try:
+            lines = where.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataError(f"{where}: cannot read the list of images ({err})") from err
+        return [where.parent / line.strip() for line in lines if line.strip()]
+    raise DataError(f"{data_yaml}: the '{split}' image folder {where} does not exist")
+
+
+def _yolo_image_ids(paths: list[Path], root: Path) -> dict[Path, str]:
+    """Each image's id: its stem, or its path from ``root`` without the suffix where another
+    image of the split has the same stem (in another folder)."""
+    stems: dict[str, int] = {}
+    for path in paths:
+        stems[path.stem] = stems.get(path.stem, 0) + 1
+    return {
+        p: p.stem
+        if stems[p.stem] == 1
+        else Path(os.path.relpath(p, root)).with_suffix("").as_posix()
+        for p in paths
+    }
 
 
 def _yolo_class_ids(data_yaml: Path, names) -> dict[int, str]:
@@ -945,6 +1119,12 @@ def _yolo_class_ids(data_yaml: Path, names) -> dict[int, str]:
             raise DataError(f"{data_yaml}: 'names' keys must be class numbers, got {key!r}")
         if int(text) in ids:
             raise DataError(f"{data_yaml}: 'names' gives class {int(text)} twice")
+        # YAML reads null, ~, yes, no, on, off as no text: "None" or "True" is no class name
+        if not ((isinstance(name, str) and name.strip()) or type(name) is int):
+            raise DataError(
+                f"{data_yaml}: 'names'[{key!r}] is {_json_text(name)}, not a class name (quote "
+                "a name that YAML reads otherwise: 'null', 'yes')"
+            )
         ids[int(text)] = str(name)
     repeated = sorted({n for n in ids.values() if list(ids.values()).count(n) > 1})
     if repeated:
@@ -1015,17 +1195,23 @@ def read_csv(
         mapped = read_class_map(class_map) if class_map is not None else None
     except CsvError as err:
         raise DataError(str(err)) from err
+    if not table.rows and not table.problems:
+        raise DataError(f"{csv_path}: lists no images (a header and no row)")
     names = _class_list(class_names) or mapped or table.class_names()
     root = Path(image_dir) if image_dir is not None else csv_path.parent
-    wanted = _read_split(Path(split_file)) if split_file is not None else None
+    out = _Collector(strict)
+    by_image = table.by_image()
+    wanted = None
+    if split_file is not None:
+        stems = [(root / image).stem for image in by_image]
+        wanted = _split_selection(Path(split_file), stems, csv_path, out)
     events = [(p.line, "annotation", p.why) for p in table.problems]
     records = []
-    for image, (line, rows) in table.by_image().items():
+    for image, (line, rows) in by_image.items():
         path = root / image
         if wanted is None or path.stem in wanted:
             record = _csv_record(path, str(image), (line, rows), names, events, class_names)
             records += [record] if record is not None else []
-    out = _Collector(strict)
     report = {"image": out.skip, "annotation": out.skip_annotation, "clip": out.clip}
     report["bare"] = lambda where, text: out.count_bare()
     for line, kind, text in sorted(events, key=lambda e: e[0]):  # in file order
@@ -1162,9 +1348,8 @@ def _detect_folder(path: Path) -> str | None:
         return "yolo"
     if coco_jsons(path):
         return "coco"
-    for pattern in ("annotations/*.xml", "Annotations/*.xml", "*.xml"):
-        if list(path.glob(pattern)):
-            return "voc"
+    if any(voc_xml_files(folder) for folder in (path / "annotations", path / "Annotations", path)):
+        return "voc"
     boxes, _ = _folder_csvs(path)
     if len(boxes) > 1:
         names = ", ".join(p.name for p in boxes)
@@ -1230,7 +1415,7 @@ def read_dataset(
     ``images``: the image folder of a COCO, VOC or CSV dataset, when it is not the usual
     one; ``class_map``: a CSV dataset's ``class_name,id`` file."""
     path = Path(path)
-    fmt = _resolve_format(path, fmt, split)
+    given_fmt, fmt = fmt, _resolve_format(path, fmt, split)
     if images is not None and fmt == "yolo":
         raise DataError(f"{path}: --images does not apply to YOLO (data.yaml names the images)")
     if class_map is not None and fmt != "csv":
@@ -1249,10 +1434,7 @@ def read_dataset(
         yaml_path = path / "data.yaml" if path.is_dir() else path
         return read_yolo(yaml_path, split, class_names=class_names, strict=strict)
     if fmt == "voc":
-        ann = path
-        for sub in ("annotations", "Annotations"):
-            if (path / sub).is_dir():
-                ann = path / sub
+        ann = _voc_annotation_dir(path, given_fmt)
         return read_voc(ann, images, split_file=split_file, class_names=class_names, strict=strict)
     if fmt == "csv":
         if path.is_dir():
@@ -1268,6 +1450,24 @@ def read_dataset(
     raise DataError(f"unknown dataset format {fmt!r}: use coco, voc, yolo or csv")
 
 
+def _voc_annotation_dir(path: Path, given_fmt: str | None) -> Path:
+    """The folder of a VOC dataset's XML files: ``annotations/`` or ``Annotations/`` in
+    ``path``, else ``path``; raises DataError when it holds none (``--format voc`` given for
+    a COCO JSON or a data.yaml: ``given_fmt``)."""
+    ann = path
+    for sub in ("annotations", "Annotations"):
+        if (path / sub).is_dir():
+            ann = path / sub
+    if not voc_xml_files(ann):
+        option = "--format voc: " if given_fmt is not None else ""
+        if path.is_file():
+            what = f"a {path.suffix or 'suffix-less'} file, not a folder"
+        else:
+            what = f"looked in {ann.name}/" if ann != path else "looked in the folder"
+        raise DataError(f"{option}{path} holds no VOC XML (.xml) file ({what})")
+    return ann
+
+
 def _resolve_format(path: Path, fmt: str | None, split: str) -> str:
     """``fmt``, or the format detected; a folder with both YOLO labels and COCO JSON (COCO128)
     is YOLO unless its data.yaml lacks the split and a COCO JSON names it."""
@@ -1275,7 +1475,7 @@ def _resolve_format(path: Path, fmt: str | None, split: str) -> str:
         return fmt
     fmt = detect_format(path)
     if fmt == "yolo" and path.is_dir():
-        meta = yaml.safe_load((path / "data.yaml").read_text())
+        meta = read_data_yaml(path / "data.yaml")
         meta = meta if isinstance(meta, dict) else {}
         has_json = any(split in c.stem for c in path.glob("annotations/*.json"))
         if split not in meta and has_json:

@@ -24,6 +24,7 @@ from .readers import (
     coco_jsons,
     image_size,
     read_dataset,
+    voc_xml_files,
 )
 from .transforms import Compose
 
@@ -38,7 +39,7 @@ def looks_like_dataset(path: Path) -> bool:
         or any(path.glob("annotations/*"))
         or any(path.glob("Annotations/*"))
         or bool(coco_jsons(path))
-        or any(path.glob("*.xml"))
+        or bool(voc_xml_files(path))
         or any(csv_kind(p) == BOXES for p in path.glob("*.csv"))
     )
 

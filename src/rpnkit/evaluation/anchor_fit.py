@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import config_to_dict
+from ..data.config import none_readable
 from ..data.readers import DatasetIndex
 from ..data.transforms import resize_scale, resized_size
 from ..modeling.anchors import AnchorConfig, LevelAnchors, base_anchors
@@ -766,14 +767,7 @@ def _no_boxes(index: DatasetIndex) -> str:
     """Why a dataset gives no box to measure the anchors on: no image was read (the first
     skip, and where a CSV's images are looked for), or its images have no (usable) box."""
     if not index.records:
-        issues = index.image_issues
-        text = f"{index.source}: no image could be read"
-        text += f" ({len(issues)} skipped; first: {issues[0]})" if issues else ""
-        text += ": no box to check the anchors on"
-        missing = bool(issues) and all("image file not found" in line for line in issues)
-        if missing and index.source.endswith(".csv"):
-            text += "; a CSV's images are looked for beside it: give --images DIR"
-        return text
+        return none_readable(index, None) + " (no box to check the anchors on)"
     return (
         f"{index.source}: none of its {len(index.records)} image(s) has a box (crowd regions "
         "not counted): no box to check the anchors on"
