@@ -335,3 +335,13 @@ def test_a_training_set_of_crowd_regions_only_is_refused(tmp_path):
         DataConfig(str(path), images=str(tmp_path)).read_train()
     path = _coco(tmp_path, [_ann(1, iscrowd=1), _ann(2)])  # one box to learn from
     assert len(DataConfig(str(path), images=str(tmp_path)).read_train().records) == 1
+
+
+def test_format_csv_on_a_file_that_is_no_csv_of_boxes_is_one_line(tmp_path):
+    # a COCO JSON read with --format csv once warned of each of its lines
+    path = _coco(tmp_path, [_ann(1)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(DataError, match=r"^--format csv: .*instances\.json is not a CSV of"):
+            read_dataset(path, fmt="csv")
+    assert caught == []

@@ -1439,6 +1439,9 @@ def read_dataset(
     if fmt == "csv":
         if path.is_dir():
             path, class_map = _csv_in_folder(path, class_map)
+        elif path.suffix.lower() != ".csv" and path.is_file() and csv_kind(path) != BOXES:
+            # a JSON or XML read as CSV would warn of each of its lines
+            raise DataError(f"--format csv: {path} is not a CSV of boxes ({why_not_boxes(path)})")
         return read_csv(
             path,
             images,
