@@ -533,3 +533,29 @@ def test_fit_result_says_n_a_for_a_figure_without_gt(tmp_path):
     metrics = {"AP": -1.0, "AP50": -1.0, "VOC07_mAP50": -1.0}
     result = rpnkit.FitResult(tmp_path, tmp_path / "c.safetensors", spec, summary, metrics)
     assert "validation: AP n/a, AP50 n/a, VOC07 mAP50 n/a" in result.describe()
+
+
+def test_a_resumed_run_says_when_its_training_data_changed(tmp_path):
+    # files removed since the checkpoint: once resumed without a word
+    import shutil
+    import warnings
+
+    data = tmp_path / "voc"
+    data.mkdir()
+    for i in (1, 10, 100, 101, 102, 103):
+        for folder, suffix in (("images", "jpg"), ("annotations", "xml")):
+            shutil.copy(RACCOON / folder / f"raccoon-{i}.{suffix}", data)
+    config = {"data": str(data), "short_side": 64, "max_size": 96}
+    train = {"steps": 2, "batch_size": 2, "num_workers": 0, "warmup_steps": 0}
+    first = rpnkit.fit(config, model="tiny", train=train, out=tmp_path / "r", device="cpu",
+                       progress=False)  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rpnkit.fit(config, train={**train, "steps": 3}, resume=first.checkpoint, device="cpu",
+                   progress=False)  # fmt: skip
+    assert not [w for w in caught if issubclass(w.category, rpnkit.data.DataNote)]
+    (data / "raccoon-1.xml").unlink()
+    with pytest.warns(rpnkit.data.DataNote, match=r"the training data changed since this "
+                      r"checkpoint \(images 6 -> 5; boxes \d+ -> \d+\)"):  # fmt: skip
+        rpnkit.fit(config, train={**train, "steps": 4}, resume=tmp_path / "r" /
+                   "checkpoint.safetensors", device="cpu", progress=False)  # fmt: skip

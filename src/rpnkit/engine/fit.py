@@ -224,6 +224,27 @@ def run_settings(data: DataConfig, train: TrainConfig) -> dict:
     return {"data": data_settings, "train": config_to_dict(train)}
 
 
+def data_counts(index: DatasetIndex) -> dict[str, int]:
+    """The images and boxes a run trains on, as its checkpoints keep them (``"read"`` in
+    its settings): a resumed run says when its data changed since."""
+    return {"images": len(index.records), "boxes": sum(len(r.labels) for r in index.records)}
+
+
+def _note_changed_data(resume, index: DatasetIndex) -> None:
+    """A DataNote when a resumed run's training data is not what its checkpoint was trained
+    on (files added, removed or relabelled since; the run goes on with them as they are)."""
+    saved = (saved_settings(resume) or {}).get("read") if resume is not None else None
+    now = data_counts(index)
+    if saved and saved != now:
+        changed = "; ".join(f"{k} {saved.get(k)} -> {v}" for k, v in now.items())
+        warnings.warn(
+            f"{resume}: the training data changed since this checkpoint ({changed}): the run "
+            "goes on with the data as it is now",
+            DataNote,
+            stacklevel=2,
+        )
+
+
 def saved_settings(checkpoint: str | Path) -> dict | None:
     """The data and training settings (``run_settings``) a checkpoint of ``fit`` keeps: a
     resumed run's own (None for a checkpoint that keeps none: older ones, ``Trainer`` alone)."""
@@ -280,6 +301,7 @@ def fit(
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files
         index, val_set, split = _read(data, train.seed)
+        _note_changed_data(resume, index)
     if fresh:  # the data read: now clear what an earlier run wrote there
         clear_for_new_run(out, overwrite=overwrite, keep=given.values(), remove=main_process())
     if split is not None and main_process():
@@ -321,7 +343,7 @@ def fit(
             resume=resume,
             evaluate=evaluate,
             input_size=(data.short_side, data.max_size),
-            settings=run_settings(data, train),
+            settings={**run_settings(data, train), "read": data_counts(index)},
         ).run()
     checkpoint = out / "checkpoint.safetensors"
     if not main_process():  # under torchrun, rank 0 reports and evaluates
@@ -373,6 +395,7 @@ def _run_identity(header: dict) -> tuple:
     kept = {
         part: {k: v for k, v in values.items() if k not in FREE_ON_RESUME.get(part, ())}
         for part, values in settings.items()
+        if part != "read"  # what was read: the same run on data changed since
     }
     return json.dumps(header.get("config"), sort_keys=True), json.dumps(kept, sort_keys=True)
 
