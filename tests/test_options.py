@@ -52,7 +52,9 @@ RANGES = [
     (["train"], "--log-every", "an integer >= 1", "0"),
     (["train"], "--eval-every", "an integer >= 0", "-1"),
     (["train"], "--checkpoint-every", "an integer >= 0", "-1"),
-    (["train"], "--seed", "an integer", "x"),
+    (["train"], "--seed", "an integer in [0, 2**32 - 1]", "x"),
+    (["train"], "--seed", "an integer in [0, 2**32 - 1]", "-3"),  # numpy takes no other
+    (["demo"], "--seed", "an integer in [0, 2**32 - 1]", "4294967296"),
     (["train"], "--short-side", "an integer >= 1", "0"),
     (["train"], "--max-size", "an integer >= 32", "0"),
     (["train"], "--max-size", "an integer >= 32", "31"),
@@ -95,18 +97,19 @@ def test_the_brief_example_reads_as_promised(capsys):
 
 def test_values_at_the_ends_of_their_ranges_are_accepted():
     ends = ["--flip", "0", "--eval-every", "0", "--checkpoint-every", "0", "--warmup", "0"]
-    ends += ["--workers", "0", "--weight-decay", "0", "--grad-clip", "0.5", "--seed", "-3"]
+    ends += ["--workers", "0", "--weight-decay", "0", "--grad-clip", "0.5", "--seed", "0"]
     ends += ["--steps", "1", "--max-size", "32", "--short-side", "1"]
     args = parse_args(build_parser(), ["train", *ends])
     assert (args.flip, args.eval_every, args.checkpoint_every, args.grad_clip) == (0, 0, 0, 0.5)
-    assert (args.seed, args.steps, args.max_size, args.short_side) == (-3, 1, 32, 1)
+    assert (args.seed, args.steps, args.max_size, args.short_side) == (0, 1, 32, 1)
+    assert parse_args(build_parser(), ["train", "--seed", "4294967295"]).seed == 2**32 - 1
     args = parse_args(build_parser(), ["detect", "x.jpg", "--checkpoint", "c", "--score", "1"])
     assert args.score == 1.0
     assert parse_args(build_parser(), ["train"]).grad_clip is None  # no clipping by default
 
 
 RANGE_TYPES = {
-    cli_options.integer,
+    cli_options.seed,
     cli_options.positive_int,
     cli_options.non_negative_int,
     cli_options.image_side,
