@@ -13,6 +13,7 @@ import torch
 from .data import SyntheticShapes, collate
 from .engine.checkpoint import DETECTOR, ModelSpec, save_model
 from .engine.evaluate import evaluate_detections, evaluate_proposals
+from .engine.run_folder import output_folder
 from .engine.trainer import TrainConfig, TrainSummary, seed_everything, train
 from .modeling.presets import DetectorConfig, detector_config, preset_config
 from .modeling.proposal_model import ProposalModel
@@ -155,8 +156,7 @@ def run_demo(
     progress: bool = True,
 ) -> dict[str, float]:
     """Train, evaluate and draw. Writes the checkpoint, metrics.json and PNGs to ``out_dir``."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(out_dir, to="to write the demo in")  # a file there: one line
     torch.set_num_threads(max(1, torch.get_num_threads()))
     seed_everything(seed)
     spec = ModelSpec(DETECTOR, demo_detector_config(), tuple(SyntheticShapes.class_names))

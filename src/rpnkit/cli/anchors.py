@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 from .options import (
     HELP,
@@ -72,10 +70,25 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--out-config and --json, checked before the analysis (its result is not lost to a bad
+    path): their missing folders made, a folder given as the file refused in one line."""
+    from ..engine.run_folder import output_file
+
+    if args.out_config is not None and not args.fit:
+        raise ValueError("--out-config does nothing without --fit")
+    if args.out_config is not None:
+        output_file(args.out_config, what="config")
+    if args.json is not None:
+        output_file(args.json, what="JSON")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import save_config
+    from ..engine.results import write_json
     from ..evaluation.anchor_fit import anchor_report
 
+    _check_outputs(args)
     report = anchor_report(
         model_config(args),
         read_data(args),
@@ -105,6 +118,5 @@ def run(args: argparse.Namespace) -> int:
             f"size: rpnkit train --config {args.out_config} {size} ..."
         )
     if args.json:
-        Path(args.json).write_text(json.dumps(report.to_dict(), indent=1) + "\n")
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, report.to_dict(), indent=1)}")
     return 0

@@ -195,10 +195,13 @@ def _stored_detections(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.results import check_json_target, write_json
+    from ..engine.results import write_json
+    from ..engine.run_folder import output_file, output_folder
 
-    if args.out:  # a folder there is said before the evaluation, not after it
-        check_json_target(args.out)
+    if args.out:  # a folder there, or a file in the way, said before the evaluation
+        output_file(args.out, what="JSON")
+    if args.plots:
+        output_folder(args.plots, name=f"--plots {args.plots}")
     report, pace = _evaluate(args)
     if pace is not None:
         print(f"ran the model on {pace.images} image(s){pace.summary()}")

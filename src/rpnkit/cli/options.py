@@ -468,18 +468,18 @@ def warn_unused(args: argparse.Namespace, dests, why: str) -> None:
 
 def overlay_options(args: argparse.Namespace) -> dict:
     """--overlays, --max-overlays (and propose's --overlay-top) as export_results' keyword
-    arguments, checked before any inference: a file given as the folder, or the others
-    without --overlays, are one line."""
+    arguments, checked before any inference: a file given as the folder or in the place of
+    one of its parents, or the others without --overlays, are one line."""
+    from ..engine.run_folder import check_folder
+
     chosen = {"overlays": args.overlays, "max_overlays": args.max_overlays}
     if hasattr(args, "overlay_top"):
         chosen["overlay_top"] = args.overlay_top
     check_has_effect(args, {name: "overlays" for name in chosen if name != "overlays"})
-    if (
-        args.overlays is not None
-        and Path(args.overlays).exists()
-        and not Path(args.overlays).is_dir()
-    ):
-        raise ValueError(f"--overlays {args.overlays}: is a file; give a folder to write in")
+    if args.overlays is not None:
+        if Path(args.overlays).exists() and not Path(args.overlays).is_dir():
+            raise ValueError(f"--overlays {args.overlays}: is a file; give a folder to write in")
+        check_folder(args.overlays, name=f"--overlays {args.overlays}")  # a file above it
     return chosen
 
 

@@ -89,11 +89,15 @@ def _anchor_model(args: argparse.Namespace, opts: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.run_folder import output_file
     from ..viz import charts, show
     from ..viz.figures import png_path
 
+    # checked before any drawing: a folder given is refused, not written beside as FOLDER.png;
     # the file written: a name without a suffix gets .png (matplotlib's rule), said as such
-    out, what, source, checkpoint = png_path(args.out), args.what, args.source, args.checkpoint
+    output_file(args.out, what="PNG")
+    out = output_file(png_path(args.out), what="PNG")
+    what, source, checkpoint = args.what, args.source, args.checkpoint
     opts = dict(short=args.short_side, max_size=args.max_size, split=args.split)
     opts.update(fmt=args.format, split_file=args.split_file)
     image = dict(index=args.index, device=args.device)  # which image, where a model runs

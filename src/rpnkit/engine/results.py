@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .run_folder import output_file
+
 
 @dataclass
 class ProposalResult:
@@ -258,12 +260,10 @@ def _floating(values) -> np.ndarray:
 
 
 def check_json_target(path: str | Path) -> Path:
-    """``path`` as a file to write JSON to: a folder there is a ``ValueError`` (said before
-    any work, not after it)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder; give the JSON file to write")
-    return path
+    """``path`` as a file to write JSON to (``run_folder.output_file``: its folders made; a
+    folder there, or a file in the place of one of its folders, is a ``ValueError``, said
+    before any work rather than after it)."""
+    return output_file(path, what="JSON")
 
 
 def write_json(path: str | Path, data, *, indent: int | None = None) -> Path:

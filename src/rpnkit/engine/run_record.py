@@ -70,8 +70,8 @@ class RunRecord:
                 data.get("split"),
                 data.get("proposals"),
             )
-        except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}: not a readable run record ({err})") from err
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a readable run record ({_reason(err)})") from err
 
     @staticmethod
     def is_record(path: str | Path) -> bool:
@@ -83,3 +83,17 @@ class RunRecord:
             return False  # said by the reader of the config
         model = data.get("model") if isinstance(data, dict) else None
         return isinstance(model, dict) and "kind" in model and "class_names" in model
+
+
+def _reason(err: Exception) -> str:
+    """Why a run record could not be read, in one line: a YAML error's problem and line (its
+    own text spans lines, with the source quoted), a missing entry's name."""
+    if isinstance(err, yaml.YAMLError):
+        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        return f"malformed YAML: {problem}" + (f", line {mark.line + 1}" if mark else "")
+    if isinstance(err, KeyError):
+        return f"no {err.args[0]!r} entry"
+    if isinstance(err, OSError):
+        return err.strerror or str(err)
+    return " ".join(str(err).split())

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine.checkpoint import load_model_and_size
+from ..engine.run_folder import output_file
 from .model import INPUT_NAMES, ExportableModel
 
 DEFAULT_OPSET = 18
@@ -61,8 +62,8 @@ def export_program(model: ExportableModel) -> torch.export.ExportedProgram:
 
 def check_target(out: str | Path, opset: int) -> Path:
     """``out`` as a Path, or a ValueError for an opset rpnkit's graph cannot use or the
-    installed onnx does not know, a folder given as the file, or a folder that does not
-    exist."""
+    installed onnx does not know, a folder given as the file, or a file in the place of one of
+    its folders (``output_file``: a missing folder is made)."""
     try:
         import onnx
     except ImportError:
@@ -71,12 +72,7 @@ def check_target(out: str | Path, opset: int) -> Path:
         raise ValueError(f"opset {opset}: rpnkit's graph needs opset {MIN_OPSET} or later")
     if opset > (known := onnx.defs.onnx_opset_version()):
         raise ValueError(f"opset {opset}: onnx {onnx.__version__} knows opsets up to {known}")
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"{out}: is a folder; give the .onnx file to write")
-    if not out.parent.is_dir():
-        raise ValueError(f"{out.parent} is not a folder: cannot write {out.name} there")
-    return out
+    return output_file(out, what=".onnx")  # its folder made, as propose, detect and eval do
 
 
 def save_onnx(

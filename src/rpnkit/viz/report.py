@@ -24,6 +24,7 @@ from ..data import DataConfig
 from ..data.splits import held_out, read_split
 from ..engine.checkpoint import read_header
 from ..engine.evaluate import DetectionReport, RecallReport
+from ..engine.run_folder import output_file
 from ..engine.run_log import logged_validations
 from ..engine.run_record import RECORD_FILE, RunRecord
 from ..engine.runtime import load
@@ -140,6 +141,7 @@ def write_report(
     checkpoint = run_dir / "checkpoint.safetensors"
     if not checkpoint.is_file():
         raise ValueError(f"{run_dir}: no checkpoint.safetensors: not a training run folder")
+    output_file(run_dir / "report.html", what="HTML")  # a folder there: said before the work
     record = RunRecord.load(run_dir)
     config = report_data(
         run_dir,
