@@ -230,3 +230,12 @@ def test_report_refuses_a_folder_in_the_place_of_its_page_before_the_work(tmp_pa
     (run / "checkpoint.safetensors").write_bytes(b"")  # refused before it is read
     ran = run_cli(["report", run, "--no-progress"], capsys)
     assert_stopped(ran, "report", f"{run}/report.html: is a folder; give the HTML file to write")
+
+
+def test_a_malformed_config_file_is_one_line_with_its_line_number(tmp_path, capsys):
+    # the YAML error's own text, source quoted, was flattened onto the line
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [0.1\n")
+    ran = run_cli(["train", "--config", bad, "--data", RACCOON], capsys)
+    assert_stopped(ran, "train", f"{bad}: cannot read the config: malformed YAML: expected ',' "
+                   "or ']', but got '<stream end>', line 3")  # fmt: skip

@@ -298,7 +298,7 @@ def test_yolo_splits_as_lists_of_folders_and_list_files(tmp_path):
         ("train: images/train\nnames: [a, null, b]\n", "'names'[1] is null, not a class name"),
         ("train: images/train\nnames: [a, yes]\n", "'names'[1] is true, not a class name"),
         ("train: images/train\nnames: {0: [a]}\n", "'names'[0] is [\"a\"], not a class name"),
-        ("path: .\ntrain: images/train\nnames: [a, b\n", "not readable YAML: expected ',' or"),
+        ("path: .\ntrain: images/train\nnames: [a, b\n", "malformed YAML: expected ',' or"),
     ],
 )
 def test_a_data_yaml_that_cannot_be_read_says_why_in_one_line(tmp_path, yaml_text, problem):
@@ -314,7 +314,7 @@ def test_malformed_and_non_utf8_data_yaml_name_the_file_and_the_line(tmp_path):
     with pytest.raises(DataError) as err:
         read_dataset(tmp_path)
     assert str(err.value) == (
-        f"{data_yaml}: not readable YAML: expected ',' or ']', but got '<stream end>', line 4"
+        f"{data_yaml}: malformed YAML: expected ',' or ']', but got '<stream end>', line 4"
     )
     data_yaml.write_bytes(b"train: images/train\nnames: [caf\xe9]\n")
     with pytest.raises(DataError, match=r"data\.yaml: not UTF-8 text \(byte 0xe9 at offset 31\)"):

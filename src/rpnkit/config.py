@@ -143,9 +143,19 @@ def _read_config_file(path: str | Path) -> Any:
     try:
         text = path.read_text()
         return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (OSError, json.JSONDecodeError, yaml.YAMLError) as err:
-        reason = " ".join(str(err).replace("<unicode string>", str(path)).split())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: cannot read the config: {yaml_problem(err)}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        reason = " ".join(str(err).split())
         raise ValueError(f"{path}: cannot read the config: {reason}") from err
+
+
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error in one line: its problem and line (its own text spans lines, quoting the
+    source): ``malformed YAML: expected ',' or ']', but got '<stream end>', line 2``."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or " ".join(str(err).split())
+    return f"malformed YAML: {problem}" + (f", line {mark.line + 1}" if mark else "")
 
 
 def configs_to_yaml(**configs: Any) -> str:

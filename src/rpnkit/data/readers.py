@@ -55,6 +55,7 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
+from ..config import yaml_problem
 from .csv_boxes import (
     BOXES,
     CLASS_MAP,
@@ -1040,10 +1041,7 @@ def read_data_yaml(data_yaml: Path):
             f"{err.start})"
         ) from err
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        at = f", line {mark.line + 1}" if mark is not None else ""
-        raise DataError(f"{data_yaml}: not readable YAML: {problem}{at}") from err
+        raise DataError(f"{data_yaml}: {yaml_problem(err)}") from err
 
 
 def _yolo_meta(data_yaml: Path, split: str) -> tuple[dict[int, str], list[Path], Path]:

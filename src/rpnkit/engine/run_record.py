@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ..config import config_from_dict, config_to_dict
+from ..config import config_from_dict, config_to_dict, yaml_problem
 from ..data import DataConfig
 from .checkpoint import ModelSpec
 from .trainer import TrainConfig
@@ -89,9 +89,7 @@ def _reason(err: Exception) -> str:
     """Why a run record could not be read, in one line: a YAML error's problem and line (its
     own text spans lines, with the source quoted), a missing entry's name."""
     if isinstance(err, yaml.YAMLError):
-        mark = getattr(err, "problem_mark", None)
-        problem = getattr(err, "problem", None) or " ".join(str(err).split())
-        return f"malformed YAML: {problem}" + (f", line {mark.line + 1}" if mark else "")
+        return yaml_problem(err)
     if isinstance(err, KeyError):
         return f"no {err.args[0]!r} entry"
     if isinstance(err, OSError):
