@@ -309,7 +309,7 @@ def test_an_empty_results_file_scores_zero_as_a_model_that_found_nothing(tmp_pat
         assert main(["eval", what, str(empty), *split, "--out", str(out)]) == 0
         assert json.loads(out.read_text())[key] == 0.0
         err = capsys.readouterr().err
-        assert "empty.json: no results in the file: every image scores as found nothing" in err
+        assert "empty.json: no results: every image scores as found nothing" in err
 
 
 def test_results_in_memory_score_as_the_model_does(detector_checkpoint):
@@ -363,3 +363,18 @@ def test_a_dataset_by_path_is_read_at_the_split_the_model_reads():
     assert report.metrics["AP50"] > 0
     with pytest.raises(ValueError, match=r"none of its \d+ results is for an image of"):
         _quietly(rpnkit.evaluate_stored_proposals, entries, coco128, split="train2017")
+
+
+def test_notes_on_stored_results_point_at_the_callers_line():
+    # they pointed inside rpnkit (evaluate.py's call of read_stored_detections)
+    import rpnkit
+
+    index = _quietly(read_dataset, RACCOON)
+    with pytest.warns(rpnkit.data.DataNote, match="the results given: no results") as caught:
+        rpnkit.evaluate_stored_detections([], index)
+    assert [w.filename for w in caught] == [__file__]
+    unknown = [{"file_name": "nowhere.jpg", "bbox": [0, 0, 1, 1], "score": 1.0}]
+    unknown.append({"file_name": "raccoon-1.jpg", "bbox": [0, 0, 1, 1], "score": 1.0})
+    with pytest.warns(rpnkit.data.SkippedSample, match="not in") as caught:
+        rpnkit.evaluate_stored_proposals(unknown, index)
+    assert {w.filename for w in caught} == {__file__}

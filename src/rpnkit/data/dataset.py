@@ -48,12 +48,12 @@ def report_skipped(messages: Iterable[str]) -> None:
     code that called rpnkit (the caller of the outermost rpnkit frame on the stack): not to
     torch's DataLoader or tqdm, which rpnkit's generators run through."""
     messages = list(messages)
-    level = _caller_of_package() if messages else 1
+    level = caller_of_package() if messages else 1
     for message in messages:
         warnings.warn(f"skipped {message}", SkippedSample, stacklevel=level)
 
 
-def _caller_of_package() -> int:
+def caller_of_package() -> int:
     """The ``stacklevel`` (of a warning issued by this function's caller) of the frame that
     called the outermost rpnkit frame; that frame itself when nothing called it."""
     frame, level, outermost = sys._getframe(1), 1, 1  # level 1: the frame that warns

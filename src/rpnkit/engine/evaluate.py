@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..data import DataNote, DatasetIndex, SkippedSample, read_dataset
+from ..data.dataset import caller_of_package
 from ..evaluation.detection import (
     ImageDetections,
     ImageTruth,
@@ -521,7 +522,7 @@ def _match_entries(path: str, entries: list, index: DatasetIndex, whole, parse) 
 
 def _note(notes: list[str], line: str) -> None:
     notes.append(line)
-    warnings.warn(f"skipped {line}", SkippedSample, stacklevel=3)
+    warnings.warn(f"skipped {line}", SkippedSample, stacklevel=caller_of_package())
 
 
 def read_stored_proposals(
@@ -579,9 +580,9 @@ def _report_unmatched(stored: StoredProposals, matched: _Matched, index, results
             f"not in {index.source} (first: {first!r})",
         )
     if stored.results == 0:  # a model that found nothing: scored as such, as a checkpoint is
-        line = f"{stored.source}: no results in the file: every image scores as found nothing"
+        line = f"{stored.source}: no results: every image scores as found nothing"
         stored.notes.append(line)
-        warnings.warn(line, DataNote, stacklevel=3)
+        warnings.warn(line, DataNote, stacklevel=caller_of_package())  # the caller's line
     elif not any(matched.found):
         raise ValueError(
             f"{stored.source}: none of its {stored.results} results is for an image of "
