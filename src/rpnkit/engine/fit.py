@@ -300,8 +300,7 @@ def fit(
     time_budget_s = _checked_budget(data, train, _resumed_budget(resume, time_budget_s), schedule)
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files
-        index, val_set, split = _read(data, train.seed)
-        _note_changed_data(resume, index)
+        index, val_set, split = _read(data, train.seed, resume)
     if fresh:  # the data read: now clear what an earlier run wrote there
         clear_for_new_run(out, overwrite=overwrite, keep=given.values(), remove=main_process())
     if split is not None and main_process():
@@ -454,10 +453,11 @@ def _check_schedule(kind: Kind, schedule: Schedule, resume, given: dict) -> None
 
 
 def _read(
-    data: DataConfig, seed: int
+    data: DataConfig, seed: int, resume
 ) -> tuple[DatasetIndex, DetectionDataset | None, Split | None]:
     """The training index, the validation dataset (or None) and the split that held it out of
-    the training data (None with ``val_data`` or without validation), each summarised."""
+    the training data (None with ``val_data`` or without validation), each summarised; a
+    resumed run's data compared with its checkpoint's (``_note_changed_data``)."""
     index = data.read_train()
     print(index.summary())
     if data.classes is not None:
@@ -470,7 +470,9 @@ def _read(
         split = make_split(index, data.val_fraction, seed)
         index, val_index = apply_split(index, split)
         print(split.describe())
+        _note_changed_data(resume, index)
         return index, data.eval_dataset(val_index), split
+    _note_changed_data(resume, index)
     val_index = data.read_val(class_names=index.class_names or None)
     if val_index is None:
         return index, None, None
