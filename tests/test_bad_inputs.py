@@ -927,6 +927,26 @@ def propose_folder_with_a_non_image(ctx: Ctx) -> Expect:
     )
 
 
+def propose_folder_with_entries_named_as_images(ctx: Ctx) -> Expect:
+    # a folder and a link to nothing named .jpg were passed over without a word
+    folder = ctx.tmp / "photos"
+    folder.mkdir()
+    for stem in GOOD:
+        copy_image(stem, folder)
+    (folder / "album.jpg").mkdir()
+    (folder / "gone.jpg").symlink_to(ctx.tmp / "nowhere.jpg")
+    out = ctx.tmp / "proposals.json"
+    return Expect(
+        ["propose", folder, "--checkpoint", ctx.ckpt.rpn, "--out", out, "--top", "5", *SIZE],
+        "skip",
+        warnings=[
+            (f"skipped {folder / 'album.jpg'}: a folder, not an image file",),
+            (f"skipped {folder / 'gone.jpg'}: a link to nothing, not an image file",),
+        ],
+        mentions=(f"wrote 15 proposals for 3 image(s) to {out} (first results after ",),
+    )
+
+
 def propose_one_truncated_image(ctx: Ctx) -> Expect:
     image = ctx.tmp / "cut.jpg"
     truncated(image)
@@ -1138,6 +1158,10 @@ CASES = [
     case("run-resume-a-finished-run", resume_finished_run),
     case("run-only-unreadable-images", only_unreadable_images),
     case("run-propose-folder-with-a-non-image", propose_folder_with_a_non_image),
+    case(
+        "run-propose-folder-with-entries-named-as-images",
+        propose_folder_with_entries_named_as_images,
+    ),
     case("run-propose-one-truncated-image", propose_one_truncated_image),
     case("run-eval-skips-a-nan-box", eval_skips_a_nan_box),
 ]

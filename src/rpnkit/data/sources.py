@@ -66,13 +66,19 @@ def index_for_input(
     if path.is_dir() and fmt is None and images is None and not looks_like_dataset(path):
         _check_no_dataset_options(path, split, split_file, class_map)
         # hidden files (.DS_Store, an output being written: .proposals.json.*.tmp) are no one's
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        files = [p for p in entries if p.is_file()]
         pictures = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
         others = [
             f"{p}: not an image ({', '.join(IMAGE_SUFFIXES)})"
             for p in files
             if p.suffix.lower() not in IMAGE_SUFFIXES
         ]  # one pass each: a folder of 10^5 photographs must not compare them pairwise
+        others += [  # named as images, but none: a folder, a link to nothing
+            f"{p}: {'a folder' if p.is_dir() else 'a link to nothing'}, not an image file"
+            for p in entries
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_file()
+        ]
         return _image_index(pictures, others, path, strict)
     return read_dataset(
         path,
