@@ -239,3 +239,15 @@ def test_a_malformed_config_file_is_one_line_with_its_line_number(tmp_path, caps
     ran = run_cli(["train", "--config", bad, "--data", RACCOON], capsys)
     assert_stopped(ran, "train", f"{bad}: cannot read the config: malformed YAML: expected ',' "
                    "or ']', but got '<stream end>', line 3")  # fmt: skip
+
+
+def test_propose_and_detect_check_their_json_before_loading_the_model(
+    data, tmp_path, a_file, capsys
+):
+    # --out under a file was found when the writer opened (model loaded, input indexed) and
+    # said otherwise: "cannot write the results there ([Errno 17] File exists ...)"
+    missing = tmp_path / "none.safetensors"  # never read: the output is checked first
+    for command in ("propose", "detect"):
+        argv = [command, data / "images", "--checkpoint", missing, "--out", a_file / "r.json"]
+        ran = run_cli([*argv, *TINY[2:]], capsys)
+        assert_stopped(ran, command, f"{a_file}/r.json: {a_file} is a file, not a folder")

@@ -409,6 +409,12 @@ def test_a_resumed_run_whose_time_budget_is_spent_takes_no_step(tmp_path, capsys
     # ... and that validation, as logged, is the run's to report
     assert summary.evaluation == {"AR@1000": 0.5} and summary.evaluation_read_back
     assert summary.evaluated_at == 2
+    # resumed with other validation data: the logged figures are not of it, validated anew
+    other = {"data": {"val_data": "elsewhere"}}
+    summary = train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path,
+                    progress=False, resume=checkpoint, time_budget_s=spent / 2,
+                    evaluate=evaluate, settings=other)  # fmt: skip
+    assert validated == [0, 1] and not summary.evaluation_read_back
     out = capsys.readouterr().out
     assert "step 2: the time budget is spent" in out and "a larger --time-budget" in out
     with open(tmp_path / "train_log.csv") as f:  # the resumed run logged nothing new
@@ -485,3 +491,13 @@ def test_fit_names_a_wrong_kind_for_a_detector_config_or_checkpoint(tmp_path):
     run = fit(data, model=detector, train=train, out=tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match=r"a faster-rcnn checkpoint resumes as one \(--model"):
         fit(data, kind="rpn", train=train, resume=run.checkpoint)
+
+
+def test_validations_without_gt_keep_no_best(tmp_path):
+    # validation images without boxes: AP -1 (pycocotools' no GT) every time, once kept as
+    # the "best" and printed "best validation: AP -1.000"
+    data = SyntheticShapes(4, image_size=96)
+    config = TrainConfig(steps=4, batch_size=2, num_workers=0, warmup_steps=0, eval_every=2)
+    summary = train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path,
+                    progress=False, evaluate=lambda model: {"AP": -1.0})  # fmt: skip
+    assert summary.best is None and not (tmp_path / BEST_FILE).exists()

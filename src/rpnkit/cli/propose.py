@@ -43,9 +43,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.run_folder import output_file
     from ..viz.export import export_results
 
-    overlays = overlay_options(args)  # checked before the model is loaded
+    output_file(args.out, what="JSON")  # checked before the model is loaded, as
+    overlays = overlay_options(args)  # the overlays' folder is
     runtime = load_runtime(args)
     results = runtime.iter_proposals(
         args.input,

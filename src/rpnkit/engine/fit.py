@@ -90,7 +90,8 @@ class FitResult:
         best = s.best
         if best is not None and best["step"] < s.steps:  # an earlier evaluation was better
             lines.append(
-                f"best validation: {best['metric']} {best['value']:.3f} at step {best['step']}, "
+                f"best validation: {best['metric']} {format_metric(best['value'])} at step "
+                f"{best['step']}, "
                 f"kept in {best['file']}"
             )
         return "\n".join(lines)

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from ..config import MAX_SEED, check_choices, check_compile, check_ranges, plain_fields
 from ..data import Batch, EmptyBatch, collate
-from ..evaluation.detection import format_metric
+from ..evaluation.detection import NO_GT, format_metric
 from .checkpoint import (
     ModelSpec,
     check_resumable,
@@ -239,6 +239,7 @@ class Trainer:
             )
         self.evaluation: dict = {}
         self.evaluated_at: int | None = None
+        self.read_back = False  # ``evaluation``: the checkpoint's, read back from the log
         self.best: dict | None = None  # {"metric", "value", "step"} of best.safetensors
         self.trained = False  # every step done and checkpointed (the final validation left)
         self.watch = DivergenceWatch(max_loss)
@@ -296,6 +297,12 @@ class Trainer:
             return best
         path.unlink()
         return None
+
+    def _validated_alike(self, state: dict) -> bool:
+        """Whether the validation logged at the checkpoint's step was made on this run's
+        validation data (the ``data`` part of the settings: a resumed run may change it)."""
+        saved = (state["extra"].get("settings") or {}).get("data")
+        return saved == (self.settings or {}).get("data")
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)
@@ -441,6 +448,7 @@ class Trainer:
     def _evaluate(self, log: RunLog, bar: tqdm, done: int) -> None:
         self.watch.flush()
         self.evaluation, self.evaluated_at = self.evaluate(self.model), done
+        self.read_back = False
         self.model.train()
         shown = ", ".join(
             f"{k} {format_metric(v)}" for k, v in self.evaluation.items() if k in EVAL_SHOWN
@@ -457,8 +465,8 @@ class Trainer:
         if metric is None or not self.config.eval_every:
             return
         value = float(self.evaluation[metric])
-        if self.best is not None and not value > self.best["value"]:
-            return
+        if value == NO_GT or (self.best is not None and not value > self.best["value"]):
+            return  # (no GT to count: no figure to keep a best by)
         self.best = {"metric": metric, "value": value, "step": done}
         self.checkpoint(done, name=BEST_FILE)
 
@@ -480,8 +488,9 @@ class Trainer:
             set_rng_state(*state["rng"])
         batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
         log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
-        if log is not None and log.kept:  # the checkpoint's weights were validated: not again
-            # (a resumed run that takes no step reports that validation: its logged figures)
+        self.read_back = bool(log is not None and log.kept and self._validated_alike(state))
+        if self.read_back:  # the checkpoint's weights were validated so: not again (a resumed
+            # run that takes no step reports that validation: its logged figures)
             self.evaluation, self.evaluated_at = dict(log.kept), self.start_step
         self.started, self.images_seen = time.perf_counter(), 0  # the clock: after the log
         if state is not None and self.time_budget_s is not None:
@@ -507,9 +516,8 @@ class Trainer:
         # an unreadable image is met again every epoch: count each once
         skipped = len(set(self.skipped))
         best = {**self.best, "file": self.out_dir / BEST_FILE} if self.best else None
-        read_back = bool(log is not None and log.kept and self.evaluated_at == self.start_step)
         return TrainSummary(self.steps_done, elapsed, rate, self.evaluation, skipped,
-                            self.evaluated_at, best, self.start_step, read_back)  # fmt: skip
+                            self.evaluated_at, best, self.start_step, self.read_back)  # fmt: skip
 
     def _train(self, batches: Iterator[Batch], bar: tqdm, log: RunLog | None) -> None:
         """The steps from ``start_step`` on, with their logging, checkpoints and evaluations,

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .results import DetectionResult, ProposalResult, each_result
+from .run_folder import output_file
 
 PIPE_BYTES = 1 << 20  # the pipe to the process holds ~50 images of 1,000 boxes (Linux's limit)
 _F_SETPIPE_SZ = 1031  # Linux's fcntl command to resize a pipe
@@ -67,12 +68,10 @@ class CocoResultsWriter:
         self._process = None
 
     def __enter__(self) -> CocoResultsWriter:
-        if self.path.is_dir():
-            raise ValueError(f"{self.path}: is a folder; give the JSON file to write")
+        output_file(self.path, what="JSON")  # its folders made; a folder or file in the way
         # hidden: a folder of images being read while this is written there ignores it
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
         try:  # a folder that cannot be written to says so before any inference
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             open(tmp, "x").close()
         except OSError as err:
             raise ValueError(f"{self.path}: cannot write the results there ({err})") from err

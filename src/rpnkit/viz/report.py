@@ -29,7 +29,7 @@ from ..engine.run_log import logged_validations
 from ..engine.run_record import RECORD_FILE, RunRecord
 from ..engine.runtime import load
 from ..engine.trainer import BEST_FILE, EVAL_SHOWN
-from ..evaluation.detection import COCO_STATS, NO_GT
+from ..evaluation.detection import COCO_STATS, NO_GT, format_metric
 from ..evaluation.recall import MAX_DETS
 from .charts import plot_loss_curves, plot_precision_recall, plot_recall_curves
 from .overlays import plot_proposals_vs_gt
@@ -233,7 +233,7 @@ def _best_line(path: Path) -> str:
         return f"<p id='best'>{html.escape(str(path))}: records no best validation</p>"
     return (
         f"<p id='best'>best validation during training: {html.escape(str(best['metric']))} "
-        f"{best['value']:.3f} at step {best['step']}, its weights kept in "
+        f"{format_metric(best['value'])} at step {best['step']}, its weights kept in "
         f"{html.escape(str(path))}. The tables below measure the final weights "
         "(checkpoint.safetensors).</p>"
     )
