@@ -785,14 +785,25 @@ def not_written(path: Path) -> None:
 
 def another_model_resumed(ctx: Ctx) -> Expect:
     run = ctx.tmp / "run"
+    argv = ["train", "--data", ctx.ckpt.data, "--out", run, "--resume", ctx.ckpt.rpn]
+    return Expect(
+        [*argv, "--model", "faster-rcnn", "--steps", "4", *SIZE],
+        "stop",
+        error=(
+            f"{ctx.ckpt.rpn}: an rpn checkpoint resumes as one (--model rpn, kind='rpn'), not "
+            "as 'faster-rcnn'",
+        ),
+        check=lambda: not_written(run / "checkpoint.safetensors"),
+    )
+
+
+def weights_only_resumed(ctx: Ctx) -> Expect:
+    run = ctx.tmp / "run"
     argv = ["train", "--data", ctx.ckpt.data, *TRAIN, "--out", run, "--resume", ctx.ckpt.detector]
     return Expect(
         argv,
         "stop",
-        error=(
-            f"{ctx.ckpt.detector}: a faster-rcnn checkpoint, and this run trains an rpn: "
-            "resume it with --model faster-rcnn",
-        ),
+        error=(f"{ctx.ckpt.detector}: a model to use (no optimizer or schedule state), not a ",),
         check=lambda: not_written(run / "checkpoint.safetensors"),
     )
 
@@ -1119,6 +1130,7 @@ CASES = [
     case("checkpoint-header-without-config-resumed", header_without("config", "train")),
     case("checkpoint-rpn-given-to-detect", rpn_given_to_detect),
     case("checkpoint-another-model-resumed", another_model_resumed),
+    case("checkpoint-weights-only-resumed", weights_only_resumed),
     case("checkpoint-a-folder", folder_as_checkpoint),
     case(
         "checkpoint-of-another-run-resumed-in-a-run-folder",

@@ -559,3 +559,18 @@ def test_a_resumed_run_says_when_its_training_data_changed(tmp_path):
                       r"checkpoint \(images 6 -> 5; boxes \d+ -> \d+\)"):  # fmt: skip
         rpnkit.fit(config, train={**train, "steps": 4}, resume=tmp_path / "r" /
                    "checkpoint.safetensors", device="cpu", progress=False)  # fmt: skip
+
+
+def test_a_copy_of_a_runs_own_checkpoint_resumes_in_its_folder(tmp_path):
+    # going back to a kept copy is the run itself: not refused as another run's checkpoint
+    import shutil
+
+    data = {"data": str(RACCOON), "split_file": str(RACCOON / "train_labels.csv"),
+            "short_side": 64, "max_size": 96}  # fmt: skip
+    train = {"steps": 2, "batch_size": 2, "num_workers": 0, "warmup_steps": 0}
+    first = rpnkit.fit(data, model="tiny", train=train, out=tmp_path / "r", device="cpu",
+                       progress=False)  # fmt: skip
+    kept = shutil.copy(first.checkpoint, tmp_path / "r" / "step2.safetensors")
+    again = rpnkit.fit(data, train={**train, "steps": 3}, resume=kept, device="cpu",
+                       progress=False)  # fmt: skip
+    assert again.out_dir == tmp_path / "r" and again.summary.steps == 3

@@ -82,13 +82,15 @@ def _ann(i, image=1, category=1, **extra):
     ],
 )
 def test_a_loose_coco_flag_area_or_category_id_skips_its_annotation(tmp_path, bad, problem):
-    path = _coco(tmp_path, [_ann(1, iscrowd=1, area=4.0), _ann(3, iscrowd=True), bad])
+    good = [_ann(1, iscrowd=1, area=4.0), _ann(3, iscrowd=True), _ann(4, iscrowd=0.0)]
+    path = _coco(tmp_path, [*good[:2], bad, good[2]])  # 0.0: as some converters write it
     index, caught = _read(read_coco, path, tmp_path)
     assert caught == [
         (SkippedSample, f"skipped {path}: annotations[2] (id 2, image a.jpg): {problem}")
     ]
     (record,) = index.records
-    assert record.ignore.tolist() == [True, True] and record.areas.tolist() == [4.0, 100.0]
+    assert record.ignore.tolist() == [True, True, False]
+    assert record.areas.tolist() == [4.0, 100.0, 100.0]
     assert index.skipped_annotations == 1
     with pytest.raises(DataError, match=r"annotations\[2\]"):
         read_coco(path, tmp_path, strict=True)

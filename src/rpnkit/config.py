@@ -19,10 +19,10 @@ import yaml
 T = TypeVar("T")
 
 DEFAULT_PRESET = "effnet-lite0-fpn"
-MAX_SEED = 2**32 - 1  # seeds: numpy takes none larger
 """The model a run trains unless told otherwise (``fit``, ``rpnkit train``): EfficientNet-Lite0
 with its packaged ImageNet weights and an FPN. Here, not in ``modeling.presets``, so that the
 command line names it without importing torch."""
+MAX_SEED = 2**32 - 1  # seeds: numpy takes none larger
 
 
 def config_to_dict(config: Any) -> Any:

@@ -687,7 +687,7 @@ def _coco_annotation(ann: dict, classes: _CocoClasses, width: int, height: int):
     if area is not None and not (math.isfinite(area) and area >= 0):
         return None, f"'area' {_json_text(area)} is not a finite number >= 0"
     # bool("0") is True: a flag read loosely would make every box an ignore region
-    if not (isinstance(crowd, int) and crowd in (0, 1)):
+    if not (isinstance(crowd, int | float) and crowd in (0, 1)):  # 0.0, 1.0, True too
         return None, f"'iscrowd' {_json_text(crowd)} is not 0 or 1"
     x, y, w, h = (float(v) for v in bbox)
     box, note = _fit_box((x, y, x + w, y + h), width, height)

@@ -284,8 +284,7 @@ def read_header(path: str | Path) -> dict:
             header = json.loads((f.metadata() or {})["rpnkit"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
         raise _unreadable(path, err) from err
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: not a readable rpnkit checkpoint (its header is no mapping)")
+    _check_header(header, path)
     return header
 
 

@@ -25,6 +25,7 @@ import torch
 
 from ..config import DEFAULT_PRESET, check_number, config_from_dict, config_to_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
+from ..data.dataset import caller_of_package
 from ..data.readers import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..evaluation.detection import format_metric
@@ -186,7 +187,8 @@ def _configs(data, train, model, kind, resume) -> tuple:
         model = spec.config if spec is not None else DEFAULT_PRESET
         if spec is not None and kind not in (None, spec.kind):
             raise ValueError(
-                f"{resume}: a {spec.kind} checkpoint resumes as one (--model {spec.kind}, "
+                f"{resume}: {'an' if spec.kind == RPN else 'a'} {spec.kind} checkpoint resumes "
+                f"as one (--model {spec.kind}, "
                 f"kind={spec.kind!r}), not as {kind!r}"
             )
         kind = kind if kind is not None or spec is None else spec.kind
@@ -242,7 +244,7 @@ def _note_changed_data(resume, index: DatasetIndex) -> None:
             f"{resume}: the training data changed since this checkpoint ({changed}): the run "
             "goes on with the data as it is now",
             DataNote,
-            stacklevel=2,
+            stacklevel=caller_of_package(),
         )
 
 
@@ -373,31 +375,36 @@ def _device_and_folder(device, amp: str, out, resume, overwrite: bool) -> tuple:
 def _check_own_run(resume, out: Path) -> None:
     """A checkpoint resumed in its folder goes on with that folder's run: refused when the
     folder's own ``checkpoint.safetensors`` is another run's (another model, or settings that
-    a resumed run keeps), which going on there would overwrite."""
+    a resumed run keeps), which going on there would overwrite. An unreadable one is no run
+    to keep (resuming a copy is how it is recovered)."""
     own = out / "checkpoint.safetensors"
     if not own.is_file() or own.resolve() == Path(resume).resolve():
         return
     try:
-        same = _run_identity(read_header(own)) == _run_identity(read_header(resume))
-    except ValueError:  # the folder's checkpoint unreadable: no run to go on with
-        same = False
-    if not same:
+        theirs = read_header(own)
+    except ValueError:
+        return
+    if not _same_run(theirs, read_header(resume)):
         raise ValueError(
             f"{resume}: its folder holds another run ({own} has another model or settings), "
             "which going on there would overwrite: give --out (out=) a new folder for it"
         )
 
 
-def _run_identity(header: dict) -> tuple:
-    """What makes a checkpoint's run that run: its model and the settings that a resumed run
-    keeps (``FREE_ON_RESUME`` left out)."""
-    settings = header.get("extra", {}).get("settings") or {}
-    kept = {
-        part: {k: v for k, v in values.items() if k not in FREE_ON_RESUME.get(part, ())}
-        for part, values in settings.items()
-        if part != "read"  # what was read: the same run on data changed since
-    }
-    return json.dumps(header.get("config"), sort_keys=True), json.dumps(kept, sort_keys=True)
+def _same_run(a: dict, b: dict) -> bool:
+    """Whether two checkpoint headers are of one run: the same model (as specs, whatever
+    version wrote them) and the same settings that a resumed run keeps (``FREE_ON_RESUME``
+    left out; a setting only one of them records, from another version, not compared)."""
+    specs = [ModelSpec.from_dict(h["config"]).to_dict() if h.get("config") else {} for h in (a, b)]
+    if specs[0] != specs[1]:
+        return False
+    settings = [h.get("extra", {}).get("settings") or {} for h in (a, b)]
+    for part, free in FREE_ON_RESUME.items():
+        first, second = (s.get(part) or {} for s in settings)
+        shared = (first.keys() & second.keys()) - free
+        if any(first[k] != second[k] for k in shared):
+            return False
+    return True
 
 
 def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> dict[str, str]:
