@@ -275,8 +275,25 @@ def test_yolo_images_in_sub_folders_are_read_with_their_mirrored_labels(tmp_path
     index, caught = _read(read_yolo, data_yaml)
     found = [(r.image_id, len(r.boxes)) for r in index.records]
     # sorted by path; a stem that repeats is told apart by its path
-    assert found == [("images/train/c/z", 1), ("y", 0), ("x", 2), ("images/train/z", 1)]
+    assert found == [("images/train/c/z.jpg", 1), ("y", 0), ("x", 2), ("images/train/z.jpg", 1)]
     assert caught == []
+    # x.jpg and x.png side by side: two images, two ids (the suffix kept)
+    Image.new("RGB", (100, 50)).save(tmp_path / "images" / "train" / "sub" / "x.png")
+    index, _ = _read(read_yolo, data_yaml)
+    ids = [r.image_id for r in index.records]
+    assert len(ids) == len(set(ids)) == 5
+    assert {"images/train/sub/x.jpg", "images/train/sub/x.png"} <= set(ids)
+
+
+def test_a_yolo_list_naming_an_image_twice_reads_it_once(tmp_path):
+    data_yaml = _yolo(tmp_path, {"a1": "0 0.5 0.5 0.2 0.4\n"})
+    data_yaml.write_text("train: list.txt\nnames: [a, b]\n")
+    (tmp_path / "list.txt").write_text("images/train/a1.jpg\n./images/train/a1.jpg\n")
+    index, caught = _read(read_yolo, data_yaml)
+    assert [r.image_id for r in index.records] == ["a1"]
+    assert [str(m) for _, m in caught] == [
+        f"{data_yaml} [train]: 1 image(s) listed more than once: each read once"
+    ]
 
 
 def test_yolo_splits_as_lists_of_folders_and_list_files(tmp_path):

@@ -1065,7 +1065,15 @@ def _yolo_meta(data_yaml: Path, split: str) -> tuple[dict[int, str], list[Path],
         images += _yolo_split_images(data_yaml, split, root / entry)
     if not images:
         raise DataError(f"{data_yaml}: the '{split}' images ({meta[split]}) hold no image")
-    return ids, images, root
+    unique = list(dict.fromkeys(images))  # a list file may name an image twice
+    if len(unique) < len(images):
+        warnings.warn(
+            f"{data_yaml} [{split}]: {len(images) - len(unique)} image(s) listed more than once: "
+            "each read once",
+            DataNote,
+            stacklevel=_caller_level(),
+        )
+    return ids, unique, root
 
 
 def _yolo_split_images(data_yaml: Path, split: str, where: Path) -> list[Path]:
@@ -1089,17 +1097,14 @@ def _yolo_split_images(data_yaml: Path, split: str, where: Path) -> list[Path]:
 
 
 def _yolo_image_ids(paths: list[Path], root: Path) -> dict[Path, str]:
-    """Each image's id: its stem, or its path from ``root`` without the suffix where another
-    image of the split has the same stem (in another folder)."""
+    """Each image's id: its stem, or its path from ``root`` where another image of the split
+    has the same stem (``a/x.jpg`` and ``b/x.jpg``; ``x.jpg`` and ``x.png`` beside it, which
+    also share one label file)."""
     stems: dict[str, int] = {}
     for path in paths:
         stems[path.stem] = stems.get(path.stem, 0) + 1
-    return {
-        p: p.stem
-        if stems[p.stem] == 1
-        else Path(os.path.relpath(p, root)).with_suffix("").as_posix()
-        for p in paths
-    }
+    return {p: p.stem if stems[p.stem] == 1 else Path(os.path.relpath(p, root)).as_posix()
+            for p in paths}  # fmt: skip
 
 
 def _yolo_class_ids(data_yaml: Path, names) -> dict[int, str]:
