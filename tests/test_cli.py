@@ -356,7 +356,7 @@ def test_options_without_effect_and_wrong_targets_are_one_line(trained, tmp_path
         (["--max-overlays", "3"], "--max-overlays does nothing without --overlays"),
         (["--overlay-top", "5"], "--overlay-top does nothing without --overlays"),
         (["--tile-overlap", "10"], "--tile-overlap does nothing without --tile-size"),
-        (["--overlays", str(image)], f"--overlays {image}: is a file; give a folder"),
+        (["--overlays", str(image)], f"--overlays {image}: is a file, not a folder to write in"),
         (["--split-file", str(image)], "a folder of images without annotations: --split-file"),
     ):
         argv = [*propose, *extra]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
-from pathlib import Path
 
 from ..config import DEFAULT_PRESET, MAX_SEED
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
@@ -476,10 +475,8 @@ def overlay_options(args: argparse.Namespace) -> dict:
     if hasattr(args, "overlay_top"):
         chosen["overlay_top"] = args.overlay_top
     check_has_effect(args, {name: "overlays" for name in chosen if name != "overlays"})
-    if args.overlays is not None:
-        if Path(args.overlays).exists() and not Path(args.overlays).is_dir():
-            raise ValueError(f"--overlays {args.overlays}: is a file; give a folder to write in")
-        check_folder(args.overlays, name=f"--overlays {args.overlays}")  # a file above it
+    if args.overlays is not None:  # a file there, or above it: one line
+        check_folder(args.overlays, name=f"--overlays {args.overlays}")
     return chosen
 
 

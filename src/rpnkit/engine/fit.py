@@ -469,7 +469,7 @@ def _read(
     index = data.read_train()
     print(index.summary())
     if data.classes is not None:
-        boxes = sum(len(r.labels) for r in index.records)
+        boxes = data_counts(index)["boxes"]
         print(
             f"training on the boxes of {len(data.classes)} classes only ({boxes} box(es)); "
             "the other objects are unlabelled"

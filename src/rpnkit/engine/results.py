@@ -259,21 +259,14 @@ def _floating(values) -> np.ndarray:
     return values if np.issubdtype(values.dtype, np.floating) else values.astype(np.float32)
 
 
-def check_json_target(path: str | Path) -> Path:
-    """``path`` as a file to write JSON to (``run_folder.output_file``: its folders made; a
-    folder there, or a file in the place of one of its folders, is a ``ValueError``, said
-    before any work rather than after it)."""
-    return output_file(path, what="JSON")
-
-
 def write_json(path: str | Path, data, *, indent: int | None = None) -> Path:
     """Write ``data`` as JSON, atomically (a temporary file renamed; removed if the writing
-    fails). A folder at ``path`` is a ``ValueError``."""
-    path = check_json_target(path)
+    fails). Its folders are made; a folder at ``path``, or a file in the place of one of its
+    folders, is a ``ValueError`` (``run_folder.output_file``)."""
+    path = output_file(path, what="JSON")
     text = json.dumps(data, indent=indent) + ("\n" if indent is not None else "")
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text)
         tmp.replace(path)
     except BaseException as err:
