@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from rpnkit.cli import main
-from rpnkit.engine.run_folder import check_folder, output_file, output_folder, run_folder
+from rpnkit.engine.paths import check_folder, output_file, output_folder
+from rpnkit.engine.run_folder import run_folder
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 STEMS = ("raccoon-4", "raccoon-5", "raccoon-6")

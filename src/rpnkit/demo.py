@@ -13,7 +13,7 @@ import torch
 from .data import SyntheticShapes, collate
 from .engine.checkpoint import DETECTOR, ModelSpec, save_model
 from .engine.evaluate import evaluate_detections, evaluate_proposals
-from .engine.run_folder import output_folder
+from .engine.paths import output_folder
 from .engine.trainer import TrainConfig, TrainSummary, seed_everything, train
 from .modeling.presets import DetectorConfig, detector_config, preset_config
 from .modeling.proposal_model import ProposalModel

@@ -73,7 +73,7 @@ def add_parser(sub) -> None:
 def _check_outputs(args: argparse.Namespace) -> None:
     """--out-config and --json, checked before the analysis (its result is not lost to a bad
     path): their missing folders made, a folder given as the file refused in one line."""
-    from ..engine.run_folder import output_file
+    from ..engine.paths import output_file
 
     if args.out_config is not None and not args.fit:
         raise ValueError("--out-config does nothing without --fit")

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.run_folder import output_file
+    from ..engine.paths import output_file
     from ..viz.export import export_results
 
     output_file(args.out, what="JSON")  # checked before the model is loaded, as

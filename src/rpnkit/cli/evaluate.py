@@ -195,8 +195,8 @@ def _stored_detections(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.paths import output_file, output_folder
     from ..engine.results import write_json
-    from ..engine.run_folder import output_file, output_folder
 
     if args.out:  # a folder there, or a file in the way, said before the evaluation
         output_file(args.out, what="JSON")

@@ -469,7 +469,7 @@ def overlay_options(args: argparse.Namespace) -> dict:
     """--overlays, --max-overlays (and propose's --overlay-top) as export_results' keyword
     arguments, checked before any inference: a file given as the folder or in the place of
     one of its parents, or the others without --overlays, are one line."""
-    from ..engine.run_folder import check_folder
+    from ..engine.paths import check_folder
 
     chosen = {"overlays": args.overlays, "max_overlays": args.max_overlays}
     if hasattr(args, "overlay_top"):

@@ -89,7 +89,7 @@ def _anchor_model(args: argparse.Namespace, opts: dict):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.run_folder import output_file
+    from ..engine.paths import output_file
     from ..viz import charts, show
     from ..viz.figures import png_path
 

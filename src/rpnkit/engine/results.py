@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .run_folder import output_file
+from .paths import output_file
 
 
 @dataclass

@@ -9,9 +9,8 @@ step of another run are left to be read as this one's. Without a folder named, a
 ``runs/train``, or the first of ``runs/train2``, ``runs/train3``... that holds no run (as
 YOLO's tools number theirs); ``--resume`` continues in its checkpoint's folder.
 
-The other files and folders that commands write (``output_file``, ``output_folder``) follow
-one rule, checked before any work: a missing folder is made; a folder where a file is to be
-written, or a file where a folder is, is a ``ValueError`` in one line naming both."""
+
+The other files and folders that commands write follow ``paths``' rule."""
 
 from __future__ import annotations
 
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from ..data.splits import SPLIT_FILE
 from .distributed import world_size
+from .paths import check_folder
 from .run_record import RECORD_FILE
 
 DEFAULT_RUNS = Path("runs") / "train"
@@ -43,58 +43,6 @@ RUN_ENTRIES = (
 def run_markers(folder: str | Path) -> list[str]:
     """The entries of ``folder`` that show it holds a run (none: it holds no run)."""
     return [name for name in RUN_MARKERS if (Path(folder) / name).exists()]
-
-
-def file_in_the_way(folder: str | Path) -> Path | None:
-    """The file that stands where ``folder``, or the nearest of its parents that exists, should
-    be a folder; None when ``folder`` is one or can be made."""
-    folder = Path(folder)
-    for entry in (folder, *folder.parents):
-        if entry.exists():
-            return None if entry.is_dir() else entry
-    return None
-
-
-def check_folder(folder: str | Path, *, name: str | None = None, to: str = "to write in") -> Path:
-    """``folder`` as a folder to write in (made now or later): a file in its place, or in the
-    place of one of its parents, is a ValueError naming ``name`` (how the folder was given,
-    e.g. ``--plots out``; default ``folder``) and that file; ``to``: what the folder is for."""
-    folder = Path(folder)
-    named = name if name is not None else folder
-    blocking = file_in_the_way(folder)
-    if blocking == folder:
-        raise ValueError(f"{named}: is a file, not a folder {to}")
-    if blocking is not None:
-        raise ValueError(f"{named}: {blocking} is a file, not a folder")
-    return folder
-
-
-def output_folder(folder: str | Path, *, name: str | None = None, to: str = "to write in") -> Path:
-    """``folder`` made (with its parents) before any work, for a command to write in; a file
-    in the way (``check_folder``) or a folder that cannot be made is a one-line ValueError."""
-    folder = check_folder(folder, name=name, to=to)
-    _make(folder, name if name is not None else folder)
-    return folder
-
-
-def output_file(path: str | Path, *, what: str) -> Path:
-    """``path`` ready for a ``what`` file (``JSON``, ``PNG``...) to be written there after the
-    work: its missing folders made now; a folder at ``path``, or a file in the place of one of
-    its folders, is a one-line ValueError, said before the work rather than after it."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{path}: is a folder; give the {what} file to write")
-    if (blocking := file_in_the_way(path.parent)) is not None:
-        raise ValueError(f"{path}: {blocking} is a file, not a folder")
-    _make(path.parent, path)
-    return path
-
-
-def _make(folder: Path, named) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # no permission, a read-only disk
-        raise ValueError(f"{named}: cannot make the folder {folder} ({err.strerror})") from err
 
 
 def run_folder(out: str | Path | None, resume: str | Path | None) -> Path:

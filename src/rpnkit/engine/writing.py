@@ -27,8 +27,8 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from .paths import output_file
 from .results import DetectionResult, ProposalResult, each_result
-from .run_folder import output_file
 
 PIPE_BYTES = 1 << 20  # the pipe to the process holds ~50 images of 1,000 boxes (Linux's limit)
 _F_SETPIPE_SZ = 1031  # Linux's fcntl command to resize a pipe

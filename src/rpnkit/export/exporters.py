@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine.checkpoint import load_model_and_size
-from ..engine.run_folder import output_file
+from ..engine.paths import output_file
 from .model import INPUT_NAMES, ExportableModel
 
 DEFAULT_OPSET = 18

@@ -24,7 +24,7 @@ from ..data import DataConfig
 from ..data.splits import held_out, read_split
 from ..engine.checkpoint import read_header
 from ..engine.evaluate import DetectionReport, RecallReport
-from ..engine.run_folder import output_file
+from ..engine.paths import output_file
 from ..engine.run_log import logged_validations
 from ..engine.run_record import RECORD_FILE, RunRecord
 from ..engine.runtime import load
