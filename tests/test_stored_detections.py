@@ -378,3 +378,22 @@ def test_notes_on_stored_results_point_at_the_callers_line():
     with pytest.warns(rpnkit.data.SkippedSample, match="not in") as caught:
         rpnkit.evaluate_stored_proposals(unknown, index)
     assert {w.filename for w in caught} == {__file__}
+
+
+def test_recall_curves_end_at_the_most_proposals_an_image_has():
+    # a model keeping 300 proposals once got a point at 1000 (its AR@300 drawn as if
+    # measured there, a flat tail) and a "recall@1000" curve against IoU
+    import rpnkit
+
+    index = _quietly(read_dataset, RACCOON, split_file=RACCOON / "test_labels.csv")
+    entries = [
+        {"file_name": r.file_name, "bbox": [x1 + i, y1, x2 - x1, y2 - y1], "score": 1 - i / 100}
+        for r in index.records
+        for x1, y1, x2, y2 in r.boxes.tolist()
+        for i in range(30)  # 30 shifted copies of each GT box
+    ]
+    report = rpnkit.evaluate_stored_proposals(entries, index)
+    by_proposals, by_iou = report.curves()
+    most = max(len(boxes) for boxes, _ in report.kept)
+    assert by_proposals["k"][-1] == most < 100 and max(by_proposals["k"]) == most
+    assert [k for k in by_iou if k.startswith("recall@")] == [f"recall@{most}"]

@@ -150,7 +150,8 @@ def test_more_pictures_have_the_expected_size_and_content(tmp_path):
             assert png.format == "PNG" and png.size == size, name
 
 
-def test_precision_recall_picture(tmp_path):
+def test_precision_recall_picture(tmp_path, monkeypatch):
+    from rpnkit.viz import charts
     from rpnkit.viz.charts import plot_precision_recall
 
     recall = [i / 100 for i in range(101)]
@@ -160,9 +161,20 @@ def test_precision_recall_picture(tmp_path):
         "precision@0.75": [1 - r for r in recall],
         "per_class@0.5": {"cat": [1.0] * 101, "dog": [0.5] * 101},
     }
+    figures = _saved_figures(monkeypatch, charts)
     assert plot_precision_recall(curves, tmp_path / "pr.png") == 4
     with Image.open(tmp_path / "pr.png") as png:
         assert png.size == (1000, 420)
+    per_class = figures[0].axes[1]
+    assert [t.get_text() for t in per_class.get_legend().get_texts()] == [
+        "cat AP50 1.00",
+        "dog AP50 0.50",
+    ]  # the best first, each with its AP
+    assert per_class.get_title() == "per class, IoU 0.5 (the best 2 of 2)"
+    # nothing to draw: said in the panels, not two empty frames
+    assert plot_precision_recall({"recall": recall}, tmp_path / "none.png") == 0
+    texts = [t.get_text() for ax in figures[1].axes for t in ax.texts]
+    assert texts == ["no curve: no detection matched a GT box (AP 0)"] * 2
 
 
 def test_save_overlay_draws_proposals_and_detections_of_an_image_file(tmp_path):
@@ -398,15 +410,17 @@ LABELS_DRAWN = 200  # show.LABELS_DRAWN
 KINDS = [to_rgb(c) for c in (POSITIVE_COLOUR, NEGATIVE_COLOUR, IGNORED_COLOUR, GT_COLOUR)]
 
 
-def _saved_figures(monkeypatch) -> list:
-    """The figures that ``overlays`` saves from now on (still written)."""
-    figures, save = [], overlays.save_figure
+def _saved_figures(monkeypatch, module=None) -> list:
+    """The figures that ``module`` (``overlays`` by default) saves from now on (still
+    written)."""
+    module = module or overlays
+    figures, save = [], module.save_figure
 
     def recording(fig, path):
         figures.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(overlays, "save_figure", recording)
+    monkeypatch.setattr(module, "save_figure", recording)
     return figures
 
 
@@ -533,6 +547,9 @@ def test_proposals_vs_gt_picture_keys_proposals_found_and_missed_gt(tmp_path, mo
         ],
     ]
     _assert_legends_beside_the_images(fig)
+    # "found" counts more proposals than are drawn: the title says how many of each
+    # (a GT box found only by the 57th proposal showed green with nothing drawn on it)
+    assert fig.axes[0].get_title() == "top 5 drawn; GT found in top 100: 1/2"
 
 
 def test_show_of_an_unreadable_image_is_one_line_naming_it(tmp_path, capsys):

@@ -83,11 +83,17 @@ class RecallReport:
         return text
 
     def curves(self, ks: Sequence[int] = CURVE_KS) -> tuple[dict, dict]:
-        """Recall against the number of proposals, and against the IoU threshold."""
+        """Recall against the number of proposals, and against the IoU threshold: up to the
+        most proposals an image has (a model that keeps 300 gets no point at 1000, which
+        would draw its AR@300 as if measured there), that count itself the last point."""
         preds, pred_valid = pad_boxes([p for p, _ in self.kept])
         gts, gt_valid = pad_boxes([g for _, g in self.kept])
-        ks = [k for k in ks if k <= max(MAX_DETS)]
-        return recall_vs_proposals(self.table, ks), recall_vs_iou(preds, pred_valid, gts, gt_valid)
+        most = min(max((len(p) for p, _ in self.kept), default=0), max(MAX_DETS))
+        cap = most if most > 0 else max(MAX_DETS)
+        ks = sorted({*(k for k in ks if k <= cap), cap})
+        budgets = sorted({min(k, cap) for k in (100, max(MAX_DETS))})
+        by_iou = recall_vs_iou(preds, pred_valid, gts, gt_valid, ks=budgets)
+        return recall_vs_proposals(self.table, ks), by_iou
 
 
 @dataclass

@@ -37,7 +37,7 @@ def plot_recall_curves(
         xlabel="proposals per image",
         ylabel="recall",
         title="recall against the number of proposals",
-        ylim=(0, 1),
+        ylim=(-0.02, 1.02),  # a curve at 0 or 1 not hidden in the frame
         log_x=True,
     )
     if by_iou:
@@ -47,7 +47,11 @@ def plot_recall_curves(
                 ax.plot(curve["iou"], curve[key], label=f"{name} {key}")
                 lines += 1
         style_chart(
-            ax, xlabel="IoU threshold", ylabel="recall", title="recall against IoU", ylim=(0, 1)
+            ax,
+            xlabel="IoU threshold",
+            ylabel="recall",
+            title="recall against IoU",
+            ylim=(-0.02, 1.02),
         )
     save_figure(fig, path)
     return lines
@@ -152,10 +156,17 @@ def plot_precision_recall(
             axes[0].plot(recall, curves[key], label=f"all classes, IoU {key.split('@')[1]}")
             lines += 1
     per_class = sorted(curves.get("per_class@0.5", {}).items(), key=lambda kv: -sum(kv[1]))
-    for name, precision in per_class[:max_classes]:
-        axes[1].plot(recall, precision, label=name)
+    for n, (name, precision) in enumerate(per_class[:max_classes]):
+        ap = sum(precision) / max(len(precision), 1)  # COCO's AP: the mean over 101 points
+        style = ("-", "--")[n % 2]  # a curve lying on another's still shows
+        axes[1].plot(recall, precision, linestyle=style, label=f"{name} AP50 {ap:.2f}")
         lines += 1
-    for ax, title in zip(axes, ("mean over classes", "per class, IoU 0.5")):
+    shown = min(len(per_class), max_classes)
+    titles = ("mean over classes", f"per class, IoU 0.5 (the best {shown} of {len(per_class)})")
+    for ax, title in zip(axes, titles):
+        if not ax.lines:  # an empty frame reads as a failed drawing
+            ax.text(0.5, 0.5, "no curve: no detection matched a GT box (AP 0)", ha="center",
+                    va="center", transform=ax.transAxes, color="0.4", fontsize=9)  # fmt: skip
         style_chart(
             ax, xlabel="recall", ylabel="precision", title=title, xlim=(0, 1), ylim=(0, 1.02)
         )

@@ -273,22 +273,25 @@ def plot_proposals_vs_gt(
     path: str | Path,
     *,
     top_k: int = 10,
+    found_within: int = 100,
     iou_threshold: float = 0.5,
     size_px: tuple[int, int] | None = None,
 ) -> int:
     """One panel per image: its top ``top_k`` proposals (magenta), GT boxes found by some
-    proposal among its top 100 at IoU >= ``iou_threshold`` (green) and missed ones (red),
-    keyed with their counts in a legend below the panel."""
+    proposal among its top ``found_within`` at IoU >= ``iou_threshold`` (green) and missed
+    ones (red), keyed with their counts in a legend below the panel; the title says both
+    counts (a GT box found by the 57th proposal has no drawn proposal on it)."""
     size_px = size_px or (320 * len(images), 360)
     fig, axes = image_figure(size_px, panels=len(images), legend=True)
     drawn = 0
     for ax, image, props, gts in zip(axes, images, proposals, gt_boxes):
         props, gts = props.detach().cpu(), gts.detach().cpu()
         if len(gts) and len(props):
-            found = box_iou(gts, props[:100]).max(dim=1).values >= iou_threshold
+            found = box_iou(gts, props[:found_within]).max(dim=1).values >= iou_threshold
         else:
             found = torch.zeros(len(gts), dtype=torch.bool)
-        image_panel(ax, image, f"top {top_k} proposals; GT found {int(found.sum())}/{len(gts)}")
+        title = f"top {top_k} drawn; GT found in top {found_within}: {int(found.sum())}/{len(gts)}"
+        image_panel(ax, image, title)
         shown = PROPOSAL_STYLE.draw(ax, props[:top_k])
         hit, missed = FOUND_GT_STYLE.draw(ax, gts[found]), MISSED_GT_STYLE.draw(ax, gts[~found])
         box_legend(
