@@ -150,6 +150,40 @@ def test_more_pictures_have_the_expected_size_and_content(tmp_path):
             assert png.format == "PNG" and png.size == size, name
 
 
+def test_objectness_maps_have_a_colour_key_and_say_their_highest(tmp_path, monkeypatch):
+    # the colours meant nothing on the picture: no key, no figure
+    figures = _saved_figures(monkeypatch)
+    maps = [torch.full((4, 6), 0.25), torch.full((2, 3), 0.75)]
+    assert overlays.plot_objectness_maps(_image(), maps, tmp_path / "o.png") == 2
+    (fig,) = figures
+    image, first, second, key = fig.axes  # the panels, then the colour bar
+    assert [first.get_title(), second.get_title()] == [
+        "level 0: 4x6, max 0.25",
+        "level 1: 2x3, max 0.75",
+    ]
+    assert [t.get_text() for t in key.texts] == ["objectness (a position's best anchor)  0", "1"]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    below = key.get_window_extent(canvas.get_renderer())
+    for ax in (image, first, second):  # under the panels, hiding none
+        assert not below.overlaps(ax.images[0].get_window_extent(canvas.get_renderer()))
+
+
+def test_the_total_loss_is_drawn_over_its_terms(tmp_path, monkeypatch):
+    # the total lay under a term equal to it, in a colour of the cycle: keyed, not seen
+    from rpnkit.viz import charts
+
+    figures = _saved_figures(monkeypatch, charts)
+    log = tmp_path / "train_log.csv"
+    log.write_text("step,loss,loss_objectness\n0,0.5,0.5\n1,0.4,0.4\n2,0.3,0.3\n")
+    assert charts.plot_loss_curves(log, tmp_path / "loss.png") == 2
+    (ax,) = figures[0].axes
+    total = next(line for line in ax.lines if line.get_label() == "loss")
+    assert total.get_color() == "black" and total.get_linestyle() == "--"
+    assert total.get_zorder() > max(line.get_zorder() for line in ax.lines if line is not total)
+    assert all(float(tick).is_integer() for tick in ax.get_xticks())
+
+
 def test_precision_recall_picture(tmp_path, monkeypatch):
     from rpnkit.viz import charts
     from rpnkit.viz.charts import plot_precision_recall

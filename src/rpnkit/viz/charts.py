@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from matplotlib.ticker import MaxNLocator
+
 from .figures import chart_figure, save_figure, style_chart
 
 
@@ -66,8 +68,11 @@ def plot_loss_curves(
     is not such a log is one ValueError naming it (``read_training_log``)."""
     steps, losses, norms = read_training_log(csv_path)
     fig, axes = chart_figure(size_px, panels=2 if norms else 1)
-    for key, values in losses.items():
-        axes[0].plot(steps, values, label=key)
+    total = {"color": "black", "linewidth": 2.2, "linestyle": "--", "zorder": 3}
+    for key, values in losses.items():  # the total over its terms: seen where one term is all
+        axes[0].plot(steps, values, label=key, **(total if key == "loss" else {}))
+    for ax in axes:  # steps are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     style_chart(
         axes[0],
         xlabel="step",

@@ -37,6 +37,7 @@ from ..modeling.boxes import box_iou
 from .figures import (
     GT_COLOUR,
     IGNORED_COLOUR,
+    LEGEND_PX,
     MISSED_COLOUR,
     NEGATIVE_COLOUR,
     POSITIVE_COLOUR,
@@ -237,15 +238,29 @@ def plot_objectness_maps(
     """The image, then one heat map per level: each position's highest objectness probability
     over its anchors. ``maps``: [(H_l, W_l)] probabilities."""
     size_px = size_px or (260 * (len(maps) + 1), 300)
-    fig, axes = image_figure(size_px, panels=len(maps) + 1)
+    fig, axes = image_figure(size_px, panels=len(maps) + 1, legend=True)
     image_panel(axes[0], image, "image")
+    shown = None
     for level, (ax, m) in enumerate(zip(axes[1:], maps)):
         # imshow's own limits: whole cells, centred on the positions
-        ax.imshow(as_numpy(m), cmap="inferno", vmin=0, vmax=1)
-        ax.set_title(f"level {level}: {m.shape[0]}x{m.shape[1]}", fontsize=8)
+        shown = ax.imshow(as_numpy(m), cmap="inferno", vmin=0, vmax=1)
+        high = float(m.max()) if m.numel() else 0.0
+        ax.set_title(f"level {level}: {m.shape[0]}x{m.shape[1]}, max {high:.2f}", fontsize=8)
         ax.set_axis_off()
+    if shown is not None:
+        _colour_key(fig, shown, size_px, "objectness (a position's best anchor)")
     save_figure(fig, path)
     return len(maps)
+
+
+def _colour_key(fig: Figure, shown, size_px: tuple[int, int], what: str) -> None:
+    """A horizontal colour bar in the band below the panels (``image_figure(legend=True)``),
+    0 and 1 at its ends and ``what`` it measures on its left."""
+    band = LEGEND_PX / size_px[1]
+    key = fig.add_axes((0.45, band * 0.35, 0.25, band * 0.4))
+    fig.colorbar(shown, cax=key, orientation="horizontal", ticks=[])
+    for x, text, side in ((-0.01, f"{what}  0", "right"), (1.01, "1", "left")):
+        key.text(x, 0.5, text, ha=side, va="center", fontsize=7, transform=key.transAxes)
 
 
 def plot_nms_before_after(
