@@ -594,3 +594,26 @@ def test_show_of_an_unreadable_image_is_one_line_naming_it(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"rpnkit show: error: {image}: unreadable")
     assert not (tmp_path / "x.png").exists()
+
+
+def test_show_grid_magnifies_the_middle_of_a_level_too_dense_to_see(tmp_path, monkeypatch):
+    # stride 4 over a 1248 px image drew 62,400 dots on 640 px: a solid sheet, with moire
+    from rpnkit.modeling.presets import preset_config
+    from rpnkit.viz import show
+
+    drawn = {}
+
+    def capture(image, centres, out, *, title):
+        drawn.update(size=tuple(image.shape[1:]), centres=centres, title=title)
+        return len(centres)
+
+    monkeypatch.setattr(overlays, "plot_anchor_centres", capture)
+    photo = RACCOON / "images" / "raccoon-1.jpg"
+    config = preset_config("effnet-lite0-fpn")
+    show.show_grid(config, photo, tmp_path / "g.png", level=0)
+    assert drawn["size"] == (320, 320)  # 80 positions across: 8 picture pixels apart
+    assert drawn["title"].endswith("; the middle 320x320 px shown")
+    assert len(drawn["centres"]) == 80 * 80
+    assert (drawn["centres"] >= 0).all() and (drawn["centres"] < 320).all()
+    show.show_grid(config, photo, tmp_path / "g.png", level=3)  # stride 32: whole
+    assert "shown" not in drawn["title"] and max(drawn["size"]) > 320

@@ -116,6 +116,10 @@ def show_anchors(
     )
 
 
+GRID_PICTURE_PX = 640  # the grid picture's side (plot_anchor_centres' default)
+GRID_SPACING_PX = 8  # at least this many of its pixels between two centres, else a crop
+
+
 def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int:
     """A level's anchor centres over the image."""
     item = _item(image, **opts)
@@ -126,14 +130,18 @@ def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int
     fh, fw = sizes[level]
     ys, xs = torch.meshgrid(torch.arange(fh), torch.arange(fw), indexing="ij")
     centres = (torch.stack([xs, ys], -1).reshape(-1, 2) + config.rpn.anchors.offset) * lv.stride
-    h, w = item["image"].shape[1:]
-    inside = (centres[:, 0] < w) & (centres[:, 1] < h)
-    return overlays.plot_anchor_centres(
-        item["image"],
-        centres[inside],
-        out,
-        title=f"level {level}: stride {lv.stride}, {fh}x{fw} positions",
-    )
+    image = item["image"]
+    h, w = image.shape[1:]
+    title = f"level {level}: stride {lv.stride}, {fw} wide x {fh} high positions"
+    side = lv.stride * GRID_PICTURE_PX // GRID_SPACING_PX  # the image pixels that fit
+    if side < max(h, w):  # too dense to see whole (a solid sheet): the centre, magnified
+        y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+        image = image[:, y0 : y0 + side, x0 : x0 + side]
+        centres = centres - torch.tensor([x0, y0])
+        title += f"; the middle {image.shape[2]}x{image.shape[1]} px shown"
+        h, w = image.shape[1:]
+    inside = (centres >= 0).all(1) & (centres[:, 0] < w) & (centres[:, 1] < h)
+    return overlays.plot_anchor_centres(image, centres[inside], out, title=title)
 
 
 def show_labels(
