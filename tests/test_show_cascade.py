@@ -36,12 +36,15 @@ def checkpoint(tmp_path_factory) -> Path:
     return tmp / "run" / "checkpoint.safetensors"
 
 
-def _capture(monkeypatch, name: str) -> list:
-    """The arguments of each call of ``overlays.<name>``, which still draws."""
+def _capture(monkeypatch, name: str, keywords: list | None = None) -> list:
+    """The arguments of each call of ``overlays.<name>``, which still draws (and its keyword
+    arguments into ``keywords``)."""
     calls, original = [], getattr(overlays, name)
 
     def recording(*args, **kwargs):
         calls.append(args)
+        if keywords is not None:
+            keywords.append(kwargs)
         return original(*args, **kwargs)
 
     monkeypatch.setattr(overlays, name, recording)
@@ -122,7 +125,8 @@ def _proposals_in_network_pixels(predictor, image) -> torch.Tensor:
 def test_nms_draws_the_models_proposals_decoded_from_its_stage_1_boxes(
     checkpoint, tmp_path, monkeypatch
 ):
-    calls = _capture(monkeypatch, "plot_nms_before_after")
+    keywords = []
+    calls = _capture(monkeypatch, "plot_nms_before_after", keywords)
     image = next(iter(sorted((COCO128 / "images" / "train2017").iterdir())))
     out = tmp_path / "nms.png"
     args = ["show", "nms", str(image), "--checkpoint", str(checkpoint), "--top", str(TOP)]
@@ -136,6 +140,11 @@ def test_nms_draws_the_models_proposals_decoded_from_its_stage_1_boxes(
     # the best box before NMS is the first one kept: both decoded from the stage-1 boxes
     assert len(before) == TOP
     torch.testing.assert_close(before[0], after[0])
+    # which of them NMS keeps: the best always; each kept one is among the proposals
+    (kept,) = (k["kept"] for k in keywords)
+    assert kept[0] and len(kept) == TOP
+    for box in before[kept]:
+        assert (after == box).all(1).any() or len(after) < TOP
 
 
 def test_proposals_and_objectness_draw_the_models_own_outputs(checkpoint, tmp_path, monkeypatch):

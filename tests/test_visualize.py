@@ -617,3 +617,18 @@ def test_show_grid_magnifies_the_middle_of_a_level_too_dense_to_see(tmp_path, mo
     assert (drawn["centres"] >= 0).all() and (drawn["centres"] < 320).all()
     show.show_grid(config, photo, tmp_path / "g.png", level=3)  # stride 32: whole
     assert "shown" not in drawn["title"] and max(drawn["size"]) > 320
+
+
+def test_nms_picture_tells_the_kept_boxes_from_the_suppressed(tmp_path, monkeypatch):
+    # the two panels looked alike: nothing said which boxes NMS had removed
+    figures = _saved_figures(monkeypatch)
+    before = torch.tensor([[10.0, 10, 50, 50], [12, 12, 52, 52], [60, 60, 90, 90]])
+    kept = torch.tensor([True, False, True])
+    assert overlays.plot_nms_before_after(_image(), before, before[kept], tmp_path / "n.png",
+                                          kept=kept) == (3, 2)  # fmt: skip
+    (fig,) = figures
+    magenta, blue = to_rgb(PROPOSAL_COLOUR), to_rgb(NEGATIVE_COLOUR)
+    assert _keys_and_drawn(fig.axes[0]) == [("kept (2)", magenta, "-", 2),
+                                            ("suppressed (1)", blue, ":", 1)]  # fmt: skip
+    assert _keys_and_drawn(fig.axes[1]) == [("kept (2)", magenta, "-", 2)]
+    _assert_legends_beside_the_images(fig)

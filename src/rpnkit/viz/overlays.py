@@ -66,6 +66,8 @@ POSITIVE_STYLE = BoxStyle(POSITIVE_COLOUR, width=1.0)
 NEGATIVE_STYLE = BoxStyle(NEGATIVE_COLOUR, width=0.5, alpha=0.5)
 IGNORED_STYLE = BoxStyle(IGNORED_COLOUR, width=0.5, alpha=0.6)
 PROPOSAL_STYLE = BoxStyle(PROPOSAL_COLOUR, width=1.0)
+NMS_KEPT_STYLE = BoxStyle(PROPOSAL_COLOUR, width=1.0)
+SUPPRESSED_STYLE = BoxStyle(NEGATIVE_COLOUR, width=0.7, alpha=0.7, linestyle=":")
 # dashed: a proposal lying on its GT box stays visible
 FOUND_GT_STYLE = BoxStyle(GT_COLOUR, width=2.0, linestyle="--")
 MISSED_GT_STYLE = BoxStyle(MISSED_COLOUR, width=2.0, linestyle="--")
@@ -269,16 +271,25 @@ def plot_nms_before_after(
     after: Tensor,
     path: str | Path,
     *,
+    kept: Tensor | None = None,
     size_px: tuple[int, int] = (1000, 500),
 ) -> tuple[int, int]:
-    """Two panels: the top boxes before NMS, and those kept after it."""
-    fig, axes = image_figure(size_px, panels=2)
-    drawn = []
-    for ax, boxes, title in zip(axes, (before, after), ("before NMS", "after NMS")):
-        image_panel(ax, image, f"{title}: {len(boxes)} boxes")
-        drawn.append(draw_boxes(ax, boxes, PROPOSAL_COLOUR, width=0.7, alpha=0.7))
+    """Two panels: the top boxes before NMS, and those kept after it. ``kept``: which of
+    ``before`` NMS keeps (a bool per box; None: all), drawn apart from those it suppresses,
+    each keyed with its count below the panel."""
+    fig, axes = image_figure(size_px, panels=2, legend=True)
+    before, after = before.detach().cpu(), after.detach().cpu()
+    kept = torch.ones(len(before), dtype=torch.bool) if kept is None else kept.cpu()
+    image_panel(axes[0], image, f"before NMS: the top {len(before)} boxes")
+    # suppressed first, under the kept: a kept box stays visible on the boxes it removed
+    gone = SUPPRESSED_STYLE.draw(axes[0], before[~kept])
+    stays = NMS_KEPT_STYLE.draw(axes[0], before[kept])
+    entries = [(NMS_KEPT_STYLE, f"kept ({stays})"), (SUPPRESSED_STYLE, f"suppressed ({gone})")]
+    box_legend(axes[0], entries)
+    image_panel(axes[1], image, f"after NMS: the top {len(after)} kept")
+    box_legend(axes[1], [(NMS_KEPT_STYLE, f"kept ({NMS_KEPT_STYLE.draw(axes[1], after)})")])
     save_figure(fig, path)
-    return drawn[0], drawn[1]
+    return len(before), len(after)
 
 
 def plot_proposals_vs_gt(

@@ -263,8 +263,10 @@ def show_nms(checkpoint, image, out, *, top: int = 300, **opts) -> tuple[int, in
     """The top boxes before NMS and the proposals kept after it (at most ``top`` each)."""
     model, item, batch, output = _forward(checkpoint, image, **opts)
     before = _without_nms(model.rpn, output, batch, top)
-    after = output.proposals.per_image()[0][0][:top]
-    return overlays.plot_nms_before_after(item["image"], before, after, out)
+    kept_all = output.proposals.per_image()[0][0]
+    # a box NMS keeps is among the proposals, the same numbers (one decoding of both)
+    kept = (before[:, None, :] == kept_all[None, :, :]).all(-1).any(1)
+    return overlays.plot_nms_before_after(item["image"], before, kept_all[:top], out, kept=kept)
 
 
 def _without_nms(rpn, output: RPNOutput, batch, top: int):
