@@ -292,17 +292,17 @@ class Trainer:
             extra = read_header(path).get("extra", {})
         except ValueError:  # a damaged file: kept anew
             extra = {}
-        best, data = extra.get("best"), extra.get("settings", {}).get("data")
-        if best and best["step"] <= self.start_step and data == (self.settings or {}).get("data"):
+        best = extra.get("best")
+        if best and best["step"] <= self.start_step and self._same_data(extra):
             return best
         path.unlink()
         return None
 
-    def _validated_alike(self, state: dict) -> bool:
-        """Whether the validation logged at the checkpoint's step was made on this run's
-        validation data (the ``data`` part of the settings: a resumed run may change it)."""
-        saved = (state["extra"].get("settings") or {}).get("data")
-        return saved == (self.settings or {}).get("data")
+    def _same_data(self, extra: dict) -> bool:
+        """Whether a checkpoint (its header's ``extra``) was made on this run's data, its
+        validation data included (the ``data`` part of the settings: a resumed run may change
+        its validation data, and then its recorded figures are of other images)."""
+        return (extra.get("settings") or {}).get("data") == (self.settings or {}).get("data")
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)
@@ -488,7 +488,7 @@ class Trainer:
             set_rng_state(*state["rng"])
         batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
         log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
-        self.read_back = bool(log is not None and log.kept and self._validated_alike(state))
+        self.read_back = bool(log is not None and log.kept and self._same_data(state["extra"]))
         if self.read_back:  # the checkpoint's weights were validated so: not again (a resumed
             # run that takes no step reports that validation: its logged figures)
             self.evaluation, self.evaluated_at = dict(log.kept), self.start_step
