@@ -63,7 +63,13 @@ def _image(i, name):
 
 
 def _ann(i, image=1, category=1, **extra):
-    return {"id": i, "image_id": image, "category_id": category, "bbox": [1, 1, 10, 10], **extra}
+    return {
+        "id": i,
+        "image_id": image,
+        "category_id": category,
+        "bbox": [1, 1, 10 + i, 10],
+        **extra,
+    }  # boxes apart
 
 
 @pytest.mark.parametrize(
@@ -90,7 +96,7 @@ def test_a_loose_coco_flag_area_or_category_id_skips_its_annotation(tmp_path, ba
     ]
     (record,) = index.records
     assert record.ignore.tolist() == [True, True, False]
-    assert record.areas.tolist() == [4.0, 100.0, 100.0]
+    assert record.areas.tolist() == [4.0, 130.0, 140.0]
     assert index.skipped_annotations == 1
     with pytest.raises(DataError, match=r"annotations\[2\]"):
         read_coco(path, tmp_path, strict=True)
@@ -271,7 +277,9 @@ def _yolo(root: Path, labels: dict[str, str], yaml_text: str | None = None) -> P
 
 def test_yolo_images_in_sub_folders_are_read_with_their_mirrored_labels(tmp_path):
     box = "1 0.5 0.5 0.2 0.4\n"
-    data_yaml = _yolo(tmp_path, {"z": box, "sub/x": box + box, "sub/deeper/y": "", "c/z": box})
+    data_yaml = _yolo(
+        tmp_path, {"z": box, "sub/x": box + "1 0.4 0.5 0.2 0.4\n", "sub/deeper/y": "", "c/z": box}
+    )
     index, caught = _read(read_yolo, data_yaml)
     found = [(r.image_id, len(r.boxes)) for r in index.records]
     # sorted by path; a stem that repeats is told apart by its path

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .readers import DataError
+from .readers import DataError, named_pillow_warnings
 from .transforms import Flip, Resize
 
 _EXIF_ORIENTATION = 0x0112
@@ -52,7 +52,7 @@ def read_jpeg(path: str | Path) -> JpegHeader | None:
         data = Path(path).read_bytes()
         if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
             return None
-        with Image.open(io.BytesIO(data)) as img:
+        with named_pillow_warnings(path, named=False), Image.open(io.BytesIO(data)) as img:
             if img.format != "JPEG" or img.mode not in ("RGB", "L"):
                 return None
             if img.info.get("progressive") or img.info.get("progression"):

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .readers import DataError, too_large_image_error
+from .readers import DataError, named_pillow_warnings, too_large_image_error
 
 
 def allow_large_images(max_pixels: int | None) -> None:
@@ -44,7 +44,8 @@ def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
-        with Image.open(path) as img:
+        # quiet: the dataset's index named the file's problems when it read its size
+        with named_pillow_warnings(path, named=False), Image.open(path) as img:
             if max_side is not None and max(img.size) > max_side:
                 rgb = _shrunk_rgb(img, max_side)
             else:

@@ -38,6 +38,7 @@ JSON that is not COCO instances JSON, and a dataset or split file that lists not
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -68,8 +69,14 @@ from .csv_boxes import (
     why_not_boxes,
 )
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-# (a GIF is read as its first frame)
+# the pictures rpnkit reads, in folders and named by annotations alike: JPEG (.mpo: a camera's
+# multi-picture JPEG), PNG, BMP, TIFF, WebP, GIF, JPEG 2000 (satellite images) and Netpbm;
+# a GIF or MPO is read as its first frame. Pillow knows more (icons, Photoshop, PDF): those
+# are refused by name (``unread_picture``).
+IMAGE_SUFFIXES = (
+    *(".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".bmp", ".tif", ".tiff", ".webp"),
+    *(".gif", ".jp2", ".j2k", ".pbm", ".pgm", ".ppm", ".pnm"),
+)
 # a box may overshoot its image by this many pixels (rounding in annotation tools) and is
 # clipped silently; further out it is clipped and counted, and wholly outside it is skipped
 BORDER_TOLERANCE = 1.0
@@ -218,8 +225,10 @@ class _Collector:
                 DataNote,
                 stacklevel=_caller_level(),
             )
+        records = _merged(records, source)
+        _note_repeated_boxes(records, names, source)
         return DatasetIndex(
-            _merged(records, source),
+            records,
             names,
             self.issues,
             source,
@@ -228,6 +237,29 @@ class _Collector:
             self.clipped,
             bare=self.bare,
             image_issues=self.image_issues,
+        )
+
+
+def _note_repeated_boxes(records: list[Record], names: list[str], source: str) -> None:
+    """One ``DataNote`` for boxes that repeat another of their image exactly (class and
+    corners: an annotation tool's double click, a CSV row pasted twice). They are kept, as
+    given, in every format: each counts as an object in training and evaluation."""
+    repeats, first = 0, None
+    for r in records:
+        rows = np.column_stack([r.boxes, r.labels, r.ignore])  # a crowd region apart
+        unique, index = np.unique(rows, axis=0, return_index=True)
+        if len(unique) < len(rows):
+            repeats += len(rows) - len(unique)
+            if first is None:
+                j = np.setdiff1d(np.arange(len(rows)), index)[0]
+                box = ", ".join(f"{v:g}" for v in r.boxes[j])
+                first = f"{r.path.name}: {names[r.labels[j] - 1]!r} at ({box})"
+    if repeats:
+        warnings.warn(
+            f"{source}: {repeats} box(es) repeat another box of their image exactly (first: "
+            f"{first}); kept: each counts as an object in training and evaluation",
+            DataNote,
+            stacklevel=_caller_level(),
         )
 
 
@@ -298,7 +330,8 @@ def _caller_level() -> int:
     """The ``stacklevel`` that points a warning at the first frame outside this module, the
     code that called the reader."""
     frame, level = sys._getframe(1), 1  # level 1: the frame that calls warnings.warn
-    while frame is not None and frame.f_code.co_filename == __file__:
+    ours = (__file__, contextlib.__file__)  # and the context managers' frames
+    while frame is not None and frame.f_code.co_filename in ours:
         frame, level = frame.f_back, level + 1
     return level
 
@@ -307,8 +340,10 @@ def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, after EXIF rotation; raises DataError."""
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
+    if (problem := unread_picture(path)) is not None:
+        raise DataError(problem)
     try:
-        with Image.open(path) as img:
+        with named_pillow_warnings(path), Image.open(path) as img:
             width, height = img.size
             orientation = exif_orientation(img, path)
     except Image.DecompressionBombError as err:
@@ -321,6 +356,19 @@ def image_size(path: Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def unread_picture(path: Path) -> str | None:
+    """The line for a picture of a kind Pillow knows but rpnkit does not read (not among
+    ``IMAGE_SUFFIXES``: an icon, a JPEG 2000, a Photoshop file), whether found in a folder or
+    named by an annotation; None for any other file, for the decoder to judge."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES or suffix not in Image.registered_extensions():
+        return None
+    return (
+        f"{path}: a {path.suffix} image, which rpnkit does not read "
+        f"({', '.join(IMAGE_SUFFIXES)}); convert it, e.g. to PNG"
+    )
+
+
 def exif_orientation(img: Image.Image, path: Path) -> int:
     """The EXIF orientation (1-8) that Pillow's ``exif_transpose`` would apply to the opened
     ``img`` of ``path``. Pillow decodes a whole PNG to look for it (its EXIF may follow the
@@ -328,6 +376,30 @@ def exif_orientation(img: Image.Image, path: Path) -> int:
     if img.format == "PNG" and not _png_holds_metadata(path):
         return 1
     return img.getexif().get(0x0112, 1)
+
+
+@contextlib.contextmanager
+def named_pillow_warnings(path: Path, *, named: bool = True):
+    """Pillow's warnings about a file (corrupt EXIF data or a tag past the file's end, as a
+    JPEG is opened; a possible decompression bomb), which name no file, passed on as one
+    ``DataNote``
+    naming ``path``; or dropped (``named=False``: the decoders, whose files the dataset's index
+    named when it read their sizes). Catching swaps the process's warning state meanwhile: a
+    warning another thread raises then is passed on as it was raised."""
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        pillow = [w for w in caught if Path(w.filename).parent.name == "PIL"]
+        for w in caught:
+            if w not in pillow:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        if pillow and named:
+            problems = "; ".join(dict.fromkeys(str(w.message).strip() for w in pillow))
+            note = DataNote(f"{path}: Pillow: {problems}")
+            warnings.warn(note, stacklevel=_caller_level())
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -1375,11 +1447,8 @@ def detect_format(path: str | Path) -> str:
                 f"{path}: an image, not a dataset: this needs its boxes (a COCO .json, a VOC "
                 "folder, a YOLO data.yaml or a .csv of boxes)"
             )
-        if path.suffix.lower() in Image.registered_extensions():  # a picture, of another kind
-            raise DataError(
-                f"{path}: a {path.suffix} image, which rpnkit does not read "
-                f"({', '.join(IMAGE_SUFFIXES)}); convert it, e.g. to PNG"
-            )
+        if (problem := unread_picture(path)) is not None:
+            raise DataError(problem)
         raise DataError(
             f"{path}: cannot tell the dataset format of a {path.suffix or 'suffix-less'} file "
             "(expected a COCO .json, a YOLO data.yaml or a .csv of boxes); give --format"
