@@ -35,6 +35,7 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.patches import Patch, Rectangle
 from torch import Tensor
 
@@ -185,12 +186,19 @@ class BoxStyle:
 
 
 def box_legend(
-    ax: Axes, entries: Sequence[tuple[BoxStyle, str]], *, extra: Sequence[tuple[Artist, str]] = ()
+    ax: Axes,
+    entries: Sequence[tuple[BoxStyle, str]],
+    *,
+    extra: Sequence[tuple[Artist, str]] = (),
+    marks: dict[int, Artist] | None = None,
 ) -> Legend:
     """A legend of the (style, label) ``entries`` in one row centred just below the panel
     ``ax``: outside the image, in the band that ``image_figure(..., legend=True)`` keeps.
-    ``extra``: (artist, label) pairs keyed after them as drawn (a marker, say)."""
+    ``extra``: (artist, label) pairs keyed after them as drawn (a marker, say); ``marks``:
+    a marker drawn on entry i's key (the boxes' centres, say), as drawn."""
+    marks = marks or {}
     handles = [style.key(label) for style, label in entries]
+    handles = [(key, marks[i]) if i in marks else key for i, key in enumerate(handles)]
     legend = ax.legend(
         handles=handles + [artist for artist, _ in extra],
         labels=[label for _, label in entries] + [label for _, label in extra],
@@ -203,9 +211,10 @@ def box_legend(
         handletextpad=0.4,
         columnspacing=1.0,
         borderaxespad=0.2,
+        handler_map={tuple: HandlerTuple(ndivide=1)},  # a mark on its box's key
     )
     # the legend's keys are copies that keep the dashes but not the style's name ('solid'):
-    # named again, so that a key says the style it draws
+    # named again, so that a key says the style it draws (a marked key's first copy: its box)
     for key, (style, _) in zip(legend.legend_handles, entries):
         key.set_linestyle(style.linestyle)
     return legend

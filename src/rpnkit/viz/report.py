@@ -42,9 +42,13 @@ td, th { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
 th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: .85em; }
 img { max-width: 100%; border: 1px solid #ddd; }
-.gallery { display: grid; grid-template-columns: repeat(4, 1fr); gap: .6em; }
+.gallery { display: grid; grid-template-columns: repeat(2, 1fr); gap: .6em; }
 .gallery figure { margin: 0; } figcaption { font-size: .8em; color: #555; }
 """
+
+# the gallery's pictures: two a row of the page's 1100 px, each drawn at the size it is shown
+# (four a row at 400 px, shrunk to 270, were too small to read)
+GALLERY_PX = (540, 500)
 
 # records in the DOM how many images actually decoded (checked by the headless-browser test)
 SCRIPT = """
@@ -300,7 +304,13 @@ def _gallery_section(dataset, recall: RecallReport, gallery: int, tmp: Path) -> 
             item = dataset[i]
             proposals, gt = recall.kept[i]
             plot_proposals_vs_gt(
-                [item["image"]], [proposals], [gt], tmp / name, top_k=10, size_px=(400, 420)
+                [item["image"]],
+                [proposals],
+                [gt],
+                tmp / name,
+                top_k=10,
+                network_input=True,
+                size_px=GALLERY_PX,
             )
             caption = (
                 f"{title}: {html.escape(str(item['file_name']))}, recall@100 at "

@@ -133,6 +133,7 @@ def show_grid(config: ModelConfig, image, out, *, level: int = 0, **opts) -> int
     image = item["image"]
     h, w = image.shape[1:]
     title = f"level {level}: stride {lv.stride}, {fw} wide x {fh} high positions"
+    title += f", {overlays.input_size(image)}"  # the crop below: a part of that input
     side = lv.stride * GRID_PICTURE_PX // GRID_SPACING_PX  # the image pixels that fit
     if side < max(h, w):  # too dense to see whole (a solid sheet): the centre, magnified
         y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
@@ -296,5 +297,6 @@ def show_proposals(checkpoint, data, out, *, index: int = 0, top: int = 10, **op
         [item["boxes"][~item["ignore"]]],
         out,
         top_k=top,
+        network_input=True,
         size_px=(640, 640),
     )
