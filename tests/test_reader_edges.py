@@ -220,15 +220,15 @@ def test_a_dataset_listing_nothing_says_what_was_wrong(tmp_path):
     # --format voc on what holds no VOC XML
     coco = _coco(tmp_path, [_ann(1)])
     with pytest.raises(DataError) as err:
-        read_dataset(coco, fmt="voc")
+        read_dataset(coco, format="voc")
     assert str(err.value) == (
         f"--format voc: {coco} holds no VOC XML (.xml) file (a .json file, not a folder)"
     )
     yolo = _yolo(tmp_path / "yolo", {"a": ""})
     with pytest.raises(DataError, match=r"--format voc: .*data\.yaml holds no VOC XML"):
-        read_dataset(yolo, fmt="voc")
+        read_dataset(yolo, format="voc")
     with pytest.raises(DataError, match=r"yolo holds no VOC XML \(.xml\) file \(looked in the"):
-        read_dataset(tmp_path / "yolo", fmt="voc")
+        read_dataset(tmp_path / "yolo", format="voc")
 
 
 # ---------------------------------------------------------------- VOC XML
@@ -370,5 +370,5 @@ def test_format_csv_on_a_file_that_is_no_csv_of_boxes_is_one_line(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with pytest.raises(DataError, match=r"^--format csv: .*instances\.json is not a CSV of"):
-            read_dataset(path, fmt="csv")
+            read_dataset(path, format="csv")
     assert caught == []

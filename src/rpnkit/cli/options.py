@@ -278,7 +278,7 @@ def data_options(args: argparse.Namespace) -> dict:
     has them."""
     return {
         "split": args.split,
-        "fmt": args.format,
+        "format": args.format,
         "split_file": args.split_file,
         "strict": args.strict,
         "images": getattr(args, "images", None),

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         split=args.split,
         split_file=args.split_file,
-        fmt=args.format,
+        format=args.format,
         short=args.short_side,
         max_size=args.max_size,
         gallery=args.gallery,

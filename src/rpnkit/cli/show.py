@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     out = output_file(png_path(args.out), what="PNG")
     what, source, checkpoint = args.what, args.source, args.checkpoint
     opts = dict(short=args.short_side, max_size=args.max_size, split=args.split)
-    opts.update(fmt=args.format, split_file=args.split_file)
+    opts.update(format=args.format, split_file=args.split_file)
     image = dict(index=args.index, device=args.device)  # which image, where a model runs
     if what == "losses":
         log = Path(source) / "train_log.csv" if Path(source).is_dir() else Path(source)

@@ -142,7 +142,7 @@ class DataConfig:
         index = read_dataset(
             self.data,
             split=self.split,
-            fmt=self.format,
+            format=self.format,
             split_file=self.split_file,
             strict=self.strict,
             images=self.images,
@@ -180,7 +180,7 @@ class DataConfig:
         index = read_dataset(
             self.val_data,
             split=self.val_split,
-            fmt=self.format,
+            format=self.format,
             split_file=self.val_split_file,
             strict=self.strict,
             class_names=class_names if self.classes is None else None,

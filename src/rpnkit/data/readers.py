@@ -1473,7 +1473,7 @@ def read_dataset(
     path: str | Path,
     *,
     split: str = "train",
-    fmt: str | None = None,
+    format: str | None = None,
     split_file: str | Path | None = None,
     class_names: Sequence[str] | None = None,
     strict: bool = False,
@@ -1487,7 +1487,7 @@ def read_dataset(
     ``images``: the image folder of a COCO, VOC or CSV dataset, when it is not the usual
     one; ``class_map``: a CSV dataset's ``class_name,id`` file."""
     path = Path(path)
-    given_fmt, fmt = fmt, _resolve_format(path, fmt, split)
+    fmt = _resolve_format(path, format, split)
     if images is not None and fmt == "yolo":
         raise DataError(f"{path}: --images does not apply to YOLO (data.yaml names the images)")
     if class_map is not None and fmt != "csv":
@@ -1506,7 +1506,7 @@ def read_dataset(
         yaml_path = path / "data.yaml" if path.is_dir() else path
         return read_yolo(yaml_path, split, class_names=class_names, strict=strict)
     if fmt == "voc":
-        ann = _voc_annotation_dir(path, given_fmt)
+        ann = _voc_annotation_dir(path, format)
         return read_voc(ann, images, split_file=split_file, class_names=class_names, strict=strict)
     if fmt == "csv":
         if path.is_dir():

@@ -48,7 +48,7 @@ def index_for_input(
     path: str | Path,
     *,
     split: str = "val",
-    fmt: str | None = None,
+    format: str | None = None,
     split_file: str | Path | None = None,
     strict: bool = False,
     class_names: Sequence[str] | None = None,
@@ -63,7 +63,7 @@ def index_for_input(
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         _check_no_dataset_options(path, split, split_file, class_map)
         return _image_index([path], [], path, strict)
-    if path.is_dir() and fmt is None and images is None and not looks_like_dataset(path):
+    if path.is_dir() and format is None and images is None and not looks_like_dataset(path):
         _check_no_dataset_options(path, split, split_file, class_map)
         # hidden files (.DS_Store, an output being written: .proposals.json.*.tmp) are no one's
         entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
@@ -83,7 +83,7 @@ def index_for_input(
     return read_dataset(
         path,
         split=split,
-        fmt=fmt,
+        format=format,
         split_file=split_file,
         strict=strict,
         class_names=class_names,

@@ -118,7 +118,7 @@ def report_data(run_dir: Path, record: RunRecord | None, **given) -> DataConfig:
         val_data=str(data),
         val_split=pick("split", "split" if split_run else "val_split", "val"),
         val_split_file=pick("split_file", "split_file" if split_run else "val_split_file", None),
-        format=pick("fmt", "format", None),
+        format=pick("format", "format", None),
         short_side=pick("short", "short_side", 800),
         max_size=pick("max_size", "max_size", 1333),
         # a run trained on a class subset is scored on the same classes
@@ -132,7 +132,7 @@ def write_report(
     data: str | None = None,
     split: str | None = None,
     split_file: str | None = None,
-    fmt: str | None = None,
+    format: str | None = None,
     short: int | None = None,
     max_size: int | None = None,
     gallery: int = 4,
@@ -153,7 +153,7 @@ def write_report(
         data=data,
         split=split,
         split_file=split_file,
-        fmt=fmt,
+        format=format,
         short=short,
         max_size=max_size,
     )
