@@ -80,6 +80,9 @@ def run_batches(
     # host time of the forward's launches (the GIL) when 4 workers bounded the run (H200:
     # docs/performance.md, sessions 9, 10 and 13)
     batches = iter(DevicePrefetcher(iter(loader), device, threaded=on_device))
+    # a GPU's batch k is handed on once k+1 is queued; the CPU runs each forward to its end, so
+    # holding k back would only delay it (and make a run's first results look later)
+    lagging = device.type == "cuda"
     pending, readable, unreadable = None, 0, []
     with contextlib.closing(batches):  # a caller that stops early ends the thread
         for batch in tqdm(batches, total=len(loader), desc=desc, disable=not progress):
@@ -94,6 +97,9 @@ def run_batches(
             if pending is not None:
                 yield pending[0], pending[1].get()
             pending = (batch.meta, output)
+            if not lagging:  # nothing to overlap: the results are on the host already
+                yield pending[0], pending[1].get()
+                pending = None
     if pending is not None:
         yield pending[0], pending[1].get()
     if readable == 0:

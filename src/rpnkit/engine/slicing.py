@@ -200,11 +200,10 @@ class Merge:
         scores = torch.cat([p[1] for p in parts])
         labels = torch.cat([p[2] for p in parts]) if self.kind == "detections" else None
         if single:  # one view (an image that fits in a tile): plain inference's boxes as they are
-            order = torch.arange(len(boxes))
+            order = torch.arange(len(boxes))[: self.limit]
         else:
             groups = labels if labels is not None else torch.zeros(len(boxes), dtype=torch.int64)
-            order = batched_nms(boxes, scores, groups, self.iou)  # by decreasing score
-        order = order[: self.limit] if self.limit is not None else order
+            order = best_after_nms(boxes, scores, groups, self.iou, self.limit)
         return self._pack(boxes[order], scores[order], None if labels is None else labels[order])
 
     def _pack(self, boxes: Tensor, scores: Tensor, labels: Tensor | None):
@@ -216,6 +215,26 @@ class Merge:
         if labels is None:
             return Proposals(boxes, scores, torch.zeros(scores.shape, dtype=torch.int64), num)
         return Detections(boxes, scores, torch.cat([labels, labels.new_zeros(pad)])[None], num)
+
+
+def best_after_nms(
+    boxes: Tensor, scores: Tensor, groups: Tensor, iou: float, limit: int | None
+) -> Tensor:
+    """``batched_nms(boxes, scores, groups, iou)[:limit]``, without the NMS of every box: greedy
+    NMS keeps or drops a box by the better-scored boxes alone, so NMS of the best m boxes
+    decides each of them as NMS of all does. m grows from 4 ``limit`` until ``limit`` boxes are
+    kept or every box is in. (The 126 tiles of a 6000x4000 image keeping 3000 proposals each
+    gave one NMS 378,000 boxes: 320 s on a CPU.)"""
+    if limit is None or len(boxes) <= 4 * limit:
+        return batched_nms(boxes, scores, groups, iou)[:limit]  # by decreasing score
+    ranked = scores.argsort(descending=True, stable=True)
+    best = 4 * limit
+    while True:
+        head = ranked[:best]
+        kept = head[batched_nms(boxes[head], scores[head], groups[head], iou)]
+        if len(kept) >= limit or best >= len(ranked):
+            return kept[:limit]
+        best *= 4
 
 
 @dataclass
@@ -288,6 +307,9 @@ def sliced_batches(
         while len(pending) >= batch_size:
             _run_views(forward, pending[:batch_size], device, precision)
             del pending[:batch_size]
+        if pending and len(image.views) >= batch_size:  # its last tiles now, not after the
+            _run_views(forward, pending, device, precision)  # next image's: a large image's
+            pending.clear()  # results come as soon as it is done, for a part batch's cost
         yield from _finished(images, merge)
     if pending:
         _run_views(forward, pending, device, precision)
