@@ -9,7 +9,7 @@ import torch
 from rpnkit.cli import main
 from rpnkit.config import load_config
 from rpnkit.data import DatasetIndex, read_dataset
-from rpnkit.data.readers import Record
+from rpnkit.data.records import Record
 from rpnkit.evaluation.anchor_fit import (
     RATIO_RANGE,
     SIZE_STEP,

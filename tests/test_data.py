@@ -19,8 +19,11 @@ from rpnkit.data import (
     load_rgb,
     read_dataset,
 )
-from rpnkit.data.readers import image_size, read_coco, read_voc, read_yolo
+from rpnkit.data.coco import read_coco
+from rpnkit.data.records import image_size
 from rpnkit.data.transforms import Compose
+from rpnkit.data.voc import read_voc
+from rpnkit.data.yolo import read_yolo
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 COCO128, RACCOON = DATA / "coco128", DATA / "raccoon"

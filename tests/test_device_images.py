@@ -39,7 +39,7 @@ from rpnkit.data.device_images import (
     upright,
 )
 from rpnkit.data.images import allow_large_images, load_rgb
-from rpnkit.data.readers import DatasetIndex, Record, SkippedSample
+from rpnkit.data.records import DatasetIndex, Record, SkippedSample
 from rpnkit.data.transforms import Compose, Flip, HorizontalFlip, Resize, ResizeShortest
 from rpnkit.engine.checkpoint import ModelSpec, save_model
 from rpnkit.engine.trainer import TrainConfig, train

@@ -3,6 +3,7 @@ by file, the suffixes read in folders and by annotations alike, boxes given twic
 
 import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,13 +11,8 @@ from PIL import Image
 
 from rpnkit.data.device_images import read_jpeg
 from rpnkit.data.images import load_rgb
-from rpnkit.data.readers import (
-    DataNote,
-    SkippedSample,
-    image_size,
-    named_pillow_warnings,
-    read_dataset,
-)
+from rpnkit.data.readers import read_dataset
+from rpnkit.data.records import DataNote, SkippedSample, image_size, named_pillow_warnings
 from rpnkit.data.sources import index_for_input
 
 
@@ -89,3 +85,24 @@ def test_boxes_given_twice_are_kept_and_noted_once(tmp_path):
     assert "a.png: 'cat' at (1, 1, 20, 20)" in notes[0]
     assert [len(r.boxes) for r in index.records] == [3, 3]  # kept, as given
     np.testing.assert_array_equal(index.records[1].boxes[0], [5, 5, 30, 30])
+
+
+def test_only_the_main_thread_catches_warnings(tmp_path):
+    # two threads swapping the process's warning state at once can leave it swapped: a
+    # prefetching thread's decoder leaves Pillow's warnings as they are
+    import threading
+
+    path = _jpeg_with_a_tag_past_its_end(tmp_path / "a.jpg")
+    filters = list(warnings.filters)
+    caught_in_thread = []
+
+    def decode():
+        with warnings.catch_warnings(record=True) as caught:  # pytest's own state aside
+            load_rgb(path)
+        caught_in_thread.extend(caught)
+
+    thread = threading.Thread(target=decode)
+    thread.start()
+    thread.join()
+    assert warnings.filters == filters
+    assert [Path(w.filename).parent.name for w in caught_in_thread] == ["PIL"]

@@ -13,7 +13,7 @@ from torchvision.ops import box_iou
 
 import rpnkit
 from rpnkit.data import DetectionDataset, eval_transforms, read_dataset
-from rpnkit.data.readers import SkippedSample
+from rpnkit.data.records import SkippedSample
 from rpnkit.engine.checkpoint import ModelSpec, save_model
 from rpnkit.engine.runner import GROUP_WINDOW, grouped_batches, in_input_order, run_batches
 from rpnkit.modeling.presets import build_model, preset_config

@@ -313,7 +313,7 @@ def test_a_worker_traceback_is_reduced_to_the_original_message():
     assert reduce_worker_traceback(message) == "x.jpg: bad"
     two_lines = _worker_message(ValueError("first line\nsecond: line"))
     assert reduce_worker_traceback(two_lines) == "first line\nsecond: line"
-    assert reduce_worker_traceback(_worker_message(DataError())) == "rpnkit.data.readers.DataError"
+    assert reduce_worker_traceback(_worker_message(DataError())) == "rpnkit.data.records.DataError"
 
 
 def test_other_messages_are_kept_as_they_are():

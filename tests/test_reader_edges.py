@@ -12,13 +12,11 @@ import pytest
 from PIL import Image
 
 from rpnkit.data import DataConfig, DataError, detect_format, read_dataset
-from rpnkit.data.readers import (
-    SkippedSample,
-    read_coco,
-    read_csv,
-    read_voc,
-    read_yolo,
-)
+from rpnkit.data.coco import read_coco
+from rpnkit.data.csv_dataset import read_csv
+from rpnkit.data.records import SkippedSample
+from rpnkit.data.voc import read_voc
+from rpnkit.data.yolo import read_yolo
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 

@@ -13,17 +13,11 @@ import pytest
 from PIL import Image, ImageFile, ImageOps
 
 from rpnkit.data import DataConfig, DataError, images, load_rgb, read_dataset
+from rpnkit.data.coco import read_coco
 from rpnkit.data.images import allow_large_images
-from rpnkit.data.readers import (
-    DataNote,
-    DatasetIndex,
-    SkippedSample,
-    image_size,
-    read_coco,
-    read_voc,
-    read_yolo,
-    yolo_label_path,
-)
+from rpnkit.data.records import DataNote, DatasetIndex, SkippedSample, image_size
+from rpnkit.data.voc import read_voc
+from rpnkit.data.yolo import read_yolo, yolo_label_path
 
 RACCOON_IMAGES = (
     Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon" / "images"

@@ -157,7 +157,7 @@ def test_ddp_broadcasts_buffers_only_where_they_can_drift_between_processes():
 def test_under_torchrun_only_rank_0_reports_what_every_process_reads(monkeypatch, capsys):
     import warnings
 
-    from rpnkit.data.readers import DataNote, SkippedSample
+    from rpnkit.data.records import DataNote, SkippedSample
     from rpnkit.engine.fit import _reported_by_rank_0
 
     def read():

@@ -116,7 +116,7 @@ def error_message(err: BaseException) -> str:
 
 def reduce_worker_traceback(message: str) -> str:
     """``Caught DataError in DataLoader worker process 0.\\nOriginal Traceback (most recent
-    call last):\\n ... \\nrpnkit.data.readers.DataError: x.jpg: bad\\n`` -> ``x.jpg: bad``: the
+    call last):\\n ... \\nrpnkit.data.records.DataError: x.jpg: bad\\n`` -> ``x.jpg: bad``: the
     text after ``ExceptionType: `` of the last exception of the embedded traceback (the one
     raised last, after any ``The above exception was the direct cause`` chain). Any other
     message is returned as it is."""

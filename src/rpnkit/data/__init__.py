@@ -5,15 +5,8 @@ from .batching import Batch, EmptyBatch, collate
 from .config import DataConfig
 from .dataset import DetectionDataset, Unreadable
 from .images import load_rgb, to_rgb
-from .readers import (
-    DataError,
-    DataNote,
-    DatasetIndex,
-    Record,
-    SkippedSample,
-    detect_format,
-    read_dataset,
-)
+from .readers import detect_format, read_dataset
+from .records import DataError, DataNote, DatasetIndex, Record, SkippedSample
 from .sources import ImageList, index_for_input
 from .splits import Split, make_split, read_split
 from .synthetic import SyntheticShapes

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .readers import DatasetIndex
+from .records import DatasetIndex
 
 # COCO's names of the 20 PASCAL VOC classes (VOC: aeroplane, diningtable, motorbike,
 # pottedplant, sofa, tvmonitor).

@@ -12,7 +12,8 @@ from numbers import Integral, Real
 from ..config import plain_fields
 from .class_subset import only_classes, seen_class_names
 from .dataset import DetectionDataset
-from .readers import DatasetIndex, read_dataset
+from .readers import read_dataset
+from .records import DatasetIndex
 from .tiling import MIN_TILE, TileConfig
 from .transforms import Compose, HorizontalFlip, eval_transforms, train_transforms
 

@@ -1,4 +1,4 @@
-"""Boxes in CSV files: what a CSV holds and its rows parsed, for ``readers.read_csv``.
+"""Boxes in CSV files: what a CSV holds and its rows parsed, for ``csv_dataset.read_csv``.
 
 Two layouts, told apart by the first row:
 
@@ -13,7 +13,7 @@ Boxes are xyxy in pixels, as written (no ``+1``). A class map, keras-retinanet's
 ``class_name,id`` rows (a header is allowed), fixes the class names and their order: labels
 1..K follow the ids. This module only parses: a row that cannot be a box (a wrong field count,
 an empty path, a missing or non-numeric value, no class name) is kept as a problem with its line
-number; ``readers.read_csv`` reads the images, checks each box against its image and reports.
+number; ``csv_dataset.read_csv`` reads the images, checks each box against its image and reports.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ BOXES, CLASS_MAP = "boxes", "class-map"
 
 
 class CsvError(ValueError):
-    """A CSV that cannot be read at all (``readers`` turns it into a ``DataError``)."""
+    """A CSV that cannot be read at all (``csv_dataset`` turns it into a ``DataError``)."""
 
 
 @dataclass(frozen=True)

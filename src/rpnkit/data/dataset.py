@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from .device_images import JpegHeader, read_jpeg
 from .images import load_rgb
-from .readers import DataError, DatasetIndex, Record, SkippedSample
+from .records import DataError, DatasetIndex, Record, SkippedSample
 from .tiling import TileConfig, crop_extra, crop_record, random_window
 from .transforms import Compose
 

@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .readers import DataError, named_pillow_warnings
+from .records import DataError, named_pillow_warnings
 from .transforms import Flip, Resize
 
 _EXIF_ORIENTATION = 0x0112

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .readers import DataError, named_pillow_warnings, too_large_image_error
+from .records import DataError, named_pillow_warnings, too_large_image_error
 
 
 def allow_large_images(max_pixels: int | None) -> None:

@@ -16,17 +16,10 @@ from .csv_boxes import BOXES, csv_kind
 from .dataset import Unreadable, make_item, planned_item, report_skipped, skip
 from .device_images import read_jpeg
 from .images import load_rgb, to_rgb
-from .readers import (
-    IMAGE_SUFFIXES,
-    DataError,
-    DatasetIndex,
-    Record,
-    coco_jsons,
-    image_size,
-    read_dataset,
-    voc_xml_files,
-)
+from .readers import coco_jsons, read_dataset
+from .records import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, image_size
 from .transforms import Compose
+from .voc import voc_xml_files
 
 ImageLike = Image.Image | np.ndarray | torch.Tensor
 

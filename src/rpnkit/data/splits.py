@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .readers import DatasetIndex
+from .records import DatasetIndex
 
 SPLIT_FILE = "split.json"
 HASH_RULE = 'sha256(f"{seed}:{file_name}"), lowest first'

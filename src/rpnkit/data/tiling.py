@@ -19,7 +19,7 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from .readers import Record
+from .records import Record
 
 MIN_REMNANT = 2.0  # px: a clipped box narrower or lower than this is a remnant, dropped
 MIN_TILE = 32  # one padding block (modeling.sizes.SIZE_DIVISIBLE)

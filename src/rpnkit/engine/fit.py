@@ -26,7 +26,7 @@ import torch
 from ..config import DEFAULT_PRESET, check_number, config_from_dict, config_to_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.dataset import caller_of_package
-from ..data.readers import DataNote, SkippedSample
+from ..data.records import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..evaluation.detection import format_metric
 from ..modeling.presets import (

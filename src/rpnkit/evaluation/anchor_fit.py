@@ -37,7 +37,7 @@ import numpy as np
 
 from ..config import config_to_dict
 from ..data.config import none_readable
-from ..data.readers import DatasetIndex
+from ..data.records import DatasetIndex
 from ..data.transforms import resize_scale, resized_size
 from ..modeling.anchors import AnchorConfig, LevelAnchors, base_anchors
 from ..modeling.presets import ModelConfig

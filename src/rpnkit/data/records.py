@@ -1,0 +1,561 @@
+"""What every dataset reader shares: the ``Record`` and ``DatasetIndex`` they return, how they
+report what they leave out (``_Collector``: ``SkippedSample``, ``DataNote``, ``DataError``),
+the image files' sizes from their headers (EXIF, Pillow's warnings, unread kinds), and the
+checks of boxes, class names and split files.
+
+Each reader (``coco``, ``voc``, ``yolo``, ``csv_dataset``; ``readers.read_dataset`` picks one)
+returns a ``DatasetIndex``: one ``Record`` per usable image (boxes converted to xyxy pixels by
+the reader, never later), the class names, and one line per sample that was left out, naming
+the file (with the entry index, object index or line number) and the problem, each also
+warned as a ``SkippedSample``. ``strict=True`` raises ``DataError`` at the first problem
+instead. Crowd (COCO) and difficult (VOC) objects become ignore regions.
+
+Class ids: labels are 1..K. Without ``class_names`` they follow the dataset's own order (each
+reader's module says which). With ``class_names`` (the training set's names, as a checkpoint
+stores them) every object is labelled BY NAME with its position in that list, whatever the
+split holds; an object of a class not in the list is left out, and all such objects are
+reported in one line (``OtherClass``: a count per class and the first object's own line; with
+``strict``, the first is an error).
+
+Policy, the same for the four formats: a bad image (missing, unreadable, too large, a
+malformed XML or label file, a malformed COCO image entry) is skipped; a bad annotation (a
+COCO annotation, a VOC object, a YOLO line, a CSV row: malformed, of an unknown class, with a NaN,
+infinite, empty or inverted box, or a box wholly outside its image) is skipped alone and the
+image keeps its other boxes (an image may end with none: counted in ``DatasetIndex.bare`` and
+the summary). A box that overshoots its image by
+at most ``BORDER_TOLERANCE`` pixels is clipped silently; one that overshoots further but
+overlaps the image is clipped and counted in ``DatasetIndex.clipped``. Ids of a split file
+(VOC, CSV) that name no image are skipped in one line. A dataset or split file that lists
+nothing is an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import sys
+import threading
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+# the pictures rpnkit reads, in folders and named by annotations alike: JPEG (.mpo: a camera's
+# multi-picture JPEG), PNG, BMP, TIFF, WebP, GIF, JPEG 2000 (satellite images) and Netpbm;
+# a GIF or MPO is read as its first frame. Pillow knows more (icons, Photoshop, PDF): those
+# are refused by name (``unread_picture``).
+IMAGE_SUFFIXES = (
+    *(".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".bmp", ".tif", ".tiff", ".webp"),
+    *(".gif", ".jp2", ".j2k", ".pbm", ".pgm", ".ppm", ".pnm"),
+)
+# a box may overshoot its image by this many pixels (rounding in annotation tools) and is
+# clipped silently; further out it is clipped and counted, and wholly outside it is skipped
+BORDER_TOLERANCE = 1.0
+
+
+class DataError(ValueError):
+    """A problem with the dataset, naming the file."""
+
+
+class SkippedSample(UserWarning):
+    """The warning for a sample (image, annotation, label line) left out of a dataset: one
+    line, ``skipped <file>: <problem>``."""
+
+
+class DataNote(UserWarning):
+    """A remark on a dataset that leaves nothing out (sizes in the annotations that disagree
+    with the files', an image listed twice, a YOLO split without label files): one line,
+    naming the file."""
+
+
+@dataclass
+class Record:
+    """One image: ``boxes`` (N, 4) float32 xyxy pixels, ``labels`` (N,) int64 in 1..K,
+    ``ignore`` (N,) bool (crowd / difficult), ``areas`` (N,) float32 (COCO's mask areas when
+    known, else box areas)."""
+
+    path: Path
+    image_id: int | str
+    width: int
+    height: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    ignore: np.ndarray
+    areas: np.ndarray
+
+    @property
+    def file_name(self) -> str:
+        return self.path.name
+
+
+@dataclass
+class DatasetIndex:
+    """``issues``: one line per skip (an image, an annotation, or a count of COCO annotations
+    of unknown images); ``skipped_images`` and ``skipped_annotations`` count them (None: every
+    issue is an image); ``clipped``: one line per box clipped to its image;
+    ``categories`` (COCO only): the JSON's (category id, name) pairs in id order, what
+    detections of its images are written with (labels are 1..K whatever the ids)."""
+
+    records: list[Record]
+    class_names: list[str]
+    issues: list[str] = field(default_factory=list)
+    source: str = ""
+    skipped_images: int | None = None
+    skipped_annotations: int = 0
+    clipped: list[str] = field(default_factory=list)
+    categories: list[tuple[int | str, str]] | None = None
+    bare: int = 0  # images whose every box was skipped: kept, as images of background
+    image_issues: list[str] = field(default_factory=list)  # the lines of the images skipped
+
+    def summary(self) -> str:
+        """One line: ``<source>: N images, K classes, 2 image(s) and 5 annotation(s) skipped,
+        3 box(es) clipped`` (the last parts only when there are any)."""
+        kept, classes = len(self.records), len(self.class_names)
+        text = f"{self.source}: {kept} image{'s' * (kept != 1)}, {classes} "
+        text += "class" if classes == 1 else "classes"
+        images = len(self.issues) if self.skipped_images is None else self.skipped_images
+        skipped = [f"{images} image(s)"] if images else []
+        if self.skipped_annotations:
+            skipped.append(f"{self.skipped_annotations} annotation(s)")
+        if skipped:
+            text += ", " + " and ".join(skipped) + " skipped"
+        if self.bare:
+            text += f" ({self.bare} image(s) left without a box, kept as background)"
+        if self.clipped:
+            text += f", {len(self.clipped)} box(es) clipped"
+        return text
+
+
+class _Collector:
+    """Skips a sample with a ``SkippedSample`` warning, or raises with ``strict``; counts the
+    skipped images and annotations and the clipped boxes."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.issues: list[str] = []
+        self.images = 0
+        self.image_issues: list[str] = []
+        self.annotations = 0
+        self.clipped: list[str] = []
+        self.bare = 0  # images whose every box was skipped
+        self.others: dict[str, int] = {}  # objects of each class not among the given names
+        self.first_other = ""  # the first of them, as its own line would have said
+        self.resized: list[str] = []  # images whose annotations give another size than the file
+
+    def skip(self, where: str | Path, problem: str, count: int = 1) -> None:
+        """``count`` images left out, in one line."""
+        self._report(f"{where}: {problem}")
+        self.images += count
+        self.image_issues.append(f"{where}: {problem}")
+
+    def skip_annotation(self, where: str | Path, problem: str, count: int = 1) -> None:
+        """``count`` annotations (boxes, objects, label lines) left out, in one line; objects
+        of a dataset's class that is not among the given names (``OtherClass``) are counted
+        by class, for one line in all (``index``), unless ``strict``."""
+        self.annotations += count
+        if isinstance(problem, OtherClass) and not self.strict:
+            self.first_other = self.first_other or f"{where}: {problem}"
+            self.others[problem.name] = self.others.get(problem.name, 0) + count
+            return
+        self._report(f"{where}: {problem}")
+
+    def image_done(self, skipped_before: int, boxes: int) -> None:
+        """An image read with ``boxes`` kept: counted as bare if it had some and every one was
+        skipped (``skipped_before``: ``annotations`` when its objects began)."""
+        if boxes == 0 and self.annotations > skipped_before:
+            self.count_bare()
+
+    def count_bare(self) -> None:
+        """One more image whose every box was skipped (a CSV's, from its events)."""
+        self.bare += 1
+
+    def clip(self, where: str | Path, note: str) -> None:
+        self.clipped.append(f"{where}: {note}")
+
+    def size_differs(self, path: Path, declared: tuple[int, int], actual: tuple[int, int]):
+        """An image whose annotations give it another (width, height) than its file has."""
+        if declared != actual:
+            self.resized.append(
+                f"{path.name}: {declared[0]}x{declared[1]}, file {actual[0]}x{actual[1]}"
+            )
+
+    def _report(self, line: str) -> None:
+        if self.strict:
+            raise DataError(line)
+        warnings.warn(f"skipped {line}", SkippedSample, stacklevel=_caller_level())
+        self.issues.append(line)
+
+    def index(self, records: list[Record], names: list[str], source: str) -> DatasetIndex:
+        if self.others:
+            self._report(_others_line(source, self.others, len(names), self.first_other))
+        if self.resized:  # boxes drawn on a resized copy would be misplaced: say so, once
+            warnings.warn(
+                f"{source}: {len(self.resized)} image(s) of another size in the annotations "
+                f"than in the file (first: {self.resized[0]}); the boxes are read as the "
+                "file's pixels",
+                DataNote,
+                stacklevel=_caller_level(),
+            )
+        records = _merged(records, source)
+        _note_repeated_boxes(records, names, source)
+        return DatasetIndex(
+            records,
+            names,
+            self.issues,
+            source,
+            self.images,
+            self.annotations,
+            self.clipped,
+            bare=self.bare,
+            image_issues=self.image_issues,
+        )
+
+
+def _note_repeated_boxes(records: list[Record], names: list[str], source: str) -> None:
+    """One ``DataNote`` for boxes that repeat another of their image exactly (class and
+    corners: an annotation tool's double click, a CSV row pasted twice). They are kept, as
+    given, in every format: each counts as an object in training and evaluation."""
+    repeats, first = 0, None
+    for r in records:
+        rows = np.column_stack([r.boxes, r.labels, r.ignore])  # a crowd region apart
+        unique, index = np.unique(rows, axis=0, return_index=True)
+        if len(unique) < len(rows):
+            repeats += len(rows) - len(unique)
+            if first is None:
+                j = np.setdiff1d(np.arange(len(rows)), index)[0]
+                box = ", ".join(f"{v:g}" for v in r.boxes[j])
+                first = f"{r.path.name}: {names[r.labels[j] - 1]!r} at ({box})"
+    if repeats:
+        warnings.warn(
+            f"{source}: {repeats} box(es) repeat another box of their image exactly (first: "
+            f"{first}); kept: each counts as an object in training and evaluation",
+            DataNote,
+            stacklevel=_caller_level(),
+        )
+
+
+def _merged(records: list[Record], source: str) -> list[Record]:
+    """``records`` with those of one image file listed more than once (two COCO image entries,
+    two VOC XML files naming it) made one, under the first listing's id, with the boxes of
+    every listing (a box listed again with its class, once), in the order the images first
+    appear; said once (``DataNote``). Apart, each listing would teach the other's objects as
+    background."""
+    by_path: dict[str, Record] = {}
+    repeats = []
+    for record in records:
+        key = os.path.normpath(record.path)
+        first = by_path.setdefault(key, record)
+        if first is not record:
+            repeats.append(f"{record.path.name} as {first.image_id!r} and {record.image_id!r}")
+            by_path[key] = _joined(first, record)
+    if repeats:
+        warnings.warn(
+            f"{source}: {len(repeats)} listing(s) of an image listed before (first: "
+            f"{repeats[0]}): each image is read once, under its first id, with the boxes of "
+            "every listing",
+            DataNote,
+            stacklevel=_caller_level(),
+        )
+    return list(by_path.values())
+
+
+def _joined(first: Record, other: Record) -> Record:
+    """``first`` with ``other``'s boxes that it lacks (the same box and class: once)."""
+    have = {(tuple(b), int(c)) for b, c in zip(first.boxes.tolist(), first.labels.tolist())}
+    new = [
+        i
+        for i, (b, c) in enumerate(zip(other.boxes.tolist(), other.labels.tolist()))
+        if (tuple(b), int(c)) not in have
+    ]
+    fields = ("boxes", "labels", "ignore", "areas")
+    return dataclasses.replace(
+        first, **{f: np.concatenate([getattr(first, f), getattr(other, f)[new]]) for f in fields}
+    )
+
+
+class OtherClass(str):
+    """The problem of an object of a class that the dataset has but the given class names
+    lack (e.g. a checkpoint's): the usual line, and the class ``name``, to count it by."""
+
+    name: str
+
+    def __new__(cls, name: str, known: Sequence[str], detail: str = "") -> OtherClass:
+        text = super().__new__(cls, f"unknown class {name!r} ({detail}known: {_known(known)})")
+        text.name = name
+        return text
+
+
+def _others_line(source: str, others: dict[str, int], given: int, first: str) -> str:
+    """One line for the objects of every class not among the ``given`` names: the count of
+    each class (the first five) and the ``first`` object's own line."""
+    counts = ", ".join(f"{name!r} {count}" for name, count in list(others.items())[:5])
+    counts += f", ... ({len(others)} classes)" if len(others) > 5 else ""
+    total = sum(others.values())
+    return (
+        f"{source}: {total} object(s) of classes not among the {given} given, left out "
+        f"({counts}); the first: {first}"
+    )
+
+
+# the modules of the dataset readers, whose frames a warning skips to point at their caller:
+# this one, the format readers and the dispatcher (named by file: this module imports none)
+_READER_FILES = (
+    __file__,
+    *(
+        os.path.join(os.path.dirname(__file__), f"{name}.py")
+        for name in ("coco", "voc", "yolo", "csv_dataset", "readers")
+    ),
+)
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside the reader modules
+    (``_READER_FILES``), the code that called the reader."""
+    frame, level = sys._getframe(1), 1  # level 1: the frame that calls warnings.warn
+    ours = (*_READER_FILES, contextlib.__file__)  # and the context managers' frames
+    while frame is not None and frame.f_code.co_filename in ours:
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header, after EXIF rotation; raises DataError."""
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    if (problem := unread_picture(path)) is not None:
+        raise DataError(problem)
+    try:
+        with named_pillow_warnings(path), Image.open(path) as img:
+            width, height = img.size
+            orientation = exif_orientation(img, path)
+    except Image.DecompressionBombError as err:
+        raise too_large_image_error(path, err) from err
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"{path}: unreadable image ({err})") from err
+    if width <= 0 or height <= 0:
+        raise DataError(f"{path}: zero-size image ({width}x{height})")
+    # orientations 5-8 rotate by 90 degrees: the decoded image is height x width
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def unread_picture(path: Path) -> str | None:
+    """The line for a picture of a kind Pillow knows but rpnkit does not read (not among
+    ``IMAGE_SUFFIXES``: an icon, a JPEG 2000, a Photoshop file), whether found in a folder or
+    named by an annotation; None for any other file, for the decoder to judge."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES or suffix not in Image.registered_extensions():
+        return None
+    return (
+        f"{path}: a {path.suffix} image, which rpnkit does not read "
+        f"({', '.join(IMAGE_SUFFIXES)}); convert it, e.g. to PNG"
+    )
+
+
+def exif_orientation(img: Image.Image, path: Path) -> int:
+    """The EXIF orientation (1-8) that Pillow's ``exif_transpose`` would apply to the opened
+    ``img`` of ``path``. Pillow decodes a whole PNG to look for it (its EXIF may follow the
+    pixels): a PNG whose chunks hold no EXIF or XMP at all is upright without that."""
+    if img.format == "PNG" and not _png_holds_metadata(path):
+        return 1
+    return img.getexif().get(0x0112, 1)
+
+
+@contextlib.contextmanager
+def named_pillow_warnings(path: Path, *, named: bool = True):
+    """Pillow's warnings about a file (corrupt EXIF data or a tag past the file's end, as a
+    JPEG is opened; a possible decompression bomb), which name no file, passed on as one
+    ``DataNote`` naming ``path``; or dropped (``named=False``: the decoders, whose files the
+    dataset's index named when it read their sizes). Catching swaps the process's warning
+    state meanwhile, which only the main thread may do (two threads catching at once leave
+    it swapped): elsewhere (a prefetching thread's decoding) Pillow's warnings pass as they
+    are. A warning another thread raises while the main thread catches passes on unchanged."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        pillow = [w for w in caught if Path(w.filename).parent.name == "PIL"]
+        for w in caught:
+            if w not in pillow:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        if pillow and named:
+            problems = "; ".join(dict.fromkeys(str(w.message).strip() for w in pillow))
+            note = DataNote(f"{path}: Pillow: {problems}")
+            warnings.warn(note, stacklevel=_caller_level())
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_TEXT = (b"tEXt", b"zTXt", b"iTXt")
+_PNG_ORIENTING_KEYS = (b"exif", b"Raw profile type exif", b"XML:com.adobe.xmp")  # as Pillow
+
+
+def _png_holds_metadata(path: Path) -> bool:
+    """Whether a PNG file has an ``eXIf`` chunk or a text chunk that Pillow reads EXIF or XMP
+    from, by the chunks' headers and keywords alone (the pixels are skipped); True where the
+    file is not a whole PNG, for Pillow to judge."""
+    with open(path, "rb") as f:
+        if f.read(8) != _PNG_SIGNATURE:
+            return True
+        while len(header := f.read(8)) == 8:
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if kind == b"IEND":
+                return False
+            if kind == b"eXIf":
+                return True
+            rest = length + 4  # the chunk's data and its CRC
+            if kind in _PNG_TEXT:
+                keyword = f.read(min(length, 80))  # a keyword is 1-79 bytes, then a zero
+                if keyword.split(b"\0", 1)[0] in _PNG_ORIENTING_KEYS:
+                    return True
+                rest -= len(keyword)
+            f.seek(rest, 1)
+    return True
+
+
+def too_large_image_error(path: Path, err: Exception) -> DataError:
+    """The DataError for Pillow's ``Image.DecompressionBombError``: the file, its size and how
+    to allow such images."""
+    # Pillow: "Image size (N pixels) exceeds limit of M pixels, could be decompression bomb ..."
+    found = re.findall(r"\d+", str(err))
+    size = f"{int(found[0]):,} pixels" if found else "too many pixels"
+    limit = f" of {int(found[1]):,} pixels" if len(found) > 1 else ""
+    return DataError(
+        f"{path}: image of {size} is over Pillow's limit{limit} (a guard against decompression "
+        "bombs); to read such images, set rpnkit.data.images.allow_large_images(None), or "
+        "--max-image-pixels 0 on the command line"
+    )
+
+
+def _fit_box(
+    box: tuple[float, float, float, float], width: int, height: int
+) -> tuple[tuple[float, float, float, float] | None, str | None]:
+    """An xyxy box as used in a ``width`` x ``height`` image, and a note: ``(box, None)`` when it
+    lies in the image up to ``BORDER_TOLERANCE`` (``_make_record`` clips the overshoot);
+    ``(clipped box, what was done)`` when it overshoots further but overlaps the image;
+    ``(None, why)`` when it is unusable (NaN or infinite, empty or inverted, wholly outside)."""
+    shown = tuple(round(v, 2) for v in box)
+    if not all(math.isfinite(v) for v in box):
+        return None, f"box {shown} has a NaN or infinite coordinate"
+    x1, y1, x2, y2 = box
+    if x2 <= x1 or y2 <= y1:
+        return None, f"box {shown} is empty or inverted"
+    if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+        return None, f"box {shown} is out of bounds of the {width}x{height} image (wholly outside)"
+    t = BORDER_TOLERANCE
+    if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
+        inside = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+        clipped = tuple(round(v, 2) for v in inside)
+        return inside, f"box {shown} overshoots the {width}x{height} image; clipped to {clipped}"
+    return box, None
+
+
+def _class_list(class_names: Sequence[str] | None) -> list[str] | None:
+    """The given class names, checked: a non-empty sequence of distinct non-empty strings."""
+    if class_names is None:
+        return None
+    if isinstance(class_names, str):
+        raise DataError(f"class_names: expected a list of names, got the string {class_names!r}")
+    names = list(class_names)
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise DataError(f"class_names: expected a non-empty list of non-empty names, got {names}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise DataError(f"class_names: names given more than once: {repeated}")
+    return names
+
+
+def _known(names: Sequence[str]) -> str:
+    """The class names for a message, the first 10 of a long list."""
+    shown = ", ".join(repr(n) for n in names[:10])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
+
+
+def _json_text(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _make_record(
+    path: Path, image_id, width: int, height: int, boxes, labels, ignore, areas=None
+) -> Record:
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    b[:, 0::2] = b[:, 0::2].clip(0, width)  # within the tolerance: clip
+    b[:, 1::2] = b[:, 1::2].clip(0, height)
+    box_areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return Record(
+        path=path,
+        image_id=image_id,
+        width=width,
+        height=height,
+        boxes=b,
+        labels=np.asarray(labels, dtype=np.int64),
+        ignore=np.asarray(ignore, dtype=bool),
+        areas=np.asarray(areas, dtype=np.float32) if areas is not None else box_areas,
+    )
+
+
+# ---------------------------------------------------------------- split files (VOC, CSV)
+
+
+def _read_split(path: Path) -> list[str]:
+    """Image ids (file stems), in file order, once each, listed in a text file (the first word
+    of each line: an id, or a file name with an image suffix) or in a CSV's ``filename``
+    column."""
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    try:
+        if path.suffix.lower() == ".csv":
+            with path.open(newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                if "filename" not in (reader.fieldnames or []):
+                    raise DataError(f"{path}: a split CSV needs a 'filename' column")
+                ids = [Path(row["filename"] or "").stem for row in reader]
+        else:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+            ids = [_split_id(line.split()[0]) for line in lines if line.strip()]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path}: cannot read the split file ({err})") from err
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def _split_id(word: str) -> str:
+    """An id of a text split: ``raccoon-1`` as written, ``raccoon-1.jpg`` (or a path to it) as
+    its stem; a suffix that is not an image's is part of the id (``2008_000001.v2``)."""
+    name = Path(word)
+    return name.stem if name.suffix.lower() in IMAGE_SUFFIXES else word
+
+
+def _split_selection(path: Path, stems: list[str], dataset, out: _Collector) -> set[str]:
+    """The ids of the split file ``path`` that name one of a dataset's images (by ``stems``);
+    those naming none are skipped in one line (a count and the first few); a split file that
+    names none of them is an error."""
+    ids = _read_split(path)
+    if not ids:
+        raise DataError(f"{path}: lists no image ids")
+    have = set(stems)
+    unmatched = [i for i in ids if i not in have]
+    first = ", ".join(repr(i) for i in unmatched[:3]) + (", ..." if len(unmatched) > 3 else "")
+    if len(unmatched) == len(ids):
+        like = f"; its images are named like {stems[0]!r}" if stems else ""
+        raise DataError(
+            f"{path}: none of its {len(ids)} ids names an image of {dataset} (first: {first}{like})"
+        )
+    if unmatched:
+        out.skip(
+            path,
+            f"{len(unmatched)} of its {len(ids)} ids name no image of {dataset} (first: {first})",
+            count=len(unmatched),
+        )
+    return set(ids) & have
