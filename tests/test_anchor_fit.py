@@ -135,8 +135,8 @@ def test_size_advice_raises_the_cap_that_stops_the_resize(tmp_path):
         tmp_path, 2000, 1000, [[100 + 40 * i, 100, 120 + 40 * i, 120] for i in range(20)]
     )
     report = anchor_report(model, index, short=800, max_size=1333)
-    capped = "--max-size 1333 caps the resize: the median image's shorter side is 666 px, not "
-    assert capped + "the 800 of --short-side." in report.advice
+    capped = "--max-size 1333 caps the resize: the median box's image has a shorter side of "
+    assert capped + "666 px, not the 800 of --short-side." in report.advice
     assert report.advice.endswith(
         "upscale about 1.1x the original, to a shorter side of 1152 with the longer side up to "
         "2304 (--short-side 1152 --max-size 2304), or fit smaller anchors (--fit)."
@@ -290,3 +290,21 @@ def test_a_fit_is_the_preset_or_nowhere_worse(preset):
     fitted = fit_anchors(anchors, sample, seed=1)
     if fitted is not anchors:
         _check_fit(anchors, fitted, sample)
+
+
+def test_size_advice_follows_the_images_that_hold_the_boxes(tmp_path):
+    # a 1024 x 768 image holding 40 boxes of 6 px among four 320 x 240 images with one each.
+    # The advice must follow the large image, not the median image (a small one: 240 x 3.77
+    # gave --short-side 928). 6 px to 32 / sqrt(2) = 22.6 px takes x3.77 of the original:
+    # 768 x 3.77 -> 2912, 4 / 3 of it 3904.
+    model = preset_config("tiny")
+    anchors = AnchorConfig.single_level(stride=16, sizes=(32,), ratios=(1.0,))
+    model = dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=anchors))
+    crowd = [[10 + 20 * i, 10 + 15 * (i % 8), 16 + 20 * i, 16 + 15 * (i % 8)] for i in range(40)]
+    records = [_index(tmp_path / "big", 1024, 768, crowd).records[0]]
+    for i in range(4):
+        small = _index(tmp_path / f"s{i}", 320, 240, [[100, 100, 106, 106]])
+        records.append(dataclasses.replace(small.records[0], image_id=i + 1))
+    index = dataclasses.replace(small, records=records)
+    report = anchor_report(model, index, short=256, max_size=512)
+    assert "(--short-side 2912 --max-size 3904)" in report.advice

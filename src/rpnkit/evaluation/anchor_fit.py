@@ -156,15 +156,18 @@ def _ceil32(value: float) -> int:
 def _resize_advice(
     sample: GTSample, needed: float, short: int, max_size: int | None
 ) -> tuple[str, str]:
-    """The resize that scales the median image by ``needed``: a shorter side, with a cap on
-    the longer side that lets it apply when ``max_size`` would stop it; and a note when
-    ``max_size`` already caps the resize asked for (the median image's shorter side is then
-    less than ``short``: a larger ``short`` alone would change nothing)."""
+    """The resize that scales the median box's image by ``needed``: a shorter side, with a
+    cap on the longer side that lets it apply when ``max_size`` would stop it; and a note when
+    ``max_size`` already caps the resize asked for (that image's shorter side is then less
+    than ``short``: a larger ``short`` alone would change nothing). Images count by their
+    boxes: the one large image holding most of them sets the advice, not the many small ones
+    around it."""
     resized = np.array(sample.sizes, dtype=np.float64).reshape(-1, 2)  # (I, 2) h, w
     if sample.originals:
         original = np.array(sample.originals, dtype=np.float64).reshape(-1, 2)
     else:  # a sample made by hand: the sizes read back from the resize
         original = resized / np.asarray(sample.scales or [1.0] * len(resized))[:, None]
+    original, resized = original[sample.image], resized[sample.image]  # one row per box
     shorts, longs = original.min(axis=1), original.max(axis=1)
     short_needed = _ceil32(float(np.median(shorts)) * needed)
     long_needed = _ceil32(short_needed * float(np.median(longs / shorts)))
@@ -179,7 +182,7 @@ def _resize_advice(
     if max_size is None or median_short >= short - 1:  # rounding: a pixel less
         return advice, ""
     note = (
-        f" --max-size {max_size} caps the resize: the median image's shorter side is "
+        f" --max-size {max_size} caps the resize: the median box's image has a shorter side of "
         f"{median_short:.0f} px, not the {short} of --short-side."
     )
     return advice, note
