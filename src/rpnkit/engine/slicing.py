@@ -223,8 +223,9 @@ def best_after_nms(
     """``batched_nms(boxes, scores, groups, iou)[:limit]``, without the NMS of every box: greedy
     NMS keeps or drops a box by the better-scored boxes alone, so NMS of the best m boxes
     decides each of them as NMS of all does (boxes of equal scores may be taken in another
-    order). m grows from 4 ``limit`` until ``limit`` boxes are kept or every box is in. (The 126 tiles of a 6000x4000 image keeping 3000 proposals each
-    gave one NMS 378,000 boxes: 320 s on a CPU.)"""
+    order). m grows from 4 ``limit`` until ``limit`` boxes are kept or every box is in. (The
+    126 tiles of a 6000x4000 image keeping 3000 proposals each gave one NMS 378,000 boxes:
+    320 s on a CPU.)"""
     if limit is None or len(boxes) <= 4 * limit:
         return batched_nms(boxes, scores, groups, iou)[:limit]  # by decreasing score
     ranked = scores.argsort(descending=True, stable=True)
