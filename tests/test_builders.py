@@ -488,7 +488,7 @@ def test_a_resumed_run_refuses_settings_it_would_not_apply(tmp_path):
                        progress=False)  # fmt: skip
     resume = {"resume": first.checkpoint, "device": "cpu", "progress": False}
     refused = [
-        (data, {**train, "steps": 3, "lr": 0.001}, r"train.lr 0.02 -> 0.001"),
+        (data, {**train, "steps": 3, "lr": 0.001}, r"train.lr 0.01 -> 0.001"),
         ({**data, "val_fraction": 0.3}, {**train, "steps": 3}, r"data.val_fraction 0.1 -> 0.3"),
         ({**data, "short_side": 64}, {**train, "steps": 3}, r"data.short_side 96 -> 64"),
     ]

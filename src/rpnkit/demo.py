@@ -36,6 +36,7 @@ DEMO_TRAIN = TrainConfig(
     schedule="cosine",
     grad_clip=10.0,
     seed=0,
+    num_workers=0,  # the shapes are drawn in a few milliseconds: no processes to start
 )
 SHOWN = ("AR@10", "AR@100", "recall@100@0.5", "mAP", "mAP50")
 

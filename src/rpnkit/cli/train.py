@@ -123,16 +123,32 @@ def _add_validation_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_schedule_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=positive_int, default=2000, help="training steps")
-    p.add_argument("--batch-size", type=positive_int, default=4, help="images per step and process")
-    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd", help="optimizer")
-    p.add_argument("--lr", type=positive_float, default=0.01, help="base learning rate")
-    p.add_argument("--weight-decay", type=non_negative_float, default=1e-4, help="weight decay")
-    p.add_argument("--warmup", type=non_negative_int, default=200, help="linear warm-up steps")
+    from ..data import DataConfig
+    from ..engine.trainer import TrainConfig
+
+    # the library's defaults, one source: `rpnkit train` and `rpnkit.fit` train alike
+    train, data = TrainConfig(), DataConfig(data="-")
+    p.add_argument("--steps", type=positive_int, default=train.steps, help="training steps")
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=train.batch_size,
+        help="images per step and process",
+    )
+    p.add_argument(
+        "--optimizer", choices=["sgd", "adamw"], default=train.optimizer, help="optimizer"
+    )
+    p.add_argument("--lr", type=positive_float, default=train.lr, help="base learning rate")
+    p.add_argument(
+        "--weight-decay", type=non_negative_float, default=train.weight_decay, help="weight decay"
+    )
+    p.add_argument(
+        "--warmup", type=non_negative_int, default=train.warmup_steps, help="linear warm-up steps"
+    )
     p.add_argument(
         "--lr-schedule",
         choices=["cosine", "step", "constant"],
-        default="cosine",
+        default=train.schedule,
         help="learning-rate schedule after warm-up",
     )
     p.add_argument(
@@ -142,19 +158,21 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         help="clip the gradient norm to at most this (None: no clipping)",
     )
     p.add_argument(
-        "--amp", choices=["none", "bf16", "fp16"], default="none", help="mixed precision"
+        "--amp", choices=["none", "bf16", "fp16"], default=train.amp, help="mixed precision"
     )
-    p.add_argument("--flip", type=probability, default=0.5, help="horizontal flip probability")
+    p.add_argument(
+        "--flip", type=probability, default=data.flip, help="horizontal flip probability"
+    )
     p.add_argument(
         "--seed",
         type=seed,
-        default=0,
+        default=train.seed,
         help="seed: runs are reproducible (and --val-fraction's split depends on it)",
     )
     p.add_argument(
         "--workers",
         type=non_negative_int,
-        default=2,
+        default=train.num_workers,
         help="data loading processes (0: load in the main process)",
     )
     p.add_argument(
@@ -166,17 +184,19 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         "learning-rate schedule paced to end with the budget (a resumed run keeps its "
         "budget unless given, counting the seconds its checkpoint recorded; 0 drops it)",
     )
-    p.add_argument("--log-every", type=positive_int, default=10, help="log every N steps")
+    p.add_argument(
+        "--log-every", type=positive_int, default=train.log_every, help="log every N steps"
+    )
     p.add_argument(
         "--eval-every",
         type=non_negative_int,
-        default=0,
+        default=train.eval_every,
         help="evaluate on --val-data every N steps (0: only at the end)",
     )
     p.add_argument(
         "--checkpoint-every",
         type=non_negative_int,
-        default=500,
+        default=train.checkpoint_every,
         help="write the checkpoint every N steps (0: only at the end)",
     )
     p.add_argument(

@@ -57,23 +57,23 @@ class TrainConfig:
     """How to train. ``milestones`` are fractions of ``steps`` for the step schedule;
     ``batch_size`` is per process."""
 
-    steps: int = 1000
-    batch_size: int = 8
+    steps: int = 2000
+    batch_size: int = 4
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = 0.02
+    lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    warmup_steps: int = 100
+    warmup_steps: int = 200
     schedule: Literal["cosine", "step", "constant"] = "cosine"
     milestones: tuple[float, ...] = (0.67, 0.89)
     gamma: float = 0.1
     grad_clip: float | None = None
     amp: Literal["none", "bf16", "fp16"] = "none"
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int = 2
     log_every: int = 10
     eval_every: int = 0
-    checkpoint_every: int = 0
+    checkpoint_every: int = 500
     sync_bn: bool = False
     # torch.compile the training step's forward (and so its backward): True for inductor, or
     # a backend's name
