@@ -5,7 +5,9 @@ A picture is a matplotlib figure of one or more side-by-side panels (Agg backend
 (and a band below the panels for their legends when asked),
 :func:`fitted_image_figure` for one image at its own aspect (:func:`fitted_size`), and
 :func:`chart_figure` for charts, with room for axis labels. :func:`image_panel` shows an image
-in a panel, :func:`draw_boxes` draws xyxy pixel boxes over it (a :class:`BoxStyle` says how
+in a panel (pixel j over [j, j + 1), the boxes' edge coordinates; a strip too thin to see
+stretched across, :func:`stretch_thin_view`, its title saying so), :func:`draw_boxes` draws
+xyxy pixel boxes over it (a :class:`BoxStyle` says how
 one kind of box is drawn), :func:`box_legend` keys those kinds below the panel,
 :func:`style_chart` labels a chart's axes, and :func:`save_figure` writes the PNG and closes
 the figure (at :func:`png_path`: a name without a suffix gets ``.png``, as matplotlib would
@@ -51,6 +53,9 @@ TITLE_PX = 24  # the band above a fitted picture's image, for its title
 MIN_FITTED_SIDE = 32  # a fitted picture's image is never thinner (a 10000 x 10 strip)
 LEGEND_PX = 22  # the band below an image figure's panels kept for their legends (one row)
 LEGEND_MIN_WIDTH = 1.5  # a legend key's line width, at least: a 0.5 px faint key does not read
+# an image panel is drawn at most this many times longer than thick: a thinner view (a
+# 4000 x 50 strip) is stretched across, and its title says so (stretch_thin_view)
+MAX_SHOWN_ASPECT = 4.0
 
 
 def as_numpy(values: Tensor | np.ndarray) -> np.ndarray:
@@ -128,18 +133,53 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def image_panel(ax: Axes, image: Tensor | np.ndarray, title: str, *, margin: float = 0.0) -> None:
+def image_panel(ax: Axes, image: Tensor | np.ndarray, title: str, *, margin: float = 0.0) -> str:
     """Show ``image`` in ``ax`` without axes, titled, the view limited to the image plus
-    ``margin`` (a fraction of its size) on every side."""
+    ``margin`` (a fraction of its size) on every side. Pixel (i, j) covers [j, j + 1) x
+    [i, i + 1), the edge coordinates of xyxy boxes: a box (0, 0, w, h) lies on the image's
+    border. A view too thin to see is stretched (``stretch_thin_view``); returns its note
+    (``""`` if none), which the title's first line ends with."""
     img = as_hwc(image)
-    ax.imshow(img)
+    h, w = img.shape[:2]
+    # extent: imshow's default centres pixel j on j, half a pixel off the boxes' edges
+    ax.imshow(img, extent=(0, w, h, 0))
     ax.set_axis_off()
-    ax.set_title(title, fontsize=8)
     # fixed limits: boxes past the border would otherwise stretch the view (anchors reach
     # past it, hence the anchor pictures' margin of 0.25)
-    h, w = img.shape[:2]
     ax.set_xlim(-margin * w, (1 + margin) * w)
     ax.set_ylim((1 + margin) * h, -margin * h)
+    note = stretch_thin_view(ax, w * (1 + 2 * margin), h * (1 + 2 * margin))
+    ax.set_title(noted(title, note), fontsize=8)
+    return note
+
+
+def noted(title: str, note: str) -> str:
+    """``title`` with ``note`` (if any) at the end of its first line."""
+    if not note:
+        return title
+    first, *rest = title.split("\n")
+    return "\n".join([f"{first}; {note}", *rest])
+
+
+def stretch_thin_view(ax: Axes, view_w: float, view_h: float) -> str:
+    """Stretch the thin side of ``ax``'s view of ``view_w`` x ``view_h`` data units when, at
+    equal scales, it would be drawn thinner than 1/MAX_SHOWN_ASPECT of its long side (or of
+    the panel's thickness, if less): a 512 x 6 input in a square panel is a thin band whose
+    anchors run together, a 1 x 512 one is not drawn at all. Returns the note for the title
+    (``drawn 21x taller``), ``""`` when the view is drawn at equal scales."""
+    fig_w, fig_h = ax.figure.get_size_inches() * ax.figure.dpi
+    box = ax.get_position(original=True)
+    box_w, box_h = box.width * fig_w, box.height * fig_h  # the panel's room, in PNG pixels
+    scale = min(box_w / view_w, box_h / view_h)  # PNG pixels per data unit at equal scales
+    long_px, thin_px = sorted((view_w * scale, view_h * scale), reverse=True)
+    wide = view_w >= view_h
+    wanted = min(long_px / MAX_SHOWN_ASPECT, box_h if wide else box_w)
+    if thin_px >= wanted - 1:  # within a pixel: equal scales
+        return ""
+    factor = wanted / thin_px
+    ax.set_aspect(factor if wide else 1 / factor)  # the y unit's length over the x unit's
+    shown = f"{factor:.2g}" if factor < 10 else f"{factor:.0f}"
+    return f"drawn {shown}x {'taller' if wide else 'wider'}"
 
 
 def draw_boxes(ax: Axes, boxes: Tensor | np.ndarray, colour, width: float = 1.2, **kw) -> int:

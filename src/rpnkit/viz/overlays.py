@@ -6,17 +6,19 @@ final proposals or detections of one image (:func:`save_overlay` draws an infere
 
 Images are (3, H, W) float tensors in [0, 1] or (H, W, 3) uint8 arrays; boxes are (N, 4) xyxy
 in the image's pixels. Each function writes a PNG of ``size_px`` to ``path`` and returns the
-number of boxes drawn (points for the anchor centres, maps for the objectness); the pictures
-of one result (proposals, detections, overlays) are by default the image's own shape, its
-longest side between OVERLAY_MIN_SIDE and OVERLAY_MAX_SIDE pixels; their labels
-(:func:`place_labels`) stay inside the image and never cover one another. The anchor
-pictures show a margin around the image, as anchors reach past its border; the others show
-the image only. The pictures of the network's own stages (anchors, labels, objectness, NMS)
-are of its input, the image resized: their titles say its size (``input WxH``). Colours:
-green GT, red missed GT, yellow positive anchors, blue negative, grey ignored, magenta
-proposals. The pictures of several kinds of box (sampled anchors, anchor labels, proposals
-against the GT) key them in a legend below each panel, with their counts; each kind is drawn
-and keyed from one ``*_STYLE`` constant.
+number of boxes drawn (points for the anchor centres, maps for the objectness); the pictures of
+one result (proposals, detections, overlays) are by default the image's own shape, its longest
+side between OVERLAY_MIN_SIDE and OVERLAY_MAX_SIDE pixels; their labels (:func:`place_labels`)
+stay inside the image and never cover one another. The anchor pictures show a margin around the
+image, as anchors reach past its border; the others show the image only. An image or map more
+than MAX_SHOWN_ASPECT times longer than thick (a 512x6 input, whose anchors ran together) is
+drawn stretched across to that aspect, its title saying ``drawn Nx taller`` (or ``wider``). The
+pictures of the network's own stages (anchors, labels, objectness, NMS) are of its input, the
+image resized: their titles say its size (``input WxH``). Colours: green GT, red missed GT,
+yellow positive anchors, blue negative, grey ignored, magenta proposals. The pictures of
+several kinds of box (sampled anchors, anchor labels, proposals against the GT) key them in a
+legend below each panel, with their counts; each kind is drawn and keyed from one ``*_STYLE``
+constant.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ from .figures import (
     fitted_image_figure,
     image_figure,
     image_panel,
+    noted,
     save_figure,
+    stretch_thin_view,
 )
 
 ANCHOR_MARGIN = 0.25  # of the image's size, on every side of the anchor pictures
@@ -282,10 +286,12 @@ def plot_objectness_maps(
     image_panel(axes[0], image, input_size(image))
     shown = None
     for level, (ax, m) in enumerate(zip(axes[1:], maps)):
-        # imshow's own limits: whole cells, centred on the positions
-        shown = ax.imshow(as_numpy(m), cmap="inferno", vmin=0, vmax=1)
+        (fh, fw) = m.shape
+        # position j covers [j, j + 1), as image_panel's pixels do
+        shown = ax.imshow(as_numpy(m), cmap="inferno", vmin=0, vmax=1, extent=(0, fw, fh, 0))
         high = float(m.max()) if m.numel() else 0.0
-        ax.set_title(f"level {level}: {m.shape[0]}x{m.shape[1]}, max {high:.2f}", fontsize=8)
+        title = f"level {level}: {fh}x{fw}, max {high:.2f}"
+        ax.set_title(noted(title, stretch_thin_view(ax, fw, fh)), fontsize=8)
         ax.set_axis_off()
     if shown is not None:
         _colour_key(fig, shown, size_px, "objectness (a position's best anchor)")
@@ -462,7 +468,7 @@ def plot_proposals(
     """Draw proposals with their scores, the best first and brightest; ``size_px`` None: the
     image's shape (``result_figure``)."""
     fig, (ax,) = result_figure(image, size_px)
-    image_panel(ax, image, f"top {len(boxes)} proposals")
+    stretched = image_panel(ax, image, f"top {len(boxes)} proposals")
     boxes, scores = as_numpy(boxes).reshape(-1, 4), as_numpy(scores).reshape(-1)
     for rank, box in enumerate(boxes):
         # fading down the ranking: the weak ones stay visible without hiding the best
@@ -474,7 +480,7 @@ def plot_proposals(
         ax, boxes[:scored], texts, [PROPOSAL_COLOUR] * scored, fontsize=6, alpha=0.6
     )
     note = _labelled(len(boxes), written, "scores")
-    ax.set_title(f"top {len(boxes)} proposals{note}", fontsize=8)
+    ax.set_title(noted(f"top {len(boxes)} proposals{note}", stretched), fontsize=8)
     save_figure(fig, path)
     return len(boxes)
 
@@ -492,7 +498,7 @@ def plot_detections(
     over another (``place_labels``: the best placed first; the title says how many were left
     out); ``size_px`` None: the image's shape (``result_figure``)."""
     fig, (ax,) = result_figure(image, size_px)
-    image_panel(ax, image, f"{len(names)} detections")
+    stretched = image_panel(ax, image, f"{len(names)} detections")
     boxes, scores = as_numpy(boxes).reshape(-1, 4), as_numpy(scores).reshape(-1)
     tab10 = colormaps["tab10"]
     colours = [tab10(zlib.crc32(name.encode()) % 10) for name in names]  # alike in every run
@@ -503,7 +509,8 @@ def plot_detections(
     written = _write_labels(
         ax, boxes[best], texts, [colours[i] for i in best], fontsize=7, alpha=0.7
     )
-    ax.set_title(f"{len(names)} detections{_labelled(len(names), written, 'labels')}", fontsize=8)
+    title = f"{len(names)} detections{_labelled(len(names), written, 'labels')}"
+    ax.set_title(noted(title, stretched), fontsize=8)
     save_figure(fig, path)
     return len(names)
 
