@@ -8,6 +8,7 @@ import warnings
 
 from ..config import DEFAULT_PRESET, MAX_SEED
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
+from ..modeling.sizes import SIZE_DIVISIBLE
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -24,7 +25,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 HELP = HelpFormatter
 
-MIN_MAX_SIZE = 32  # batches are padded to a multiple of 32: no image side below one block
+MIN_MAX_SIZE = SIZE_DIVISIBLE  # batches are padded to whole blocks: no side below one
 
 
 # --- errors: one line, never argparse's usage + error + SystemExit ---------------------------
@@ -92,7 +93,7 @@ def non_negative_int(text: str) -> int:
 
 
 def image_side(text: str) -> int:
-    """A cap on an image side in pixels: an integer >= 32, one padding block."""
+    """A cap on an image side in pixels: an integer of at least one padding block (32)."""
     return _int_at_least(text, MIN_MAX_SIZE)
 
 

@@ -38,11 +38,11 @@ import numpy as np
 from ..config import config_to_dict
 from ..data.config import none_readable
 from ..data.records import DatasetIndex
-from ..data.transforms import resize_scale, resized_size
+from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE, resize_scale, resized_size
 from ..modeling.anchors import AnchorConfig, LevelAnchors, base_anchors
 from ..modeling.presets import ModelConfig
 from ..modeling.rpn import RPNConfig
-from ..modeling.sizes import feature_sizes
+from ..modeling.sizes import SIZE_DIVISIBLE, feature_sizes, padded_size
 from .recall import AREA_RANGES
 
 THRESHOLDS = (0.7, 0.5, 0.3)
@@ -64,7 +64,11 @@ class GTSample:
 
 
 def collect_gt(
-    index: DatasetIndex, *, short: int = 800, max_size: int = 1333, tile_size: int | None = None
+    index: DatasetIndex,
+    *,
+    short: int = DEFAULT_SHORT_SIDE,
+    max_size: int = DEFAULT_MAX_SIZE,
+    tile_size: int | None = None,
 ) -> GTSample:
     """The boxes as training sees them: resized, or with ``tile_size`` at native resolution
     for the images larger than a tile (``data.tiling``; anchors cover the whole image)."""
@@ -137,7 +141,7 @@ def scale_advice(
     resize, capped = _resize_advice(sample, needed, short, max_size)
     text += capped if tile_size is None else ""  # tiled, large images keep their own size
     if needed <= 1 and tile_size is None:
-        tile = max(32, min(1024, short // 32 * 32))
+        tile = max(SIZE_DIVISIBLE, min(1024, short // SIZE_DIVISIBLE * SIZE_DIVISIBLE))
         return (
             f"{text} They are large enough at native resolution: train and infer on tiles "
             f"(rpnkit train --tile-size {tile}; propose/detect/eval --tile-size {tile}), or "
@@ -149,8 +153,9 @@ def scale_advice(
     )
 
 
-def _ceil32(value: float) -> int:
-    return int(math.ceil(value / 32) * 32)
+def _padded_side(value: float) -> int:
+    """``value`` pixels rounded up to a whole padding block, as a batch is padded."""
+    return padded_size(math.ceil(value), 1)[0]
 
 
 def _resize_advice(
@@ -169,8 +174,8 @@ def _resize_advice(
         original = resized / np.asarray(sample.scales or [1.0] * len(resized))[:, None]
     original, resized = original[sample.image], resized[sample.image]  # one row per box
     shorts, longs = original.min(axis=1), original.max(axis=1)
-    short_needed = _ceil32(float(np.median(shorts)) * needed)
-    long_needed = _ceil32(short_needed * float(np.median(longs / shorts)))
+    short_needed = _padded_side(float(np.median(shorts)) * needed)
+    long_needed = _padded_side(short_needed * float(np.median(longs / shorts)))
     if max_size is not None and long_needed > max_size:
         advice = (
             f"a shorter side of {short_needed} with the longer side up to {long_needed} "
@@ -719,8 +724,8 @@ def anchor_report(
     model: ModelConfig,
     index: DatasetIndex,
     *,
-    short: int = 800,
-    max_size: int = 1333,
+    short: int = DEFAULT_SHORT_SIDE,
+    max_size: int = DEFAULT_MAX_SIZE,
     threshold: float = 0.3,
     fit: bool = False,
     seed: int = 0,
