@@ -8,7 +8,7 @@ from .options import (
     HELP,
     add_data_options,
     add_detection_limit,
-    add_precision_option,
+    add_model_run_options,
     add_slicing_options,
     load_runtime,
     positive_int,
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
         default=4,
         help="images (with --tile-size: tiles) per forward pass",
     )
-    add_precision_option(p)
+    add_model_run_options(p)
     p.add_argument(
         "--top",
         type=positive_int,

@@ -297,7 +297,9 @@ def read_data(args: argparse.Namespace, class_names=None):
     return index
 
 
-def add_precision_option(p: argparse.ArgumentParser) -> None:
+def add_model_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a command that runs a model for inference (propose, detect, eval):
+    --amp, --compile, --channels-last, --decode and --workers (train has its own)."""
     p.add_argument(
         "--amp",
         choices=["none", "bf16", "fp16"],
@@ -369,7 +371,7 @@ def add_inference_options(
         default=4,
         help="images (with --tile-size: tiles) per forward pass",
     )
-    add_precision_option(p)
+    add_model_run_options(p)
     p.add_argument(
         "--aspect-groups",
         action="store_true",
