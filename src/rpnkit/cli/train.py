@@ -170,12 +170,6 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
         help="seed: runs are reproducible (and --val-fraction's split depends on it)",
     )
     p.add_argument(
-        "--workers",
-        type=non_negative_int,
-        default=train.num_workers,
-        help="data loading processes (0: load in the main process)",
-    )
-    p.add_argument(
         "--time-budget",
         type=non_negative_float,
         default=None,
@@ -211,6 +205,14 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
 
 def _add_speed_options(p: argparse.ArgumentParser) -> None:
     """How the steps run: processes, compilation, batching, memory layout."""
+    from ..engine.trainer import TrainConfig
+
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=TrainConfig().num_workers,  # the library's default, as _add_schedule_options
+        help="data loading processes (0: load in the main process)",
+    )
     p.add_argument(
         "--sync-bn",
         action="store_true",
