@@ -8,9 +8,9 @@ import torch
 from conftest import RACCOON, train_tiny_on_raccoon
 
 import rpnkit
-from rpnkit.data import DetectionDataset, collate, read_dataset, train_transforms
+from rpnkit.data import DetectionDataset, SkippedSample, collate, read_dataset, train_transforms
+from rpnkit.engine.alternating import read_proposals
 from rpnkit.engine.checkpoint import load_checkpoint
-from rpnkit.engine.results import load_proposals
 
 
 def test_alternating_schedule_runs_the_four_steps(tmp_path):
@@ -73,11 +73,24 @@ def test_precomputed_proposals_follow_the_transforms(tmp_path):
     assert boxes.shape == (2, 2, 4) and valid.tolist() == [[True, True], [False, False]]
 
 
-def test_unreadable_proposals_file_is_a_clear_error(tmp_path):
-    bad = tmp_path / "p.json"
-    bad.write_text('[{"file_name": "a.jpg", "bbox": [1, 2]}]')
-    with pytest.raises(ValueError, match=r"p.json: entry 0"):
-        load_proposals(bad)
-    bad.write_text("{not json")
-    with pytest.raises(ValueError, match="cannot read the proposals"):
-        load_proposals(bad)
+def test_proposal_files_are_read_by_file_name_and_bad_ones_are_clear_errors(tmp_path, capsys):
+    index = read_dataset(RACCOON, split_file=RACCOON / "train_labels.csv")
+    name = index.records[0].file_name
+    path = tmp_path / "p.json"
+    entries = [
+        {"file_name": name, "bbox": [1, 2, 3, 4], "score": 0.2},
+        {"file_name": name, "bbox": [5, 6, 7, 8], "score": 0.9},
+    ]
+    path.write_text(json.dumps(entries))
+    proposals = read_proposals(path, index, what="wrote")
+    # xywh -> xyxy, best first; images without proposals are left out
+    assert list(proposals) == [name]
+    assert proposals[name].tolist() == [[5, 6, 12, 14], [1, 2, 4, 6]]
+    assert capsys.readouterr().out.startswith(f"wrote {path}: 2 results for 1 of ")
+    path.write_text('[{"file_name": "a.jpg", "bbox": [1, 2]}]')
+    warned = pytest.warns(SkippedSample, match=r"p\.json: entry 0: 'bbox' \[1, 2\] is not 4")
+    with warned, pytest.raises(ValueError, match=r"p\.json: none of its 1 results is for an"):
+        read_proposals(path, index)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"p\.json: cannot read the results"):
+        read_proposals(path, index)

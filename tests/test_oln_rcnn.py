@@ -270,7 +270,7 @@ def test_novel_class_recall_by_hand_through_the_engine():
         _batch([[40.0, 40.0, 50.0, 50.0]], [KITE], [2]),
     ]
     report = evaluate_novel_classes(
-        None, None, ["cat", "kite"], "cat", batches=batches, max_dets=(1, 2), all_max_dets=(1, 2)
+        batches, ["cat", "kite"], "cat", max_dets=(1, 2), all_max_dets=(1, 2)
     )
     assert isinstance(report, NovelClassReport)
     assert report.novel["num_novel"] == 2
@@ -281,7 +281,7 @@ def test_novel_class_recall_by_hand_through_the_engine():
     assert report.metrics["seen_classes"] == ["cat"]
     assert "novel classes: 2 boxes" in report.format()
     with pytest.raises(ValueError, match="zebra"):
-        evaluate_novel_classes(None, None, ["cat", "kite"], "zebra", batches=batches)
+        evaluate_novel_classes(batches, ["cat", "kite"], "zebra")
 
 
 def test_seen_class_names_and_keep_classes():

@@ -33,7 +33,6 @@ from ..modeling.presets import DetectorConfig, build_detector, build_model
 from .checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from .distributed import distributed_context
 from .evaluate import read_stored_proposals
-from .results import load_proposals
 from .runtime import Predictor
 from .trainer import TrainConfig, TrainSummary, train
 from .writing import write_coco_results
@@ -75,12 +74,14 @@ def write_proposals(
     return write_coco_results(path, results)
 
 
-def given_proposals(path: str | Path, index: DatasetIndex) -> dict[str, np.ndarray]:
+def read_proposals(
+    path: str | Path, index: DatasetIndex, *, what: str = "proposals given:"
+) -> dict[str, np.ndarray]:
     """A COCO results file's proposals for the training images of ``index`` (file name ->
-    boxes in original pixels, best first), as steps 2 and 4 read them; what it lacks or holds
-    beyond them is reported."""
+    boxes in original pixels, best first), as steps 2 and 4 read them, the user's or steps 1
+    and 3's own; printed after ``what``, what it lacks or holds beyond them reported."""
     stored = read_stored_proposals(path, index)
-    print(f"proposals given: {stored.describe()}")
+    print(f"{what} {stored.describe()}")
     return stored.by_file_name(index)
 
 
@@ -150,7 +151,7 @@ def train_alternating(
 
     def proposals_of(model, name, given) -> dict[str, np.ndarray]:
         if given is not None:
-            return given_proposals(given, index)
+            return read_proposals(given, index)
         path = write_proposals(
             model,
             rpn_spec,
@@ -163,8 +164,7 @@ def train_alternating(
             progress=progress,
             decode_on_device=train_config.decode_on_device,
         )
-        print(f"wrote {path}")
-        return load_proposals(path)
+        return read_proposals(path, index, what="wrote")
 
     summaries = {}
     # 1. The RPN, from ImageNet.

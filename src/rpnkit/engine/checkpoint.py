@@ -17,6 +17,7 @@ import json
 import os
 import random
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -239,22 +240,7 @@ def load_checkpoint(path: str | Path) -> dict:
     ``config``, ``step``, ``extra``, ``input_size`` ((short side, max size) or None) and,
     when saved, ``optimizer``, ``scheduler``, ``rng``."""
     path = Path(path)
-    if path.is_dir():
-        hint = path / "checkpoint.safetensors"
-        raise ValueError(
-            f"{path}: is a folder, not a checkpoint file"
-            + (f" (did you mean {hint}?)" if hint.is_file() else "")
-        )
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint not found")
-    try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        header = json.loads(metadata["rpnkit"])
-    except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
-        raise _unreadable(path, err) from err
-    _check_header(header, path)
+    header, tensors = _read(path, with_tensors=True)
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     if header["format"] == "rpnkit-checkpoint-1":
         weights = _upgrade_format_1(weights, header["config"])
@@ -276,16 +262,29 @@ def load_checkpoint(path: str | Path) -> dict:
 def read_header(path: str | Path) -> dict:
     """A checkpoint's JSON header (config, step, extra, ...), its tensors left unread; a
     ValueError naming the file when it is no checkpoint."""
-    path = Path(path)
+    return _read(Path(path), with_tensors=False)[0]
+
+
+def _read(path: Path, *, with_tensors: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The checked header of the checkpoint at ``path`` and its tensors (none unless
+    ``with_tensors``): every reader of a checkpoint path goes through here, so a folder, a
+    missing file or a file that is no checkpoint gets the same one-line ValueError."""
+    if path.is_dir():
+        hint = path / "checkpoint.safetensors"
+        raise ValueError(
+            f"{path}: is a folder, not a checkpoint file"
+            + (f" (did you mean {hint}?)" if hint.is_file() else "")
+        )
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found")
     try:
+        tensors = load_file(str(path)) if with_tensors else {}
         with safe_open(str(path), framework="pt") as f:
             header = json.loads((f.metadata() or {})["rpnkit"])
     except (SafetensorError, OSError, KeyError, ValueError, RuntimeError) as err:
         raise _unreadable(path, err) from err
     _check_header(header, path)
-    return header
+    return header, tensors
 
 
 def _check_header(header: Any, path: Path) -> None:
@@ -372,7 +371,7 @@ def load_model_and_size(
         model = spec.build(pretrained=False)  # every weight is in the checkpoint
     except (KeyError, TypeError, ValueError) as err:  # a config no build takes
         raise ValueError(f"{path}: its model config builds no model: {err}") from err
-    _check_class_names(model, spec, path)
+    check_class_names(model, spec.class_names, where=f"{path}:")
     load_weights(model, state["model"], path)
     return model.to(device).eval(), spec, state["input_size"]
 
@@ -389,15 +388,20 @@ def check_run_state(path: str | Path, header: dict | None = None) -> None:
         )
 
 
-def _check_class_names(model: nn.Module, spec: ModelSpec, path: str | Path) -> None:
-    """A classifying detector's checkpoint names one class per class of its box head."""
+def check_class_names(
+    model: nn.Module, class_names: Sequence[str], *, where: str, head: str = "its box head"
+) -> None:
+    """A ValueError unless ``class_names`` names one class per class of ``model``'s box head
+    (an RPN or a class-agnostic head labels "object": any names do). The message starts with
+    ``where`` (the file, or what gave the names) and calls the head ``head``."""
     heads = getattr(model, "roi_heads", None)
     if heads is None or heads.config.class_agnostic:
         return
     classes = heads.config.num_classes - 1
-    if len(spec.class_names) != classes:
+    if len(class_names) != classes:
         raise ValueError(
-            f"{path}: names {len(spec.class_names)} class(es) and its box head has {classes}"
+            f"{where} names {len(class_names)} class(es) and {head} has {classes}: one name "
+            "per class, background apart"
         )
 
 

@@ -121,6 +121,12 @@ def check_backend(name: str, compile: bool | str) -> None:
             raise ValueError(f"{name}: torch.compile has no backend {compile!r} (e.g. {shown})")
 
 
+def compile_backend(compile: bool | str) -> str:
+    """The ``torch.compile`` backend a ``compile`` setting names: True is inductor (the
+    default backend), a string a backend's name (``check_backend``)."""
+    return "inductor" if compile is True else compile
+
+
 def compile_in_place(model: nn.Module, backend: str = "inductor") -> nn.Module:
     """``torch.compile`` the model's forward in place with ``backend`` (``nn.Module.compile``:
     the module, its attributes and its state dict stay as they are), and its first stage's too

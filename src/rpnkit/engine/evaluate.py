@@ -1,8 +1,8 @@
 """Running a network over a labelled dataset and measuring it: proposal recall (COCO-style,
 ``evaluation.recall``), recall on classes never seen in training (``evaluate_novel_classes``,
-OLN's protocol: ``evaluation.open_world``) or detection mAP (pycocotools and VOC,
-``evaluation.detection``); and, with no network at all, the recall of stored proposals
-(``evaluate_stored_proposals``) and the mAP of stored detections
+OLN's protocol: ``evaluation.open_world``, on batches the runtime runs) or detection mAP
+(pycocotools and VOC, ``evaluation.detection``); and, with no network at all, the recall of
+stored proposals (``evaluate_stored_proposals``) and the mAP of stored detections
 (``evaluate_stored_detections``): COCO results files from rpnkit or anything else."""
 
 from __future__ import annotations
@@ -232,37 +232,26 @@ def _recall_report(columns: dict[str, Tensor], kept: list, max_dets: Sequence[in
 
 @torch.no_grad()
 def evaluate_novel_classes(
-    network: nn.Module | None,
-    dataset: Dataset | None,
+    batches: Iterable,
     class_names: Sequence[str],
     seen: str | Sequence[str],
     *,
-    batch_size: int = 8,
-    device: torch.device | str = "cpu",
     max_dets: Sequence[int] = NOVEL_MAX_DETS,
     all_max_dets: Sequence[int] = MAX_DETS,
-    progress: bool = True,
-    precision: contextlib.AbstractContextManager | None = None,
-    workers: int = 0,
-    batches: Iterable | None = None,
 ) -> NovelClassReport:
-    """OLN's novel-class protocol on ``dataset`` (labels k naming ``class_names[k - 1]``):
-    AR@k on the boxes of the classes not in ``seen`` (names, or ``"voc"``: see
+    """OLN's novel-class protocol on the (metas, proposals) of ``batches`` (the runtime's
+    ``Predictor.evaluate_novel_classes``: an RPN's proposals or a detector's final boxes,
+    raised limits, sliced inference; labels k naming ``class_names[k - 1]``): AR@k on the
+    boxes of the classes not in ``seen`` (names, or ``"voc"``: see
     ``open_world.seen_class_names``), each image's proposals on seen-class objects (IoU >= 0.5)
-    removed before the budget of k, and the standard all-class recall. The proposals are
-    ``network``'s first stage's, or the (metas, proposals) of ``batches`` when given (the
-    runtime's: a detector's final boxes, raised limits, sliced inference). Every proposal an
+    removed before the budget of k, and the standard all-class recall. Every proposal an
     image has counts: keep more than ``max(max_dets)`` for the seen ones to leave room."""
     names = seen_class_names(seen)
     unknown = sorted(set(names) - set(class_names))
-    if unknown:  # before any image is run
+    if unknown:  # before any batch is drawn: a lazy one runs the network
         raise ValueError(
             f"seen classes {unknown} are not among the dataset's classes "
             f"({', '.join(list(class_names)[:5])}, ...)"
-        )
-    if batches is None:
-        batches = _proposal_batches(
-            network, dataset, batch_size, device, progress, precision, workers
         )
     c, kept = _collect(batches)
     flags = seen_flags(c["labels"], class_names, names) & c["mask"]

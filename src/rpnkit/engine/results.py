@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,28 +275,3 @@ def write_json(path: str | Path, data, *, indent: int | None = None) -> Path:
             raise ValueError(f"{path}: cannot write the JSON there ({err})") from err
         raise
     return path
-
-
-def load_proposals(path: str | Path) -> dict[str, np.ndarray]:
-    """COCO results JSON -> file name -> (K, 4) xyxy boxes in original pixels, best first."""
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: cannot read the proposals: {err}") from err
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a list of COCO results entries")
-    grouped: dict[str, list[tuple[float, list[float]]]] = defaultdict(list)
-    for i, entry in enumerate(entries):
-        try:
-            x, y, w, h = (float(v) for v in entry["bbox"])
-            grouped[str(entry["file_name"])].append((float(entry["score"]), [x, y, x + w, y + h]))
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(
-                f"{path}: entry {i} is not a proposal with file_name, bbox [x, y, w, h] and "
-                f"score: {err}"
-            ) from err
-    return {
-        name: np.array([b for _, b in sorted(found, key=lambda t: -t[0])], np.float32)
-        for name, found in grouped.items()
-    }

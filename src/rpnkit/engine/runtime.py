@@ -56,9 +56,10 @@ from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..evaluation.recall import MAX_DETS
 from ..modeling.roi_heads import Detections
 from ..modeling.rpn import ProposalConfig, Proposals
-from .checkpoint import ModelSpec, load_model_and_size
+from .checkpoint import ModelSpec, check_class_names, load_model_and_size
 from .device import (
     check_backend,
+    compile_backend,
     compile_in_place,
     decodes_on_device,
     fold_for_inference,
@@ -135,7 +136,7 @@ class Predictor:
         if fold_bn:
             fold_for_inference(self.network)
         if compile:
-            compile_in_place(self.network, "inductor" if compile is True else compile)
+            compile_in_place(self.network, compile_backend(compile))
         self.spec = spec
         inference_precision(amp, self.device)  # an unusable setting fails here, once
         self.amp = amp
@@ -600,7 +601,7 @@ class Predictor:
             data_options={},
         )
         with contextlib.closing(batches):
-            return evaluate_novel_classes(None, None, names, seen, batches=batches)
+            return evaluate_novel_classes(batches, names, seen)
 
     def _recall_batches(
         self,
@@ -729,14 +730,9 @@ def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, wo
     check_number("workers", workers, low=0, integer=True, optional=True)
     check_compile("compile", compile)
     check_backend("compile", compile)
-    heads = getattr(network, "roi_heads", None)  # a class-agnostic one labels "object"
-    agnostic = heads is None or heads.config.class_agnostic
-    classes = None if agnostic else heads.config.num_classes - 1
-    if classes is not None and len(spec.class_names or ()) != classes:
-        raise ValueError(
-            f"the spec names {len(spec.class_names or ())} class(es) and the detector's box "
-            f"head has {classes}: one name per class, background apart"
-        )
+    check_class_names(
+        network, spec.class_names or (), where="the spec", head="the detector's box head"
+    )
 
 
 def check_flags(**flags) -> None:

@@ -39,7 +39,14 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .device import check_amp, check_backend, decodes_on_device, memory_layout_for
+from .device import (
+    AMP_DTYPES,
+    check_amp,
+    check_backend,
+    compile_backend,
+    decodes_on_device,
+    memory_layout_for,
+)
 from .distributed import ddp_buffer_options, distributed_context
 from .divergence import EXPLODED_LOSS, DivergenceWatch
 from .run_log import RunLog
@@ -272,8 +279,8 @@ class Trainer:
                 self.model, device_ids=ids, **ddp_buffer_options(self.model)
             )
         if config.compile:  # in place: checkpoints keep the model's own names
-            self.net.compile(backend="inductor" if config.compile is True else config.compile)
-        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+            self.net.compile(backend=compile_backend(config.compile))
+        self.autocast_dtype = AMP_DTYPES.get(config.amp)  # None: float32, no autocast
         self.scaler = torch.amp.GradScaler(enabled=config.amp == "fp16")
         return state
 
