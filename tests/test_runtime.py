@@ -216,6 +216,8 @@ def test_a_csv_whose_images_are_elsewhere_is_read_with_images(rpn, tmp_path):
     assert report.metrics["AR@100"] >= 0  # read, scored
     (found,) = rpn.propose(csv, images=IMAGES, top=5)
     assert found.file_name == "raccoon-1.jpg"
+    (item,) = rpn.dataset(csv, images=IMAGES)  # the dataset propose reads, as it reads it
+    assert item["file_name"] == "raccoon-1.jpg" and len(item["boxes"]) == 1
 
 
 def test_a_folder_gives_one_result_per_image_in_name_order(rpn, tmp_path):

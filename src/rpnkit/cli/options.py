@@ -8,6 +8,7 @@ import warnings
 
 from ..config import DEFAULT_PRESET, MAX_SEED
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
+from ..engine.slicing import DEFAULT_TILE_OVERLAP
 from ..modeling.sizes import SIZE_DIVISIBLE
 
 
@@ -438,7 +439,7 @@ def add_slicing_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tile-overlap",
         type=non_negative_int,
-        default=64,
+        default=DEFAULT_TILE_OVERLAP,
         metavar="PX",
         help="with --tile-size: tiles overlap by this many pixels; an object up to this size "
         "is seen whole by some tile (must be below --tile-size)",

@@ -88,7 +88,7 @@ from .runner import (
     proposal_limit,
     run_batches,
 )
-from .slicing import Merge, SliceConfig, sliced_batches
+from .slicing import DEFAULT_TILE_OVERLAP, Merge, SliceConfig, sliced_batches
 
 Inputs = Any  # str | Path | DatasetIndex | Dataset | Sequence[str | Path | ImageLike]
 
@@ -175,11 +175,14 @@ class Predictor:
         split_file: str | Path | None = None,
         strict: bool = False,
         names: Sequence[str] | None = None,
+        images: str | Path | None = None,
+        class_map: str | Path | None = None,
     ) -> Dataset:
-        """``inputs`` as dataset items resized for the network. Where the runtime decodes on
-        the device (``decode_on_device``), an item may still hold a JPEG's bytes (``jpeg``)
-        or an image as decoded (``native``) in place of ``image``, with the steps that
-        ``collate`` and ``Batch.to`` finish on the device."""
+        """``inputs`` as dataset items resized for the network, read as ``propose`` and
+        ``detect`` read them. Where the runtime decodes on the device (``decode_on_device``),
+        an item may still hold a JPEG's bytes (``jpeg``) or an image as decoded (``native``)
+        in place of ``image``, with the steps that ``collate`` and ``Batch.to`` finish on the
+        device."""
         return self._dataset(
             inputs,
             eval_transforms(self.short_side, self.max_size),
@@ -188,6 +191,8 @@ class Predictor:
             split_file=split_file,
             strict=strict,
             names=names,
+            images=images,
+            class_map=class_map,
         )
 
     def _dataset(
@@ -386,7 +391,7 @@ class Predictor:
         progress: bool = False,
         proposal_config: ProposalConfig | None = None,
         tile_size: int | None = None,
-        tile_overlap: int = 64,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
         full_view: bool = False,
         **data_options,
     ) -> Iterator[ProposalResult]:
@@ -443,7 +448,7 @@ class Predictor:
         amp: str | None = None,
         progress: bool = False,
         tile_size: int | None = None,
-        tile_overlap: int = 64,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
         full_view: bool = False,
         **data_options,
     ) -> Iterator[DetectionResult]:
@@ -522,7 +527,7 @@ class Predictor:
         amp: str | None = None,
         progress: bool = False,
         tile_size: int | None = None,
-        tile_overlap: int = 64,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
         full_view: bool = False,
         **data_options,
     ) -> RecallReport:
@@ -566,7 +571,7 @@ class Predictor:
         amp: str | None = None,
         progress: bool = False,
         tile_size: int | None = None,
-        tile_overlap: int = 64,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
         full_view: bool = False,
         **data_options,
     ) -> NovelClassReport:
@@ -658,7 +663,7 @@ class Predictor:
         amp: str | None = None,
         progress: bool = False,
         tile_size: int | None = None,
-        tile_overlap: int = 64,
+        tile_overlap: int = DEFAULT_TILE_OVERLAP,
         full_view: bool = False,
         **data_options,
     ) -> DetectionReport:

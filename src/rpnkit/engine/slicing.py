@@ -49,13 +49,17 @@ from .streaming import to_host
 CORE_MARGIN = 1 / 8  # of the overlap: how far a tile's kept centres may reach past its core
 
 
+# tiles overlap by this many pixels unless told: an object up to this size lies whole in one
+DEFAULT_TILE_OVERLAP = 64
+
+
 @dataclass(frozen=True)
 class SliceConfig:
     """Tiles of ``tile_size`` px overlapping by at least ``overlap`` px; ``full_view`` adds the
     whole image resized, for large objects."""
 
     tile_size: int = 512
-    overlap: int = 64
+    overlap: int = DEFAULT_TILE_OVERLAP
     full_view: bool = False
 
     def __post_init__(self) -> None:
