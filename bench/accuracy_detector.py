@@ -111,7 +111,7 @@ def main() -> int:
                 spec=ModelSpec(DETECTOR, config, tuple(class_names)),
                 device=args.device, progress=False,
             )  # fmt: skip
-            images_per_s = round(summary["images_per_s"], 1)
+            images_per_s = round(summary.images_per_s, 1)
         metrics = evaluate_detections(
             model, val_set, class_names, batch_size=8, device=args.device, progress=False
         ).metrics

@@ -196,7 +196,7 @@ def main() -> int:
             "AR@100_small": metrics["AR@100_small"],
             "AR@100_large": metrics["AR@100_large"],
             "train_seconds": round(time.perf_counter() - start, 1),
-            "images_per_s": round(summary["images_per_s"], 1),
+            "images_per_s": round(summary.images_per_s, 1),
         }
         print(name, json.dumps(results[name]), flush=True)
     if args.out:

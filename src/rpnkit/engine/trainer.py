@@ -145,9 +145,6 @@ class TrainSummary:
     resumed_at: int = 0  # the step a resumed run started at (``seconds``: this run's alone)
     evaluation_read_back: bool = False  # ``evaluation``: the checkpoint's, as logged before
 
-    def __getitem__(self, key: str):  # summary["steps"], as the dict it used to be
-        return getattr(self, key)
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
