@@ -33,7 +33,7 @@ from rpnkit.modeling.rpn import (
     RPNConfig,
     centerness_targets,
     localization_loss,
-    localization_matcher,
+    localization_matcher_and_sampler,
 )
 from rpnkit.modeling.structures import GroundTruth
 
@@ -121,7 +121,7 @@ def test_loss_ignores_empty_slots_and_unsampled_anchors_and_weights():
 
 def test_localization_matcher_takes_iou_03_positives_and_background_below_01():
     config = RPNConfig(objectness_mode="localization")
-    matcher, sampler = localization_matcher(config)
+    matcher, sampler = localization_matcher_and_sampler(config)
     gt = torch.tensor([[[0.0, 0.0, 10.0, 10.0]]])
     anchors = torch.tensor(
         [

@@ -393,7 +393,7 @@ def select_proposals(
 
     # 2. Decode only the selected anchors and clip them to their image.
     flat_idx = top_idx.reshape(num_images, -1)  # (B, L*k)
-    deltas = pred_deltas.gather(1, flat_idx[..., None].expand(-1, -1, 4))  # (B, L*k, 4)
+    deltas = gather_boxes(pred_deltas, flat_idx)  # (B, L*k, 4)
     boxes = box_coder.decode(deltas, gather_boxes(anchors, flat_idx))  # (B, L*k, 4)
     boxes = clip_boxes(boxes, image_sizes)
     logits = top_logits.reshape(num_images, -1).float()  # (B, L*k)
@@ -423,7 +423,7 @@ def select_proposals(
     out_idx = ranked.sort(dim=1, descending=True, stable=True).indices[:, :num_out]  # (B, K)
     num = keep.sum(dim=1).clamp(max=num_out)  # (B,)
     out_valid = torch.arange(num_out, device=device)[None, :] < num[:, None]
-    out_boxes = boxes.gather(1, out_idx[..., None].expand(-1, -1, 4))
+    out_boxes = gather_boxes(boxes, out_idx)  # (B, K, 4)
     # padding slots are zeros, chosen with where: multiplying by a mask would keep a NaN
     return Proposals(
         boxes=torch.where(out_valid[..., None], out_boxes, 0.0),
@@ -459,7 +459,7 @@ def _suppress(
     ranked = scores.masked_fill(~valid, -1.0)
     order = ranked.sort(dim=1, descending=True, stable=True).indices  # (B, L*k)
     sorted_keep = nms(
-        boxes.gather(1, order[..., None].expand(-1, -1, 4)),
+        gather_boxes(boxes, order),
         valid.gather(1, order),
         config.nms_threshold,
         max_keep=config.post_nms_top_n,
@@ -501,11 +501,11 @@ def rpn_losses(
 
     # 2. Boxes: regression to the matched GT, on the sampled positives only.
     gt_idx = match.matched_idxs.gather(1, pos_idx).clamp(min=0)  # (B, P)
-    pos_gt = gt_boxes.gather(1, gt_idx[..., None].expand(-1, -1, 4))  # (B, P, 4)
+    pos_gt = gather_boxes(gt_boxes, gt_idx)  # (B, P, 4)
     pos_anchors = gather_boxes(anchors, pos_idx)  # (B, P, 4)
     # empty slots regress an anchor onto itself: finite targets, masked out below
     pos_gt = torch.where(pos_valid[..., None], pos_gt, pos_anchors)
-    pos_deltas = pred_deltas.gather(1, pos_idx[..., None].expand(-1, -1, 4)).float()
+    pos_deltas = gather_boxes(pred_deltas, pos_idx).float()  # (B, P, 4)
     if config.box_loss in ("giou", "iou"):
         pred_boxes = box_coder.decode(pos_deltas, pos_anchors)
         loss_fn = generalized_iou_loss if config.box_loss == "giou" else iou_loss
@@ -564,11 +564,12 @@ def localization_loss(
     sampled anchors.
 
     (B, A_total) logits, (A_total, 4) anchors, (B, G, 4) GT boxes; ``match`` and ``sample``
-    from the localization matcher and sampler (``localization_matcher``)."""
+    from the localization matcher and sampler (``localization_matcher_and_sampler``)."""
     pos_idx, pos_valid = sample.pos_idx, sample.pos_valid  # (B, P)
     gt_idx = match.matched_idxs.gather(1, pos_idx).clamp(min=0)  # (B, P)
-    pos_gt = gt_boxes.gather(1, gt_idx[..., None].expand(-1, -1, 4))  # (B, P, 4)
-    target = centerness_targets(anchors[pos_idx], pos_gt.to(anchors.dtype))  # (B, P)
+    pos_gt = gather_boxes(gt_boxes, gt_idx)  # (B, P, 4)
+    pos_anchors = gather_boxes(anchors, pos_idx)  # (B, P, 4)
+    target = centerness_targets(pos_anchors, pos_gt.to(anchors.dtype))  # (B, P)
     pred = torch.sigmoid(pred_objectness.gather(1, pos_idx).float())  # (B, P)
     # masks select with where: an empty slot's target may be anything, even NaN
     per_positive = torch.where(pos_valid, (pred - target).abs(), 0.0)
@@ -578,7 +579,7 @@ def localization_loss(
     return config.loss_weight * (per_positive.sum() + per_background.sum()) / count
 
 
-def localization_matcher(config: RPNConfig) -> tuple[Matcher, BalancedSampler]:
+def localization_matcher_and_sampler(config: RPNConfig) -> tuple[Matcher, BalancedSampler]:
     """The matcher and sampler of OLN's objectness: positives at IoU >= the threshold (with no
     low-quality matches, as OLN's ``min_pos_iou``), background below ``background_iou``,
     sampled up to ``batch_size_per_image`` per image with ``positive_fraction=1``: positives
@@ -674,7 +675,8 @@ class RegionProposalNetwork(nn.Module):
         self.matcher = rpn_matcher(config)
         self.sampler = BalancedSampler(config.batch_size_per_image, config.positive_fraction)
         if config.objectness_mode == "localization":
-            self.localization_matcher, self.localization_sampler = localization_matcher(config)
+            matcher_and_sampler = localization_matcher_and_sampler(config)
+            self.localization_matcher, self.localization_sampler = matcher_and_sampler
             score = config.localization.initial_score
             for layer in self.head.cls_logits:
                 nn.init.constant_(layer.bias, math.log(score / (1 - score)))
@@ -771,11 +773,9 @@ class RegionProposalNetwork(nn.Module):
         Unvalidated ground truth is checked first: on a GPU that is the training step's one
         GPU->CPU sync, which ``collate`` avoids by validating on the CPU.
         """
-        if not targets.validated:
-            targets = targets.check(image_sizes)
-        visible = visible_anchors(anchors, image_sizes, self.config.allowed_border)
-        match = self.matcher(anchors, targets.boxes, targets.mask, targets.ignore, visible)
-        return match, self.sampler(match.labels(), generator=generator)
+        return self._label_and_sample(
+            self.matcher, self.sampler, anchors, image_sizes, targets, generator
+        )
 
     def label_and_sample_localization(
         self,
@@ -786,10 +786,28 @@ class RegionProposalNetwork(nn.Module):
     ) -> tuple[MatchResult, SampledAnchors]:
         """Localization mode: match (A_total, 4) anchors at OLN's IoU thresholds and sample
         positives first, then background, for the centerness loss."""
+        return self._label_and_sample(
+            self.localization_matcher,
+            self.localization_sampler,
+            anchors,
+            image_sizes,
+            targets,
+            generator,
+        )
+
+    def _label_and_sample(
+        self,
+        matcher: Matcher,
+        sampler: BalancedSampler,
+        anchors: Tensor,
+        image_sizes: Tensor,
+        targets: GroundTruth,
+        generator: torch.Generator | None,
+    ) -> tuple[MatchResult, SampledAnchors]:
+        """Check unvalidated GT, match the visible (A_total, 4) anchors with ``matcher`` and
+        sample the training anchors with ``sampler``."""
         if not targets.validated:
             targets = targets.check(image_sizes)
         visible = visible_anchors(anchors, image_sizes, self.config.allowed_border)
-        match = self.localization_matcher(
-            anchors, targets.boxes, targets.mask, targets.ignore, visible
-        )
-        return match, self.localization_sampler(match.labels(), generator=generator)
+        match = matcher(anchors, targets.boxes, targets.mask, targets.ignore, visible)
+        return match, sampler(match.labels(), generator=generator)
