@@ -23,7 +23,7 @@ from rpnkit.data.splits import (
     validation_count,
     validation_names,
 )
-from rpnkit.engine.evaluate import evaluate_stored_proposals, read_stored_proposals
+from rpnkit.engine.stored_results import evaluate_stored_proposals, read_stored_proposals
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 SMALL = ["--short-side", "96", "--max-size", "144", "--no-progress"]

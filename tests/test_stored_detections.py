@@ -1,5 +1,5 @@
 """Stored detections scored for mAP without a checkpoint (``rpnkit eval --detections``,
-``engine.evaluate.evaluate_stored_detections``): matched to images as stored proposals are,
+``engine.stored_results.evaluate_stored_detections``): matched to images as stored proposals are,
 to classes by category_name or category_id; and the eval command's ``--out`` checks."""
 
 import json
@@ -12,12 +12,12 @@ from PIL import Image
 
 from rpnkit.cli import main
 from rpnkit.data import read_dataset
-from rpnkit.engine.evaluate import (
+from rpnkit.engine.results import write_json
+from rpnkit.engine.stored_results import (
     category_labels,
     evaluate_stored_detections,
     read_stored_detections,
 )
-from rpnkit.engine.results import write_json
 
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 
@@ -366,7 +366,7 @@ def test_a_dataset_by_path_is_read_at_the_split_the_model_reads():
 
 
 def test_notes_on_stored_results_point_at_the_callers_line():
-    # they pointed inside rpnkit (evaluate.py's call of read_stored_detections)
+    # they pointed inside rpnkit (stored_results.py's call of read_stored_detections)
     import rpnkit
 
     index = _quietly(read_dataset, RACCOON)

@@ -12,10 +12,10 @@ The package is laid out by role (docs/design.md): ``modeling`` (the networks), `
 
 from .data import DataConfig
 from .engine.checkpoint import ModelSpec
-from .engine.evaluate import evaluate_stored_detections, evaluate_stored_proposals
 from .engine.fit import FitResult, fit
 from .engine.results import DetectionResult, ProposalResult, to_coco_results
 from .engine.runtime import Predictor, load
+from .engine.stored_results import evaluate_stored_detections, evaluate_stored_proposals
 from .engine.trainer import TrainConfig
 from .engine.writing import write_coco_results
 from .modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors, visible_anchors

@@ -164,7 +164,7 @@ MODEL_OPTIONS = ("batch_size", "amp", "compile", "channels_last", "decode", "wor
 
 def _stored_proposals(args: argparse.Namespace):
     """The recall of --proposals (class-agnostic: no class names to map)."""
-    from ..engine.evaluate import evaluate_stored_proposals, read_stored_proposals
+    from ..engine.stored_results import evaluate_stored_proposals, read_stored_proposals
 
     warn_unused(args, MODEL_OPTIONS, "ignored: stored --proposals are scored as they are")
 
@@ -181,7 +181,7 @@ def _stored_proposals(args: argparse.Namespace):
 
 def _stored_detections(args: argparse.Namespace):
     """The mAP of --detections, their classes mapped to the dataset's own."""
-    from ..engine.evaluate import evaluate_stored_detections, read_stored_detections
+    from ..engine.stored_results import evaluate_stored_detections, read_stored_detections
 
     warn_unused(args, MODEL_OPTIONS, "ignored: stored --detections are scored as they are")
 

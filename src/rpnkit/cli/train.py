@@ -397,7 +397,8 @@ def _printed_config(kind, model, train) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..config import config_to_dict
     from ..engine.checkpoint import read_spec
-    from ..engine.fit import fit, saved_settings
+    from ..engine.fit import fit
+    from ..engine.resume import saved_settings
     from ..engine.run_record import RunRecord
 
     args.given = getattr(args, "given", set())  # parse_args' (none: every value a default)

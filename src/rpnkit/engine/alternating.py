@@ -32,8 +32,8 @@ from ..data import DataConfig, DatasetIndex
 from ..modeling.presets import DetectorConfig, build_detector, build_model
 from .checkpoint import DETECTOR, RPN, ModelSpec, save_model
 from .distributed import distributed_context
-from .evaluate import read_stored_proposals
 from .runtime import Predictor
+from .stored_results import read_stored_proposals
 from .trainer import TrainConfig, TrainSummary, train
 from .writing import write_coco_results
 

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import io
 import json
-import os
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,9 +22,8 @@ from typing import Literal
 
 import torch
 
-from ..config import DEFAULT_PRESET, check_number, config_from_dict, config_to_dict
+from ..config import DEFAULT_PRESET, check_number, config_from_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
-from ..data.dataset import caller_of_package
 from ..data.records import DataNote, SkippedSample
 from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
 from ..evaluation.detection import format_metric
@@ -43,13 +41,20 @@ from .checkpoint import (
     Kind,
     ModelSpec,
     check_run_state,
-    read_header,
     read_spec,
     resumed_in_place,
 )
 from .device import check_amp, decodes_on_device, resolve_device
 from .distributed import main_process, world_size
 from .evaluate import evaluate_detections, evaluate_proposals
+from .resume import (
+    check_own_run,
+    check_resumed_settings,
+    data_counts,
+    note_changed_data,
+    resumed_budget,
+    run_settings,
+)
 from .run_folder import clear_for_new_run, run_folder
 from .run_record import RunRecord
 from .trainer import Evaluate, TrainConfig, Trainer, TrainSummary, seed_everything
@@ -208,73 +213,6 @@ def _configs(data, train, model, kind, resume) -> tuple:
     return data, train, model, model_kind(kind, model)  # a mismatch fails before any reading
 
 
-FREE_ON_RESUME = {
-    "train": {"steps", "num_workers", "log_every", "eval_every", "checkpoint_every", "compile",
-              "channels_last", "decode_on_device"},
-    "data": {"val_data", "val_split", "val_split_file", "val_images", "strict"},
-}  # fmt: skip
-"""What a resumed run may change: how long and how it runs, and what it is validated on; the
-rest (which images, at what size, the optimizer and its schedule, the seed) is the run's."""
-
-
-def run_settings(data: DataConfig, train: TrainConfig) -> dict:
-    """A run's data and training settings as plain dicts, as its checkpoints keep them (the
-    files it reads as absolute paths: the same files however they are named)."""
-    data_settings = config_to_dict(data)
-    for key in ("data", "split_file", "images", "class_map"):
-        if data_settings[key] is not None:
-            data_settings[key] = os.path.realpath(data_settings[key])
-    return {"data": data_settings, "train": config_to_dict(train)}
-
-
-def data_counts(index: DatasetIndex) -> dict[str, int]:
-    """The images and boxes a run trains on, as its checkpoints keep them (``"read"`` in
-    its settings): a resumed run says when its data changed since."""
-    return {"images": len(index.records), "boxes": sum(len(r.labels) for r in index.records)}
-
-
-def _note_changed_data(resume, index: DatasetIndex) -> None:
-    """A DataNote when a resumed run's training data is not what its checkpoint was trained
-    on (files added, removed or relabelled since; the run goes on with them as they are)."""
-    saved = (saved_settings(resume) or {}).get("read") if resume is not None else None
-    now = data_counts(index)
-    if saved and saved != now:
-        changed = "; ".join(f"{k} {saved.get(k)} -> {v}" for k, v in now.items())
-        warnings.warn(
-            f"{resume}: the training data changed since this checkpoint ({changed}): the run "
-            "goes on with the data as it is now",
-            DataNote,
-            stacklevel=caller_of_package(),
-        )
-
-
-def saved_settings(checkpoint: str | Path) -> dict | None:
-    """The data and training settings (``run_settings``) a checkpoint of ``fit`` keeps: a
-    resumed run's own (None for a checkpoint that keeps none: older ones, ``Trainer`` alone)."""
-    return read_header(checkpoint).get("extra", {}).get("settings") or None
-
-
-def check_resumed_settings(resume: str | Path, settings: dict) -> None:
-    """A ValueError listing the settings a resumed run would change that ``FREE_ON_RESUME``
-    does not free (resume continues a run exactly: a new learning rate or held-out split
-    would not be applied, or would leak training images into validation). Checkpoints that
-    keep no settings (older ones, ``Trainer`` alone) are not checked."""
-    saved = saved_settings(resume)
-    if saved is None:
-        return
-    changed = [
-        f"{part}.{key} {saved[part].get(key)!r} -> {value!r}"
-        for part, values in settings.items()
-        for key, value in values.items()
-        if key not in FREE_ON_RESUME[part] and saved.get(part, {}).get(key) != value
-    ]
-    if changed:
-        raise ValueError(
-            f"{resume}: a resumed run keeps its own settings, and these differ: "
-            f"{'; '.join(changed)} (give the run's, or start a new run to change them)"
-        )
-
-
 def fit(
     data: DataConfig | str,
     *,
@@ -300,7 +238,7 @@ def fit(
     ``_step3``: COCO results files, the alternating schedule's."""
     data, train, model, kind = _configs(data, train, model, kind, resume)
     given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
-    time_budget_s = _checked_budget(data, train, _resumed_budget(resume, time_budget_s), schedule)
+    time_budget_s = _checked_budget(data, train, resumed_budget(resume, time_budget_s), schedule)
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files
         index, val_set, split = _read(data, train.seed, resume)
@@ -368,43 +306,8 @@ def _device_and_folder(device, amp: str, out, resume, overwrite: bool) -> tuple:
     if fresh:
         clear_for_new_run(out, overwrite=overwrite, remove=False)  # a check: nothing removed
     else:
-        _check_own_run(resume, out)
+        check_own_run(resume, out)
     return device, out, fresh
-
-
-def _check_own_run(resume, out: Path) -> None:
-    """A checkpoint resumed in its folder goes on with that folder's run: refused when the
-    folder's own ``checkpoint.safetensors`` is another run's (another model, or settings that
-    a resumed run keeps), which going on there would overwrite. An unreadable one is no run
-    to keep (resuming a copy is how it is recovered)."""
-    own = out / "checkpoint.safetensors"
-    if not own.is_file() or own.resolve() == Path(resume).resolve():
-        return
-    try:
-        theirs = read_header(own)
-    except ValueError:
-        return
-    if not _same_run(theirs, read_header(resume)):
-        raise ValueError(
-            f"{resume}: its folder holds another run ({own} has another model or settings), "
-            "which going on there would overwrite: give --out (out=) a new folder for it"
-        )
-
-
-def _same_run(a: dict, b: dict) -> bool:
-    """Whether two checkpoint headers are of one run: the same model (as specs, whatever
-    version wrote them) and the same settings that a resumed run keeps (``FREE_ON_RESUME``
-    left out; a setting only one of them records, from another version, not compared)."""
-    specs = [ModelSpec.from_dict(h["config"]).to_dict() if h.get("config") else {} for h in (a, b)]
-    if specs[0] != specs[1]:
-        return False
-    settings = [h.get("extra", {}).get("settings") or {} for h in (a, b)]
-    for part, free in FREE_ON_RESUME.items():
-        first, second = (s.get(part) or {} for s in settings)
-        shared = (first.keys() & second.keys()) - free
-        if any(first[k] != second[k] for k in shared):
-            return False
-    return True
 
 
 def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> dict[str, str]:
@@ -413,21 +316,6 @@ def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> di
     given = {step: str(path) for step, path in given.items() if path is not None}
     _check_schedule(kind, schedule, resume, given)
     return given
-
-
-def _resumed_budget(resume, seconds: float | None) -> float | None:
-    """The time budget of a run: the one given (0: none), else a resumed checkpoint's."""
-    if seconds == 0:
-        return None  # a resumed run's budget dropped
-    if resume is None or seconds is not None:
-        return seconds
-    saved = read_header(resume).get("extra", {}).get("time_budget_s")
-    if saved is not None and world_size() > 1:
-        raise ValueError(
-            f"{resume}: its run has a time budget ({saved:g} s), which is for one process "
-            "only: resume it without torchrun, or drop it with --time-budget 0 (time_budget_s=0)"
-        )
-    return saved
 
 
 def _checked_budget(data: DataConfig, train: TrainConfig, seconds, schedule: Schedule):
@@ -465,7 +353,7 @@ def _read(
 ) -> tuple[DatasetIndex, DetectionDataset | None, Split | None]:
     """The training index, the validation dataset (or None) and the split that held it out of
     the training data (None with ``val_data`` or without validation), each summarised; a
-    resumed run's data compared with its checkpoint's (``_note_changed_data``)."""
+    resumed run's data compared with its checkpoint's (``resume.note_changed_data``)."""
     index = data.read_train()
     print(index.summary())
     if data.classes is not None:
@@ -478,9 +366,9 @@ def _read(
         split = make_split(index, data.val_fraction, seed)
         index, val_index = apply_split(index, split)
         print(split.describe())
-        _note_changed_data(resume, index)
+        note_changed_data(resume, index)
         return index, data.eval_dataset(val_index), split
-    _note_changed_data(resume, index)
+    note_changed_data(resume, index)
     val_index = data.read_val(class_names=index.class_names or None)
     if val_index is None:
         return index, None, None

@@ -13,7 +13,8 @@ other data options pick it; ``images`` and ``class_map`` as for ``read_dataset``
 (N, C, H, W) tensor), or a list of image files, PIL images, numpy arrays and tensors
 (``rpnkit.data.to_rgb`` says which). Images are resized as
 in training (shorter side ``short_side``, longer at most ``max_size``); results come back per
-image in original pixels. Batch-norm folding and autocast are decided here, for every caller.
+image in original pixels. Batch-norm folding and autocast are applied here, for every caller
+(``engine.device`` decides how).
 
 Large images with small objects: with ``tile_size`` every call slices the images larger than a
 tile into overlapping tiles at native resolution (``engine.slicing``: ``tile_overlap`` px,
