@@ -34,12 +34,25 @@ def test_pillow_warning_about_a_file_names_it_once(tmp_path):
     assert [type(w.message) for w in caught] == [DataNote]
     assert str(caught[0].message).startswith(f"{path}: Pillow: Tag data larger than file")
     assert caught[0].filename == __file__  # at the caller's line
-    # the decoders stay quiet: the index named the file when it read its size
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert load_rgb(path).shape == (40, 30, 3)
-        assert read_jpeg(path).orientation == 6
-    assert caught == []
+    # the decoders name it too: files given as a list are read by them alone
+    for decode in (load_rgb, read_jpeg):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            decode(path)
+        assert [str(w.message).split(": Pillow")[0] for w in caught] == [str(path)]
+
+
+def test_a_possible_decompression_bomb_is_left_to_the_warning_filters(tmp_path, monkeypatch):
+    from PIL.Image import DecompressionBombWarning
+
+    Image.new("RGB", (300, 300)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 60_000)
+    with pytest.warns(DecompressionBombWarning):  # as raised, its own category
+        load_rgb(tmp_path / "big.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DecompressionBombWarning)
+        with pytest.raises(DecompressionBombWarning):  # a filter's error still stops it
+            load_rgb(tmp_path / "big.png")
 
 
 def test_other_warnings_pass_through_the_naming():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -15,7 +13,7 @@ from torch.utils.data import Dataset
 
 from .device_images import JpegHeader, read_jpeg
 from .images import load_rgb
-from .records import DataError, DatasetIndex, Record, SkippedSample
+from .records import DataError, DatasetIndex, Record, SkippedSample, caller_of_package
 from .tiling import TileConfig, crop_extra, crop_record, random_window
 from .transforms import Compose
 
@@ -40,9 +38,6 @@ def skip(message: str, strict: bool) -> Unreadable:
     return Unreadable(message)
 
 
-PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
-
-
 def report_skipped(messages: Iterable[str]) -> None:
     """One ``SkippedSample`` warning, ``skipped <message>``, per message, attributed to the
     code that called rpnkit (the caller of the outermost rpnkit frame on the stack): not to
@@ -51,17 +46,6 @@ def report_skipped(messages: Iterable[str]) -> None:
     level = caller_of_package() if messages else 1
     for message in messages:
         warnings.warn(f"skipped {message}", SkippedSample, stacklevel=level)
-
-
-def caller_of_package() -> int:
-    """The ``stacklevel`` (of a warning issued by this function's caller) of the frame that
-    called the outermost rpnkit frame; that frame itself when nothing called it."""
-    frame, level, outermost = sys._getframe(1), 1, 1  # level 1: the frame that warns
-    while frame is not None:
-        if frame.f_code.co_filename.startswith(PACKAGE_DIR):
-            outermost = level
-        frame, level = frame.f_back, level + 1
-    return outermost + 1 if outermost + 1 < level else outermost
 
 
 class DetectionDataset(Dataset):

@@ -52,7 +52,7 @@ def read_jpeg(path: str | Path) -> JpegHeader | None:
         data = Path(path).read_bytes()
         if not (data.startswith(b"\xff\xd8") and data.endswith(b"\xff\xd9")):
             return None
-        with named_pillow_warnings(path, named=False), Image.open(io.BytesIO(data)) as img:
+        with named_pillow_warnings(path), Image.open(io.BytesIO(data)) as img:
             if img.format != "JPEG" or img.mode not in ("RGB", "L"):
                 return None
             if img.info.get("progressive") or img.info.get("progression"):

@@ -44,8 +44,7 @@ def load_rgb(path: str | Path, max_side: int | None = None) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: image file not found")
     try:
-        # quiet: the dataset's index named the file's problems when it read its size
-        with named_pillow_warnings(path, named=False), Image.open(path) as img:
+        with named_pillow_warnings(path), Image.open(path) as img:
             if max_side is not None and max(img.size) > max_side:
                 rgb = _shrunk_rgb(img, max_side)
             else:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from ..config import config_to_dict
 from ..data import DataConfig, DatasetIndex
-from ..data.dataset import caller_of_package
-from ..data.records import DataNote
+from ..data.records import DataNote, caller_of_package
 from .checkpoint import ModelSpec, read_header
 from .distributed import world_size
 from .trainer import TrainConfig

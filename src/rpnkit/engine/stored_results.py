@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from ..data import DataNote, DatasetIndex, SkippedSample, read_dataset
-from ..data.dataset import caller_of_package
+from ..data.records import caller_of_package
 from ..evaluation.detection import ImageDetections, ImageTruth
 from ..evaluation.recall import MAX_DETS, match_proposals, pad_boxes, proposal_recall_summary
 from .device import resolve_device
-from .evaluate import DetectionReport, RecallReport, _detection_report
+from .evaluate import DetectionReport, RecallReport, detection_report
 from .results import DetectionResult, ProposalResult
 
 # ---------------------------------------------------------------- stored proposals
@@ -396,7 +396,7 @@ def evaluate_stored_detections(
         ImageDetections(b[:max_detections], s[:max_detections], k[:max_detections])
         for b, s, k in zip(results.boxes, results.scores, results.labels)
     ]
-    report = _detection_report(truths, detections, index.class_names)
+    report = detection_report(truths, detections, index.class_names)
     report.notes, report.unknown_results = list(results.notes), results.unknown_results
     return report
 
