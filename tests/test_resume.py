@@ -2,8 +2,10 @@
 way for a resumed checkpoint and for the run folder it goes on in."""
 
 import pytest
+from conftest import RACCOON
 from torch import nn
 
+import rpnkit
 from rpnkit.engine.checkpoint import save_checkpoint
 from rpnkit.engine.resume import _same_run, changed_settings, check_resumed_settings
 
@@ -46,3 +48,14 @@ def test_a_resumed_checkpoint_and_its_folders_run_are_compared_alike():
     assert _same_run(header(SAVED), header(free)) and not changed_settings(SAVED, free)
     assert not _same_run(header(SAVED), header(kept)) and changed_settings(SAVED, kept)
     assert _same_run(header(SAVED), {"config": {}})  # a checkpoint that keeps no settings
+
+
+def test_fit_resumed_without_training_settings_keeps_the_checkpoints(tmp_path):
+    # were TrainConfig's defaults, refused as other settings (train.lr 0.005 -> 0.01)
+    data = rpnkit.DataConfig(
+        data=str(RACCOON), split_file=str(RACCOON / "test_labels.csv"), short_side=96, max_size=128
+    )
+    train = {"steps": 1, "batch_size": 2, "lr": 0.005, "warmup_steps": 0}
+    rpnkit.fit(data, model="tiny", train=train, out=tmp_path, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="nothing is left to train"):
+        rpnkit.fit(data, resume=tmp_path / "checkpoint.safetensors", device="cpu", progress=False)

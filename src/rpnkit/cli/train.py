@@ -205,12 +205,10 @@ def _add_schedule_options(p: argparse.ArgumentParser) -> None:
 
 def _add_speed_options(p: argparse.ArgumentParser) -> None:
     """How the steps run: processes, compilation, batching, memory layout."""
-    from ..engine.trainer import TrainConfig
-
     p.add_argument(
         "--workers",
         type=non_negative_int,
-        default=TrainConfig().num_workers,  # the library's default, as _add_schedule_options
+        default=2,  # TrainConfig's is 0: a script may lack the guard that worker processes need
         help="data loading processes (0: load in the main process)",
     )
     p.add_argument(

@@ -54,6 +54,7 @@ from .resume import (
     note_changed_data,
     resumed_budget,
     run_settings,
+    saved_settings,
 )
 from .run_folder import clear_for_new_run, run_folder
 from .run_record import RunRecord
@@ -174,15 +175,18 @@ def make_evaluator(
 
 def _configs(data, train, model, kind, resume) -> tuple:
     """``fit``'s arguments as (DataConfig, TrainConfig, ModelConfig, kind): ``data`` a path, or
-    a ``DataConfig`` or a mapping of its fields; ``train`` None (the defaults), a
-    ``TrainConfig`` or a mapping of its fields; ``model`` a preset's name, a ``ModelConfig``
-    or a ``DetectorConfig`` (a Faster R-CNN's second stage too), or None: the resumed
-    checkpoint's model (and kind, unless given), else the default preset.
+    a ``DataConfig`` or a mapping of its fields; ``train`` None (resuming, the checkpoint's
+    settings; else the defaults), a ``TrainConfig`` or a mapping of its fields; ``model`` a
+    preset's name, a ``ModelConfig`` or a ``DetectorConfig`` (a Faster R-CNN's second stage
+    too), or None: the resumed checkpoint's model (and kind, unless given), else the default
+    preset.
     Anything else is a TypeError naming it."""
     if isinstance(data, (str, Path)):
         data = DataConfig(str(data))
     elif isinstance(data, Mapping):
         data = config_from_dict(DataConfig, dict(data), where="fit(data=...)")
+    if train is None and resume is not None:  # a resumed run's own settings
+        train = (saved_settings(resume) or {}).get("train")
     if train is None:
         train = TrainConfig()
     elif isinstance(train, Mapping):

@@ -77,7 +77,9 @@ class TrainConfig:
     grad_clip: float | None = None
     amp: Literal["none", "bf16", "fp16"] = "none"
     seed: int = 0
-    num_workers: int = 2
+    # none by default: a script calling fit without an ``if __name__ == "__main__"`` guard
+    # cannot start worker processes where they are spawned (macOS, Windows); the CLI uses 2
+    num_workers: int = 0
     log_every: int = 10
     eval_every: int = 0
     checkpoint_every: int = 500
