@@ -297,6 +297,9 @@ def sliced_batches(
     loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=_only)
     images: deque[_Image] = deque()
     pending: list[tuple[_Image, View]] = []
+    # on the CPU a part batch costs its share; a GPU's full batches of several images' tiles
+    # are worth waiting one image for
+    flush = torch.device(device).type != "cuda"
     readable, unreadable = 0, []
     for item in tqdm(loader, total=len(dataset), desc=desc, disable=not progress):
         if not isinstance(item, dict):  # Unreadable: reported here, not in a worker
@@ -312,9 +315,9 @@ def sliced_batches(
         while len(pending) >= batch_size:
             _run_views(forward, pending[:batch_size], device, precision)
             del pending[:batch_size]
-        if pending and len(image.views) >= batch_size:  # its last tiles now, not after the
-            _run_views(forward, pending, device, precision)  # next image's: a large image's
-            pending.clear()  # results come as soon as it is done, for a part batch's cost
+        if flush and pending and len(image.views) >= batch_size:  # its last tiles now: a large
+            _run_views(forward, pending, device, precision)  # image's results as soon as it is
+            pending.clear()  # done, for a part batch's cost
         yield from _finished(images, merge)
     if pending:
         _run_views(forward, pending, device, precision)
