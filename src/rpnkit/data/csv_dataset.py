@@ -101,7 +101,7 @@ def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events
     return _make_record(path, image_id, width, height, boxes, labels, [False] * len(boxes))
 
 
-def _folder_csvs(folder: Path) -> tuple[list[Path], list[Path]]:
+def folder_csvs(folder: Path) -> tuple[list[Path], list[Path]]:
     """The boxes CSVs and the class-map CSVs of a folder."""
     kinds = {p: csv_kind(p) for p in sorted(folder.glob("*.csv")) if p.is_file()}
     return [p for p, k in kinds.items() if k == BOXES], [
@@ -109,10 +109,10 @@ def _folder_csvs(folder: Path) -> tuple[list[Path], list[Path]]:
     ]
 
 
-def _csv_in_folder(folder: Path, class_map) -> tuple[Path, Path | None]:
+def csv_in_folder(folder: Path, class_map) -> tuple[Path, Path | None]:
     """The one boxes CSV of a folder and its class map (``class_map``, else the folder's one
     class-map CSV, if any); raises DataError when there is no boxes CSV or several."""
-    boxes, maps = _folder_csvs(folder)
+    boxes, maps = folder_csvs(folder)
     if len(boxes) != 1:
         found = f"{len(boxes)} CSV files of boxes" + (
             f" ({', '.join(p.name for p in boxes)})" if boxes else ""

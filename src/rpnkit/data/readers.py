@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .coco import read_coco
 from .csv_boxes import BOXES, CLASS_MAP, HEADER_FORM, KERAS_FORM, csv_kind, why_not_boxes
-from .csv_dataset import _csv_in_folder, _folder_csvs, read_csv
+from .csv_dataset import csv_in_folder, folder_csvs, read_csv
 from .records import IMAGE_SUFFIXES, DataError, DatasetIndex, unread_picture
 from .voc import read_voc, voc_xml_files
 from .yolo import read_data_yaml, read_yolo
@@ -94,7 +94,7 @@ def _detect_folder(path: Path) -> str | None:
         return "coco"
     if any(voc_xml_files(folder) for folder in (path / "annotations", path / "Annotations", path)):
         return "voc"
-    boxes, _ = _folder_csvs(path)
+    boxes, _ = folder_csvs(path)
     if len(boxes) > 1:
         names = ", ".join(p.name for p in boxes)
         raise DataError(f"{path}: holds {len(boxes)} CSV files of boxes ({names}); give one")
@@ -179,7 +179,7 @@ def read_dataset(
         return read_voc(ann, images, split_file=split_file, class_names=class_names, strict=strict)
     if fmt == "csv":
         if path.is_dir():
-            path, class_map = _csv_in_folder(path, class_map)
+            path, class_map = csv_in_folder(path, class_map)
         elif path.suffix.lower() != ".csv" and path.is_file() and csv_kind(path) != BOXES:
             # a JSON or XML read as CSV would warn of each of its lines
             raise DataError(f"--format csv: {path} is not a CSV of boxes ({why_not_boxes(path)})")

@@ -326,10 +326,10 @@ def evaluate_detections(
             detections.append(
                 ImageDetections((boxes * factors).numpy(), scores.numpy(), labels.numpy())
             )
-    return _detection_report(truths, detections, class_names)
+    return detection_report(truths, detections, class_names)
 
 
-def _detection_report(
+def detection_report(
     truths: Sequence[ImageTruth],
     detections: Sequence[ImageDetections],
     class_names: Sequence[str],
