@@ -82,3 +82,17 @@ def tiny_detector_pair():
     with torch.no_grad():
         torch.nn.init.normal_(ours.roi_heads.box_head.cls_score.weight, std=0.3)
     return ours, torchvision_faster_rcnn(ours, min_size=256, max_size=256).eval()
+
+
+def saved_figures(monkeypatch) -> list:
+    """The figures that ``rpnkit.viz.overlays`` saves from now on (still written)."""
+    from rpnkit.viz import overlays
+
+    figures, save = [], overlays.save_figure
+
+    def recording(fig, path):
+        figures.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(overlays, "save_figure", recording)
+    return figures

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import saved_figures
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Rectangle
@@ -26,18 +27,6 @@ DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 RACCOON = DATA / "raccoon"
 PHOTO = RACCOON / "images" / "raccoon-1.jpg"
 SIZE = {"short": 96, "max_size": 144}
-
-
-def _saved_figures(monkeypatch) -> list:
-    """The figures that ``overlays`` saves from now on (still written)."""
-    figures, save = [], overlays.save_figure
-
-    def recording(fig, path):
-        figures.append(fig)
-        return save(fig, path)
-
-    monkeypatch.setattr(overlays, "save_figure", recording)
-    return figures
 
 
 def _drawn(fig):
@@ -79,7 +68,7 @@ def test_labels_go_above_else_inside_else_below_and_never_overlap():
 
 def test_crowded_detections_keep_their_labels_inside_the_image_and_apart(tmp_path, monkeypatch):
     # labels once overlapped each other and were cut off at the image's border
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     corner = torch.tensor([[200.0, 0, 320, 60]])  # at the top-right corner
     boxes = torch.cat([corner.repeat(6, 1), torch.tensor([[20.0, 100, 60, 140]])])
     scores = torch.tensor([0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.4])
@@ -138,7 +127,7 @@ def test_report_gallery_pictures_are_large_enough_to_read(tmp_path):
 
 
 def test_the_position_mark_is_drawn_under_the_anchors_and_smaller_than_they(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     anchors = torch.tensor([[56.0, 40, 72, 56], [60, 44, 68, 52], [24, 8, 104, 88]])
     levels = [("stride 4", 2), ("stride 16", 1)]
     overlays.plot_anchors_at_position(torch.rand(3, 96, 128), anchors, tmp_path / "a.png",
@@ -157,7 +146,7 @@ def test_the_position_mark_is_drawn_under_the_anchors_and_smaller_than_they(tmp_
 
 
 def test_many_positives_are_sampled_and_their_centres_all_dotted(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     g = torch.Generator().manual_seed(0)
     corners = torch.rand(197, 2, generator=g) * 80
     positive = torch.cat([corners, corners + 16], 1)
@@ -196,7 +185,7 @@ def _input_size(source, **image) -> str:
 
 
 def test_anchor_grid_and_label_titles_say_the_input_size(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     config = preset_config("tiny")
     wanted = _input_size(PHOTO)
     show.show_anchors(config, PHOTO, tmp_path / "a.png", **SIZE)
@@ -218,7 +207,7 @@ def random_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_model_pictures_say_the_input_size(random_checkpoint, tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     wanted = _input_size(PHOTO)
     options = {"device": "cpu", **SIZE}
     show.show_objectness(random_checkpoint, PHOTO, tmp_path / "o.png", **options)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import saved_figures
 from matplotlib import pyplot as plt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.patches import Rectangle
@@ -21,18 +22,6 @@ from rpnkit.viz import overlays, show
 from rpnkit.viz.figures import MAX_SHOWN_ASPECT, image_figure, image_panel
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-
-
-def _saved_figures(monkeypatch) -> list:
-    """The figures that ``overlays`` saves from now on (still written)."""
-    figures, save = [], overlays.save_figure
-
-    def recording(fig, path):
-        figures.append(fig)
-        return save(fig, path)
-
-    monkeypatch.setattr(overlays, "save_figure", recording)
-    return figures
 
 
 def _frames(fig, ax):
@@ -72,7 +61,7 @@ def test_the_anchor_pictures_margin_is_kept_around_the_image():
 
 def test_a_whole_image_box_lies_on_the_image_border(tmp_path, monkeypatch):
     # an 8x8 image drawn 640 px wide: 80 PNG pixels an image pixel, the error was 40 of them
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0], [2.0, 2.0, 4.0, 4.0]])
     overlays.plot_detections(_checkerboard(), boxes, [0.9, 0.8], ["a", "b"], tmp_path / "d.png")
     (ax,) = figures[-1].axes
@@ -86,7 +75,7 @@ def test_a_whole_image_box_lies_on_the_image_border(tmp_path, monkeypatch):
 
 
 def test_objectness_cells_are_drawn_over_edge_coordinates(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     maps = [torch.rand(4, 6), torch.rand(2, 3)]
     overlays.plot_objectness_maps(torch.rand(3, 16, 24), maps, tmp_path / "o.png")
     image, first, second, _ = figures[-1].axes
@@ -99,7 +88,7 @@ def test_objectness_cells_are_drawn_over_edge_coordinates(tmp_path, monkeypatch)
 
 
 def test_an_ordinary_image_is_drawn_at_its_own_aspect(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     overlays.plot_anchor_centres(torch.rand(3, 120, 400), torch.zeros(1, 2), tmp_path / "c.png")
     (ax,) = figures[-1].axes
     image, _ = _frames(figures[-1], ax)
@@ -109,7 +98,7 @@ def test_an_ordinary_image_is_drawn_at_its_own_aspect(tmp_path, monkeypatch):
 
 def test_a_strip_is_stretched_to_a_readable_thickness(tmp_path, monkeypatch):
     # a 512x6 network input in a 640 px panel: a 5 px band, its anchors run together
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     panel = overlays.LabelPanel(
         "labels", torch.tensor([[0.0, 0.0, 32.0, 6.0]]), *[torch.zeros(0, 4)] * 2
     )
@@ -126,7 +115,7 @@ def test_a_strip_is_stretched_to_a_readable_thickness(tmp_path, monkeypatch):
 
 def test_a_one_pixel_wide_result_fills_its_fitted_picture(tmp_path, monkeypatch):
     # a 1x1000 image: a 32 px wide PNG whose image was drawn 1 px wide
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     image = np.full((1000, 1, 3), 200, np.uint8)
     boxes = torch.tensor([[0.0, 100.0, 1.0, 200.0]])
     overlays.plot_proposals(image, boxes, torch.tensor([0.5]), tmp_path / "p.png")
@@ -150,7 +139,7 @@ def _strips(tmp_path: Path) -> Path:
 
 
 def test_show_labels_on_a_wide_strip_is_thick_enough_to_read(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     data = _strips(tmp_path)
     size = {"short": 256, "max_size": 512}  # the strip's input: 512x6
     show.show_labels(preset_config("tiny"), data, tmp_path / "l.png", **size)
@@ -162,7 +151,7 @@ def test_show_labels_on_a_wide_strip_is_thick_enough_to_read(tmp_path, monkeypat
 
 
 def test_show_objectness_on_a_tall_strip_shows_its_input(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     data = _strips(tmp_path)
     torch.manual_seed(0)
     config = preset_config("tiny")
