@@ -242,7 +242,7 @@ def fit(
     ``_step3``: COCO results files, the alternating schedule's."""
     data, train, model, kind = _configs(data, train, model, kind, resume)
     given = _given_proposals(kind, schedule, resume, proposals_step1, proposals_step3)
-    time_budget_s = _checked_budget(data, train, resumed_budget(resume, time_budget_s), schedule)
+    time_budget_s = _checked_options(data, train, resumed_budget(resume, time_budget_s), schedule)
     device, out, fresh = _device_and_folder(device, train.amp, out, resume, overwrite)
     with _reported_by_rank_0():  # every process reads the same files
         index, val_set, split = _read(data, train.seed, resume)
@@ -322,7 +322,7 @@ def _given_proposals(kind: Kind, schedule: Schedule, resume, step1, step3) -> di
     return given
 
 
-def _checked_budget(data: DataConfig, train: TrainConfig, seconds, schedule: Schedule):
+def _checked_options(data: DataConfig, train: TrainConfig, seconds, schedule: Schedule):
     """The time budget ``seconds``, once the run's options that cannot work together, or do
     nothing as given, are refused."""
     if train.eval_every and data.val_data is None and not data.val_fraction:
