@@ -84,15 +84,17 @@ def tiny_detector_pair():
     return ours, torchvision_faster_rcnn(ours, min_size=256, max_size=256).eval()
 
 
-def saved_figures(monkeypatch) -> list:
-    """The figures that ``rpnkit.viz.overlays`` saves from now on (still written)."""
+def saved_figures(monkeypatch, module=None) -> list:
+    """The figures that ``module`` (``rpnkit.viz.overlays`` by default) saves from now on
+    (still written)."""
     from rpnkit.viz import overlays
 
-    figures, save = [], overlays.save_figure
+    module = module or overlays
+    figures, save = [], module.save_figure
 
     def recording(fig, path):
         figures.append(fig)
         return save(fig, path)
 
-    monkeypatch.setattr(overlays, "save_figure", recording)
+    monkeypatch.setattr(module, "save_figure", recording)
     return figures

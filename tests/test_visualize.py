@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import saved_figures
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.patches import Patch, Rectangle
@@ -53,7 +54,7 @@ def test_anchor_picture_is_a_png_of_the_requested_size(tmp_path):
 
 def test_anchor_picture_keys_each_level_and_the_position_in_its_legend(tmp_path, monkeypatch):
     # the anchors were once drawn in one colour and the position's mark was keyed nowhere
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     anchors = torch.tensor([[10.0, 10, 50, 50], [0, 20, 60, 40], [20, 0, 40, 60]])
     levels = [("stride 4", 2), ("stride 8", 1)]
     assert plot_anchors_at_position(_image(), anchors, tmp_path / "a.png", levels=levels) == 3
@@ -152,7 +153,7 @@ def test_more_pictures_have_the_expected_size_and_content(tmp_path):
 
 def test_objectness_maps_have_a_colour_key_and_say_their_highest(tmp_path, monkeypatch):
     # the colours meant nothing on the picture: no key, no figure
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     maps = [torch.full((4, 6), 0.25), torch.full((2, 3), 0.75)]
     assert overlays.plot_objectness_maps(_image(), maps, tmp_path / "o.png") == 2
     (fig,) = figures
@@ -173,7 +174,7 @@ def test_the_total_loss_is_drawn_over_its_terms(tmp_path, monkeypatch):
     # the total lay under a term equal to it, in a colour of the cycle: keyed, not seen
     from rpnkit.viz import charts
 
-    figures = _saved_figures(monkeypatch, charts)
+    figures = saved_figures(monkeypatch, charts)
     log = tmp_path / "train_log.csv"
     log.write_text("step,loss,loss_objectness\n0,0.5,0.5\n1,0.4,0.4\n2,0.3,0.3\n")
     assert charts.plot_loss_curves(log, tmp_path / "loss.png") == 2
@@ -195,7 +196,7 @@ def test_precision_recall_picture(tmp_path, monkeypatch):
         "precision@0.75": [1 - r for r in recall],
         "per_class@0.5": {"cat": [1.0] * 101, "dog": [0.5] * 101},
     }
-    figures = _saved_figures(monkeypatch, charts)
+    figures = saved_figures(monkeypatch, charts)
     assert plot_precision_recall(curves, tmp_path / "pr.png") == 4
     with Image.open(tmp_path / "pr.png") as png:
         assert png.size == (1000, 420)
@@ -408,7 +409,7 @@ def test_show_labels_needs_an_image_with_boxes(tmp_path, capsys):
 
 def test_show_labels_titles_the_image_and_keys_its_counts_in_a_legend(tmp_path, monkeypatch):
     # the colours were once only named in the title ("39 positive (yellow), ..."): no legend
-    panels, figures = [], _saved_figures(monkeypatch)
+    panels, figures = [], saved_figures(monkeypatch)
     original = overlays.plot_label_panels
 
     def recording(image, gt, drawn, path, **kwargs):
@@ -442,20 +443,6 @@ def test_show_labels_titles_the_image_and_keys_its_counts_in_a_legend(tmp_path, 
 
 LABELS_DRAWN = 200  # show.LABELS_DRAWN
 KINDS = [to_rgb(c) for c in (POSITIVE_COLOUR, NEGATIVE_COLOUR, IGNORED_COLOUR, GT_COLOUR)]
-
-
-def _saved_figures(monkeypatch, module=None) -> list:
-    """The figures that ``module`` (``overlays`` by default) saves from now on (still
-    written)."""
-    module = module or overlays
-    figures, save = [], module.save_figure
-
-    def recording(fig, path):
-        figures.append(fig)
-        return save(fig, path)
-
-    monkeypatch.setattr(module, "save_figure", recording)
-    return figures
 
 
 def _keys_and_drawn(ax) -> list[tuple[str, tuple, str, int]]:
@@ -493,7 +480,7 @@ def _assert_legends_beside_the_images(fig) -> None:
 
 
 def test_label_picture_keys_each_label_in_a_legend_of_the_colours_drawn(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     box = torch.tensor([[10.0, 10, 50, 50]])
     n = plot_anchor_labels(
         _image(),
@@ -519,7 +506,7 @@ def test_label_picture_keys_each_label_in_a_legend_of_the_colours_drawn(tmp_path
 
 def test_a_cascade_stage_without_negatives_leaves_them_out_of_its_legend(tmp_path, monkeypatch):
     # stage 1's region assigner labels no anchor negative: "negative (0)" would say it did
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     box, none = torch.tensor([[10.0, 10, 50, 50]]), torch.zeros(0, 4)
     panels = [
         LabelPanel("stage 1", box.repeat(2, 1), none, box.repeat(4, 1), has_negatives=False),
@@ -546,7 +533,7 @@ def test_a_cascade_stage_without_negatives_leaves_them_out_of_its_legend(tmp_pat
 
 
 def test_sampled_anchor_picture_keys_its_kinds_in_a_legend(tmp_path, monkeypatch):
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     pos = torch.tensor([[10.0, 10, 50, 50]])
     neg = torch.tensor([[0.0, 0, 10, 10]]).repeat(100, 1)
     plot_sampled_anchors(_image(), pos + 1, pos, neg, tmp_path / "s.png", max_negatives=30)
@@ -562,7 +549,7 @@ def test_sampled_anchor_picture_keys_its_kinds_in_a_legend(tmp_path, monkeypatch
 
 def test_proposals_vs_gt_picture_keys_proposals_found_and_missed_gt(tmp_path, monkeypatch):
     # found and missed GT were told apart by colour alone (the report's text, the CLI's help)
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     props = [torch.tensor([[10.0, 10, 50, 50]] * 20), torch.zeros(0, 4)]
     gts = [torch.tensor([[10.0, 10, 50, 50], [70, 70, 90, 90]]), torch.zeros(0, 4)]
     plot_proposals_vs_gt([_image(), _image()], props, gts, tmp_path / "p.png", top_k=5)
@@ -621,7 +608,7 @@ def test_show_grid_magnifies_the_middle_of_a_level_too_dense_to_see(tmp_path, mo
 
 def test_nms_picture_tells_the_kept_boxes_from_the_suppressed(tmp_path, monkeypatch):
     # the two panels looked alike: nothing said which boxes NMS had removed
-    figures = _saved_figures(monkeypatch)
+    figures = saved_figures(monkeypatch)
     before = torch.tensor([[10.0, 10, 50, 50], [12, 12, 52, 52], [60, 60, 90, 90]])
     kept = torch.tensor([True, False, True])
     assert overlays.plot_nms_before_after(_image(), before, before[kept], tmp_path / "n.png",
