@@ -94,12 +94,12 @@ def run_batches(
             readable += len(batch.meta)
             with precision:
                 output = to_host(forward(batch))
+            if not lagging:  # nothing to overlap: the results are on the host already
+                yield batch.meta, output.get()
+                continue
             if pending is not None:
                 yield pending[0], pending[1].get()
             pending = (batch.meta, output)
-            if not lagging:  # nothing to overlap: the results are on the host already
-                yield pending[0], pending[1].get()
-                pending = None
     if pending is not None:
         yield pending[0], pending[1].get()
     if readable == 0:
