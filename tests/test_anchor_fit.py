@@ -10,20 +10,16 @@ from rpnkit.cli import main
 from rpnkit.config import load_config
 from rpnkit.data import DatasetIndex, read_dataset
 from rpnkit.data.records import Record
-from rpnkit.evaluation.anchor_fit import (
-    RATIO_RANGE,
-    SIZE_STEP,
+from rpnkit.evaluation.anchor_coverage import (
     THRESHOLDS,
     GTSample,
-    anchor_report,
     best_anchor_iou,
     collect_gt,
     coverage_table,
-    fit_anchors,
-    kmeans_iou,
-    match_threshold,
     unmatched,
 )
+from rpnkit.evaluation.anchor_fit import anchor_report, match_threshold
+from rpnkit.evaluation.anchor_search import RATIO_RANGE, SIZE_STEP, fit_anchors, kmeans_iou
 from rpnkit.modeling.anchors import AnchorConfig, AnchorGenerator, LevelAnchors
 from rpnkit.modeling.boxes import box_iou
 from rpnkit.modeling.cascade_rpn import anchor_scale
