@@ -122,7 +122,7 @@ def measure(args: argparse.Namespace) -> None:
         if path is None:
             continue
         predictor = load(
-            path, args.device, short_side=args.short_side, max_size=args.max_size, workers=0
+            path, args.device, short_side=args.short_side, max_size=args.max_size, num_workers=0
         )
         for label, options in settings:
             row = measure_one(predictor, index, f"{name}, {label}", options, args.top)

@@ -175,7 +175,7 @@ def run_one(args, mode, seed, train_index, val_set, seen) -> dict:
     )  # fmt: skip
     result = {"train_seconds": round(time.perf_counter() - start, 1)}
     result["train_images_per_s"] = round(summary.images_per_s, 2)
-    predictor = Predictor(model, spec, device=args.device, workers=args.workers)
+    predictor = Predictor(model, spec, device=args.device, num_workers=args.workers)
     result.update(measure(predictor, val_set, seen, top=args.top, batch_size=args.eval_batch_size))
     result.update(
         proposal_stage_ms(

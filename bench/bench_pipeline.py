@@ -366,7 +366,7 @@ def inference(args, model, spec, files, amp, device) -> dict:
     """Model-only inference on device batches against ``detect`` on image files."""
     path = args.runs / f"{spec.kind}.safetensors"
     save_model(path, model.cpu(), spec)
-    runtime = load(path, device, amp="none" if amp == "fp32" else amp, workers=args.workers,
+    runtime = load(path, device, amp="none" if amp == "fp32" else amp, num_workers=args.workers,
                    channels_last=args.layout == "last")  # fmt: skip
     out = inference_rates(runtime, files, args.batch_size, args.warmup, args.steps, device)
     model_rate = out["model_images_per_s"]

@@ -82,7 +82,7 @@ def main() -> int:
     for backbone in args.backbones.split(","):
         model, spec = build(backbone, "frcnn", len(index.class_names), "cpu", channels_last=False)
         path = save_model(args.runs / f"{backbone}.safetensors", model, spec)
-        runtime = load(path, device, amp="bf16", workers=args.workers)
+        runtime = load(path, device, amp="bf16", num_workers=args.workers)
         net = runtime.network
         row = {"backbone": backbone, "amp": "bf16"}
         row.update(inference_rates(runtime, files, args.batch_size, 10, 20, device))

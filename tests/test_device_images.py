@@ -576,9 +576,9 @@ def test_inference_commands_take_the_loaders_workers(tmp_path):
     parser = build_parser()
     for command in ("propose", "detect"):
         args = parser.parse_args([command, "photos", "--checkpoint", str(ckpt), "--workers", "3"])
-        assert load_runtime(args).workers == 3
+        assert load_runtime(args).num_workers == 3
     args = parser.parse_args(["eval", "--checkpoint", str(ckpt), "--data", "d"])
-    assert args.workers is None and load_runtime(args).workers == 0  # the CPU's default
+    assert args.workers is None and load_runtime(args).num_workers == 0  # the CPU's default
 
 
 def test_the_prefetcher_passes_what_is_not_a_batch_through_and_warns_each_skip_once():

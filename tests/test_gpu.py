@@ -402,7 +402,7 @@ def test_detect_streams_on_gpu_as_on_cpu(tmp_path):
     images = [SyntheticShapes(6, seed=3)[i]["image"] for i in range(6)]
     options = dict(short_side=256, max_size=256, fold_bn=False)
     cpu = rpnkit.load(path, "cpu", **options).detect(images, batch_size=4)
-    gpu = rpnkit.load(path, "cuda", workers=2, **options).detect(images, batch_size=4)
+    gpu = rpnkit.load(path, "cuda", num_workers=2, **options).detect(images, batch_size=4)
     assert [a.file_name for a in cpu] == [b.file_name for b in gpu]
     for a, b in zip(cpu, gpu):
         assert len(a.boxes) > 10 and abs(len(a.boxes) - len(b.boxes)) <= 2
@@ -494,10 +494,10 @@ def test_pngs_resized_on_the_gpu_detect_as_when_the_workers_resize_them(tmp_path
     ours, _ = tiny_detector_pair()
     config = DetectorConfig(model=_tiny_rounded(), roi=ours.roi_heads.config, pooled_levels=3)
     path = save_model(tmp_path / "d.safetensors", ours, ModelSpec(DETECTOR, config, tuple("abcd")))
-    device = rpnkit.load(path, "cuda", workers=2, fold_bn=False)
+    device = rpnkit.load(path, "cuda", num_workers=2, fold_bn=False)
     assert device.dataset(pngs).leaves_pixels_to_device
     on_gpu = device.detect(pngs, batch_size=4)
-    workers = rpnkit.load(path, "cuda", workers=2, fold_bn=False, decode_on_device=False)
+    workers = rpnkit.load(path, "cuda", num_workers=2, fold_bn=False, decode_on_device=False)
     on_cpu = workers.detect(pngs, batch_size=4)
     assert threaded == [True, False]  # a thread where the GPU resizes, inline where not
     assert [a.file_name for a in on_cpu] == [b.file_name for b in on_gpu]

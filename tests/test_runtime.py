@@ -723,7 +723,7 @@ def test_images_a_folders_index_leaves_out_are_counted_as_skipped(rpn, tmp_path)
         ({"short_side": -5}, "short_side must be an integer >= 1, got -5"),
         ({"short_side": 0}, "short_side must be an integer >= 1, got 0"),  # not the default
         ({"max_size": 800.5}, "max_size must be an integer >= 1, got 800.5"),
-        ({"workers": -1}, "workers must be an integer >= 0 or None, got -1"),
+        ({"num_workers": -1}, "num_workers must be an integer >= 0 or None, got -1"),
         ({"compile": ""}, "compile must be True, False or a backend's name"),
     ],
 )
@@ -767,6 +767,18 @@ def test_inputs_and_options_it_cannot_take_are_type_errors_naming_the_method(rpn
     with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) scroe; .*\bsplit\b"):
         rpn.evaluate_proposals(path, scroe=0.3)
     assert len(rpn.propose([path], top=5, split="val", strict=False)) == 1  # data options pass
+
+
+def test_evaluate_given_the_other_kind_s_limit_says_which_one_counts_its_results(
+    rpn, three_classes
+):
+    data = IMAGES / "raccoon-1.jpg"  # refused before anything is read
+    with pytest.raises(TypeError, match=r"results are detections, counted by max_detections\)$"):
+        three_classes.evaluate(data, top=5)
+    with pytest.raises(TypeError, match=r"results are proposals, counted by top\)$"):
+        rpn.evaluate(data, max_detections=5)
+    with pytest.raises(TypeError, match=r"tpo; it takes top, [^(]*$"):  # no hint for a typo
+        rpn.evaluate(data, tpo=5)
 
 
 def test_a_dataset_of_foreign_items_is_a_type_error_saying_what_rpnkit_takes(rpn):
@@ -874,13 +886,13 @@ def test_a_coco_annotations_folder_is_read_by_inference_as_by_training(rpn, tmp_
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_a_skipped_image_is_one_warning_at_the_callers_line(checkpoints, tmp_path, capfd, workers):
-    model = rpnkit.load(checkpoints["detector"], "cpu", workers=workers, **SMALL)
+    model = rpnkit.load(checkpoints["detector"], "cpu", num_workers=workers, **SMALL)
     bad = _truncated(tmp_path)
     with warnings.catch_warnings(record=True) as caught:  # Python's filters, as they are
         results = model.detect([IMAGES / "raccoon-2.jpg", bad])
-    (warning,) = _skipped_warnings(caught)  # workers=2: none reached this process
+    (warning,) = _skipped_warnings(caught)  # num_workers=2: none reached this process
     assert str(warning.message).startswith(f"skipped {bad}: unreadable or truncated image")
-    assert warning.filename == __file__  # workers=0: was torch's _utils/fetch.py
+    assert warning.filename == __file__  # num_workers=0: was torch's _utils/fetch.py
     assert len(results) == 1 and model.skipped == [str(warning.message)[len("skipped ") :]]
     assert str(bad) not in capfd.readouterr().err  # no worker printed it too
 

@@ -318,7 +318,7 @@ def test_results_in_memory_score_as_the_model_does(detector_checkpoint):
     import rpnkit
     from rpnkit.data import read_dataset
 
-    model = rpnkit.load(detector_checkpoint, device="cpu", workers=0)
+    model = rpnkit.load(detector_checkpoint, device="cpu", num_workers=0)
     split = {"split_file": str(RACCOON / "test_labels.csv")}
     direct = model.evaluate_detections(str(RACCOON), batch_size=4, **split).metrics
     found = model.detect(str(RACCOON), batch_size=4, **split)

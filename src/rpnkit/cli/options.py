@@ -397,7 +397,7 @@ def load_runtime(args: argparse.Namespace):
         channels_last=args.channels_last or None,
         decode_on_device=decode_on_device(args),
         group_by_aspect=getattr(args, "aspect_groups", False),
-        workers=args.workers,
+        num_workers=args.workers,
     )
 
 

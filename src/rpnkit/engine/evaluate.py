@@ -142,7 +142,7 @@ def evaluate_proposals(
     max_dets: Sequence[int] = MAX_DETS,
     progress: bool = True,
     precision: contextlib.AbstractContextManager | None = None,
-    workers: int = 0,
+    num_workers: int = 0,
     batches: Iterable | None = None,
 ) -> RecallReport:
     """Proposal recall of an RPN (or a detector's first stage) on ``dataset``, or on the
@@ -153,22 +153,30 @@ def evaluate_proposals(
     the box areas brought back to original pixels."""
     if batches is None:
         batches = _proposal_batches(
-            network, dataset, batch_size, device, progress, precision, workers
+            network, dataset, batch_size, device, progress, precision, num_workers
         )
     columns, kept = _collect(batches, keep=max(max_dets))
     return _recall_report(columns, kept, max_dets)
 
 
-def _proposal_batches(network, dataset, batch_size, device, progress, precision, workers):
+def _proposal_batches(network, dataset, batch_size, device, progress, precision, num_workers):
     """(metas, proposals) of ``network``'s first stage over ``dataset``."""
     forward = proposal_forward(network)
     return _network_batches(
-        network, forward, "evaluating", dataset, batch_size, device, progress, precision, workers
+        network,
+        forward,
+        "evaluating",
+        dataset,
+        batch_size,
+        device,
+        progress,
+        precision,
+        num_workers,
     )
 
 
 def _network_batches(
-    network, forward, desc, dataset, batch_size, device, progress, precision, workers
+    network, forward, desc, dataset, batch_size, device, progress, precision, num_workers
 ):
     """(metas, ``forward(batch)``) over ``dataset`` (``run_batches``), with ``network`` moved
     to ``device`` and put in eval mode."""
@@ -182,7 +190,7 @@ def _network_batches(
         progress=progress,
         desc=desc,
         precision=precision,
-        workers=workers,
+        num_workers=num_workers,
     )
 
 
@@ -291,7 +299,7 @@ def evaluate_detections(
     device: torch.device | str = "cpu",
     progress: bool = True,
     precision: contextlib.AbstractContextManager | None = None,
-    workers: int = 0,
+    num_workers: int = 0,
     batches: Iterable | None = None,
 ) -> DetectionReport:
     """COCO mAP (pycocotools) and VOC mAP (07 11-point and area) with per-class AP tables, of
@@ -311,7 +319,7 @@ def evaluate_detections(
             device,
             progress,
             precision,
-            workers,
+            num_workers,
         )
     truths, detections = [], []
     for metas, found in batches:

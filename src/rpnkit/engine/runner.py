@@ -39,14 +39,14 @@ def run_batches(
     progress: bool = False,
     desc: str = "running",
     precision: contextlib.AbstractContextManager | None = None,
-    workers: int = 0,
+    num_workers: int = 0,
     skipped: list[str] | None = None,
     groups: Sequence[int] | None = None,
 ) -> Iterator[tuple[list[dict], Any]]:
     """Yield (each image's ``meta``, ``forward(batch)`` on the host) for consecutive batches of
     the readable items of ``dataset``, in order.
 
-    A pipeline, so that the device never waits for the host: ``workers`` processes decode and
+    A pipeline, so that the device never waits for the host: ``num_workers`` processes decode and
     resize the next batches (or read the JPEGs that the device decodes), batch k+1's copy to the
     device (and its decoding) is queued while batch k runs (on a thread when decoding: below),
     and batch k's outputs come back to the host asynchronously while batch k+1 is queued: the
@@ -68,7 +68,7 @@ def run_batches(
         order = {"batch_sampler": grouped_batches(groups, batch_size, GROUP_WINDOW)}
     loader = DataLoader(
         dataset,
-        num_workers=workers,
+        num_workers=num_workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
         **order,

@@ -98,7 +98,7 @@ class Predictor:
     """A trained RPN or Faster R-CNN ready for inference. ``network`` is the model (eval mode,
     batch norms folded unless ``fold_bn=False``), ``spec`` what its checkpoint says it is.
     ``amp`` (``"none"``, ``"bf16"``, ``"fp16"``) is the default precision of every call;
-    ``workers`` processes decode and resize images while the model runs (default: 4 on a GPU,
+    ``num_workers`` processes decode and resize images while the model runs (default: 4 on a GPU,
     none on the CPU, where the model needs the cores); ``compile``: ``torch.compile`` the
     network (``device.compile_in_place``; True for inductor, or a backend's name);
     ``channels_last``: NHWC (True) or NCHW (False) convolutions, None by device
@@ -120,19 +120,19 @@ class Predictor:
         amp: str = "none",
         short_side: int = DEFAULT_SHORT_SIDE,
         max_size: int = DEFAULT_MAX_SIZE,
-        workers: int | None = None,
+        num_workers: int | None = None,
         compile: bool | str = False,
         channels_last: bool | None = None,
         decode_on_device: bool | None = None,
         group_by_aspect: bool = False,
     ) -> None:
-        check_settings(network, spec, short_side, max_size, workers, compile)
+        check_settings(network, spec, short_side, max_size, num_workers, compile)
         check_flags(fold_bn=fold_bn, group_by_aspect=group_by_aspect, channels_last=channels_last,
                     decode_on_device=decode_on_device)  # fmt: skip
         self.device = resolve_device(device)
         self.group_by_aspect = group_by_aspect
         self.decode_on_device = decodes_on_device(decode_on_device, self.device)
-        self.workers = default_workers(self.device) if workers is None else workers
+        self.num_workers = default_workers(self.device) if num_workers is None else num_workers
         self.network = memory_layout_for(network.to(self.device).eval(), self.device, channels_last)
         if fold_bn:
             fold_for_inference(self.network)
@@ -279,7 +279,7 @@ class Predictor:
             "progress": progress,
             "desc": desc,
             "precision": self.precision(amp),
-            "workers": self.workers,
+            "num_workers": self.num_workers,
             "skipped": skipped,
         }
         whole = slicing is None
@@ -727,13 +727,13 @@ class Predictor:
         return self.network
 
 
-def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, workers, compile):
+def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, num_workers, compile):
     """A ValueError naming a Predictor's setting that cannot work: sizes that are not
-    integers >= 1, workers not an integer >= 0 (or None), ``compile`` neither a flag nor a
+    integers >= 1, num_workers not an integer >= 0 (or None), ``compile`` neither a flag nor a
     backend's name, class names that are not one per class of a classifying box head."""
     check_count("short_side", short_side)
     check_count("max_size", max_size)
-    check_number("workers", workers, low=0, integer=True, optional=True)
+    check_number("num_workers", num_workers, low=0, integer=True, optional=True)
     check_compile("compile", compile)
     check_backend("compile", compile)
     check_class_names(
@@ -770,7 +770,7 @@ def check_call(method, inputs: Inputs, options: dict, *, called: str | None = No
     if unknown := sorted(set(options) - set(DATA_OPTIONS) - set(own)):
         raise TypeError(
             f"{name}() got unexpected keyword argument(s) {', '.join(unknown)}; it takes "
-            f"{', '.join(own + list(DATA_OPTIONS))}"
+            f"{', '.join(own + list(DATA_OPTIONS))}{_limit_hint(unknown, own)}"
         )
     kinds = (str, Path, Dataset, DatasetIndex, Image.Image, np.ndarray, torch.Tensor)
     listed = isinstance(inputs, Iterable) and not isinstance(inputs, (bytes, bytearray, Mapping))
@@ -779,6 +779,17 @@ def check_call(method, inputs: Inputs, options: dict, *, called: str | None = No
             f"{name}(): inputs must be an image file, a folder or a dataset's path, a Dataset, "
             f"an image (PIL, numpy, tensor) or a list of those, got {type(inputs).__name__}"
         )
+
+
+def _limit_hint(unknown: list[str], own: list[str]) -> str:
+    """Why ``top`` or ``max_detections`` is refused: proposals are counted by the one,
+    detections by the other (OLN's final boxes are proposals), so ``evaluate`` takes the one
+    of its model's kind."""
+    for given, taken in (("top", "max_detections"), ("max_detections", "top")):
+        if given in unknown and taken in own:
+            counted = "proposals" if taken == "top" else "detections"
+            return f" (this model's results are {counted}, counted by {taken})"
+    return ""
 
 
 def labelled(dataset: Dataset) -> Dataset:
@@ -842,7 +853,7 @@ def load(
     amp: str = "none",
     short_side: int | None = None,
     max_size: int | None = None,
-    workers: int | None = None,
+    num_workers: int | None = None,
     compile: bool | str = False,
     channels_last: bool | None = None,
     decode_on_device: bool | None = None,
@@ -871,7 +882,7 @@ def load(
             amp=amp,
             short_side=short_side,
             max_size=max_size,
-            workers=workers,
+            num_workers=num_workers,
             compile=compile,
             channels_last=channels_last,
             decode_on_device=decode_on_device,

@@ -283,7 +283,7 @@ def sliced_batches(
     batch_size: int,
     device: torch.device,
     precision: contextlib.AbstractContextManager | None = None,
-    workers: int = 0,
+    num_workers: int = 0,
     skipped: list[str] | None = None,
     progress: bool = False,
     desc: str = "running",
@@ -294,7 +294,7 @@ def sliced_batches(
     """
     check_count("batch_size", batch_size)
     precision = precision or contextlib.nullcontext()
-    loader = DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=_only)
+    loader = DataLoader(dataset, batch_size=1, num_workers=num_workers, collate_fn=_only)
     images: deque[_Image] = deque()
     pending: list[tuple[_Image, View]] = []
     # on the CPU a part batch costs its share; a GPU's full batches of several images' tiles
