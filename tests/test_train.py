@@ -305,7 +305,7 @@ def test_the_best_evaluation_keeps_its_weights_across_a_resume(tmp_path, caplog)
     assert summary.best == {"metric": "AR@1000", "value": 0.5, "step": 4,
                             "file": tmp_path / BEST_FILE}  # fmt: skip
     best = load_checkpoint(tmp_path / BEST_FILE)
-    assert best["step"] == 4 and best["extra"]["best"]["value"] == 0.5
+    assert best["step"] == 4 and best["run"].best["value"] == 0.5
     assert all(torch.equal(best["model"][k], v) for k, v in seen[0.5].items())
     # resumed for 2 more steps: 0.4 is below the recorded best, which stays
     longer = TrainConfig(**{**config.__dict__, "steps": 8})
@@ -335,7 +335,7 @@ def test_a_best_measured_on_other_data_is_not_carried_and_one_evaluation_keeps_n
     settings = {"data": {"val_data": "a"}, "train": {}}
     train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path, progress=False,
           evaluate=evaluate, settings=settings)  # fmt: skip
-    assert load_checkpoint(tmp_path / BEST_FILE)["extra"]["best"]["value"] == 0.9
+    assert load_checkpoint(tmp_path / BEST_FILE)["run"].best["value"] == 0.9
     # resumed with other validation data: 0.9 was measured on 'a', so 0.1 on 'b' is the best
     longer = TrainConfig(**{**config.__dict__, "steps": 4})
     other = {"data": {"val_data": "b"}, "train": {}}
@@ -400,7 +400,7 @@ def test_a_resumed_run_whose_time_budget_is_spent_takes_no_step(tmp_path, capsys
         train(model, data, config, out_dir=tmp_path, progress=False, on_step=stop_at_2,
               evaluate=evaluate)  # fmt: skip
     checkpoint = tmp_path / "checkpoint.safetensors"
-    spent = load_checkpoint(checkpoint)["extra"]["seconds"]
+    spent = load_checkpoint(checkpoint)["run"].seconds
     summary = train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path,
                     progress=False, resume=checkpoint, time_budget_s=spent / 2,
                     evaluate=evaluate)  # fmt: skip
@@ -434,11 +434,11 @@ def test_a_resumed_budgeted_run_paces_its_first_step_and_keeps_its_budget(tmp_pa
         train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path,
               progress=False, on_step=stop_at_2, time_budget_s=1e6)  # fmt: skip
     checkpoint = tmp_path / "checkpoint.safetensors"
-    extra = load_checkpoint(checkpoint)["extra"]
-    assert extra["time_budget_s"] == 1e6  # kept for the resumed run (fit reads it)
+    run = load_checkpoint(checkpoint)["run"]
+    assert run.time_budget_s == 1e6  # kept for the resumed run (fit reads it)
     # a third of the budget spent: the first resumed step trains at step 4's rate or later
     # in the 12-step schedule, not at step 2's
-    budget = extra["seconds"] * 3
+    budget = run.seconds * 3
     train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path, progress=False,
           resume=checkpoint, time_budget_s=budget)  # fmt: skip
     with open(tmp_path / "train_log.csv") as f:

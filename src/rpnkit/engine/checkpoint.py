@@ -159,6 +159,48 @@ def set_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What a checkpoint records of its training run besides the model (its header's
+    ``extra``): the ``seconds`` trained so far, the run's ``time_budget_s``, its data and
+    training ``settings`` (``resume.run_settings``: what a resumed run must keep), the
+    ``best`` validation (best.safetensors: metric, value, step) and a demo's held-out
+    ``metrics``. Fields a file lacks are the defaults; keys another version wrote are
+    ignored."""
+
+    seconds: float = 0.0
+    time_budget_s: float | None = None
+    settings: dict | None = None
+    best: dict | None = None
+    metrics: dict | None = None
+
+    def to_json(self) -> dict:
+        """The header's ``extra``: the fields that are set."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v or k == "seconds"}
+
+    @classmethod
+    def from_json(cls, extra: Any) -> RunRecord:
+        """The record of a header's ``extra``; a field of the wrong type is left unset."""
+        extra = extra if isinstance(extra, dict) else {}
+
+        def field(name: str, kind: type | tuple, default: Any = None) -> Any:
+            value = extra.get(name)
+            return value if isinstance(value, kind) and not isinstance(value, bool) else default
+
+        return cls(
+            seconds=float(field("seconds", (int, float), 0.0)),
+            time_budget_s=field("time_budget_s", (int, float)),
+            settings=field("settings", dict),
+            best=field("best", dict),
+            metrics=field("metrics", dict),
+        )
+
+
+def read_run_record(path: str | Path) -> RunRecord:
+    """The ``RunRecord`` of the checkpoint at ``path``, its tensors left unread."""
+    return RunRecord.from_json(read_header(path).get("extra"))
+
+
 def save_checkpoint(
     path: str | Path,
     model: nn.Module,
@@ -167,12 +209,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     step: int = 0,
-    extra: dict | None = None,
+    run: RunRecord | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> Path:
     """Write ``path`` atomically. ``config`` is the model's full configuration as a dict;
-    ``input_size`` the (short side, max size) its images were resized to in training, the
-    size inference resizes to unless told otherwise (``load``)."""
+    ``run`` what it records of its training run; ``input_size`` the (short side, max size)
+    its images were resized to in training, the size inference resizes to unless told
+    otherwise (``load``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -180,7 +223,7 @@ def save_checkpoint(
         "format": FORMAT,
         "config": config,
         "step": step,
-        "extra": extra or {},
+        "extra": (run or RunRecord()).to_json(),
     }
     if input_size is not None:
         header["input_size"] = [int(input_size[0]), int(input_size[1])]
@@ -236,9 +279,9 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint without executing anything. Returns a dict with ``model`` (state dict),
-    ``config``, ``step``, ``extra``, ``input_size`` ((short side, max size) or None) and,
-    when saved, ``optimizer``, ``scheduler``, ``rng``."""
+    """Read a checkpoint without executing anything. Returns a dict with ``model`` (state
+    dict), ``config``, ``step``, ``run`` (``RunRecord``), ``input_size`` ((short side, max
+    size) or None) and, when saved, ``optimizer``, ``scheduler``, ``rng``."""
     path = Path(path)
     header, tensors = _read(path, with_tensors=True)
     weights = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
@@ -248,7 +291,7 @@ def load_checkpoint(path: str | Path) -> dict:
         "model": weights,
         "config": header["config"],
         "step": header["step"],
-        "extra": header.get("extra", {}),
+        "run": RunRecord.from_json(header.get("extra")),
         "input_size": _input_size(header.get("input_size"), path),
         "scheduler": header.get("scheduler"),
         "rng": ({k: v for k, v in tensors.items() if k.startswith("rng.")}, header["rng"]),

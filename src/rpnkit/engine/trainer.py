@@ -29,11 +29,12 @@ from ..data import Batch, EmptyBatch, collate
 from ..evaluation.detection import NO_GT, format_metric
 from .checkpoint import (
     ModelSpec,
+    RunRecord,
     check_resumable,
     check_run_state,
     load_checkpoint,
     load_weights,
-    read_header,
+    read_run_record,
     remove_stale_temporaries,
     resumed_in_place,
     save_checkpoint,
@@ -269,7 +270,7 @@ class Trainer:
         self.start_step = int(state["step"]) if state is not None else 0
         self.saved = (self.start_step, Path(self.resume)) if state is not None else None
         # the seconds the run had trained before it was resumed: a time budget spans both
-        self.seconds_before = float(state["extra"].get("seconds", 0.0)) if state else 0.0
+        self.seconds_before = state["run"].seconds if state else 0.0
         self.best = self._resumed_best(state)
         self.net = self.model
         if context.world > 1:
@@ -295,20 +296,20 @@ class Trainer:
         if not resumed_in_place(self.resume, self.out_dir) or not path.is_file():
             return None
         try:
-            extra = read_header(path).get("extra", {})
+            record = read_run_record(path)
         except ValueError:  # a damaged file: kept anew
-            extra = {}
-        best = extra.get("best")
-        if best and best["step"] <= self.start_step and self._same_data(extra):
+            record = RunRecord()
+        best = record.best
+        if best and best.get("step", math.inf) <= self.start_step and self._same_data(record):
             return best
         path.unlink()
         return None
 
-    def _same_data(self, extra: dict) -> bool:
-        """Whether a checkpoint (its header's ``extra``) was made on this run's data, its
+    def _same_data(self, record: RunRecord) -> bool:
+        """Whether a checkpoint (its ``RunRecord``) was made on this run's data, its
         validation data included (the ``data`` part of the settings: a resumed run may change
         its validation data, and then its recorded figures are of other images)."""
-        return (extra.get("settings") or {}).get("data") == (self.settings or {}).get("data")
+        return (record.settings or {}).get("data") == (self.settings or {}).get("data")
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)
@@ -442,12 +443,12 @@ class Trainer:
                 scheduler=self.scheduler if resumable else None,
                 step=steps_done,
                 input_size=self.input_size,
-                extra={
-                    "seconds": self._seconds(),
-                    **({"time_budget_s": self.time_budget_s} if self.time_budget_s else {}),
-                    **({"settings": self.settings} if self.settings else {}),
-                    **({"best": self.best} if name == BEST_FILE else {}),  # what it is
-                },
+                run=RunRecord(
+                    seconds=self._seconds(),
+                    time_budget_s=self.time_budget_s or None,
+                    settings=self.settings or None,
+                    best=self.best if name == BEST_FILE else None,  # what it is
+                ),
             )
 
     # 6. Evaluation, every ``eval_every`` steps and after the last (rank 0); the best kept.
@@ -494,7 +495,7 @@ class Trainer:
             set_rng_state(*state["rng"])
         batches = iter(DevicePrefetcher(batches, self.device))  # the next batch copied ahead
         log = RunLog(self.out_dir, resume_at=self.start_step if state else None) if main else None
-        self.read_back = bool(log is not None and log.kept and self._same_data(state["extra"]))
+        self.read_back = bool(log is not None and log.kept and self._same_data(state["run"]))
         if self.read_back:  # the checkpoint's weights were validated so: not again (a resumed
             # run that takes no step reports that validation: its logged figures)
             self.evaluation, self.evaluated_at = dict(log.kept), self.start_step
