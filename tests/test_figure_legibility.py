@@ -1,6 +1,7 @@
-"""The leftovers of the visual audit of rpnkit's pictures: crowded detection labels, the
-report's gallery size, the anchor picture's position mark, the positives of show labels, and
-the network input's size in the titles of the pictures of the resized image."""
+"""Pictures people can read: crowded detection labels kept inside the image and apart, the
+report's gallery at a readable size, the anchor picture's position mark under the anchors,
+many positives of show labels sampled, and the network input's size in the titles of the
+pictures of the resized image."""
 
 import base64
 import io

@@ -1,6 +1,6 @@
-"""Regression tests for review 18's fixes: every reader of a checkpoint path gives the same
-one-line messages; the class-name check, the AMP dtypes and the compile backend have one
-source each."""
+"""One source for each shared agreement: every reader of a checkpoint path gives the same
+one-line messages; the class-name check, the AMP dtypes and the compile backend are each
+defined once."""
 
 from pathlib import Path
 

@@ -428,7 +428,8 @@ def evaluate_stored_proposals(
     """Proposal recall, as ``evaluate_proposals`` measures it, of stored proposals: a COCO
     results file (``read_stored_proposals``) or results in memory (``Results``) against a
     dataset (its path, a ``DatasetIndex`` or a ``DetectionDataset``), compared in original
-    pixels from the dataset's records (no image is decoded). Each image's best
+    pixels from the dataset's records (no image is decoded). ``max_dets`` are the k of AR@k
+    (pycocotools' ``maxDets``, not a cap as ``max_detections`` is): each image's best
     ``max(max_dets)`` results count. A path is read at ``split``, as ``Predictor`` reads one
     (``read_dataset``)."""
     index = _dataset_index(data, split)
