@@ -5,10 +5,10 @@ import torch
 
 from rpnkit.config import config_from_dict, config_to_dict
 from rpnkit.engine.checkpoint import (
-    RunRecord,
+    RunState,
     load_checkpoint,
     read_header,
-    read_run_record,
+    read_run_state,
     save_checkpoint,
 )
 from rpnkit.modeling.presets import ModelConfig, build_model, preset_config
@@ -51,17 +51,17 @@ def test_the_run_record_round_trips_and_reads_other_versions_headers_leniently(t
     model = build_model(preset_config("tiny"))
     config = config_to_dict(preset_config("tiny"))
     best = {"metric": "AR@1000", "value": 0.5, "step": 4}
-    run = RunRecord(seconds=12.5, time_budget_s=60.0, settings={"data": {"a": 1}}, best=best)
+    run = RunState(seconds=12.5, time_budget_s=60.0, settings={"data": {"a": 1}}, best=best)
     path = save_checkpoint(tmp_path / "ck.safetensors", model, config=config, run=run)
-    assert load_checkpoint(path)["run"] == run == read_run_record(path)
+    assert load_checkpoint(path)["run"] == run == read_run_state(path)
     # the header keeps only what is set: a run without budget or best records neither
     plain = save_checkpoint(tmp_path / "p.safetensors", model, config=config)
     assert read_header(plain)["extra"] == {"seconds": 0.0}
-    assert read_run_record(plain) == RunRecord()
+    assert read_run_state(plain) == RunState()
     # another version's keys are ignored, fields of the wrong type left unset
     odd = {"seconds": "7", "best": [1], "settings": {"x": 1}, "time_budget_s": True, "new": 1}
-    assert RunRecord.from_json(odd) == RunRecord(settings={"x": 1})
-    assert RunRecord.from_json(None) == RunRecord() == RunRecord.from_json([])
+    assert RunState.from_json(odd) == RunState(settings={"x": 1})
+    assert RunState.from_json(None) == RunState() == RunState.from_json([])
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):

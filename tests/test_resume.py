@@ -6,7 +6,7 @@ from conftest import RACCOON
 from torch import nn
 
 import rpnkit
-from rpnkit.engine.checkpoint import RunRecord, save_checkpoint
+from rpnkit.engine.checkpoint import RunState, save_checkpoint
 from rpnkit.engine.resume import _same_run, changed_settings, check_resumed_settings
 
 SAVED = {
@@ -33,7 +33,7 @@ def test_a_part_a_checkpoint_does_not_record_is_not_compared(tmp_path):
     # Trainer alone may keep some parts only: the message once indexed saved["train"], a KeyError
     path = tmp_path / "c.safetensors"
     save_checkpoint(
-        path, nn.Linear(1, 1), config={}, run=RunRecord(settings={"data": SAVED["data"]})
+        path, nn.Linear(1, 1), config={}, run=RunState(settings={"data": SAVED["data"]})
     )
     check_resumed_settings(path, {"data": SAVED["data"], "train": {"lr": 0.5}})
     with pytest.raises(ValueError, match=r"keeps its own settings, and these differ: "

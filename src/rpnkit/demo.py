@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .data import SyntheticShapes, collate
-from .engine.checkpoint import DETECTOR, ModelSpec, RunRecord, save_model
+from .engine.checkpoint import DETECTOR, ModelSpec, RunState, save_model
 from .engine.evaluate import evaluate_detections, evaluate_proposals
 from .engine.paths import output_folder
 from .engine.trainer import TrainConfig, TrainSummary, seed_everything, train
@@ -193,7 +193,7 @@ def run_demo(
     result, kept = held_out_metrics(detector, val_set, summary, progress=progress)
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    run = RunRecord(metrics={k: v for k, v in result.items() if not isinstance(v, dict)})
+    run = RunState(metrics={k: v for k, v in result.items() if not isinstance(v, dict)})
     size = (train_set.image_size, train_set.image_size)  # square images, not resized
     save_model(
         out_dir / "checkpoint.safetensors",

@@ -160,7 +160,7 @@ def set_rng_state(tensors: dict[str, torch.Tensor], plain: dict) -> None:
 
 
 @dataclass(frozen=True)
-class RunRecord:
+class RunState:
     """What a checkpoint records of its training run besides the model (its header's
     ``extra``): the ``seconds`` trained so far, the run's ``time_budget_s``, its data and
     training ``settings`` (``resume.run_settings``: what a resumed run must keep), the
@@ -179,7 +179,7 @@ class RunRecord:
         return {k: v for k, v in dataclasses.asdict(self).items() if v or k == "seconds"}
 
     @classmethod
-    def from_json(cls, extra: Any) -> RunRecord:
+    def from_json(cls, extra: Any) -> RunState:
         """The record of a header's ``extra``; a field of the wrong type is left unset."""
         extra = extra if isinstance(extra, dict) else {}
 
@@ -196,9 +196,9 @@ class RunRecord:
         )
 
 
-def read_run_record(path: str | Path) -> RunRecord:
-    """The ``RunRecord`` of the checkpoint at ``path``, its tensors left unread."""
-    return RunRecord.from_json(read_header(path).get("extra"))
+def read_run_state(path: str | Path) -> RunState:
+    """The ``RunState`` of the checkpoint at ``path``, its tensors left unread."""
+    return RunState.from_json(read_header(path).get("extra"))
 
 
 def save_checkpoint(
@@ -209,7 +209,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any | None = None,
     step: int = 0,
-    run: RunRecord | None = None,
+    run: RunState | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> Path:
     """Write ``path`` atomically. ``config`` is the model's full configuration as a dict;
@@ -223,7 +223,7 @@ def save_checkpoint(
         "format": FORMAT,
         "config": config,
         "step": step,
-        "extra": (run or RunRecord()).to_json(),
+        "extra": (run or RunState()).to_json(),
     }
     if input_size is not None:
         header["input_size"] = [int(input_size[0]), int(input_size[1])]
@@ -280,7 +280,7 @@ def _fsync_folder(folder: Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint without executing anything. Returns a dict with ``model`` (state
-    dict), ``config``, ``step``, ``run`` (``RunRecord``), ``input_size`` ((short side, max
+    dict), ``config``, ``step``, ``run`` (``RunState``), ``input_size`` ((short side, max
     size) or None) and, when saved, ``optimizer``, ``scheduler``, ``rng``."""
     path = Path(path)
     header, tensors = _read(path, with_tensors=True)
@@ -291,7 +291,7 @@ def load_checkpoint(path: str | Path) -> dict:
         "model": weights,
         "config": header["config"],
         "step": header["step"],
-        "run": RunRecord.from_json(header.get("extra")),
+        "run": RunState.from_json(header.get("extra")),
         "input_size": _input_size(header.get("input_size"), path),
         "scheduler": header.get("scheduler"),
         "rng": ({k: v for k, v in tensors.items() if k.startswith("rng.")}, header["rng"]),

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config import config_to_dict
 from ..data import DataConfig, DatasetIndex
 from ..data.records import DataNote, caller_of_package
-from .checkpoint import ModelSpec, RunRecord, read_header, read_run_record
+from .checkpoint import ModelSpec, RunState, read_header, read_run_state
 from .distributed import world_size
 from .trainer import TrainConfig
 
@@ -64,7 +64,7 @@ def note_changed_data(resume, index: DatasetIndex) -> None:
 def saved_settings(checkpoint: str | Path) -> dict | None:
     """The data and training settings (``run_settings``) a checkpoint of ``fit`` keeps: a
     resumed run's own (None for a checkpoint that keeps none: older ones, ``Trainer`` alone)."""
-    return read_run_record(checkpoint).settings or None
+    return read_run_state(checkpoint).settings or None
 
 
 def changed_settings(saved: dict, now: dict) -> list[tuple[str, object, object]]:
@@ -128,7 +128,7 @@ def _same_run(a: dict, b: dict) -> bool:
     specs = [ModelSpec.from_dict(h["config"]).to_dict() if h.get("config") else {} for h in (a, b)]
     if specs[0] != specs[1]:
         return False
-    settings = [RunRecord.from_json(h.get("extra")).settings or {} for h in (a, b)]
+    settings = [RunState.from_json(h.get("extra")).settings or {} for h in (a, b)]
     return not changed_settings(*settings)
 
 
@@ -138,7 +138,7 @@ def resumed_budget(resume, seconds: float | None) -> float | None:
         return None  # a resumed run's budget dropped
     if resume is None or seconds is not None:
         return seconds
-    saved = read_run_record(resume).time_budget_s
+    saved = read_run_state(resume).time_budget_s
     if saved is not None and world_size() > 1:
         raise ValueError(
             f"{resume}: its run has a time budget ({saved:g} s), which is for one process "

@@ -29,12 +29,12 @@ from ..data import Batch, EmptyBatch, collate
 from ..evaluation.detection import NO_GT, format_metric
 from .checkpoint import (
     ModelSpec,
-    RunRecord,
+    RunState,
     check_resumable,
     check_run_state,
     load_checkpoint,
     load_weights,
-    read_run_record,
+    read_run_state,
     remove_stale_temporaries,
     resumed_in_place,
     save_checkpoint,
@@ -296,20 +296,20 @@ class Trainer:
         if not resumed_in_place(self.resume, self.out_dir) or not path.is_file():
             return None
         try:
-            record = read_run_record(path)
+            saved = read_run_state(path)
         except ValueError:  # a damaged file: kept anew
-            record = RunRecord()
-        best = record.best
-        if best and best.get("step", math.inf) <= self.start_step and self._same_data(record):
+            saved = RunState()
+        best = saved.best
+        if best and best.get("step", math.inf) <= self.start_step and self._same_data(saved):
             return best
         path.unlink()
         return None
 
-    def _same_data(self, record: RunRecord) -> bool:
-        """Whether a checkpoint (its ``RunRecord``) was made on this run's data, its
+    def _same_data(self, state: RunState) -> bool:
+        """Whether a checkpoint (its ``RunState``) was made on this run's data, its
         validation data included (the ``data`` part of the settings: a resumed run may change
         its validation data, and then its recorded figures are of other images)."""
-        return (record.settings or {}).get("data") == (self.settings or {}).get("data")
+        return (state.settings or {}).get("data") == (self.settings or {}).get("data")
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)
@@ -443,7 +443,7 @@ class Trainer:
                 scheduler=self.scheduler if resumable else None,
                 step=steps_done,
                 input_size=self.input_size,
-                run=RunRecord(
+                run=RunState(
                     seconds=self._seconds(),
                     time_budget_s=self.time_budget_s or None,
                     settings=self.settings or None,

@@ -22,7 +22,7 @@ import torch
 
 from ..data import DataConfig
 from ..data.splits import held_out, read_split
-from ..engine.checkpoint import read_run_record
+from ..engine.checkpoint import read_run_state
 from ..engine.evaluate import DetectionReport, RecallReport
 from ..engine.paths import output_file
 from ..engine.run_log import logged_validations
@@ -230,7 +230,7 @@ def _validation_section(run_dir: Path) -> str:
 def _best_line(path: Path) -> str:
     """The best validation that ``path`` (a run's best.safetensors) records in its header."""
     try:
-        best = read_run_record(path).best
+        best = read_run_state(path).best
     except ValueError as err:  # the page still reports the final weights
         return f"<p id='best'>{html.escape(str(err))}</p>"
     if not isinstance(best, dict) or not {"metric", "value", "step"} <= best.keys():
