@@ -5,6 +5,7 @@ the device (``bench_pipeline.inference_rates``):
     PYTHONPATH=src python bench/bench_detect_cli.py --data ../shared/data/coco128
     PYTHONPATH=src python bench/bench_detect_cli.py --command propose --tops 100,1000
     PYTHONPATH=src python bench/bench_detect_cli.py --format png  # workers decode, GPU resizes
+    PYTHONPATH=src python bench/bench_detect_cli.py --extra "--labels {runs}/labels"  # + labels
 
 Each checkpoint (random weights, frozen norms calibrated: bench_pipeline's ``build``) runs on
 two folders of COCO128's photographs (symbolic links: ``--copies`` small and large); the
@@ -23,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -52,6 +54,7 @@ def run_command(args, folder: Path, checkpoint: Path, amp: str, top: int | None)
                str(checkpoint), "--amp", amp, "--batch-size", str(args.batch_size), "--out",
                str(args.runs / "out.json"), "--no-progress"]  # fmt: skip
     command += ["--top", str(top)] if top is not None else []
+    command += shlex.split(args.extra.format(runs=args.runs)) if args.extra else []
     start = time.perf_counter()
     ran = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ)
     wall = time.perf_counter() - start
@@ -79,6 +82,9 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/bench_detect_cli"))
     parser.add_argument("--json", default=None)
     parser.add_argument(
+        "--extra", default="", help="more options of the command ({runs}: the --runs folder)"
+    )
+    parser.add_argument(
         "--device",
         default="cuda",
         help="the model-only rate's (the command's own default decides its)",
@@ -94,7 +100,8 @@ def main() -> int:
     tops = [int(t) for t in args.tops.split(",")] if args.command == "propose" else [None]
     kind = "frcnn" if args.command == "detect" else "rpn"
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
-    results = {"device": name, "torch": torch.__version__, "format": args.format, "rows": []}
+    results = {"device": name, "torch": torch.__version__, "format": args.format,
+               "extra": args.extra, "rows": []}  # fmt: skip
     for backbone in args.backbones.split(","):
         model, spec = build(backbone, kind, len(index.class_names), "cpu", channels_last=False)
         checkpoint = save_model(args.runs / f"{backbone}.safetensors", model, spec)
