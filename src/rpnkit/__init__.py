@@ -13,6 +13,7 @@ The package is laid out by role (docs/design.md): ``modeling`` (the networks), `
 from .data import DataConfig
 from .engine.checkpoint import ModelSpec
 from .engine.fit import FitResult, fit
+from .engine.label_files import write_labels
 from .engine.results import DetectionResult, ProposalResult, to_coco_results
 from .engine.runtime import Predictor, load
 from .engine.stored_results import evaluate_stored_detections, evaluate_stored_proposals
@@ -87,4 +88,5 @@ __all__ = [
     "to_coco_results",
     "visible_anchors",
     "write_coco_results",
+    "write_labels",
 ]

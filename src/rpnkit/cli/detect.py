@@ -8,6 +8,7 @@ from .options import (
     HELP,
     add_detection_limit,
     add_inference_options,
+    check_has_effect,
     data_options,
     load_runtime,
     overlay_options,
@@ -24,7 +25,8 @@ def add_parser(sub) -> None:
             "Writes COCO-style results JSON: a list of {file_name, image_id, bbox "
             "[x, y, w, h] in original pixels, score, category_id (a COCO JSON input's own "
             "category ids, else 1..K in the checkpoint's class order), category_name}; PNG "
-            "overlays with names and scores on request."
+            "overlays with names and scores on request, and the detections as annotations "
+            "(--labels DIR: Pascal VOC XML, YOLO txt or CSV) to review, correct or train on."
         ),
         formatter_class=HELP,
     )
@@ -37,15 +39,34 @@ def add_parser(sub) -> None:
         "--score", type=probability, default=0.3, help="keep detections at least this sure"
     )
     add_detection_limit(p)
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="DIR",
+        help="also write the detections kept (--score, --max-detections) as annotations in "
+        "DIR, a file for every image (an empty one without detections); a name met again: "
+        "a-2.xml",
+    )
+    p.add_argument(
+        "--labels-format",
+        choices=("voc", "yolo", "csv"),
+        default="voc",
+        help="with --labels: voc (DIR/<stem>.xml, the score in <score>), yolo "
+        "(DIR/labels/<stem>.txt 'class cx cy w h', no score, and DIR/data.yaml) or csv "
+        "(DIR/detections.csv: filename,width,height,class,xmin,ymin,xmax,ymax,score)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.paths import output_file
+    from ..engine.paths import check_folder, output_file
     from ..viz.export import export_results
 
     output_file(args.out, what="JSON")  # checked before the model is loaded, as
-    overlays = overlay_options(args)  # the overlays' folder is
+    overlays = overlay_options(args)  # the overlays' folder is, and the labels' one
+    check_has_effect(args, {"labels_format": "labels"})
+    if args.labels is not None:
+        check_folder(args.labels, name=f"--labels {args.labels}")
     runtime = load_runtime(args)
     results = runtime.iter_detections(
         args.input,
@@ -60,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         results,
         args.out,
         **overlays,
+        labels=args.labels,
+        labels_format=args.labels_format,
         skipped=runtime.skipped,
         pace=runtime.pace,
     )

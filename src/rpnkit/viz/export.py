@@ -1,14 +1,17 @@
-"""Writing an inference run's results: COCO results JSON, and PNG overlays of the first images
+"""Writing an inference run's results: COCO results JSON, PNG overlays of the first images
 drawn as the results stream in (the images are not kept in memory), one file per image: the
-image's name with its extension, then ``.png`` (``overlays.overlay_name``)."""
+image's name with its extension, then ``.png`` (``overlays.overlay_name``), and detections as
+annotation files (VOC, YOLO, CSV: ``engine.label_files``)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..engine.label_files import LabelWriter
 from ..engine.results import DetectionResult, ProposalResult
 from ..engine.runner import Pace
 from ..engine.writing import CocoResultsWriter
@@ -23,10 +26,12 @@ class Written:
     skipped: int = 0  # images that could not be read (each reported when it happened)
     pace: Pace | None = None  # when the results came: start-up, then the steady rate
     end: float | None = None  # when the file was in place
+    labels: str | None = None  # what the label files hold (``LabelWriter.describe``)
 
     def describe(self, what: str, out: str | Path, overlays: str | Path | None) -> str:
         text = f"wrote {self.entries} {what} for {self.images} image(s) to {out}"
         text += f"; {self.overlays} overlays in {overlays}" if overlays else ""
+        text += f"; {self.labels}" if self.labels else ""
         text += f"; {self.skipped} image(s) could not be read" if self.skipped else ""
         return text + (self.pace.summary(self.end) if self.pace is not None else "")
 
@@ -38,6 +43,8 @@ def export_results(
     overlays: str | Path | None = None,
     max_overlays: int = 50,
     overlay_top: int | None = None,
+    labels: str | Path | None = None,
+    labels_format: str = "voc",
     skipped: list[str] | None = None,
     pace: Pace | None = None,
 ) -> Written:
@@ -45,7 +52,9 @@ def export_results(
     (``CocoResultsWriter``, in the background: renamed into place at the end), and the first
     ``max_overlays`` images drawn into ``overlays``, each into a file of its own
     (``a.jpg`` -> ``a.jpg.png``; a name met again in the run -> ``a.jpg-2.png``), so that
-    the count is the files written. ``skipped``: the runtime's list of
+    the count is the files written. ``labels``: a folder where each detection result is also
+    written as annotations in ``labels_format`` (``"voc"``, ``"yolo"`` or ``"csv"``:
+    ``engine.label_files.LabelWriter``). ``skipped``: the runtime's list of
     unreadable images, filled as the results stream (for the count); ``pace``: the runtime's
     record of when its batches came (for the start-up and the steady rate, to the file in
     place; without it, the results are timed as they come here)."""
@@ -53,13 +62,20 @@ def export_results(
         pace = Pace()
         results = (result for _, result in pace.track(([None], r) for r in results))
     images, drawn, taken = 0, 0, set()
-    with CocoResultsWriter(out, background=True) as written:
+    label_writer = LabelWriter(labels, format=labels_format) if labels is not None else None
+    with contextlib.ExitStack() as stack:
+        written = stack.enter_context(CocoResultsWriter(out, background=True))
+        if label_writer is not None:  # opened after the writer's process is forked
+            stack.enter_context(label_writer)
         for result in results:
             written.add(result)
+            if label_writer is not None:
+                label_writer.add(result)
             images += 1
             if overlays is not None and drawn < max_overlays:
                 name = overlay_name(result.file_name, taken)
                 save_overlay(result, overlays, top=overlay_top, name=name)
                 drawn += 1
     done = time.perf_counter()
-    return Written(written.entries, images, drawn, len(skipped or []), pace, done)
+    described = label_writer.describe() if label_writer is not None else None
+    return Written(written.entries, images, drawn, len(skipped or []), pace, done, described)

@@ -1,0 +1,286 @@
+"""Detections as annotations in the ecosystem's label formats, to review or correct in labelImg
+or CVAT, or to train another model on (pseudo-labels): ``LabelWriter`` takes each image's
+``DetectionResult`` as it comes (``rpnkit detect --labels DIR``), ``write_labels`` many at
+once. What is written reads back with rpnkit's own readers (``data.read_dataset``) as the
+detections' boxes, to the format's rounding, and class names.
+
+The layouts, in the folder given:
+
+- ``voc``: ``<stem>.xml`` per image: ``<filename>`` (the image's file name), ``<path>`` (the
+  image file's absolute path, when it came from one, as labelImg writes it), ``<size>``
+  (width, height, depth 3: images are read as RGB), and one ``<object>`` per detection:
+  ``<name>`` (the class name), ``<pose>``, ``<truncated>``, ``<difficult>`` 0, ``<score>``
+  (to 1e-5: an element that VOC readers, labelImg and rpnkit's ignore) and ``<bndbox>`` in
+  VOC's 1-based inclusive pixel indices: xyxy rounded to whole pixels, then ``xmin + 1``,
+  ``ymin + 1`` (what ``data/voc.py`` turns back into ``(xmin - 1, ymin - 1, xmax, ymax)``).
+- ``yolo``: ``labels/<stem>.txt`` per image, a ``class cx cy w h`` line per detection (class:
+  the 0-based index into the checkpoint's class names; the rest normalised to the image size,
+  to 1e-6), and ``data.yaml`` with ``names`` (and ``train``/``val``: ``images``, where YOLO
+  looks for the images whose labels are in ``labels/``: put the images or a link to their
+  folder there). No score column: Ultralytics' loader and rpnkit's reader refuse a 6th.
+- ``csv``: ``detections.csv``, raccoon's ``filename,width,height,class,xmin,ymin,xmax,ymax``
+  (xyxy pixels to 0.01, as ``data/csv_boxes.py`` reads them) and ``score`` (to 1e-5; readers
+  of that header ignore other columns); an image without detections is one row with empty
+  class and box fields (keras-retinanet's convention, which rpnkit reads).
+
+Every image gets its file (an empty one without detections), so the folder is the whole set.
+Images of the same name (from two folders of a dataset) do not overwrite each other: a stem
+met again in a run (compared without case) gets ``-2``, ``-3``... (``a-2.xml``), and the
+formats that name the image (VOC's ``<filename>``, the CSV's ``filename``) give its full path
+instead, which rpnkit's readers follow (an image given in memory: ``a-2.jpg``). Each file is
+written to a temporary file renamed into place, so a file at its path is always whole; the
+CSV is renamed at the end (removed on an error), as ``CocoResultsWriter`` does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import secrets
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from .paths import output_folder
+from .results import DetectionResult, ProposalResult, each_result
+
+LABEL_FORMATS = ("voc", "yolo", "csv")
+CSV_NAME = "detections.csv"
+CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "score")
+YOLO_LABELS = "labels"  # the label files' folder, beside the images' (YOLO_IMAGES)
+YOLO_IMAGES = "images"
+
+
+class LabelWriter:
+    """``with LabelWriter(folder, format="voc") as out: out.add(result)``: each
+    ``DetectionResult`` added written as ``format`` into ``folder`` (module docstring);
+    ``images`` counts the images written, ``entries`` their detections, and ``renamed`` lists
+    the (file name, label file) of the images whose name was met before in the run."""
+
+    def __init__(self, folder: str | Path, *, format: str = "voc") -> None:
+        if format not in LABEL_FORMATS:
+            raise ValueError(f"label format {format!r}: use one of {', '.join(LABEL_FORMATS)}")
+        self.folder = Path(folder)
+        self.format = format
+        self.images = self.entries = 0
+        self.renamed: list[tuple[str, str]] = []
+        self._stems: set[str] = set()
+        self._token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._csv: tuple[Path, io.TextIOBase, object] | None = None
+        self._open = False
+        self._names: tuple[str, ...] | None = None
+
+    def __enter__(self) -> LabelWriter:
+        folder = output_folder(self.folder, to="to write the labels in")
+        if self.format == "yolo":
+            folder = output_folder(self.folder / YOLO_LABELS, to="to write the labels in")
+        probe = self._tmp(folder / "probe")
+        try:  # a folder that cannot be written to says so before any inference
+            open(probe, "x").close()
+            probe.unlink()
+        except OSError as err:
+            raise ValueError(f"{self.folder}: cannot write the labels there ({err})") from err
+        if self.format == "csv":
+            tmp = self._tmp(self.folder / CSV_NAME)
+            file = open(tmp, "w", newline="", encoding="utf-8")
+            rows = csv.writer(file, lineterminator="\n")
+            rows.writerow(CSV_COLUMNS)
+            self._csv = (tmp, file, rows)
+        self._open, self.images, self.entries, self.renamed = True, 0, 0, []
+        self._stems, self._names = set(), None
+        return self
+
+    def add(self, result: DetectionResult) -> None:
+        """One image's detections into its file (VOC, YOLO) or rows (CSV)."""
+        if not self._open:
+            raise RuntimeError("LabelWriter.add is for inside its with block")
+        if not isinstance(result, DetectionResult):
+            proposals = isinstance(result, ProposalResult)
+            got = "proposals (no class)" if proposals else type(result).__name__
+            raise TypeError(f"label files are written from detections (DetectionResult), got {got}")
+        stem, image = self._names_of(result)
+        if self.format == "voc":
+            self._replace(self.folder / f"{stem}.xml", voc_xml(result, image))
+        elif self.format == "yolo":
+            self._replace(self.folder / YOLO_LABELS / f"{stem}.txt", yolo_txt(result))
+            if self._names is None:  # the class names YOLO tools need, once
+                self._names = tuple(result.class_names)
+                self._replace(self.folder / "data.yaml", data_yaml(self._names))
+        else:
+            self._csv[2].writerows(csv_rows(result, image))
+        self.images += 1
+        self.entries += len(result.scores)
+
+    def __exit__(self, kind, error, trace) -> None:
+        self._open = False
+        if self._csv is None:
+            return
+        tmp, file, _ = self._csv
+        self._csv = None
+        try:
+            file.close()
+            if kind is None:
+                tmp.replace(self.folder / CSV_NAME)
+        finally:
+            tmp.unlink(missing_ok=True)  # gone already once renamed
+
+    def describe(self) -> str:
+        """What was written, for the command's last line: ``voc labels for 3 image(s) in
+        out/`` and the images whose name was met before."""
+        text = f"{self.format} labels for {self.images} image(s) in {self.folder}"
+        if self.renamed:
+            name, written = self.renamed[0]
+            more = f" (and {len(self.renamed) - 1} more)" if len(self.renamed) > 1 else ""
+            text += f" ({name} met again: written as {written}{more})"
+        return text
+
+    def _names_of(self, result: DetectionResult) -> tuple[str, str]:
+        """The label file's stem and how the image is named in it: its file name, or, for a
+        stem met before in the run, ``stem-N`` and the image's full path (its file name with
+        that stem, for an image given in memory)."""
+        name = Path(result.file_name).name or "image"
+        base = Path(name).stem or name
+        stem, n = base, 1
+        while stem.casefold() in self._stems:
+            n += 1
+            stem = f"{base}-{n}"
+        self._stems.add(stem.casefold())
+        if n == 1:
+            return stem, name
+        source = result.source
+        image = str(Path(source).resolve()) if source is not None else stem + Path(name).suffix
+        suffix = {"voc": ".xml", "yolo": ".txt"}.get(self.format)
+        self.renamed.append((name, f"{stem}{suffix}" if suffix else image))
+        return stem, image
+
+    def _tmp(self, path: Path) -> Path:
+        return path.with_name(f".{path.name}.{self._token}.tmp")
+
+    def _replace(self, path: Path, text: str) -> None:
+        tmp = self._tmp(path)
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"{path}: cannot write the labels there ({err})") from err
+
+
+def write_labels(
+    results: Iterable[DetectionResult], folder: str | Path, *, format: str = "voc"
+) -> Path:
+    """Every result's detections into ``folder`` as ``format`` (``"voc"``, ``"yolo"`` or
+    ``"csv"``; the layouts: the module docstring) as they come (one result alone too);
+    ``folder``."""
+    results = each_result(results, "write_labels")
+    with LabelWriter(folder, format=format) as out:
+        for result in results:
+            out.add(result)
+    return out.folder
+
+
+# ---------------------------------------------------------------- the formats' texts
+
+
+def voc_xml(result: DetectionResult, image: str | None = None) -> str:
+    """One image's Pascal VOC XML (module docstring); ``image``: its ``<filename>`` (default
+    the result's file name)."""
+    height, width = result.image_size
+    root = ET.Element("annotation")
+    ET.SubElement(root, "filename").text = image or Path(result.file_name).name
+    if result.source is not None:
+        ET.SubElement(root, "path").text = str(Path(result.source).resolve())
+    size = ET.SubElement(root, "size")
+    for key, value in (("width", width), ("height", height), ("depth", 3)):
+        ET.SubElement(size, key).text = str(value)
+    ET.SubElement(root, "segmented").text = "0"
+    boxes = voc_boxes(_boxes(result), width, height)
+    for name, score, box in zip(result.names, _scores(result), boxes.tolist(), strict=True):
+        obj = ET.SubElement(root, "object")
+        fields = {"name": name, "pose": "Unspecified", "truncated": "0", "difficult": "0"}
+        for key, value in {**fields, "score": _decimal(score, 5)}.items():
+            ET.SubElement(obj, key).text = value
+        bndbox = ET.SubElement(obj, "bndbox")
+        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True):
+            ET.SubElement(bndbox, key).text = str(value)
+    ET.indent(root, space="\t")
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def voc_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(D, 4) xyxy pixels -> (D, 4) int VOC ``xmin ymin xmax ymax``: 1-based inclusive
+    indices of the box rounded to whole pixels in the image, at least one pixel wide and
+    high (what rpnkit's reader reads back as the rounded box)."""
+    corners = _spans(boxes, width, height, step=1.0)
+    return (corners + np.array([1, 1, 0, 0])).astype(np.int64)
+
+
+def yolo_txt(result: DetectionResult) -> str:
+    """One image's YOLO label file: ``class cx cy w h`` per detection, class 0-based, the
+    rest normalised to the image size (to 1e-6); empty without detections."""
+    height, width = result.image_size
+    boxes = _spans(_boxes(result), width, height, step=0.0) / [width, height, width, height]
+    centres, sizes = (boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]
+    lines = []
+    for label, cxcy, wh in zip(result.labels.tolist(), centres, sizes, strict=True):
+        numbers = " ".join(_decimal(v, 6) for v in (*cxcy, *wh))
+        lines.append(f"{int(label) - 1} {numbers}\n")
+    return "".join(lines)
+
+
+def data_yaml(class_names: Iterable[str]) -> str:
+    """The data.yaml of YOLO labels: where the images go (``images/``, beside ``labels/``) and
+    the class names by 0-based id."""
+    names = {"names": dict(enumerate(class_names))}
+    return (
+        "# rpnkit detect's detections as YOLO labels: labels/<stem>.txt, 'class cx cy w h'\n"
+        "# normalised, no score. YOLO reads an image's labels from labels/ beside images/:\n"
+        "# put the images, or a link to their folder, at images/.\n"
+        f"train: {YOLO_IMAGES}\nval: {YOLO_IMAGES}\nnc: {len(names['names'])}\n"
+        + yaml.safe_dump(names, sort_keys=False, allow_unicode=True)
+    )
+
+
+def csv_rows(result: DetectionResult, image: str | None = None) -> list[list[str]]:
+    """One image's rows of ``detections.csv`` (``CSV_COLUMNS``): xyxy pixels to 0.01, score
+    to 1e-5; one row of empty class and box fields without detections. ``image``: its
+    ``filename`` (default the result's file name)."""
+    height, width = result.image_size
+    head = [image or Path(result.file_name).name, str(width), str(height)]
+    if not len(result.scores):
+        return [head + [""] * 6]
+    boxes = _spans(_boxes(result), width, height, step=0.01)
+    return [
+        [*head, name, *(_decimal(v, 2) for v in box), _decimal(score, 5)]
+        for name, box, score in zip(result.names, boxes.tolist(), _scores(result), strict=True)
+    ]
+
+
+def _boxes(result: DetectionResult) -> np.ndarray:
+    return np.asarray(result.boxes.tolist(), dtype=np.float64).reshape(-1, 4)
+
+
+def _scores(result: DetectionResult) -> list[float]:
+    return [float(s) for s in result.scores.reshape(-1).tolist()]
+
+
+def _spans(boxes: np.ndarray, width: int, height: int, *, step: float) -> np.ndarray:
+    """(D, 4) xyxy boxes in the image, rounded to ``step`` px (0: not rounded), each at least
+    ``step`` wide and high where rounding would close it."""
+    limits = np.array([width, height, width, height], dtype=np.float64)
+    boxes = np.clip(boxes, 0, limits)
+    if step:
+        boxes = np.round(boxes / step) * step
+        low = np.minimum(boxes[:, :2], limits[:2] - step)
+        boxes = np.concatenate([low, np.maximum(boxes[:, 2:], low + step)], axis=1)
+    return boxes
+
+
+def _decimal(value: float, places: int) -> str:
+    """``value`` to ``places`` decimals, without trailing zeros: ``12``, ``12.5``, ``0.25``."""
+    text = f"{value:.{places}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
