@@ -215,7 +215,9 @@ def add_data_options(
     p.add_argument(
         "--split",
         default=split,
-        help="COCO: a name in annotations/instances_<split>.json; YOLO: the data.yaml key",
+        help="COCO: the JSON in annotations/: instances_<split>.json, else <split>.json, else "
+        "the one whose name contains the split (captions, keypoints files aside); YOLO: the "
+        "data.yaml key",
     )
     p.add_argument(
         "--split-file",

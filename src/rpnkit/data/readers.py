@@ -78,6 +78,43 @@ def coco_jsons(folder: Path) -> list[Path]:
     )
 
 
+# COCO's other annotation files, beside instances_<split>.json in a download's annotations/:
+# no boxes (captions, keypoints of people only, stuff segments, panoptic segments)
+NOT_INSTANCES = ("captions_", "person_keypoints_", "stuff_", "panoptic_")
+
+
+def split_jsons(candidates: Sequence[Path], split: str) -> list[Path]:
+    """The COCO JSONs among ``candidates`` that name ``split``, best first:
+    ``instances_<split>.json`` alone, else a JSON named ``<split>.json`` alone, else every one
+    whose name contains the split, COCO's captions, keypoints, stuff and panoptic files aside
+    (``NOT_INSTANCES``); several mean the split is ambiguous."""
+    for exact in (f"instances_{split}", split):
+        found = [c for c in candidates if c.stem == exact]
+        if found:
+            return found[:1]
+    return [c for c in candidates if split in c.stem and not c.name.startswith(NOT_INSTANCES)]
+
+
+def coco_json_for_split(folder: Path, split: str) -> Path:
+    """The COCO JSON of a dataset folder for ``split`` (``split_jsons``); raises DataError
+    naming the JSONs found when none names the split, or when several do."""
+    candidates = coco_jsons(folder)
+    matching = split_jsons(candidates, split)
+    if len(matching) == 1:
+        return matching[0]
+    if matching:
+        names = ", ".join(c.name for c in matching)
+        raise DataError(
+            f"{folder}: {len(matching)} COCO JSON files name the split {split!r} ({names}) and "
+            f"none is instances_{split}.json: give the JSON file itself"
+        )
+    others = [c.name for c in candidates if split in c.stem]  # captions and the like
+    aside = f" ({', '.join(others)}: no boxes, not read)" if others else ""
+    raise DataError(
+        f"{folder}: no COCO JSON for split {split!r} among {[c.name for c in candidates]}{aside}"
+    )
+
+
 def _looks_like_coco(path: Path) -> bool:
     try:
         with path.open("rb") as f:
@@ -149,8 +186,9 @@ def read_dataset(
     images: str | Path | None = None,
     class_map: str | Path | None = None,
 ) -> DatasetIndex:
-    """Any supported dataset by path. ``split`` names COCO's ``instances_<split>.json`` (a
-    name containing the split is enough: ``train`` finds ``instances_train2017.json``) and
+    """Any supported dataset by path. ``split`` names COCO's JSON in a folder
+    (``coco_json_for_split``: ``instances_<split>.json``, else ``<split>.json``, else the one
+    instances JSON whose name contains it: ``train`` finds ``instances_train2017.json``) and
     YOLO's data.yaml key; VOC and CSV take ``split_file``. ``class_names`` (the training set's,
     for a validation set or a checkpoint's data) fixes the labels by name; see the module.
     ``images``: the image folder of a COCO, VOC or CSV dataset, when it is not the usual
@@ -163,13 +201,7 @@ def read_dataset(
         raise DataError(f"{path}: --class-map applies to CSV datasets only, not {fmt}")
     if fmt == "coco":
         if path.is_dir():
-            candidates = coco_jsons(path)
-            matching = [c for c in candidates if split in c.stem]
-            if not matching:
-                raise DataError(
-                    f"{path}: no COCO JSON for split {split!r} among {[c.name for c in candidates]}"
-                )
-            path = matching[0]
+            path = coco_json_for_split(path, split)
         return read_coco(path, images, class_names=class_names, strict=strict)
     if fmt == "yolo":
         yaml_path = path / "data.yaml" if path.is_dir() else path
@@ -221,7 +253,7 @@ def _resolve_format(path: Path, fmt: str | None, split: str) -> str:
     if fmt == "yolo" and path.is_dir():
         meta = read_data_yaml(path / "data.yaml")
         meta = meta if isinstance(meta, dict) else {}
-        has_json = any(split in c.stem for c in path.glob("annotations/*.json"))
+        has_json = bool(split_jsons(sorted(path.glob("annotations/*.json")), split))
         if split not in meta and has_json:
             fmt = "coco"
     return fmt

@@ -1,0 +1,102 @@
+"""Which part of a dataset is read, and how a dataset's faults are told (audit 19): the COCO JSON
+that ``--split`` picks in an ``annotations/`` folder (``instances_<split>.json`` first, COCO's
+captions and keypoints files never), ``--split-file`` for every format and ``--split`` refused
+where a format has no splits, one line for a YOLO data.yaml with too few names and for a CSV
+none of whose images exists, and COCO box faults quoted as the JSON's ``bbox``."""
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rpnkit.data import DataConfig, DataError, read_dataset
+
+COCO128 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128"
+
+
+def _read(*args, **kwargs):
+    """``read_dataset``'s index and the lines it warned."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = read_dataset(*args, **kwargs)
+    return index, [str(w.message) for w in caught]
+
+
+def _images(folder: Path, *names: str, size=(40, 30)) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.new("RGB", size, (90, 90, 90)).save(folder / name)
+    return folder
+
+
+def _instances(path: Path, *files: str, bbox=(2, 3, 10, 10)) -> Path:
+    """A COCO instances JSON at ``path``: one image per file name, each with one box."""
+    images = [{"id": i + 1, "file_name": f, "width": 40, "height": 30} for i, f in enumerate(files)]
+    anns = [
+        {"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": list(bbox), "iscrowd": 0}
+        for i in range(len(files))
+    ]
+    cats = [{"id": 1, "name": "thing"}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return path
+
+
+# ---------------------------------------------------------------- the COCO JSON of a split
+
+
+def test_a_coco_2017_download_reads_its_instances_json_not_its_captions(tmp_path):
+    # the official annotations/ folder: captions and keypoints beside the instances
+    ann = tmp_path / "annotations"
+    _images(tmp_path / "images" / "train2017", "a.jpg", "b.jpg")
+    _instances(ann / "instances_train2017.json", "a.jpg", "b.jpg")
+    captions = {"images": [], "annotations": [{"image_id": 1, "caption": "a thing"}]}
+    (ann / "captions_train2017.json").write_text(json.dumps(captions))  # sorts first
+    _instances(ann / "person_keypoints_train2017.json", "a.jpg")
+    for split in ("train2017", "train"):
+        index, _ = _read(tmp_path, split=split)
+        assert index.source == str(ann / "instances_train2017.json"), split
+        assert [r.file_name for r in index.records] == ["a.jpg", "b.jpg"]
+    # only a file without boxes names the split: said, not read
+    (ann / "captions_val2017.json").write_text(json.dumps(captions))
+    with pytest.raises(DataError) as err:
+        read_dataset(tmp_path, split="val2017")
+    assert str(err.value).endswith(
+        "among ['captions_train2017.json', 'captions_val2017.json', "
+        "'instances_train2017.json', 'person_keypoints_train2017.json'] "
+        "(captions_val2017.json: no boxes, not read)"
+    )
+
+
+def test_the_2014_layout_reads_val2014_not_minival2014_and_refuses_a_split_naming_several(
+    tmp_path,
+):
+    ann = tmp_path / "annotations"
+    _images(tmp_path / "images", "val.jpg", "mini.jpg", "rest.jpg", "train.jpg")
+    _instances(ann / "instances_minival2014.json", "mini.jpg")  # sorts before val2014
+    _instances(ann / "instances_train2014.json", "train.jpg")
+    _instances(ann / "instances_val2014.json", "val.jpg")
+    _instances(ann / "instances_valminusminival2014.json", "rest.jpg")
+    index, _ = _read(tmp_path, split="val2014")
+    assert [r.file_name for r in index.records] == ["val.jpg"]
+    assert [r.file_name for r in _read(tmp_path, split="minival2014")[0].records] == ["mini.jpg"]
+    # "val" names three files, none exactly: one line listing them, no guess
+    with pytest.raises(DataError) as err:
+        read_dataset(tmp_path, split="val")
+    assert str(err.value) == (
+        f"{tmp_path}: 3 COCO JSON files name the split 'val' (instances_minival2014.json, "
+        "instances_val2014.json, instances_valminusminival2014.json) and none is "
+        "instances_val.json: give the JSON file itself"
+    )
+    # DataConfig's default split ("train") names one
+    assert [r.file_name for r in DataConfig(str(tmp_path)).read_train().records] == ["train.jpg"]
+
+
+def test_a_json_named_as_the_split_is_read_before_those_that_contain_it(tmp_path):
+    ann = tmp_path / "annotations"
+    _images(tmp_path / "images", "val.jpg", "mini.jpg")
+    _instances(ann / "minival.json", "mini.jpg")
+    _instances(ann / "val.json", "val.jpg")
+    assert [r.file_name for r in _read(tmp_path, split="val")[0].records] == ["val.jpg"]
