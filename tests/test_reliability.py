@@ -155,12 +155,12 @@ def test_resume_refuses_a_finished_run_and_another_model(tmp_path):
 
 
 def test_a_resumed_log_keeps_each_step_once(tmp_path):
-    _run(tmp_path, "a", steps=3)  # checkpoint at step 2, log rows 0, 1, 2
+    _run(tmp_path, "a", steps=3)  # checkpoint at step 2, log rows 1, 2, 3
     (tmp_path / "a" / "checkpoint.safetensors").replace(tmp_path / "a" / "at2.safetensors")
     _run(tmp_path, "a", steps=5, resume=tmp_path / "a" / "at2.safetensors")
     with open(tmp_path / "a" / "train_log.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
-    assert steps == [0, 1, 2, 3, 4]
+    assert steps == [1, 2, 3, 4, 5]
 
 
 def _broken_voc(tmp_path, good: int) -> Path:

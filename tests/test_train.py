@@ -40,9 +40,26 @@ def test_log_records_the_learning_rate_each_step_trained_at(tmp_path):
     with open(tmp_path / "lr" / "train_log.csv") as f:
         rates = [(int(r["step"]), float(r["lr"])) for r in csv.DictReader(f)]
     assert [rate for _, rate in rates] == [
-        pytest.approx(FAST.lr * lr_factor(step, FAST)) for step, _ in rates
-    ]  # step 0 at the warm-up's first rate, not step 1's
+        pytest.approx(FAST.lr * lr_factor(step - 1, FAST)) for step, _ in rates
+    ]  # step 1 at the warm-up's first rate, not step 2's
     assert rates[0][1] < rates[1][1]
+
+
+def test_log_steps_count_steps_done_as_checkpoints_and_validations_do(tmp_path):
+    # every 3rd step logged, at 3 and 6 (not 0-based 0, 3, 6: steps 1, 4, 7), with the first
+    # step (early feedback) and the last; a resumed run logs its first step too
+    data, seen = SyntheticShapes(4, image_size=64), []
+    config = dataclasses.replace(FAST, steps=7, log_every=3)
+    train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path / "a",
+          progress=False, on_step=lambda step, row: seen.append(step))  # fmt: skip
+    with open(tmp_path / "a" / "train_log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == seen == [1, 3, 6, 7]
+    short = dataclasses.replace(config, steps=4)
+    train(build_model(preset_config("tiny")), data, short, out_dir=tmp_path / "b", progress=False)
+    train(build_model(preset_config("tiny")), data, config, out_dir=tmp_path / "b",
+          progress=False, resume=tmp_path / "b" / "checkpoint.safetensors")  # fmt: skip
+    with open(tmp_path / "b" / "train_log.csv") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [1, 3, 4, 5, 6, 7]
 
 
 def test_log_records_the_gradient_norm_before_clipping(tmp_path):
@@ -127,11 +144,11 @@ def test_resume_continues_exactly(tmp_path):
             return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}  # last wins
 
     whole = run("whole")
-    killed = run("part", kill_at=3)
-    assert killed == {k: whole[k] for k in range(4)}
+    killed = run("part", kill_at=4)
+    assert killed == {k: whole[k] for k in range(1, 5)}
     resumed = run("part", resume=tmp_path / "part" / "checkpoint.safetensors")
-    assert sorted(resumed) == list(range(6))  # the log continues
-    for k in range(3, 6):
+    assert sorted(resumed) == list(range(1, 7))  # the log continues
+    for k in range(4, 7):
         assert resumed[k] == whole[k], k
 
 
@@ -270,9 +287,9 @@ def test_an_interrupted_run_says_which_checkpoint_it_leaves(tmp_path, capsys):
     config = TrainConfig(steps=6, batch_size=2, warmup_steps=0, checkpoint_every=2, log_every=1)
     seen = []
 
-    def interrupt(step, losses):  # Ctrl-C after step 3 (0-based): 4 steps done
+    def interrupt(step, losses):  # Ctrl-C after the 4th step's log row
         seen.append(step)
-        if step == 3:
+        if step == 4:
             raise KeyboardInterrupt
 
     trainer = Trainer(build_model(preset_config("tiny")), SyntheticShapes(4, image_size=64),
@@ -374,10 +391,10 @@ def test_a_run_resumed_with_more_steps_trains_at_its_new_schedules_rate(tmp_path
           resume=tmp_path / "checkpoint.safetensors")  # fmt: skip
     with open(tmp_path / "train_log.csv") as f:
         rates = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f)}
-    # the old schedule ended at 0 after step 3; the new one is at half way at step 4
-    for step in range(4, 8):
-        assert rates[step] == pytest.approx(config.lr * lr_factor(step, longer)), step
-    assert rates[4] > 0.45 * config.lr
+    # the old schedule ended at 0 after step 4; the new one is at half way at step 5
+    for step in range(5, 9):  # steps done, as logged: step k trained at lr_factor(k - 1)
+        assert rates[step] == pytest.approx(config.lr * lr_factor(step - 1, longer)), step
+    assert rates[5] > 0.45 * config.lr
 
 
 def test_a_resumed_run_whose_time_budget_is_spent_takes_no_step(tmp_path, capsys):
@@ -393,7 +410,7 @@ def test_a_resumed_run_whose_time_budget_is_spent_takes_no_step(tmp_path, capsys
         return {"AR@1000": 0.5}
 
     def stop_at_2(step, row):
-        if step == 2:  # logged after the checkpoint and validation of 2 steps
+        if step == 3:  # logged after the checkpoint and validation of 2 steps
             raise KeyboardInterrupt
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -427,7 +444,7 @@ def test_a_resumed_budgeted_run_paces_its_first_step_and_keeps_its_budget(tmp_pa
                          checkpoint_every=2)  # fmt: skip
 
     def stop_at_2(step, row):
-        if step == 2:
+        if step == 3:  # the step after the checkpoint of 2 steps
             raise KeyboardInterrupt
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -443,8 +460,8 @@ def test_a_resumed_budgeted_run_paces_its_first_step_and_keeps_its_budget(tmp_pa
           resume=checkpoint, time_budget_s=budget)  # fmt: skip
     with open(tmp_path / "train_log.csv") as f:
         rates = {int(r["step"]): float(r["lr"]) for r in csv.DictReader(f)}
-    assert rates[2] <= config.lr * lr_factor(4, config) + 1e-12
-    assert rates[2] < config.lr * lr_factor(2, config)
+    assert rates[3] <= config.lr * lr_factor(4, config) + 1e-12  # the first resumed step
+    assert rates[3] < config.lr * lr_factor(2, config)
 
 
 def test_a_warm_up_longer_than_the_run_says_the_peak_rate_it_reaches(tmp_path):

@@ -1,6 +1,7 @@
 """The training log of a run: ``train_log.csv`` and TensorBoard events, written by rank 0.
 
-The CSV's columns are the step, the learning rate, the total loss, every loss term the model
+The CSV's columns are the step (steps done: the first is 1, as messages, checkpoints and
+validations count them), the learning rate, the total loss, every loss term the model
 returned (its own names, sorted), the gradient norm before clipping and the throughput; the
 header is written with the first row, so that the columns follow the model, not a guess.
 """
@@ -13,8 +14,9 @@ from pathlib import Path
 
 
 class RunLog:
-    """``resume_at``: the step a resumed run starts from; the log written before keeps its rows
-    of earlier steps only (those after the checkpoint are logged again, once)."""
+    """``resume_at``: the steps done at the checkpoint a resumed run starts from; the log
+    written before keeps its rows up to that step only (those after the checkpoint are logged
+    again, once)."""
 
     def __init__(self, out_dir: Path, *, resume_at: int | None = None) -> None:
         self.path = out_dir / "train_log.csv"
@@ -23,11 +25,9 @@ class RunLog:
             _truncate(self.path, resume_at)
         self._file = None
         self._writer = None
-        # the validation of the checkpoint's own weights, purged below: written back
+        # the validation of the checkpoint's own weights (kept in the events: not purged)
         self.kept = logged_validations(out_dir).get(resume_at, {}) if resume_at is not None else {}
         self.tensorboard = _tensorboard(out_dir, resume_at)
-        if self.kept:
-            self.write_evaluation(self.kept, resume_at)
 
     def write(self, row: dict[str, float | str]) -> None:
         if self._writer is None:
@@ -90,23 +90,22 @@ def logged_validations(out_dir: Path) -> dict[int, dict[str, float]]:
 
 
 def _tensorboard(out_dir: Path, resume_at: int | None):
-    """The event writer; a resumed run purges the steps from ``resume_at`` on (those written
-    after the checkpoint it resumes), as the CSV log is cut: ``train/`` scalars are at 0-based
-    steps, so the first resumed step's is written again, but ``eval/`` ones at steps done, so
-    the validation at ``resume_at`` (of the checkpoint's weights) is purged too and written
-    back by ``RunLog``."""
+    """The event writer; a resumed run purges the steps after ``resume_at`` (those written
+    after the checkpoint it resumes), as the CSV log is cut: scalars are at steps done, so
+    the validation at ``resume_at``, of the checkpoint's own weights, stays."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard not installed: the CSV log remains
         return None
-    return SummaryWriter(str(out_dir / "tensorboard"), purge_step=resume_at)
+    purge = None if resume_at is None else resume_at + 1
+    return SummaryWriter(str(out_dir / "tensorboard"), purge_step=purge)
 
 
-def _truncate(path: Path, before_step: int) -> None:
-    """Keep the header and the rows of steps before ``before_step``, rewritten atomically."""
+def _truncate(path: Path, last_step: int) -> None:
+    """Keep the header and the rows of steps up to ``last_step``, rewritten atomically."""
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) < before_step]
+    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= last_step]
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         csv.writer(f).writerows(kept)

@@ -198,7 +198,7 @@ class Trainer:
     of the best evaluation (``BEST_BY``) are kept in ``best.safetensors`` (weights, spec and
     size, no optimizer state: a model to use, not a run to resume); ``max_loss``: a finite
     loss above it stops the run as diverged (None: only NaN and inf; the default suits
-    rpnkit's mean-reduced losses, ``divergence.EXPLODED_LOSS``); ``on_step(step, row)``
+    rpnkit's mean-reduced losses, ``divergence.EXPLODED_LOSS``); ``on_step(steps_done, row)``
     after every logged step;
     ``input_size`` (short side, max size of the resized images) goes into the checkpoints, for
     inference to resize as training did.
@@ -409,10 +409,12 @@ class Trainer:
         return logged, loss.detach(), grad_norm
 
     # 4. Logging every ``log_every`` steps (rank 0).
-    def _log(self, log: RunLog, bar: tqdm, step: int, loss, logged, grad_norm) -> None:
+    def _log(self, log: RunLog, bar: tqdm, done: int, loss, logged, grad_norm) -> None:
+        """A row of ``train_log.csv`` for the step that made ``done`` steps: steps are counted
+        as every message, checkpoint and validation counts them (the first is step 1)."""
         self.watch.flush()  # logging synchronises anyway
         row = {
-            "step": step,
+            "step": done,
             "lr": self.step_lr,  # the rate this step trained at, not the next one's
             "loss": float(loss),
             **{k: float(v) for k, v in logged.items()},
@@ -426,7 +428,7 @@ class Trainer:
             **{k.removeprefix("loss_")[:3]: f"{v:.3f}" for k, v in logged.items()},
         )
         if self.on_step is not None:
-            self.on_step(step, row)
+            self.on_step(done, row)
 
     # 5. Checkpoints (rank 0), atomic; best.safetensors without the optimizer's state.
     def checkpoint(self, steps_done: int, name: str = "checkpoint.safetensors") -> None:
@@ -550,8 +552,9 @@ class Trainer:
             self.images_seen += batch.images.shape[0] * self.context.world
             bar.update(1)
             self.steps_done = done = step + 1
-            if main and (step % config.log_every == 0 or done == config.steps):
-                self._log(log, bar, step, loss, logged, grad_norm)
+            first, last = step == self.start_step, done == config.steps
+            if main and (done % config.log_every == 0 or first or last):
+                self._log(log, bar, done, loss, logged, grad_norm)
             if config.checkpoint_every and done % config.checkpoint_every == 0:
                 self.checkpoint(done)
             due = config.eval_every and done % config.eval_every == 0
