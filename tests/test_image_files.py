@@ -119,3 +119,18 @@ def test_only_the_main_thread_catches_warnings(tmp_path):
     thread.join()
     assert warnings.filters == filters
     assert [Path(w.filename).parent.name for w in caught_in_thread] == ["PIL"]
+
+
+def test_a_folder_s_sub_folders_are_said_not_to_be_read(tmp_path):
+    for name in ("top.jpg", "cats/a.jpg", "dogs/b.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 6)).save(tmp_path / name)
+    with pytest.warns(DataNote, match=r"its 2 sub-folder\(s\) \(cats/, dogs/\) are not read"):
+        index = index_for_input(tmp_path)
+    assert [r.path.name for r in index.records] == ["top.jpg"]
+    (tmp_path / "top.jpg").unlink()  # a folder of class folders: the error says why
+    with pytest.raises(ValueError, match=r"no image file at its top level, and its 2 sub-folder"):
+        index_for_input(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a folder without sub-folders: no note
+        assert len(index_for_input(tmp_path / "cats").records) == 1

@@ -4,6 +4,7 @@ them (``DetectionDataset``'s items, without boxes for plain images)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,15 @@ from .dataset import Unreadable, make_item, planned_item, report_skipped, skip
 from .device_images import read_jpeg
 from .images import load_rgb, to_rgb
 from .readers import coco_jsons, read_dataset
-from .records import IMAGE_SUFFIXES, DataError, DatasetIndex, Record, image_size
+from .records import (
+    IMAGE_SUFFIXES,
+    DataError,
+    DataNote,
+    DatasetIndex,
+    Record,
+    caller_of_package,
+    image_size,
+)
 from .transforms import Compose
 from .voc import voc_xml_files
 
@@ -72,6 +81,8 @@ def index_for_input(
             for p in entries
             if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_file()
         ]
+        folders = [p for p in entries if p.is_dir() and p.suffix.lower() not in IMAGE_SUFFIXES]
+        _note_sub_folders(path, folders, pictures)
         return _image_index(pictures, others, path, strict)
     return read_dataset(
         path,
@@ -82,6 +93,25 @@ def index_for_input(
         class_names=class_names,
         images=images,
         class_map=class_map,
+    )
+
+
+def _note_sub_folders(path: Path, folders: list[Path], pictures: list[Path]) -> None:
+    """A folder's images are its own files: its sub-folders are not read. Said in one line
+    (a ``DataNote``), and as the error when the folder has no image of its own."""
+    if not folders:
+        return
+    shown = ", ".join(f"{p.name}/" for p in folders[:5]) + (", ..." if len(folders) > 5 else "")
+    what = f"{len(folders)} sub-folder(s) ({shown})"
+    if not pictures:
+        raise DataError(
+            f"{path}: no image file at its top level, and its {what} are not read: give one "
+            "of them, or a dataset"
+        )
+    warnings.warn(
+        f"{path}: its {what} are not read (a folder's own images are): give each apart",
+        DataNote,
+        stacklevel=caller_of_package(),
     )
 
 
