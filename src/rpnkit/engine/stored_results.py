@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import torch
 
 from ..data import DataNote, DatasetIndex, SkippedSample, read_dataset
 from ..data.records import caller_of_package
+from ..data.splits import ImageNames
 from ..evaluation.detection import ImageDetections, ImageTruth
 from ..evaluation.recall import MAX_DETS, match_proposals, pad_boxes, proposal_recall_summary
 from .device import resolve_device
@@ -34,7 +36,8 @@ class StoredProposals:
     """A COCO results file matched to a dataset's images: per record of the index (in its
     order) the boxes (K, 4) float32 xyxy in original pixels, best first, and their scores;
     ``results`` entries were read, ``unknown_results`` of them for images the dataset does
-    not hold, ``bad_results`` malformed; ``notes`` says so in lines (warned as they arise).
+    not hold, ``ambiguous_results`` of a file name several of its images have (and no image
+    id), ``bad_results`` malformed; ``notes`` says so in lines (warned as they arise).
     Images without results count as images with no proposals."""
 
     source: str
@@ -45,6 +48,7 @@ class StoredProposals:
     bad_results: int = 0
     notes: list[str] = field(default_factory=list)
     other_results: int = 0
+    ambiguous_results: int = 0
 
     def by_file_name(self, index: DatasetIndex) -> dict[str, np.ndarray]:
         """File name -> boxes, for the images that have any (``DetectionDataset``'s
@@ -61,6 +65,8 @@ class StoredProposals:
             text += f"; {self.other_results} for the dataset's other images, left out"
         if self.unknown_results:
             text += f"; {self.unknown_results} for images not in the dataset"
+        if self.ambiguous_results:
+            text += f"; {self.ambiguous_results} of a file name several images have"
         if self.bad_results:
             text += f"; {self.bad_results} malformed"
         return text
@@ -129,54 +135,90 @@ def _is_key(value) -> bool:
     return isinstance(value, int | str) and not isinstance(value, bool)
 
 
-def _image_keys(index: DatasetIndex) -> tuple[dict, dict]:
-    """File name -> record position, image id -> record position (the first of each). A file
-    name that several images share (``a/1.jpg``, ``b/1.jpg``) names none: their results are
-    matched by image id."""
-    by_name: dict[str, int | None] = {}
-    by_id: dict = {}
-    for i, record in enumerate(index.records):
-        by_name[record.file_name] = None if record.file_name in by_name else i
-        by_id.setdefault(record.image_id, i)
-    return by_name, by_id
+class _Images:
+    """The images that results are matched to: ``index``'s, within ``whole`` (the dataset it
+    is part of; results for its other images are told apart from unknown ones). A file name
+    finds its image by the longest trailing part of it that an image's path ends with (the
+    full relative path ``a/img.jpg``, else the file name ``img.jpg``: ``ImageNames.find``)."""
+
+    def __init__(self, index: DatasetIndex, whole: DatasetIndex | None) -> None:
+        records = list(whole.records) if whole is not None else []
+        seen = {os.path.normpath(r.path) for r in records}
+        records += [r for r in index.records if os.path.normpath(r.path) not in seen]
+        position = {os.path.normpath(r.path): i for i, r in enumerate(index.records)}
+        self.position = [position.get(os.path.normpath(r.path)) for r in records]
+        self.names = ImageNames(records)
+        self.by_id: dict = {}  # image id -> position in index (the first of each)
+        for i, record in enumerate(index.records):
+            self.by_id.setdefault(record.image_id, i)
+        self.other_ids = {r.image_id for r in records} - set(self.by_id)
+
+    def locate(self, entry: dict) -> tuple[str, object]:
+        """Where a results entry goes: ``("found", position in index)``, ``("other", None)``
+        (an image of ``whole`` only), ``("unknown", its file name or image id)``, or
+        ``("shared", the images' names)`` (a file name several images have, and no image
+        id). By file name when the entry has one (by image id where several images have it),
+        else by image id."""
+        name, image_id = entry.get("file_name"), entry.get("image_id")
+        if isinstance(name, str) and name:
+            found = self.names.find(name)
+            if not found:
+                return "unknown", name
+            if len(found) == 1:
+                i = self.position[found[0]]
+                return ("found", i) if i is not None else ("other", None)
+            if image_id is None:
+                return "shared", tuple(self.names.names[j] for j in found)
+        if image_id in self.by_id:
+            return "found", self.by_id[image_id]
+        return ("other", None) if image_id in self.other_ids else ("unknown", image_id)
 
 
 @dataclass
 class _Matched:
     """Results entries given to a dataset's images: per record, its entries as parsed;
     ``bad``: a line per malformed entry; ``unknown``: image key -> its results, for images
-    not in the dataset; ``others``: results for the whole dataset's other images."""
+    not in the dataset; ``others``: results for the whole dataset's other images;
+    ``shared``: (file name, the images that have it) -> its results, for entries of a file
+    name several images have and no image id."""
 
     found: list[list]
     bad: list[str] = field(default_factory=list)
     unknown: dict = field(default_factory=dict)
     others: int = 0
+    shared: dict = field(default_factory=dict)
 
 
 def _match_entries(path: str, entries: list, index: DatasetIndex, whole, parse) -> _Matched:
     """Each entry parsed (``parse``: its value, or a string saying why it is malformed) and
-    given to its image: by file name (its last part) where one image of ``index`` has it,
-    else by image id; ``whole``'s other images are told apart from unknown ones."""
-    by_name, by_id = _image_keys(index)
-    other_names, other_ids = _image_keys(whole) if whole is not None else ({}, {})
+    given to its image (``_Images.locate``)."""
+    images = _Images(index, whole)
     matched = _Matched([[] for _ in index.records])
     for n, entry in enumerate(entries):
         parsed = parse(entry)
         if isinstance(parsed, str):
             matched.bad.append(f"{path}: entry {n}: {parsed}")
             continue
-        name = entry.get("file_name")
-        by_file = isinstance(name, str) and bool(name)
-        by_file = by_file and by_name.get(Path(name).name, 0) is not None  # else shared
-        key = Path(name).name if by_file else entry.get("image_id")
-        i = (by_name if by_file else by_id).get(key)
-        if i is not None:
-            matched.found[i].append(parsed)
-        elif key in (other_names if by_file else other_ids):
+        where, key = images.locate(entry)
+        if where == "found":
+            matched.found[key].append(parsed)
+        elif where == "other":
             matched.others += 1
         else:
-            matched.unknown[key] = matched.unknown.get(key, 0) + 1
+            table = matched.unknown if where == "unknown" else matched.shared
+            key = key if where == "unknown" else (entry["file_name"], key)
+            table[key] = table.get(key, 0) + 1
     return matched
+
+
+def _shared_line(source: str, shared: dict) -> str:
+    """One line for the results whose file name several images have (and no image id)."""
+    (name, images), more = next(iter(shared)), len(shared) - 1
+    line = f"{source}: {sum(shared.values())} result(s) matched to no image: file_name "
+    line += f"{name!r} names {len(images)} images ({', '.join(images[:5])}"
+    line += ", ...)" if len(images) > 5 else ")"
+    line += f" (and {more} more such file name(s))" if more else ""
+    return line + ": give image_id or the path"
 
 
 def _note(notes: list[str], line: str) -> None:
@@ -192,11 +234,13 @@ def read_stored_proposals(
     whole: DatasetIndex | None = None,
 ) -> StoredProposals:
     """The proposals of a COCO results file for the images of ``index``: entries with a
-    ``file_name`` are matched by file name (its last part; by ``image_id`` where several
-    images share it), the others by ``image_id`` (COCO's image ids for a COCO dataset;
-    rpnkit's own ids for the other formats).
-    Results for images not in ``index`` are counted and reported in one line, malformed
-    entries one by one (the first ``MAX_REPORTED``); none matched at all is an error. Each
+    ``file_name`` are matched by it, as a path first (``a/img.jpg``: the image whose path
+    ends so), then by its last part (``img.jpg``) where one image has it, else by
+    ``image_id``; the others by ``image_id`` (COCO's image ids for a COCO dataset; rpnkit's
+    own ids for the other formats). Results for images not in ``index`` are counted and
+    reported in one line, those of a file name several images have (and no ``image_id``) in
+    one line, malformed entries one by one (the first ``MAX_REPORTED``); none matched at all
+    is an error. Each
     image keeps its ``top`` best results (all by default); category ids are ignored.
     ``whole``: the dataset that ``index`` is part of (a split's held-out images): results for
     its other images are left out without a word (counted in ``other_results``). ``path``
@@ -226,16 +270,19 @@ def _best_first(found: list[list], top: int | None, box_dtype: type) -> tuple[li
 
 def _report_unmatched(stored: StoredProposals, matched: _Matched, index, results: int) -> None:
     """Counts the results, reports the malformed ones one by one (the first
-    ``MAX_REPORTED``) and those for images not in ``index`` in one line; none for an image of
-    ``index`` is an error."""
+    ``MAX_REPORTED``), those for images not in ``index`` in one line and those of a file name
+    several images have in one line; none for an image of ``index`` is an error."""
     bad, unknown = matched.bad, matched.unknown
     stored.results, stored.bad_results = results, len(bad)
     stored.other_results, stored.unknown_results = matched.others, sum(unknown.values())
+    stored.ambiguous_results = sum(matched.shared.values())
     for line in bad[:MAX_REPORTED]:
         _note(stored.notes, line)
     if len(bad) > MAX_REPORTED:
         _note(stored.notes, f"{stored.source}: {len(bad) - MAX_REPORTED} more malformed entries")
-    if unknown:
+    if matched.shared and any(matched.found):
+        _note(stored.notes, _shared_line(stored.source, matched.shared))
+    if unknown and any(matched.found):
         first = next(iter(unknown))
         _note(
             stored.notes,
@@ -246,6 +293,8 @@ def _report_unmatched(stored: StoredProposals, matched: _Matched, index, results
         line = f"{stored.source}: no results: every image scores as found nothing"
         stored.notes.append(line)
         warnings.warn(line, DataNote, stacklevel=caller_of_package())  # the caller's line
+    elif not any(matched.found) and matched.shared and not unknown:
+        raise ValueError(_shared_line(stored.source, matched.shared))
     elif not any(matched.found):
         raise ValueError(
             f"{stored.source}: none of its {stored.results} results is for an image of "

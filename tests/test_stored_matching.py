@@ -1,0 +1,112 @@
+"""Stored results (``engine.stored_results``, ``rpnkit eval --proposals/--detections``) matched
+to a dataset's images and classes: by the path a file name gives before its last part, a file
+name several images have said so in one line; a proposals file given as detections, category
+ids without names, ``--top`` of stored proposals, and a file of one split scored against the
+whole dataset."""
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from rpnkit.cli import main
+from rpnkit.data import read_dataset
+from rpnkit.engine.stored_results import read_stored_proposals
+
+NAMES = ("a/img.jpg", "b/img.jpg", "a/x.jpg", "b/y.jpg")
+
+
+def _dup_dataset(root: Path) -> Path:
+    """A CSV of four 64x64 images, a/img.jpg and b/img.jpg sharing a file name; one box each,
+    (8, 8, 40, 40)."""
+    rows = ["image_path,xmin,ymin,xmax,ymax,label"]
+    for name in NAMES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), (90, 120, 150)).save(root / name)
+        rows.append(f"{name},8,8,40,40,raccoon")
+    path = root / "boxes.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def _read(path, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_dataset(path, **kwargs)
+
+
+def _entries(names, **extra) -> list[dict]:
+    return [{"file_name": n, "bbox": [8, 8, 32, 32], "score": 0.9, **extra} for n in names]
+
+
+def _write(path: Path, entries: list[dict]) -> Path:
+    path.write_text(json.dumps(entries))
+    return path
+
+
+# ---------------------------------------------------------------- images by path, then name
+
+
+def test_a_path_unique_in_the_dataset_matches_its_image(tmp_path):
+    index = _read(_dup_dataset(tmp_path / "ds"))
+    results = _write(tmp_path / "r.json", _entries(["a/img.jpg", "b/img.jpg"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no word: every result found its image
+        stored = read_stored_proposals(results, index)
+    assert [len(b) for b in stored.boxes] == [1, 1, 0, 0]
+    assert stored.describe() == f"{results}: 2 results for 2 of 4 images (2 without any)"
+    # a whole path, and a path under another folder, by the longest part an image has
+    whole = str(tmp_path / "ds" / "b" / "img.jpg")
+    stored = read_stored_proposals(_entries([whole, "elsewhere/b/img.jpg", "x.jpg"]), index)
+    assert [len(b) for b in stored.boxes] == [0, 2, 1, 0]
+
+
+def test_a_file_name_several_images_have_is_said_in_one_line(tmp_path):
+    index = _read(_dup_dataset(tmp_path / "ds"))
+    results = _write(tmp_path / "r.json", _entries(["img.jpg", "img.jpg", "x.jpg"]))
+    with pytest.warns(UserWarning) as caught:
+        stored = read_stored_proposals(results, index)
+    lines = [str(w.message) for w in caught]
+    assert lines == [
+        f"skipped {results}: 2 result(s) matched to no image: file_name 'img.jpg' names 2 "
+        "images (a/img.jpg, b/img.jpg): give image_id or the path"
+    ]
+    assert [len(b) for b in stored.boxes] == [0, 0, 1, 0] and stored.unknown_results == 0
+    assert stored.describe().endswith("; 2 of a file name several images have")
+    # none matched: that line is the error, never "(first: None)"
+    only = _write(tmp_path / "only.json", _entries(["img.jpg", "img.jpg"]))
+    with pytest.raises(ValueError) as raised:
+        read_stored_proposals(only, index)
+    assert str(raised.value) == (
+        f"{only}: 2 result(s) matched to no image: file_name 'img.jpg' names 2 images "
+        "(a/img.jpg, b/img.jpg): give image_id or the path"
+    )
+    # with an image id, the id tells them apart
+    ids = [{**e, "image_id": r.image_id} for e, r in zip(_entries(["img.jpg"] * 2), index.records)]
+    assert [len(b) for b in read_stored_proposals(ids, index).boxes] == [1, 1, 0, 0]
+
+
+def test_unknown_images_are_counted_by_the_names_given(tmp_path):
+    index = _read(_dup_dataset(tmp_path / "ds"))
+    entries = _entries(["x.jpg", "c/img2.jpg", "d/img2.jpg", "d/img2.jpg"])
+    with pytest.warns(UserWarning) as caught:
+        stored = read_stored_proposals(entries, index)
+    assert [str(w.message) for w in caught] == [
+        f"skipped the results given: 3 result(s) for 2 image(s) not in {index.source} (first: "
+        "'c/img2.jpg')"
+    ]
+    assert stored.unknown_results == 3
+
+
+def test_eval_detections_of_paths_from_the_command_line(tmp_path, capsys):
+    data = _dup_dataset(tmp_path / "ds")
+    results = _write(tmp_path / "d.json", _entries(["a/img.jpg", "b/img.jpg"], category_id=1))
+    argv = ["eval", "--detections", str(results), "--data", str(data), "--no-progress"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the category ids' note (below)
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"{results}: 2 results for 2 of 4 images (2 without any)" in out
+    assert "None" not in out
