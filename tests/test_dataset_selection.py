@@ -100,3 +100,86 @@ def test_a_json_named_as_the_split_is_read_before_those_that_contain_it(tmp_path
     _instances(ann / "minival.json", "mini.jpg")
     _instances(ann / "val.json", "val.jpg")
     assert [r.file_name for r in _read(tmp_path, split="val")[0].records] == ["val.jpg"]
+
+
+# ---------------------------------------------------------------- --split-file and --split
+
+
+def test_a_split_file_selects_coco_and_yolo_images_as_it_does_voc_and_csv(tmp_path):
+    ids = tmp_path / "ids.txt"
+    ids.write_text("000000000009\n000000000025.jpg\nnot-an-image\n")
+    for split in ("train2017", "train"):  # COCO128's COCO JSON, then its YOLO labels
+        index, warned = _read(COCO128, split=split, split_file=ids)
+        assert [r.file_name for r in index.records] == ["000000000009.jpg", "000000000025.jpg"]
+        unmatched = [w for w in warned if "ids name no image" in w]
+        assert (
+            len(unmatched) == 1 and f"skipped {ids}: 1 of its 3 ids name no image" in (unmatched[0])
+        ), warned
+        assert "'not-an-image'" in unmatched[0]
+    # a CSV's filename column, as raccoon's train_labels.csv selects VOC images
+    listed = tmp_path / "listed.csv"
+    listed.write_text("filename,width\n000000000030.jpg,640\n000000000030.jpg,640\n")
+    index, _ = _read(COCO128, split="train2017", split_file=listed)
+    assert [r.file_name for r in index.records] == ["000000000030.jpg"]
+    assert len(index.records[0].boxes) == 2  # its boxes, as without the split file
+    # the selection keeps the ids of the whole split, and the boxes
+    whole = {r.file_name: r for r in _read(COCO128, split="train")[0].records}
+    for record in _read(COCO128, split="train", split_file=ids)[0].records:
+        assert record.image_id == whole[record.file_name].image_id
+        assert record.boxes.tolist() == whole[record.file_name].boxes.tolist()
+    # one naming nothing stops, as for VOC
+    ids.write_text("nope\n")
+    with pytest.raises(DataError, match=r"none of its 1 ids names an image of .*'000000000009'"):
+        read_dataset(COCO128, split="train2017", split_file=ids)
+
+
+def test_the_cli_reads_a_coco_split_file(tmp_path, capsys):
+    from rpnkit.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("000000000009\n")
+    argv = ["anchors", "--data", str(COCO128), "--split-file", str(ids), "--preset", "tiny"]
+    assert main([*argv, "--split", "train2017", "--short-side", "128", "--max-size", "192"]) == 0
+    out = capsys.readouterr().out
+    assert f"{COCO128 / 'annotations' / 'instances_train2017.json'}: 1 image, 80 classes" in out
+
+
+def test_a_named_split_of_a_voc_or_csv_dataset_is_refused_not_ignored(tmp_path, capsys):
+    from rpnkit.cli import main
+
+    voc = tmp_path / "voc"
+    _images(voc / "JPEGImages", "a.jpg")
+    (voc / "Annotations").mkdir()
+    obj = "<object><name>x</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>9</xmax>"
+    obj += "<ymax>9</ymax></bndbox></object>"
+    (voc / "Annotations" / "a.xml").write_text(f"<annotation>{obj}</annotation>")
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("image_path,xmin,ymin,xmax,ymax,label\nvoc/JPEGImages/a.jpg,2,2,9,9,x\n")
+    for path, fmt in ((voc, "VOC"), (csv, "CSV")):
+        with pytest.raises(DataError) as err:
+            read_dataset(path, split="test")
+        assert str(err.value) == (
+            f"{path}: --split 'test' (split=) names a COCO JSON or a YOLO data.yaml key; a "
+            f"{fmt} dataset has no named splits: select its images with --split-file "
+            "(split_file=)"
+        )
+        # the splits every command and function names by default: read whole, as before
+        for split in ("train", "val"):
+            assert len(_read(path, split=split)[0].records) == 1
+    with pytest.raises(ValueError, match=r"--split 'test2007'"):
+        DataConfig(str(voc), split="test2007").read_train()
+    with pytest.raises(ValueError, match=r"--split 'test'"):
+        DataConfig(str(csv), val_data=str(voc), val_split="test").read_val()
+    # VOC's own split file, when it has one, is named
+    sets = voc / "ImageSets" / "Main"
+    sets.mkdir(parents=True)
+    (sets / "test.txt").write_text("a\n")
+    with pytest.raises(DataError, match=rf"\(split_file=\): --split-file {sets / 'test.txt'}$"):
+        read_dataset(voc, split="test")
+    assert len(_read(voc, split_file=sets / "test.txt")[0].records) == 1
+    # the command line stops with the one line
+    assert main(["anchors", "--data", str(csv), "--split", "test", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rpnkit anchors: error: {csv}: --split 'test' (split=) names a COCO JSON " +
+                   "or a YOLO data.yaml key; a CSV dataset has no named splits: select its " +
+                   "images with --split-file (split_file=)"]  # fmt: skip

@@ -222,8 +222,8 @@ def add_data_options(
     p.add_argument(
         "--split-file",
         default=None,
-        help="VOC or CSV: a text file of image ids or a CSV with a 'filename' column "
-        "selecting the images (e.g. raccoon's train_labels.csv)",
+        help="a text file of image ids (file names without suffix) or a CSV with a 'filename' "
+        "column selecting the images, of any format (e.g. raccoon's train_labels.csv)",
     )
     if locate:
         add_locate_options(p)

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", help="a folder written by rpnkit train")
     p.add_argument("--data", default=None, help="validation dataset (default: the run's)")
     p.add_argument("--split", default=None, help="split of --data (default: the run's)")
-    p.add_argument("--split-file", default=None, help="VOC split file (default: the run's)")
+    p.add_argument("--split-file", default=None, help="split file of --data (default: the run's)")
     p.add_argument(
         "--format",
         choices=["coco", "voc", "yolo", "csv"],

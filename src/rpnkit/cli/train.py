@@ -118,7 +118,9 @@ def _add_validation_options(p: argparse.ArgumentParser) -> None:
         "for rpnkit eval --split-from",
     )
     p.add_argument("--val-split", default="val", help="split of --val-data")
-    p.add_argument("--val-split-file", default=None, help="VOC or CSV split file of --val-data")
+    p.add_argument(
+        "--val-split-file", default=None, help="split file of --val-data (as --split-file)"
+    )
     p.add_argument("--val-images", default=None, metavar="DIR", help="--images of --val-data")
 
 

@@ -26,6 +26,7 @@ from .records import (
     _fit_box,
     _json_text,
     _make_record,
+    _split_selection,
     image_size,
 )
 
@@ -50,12 +51,14 @@ def read_coco(
     json_path: str | Path,
     image_dir: str | Path | None = None,
     *,
+    split_file: str | Path | None = None,
     class_names: Sequence[str] | None = None,
     strict: bool = False,
 ) -> DatasetIndex:
     """A COCO ``instances_*.json``. ``image_dir`` defaults to ``images/<split>`` or ``<split>``
-    beside the ``annotations`` folder, for ``annotations/instances_<split>.json``. Classes: the
-    categories sorted by id, or ``class_names`` (matched by category name)."""
+    beside the ``annotations`` folder, for ``annotations/instances_<split>.json``.
+    ``split_file`` selects images by their file names' stems, as for VOC (``records``).
+    Classes: the categories sorted by id, or ``class_names`` (matched by category name)."""
     json_path = Path(json_path)
     data = _load_coco_json(json_path)
     if not data["images"]:
@@ -65,6 +68,10 @@ def read_coco(
     out = _Collector(strict)
     images, shared = _coco_images(json_path, data["images"], out)
     anns_of = _coco_annotations_by_image(json_path, data["annotations"], images, shared, out)
+    if split_file is not None:
+        stems = [Path(e["file_name"]).stem for e in images.values() if e is not None]
+        wanted = _split_selection(Path(split_file), stems, json_path, out)
+        images = {k: e for k, e in images.items() if e and Path(e["file_name"]).stem in wanted}
     records = []
     for image_id, entry in images.items():
         if entry is None:  # a malformed entry, already reported

@@ -36,7 +36,8 @@ def _require(config, name: str, rule: str, ok: bool) -> None:
 class DataConfig:
     """``data`` and ``val_data`` are dataset paths (COCO JSON, VOC folder, YOLO data.yaml, CSV
     of boxes; format detected unless ``format`` is given); ``split`` names a COCO JSON or a
-    YOLO key, ``split_file`` selects VOC or CSV images; ``images`` and ``val_images`` say
+    YOLO key (VOC and CSV have none: ``readers.read_dataset``), ``split_file`` selects images
+    of any format by file stem; ``images`` and ``val_images`` say
     where their images are when it is not the usual place, ``class_map`` is a CSV dataset's
     ``class_name,id`` file. Without ``val_data``, ``val_fraction`` holds out that fraction of
     ``data`` for validation (``data.splits``: by a hash of each file name with the training

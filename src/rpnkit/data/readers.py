@@ -189,8 +189,11 @@ def read_dataset(
     """Any supported dataset by path. ``split`` names COCO's JSON in a folder
     (``coco_json_for_split``: ``instances_<split>.json``, else ``<split>.json``, else the one
     instances JSON whose name contains it: ``train`` finds ``instances_train2017.json``) and
-    YOLO's data.yaml key; VOC and CSV take ``split_file``. ``class_names`` (the training set's,
-    for a validation set or a checkpoint's data) fixes the labels by name; see the module.
+    YOLO's data.yaml key; VOC and CSV have no named splits, and refuse any ``split`` but
+    ``DEFAULT_SPLITS``. ``split_file`` selects images of any format (a text file of image
+    ids, the files' stems, or a CSV with a ``filename`` column: ``records``).
+    ``class_names`` (the training set's, for a validation set or a checkpoint's data) fixes
+    the labels by name; see the module.
     ``images``: the image folder of a COCO, VOC or CSV dataset, when it is not the usual
     one; ``class_map``: a CSV dataset's ``class_name,id`` file."""
     path = Path(path)
@@ -199,13 +202,19 @@ def read_dataset(
         raise DataError(f"{path}: --images does not apply to YOLO (data.yaml names the images)")
     if class_map is not None and fmt != "csv":
         raise DataError(f"{path}: --class-map applies to CSV datasets only, not {fmt}")
+    if fmt in ("voc", "csv") and split not in DEFAULT_SPLITS:
+        raise DataError(_no_named_splits(path, fmt, split))
     if fmt == "coco":
         if path.is_dir():
             path = coco_json_for_split(path, split)
-        return read_coco(path, images, class_names=class_names, strict=strict)
+        return read_coco(
+            path, images, split_file=split_file, class_names=class_names, strict=strict
+        )
     if fmt == "yolo":
         yaml_path = path / "data.yaml" if path.is_dir() else path
-        return read_yolo(yaml_path, split, class_names=class_names, strict=strict)
+        return read_yolo(
+            yaml_path, split, split_file=split_file, class_names=class_names, strict=strict
+        )
     if fmt == "voc":
         ann = _voc_annotation_dir(path, format)
         return read_voc(ann, images, split_file=split_file, class_names=class_names, strict=strict)
@@ -224,6 +233,29 @@ def read_dataset(
             strict=strict,
         )
     raise DataError(f"unknown dataset format {fmt!r}: use coco, voc, yolo or csv")
+
+
+# the splits that rpnkit's commands and functions name when none is asked for (``train`` to
+# train, ``val`` to evaluate): a format without named splits takes them without a word
+DEFAULT_SPLITS = ("train", "val")
+
+
+def _no_named_splits(path: Path, fmt: str, split: str) -> str:
+    """The line refusing a ``split`` asked of a VOC or CSV dataset, which has no named splits
+    (read whole, it would pass for the split); a VOC ``ImageSets/Main/<split>.txt`` beside
+    it is named as the split file to give."""
+    folder = path if path.is_dir() else path.parent
+    sets = [
+        where / "ImageSets" / "Main" / f"{split}.txt"
+        for where in (folder, folder.parent)
+        if (where / "ImageSets" / "Main" / f"{split}.txt").is_file()
+    ]
+    example = f": --split-file {sets[0]}" if sets else ""
+    return (
+        f"{path}: --split {split!r} (split=) names a COCO JSON or a YOLO data.yaml key; a "
+        f"{fmt.upper()} dataset has no named splits: select its images with --split-file "
+        f"(split_file=){example}"
+    )
 
 
 def _voc_annotation_dir(path: Path, given_fmt: str | None) -> Path:

@@ -25,8 +25,8 @@ image keeps its other boxes (an image may end with none: counted in ``DatasetInd
 the summary). A box that overshoots its image by
 at most ``BORDER_TOLERANCE`` pixels is clipped silently; one that overshoots further but
 overlaps the image is clipped and counted in ``DatasetIndex.clipped``. Ids of a split file
-(VOC, CSV) that name no image are skipped in one line. A dataset or split file that lists
-nothing is an error.
+(any format: image file stems) that name no image are skipped in one line. A dataset or split
+file that lists nothing is an error.
 """
 
 from __future__ import annotations
@@ -530,7 +530,7 @@ def _make_record(
     )
 
 
-# ---------------------------------------------------------------- split files (VOC, CSV)
+# ---------------------------------------------------------------- split files
 
 
 def _read_split(path: Path) -> list[str]:

@@ -27,6 +27,7 @@ from .records import (
     _fit_box,
     _json_text,
     _make_record,
+    _split_selection,
     image_size,
 )
 
@@ -35,6 +36,7 @@ def read_yolo(
     data_yaml: str | Path,
     split: str = "train",
     *,
+    split_file: str | Path | None = None,
     class_names: Sequence[str] | None = None,
     strict: bool = False,
 ) -> DatasetIndex:
@@ -43,8 +45,9 @@ def read_yolo(
     listing image paths (relative to its folder, or absolute), or a list of either, as
     Ultralytics reads them. Labels sit beside the images with ``images`` replaced by
     ``labels`` and a ``.txt`` suffix; a missing or empty label file means an image without
-    objects. Image ids are the file stems (paths, where stems repeat). Classes: data.yaml's
-    ``names``, or ``class_names`` (matched by name)."""
+    objects. Image ids are the file stems (paths, where stems repeat). ``split_file`` selects
+    images of the split by stem, as for VOC (``records``). Classes: data.yaml's ``names``, or
+    ``class_names`` (matched by name)."""
     data_yaml = Path(data_yaml)
     yaml_ids, image_paths, root = _yolo_meta(data_yaml, split)
     given = _class_list(class_names)
@@ -53,7 +56,11 @@ def read_yolo(
     out = _Collector(strict)
     records = []
     labelled = 0  # images with a label file
-    ids = _yolo_image_ids(image_paths, root)
+    ids = _yolo_image_ids(image_paths, root)  # of the whole split: a selection keeps them
+    if split_file is not None:
+        stems = [p.stem for p in image_paths]
+        wanted = _split_selection(Path(split_file), stems, f"{data_yaml} [{split}]", out)
+        image_paths = [p for p in image_paths if p.stem in wanted]
     for path in image_paths:
         label_path = yolo_label_path(path)
         try:
