@@ -13,7 +13,7 @@ from PIL import Image
 
 from rpnkit.cli import main
 from rpnkit.data import read_dataset
-from rpnkit.engine.stored_results import read_stored_proposals
+from rpnkit.engine.stored_results import read_stored_detections, read_stored_proposals
 
 NAMES = ("a/img.jpg", "b/img.jpg", "a/x.jpg", "b/y.jpg")
 
@@ -110,3 +110,28 @@ def test_eval_detections_of_paths_from_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"{results}: 2 results for 2 of 4 images (2 without any)" in out
     assert "None" not in out
+
+
+# ---------------------------------------------------------------- proposals as detections
+
+
+def test_proposals_given_as_detections_are_said_to_be_proposals_in_one_line(tmp_path, capsys):
+    data = _dup_dataset(tmp_path / "ds")
+    proposals = _write(tmp_path / "p.json", _entries(["x.jpg", "y.jpg"] * 20))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing warned one entry at a time first
+        with pytest.raises(ValueError) as raised:
+            read_stored_detections(proposals, _read(data))
+    assert str(raised.value) == (
+        f"{proposals}: none of its 40 entries has a category_id or category_name: proposals? "
+        "score them with --proposals"
+    )
+    argv = ["eval", "--detections", str(proposals), "--data", str(data), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none of its 40 entries has a category_id" in err, err
+    # one entry with a class: the others are malformed detections, reported as before
+    mixed = _entries(["x.jpg"], category_id=1) + _entries(["y.jpg"])
+    with pytest.warns(UserWarning, match="entry 1: neither a 'category_id' nor a 'category_name'"):
+        stored = read_stored_detections(mixed, _read(data))
+    assert stored.bad_results == 1

@@ -369,6 +369,18 @@ def _describe_categories(index: DatasetIndex) -> str:
     return f"category_name one of {names}, else category_id {ids}"
 
 
+def _check_classed(path: str, entries: list) -> None:
+    """An error, in one line, for detections of which no entry has a class (proposals)."""
+    classed = ("category_id", "category_name")
+    if entries and not any(
+        isinstance(e, dict) and any(e.get(key) is not None for key in classed) for e in entries
+    ):
+        raise ValueError(
+            f"{path}: none of its {len(entries)} entries has a category_id or category_name: "
+            "proposals? score them with --proposals"
+        )
+
+
 def read_stored_detections(
     path: Results,
     index: DatasetIndex,
@@ -384,6 +396,7 @@ def read_stored_detections(
     of a known image, or none of those of a known class, is an error. Each image keeps its
     ``top`` best results (all by default)."""
     path, entries = _results_entries(path)
+    _check_classed(path, entries)
     matched = _match_entries(path, entries, index, whole, _detection_entry)
     labels = category_labels(index)
     found, unknown = [], {}
