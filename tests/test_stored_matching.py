@@ -131,7 +131,59 @@ def test_proposals_given_as_detections_are_said_to_be_proposals_in_one_line(tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "none of its 40 entries has a category_id" in err, err
     # one entry with a class: the others are malformed detections, reported as before
-    mixed = _entries(["x.jpg"], category_id=1) + _entries(["y.jpg"])
+    mixed = _entries(["x.jpg"], category_name="raccoon") + _entries(["y.jpg"])
     with pytest.warns(UserWarning, match="entry 1: neither a 'category_id' nor a 'category_name'"):
         stored = read_stored_detections(mixed, _read(data))
     assert stored.bad_results == 1
+
+
+# ---------------------------------------------------------------- category ids without names
+
+
+def _two_classes(root: Path) -> Path:
+    """A CSV of two images, a raccoon in a.png and a dog in b.png (classes read sorted: dog
+    1, raccoon 2), 100x100 boxes in 200x200 images."""
+    root.mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        Image.new("RGB", (200, 200), (90, 120, 150)).save(root / name)
+    path = root / "boxes.csv"
+    path.write_text("a.png,10,10,110,110,raccoon\nb.png,50,50,150,150,dog\n")
+    return path
+
+
+def test_category_ids_alone_are_the_datasets_order_and_said_so_once(tmp_path):
+    index = _read(_two_classes(tmp_path / "ds"))
+    assert index.class_names == ["dog", "raccoon"] and index.categories is None
+    # the GT as detections: ids 1..K in the dataset's order, as the code reads them
+    truth = [
+        {"file_name": "a.png", "bbox": [10, 10, 100, 100], "score": 0.9, "category_id": 2},
+        {"file_name": "b.png", "bbox": [50, 50, 100, 100], "score": 0.9, "category_id": 1},
+    ]
+    with pytest.warns(UserWarning) as caught:
+        stored = read_stored_detections(truth, index)
+    assert [k.tolist() for k in stored.labels] == [[2], [1]]
+    assert [str(w.message) for w in caught] == [
+        "the results given: 2 result(s) with a category_id and no category_name: ids taken as "
+        "1..K in the dataset's class order (1 'dog', 2 'raccoon'), which the model that wrote "
+        "them may not share (rpnkit detect numbers its checkpoint's classes); category_name "
+        "avoids the ambiguity"
+    ]
+    assert stored.notes == [str(caught[0].message)]
+    # with names (what rpnkit detect writes), or on a COCO dataset: no word
+    named = [{**e, "category_name": ["raccoon", "dog"][i]} for i, e in enumerate(truth)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [k.tolist() for k in read_stored_detections(named, index).labels] == [[2], [1]]
+    coco = {
+        "images": [{"id": 5, "file_name": "a.png", "width": 200, "height": 200}],
+        "annotations": [{"id": 1, "image_id": 5, "bbox": [10, 10, 100, 100], "category_id": 7}],
+        "categories": [{"id": 7, "name": "raccoon"}],
+    }
+    (tmp_path / "ds" / "images").mkdir()
+    Image.new("RGB", (200, 200)).save(tmp_path / "ds" / "images" / "a.png")
+    (tmp_path / "ds" / "instances.json").write_text(json.dumps(coco))
+    coco_index = _read(tmp_path / "ds" / "instances.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stored = read_stored_detections([{**truth[0], "category_id": 7}], coco_index)
+    assert [k.tolist() for k in stored.labels] == [[1]]

@@ -103,8 +103,9 @@ def _add_what(p: argparse.ArgumentParser) -> None:
         "JSON (entries as for --proposals, with category_name or category_id), matched to the "
         "images as --proposals are and to the dataset's classes by category_name when an "
         "entry has one, else by category_id (the COCO JSON's own ids for COCO data, else 1..K "
-        "in the dataset's class order, as rpnkit detect writes them); results of unknown "
-        "images or classes are reported. --max-detections N: each image's best N count",
+        "in the dataset's class order, said in a warning: rpnkit detect numbers its "
+        "checkpoint's classes, and writes category_name too); results of unknown images or "
+        "classes are reported. --max-detections N: each image's best N count",
     )
 
 

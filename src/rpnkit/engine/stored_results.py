@@ -345,8 +345,9 @@ def _detection_entry(entry) -> tuple[float, list[float], tuple[str, int | str]] 
 def category_labels(index: DatasetIndex) -> dict[tuple[str, int | str], int]:
     """What a detection's category means in ``index``: ``("category_name", name)`` and
     ``("category_id", id)`` -> label in 1..K. Ids are a COCO JSON's own category ids for a
-    COCO dataset, else 1..K in the order of ``index.class_names`` (what ``rpnkit detect``
-    writes)."""
+    COCO dataset, else 1..K in the order of ``index.class_names`` (the dataset's own order:
+    ``rpnkit detect`` numbers its checkpoint's classes, the same only when they are the
+    dataset's in that order; its entries carry ``category_name``, matched first)."""
     labels: dict[tuple[str, int | str], int] = {}
     for k, name in enumerate(index.class_names, start=1):
         labels.setdefault(("category_name", name), k)
@@ -381,6 +382,24 @@ def _check_classed(path: str, entries: list) -> None:
         )
 
 
+def _note_ids_only(stored: StoredDetections, matched: _Matched, index: DatasetIndex) -> None:
+    """One note when results of a dataset that is not COCO JSON give a category_id alone:
+    what the ids are taken as, which the file's writer may not have meant."""
+    ids_only = sum(c[0] == "category_id" for found in matched.found for *_, c in found)
+    if not ids_only or index.categories is not None:
+        return
+    order = ", ".join(f"{k} {n!r}" for k, n in enumerate(index.class_names[:5], start=1))
+    order += ", ..." if len(index.class_names) > 5 else ""
+    line = (
+        f"{stored.source}: {ids_only} result(s) with a category_id and no category_name: ids "
+        f"taken as 1..K in the dataset's class order ({order}), which the model that wrote "
+        "them may not share (rpnkit detect numbers its checkpoint's classes); category_name "
+        "avoids the ambiguity"
+    )
+    stored.notes.append(line)
+    warnings.warn(line, DataNote, stacklevel=caller_of_package())
+
+
 def read_stored_detections(
     path: Results,
     index: DatasetIndex,
@@ -408,6 +427,7 @@ def read_stored_detections(
     boxes, scores, labels_per_image = _best_first(found, top, np.float64)
     stored = StoredDetections(str(path), boxes, scores, labels=labels_per_image)
     _report_unmatched(stored, matched, index, len(entries))
+    _note_ids_only(stored, matched, index)
     stored.unknown_categories = sum(unknown.values())
     if unknown:
         kind, first = next(iter(unknown))
