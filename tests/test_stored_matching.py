@@ -187,3 +187,31 @@ def test_category_ids_alone_are_the_datasets_order_and_said_so_once(tmp_path):
         warnings.simplefilter("error")
         stored = read_stored_detections([{**truth[0], "category_id": 7}], coco_index)
     assert [k.tolist() for k in stored.labels] == [[1]]
+
+
+# ---------------------------------------------------------------- --top of stored proposals
+
+
+def test_eval_proposals_top_scores_each_images_best_n_as_eval_checkpoint_does(tmp_path, capsys):
+    data = _dup_dataset(tmp_path / "ds")
+    # per image: a far box scored best, then the GT box: the best 1 misses, the best 2 hit
+    entries = []
+    for name in NAMES:
+        entries.append({"file_name": name, "bbox": [44, 44, 16, 16], "score": 0.9})
+        entries.append({"file_name": name, "bbox": [8, 8, 32, 32], "score": 0.5})
+    results = _write(tmp_path / "p.json", entries)
+    argv = ["eval", "--proposals", str(results), "--data", str(data), "--no-progress"]
+    metrics = {}
+    for top in (None, 1, 2):
+        out = tmp_path / f"m{top}.json"
+        given = [] if top is None else ["--top", str(top)]
+        assert main([*argv, *given, "--out", str(out)]) == 0
+        metrics[top] = json.loads(out.read_text())
+        text = capsys.readouterr()
+        assert "warning" not in text.err, text.err
+        if top is not None:
+            assert f"8 results for 4 of 4 images; each image's best {top} scored" in text.out
+    assert metrics[None]["recall@1000@0.5"] == metrics[2]["recall@1000@0.5"] == 1.0
+    assert metrics[1]["recall@1000@0.5"] == 0.0  # --top 1: the far box alone, at every k
+    assert main([*argv, "--max-detections", "1"]) == 2
+    assert "for stored --proposals it is --top" in capsys.readouterr().err

@@ -56,8 +56,9 @@ def add_parser(sub) -> None:
         type=positive_int,
         default=None,
         metavar="N",
-        help="a checkpoint's proposals scored per image (default: the model's own number; "
-        "with --tile-size, up to 1000); AR@k counts the best k, up to 1000",
+        help="proposals scored per image: a checkpoint's (default: the model's own number; "
+        "with --tile-size, up to 1000), or each image's best N of stored --proposals "
+        "(default: all); AR@k counts the best k, up to 1000",
     )
     add_detection_limit(p)
     p.add_argument(
@@ -170,13 +171,12 @@ def _stored_proposals(args: argparse.Namespace):
     warn_unused(args, MODEL_OPTIONS, "ignored: stored --proposals are scored as they are")
 
     if args.max_detections is not None:
-        raise ValueError(
-            "--max-detections counts detections: of stored --proposals the best 1000 count"
-        )
+        raise ValueError("--max-detections counts detections: for stored --proposals it is --top")
     whole = read_data(args)
     index = _held_out(args, whole)
-    stored = read_stored_proposals(args.proposals, index, whole=whole)
-    print(stored.describe())
+    stored = read_stored_proposals(args.proposals, index, top=args.top, whole=whole)
+    kept = f"; each image's best {args.top} scored" if args.top is not None else ""
+    print(stored.describe() + kept)
     return evaluate_stored_proposals(stored, index, device=args.device)
 
 
