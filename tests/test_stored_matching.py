@@ -215,3 +215,25 @@ def test_eval_proposals_top_scores_each_images_best_n_as_eval_checkpoint_does(tm
     assert metrics[1]["recall@1000@0.5"] == 0.0  # --top 1: the far box alone, at every k
     assert main([*argv, "--max-detections", "1"]) == 2
     assert "for stored --proposals it is --top" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- a file of one split
+
+
+def test_most_images_without_results_hint_at_a_split_on_the_count_line(tmp_path, capsys):
+    data = _dup_dataset(tmp_path / "ds")
+    index = _read(data)
+    one = read_stored_proposals(_entries(["x.jpg"]), index)  # 1 of 4: most have none
+    assert one.describe() == (
+        "the results given: 1 results for 1 of 4 images (3 without any: a file of one split? "
+        "give its --split or --split-file)"
+    )
+    half = read_stored_proposals(_entries(["x.jpg", "y.jpg"]), index)  # half: no hint
+    assert half.describe() == "the results given: 2 results for 2 of 4 images (2 without any)"
+    results = _write(tmp_path / "d.json", _entries(["x.jpg"], category_name="raccoon"))
+    assert main(["eval", "--detections", str(results), "--data", str(data), "--no-progress"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(results))]
+    assert lines == [
+        f"{results}: 1 results for 1 of 4 images (3 without any: a file of one split? give its "
+        "--split or --split-file)"
+    ]

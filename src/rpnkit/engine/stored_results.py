@@ -57,10 +57,14 @@ class StoredProposals:
 
     def describe(self) -> str:
         """One line: ``results.json: 5000 results for 5 of 6 images (1 without any); 7 for
-        images not in the dataset; 1 malformed``."""
+        images not in the dataset; 1 malformed``; when most images have none (not all), a hint
+        that the file may be of one split."""
         without = sum(1 for b in self.boxes if not len(b))
         text = f"{self.source}: {self.results} results for {len(self.boxes) - without} of "
-        text += f"{len(self.boxes)} images" + (f" ({without} without any)" if without else "")
+        text += f"{len(self.boxes)} images" + (f" ({without} without any" if without else "")
+        if without and 2 * without > len(self.boxes) > without:  # most images, not all
+            text += ": a file of one split? give its --split or --split-file"
+        text += ")" if without else ""
         if self.other_results:
             text += f"; {self.other_results} for the dataset's other images, left out"
         if self.unknown_results:
