@@ -183,3 +183,79 @@ def test_a_named_split_of_a_voc_or_csv_dataset_is_refused_not_ignored(tmp_path, 
     assert err == [f"rpnkit anchors: error: {csv}: --split 'test' (split=) names a COCO JSON " +
                    "or a YOLO data.yaml key; a CSV dataset has no named splits: select its " +
                    "images with --split-file (split_file=)"]  # fmt: skip
+
+
+# ---------------------------------------------------------------- one line, not one per sample
+
+RACCOON = COCO128.parent / "raccoon"
+
+
+def test_a_data_yaml_with_too_few_names_is_one_line_not_one_per_label_line(tmp_path):
+    # COCO128's images and labels, with a data.yaml naming 3 of its 80 classes
+    (tmp_path / "images").symlink_to(COCO128 / "images")
+    (tmp_path / "labels").symlink_to(COCO128 / "labels")
+    data_yaml = tmp_path / "data.yaml"
+    data_yaml.write_text("path: .\ntrain: images/train2017\nnames: [person, bicycle, car]\n")
+    index, warned = _read(data_yaml)
+    first = tmp_path / "labels" / "train2017" / "000000000009.txt"
+    line = (
+        f"{data_yaml} [train]: 623 label line(s) in 126 file(s) have class ids 3..79 (68 "
+        f"distinct) beyond its 3 names (0..2) (first: {first} line 1); those boxes are left out"
+    )
+    assert warned == [f"skipped {line}"] and index.issues == [line]
+    assert len(index.records) == 128 and index.skipped_annotations == 623
+    assert index.summary().endswith(
+        "128 images, 3 classes, 623 annotation(s) skipped (57 image(s) left without a box, kept "
+        "as background)"
+    )
+    # --strict stops at the first, with its own line
+    with pytest.raises(DataError) as err:
+        read_dataset(data_yaml, strict=True)
+    assert str(err.value) == f"{first} line 1: unknown class 45 (data.yaml names 3: 0..2)"
+    # ids not after the names (a mapping that skips some) are "not among" them
+    data_yaml.write_text("path: .\ntrain: images/train2017\nnames: {0: person, 45: bowl}\n")
+    _, warned = _read(data_yaml)
+    assert (
+        len(warned) == 1
+        and "have class ids 1..79 (69 distinct) not among its 2 names " in (warned[0])
+    ), warned
+
+
+def test_a_csv_none_of_whose_images_exists_is_one_line_with_the_hint(tmp_path):
+    csv = RACCOON / "train_labels.csv"  # its images are in images/, not beside it
+    index, warned = _read(csv)
+    assert warned == [
+        f"skipped {csv}: none of the 160 images it names is found (first: "
+        f"{RACCOON / 'raccoon-17.jpg'}); a CSV's relative image paths are read from its folder: "
+        "give --images DIR (images=)"
+    ]
+    assert index.skipped_images == 160 and len(index.issues) == 1
+    assert (
+        index.image_issues[0] == f"{csv} line 2: {RACCOON / 'raccoon-17.jpg'}: image file not found"
+    )
+    # the run stops with the count and the first image, as before
+    with (
+        pytest.raises(ValueError, match=r"no image could be read \(160 skipped; first: "),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        DataConfig(str(csv)).read_train()
+    # an --images folder that is wrong: said where
+    index, warned = _read(csv, images=tmp_path)
+    assert len(warned) == 1 and warned[0].endswith(
+        f"they were looked for in --images {tmp_path} (images=)"
+    )
+    # a few missing among images found: each its own line
+    _images(tmp_path, "here.jpg")
+    boxes = tmp_path / "boxes.csv"
+    rows = [f"{name},2,2,9,9,x" for name in ("gone1.jpg", "here.jpg", "gone2.jpg")]
+    boxes.write_text("image_path,xmin,ymin,xmax,ymax,label\n" + "\n".join(rows) + "\n")
+    index, warned = _read(boxes)
+    assert [r.file_name for r in index.records] == ["here.jpg"]
+    assert warned == [
+        f"skipped {boxes} line {n}: {tmp_path / name}: image file not found"
+        for n, name in ((2, "gone1.jpg"), (4, "gone2.jpg"))
+    ]
+    # --strict stops at the first missing image, all missing or not
+    with pytest.raises(DataError, match=r"line 2: .*raccoon-17\.jpg: image file not found$"):
+        read_dataset(csv, strict=True)

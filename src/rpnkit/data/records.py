@@ -25,7 +25,9 @@ image keeps its other boxes (an image may end with none: counted in ``DatasetInd
 the summary). A box that overshoots its image by
 at most ``BORDER_TOLERANCE`` pixels is clipped silently; one that overshoots further but
 overlaps the image is clipped and counted in ``DatasetIndex.clipped``. Ids of a split file
-(any format: image file stems) that name no image are skipped in one line. A dataset or split
+(any format: image file stems) that name no image are skipped in one line, as are the label
+lines of class ids that a YOLO data.yaml does not name and the images of a CSV none of whose
+images exists (``_Collector.skip_annotation_later``, ``skip_images``). A dataset or split
 file that lists nothing is an error.
 """
 
@@ -166,6 +168,22 @@ class _Collector:
             self.others[problem.name] = self.others.get(problem.name, 0) + count
             return
         self._report(f"{where}: {problem}")
+
+    def skip_images(self, lines: list[str], summary: str) -> None:
+        """Images left out, each with its line (``image_issues``), said in one line,
+        ``summary`` (every image of a CSV missing)."""
+        self._report(summary)
+        self.images += len(lines)
+        self.image_issues += lines
+
+    def skip_annotation_later(self) -> None:
+        """One annotation left out, said later with others of its kind in one line
+        (``report``): counted now, for ``image_done``."""
+        self.annotations += 1
+
+    def report(self, line: str) -> None:
+        """The one line for annotations left out with ``skip_annotation_later``."""
+        self._report(line)
 
     def image_done(self, skipped_before: int, boxes: int) -> None:
         """An image read with ``boxes`` kept: counted as bare if it had some and every one was

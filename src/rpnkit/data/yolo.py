@@ -2,7 +2,8 @@
 images (what every reader shares: ``records``).
 
 YOLO's normalised ``cx cy w h`` -> xyxy pixels with the image size. Without ``class_names``
-the classes are the ``names`` of data.yaml, in id order.
+the classes are the ``names`` of data.yaml, in id order. Label lines of class ids that
+``names`` lacks (a data.yaml with too few names) are skipped in one line for the split.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def read_yolo(
     position = {n: i + 1 for i, n in enumerate(names)}
     out = _Collector(strict)
     records = []
+    unnamed: list[tuple[Path, int, UnnamedClass]] = []  # label lines of a class id without name
     labelled = 0  # images with a label file
     ids = _yolo_image_ids(image_paths, root)  # of the whole split: a selection keeps them
     if split_file is not None:
@@ -79,6 +81,10 @@ def read_yolo(
             if not line.strip():
                 continue
             found, note = _yolo_line(line, yaml_ids, position, width, height)
+            if isinstance(note, UnnamedClass) and not strict:  # said once, below
+                out.skip_annotation_later()
+                unnamed.append((label_path, n, note))
+                continue
             if found is None:
                 out.skip_annotation(f"{label_path} line {n}", note)
                 continue
@@ -90,6 +96,10 @@ def read_yolo(
         records.append(
             _make_record(path, ids[path], width, height, boxes, labels, [False] * len(boxes))
         )
+    if len(unnamed) == 1:  # its own line
+        out.report(f"{unnamed[0][0]} line {unnamed[0][1]}: {unnamed[0][2]}")
+    elif unnamed:
+        out.report(_unnamed_line(f"{data_yaml} [{split}]", unnamed, list(yaml_ids)))
     if records and not labelled:
         warnings.warn(
             f"{data_yaml} [{split}]: no label file for any of its {len(records)} images (the "
@@ -233,8 +243,7 @@ def _yolo_line(line: str, yaml_ids: dict[int, str], position: dict, width: int, 
     except ValueError:
         return None, f"expected 'class cx cy w h', got a non-numeric value: {line.strip()!r}"
     if cls not in yaml_ids:
-        known = f"{len(yaml_ids)}: {_id_ranges(list(yaml_ids))}"
-        return None, f"unknown class {cls} (data.yaml names {known})"
+        return None, UnnamedClass(cls, list(yaml_ids))
     if yaml_ids[cls] not in position:
         return None, OtherClass(yaml_ids[cls], list(position), f"index {cls}; ")
     box = (
@@ -245,6 +254,38 @@ def _yolo_line(line: str, yaml_ids: dict[int, str], position: dict, width: int, 
     )
     box, note = _fit_box(box, width, height)
     return (None, note) if box is None else ((box, position[yaml_ids[cls]]), note)
+
+
+class UnnamedClass(str):
+    """The problem of a label line whose class id data.yaml's ``names`` lack: its line (as
+    ``strict`` raises it), and the ``class_id``, for the one line of them all."""
+
+    class_id: int
+
+    def __new__(cls, class_id: int, known: list[int]) -> UnnamedClass:
+        known_text = f"{len(known)}: {_id_ranges(known)}"
+        text = super().__new__(cls, f"unknown class {class_id} (data.yaml names {known_text})")
+        text.class_id = class_id
+        return text
+
+
+def _unnamed_line(
+    source: str, unnamed: list[tuple[Path, int, UnnamedClass]], known: list[int]
+) -> str:
+    """One line for the label lines of class ids that data.yaml does not name (its ``names``
+    too short, most often): how many lines in how many files, the ids, the first."""
+    ids = sorted({problem.class_id for _, _, problem in unnamed})
+    shown = _id_ranges(ids)
+    if shown.count(",") > 2:  # scattered: their span
+        shown = f"{ids[0]}..{ids[-1]} ({len(ids)} distinct)"
+    where = "beyond" if ids[0] > known[-1] else "not among"
+    first_file, first_line, _ = unnamed[0]
+    files = len({label_file for label_file, _, _ in unnamed})
+    return (
+        f"{source}: {len(unnamed)} label line(s) in {files} file(s) have class ids {shown} "
+        f"{where} its {len(known)} names ({_id_ranges(known)}) (first: {first_file} line "
+        f"{first_line}); those boxes are left out"
+    )
 
 
 def _id_ranges(ids: list[int]) -> str:
