@@ -259,3 +259,35 @@ def test_a_csv_none_of_whose_images_exists_is_one_line_with_the_hint(tmp_path):
     # --strict stops at the first missing image, all missing or not
     with pytest.raises(DataError, match=r"line 2: .*raccoon-17\.jpg: image file not found$"):
         read_dataset(csv, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("bbox", "problem"),
+    [
+        ([10, 10, 0, 20], "is empty or inverted: zero width"),
+        ([10, 10, -5, 0], "is empty or inverted: negative width and zero height"),
+        ([10.5, 10, 2, -0.25], "is empty or inverted: negative height"),
+        ([float("nan"), 1, 2, 3], "has a NaN or infinite coordinate"),
+        ([60, 5, 10, 10], "is out of bounds of the 40x30 image (wholly outside)"),
+    ],
+)
+def test_a_bad_coco_box_is_named_by_the_jsons_bbox(tmp_path, bbox, problem):
+    _images(tmp_path / "images", "a.jpg")
+    json_path = _instances(tmp_path / "instances.json", "a.jpg", bbox=bbox)
+    index, warned = _read(json_path)
+    shown = json.dumps(bbox)  # what a user finds in the file: [NaN, 1, 2, 3]
+    assert warned == [
+        f"skipped {json_path}: annotations[0] (id 1, image a.jpg): bbox {shown} (x, y, w, h) "
+        f"{problem}"
+    ]
+    assert index.skipped_annotations == 1
+
+
+def test_a_clipped_coco_box_is_named_by_the_jsons_bbox(tmp_path):
+    _images(tmp_path / "images", "a.jpg")
+    index, _ = _read(_instances(tmp_path / "instances.json", "a.jpg", bbox=(30, 5, 30, 10)))
+    assert index.clipped[0].endswith(
+        "bbox [30, 5, 30, 10] (x, y, w, h) overshoots the 40x30 image; clipped to "
+        "(30.0, 5.0, 40.0, 15.0)"
+    )
+    assert index.records[0].boxes.tolist() == [[30, 5, 40, 15]]

@@ -283,13 +283,29 @@ def _coco_annotation(ann: dict, classes: _CocoClasses, width: int, height: int):
     # bool("0") is True: a flag read loosely would make every box an ignore region
     if not (isinstance(crowd, int | float) and crowd in (0, 1)):  # 0.0, 1.0, True too
         return None, f"'iscrowd' {_json_text(crowd)} is not 0 or 1"
-    x, y, w, h = (float(v) for v in bbox)
-    box, note = _fit_box((x, y, x + w, y + h), width, height)
+    box, note = _coco_box(bbox, width, height)
     if box is None:
         return None, note
     if area is None:
-        area = w * h if note is None else (box[2] - box[0]) * (box[3] - box[1])
+        area = (
+            float(bbox[2]) * float(bbox[3])
+            if note is None
+            else (box[2] - box[0]) * (box[3] - box[1])
+        )
     return (box, classes.label_of[category], bool(crowd), float(area)), note
+
+
+def _coco_box(bbox: list, width: int, height: int):
+    """``_fit_box`` of a COCO ``bbox`` ``[x, y, w, h]``, its problems told by the JSON's
+    numbers (a box of zero or negative width or height by its side): what the file says."""
+    x, y, w, h = (float(v) for v in bbox)
+    shown = f"bbox {_json_text(bbox)} (x, y, w, h)"
+    if all(math.isfinite(v) for v in (x, y, w, h)):
+        sides = [(side, v) for side, v in (("width", w), ("height", h)) if v <= 0]
+        if sides:
+            why = " and ".join(f"{'zero' if v == 0 else 'negative'} {s}" for s, v in sides)
+            return None, f"{shown} is empty or inverted: {why}"
+    return _fit_box((x, y, x + w, y + h), width, height, shown=shown)
 
 
 def _id_type_clash(category, classes: _CocoClasses) -> str:

@@ -481,25 +481,27 @@ def too_large_image_error(path: Path, err: Exception) -> DataError:
 
 
 def _fit_box(
-    box: tuple[float, float, float, float], width: int, height: int
+    box: tuple[float, float, float, float], width: int, height: int, *, shown: str | None = None
 ) -> tuple[tuple[float, float, float, float] | None, str | None]:
     """An xyxy box as used in a ``width`` x ``height`` image, and a note: ``(box, None)`` when it
     lies in the image up to ``BORDER_TOLERANCE`` (``_make_record`` clips the overshoot);
     ``(clipped box, what was done)`` when it overshoots further but overlaps the image;
-    ``(None, why)`` when it is unusable (NaN or infinite, empty or inverted, wholly outside)."""
-    shown = tuple(round(v, 2) for v in box)
+    ``(None, why)`` when it is unusable (NaN or infinite, empty or inverted, wholly outside).
+    ``shown``: the box as the notes name it (default ``box (x1, y1, x2, y2)``): as the
+    annotation gives it, when that is another form (COCO's ``bbox [x, y, w, h]``)."""
+    shown = shown or f"box {tuple(round(v, 2) for v in box)}"
     if not all(math.isfinite(v) for v in box):
-        return None, f"box {shown} has a NaN or infinite coordinate"
+        return None, f"{shown} has a NaN or infinite coordinate"
     x1, y1, x2, y2 = box
     if x2 <= x1 or y2 <= y1:
-        return None, f"box {shown} is empty or inverted"
+        return None, f"{shown} is empty or inverted"
     if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
-        return None, f"box {shown} is out of bounds of the {width}x{height} image (wholly outside)"
+        return None, f"{shown} is out of bounds of the {width}x{height} image (wholly outside)"
     t = BORDER_TOLERANCE
     if x1 < -t or y1 < -t or x2 > width + t or y2 > height + t:
         inside = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
         clipped = tuple(round(v, 2) for v in inside)
-        return inside, f"box {shown} overshoots the {width}x{height} image; clipped to {clipped}"
+        return inside, f"{shown} overshoots the {width}x{height} image; clipped to {clipped}"
     return box, None
 
 
