@@ -59,7 +59,7 @@ def test_alternating_schedule_runs_the_four_steps(tmp_path):
 def test_precomputed_proposals_follow_the_transforms(tmp_path):
     index = read_dataset(RACCOON, split_file=RACCOON / "train_labels.csv")
     record = index.records[0]
-    proposals = {record.file_name: np.array([[10, 20, 110, 220], [0, 0, 5, 5]], np.float32)}
+    proposals = {str(record.path): np.array([[10, 20, 110, 220], [0, 0, 5, 5]], np.float32)}
     flip = DetectionDataset(index, train_transforms(200, 300, 1.0), proposals=proposals)
     item = flip[0]
     h, w = item["image"].shape[1:]
@@ -83,9 +83,9 @@ def test_proposal_files_are_read_by_file_name_and_bad_ones_are_clear_errors(tmp_
     ]
     path.write_text(json.dumps(entries))
     proposals = read_proposals(path, index, what="wrote")
-    # xywh -> xyxy, best first; images without proposals are left out
-    assert list(proposals) == [name]
-    assert proposals[name].tolist() == [[5, 6, 12, 14], [1, 2, 4, 6]]
+    # xywh -> xyxy, best first, by the image's path; images without proposals are left out
+    assert list(proposals) == [str(index.records[0].path)]
+    assert proposals[str(index.records[0].path)].tolist() == [[5, 6, 12, 14], [1, 2, 4, 6]]
     assert capsys.readouterr().out.startswith(f"wrote {path}: 2 results for 1 of ")
     path.write_text('[{"file_name": "a.jpg", "bbox": [1, 2]}]')
     warned = pytest.warns(SkippedSample, match=r"p\.json: entry 0: 'bbox' \[1, 2\] is not 4")
@@ -94,3 +94,24 @@ def test_proposal_files_are_read_by_file_name_and_bad_ones_are_clear_errors(tmp_
     path.write_text("{not json")
     with pytest.raises(ValueError, match=r"p\.json: cannot read the results"):
         read_proposals(path, index)
+
+
+def test_images_of_one_file_name_in_two_folders_train_on_their_own_proposals(tmp_path):
+    # a/img.jpg and b/img.jpg (a CSV naming both): each its own proposals, matched by path
+    rows = ["filename,width,height,class,xmin,ymin,xmax,ymax"]
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "img.jpg").symlink_to(RACCOON / "images" / "raccoon-1.jpg")
+        rows.append(f"{folder}/img.jpg,650,417,raccoon,81,88,522,408")
+    (tmp_path / "boxes.csv").write_text("\n".join(rows) + "\n")
+    index = read_dataset(tmp_path / "boxes.csv")
+    entries = [
+        {"file_name": f"{folder}/img.jpg", "bbox": [x, 10, 50, 50], "score": 0.5}
+        for folder, x in (("a", 10), ("b", 300))
+    ]
+    (tmp_path / "p.json").write_text(json.dumps(entries))
+    proposals = read_proposals(tmp_path / "p.json", index)
+    dataset = DetectionDataset(index, train_transforms(417, 650, 0.0), proposals=proposals)
+    firsts = {record.path.parent.name: dataset[i]["proposals"][0, 0].item()
+              for i, record in enumerate(index.records)}  # fmt: skip
+    assert firsts == {"a": pytest.approx(10), "b": pytest.approx(300)}

@@ -274,7 +274,7 @@ def test_proposals_follow_the_same_plan():
     index.records = index.records[:4]
     rng = np.random.default_rng(0)
     proposals = {
-        r.file_name: (rng.random((5, 4)) * 100 + [0, 0, 100, 100]).astype(np.float32)
+        str(r.path): (rng.random((5, 4)) * 100 + [0, 0, 100, 100]).astype(np.float32)
         for r in index.records
     }
     cpu, dev = pair(index, train_transforms(320, 533, 0.5), proposals=proposals)

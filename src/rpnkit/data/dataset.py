@@ -58,7 +58,7 @@ class DetectionDataset(Dataset):
     ``strict``. Randomness (flips, scales) comes from ``seed``, the item index and the epoch
     set by ``set_epoch``, so runs are reproducible whatever the worker count.
 
-    ``proposals`` (file name -> (K, 4) xyxy boxes in original pixels, best first), when given,
+    ``proposals`` (image path -> (K, 4) xyxy boxes in original pixels, best first), when given,
     are carried through the same transforms as the boxes and returned as ``proposals``: the
     precomputed RPN proposals that the 4-step alternating training feeds the detector.
 
@@ -156,7 +156,7 @@ class DetectionDataset(Dataset):
         when the dataset carries none."""
         if self.proposals is None:
             return None
-        found = self.proposals.get(record.file_name, np.zeros((0, 4), np.float32))
+        found = self.proposals.get(str(record.path), np.zeros((0, 4), np.float32))
         return np.asarray(found, np.float32).reshape(-1, 4)
 
     @property

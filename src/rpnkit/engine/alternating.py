@@ -77,12 +77,12 @@ def write_proposals(
 def read_proposals(
     path: str | Path, index: DatasetIndex, *, what: str = "proposals given:"
 ) -> dict[str, np.ndarray]:
-    """A COCO results file's proposals for the training images of ``index`` (file name ->
+    """A COCO results file's proposals for the training images of ``index`` (image path ->
     boxes in original pixels, best first), as steps 2 and 4 read them, the user's or steps 1
     and 3's own; printed after ``what``, what it lacks or holds beyond them reported."""
     stored = read_stored_proposals(path, index)
     print(f"{what} {stored.describe()}")
-    return stored.by_file_name(index)
+    return stored.by_path(index)
 
 
 def combined_summary(summaries: dict[str, TrainSummary]) -> TrainSummary:

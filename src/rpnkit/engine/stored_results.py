@@ -50,10 +50,10 @@ class StoredProposals:
     other_results: int = 0
     ambiguous_results: int = 0
 
-    def by_file_name(self, index: DatasetIndex) -> dict[str, np.ndarray]:
-        """File name -> boxes, for the images that have any (``DetectionDataset``'s
-        ``proposals``)."""
-        return {r.file_name: b for r, b in zip(index.records, self.boxes) if len(b)}
+    def by_path(self, index: DatasetIndex) -> dict[str, np.ndarray]:
+        """Image path -> boxes, for the images that have any (``DetectionDataset``'s
+        ``proposals``: by path, as images of one file name may be several)."""
+        return {str(r.path): b for r, b in zip(index.records, self.boxes) if len(b)}
 
     def describe(self) -> str:
         """One line: ``results.json: 5000 results for 5 of 6 images (1 without any); 7 for
