@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_stored_detections import detector_checkpoint  # noqa: F401 (a fixture, used by name)
 
 import rpnkit
 from rpnkit.cli import main
@@ -221,7 +220,7 @@ def test_write_labels_is_the_facades():
 
 
 @pytest.fixture(scope="module")
-def detections(detector_checkpoint):  # noqa: F811 (the imported fixture)
+def detections(detector_checkpoint):
     """A tiny untrained detector's detections on four raccoon photos (at the box head's 0.05:
     many, of the one class), at most 8 per image."""
     model = rpnkit.load(detector_checkpoint)
@@ -280,7 +279,7 @@ def test_scores_are_kept_in_voc_and_csv(detections, tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["voc", "yolo", "csv"])
-def test_detect_labels_from_the_command_line(detector_checkpoint, tmp_path, capsys, fmt):  # noqa: F811
+def test_detect_labels_from_the_command_line(detector_checkpoint, tmp_path, capsys, fmt):
     # raccoon's own VOC dataset, four of its images (a split file of ids): the labels hold
     # what --out holds, image for image, and the last line says where they went
     split = tmp_path / "few.txt"
@@ -307,7 +306,14 @@ def test_detect_checks_the_labels_options_before_loading(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("")
     missing = str(tmp_path / "missing.safetensors")  # never loaded: the options stop first
-    base = ["detect", str(IMAGES / FEW[0]), "--checkpoint", missing, "--out", str(tmp_path / "d")]
+    base = [
+        "detect",
+        str(IMAGES / FEW[0]),
+        "--checkpoint",
+        missing,
+        "--out",
+        str(tmp_path / "d.json"),
+    ]
     assert main([*base, "--labels", str(blocker)]) == 2
     assert f"--labels {blocker}: is a file, not a folder" in capsys.readouterr().err
     assert main([*base, "--labels-format", "yolo"]) == 2

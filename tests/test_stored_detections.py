@@ -200,37 +200,6 @@ def test_write_json_leaves_no_temporary_behind(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture(scope="module")
-def detector_checkpoint(tmp_path_factory) -> Path:
-    """A tiny Faster R-CNN for raccoon, at 160 / 240 px: untrained and seeded, with large
-    anchors on every level (96 and 160 px) and its box regressions zeroed, so that its
-    detections are anchors, clipped, and some cover a raccoon (mostly large in its photo);
-    its class layer scaled so that many detections pass the box head's 0.05."""
-    import dataclasses
-
-    import torch
-
-    from rpnkit.engine.checkpoint import ModelSpec, save_model
-    from rpnkit.modeling.presets import DetectorConfig, preset_config
-    from rpnkit.modeling.roi_heads import RoIHeadConfig
-
-    torch.manual_seed(0)
-    model = preset_config("tiny")
-    levels = [dataclasses.replace(x, sizes=(96.0, 160.0)) for x in model.rpn.anchors.levels]
-    anchors = dataclasses.replace(model.rpn.anchors, levels=tuple(levels))
-    model = dataclasses.replace(model, rpn=dataclasses.replace(model.rpn, anchors=anchors))
-    roi = RoIHeadConfig(num_classes=2, representation_size=64)
-    spec = ModelSpec("faster-rcnn", DetectorConfig(model, roi), ("raccoon",))
-    model = spec.build(pretrained=False).eval()
-    with torch.no_grad():
-        torch.nn.init.normal_(model.roi_heads.box_head.cls_score.weight, std=0.3)
-        for layer in (model.first_stage.rpn.head.bbox_pred[0], model.roi_heads.box_head.bbox_pred):
-            layer.weight.zero_()
-            layer.bias.zero_()
-    path = tmp_path_factory.mktemp("frcnn") / "checkpoint.safetensors"
-    return save_model(path, model, spec, input_size=(160, 240))
-
-
 def test_eval_of_detect_output_equals_eval_of_the_checkpoint(detector_checkpoint, tmp_path):
     # raccoon's test split (40 images), the same batch size and sizes; detect keeps what the
     # box head keeps (--score 0.05, its own threshold) and writes rounded numbers (0.01 px,

@@ -9,7 +9,9 @@ from .options import (
     add_detection_limit,
     add_inference_options,
     check_has_effect,
+    check_results_out,
     data_options,
+    inference_input,
     load_runtime,
     overlay_options,
     probability,
@@ -62,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.paths import check_folder, output_file
     from ..viz.export import export_results
 
+    check_results_out(args, also=" (annotations in VOC, YOLO or CSV: --labels DIR)")
     output_file(args.out, what="JSON")  # checked before the model is loaded, as
     overlays = overlay_options(args)  # the overlays' folder is, and the labels' one
     check_has_effect(args, {"labels_format": "labels"})
@@ -69,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         check_folder(args.labels, name=f"--labels {args.labels}")
     runtime = load_runtime(args)
     results = runtime.iter_detections(
-        args.input,
+        inference_input(args),
         score_threshold=args.score,
         max_detections=args.max_detections,
         batch_size=args.batch_size,

@@ -352,13 +352,47 @@ def decode_on_device(args: argparse.Namespace) -> bool | None:
     return DECODE[args.decode]
 
 
+def inference_input(args: argparse.Namespace) -> str | list[str]:
+    """propose's and detect's input: one image, folder or dataset, or several image files
+    (as a shell glob gives them), which must all be image files."""
+    from pathlib import Path
+
+    from ..data.records import IMAGE_SUFFIXES
+
+    if len(args.input) == 1:
+        return args.input[0]
+    for given in map(Path, args.input):
+        if given.is_dir() or given.suffix.lower() not in IMAGE_SUFFIXES:
+            raise ValueError(
+                f"{given}: of several inputs each is an image file; a folder or a dataset is "
+                "given alone"
+            )
+    return list(args.input)
+
+
+def check_results_out(args: argparse.Namespace, also: str = "") -> None:
+    """--out names a .json file: the results are COCO results JSON (``also``: where other
+    formats are written)."""
+    from pathlib import Path
+
+    if Path(args.out).suffix.lower() != ".json":
+        raise ValueError(
+            f"--out {args.out}: the results are written as COCO results JSON: name it .json"
+            + also
+        )
+
+
 def add_inference_options(
     p: argparse.ArgumentParser, *, checkpoint_help: str, out_default: str
 ) -> None:
     """The options propose and detect share."""
-    p.add_argument("input", help="an image, a folder of images, or a dataset")
+    p.add_argument(
+        "input",
+        nargs="+",
+        help="an image, a folder of images, or a dataset; or several image files (a glob)",
+    )
     p.add_argument("--checkpoint", required=True, help=checkpoint_help)
-    p.add_argument("--out", default=out_default, help="results JSON to write")
+    p.add_argument("--out", default=out_default, help="results JSON to write (.json)")
     p.add_argument(
         "--overlays",
         default=None,

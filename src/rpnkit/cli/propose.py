@@ -7,7 +7,9 @@ import argparse
 from .options import (
     HELP,
     add_inference_options,
+    check_results_out,
     data_options,
+    inference_input,
     load_runtime,
     non_negative_int,
     overlay_options,
@@ -46,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.paths import output_file
     from ..viz.export import export_results
 
+    check_results_out(args)
     output_file(args.out, what="JSON")  # checked before the model is loaded, as
     overlays = overlay_options(args)  # the overlays' folder is
     runtime = load_runtime(args)
     results = runtime.iter_proposals(
-        args.input,
+        inference_input(args),
         top=args.top,
         batch_size=args.batch_size,
         progress=not args.no_progress,

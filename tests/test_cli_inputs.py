@@ -1,0 +1,43 @@
+"""What propose and detect take on the command line: several image files (a shell glob) as
+well as one image, folder or dataset, and a results file named .json."""
+
+import json
+
+from conftest import RACCOON
+
+from rpnkit.cli import main
+
+IMAGES = RACCOON / "images"
+
+
+def test_detect_takes_several_image_files_as_a_glob_gives_them(detector_checkpoint, tmp_path):
+    files = [str(IMAGES / f"raccoon-{i}.jpg") for i in (1, 2, 3)]
+    out = tmp_path / "d.json"
+    common = ["--checkpoint", str(detector_checkpoint), "--out", str(out), "--no-progress"]
+    assert main(["detect", *files, *common, "--score", "0.05"]) == 0
+    named = {entry["file_name"] for entry in json.loads(out.read_text())}
+    assert named == {f"raccoon-{i}.jpg" for i in (1, 2, 3)}
+
+
+def test_several_inputs_are_image_files_only(detector_checkpoint, tmp_path, capsys):
+    image = str(IMAGES / "raccoon-1.jpg")
+    common = ["--checkpoint", str(detector_checkpoint), "--out", str(tmp_path / "d.json")]
+    for other in (str(IMAGES), str(RACCOON / "train_labels.csv")):
+        assert main(["detect", image, other, *common]) == 2
+        err = capsys.readouterr().err
+        assert f"{other}: of several inputs each is an image file; a folder or a dataset" in err
+    assert not (tmp_path / "d.json").exists()
+
+
+def test_results_go_to_a_json_file(detector_checkpoint, tmp_path, capsys):
+    image = str(IMAGES / "raccoon-1.jpg")
+    for command in ("detect", "propose"):
+        for out in (str(tmp_path / "d.csv"), "-"):
+            args = [command, image, "--checkpoint", str(detector_checkpoint), "--out", out]
+            assert main(args) == 2
+            err = capsys.readouterr().err
+            assert (
+                f"--out {out}: the results are written as COCO results JSON: name it .json" in err
+            )
+            assert ("--labels DIR" in err) == (command == "detect")  # where CSV goes
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
