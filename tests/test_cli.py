@@ -184,6 +184,8 @@ def test_show_writes_each_picture(trained, tmp_path, what):
 
 def test_show_losses_and_eval_plots(trained, tmp_path):
     assert main(["show", "losses", str(trained), "--out", str(tmp_path / "l.png")]) == 0
+    checkpoint = str(trained / "checkpoint.safetensors")  # a run's checkpoint: its folder's log
+    assert main(["show", "losses", checkpoint, "--out", str(tmp_path / "c.png")]) == 0
     assert (
         main(
             [

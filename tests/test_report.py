@@ -101,6 +101,11 @@ def test_report_displays_in_headless_chromium(report, chromium, tmp_path):
 def test_report_needs_a_run_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "not a training run folder" in capsys.readouterr().err
+    checkpoint = tmp_path / "checkpoint.safetensors"  # the run's checkpoint given: its folder
+    checkpoint.write_bytes(b"")
+    assert main(["report", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert f"{checkpoint}: is a file; a report is of a run folder ({tmp_path})" in err
 
 
 def test_report_names_the_best_validation_and_lists_those_logged(report):

@@ -377,8 +377,7 @@ def check_results_out(args: argparse.Namespace, also: str = "") -> None:
 
     if Path(args.out).suffix.lower() != ".json":
         raise ValueError(
-            f"--out {args.out}: the results are written as COCO results JSON: name it .json"
-            + also
+            f"--out {args.out}: the results are written as COCO results JSON: name it .json" + also
         )
 
 

@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
     opts.update(format=args.format, split_file=args.split_file)
     image = dict(index=args.index, device=args.device)  # which image, where a model runs
     if what == "losses":
-        log = Path(source) / "train_log.csv" if Path(source).is_dir() else Path(source)
+        log = Path(source)  # a run folder, or a checkpoint in one: the folder's log
+        log = log.parent if log.suffix == ".safetensors" else log
+        log = log / "train_log.csv" if log.is_dir() else log
         charts.plot_loss_curves(log, out)
     elif what == "anchors":
         config = _anchor_model(args, opts)

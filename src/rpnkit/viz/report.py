@@ -143,6 +143,8 @@ def write_report(
     (``config.yaml``, written by ``rpnkit train --val-data``) unless given."""
     run_dir = Path(run_dir)
     checkpoint = run_dir / "checkpoint.safetensors"
+    if run_dir.is_file():
+        raise ValueError(f"{run_dir}: is a file; a report is of a run folder ({run_dir.parent})")
     if not checkpoint.is_file():
         raise ValueError(f"{run_dir}: no checkpoint.safetensors: not a training run folder")
     output_file(run_dir / "report.html", what="HTML")  # a folder there: said before the work
