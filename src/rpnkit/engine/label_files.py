@@ -38,9 +38,9 @@ import csv
 import io
 import os
 import secrets
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 import yaml
@@ -187,28 +187,34 @@ def write_labels(
 
 
 def voc_xml(result: DetectionResult, image: str | None = None) -> str:
-    """One image's Pascal VOC XML (module docstring); ``image``: its ``<filename>`` (default
-    the result's file name)."""
+    """One image's Pascal VOC XML (module docstring), tab-indented as labelImg writes it;
+    ``image``: its ``<filename>`` (default the result's file name). Written as text, not
+    through ElementTree, which took 3.8 ms for 100 detections: half of ``detect``'s time on
+    an H200 (docs/performance.md)."""
     height, width = result.image_size
-    root = ET.Element("annotation")
-    ET.SubElement(root, "filename").text = image or Path(result.file_name).name
+    head = [f"<annotation>\n\t<filename>{escape(image or Path(result.file_name).name)}</filename>"]
     if result.source is not None:
-        ET.SubElement(root, "path").text = str(Path(result.source).resolve())
-    size = ET.SubElement(root, "size")
-    for key, value in (("width", width), ("height", height), ("depth", 3)):
-        ET.SubElement(size, key).text = str(value)
-    ET.SubElement(root, "segmented").text = "0"
-    boxes = voc_boxes(_boxes(result), width, height)
-    for name, score, box in zip(result.names, _scores(result), boxes.tolist(), strict=True):
-        obj = ET.SubElement(root, "object")
-        fields = {"name": name, "pose": "Unspecified", "truncated": "0", "difficult": "0"}
-        for key, value in {**fields, "score": _decimal(score, 5)}.items():
-            ET.SubElement(obj, key).text = value
-        bndbox = ET.SubElement(obj, "bndbox")
-        for key, value in zip(("xmin", "ymin", "xmax", "ymax"), box, strict=True):
-            ET.SubElement(bndbox, key).text = str(value)
-    ET.indent(root, space="\t")
-    return ET.tostring(root, encoding="unicode") + "\n"
+        head.append(f"\t<path>{escape(str(Path(result.source).resolve()))}</path>")
+    head.append(
+        f"\t<size>\n\t\t<width>{width}</width>\n\t\t<height>{height}</height>\n"
+        "\t\t<depth>3</depth>\n\t</size>\n\t<segmented>0</segmented>"
+    )
+    names = [escape(name) for name in result.class_names]
+    boxes = voc_boxes(_boxes(result), width, height).tolist()
+    labels = result.labels.reshape(-1).tolist()
+    objects = [
+        _VOC_OBJECT.format(names[int(k) - 1], _decimal(score, 5), *box)
+        for k, score, box in zip(labels, _scores(result), boxes, strict=True)
+    ]
+    return "\n".join([*head, *objects, "</annotation>"]) + "\n"
+
+
+_VOC_OBJECT = (
+    "\t<object>\n\t\t<name>{}</name>\n\t\t<pose>Unspecified</pose>\n"
+    "\t\t<truncated>0</truncated>\n\t\t<difficult>0</difficult>\n\t\t<score>{}</score>\n"
+    "\t\t<bndbox>\n\t\t\t<xmin>{}</xmin>\n\t\t\t<ymin>{}</ymin>\n\t\t\t<xmax>{}</xmax>\n"
+    "\t\t\t<ymax>{}</ymax>\n\t\t</bndbox>\n\t</object>"
+)
 
 
 def voc_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
