@@ -129,3 +129,21 @@ def detector_checkpoint(tmp_path_factory) -> Path:
             layer.bias.zero_()
     path = tmp_path_factory.mktemp("frcnn") / "checkpoint.safetensors"
     return save_model(path, model, spec, input_size=(160, 240))
+
+
+SHARED_NAMES = ("a/img.jpg", "b/img.jpg", "a/x.jpg", "b/y.jpg")
+
+
+def shared_name_csv(root: Path) -> Path:
+    """A CSV of four 64x64 images, a/img.jpg and b/img.jpg sharing a file name, a/x.jpg and
+    b/y.jpg not (``SHARED_NAMES``); one box each, (8, 8, 40, 40) of class raccoon."""
+    from PIL import Image
+
+    rows = ["image_path,xmin,ymin,xmax,ymax,label"]
+    for name in SHARED_NAMES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (64, 64), (90, 120, 150)).save(root / name)
+        rows.append(f"{name},8,8,40,40,raccoon")
+    path = root / "boxes.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path

@@ -6,9 +6,9 @@ one by one, counted right and named apart in split.json; split.json files of ear
 import hashlib
 import json
 import warnings
-from pathlib import Path
 
 import pytest
+from conftest import shared_name_csv
 from PIL import Image
 
 from rpnkit.cli import main
@@ -27,19 +27,6 @@ from rpnkit.data.splits import (
 SMALL = ["--short-side", "64", "--max-size", "96", "--no-progress", "--workers", "0"]
 
 
-def _dup_dataset(root: Path) -> Path:
-    """A CSV of four 64x64 images, a/img.jpg and b/img.jpg sharing a file name, a/x.jpg and
-    b/y.jpg not; one box each."""
-    rows = ["image_path,xmin,ymin,xmax,ymax,label"]
-    for name in ("a/img.jpg", "b/img.jpg", "a/x.jpg", "b/y.jpg"):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (64, 64), (90, 120, 150)).save(root / name)
-        rows.append(f"{name},8,8,40,40,raccoon")
-    path = root / "boxes.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 def _read(path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -47,7 +34,7 @@ def _read(path):
 
 
 def test_each_image_is_named_by_its_file_name_or_the_shortest_path_that_is_its_own(tmp_path):
-    index = _read(_dup_dataset(tmp_path))
+    index = _read(shared_name_csv(tmp_path))
     assert [r.path.relative_to(tmp_path).as_posix() for r in index.records] == [
         "a/img.jpg",
         "b/img.jpg",
@@ -64,7 +51,7 @@ def test_each_image_is_named_by_its_file_name_or_the_shortest_path_that_is_its_o
 
 
 def test_the_held_out_count_is_the_images_held_out_whatever_the_seed(tmp_path):
-    index = _read(_dup_dataset(tmp_path))
+    index = _read(shared_name_csv(tmp_path))
     for seed in range(12):
         split = make_split(index, 0.5, seed)
         train, val = apply_split(index, split)
@@ -87,7 +74,7 @@ def test_names_unique_by_file_name_split_as_before(tmp_path):
 
 
 def test_an_earlier_split_json_of_file_names_still_reads(tmp_path):
-    index = _read(_dup_dataset(tmp_path / "ds"))
+    index = _read(shared_name_csv(tmp_path / "ds"))
     old = {"seed": 0, "fraction": 0.5, "total_images": 4, "validation": ["img.jpg", "x.jpg"]}
     (tmp_path / "split.json").write_text(json.dumps(old))
     split = read_split(tmp_path)
@@ -109,7 +96,7 @@ def test_an_earlier_split_json_of_file_names_still_reads(tmp_path):
 
 
 def test_train_val_fraction_and_eval_split_from_agree_on_shared_file_names(tmp_path, capsys):
-    data = _dup_dataset(tmp_path / "ds")
+    data = shared_name_csv(tmp_path / "ds")
     out = tmp_path / "run"
     argv = ["train", "--data", str(data), "--val-fraction", "0.5", "--preset", "tiny"]
     assert main([*argv, "--steps", "1", "--batch-size", "2", "--out", str(out), *SMALL]) == 0
@@ -133,7 +120,7 @@ def test_train_val_fraction_and_eval_split_from_agree_on_shared_file_names(tmp_p
 
 @pytest.mark.parametrize("fraction", [0.25, 0.75])
 def test_every_image_lands_on_one_side(tmp_path, fraction):
-    index = _read(_dup_dataset(tmp_path))
+    index = _read(shared_name_csv(tmp_path))
     train, val = apply_split(index, make_split(index, fraction, 3))
     assert sorted(str(r.path) for r in train.records + val.records) == sorted(
         str(r.path) for r in index.records

@@ -9,26 +9,12 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import SHARED_NAMES, shared_name_csv
 from PIL import Image
 
 from rpnkit.cli import main
 from rpnkit.data import read_dataset
 from rpnkit.engine.stored_results import read_stored_detections, read_stored_proposals
-
-NAMES = ("a/img.jpg", "b/img.jpg", "a/x.jpg", "b/y.jpg")
-
-
-def _dup_dataset(root: Path) -> Path:
-    """A CSV of four 64x64 images, a/img.jpg and b/img.jpg sharing a file name; one box each,
-    (8, 8, 40, 40)."""
-    rows = ["image_path,xmin,ymin,xmax,ymax,label"]
-    for name in NAMES:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (64, 64), (90, 120, 150)).save(root / name)
-        rows.append(f"{name},8,8,40,40,raccoon")
-    path = root / "boxes.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def _read(path, **kwargs):
@@ -50,7 +36,7 @@ def _write(path: Path, entries: list[dict]) -> Path:
 
 
 def test_a_path_unique_in_the_dataset_matches_its_image(tmp_path):
-    index = _read(_dup_dataset(tmp_path / "ds"))
+    index = _read(shared_name_csv(tmp_path / "ds"))
     results = _write(tmp_path / "r.json", _entries(["a/img.jpg", "b/img.jpg"]))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no word: every result found its image
@@ -64,7 +50,7 @@ def test_a_path_unique_in_the_dataset_matches_its_image(tmp_path):
 
 
 def test_a_file_name_several_images_have_is_said_in_one_line(tmp_path):
-    index = _read(_dup_dataset(tmp_path / "ds"))
+    index = _read(shared_name_csv(tmp_path / "ds"))
     results = _write(tmp_path / "r.json", _entries(["img.jpg", "img.jpg", "x.jpg"]))
     with pytest.warns(UserWarning) as caught:
         stored = read_stored_proposals(results, index)
@@ -89,7 +75,7 @@ def test_a_file_name_several_images_have_is_said_in_one_line(tmp_path):
 
 
 def test_unknown_images_are_counted_by_the_names_given(tmp_path):
-    index = _read(_dup_dataset(tmp_path / "ds"))
+    index = _read(shared_name_csv(tmp_path / "ds"))
     entries = _entries(["x.jpg", "c/img2.jpg", "d/img2.jpg", "d/img2.jpg"])
     with pytest.warns(UserWarning) as caught:
         stored = read_stored_proposals(entries, index)
@@ -101,7 +87,7 @@ def test_unknown_images_are_counted_by_the_names_given(tmp_path):
 
 
 def test_eval_detections_of_paths_from_the_command_line(tmp_path, capsys):
-    data = _dup_dataset(tmp_path / "ds")
+    data = shared_name_csv(tmp_path / "ds")
     results = _write(tmp_path / "d.json", _entries(["a/img.jpg", "b/img.jpg"], category_id=1))
     argv = ["eval", "--detections", str(results), "--data", str(data), "--no-progress"]
     with warnings.catch_warnings():
@@ -116,7 +102,7 @@ def test_eval_detections_of_paths_from_the_command_line(tmp_path, capsys):
 
 
 def test_proposals_given_as_detections_are_said_to_be_proposals_in_one_line(tmp_path, capsys):
-    data = _dup_dataset(tmp_path / "ds")
+    data = shared_name_csv(tmp_path / "ds")
     proposals = _write(tmp_path / "p.json", _entries(["x.jpg", "y.jpg"] * 20))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing warned one entry at a time first
@@ -193,10 +179,10 @@ def test_category_ids_alone_are_the_datasets_order_and_said_so_once(tmp_path):
 
 
 def test_eval_proposals_top_scores_each_images_best_n_as_eval_checkpoint_does(tmp_path, capsys):
-    data = _dup_dataset(tmp_path / "ds")
+    data = shared_name_csv(tmp_path / "ds")
     # per image: a far box scored best, then the GT box: the best 1 misses, the best 2 hit
     entries = []
-    for name in NAMES:
+    for name in SHARED_NAMES:
         entries.append({"file_name": name, "bbox": [44, 44, 16, 16], "score": 0.9})
         entries.append({"file_name": name, "bbox": [8, 8, 32, 32], "score": 0.5})
     results = _write(tmp_path / "p.json", entries)
@@ -221,7 +207,7 @@ def test_eval_proposals_top_scores_each_images_best_n_as_eval_checkpoint_does(tm
 
 
 def test_most_images_without_results_hint_at_a_split_on_the_count_line(tmp_path, capsys):
-    data = _dup_dataset(tmp_path / "ds")
+    data = shared_name_csv(tmp_path / "ds")
     index = _read(data)
     one = read_stored_proposals(_entries(["x.jpg"]), index)  # 1 of 4: most have none
     assert one.describe() == (
