@@ -126,3 +126,11 @@ def test_every_image_lands_on_one_side(tmp_path, fraction):
         str(r.path) for r in index.records
     )
     assert len(val.records) == round(fraction * 4)
+
+
+def test_paths_written_on_any_system_are_read_alike():
+    from rpnkit.data.splits import _path_parts
+
+    # a results file or split.json written on Windows: "\\" is a separator, "." dropped
+    assert _path_parts(r"C:\data\a\img.jpg")[-2:] == ("a", "img.jpg")
+    assert _path_parts("a/./img.jpg") == _path_parts(r"a\img.jpg") == ("a", "img.jpg")

@@ -72,6 +72,14 @@ def test_a_file_name_several_images_have_is_said_in_one_line(tmp_path):
     # with an image id, the id tells them apart
     ids = [{**e, "image_id": r.image_id} for e, r in zip(_entries(["img.jpg"] * 2), index.records)]
     assert [len(b) for b in read_stored_proposals(ids, index).boxes] == [1, 1, 0, 0]
+    # ... when it is the id of one of them: x.jpg's id with img.jpg matches nothing (a list
+    # of files numbered by position: detect a/*.jpg b/*.jpg)
+    wrong = [{**_entries(["img.jpg"])[0], "image_id": index.records[2].image_id}]
+    with pytest.warns(
+        UserWarning, match=r"img.jpg \(image_id a/x.jpg is an image of another name\)"
+    ):
+        stored = read_stored_proposals(wrong + _entries(["y.jpg"]), index)
+    assert [len(b) for b in stored.boxes] == [0, 0, 0, 1]
 
 
 def test_unknown_images_are_counted_by_the_names_given(tmp_path):
@@ -216,10 +224,15 @@ def test_most_images_without_results_hint_at_a_split_on_the_count_line(tmp_path,
     )
     half = read_stored_proposals(_entries(["x.jpg", "y.jpg"]), index)  # half: no hint
     assert half.describe() == "the results given: 2 results for 2 of 4 images (2 without any)"
-    results = _write(tmp_path / "d.json", _entries(["x.jpg"], category_name="raccoon"))
-    assert main(["eval", "--detections", str(results), "--data", str(data), "--no-progress"]) == 0
+    results = _write(tmp_path / "p.json", _entries(["x.jpg"]))
+    assert main(["eval", "--proposals", str(results), "--data", str(data), "--no-progress"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(results))]
     assert lines == [
         f"{results}: 1 results for 1 of 4 images (3 without any: a file of one split? give its "
         "--split or --split-file)"
     ]
+    # detections: a score threshold leaves many images without any, no hint
+    results = _write(tmp_path / "d.json", _entries(["x.jpg"], category_name="raccoon"))
+    assert main(["eval", "--detections", str(results), "--data", str(data), "--no-progress"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(str(results))]
+    assert lines == [f"{results}: 1 results for 1 of 4 images (3 without any)"]

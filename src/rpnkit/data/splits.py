@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+import posixpath
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
@@ -36,8 +36,9 @@ HASH_RULE = (
 
 
 def _path_parts(path: str | Path) -> tuple[str, ...]:
-    """The parts of a path as written in any file (``\\`` read as ``/``; ``.`` dropped)."""
-    return PurePosixPath(os.path.normpath(str(path).replace("\\", "/"))).parts
+    """The parts of a path as written in any file (``\\`` read as ``/``; ``.`` dropped), on
+    every system alike (``posixpath``: Windows' ``normpath`` would put the ``\\`` back)."""
+    return PurePosixPath(posixpath.normpath(str(path).replace("\\", "/"))).parts
 
 
 class ImageNames:

@@ -57,12 +57,14 @@ class StoredProposals:
 
     def describe(self) -> str:
         """One line: ``results.json: 5000 results for 5 of 6 images (1 without any); 7 for
-        images not in the dataset; 1 malformed``; when most images have none (not all), a hint
-        that the file may be of one split."""
+        images not in the dataset; 1 malformed``; when most images have no proposal (not
+        all), a hint that the file may be of one split (not for detections, which a score
+        threshold leaves out of many images)."""
         without = sum(1 for b in self.boxes if not len(b))
         text = f"{self.source}: {self.results} results for {len(self.boxes) - without} of "
         text += f"{len(self.boxes)} images" + (f" ({without} without any" if without else "")
-        if without and 2 * without > len(self.boxes) > without:  # most images, not all
+        most = without and 2 * without > len(self.boxes) > without  # most images, not all
+        if most and not isinstance(self, StoredDetections):
             text += ": a file of one split? give its --split or --split-file"
         text += ")" if without else ""
         if self.other_results:
@@ -161,8 +163,8 @@ class _Images:
         """Where a results entry goes: ``("found", position in index)``, ``("other", None)``
         (an image of ``whole`` only), ``("unknown", its file name or image id)``, or
         ``("shared", the images' names)`` (a file name several images have, and no image
-        id). By file name when the entry has one (by image id where several images have it),
-        else by image id."""
+        id of one of them). By file name when the entry has one (by image id among the images
+        of that name where several have it), else by image id."""
         name, image_id = entry.get("file_name"), entry.get("image_id")
         if isinstance(name, str) and name:
             found = self.names.find(name)
@@ -171,11 +173,22 @@ class _Images:
             if len(found) == 1:
                 i = self.position[found[0]]
                 return ("found", i) if i is not None else ("other", None)
-            if image_id is None:
-                return "shared", tuple(self.names.names[j] for j in found)
+            return self._among(found, image_id, name)
         if image_id in self.by_id:
             return "found", self.by_id[image_id]
         return ("other", None) if image_id in self.other_ids else ("unknown", image_id)
+
+    def _among(self, found: list[int], image_id, name: str) -> tuple[str, object]:
+        """Which of the images ``found`` for a shared file name an entry's ``image_id`` means:
+        one of them only (an id of an image of another name is no match: a list of files of
+        one name from two folders numbers them by position)."""
+        if image_id in self.by_id:
+            if self.by_id[image_id] in {self.position[j] for j in found}:
+                return "found", self.by_id[image_id]
+            return "unknown", f"{name} (image_id {image_id} is an image of another name)"
+        if image_id in self.other_ids:
+            return "other", None
+        return "shared", tuple(self.names.names[j] for j in found)
 
 
 @dataclass
