@@ -118,6 +118,27 @@ def test_train_val_fraction_and_eval_split_from_agree_on_shared_file_names(tmp_p
     assert json.loads((out / "split.json").read_text()) == split
 
 
+def test_a_resumed_run_keeps_the_split_it_made(tmp_path, capsys):
+    # its split.json as an earlier version (other names) or other images made it: kept, not
+    # made anew, so that no held-out image moves into training
+    data = shared_name_csv(tmp_path / "ds")
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--val-fraction", "0.5", "--preset", "tiny", *SMALL]
+    assert main([*argv, "--steps", "1", "--batch-size", "2", "--out", str(out)]) == 0
+    saved = json.loads((out / "split.json").read_text())
+    assert saved["validation"] == ["a/img.jpg", "x.jpg"]
+    saved["validation"] = ["b/img.jpg", "y.jpg"]
+    (out / "split.json").write_text(json.dumps(saved))
+    checkpoint = str(out / "checkpoint.safetensors")
+    assert main([*argv, "--steps", "2", "--resume", checkpoint, "--out", str(out)]) == 0
+    assert json.loads((out / "split.json").read_text())["validation"] == ["b/img.jpg", "y.jpg"]
+    # eval --split-from the run evaluates those
+    argv_eval = ["eval", "--checkpoint", checkpoint, "--data", str(data), "--split-from"]
+    capsys.readouterr()
+    assert main([*argv_eval, str(out), *SMALL]) == 0
+    assert "evaluating 2 of them" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("fraction", [0.25, 0.75])
 def test_every_image_lands_on_one_side(tmp_path, fraction):
     index = _read(shared_name_csv(tmp_path))

@@ -25,7 +25,7 @@ import torch
 from ..config import DEFAULT_PRESET, check_number, config_from_dict
 from ..data import DataConfig, DatasetIndex, DetectionDataset
 from ..data.records import DataNote, SkippedSample
-from ..data.splits import SPLIT_FILE, Split, apply_split, make_split
+from ..data.splits import SPLIT_FILE, Split, apply_split, make_split, read_split
 from ..evaluation.detection import format_metric
 from ..modeling.presets import (
     OLN_RCNN_PRESETS,
@@ -367,7 +367,9 @@ def _read(
             "the other objects are unlabelled"
         )
     if data.val_fraction:  # no val_data: DataConfig checks that
-        split = make_split(index, data.val_fraction, seed)
+        split = _resumed_split(resume, data.val_fraction, seed) or make_split(
+            index, data.val_fraction, seed
+        )
         index, val_index = apply_split(index, split)
         print(split.describe())
         note_changed_data(resume, index)
@@ -378,6 +380,17 @@ def _read(
         return index, None, None
     print(val_index.summary())
     return index, data.eval_dataset(val_index), None
+
+
+def _resumed_split(resume, fraction: float, seed: int) -> Split | None:
+    """The split a resumed run made (its folder's split.json, of the same fraction and
+    seed), kept as it is: made anew, a later version's naming or an image added since could
+    move held-out images into training. Images it does not name train."""
+    path = Path(resume).parent / SPLIT_FILE if resume is not None else None
+    if path is None or not path.is_file():
+        return None
+    saved = read_split(path)
+    return saved if (saved.fraction, saved.seed) == (fraction, seed) else None
 
 
 @contextlib.contextmanager
