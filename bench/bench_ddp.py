@@ -25,7 +25,7 @@ def steady_rate(log: Path, batch: int, world: int, skip: int) -> float:
     first, last = rows[0], rows[-1]
 
     def seen_and_elapsed(row):
-        seen = (int(row["step"]) + 1) * batch * world
+        seen = int(row["step"]) * batch * world  # steps done
         return seen, seen / float(row["images_per_s"])
 
     (a, ta), (b, tb) = seen_and_elapsed(first), seen_and_elapsed(last)

@@ -243,3 +243,15 @@ def test_a_validation_split_lacking_a_class_keeps_the_training_ids(tmp_path):
     assert val_index.class_names == names  # read alone, "pear" would be class 1
     assert [r.labels.tolist() for r in val_index.records] == [[2], [2]]
     assert val_index.skipped_annotations == 1
+
+
+def test_an_earlier_version_s_log_from_step_0_is_renumbered_when_resumed(tmp_path):
+    from rpnkit.engine.run_log import RunLog
+
+    # steps 0..4 as an earlier version logged them (0-based): the 4th step was "3"
+    rows = ["step,lr,loss"] + [f"{k},0.01,{k / 10}" for k in range(5)]
+    (tmp_path / "train_log.csv").write_text("\n".join(rows) + "\n")
+    RunLog(tmp_path, resume_at=3).close()  # resumed from 3 steps done
+    with open(tmp_path / "train_log.csv") as f:
+        kept = [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+    assert kept == [(1, 0.0), (2, 0.1), (3, 0.2)]  # each step once, as steps done

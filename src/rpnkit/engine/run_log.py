@@ -102,10 +102,15 @@ def _tensorboard(out_dir: Path, resume_at: int | None):
 
 
 def _truncate(path: Path, last_step: int) -> None:
-    """Keep the header and the rows of steps up to ``last_step``, rewritten atomically."""
+    """Keep the header and the rows of steps up to ``last_step``, rewritten atomically. A log
+    of an earlier version, which numbered steps from 0 (a row of step 0 tells it), is
+    renumbered as steps done first, so that no step is kept twice under two numbers."""
     with path.open(newline="") as f:
-        rows = list(csv.reader(f))
-    kept = rows[:1] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= last_step]
+        header, *rows = list(csv.reader(f)) or [[]]
+    rows = [r for r in rows if r and r[0].isdigit()]
+    if any(r[0] == "0" for r in rows):
+        rows = [[str(int(r[0]) + 1), *r[1:]] for r in rows]
+    kept = [header] + [r for r in rows if int(r[0]) <= last_step]
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         csv.writer(f).writerows(kept)
