@@ -27,6 +27,15 @@ def test_several_inputs_are_image_files_only(detector_checkpoint, tmp_path, caps
         err = capsys.readouterr().err
         assert f"{other}: of several inputs each is an image file; a folder or a dataset" in err
     assert not (tmp_path / "d.json").exists()
+    missing = str(tmp_path / "none.safetensors")  # refused before the checkpoint is read
+    assert main(["detect", image, str(IMAGES), "--checkpoint", missing]) == 2
+    assert "of several inputs each is an image file" in capsys.readouterr().err
+    # the dataset options that one image refuses, several refuse too
+    split = ["--split-file", str(RACCOON / "test_labels.csv")]
+    assert main(["detect", image, image, *common, *split]) == 2
+    assert "a list of images: --split-file (split_file=) apply to datasets only" in (
+        capsys.readouterr().err
+    )
 
 
 def test_results_go_to_a_json_file(detector_checkpoint, tmp_path, capsys):

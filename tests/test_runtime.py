@@ -874,6 +874,10 @@ def test_a_coco_annotations_folder_is_read_by_inference_as_by_training(rpn, tmp_
     with pytest.raises(DataError, match=r"an image: --split \(split=\) apply to datasets only"):
         rpn.propose(tmp_path / "raccoon-1.jpg", split="train2017")
     assert len(rpn.propose(tmp_path, split="val")) == 1  # the default passes
+    listed = [tmp_path / "raccoon-1.jpg"] * 2  # a list of images: the same refusals
+    for option in ({"split_file": "ids.txt"}, {"format": "voc"}, {"images": tmp_path}):
+        with pytest.raises(DataError, match=r"^a list of images: --\S+ \(\w+=\) apply to"):
+            rpn.propose(listed, **option)
     # a JSON beside the photos that is no COCO dataset (a results list, a manifest) leaves
     # them plain images: propose's own proposals.json, written there, read again
     (tmp_path / "proposals.json").write_text('[{"image_id": 1, "bbox": [0, 0, 1, 1]}]')

@@ -70,9 +70,10 @@ def run(args: argparse.Namespace) -> int:
     check_has_effect(args, {"labels_format": "labels"})
     if args.labels is not None:
         check_folder(args.labels, name=f"--labels {args.labels}")
+    inputs = inference_input(args)  # refused before the model is loaded
     runtime = load_runtime(args)
     results = runtime.iter_detections(
-        inference_input(args),
+        inputs,
         score_threshold=args.score,
         max_detections=args.max_detections,
         batch_size=args.batch_size,

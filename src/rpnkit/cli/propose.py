@@ -51,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     check_results_out(args)
     output_file(args.out, what="JSON")  # checked before the model is loaded, as
     overlays = overlay_options(args)  # the overlays' folder is
+    inputs = inference_input(args)  # refused before the model is loaded
     runtime = load_runtime(args)
     results = runtime.iter_proposals(
-        inference_input(args),
+        inputs,
         top=args.top,
         batch_size=args.batch_size,
         progress=not args.no_progress,

@@ -63,10 +63,11 @@ def index_for_input(
     images and a CSV's class map are, as for ``read_dataset``."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        _check_no_dataset_options(path, split, split_file, class_map)
+        check_no_dataset_options(f"{path}: an image", split, split_file, class_map)
         return _image_index([path], [], path, strict)
     if path.is_dir() and format is None and images is None and not looks_like_dataset(path):
-        _check_no_dataset_options(path, split, split_file, class_map)
+        what = f"{path}: a folder of images without annotations"
+        check_no_dataset_options(what, split, split_file, class_map)
         # hidden files (.DS_Store, an output being written: .proposals.json.*.tmp) are no one's
         entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
         files = [p for p in entries if p.is_file()]
@@ -115,18 +116,22 @@ def _note_sub_folders(path: Path, folders: list[Path], pictures: list[Path]) -> 
     )
 
 
-def _check_no_dataset_options(path: Path, split: str, split_file, class_map) -> None:
-    """A dataset's options given with plain images would be ignored: say so instead (a split
-    other than the default ``"val"``, which every reader of plain images passes)."""
+def check_no_dataset_options(
+    what: str, split: str = "val", split_file=None, class_map=None, images=None, format=None
+) -> None:
+    """A dataset's options given with plain images (``what`` they are) would be ignored: say
+    so instead (a split other than the default ``"val"``, which every reader of plain images
+    passes)."""
     options = {
         "--split (split=)": None if split == "val" else split,
         "--split-file (split_file=)": split_file,
         "--class-map (class_map=)": class_map,
+        "--images (images=)": images,
+        "--format (format=)": format,
     }
     given = [name for name, value in options.items() if value is not None]
     if given:
-        what = "an image" if path.is_file() else "a folder of images without annotations"
-        raise DataError(f"{path}: {what}: {' and '.join(given)} apply to datasets only")
+        raise DataError(f"{what}: {' and '.join(given)} apply to datasets only")
 
 
 def _image_index(files: list[Path], issues: list[str], source: Path, strict: bool):

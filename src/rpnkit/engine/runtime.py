@@ -53,6 +53,7 @@ from ..data import (
     eval_transforms,
     index_for_input,
 )
+from ..data.sources import check_no_dataset_options
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..evaluation.recall import MAX_DETS
 from ..modeling.roi_heads import Detections
@@ -241,6 +242,8 @@ class Predictor:
             isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim in (2, 3)
         ):
             inputs = [inputs]  # one image in memory; 4 dimensions: a batch of them
+        options = {"split_file": split_file, "class_map": class_map, "images": images}
+        check_no_dataset_options("a list of images", split, format=format, **options)
         return ImageList(
             list(inputs),
             transforms,
