@@ -318,5 +318,12 @@ def test_detect_checks_the_labels_options_before_loading(tmp_path, capsys):
     assert f"--labels {blocker}: is a file, not a folder" in capsys.readouterr().err
     assert main([*base, "--labels-format", "yolo"]) == 2
     assert "--labels-format does nothing without --labels" in capsys.readouterr().err
-    assert main([*base, "--labels", str(tmp_path / "l"), "--labels-format", "coco"]) == 2
-    assert "invalid choice: 'coco'" in capsys.readouterr().err
+    earlier = tmp_path / "earlier"  # an earlier run's labels: kept apart, not mixed in
+    (earlier / "labels").mkdir(parents=True)
+    (earlier / "a.xml").write_text("<annotation/>")
+    (earlier / "labels" / "a.txt").write_text("")
+    for fmt in ("voc", "yolo"):
+        assert main([*base, "--labels", str(earlier), "--labels-format", fmt]) == 2
+        assert f"{earlier}: holds 1 {fmt} label file(s) already" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="holds 1 voc label file"):
+        write_labels([], earlier, format="voc")

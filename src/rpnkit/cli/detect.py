@@ -61,6 +61,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.label_files import check_label_folder
     from ..engine.paths import check_folder, output_file
     from ..viz.export import export_results
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     check_has_effect(args, {"labels_format": "labels"})
     if args.labels is not None:
         check_folder(args.labels, name=f"--labels {args.labels}")
+        check_label_folder(args.labels, args.labels_format)
     inputs = inference_input(args)  # refused before the model is loaded
     runtime = load_runtime(args)
     results = runtime.iter_detections(

@@ -75,6 +75,7 @@ class LabelWriter:
         self._names: tuple[str, ...] | None = None
 
     def __enter__(self) -> LabelWriter:
+        check_label_folder(self.folder, self.format)
         folder = output_folder(self.folder, to="to write the labels in")
         if self.format == "yolo":
             folder = output_folder(self.folder / YOLO_LABELS, to="to write the labels in")
@@ -168,6 +169,23 @@ class LabelWriter:
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise ValueError(f"{path}: cannot write the labels there ({err})") from err
+
+
+def check_label_folder(folder: str | Path, format: str) -> None:
+    """A ValueError when ``folder`` holds label files of ``format`` already (VOC's ``*.xml``,
+    YOLO's ``labels/*.txt``): an earlier run's would stay beside this one's, and the folder
+    read as a dataset would hold both. The CSV, one file replaced whole, is not refused."""
+    folder = Path(folder)
+    pattern = {"voc": "*.xml", "yolo": f"{YOLO_LABELS}/*.txt"}.get(format)
+    if pattern is None or not folder.is_dir():
+        return
+    found = sorted(p.name for p in folder.glob(pattern))
+    if found:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise ValueError(
+            f"{folder}: holds {len(found)} {format} label file(s) already ({shown}): the labels "
+            "of a run are the whole set: give a new folder, or empty this one"
+        )
 
 
 def write_labels(
