@@ -113,9 +113,10 @@ def _add_validation_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="F",
         help="without --val-data: hold out this fraction of --data for validation, the "
-        "images whose sha256 of '<seed>:<file name>' is lowest (the same on every run and "
-        "machine for a --seed); the held-out file names are written to --out/split.json, "
-        "for rpnkit eval --split-from",
+        "images whose sha256 of '<seed>:<name>' is lowest (name: the file name, or where "
+        "images share it the shortest end of the path only one has; the same on every run "
+        "and machine for a --seed); the held-out images' names are written to "
+        "--out/split.json, for rpnkit eval --split-from (a resumed run keeps it)",
     )
     p.add_argument("--val-split", default="val", help="split of --val-data")
     p.add_argument(

@@ -40,9 +40,10 @@ class DataConfig:
     of any format by file stem; ``images`` and ``val_images`` say
     where their images are when it is not the usual place, ``class_map`` is a CSV dataset's
     ``class_name,id`` file. Without ``val_data``, ``val_fraction`` holds out that fraction of
-    ``data`` for validation (``data.splits``: by a hash of each file name with the training
-    seed). Images are resized to shorter side ``short_side`` with the longer at most
-    ``max_size``, and flipped with probability ``flip`` in training. Bad samples are skipped
+    ``data`` for validation (``data.splits``: by a hash of each image's name unique in the
+    dataset with the training seed). Images are resized to shorter side ``short_side`` with
+    the longer at most ``max_size``, and flipped with probability ``flip`` in training. Bad
+    samples are skipped
     with a warning, or stop the run with ``strict``.
 
     ``tile_size``: training images larger than this on either side are cut to a random
