@@ -43,8 +43,7 @@ class DataConfig:
     ``data`` for validation (``data.splits``: by a hash of each image's name unique in the
     dataset with the training seed). Images are resized to shorter side ``short_side`` with
     the longer at most ``max_size``, and flipped with probability ``flip`` in training. Bad
-    samples are skipped
-    with a warning, or stop the run with ``strict``.
+    samples are skipped with a warning, or stop the run with ``strict``.
 
     ``tile_size``: training images larger than this on either side are cut to a random
     ``tile_size`` x ``tile_size`` tile at native resolution instead of being resized (large
