@@ -12,7 +12,7 @@ from pathlib import Path
 from .coco import read_coco
 from .csv_boxes import BOXES, CLASS_MAP, HEADER_FORM, KERAS_FORM, csv_kind, why_not_boxes
 from .csv_dataset import csv_in_folder, folder_csvs, read_csv
-from .records import IMAGE_SUFFIXES, DataError, DatasetIndex, unread_picture
+from .records import IMAGE_SUFFIXES, DataError, DatasetIndex, listed, unread_picture
 from .voc import read_voc, voc_xml_files
 from .yolo import read_data_yaml, read_yolo
 
@@ -41,8 +41,7 @@ def _folder_contents(folder: Path) -> str:
             counts[suffix] = counts.get(suffix, 0) + 1
     parts = [f"{n} {s}" for s, n in sorted(counts.items(), key=lambda t: (-t[1], t[0]))]
     if folders:
-        shown = ", ".join(folders[:5]) + (", ..." if len(folders) > 5 else "")
-        parts.append(f"{len(folders)} folder(s) ({shown})")
+        parts.append(f"{len(folders)} folder(s) ({listed(folders)})")
     return ", ".join(parts) if parts else "nothing"
 
 

@@ -395,6 +395,13 @@ def exif_orientation(img: Image.Image, path: Path) -> int:
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
+def listed(items, n: int = 5) -> str:
+    """The first ``n`` of ``items`` (strings) for a message, ``, ...`` after them when there
+    are more: ``a, b, c, ...``."""
+    items = list(items)
+    return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+
 def caller_of_package() -> int:
     """The ``stacklevel`` (of a warning issued by this function's caller) of the frame that
     called the outermost rpnkit frame; that frame itself when nothing called it."""
@@ -590,7 +597,7 @@ def _split_selection(path: Path, stems: list[str], dataset, out: _Collector) -> 
         raise DataError(f"{path}: lists no image ids")
     have = set(stems)
     unmatched = [i for i in ids if i not in have]
-    first = ", ".join(repr(i) for i in unmatched[:3]) + (", ..." if len(unmatched) > 3 else "")
+    first = listed(map(repr, unmatched), 3)
     if len(unmatched) == len(ids):
         like = f"; its images are named like {stems[0]!r}" if stems else ""
         raise DataError(

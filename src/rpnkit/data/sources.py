@@ -26,6 +26,7 @@ from .records import (
     Record,
     caller_of_package,
     image_size,
+    listed,
 )
 from .transforms import Compose
 from .voc import voc_xml_files
@@ -102,8 +103,7 @@ def _note_sub_folders(path: Path, folders: list[Path], pictures: list[Path]) -> 
     (a ``DataNote``), and as the error when the folder has no image of its own."""
     if not folders:
         return
-    shown = ", ".join(f"{p.name}/" for p in folders[:5]) + (", ..." if len(folders) > 5 else "")
-    what = f"{len(folders)} sub-folder(s) ({shown})"
+    what = f"{len(folders)} sub-folder(s) ({listed(f'{p.name}/' for p in folders)})"
     if not pictures:
         raise DataError(
             f"{path}: no image file at its top level, and its {what} are not read: give one "

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import config_from_dict, config_to_dict
+from ..data.records import listed
 from ..modeling.presets import (
     DetectorConfig,
     ModelConfig,
@@ -463,8 +464,7 @@ def check_resumable(state: dict, spec: ModelSpec, path: str | Path) -> None:
             f"{article[spec.kind]} {spec.kind}: resume it with --model {saved.kind} (kind=)"
         )
     if saved.is_detector and tuple(saved.class_names) != tuple(spec.class_names):
-        shown = [", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-                 for names in (saved.class_names, spec.class_names)]  # fmt: skip
+        shown = [listed(names) for names in (saved.class_names, spec.class_names)]
         raise ValueError(
             f"{path}: trained on {len(saved.class_names)} class(es) ({shown[0]}), and this "
             f"run's data has {len(spec.class_names)} ({shown[1]}): resume on the same data"

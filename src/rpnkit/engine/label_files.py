@@ -45,6 +45,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import yaml
 
+from ..data.records import listed
 from .paths import output_folder
 from .results import DetectionResult, ProposalResult, each_result
 
@@ -181,9 +182,9 @@ def check_label_folder(folder: str | Path, format: str) -> None:
         return
     found = sorted(p.name for p in folder.glob(pattern))
     if found:
-        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
         raise ValueError(
-            f"{folder}: holds {len(found)} {format} label file(s) already ({shown}): the labels "
+            f"{folder}: holds {len(found)} {format} label file(s) already ({listed(found, 3)}): "
+            "the labels "
             "of a run are the whole set: give a new folder, or empty this one"
         )
 

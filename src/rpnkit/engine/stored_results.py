@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..data import DataNote, DatasetIndex, SkippedSample, read_dataset
-from ..data.records import caller_of_package
+from ..data.records import caller_of_package, listed
 from ..data.splits import ImageNames
 from ..evaluation.detection import ImageDetections, ImageTruth
 from ..evaluation.recall import MAX_DETS, match_proposals, pad_boxes, proposal_recall_summary
@@ -232,8 +232,7 @@ def _shared_line(source: str, shared: dict) -> str:
     """One line for the results whose file name several images have (and no image id)."""
     (name, images), more = next(iter(shared)), len(shared) - 1
     line = f"{source}: {sum(shared.values())} result(s) matched to no image: file_name "
-    line += f"{name!r} names {len(images)} images ({', '.join(images[:5])}"
-    line += ", ...)" if len(images) > 5 else ")"
+    line += f"{name!r} names {len(images)} images ({listed(images)})"
     line += f" (and {more} more such file name(s))" if more else ""
     return line + ": give image_id or the path"
 
@@ -381,8 +380,7 @@ def category_labels(index: DatasetIndex) -> dict[tuple[str, int | str], int]:
 
 def _describe_categories(index: DatasetIndex) -> str:
     """What category ids and names ``index`` knows, for a message."""
-    names = ", ".join(repr(n) for n in index.class_names[:5])
-    names += ", ..." if len(index.class_names) > 5 else ""
+    names = listed(map(repr, index.class_names))
     ids = "its COCO JSON's category ids" if index.categories is not None else "1..K in that order"
     return f"category_name one of {names}, else category_id {ids}"
 
@@ -405,8 +403,7 @@ def _note_ids_only(stored: StoredDetections, matched: _Matched, index: DatasetIn
     ids_only = sum(c[0] == "category_id" for found in matched.found for *_, c in found)
     if not ids_only or index.categories is not None:
         return
-    order = ", ".join(f"{k} {n!r}" for k, n in enumerate(index.class_names[:5], start=1))
-    order += ", ..." if len(index.class_names) > 5 else ""
+    order = listed(f"{k} {n!r}" for k, n in enumerate(index.class_names, start=1))
     line = (
         f"{stored.source}: {ids_only} result(s) with a category_id and no category_name: ids "
         f"taken as 1..K in the dataset's class order ({order}), which the model that wrote "

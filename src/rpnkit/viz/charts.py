@@ -13,6 +13,7 @@ from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
 
+from ..data.records import listed
 from .figures import chart_figure, save_figure, style_chart
 
 
@@ -114,8 +115,7 @@ def read_training_log(
             header = reader.fieldnames or []
             keys = [k for k in header if k.startswith("loss")]
             if "step" not in header or not keys:
-                found = ", ".join(repr(k[:24]) for k in header[:4]) or "nothing"
-                found += ", ..." if len(header) > 4 else ""
+                found = listed((repr(k[:24]) for k in header), 4) or "nothing"
                 raise ValueError(
                     f"{what}: expected a 'step' column and loss columns, found {found}"
                 )
