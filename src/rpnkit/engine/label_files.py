@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import secrets
 from collections.abc import Iterable
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -46,7 +44,7 @@ import numpy as np
 import yaml
 
 from ..data.records import listed
-from .paths import output_folder
+from .paths import output_folder, temporary_beside, writer_token
 from .results import DetectionResult, ProposalResult, each_result
 
 LABEL_FORMATS = ("voc", "yolo", "csv")
@@ -70,7 +68,7 @@ class LabelWriter:
         self.images = self.entries = 0
         self.renamed: list[tuple[str, str]] = []
         self._stems: set[str] = set()
-        self._token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._token = writer_token()
         self._csv: tuple[Path, io.TextIOBase, object] | None = None
         self._open = False
         self._names: tuple[str, ...] | None = None
@@ -160,7 +158,7 @@ class LabelWriter:
         return stem, image
 
     def _tmp(self, path: Path) -> Path:
-        return path.with_name(f".{path.name}.{self._token}.tmp")
+        return temporary_beside(path, self._token)
 
     def _replace(self, path: Path, text: str) -> None:
         tmp = self._tmp(path)

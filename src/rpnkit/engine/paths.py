@@ -5,7 +5,22 @@ or one of its parents), is a ``ValueError`` in one line naming both."""
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
+
+
+def writer_token() -> str:
+    """A token of this process and writer, for the temporary names of its files."""
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def temporary_beside(path: str | Path, token: str | None = None) -> Path:
+    """The hidden temporary file a writer fills before renaming it to ``path``:
+    ``.<name>.<token>.tmp`` beside it (a folder of images being read while it is written
+    ignores it; ``token``: the writer's, ``writer_token``, new by default)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{token or writer_token()}.tmp")
 
 
 def file_in_the_way(folder: str | Path) -> Path | None:

@@ -21,13 +21,12 @@ import contextlib
 import multiprocessing
 import os
 import pickle
-import secrets
 import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from .paths import output_file
+from .paths import output_file, temporary_beside
 from .results import DetectionResult, ProposalResult, each_result
 
 PIPE_BYTES = 1 << 20  # the pipe to the process holds ~50 images of 1,000 boxes (Linux's limit)
@@ -70,7 +69,7 @@ class CocoResultsWriter:
     def __enter__(self) -> CocoResultsWriter:
         output_file(self.path, what="JSON")  # its folders made; a folder or file in the way
         # hidden: a folder of images being read while this is written there ignores it
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        tmp = temporary_beside(self.path)
         try:  # a folder that cannot be written to says so before any inference
             open(tmp, "x").close()
         except OSError as err:
