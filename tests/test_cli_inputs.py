@@ -50,3 +50,15 @@ def test_results_go_to_a_json_file(detector_checkpoint, tmp_path, capsys):
             )
             assert ("--labels DIR" in err) == (command == "detect")  # where CSV goes
     assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
+def test_show_finds_a_csv_s_images_with_images_and_says_when_none_is_found(tmp_path, capsys):
+    labels = str(RACCOON / "train_labels.csv")  # its paths are file names: images/ elsewhere
+    out = str(tmp_path / "l.png")
+    assert main(["show", "labels", labels, "--out", out, "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err  # not "index 0 out of range (0 images)"
+    assert f"{labels}: none of its images could be read (the lines above say why)" in err
+    assert "give --images DIR" in err
+    located = ["--images", str(IMAGES), "--preset", "tiny"]
+    assert main(["show", "labels", labels, "--out", out, *located]) == 0
+    assert (tmp_path / "l.png").is_file()

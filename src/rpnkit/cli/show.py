@@ -68,7 +68,7 @@ def add_parser(sub) -> None:
         help="position in the image's pixels (anchors)",
     )
     p.add_argument("--top", type=positive_int, default=10, help="boxes drawn (nms, proposals)")
-    add_data_options(p, split="val", checkpoint=True)  # the size: the checkpoint's
+    add_data_options(p, split="val", locate=True, checkpoint=True)  # size: the checkpoint's
     p.set_defaults(func=run)
 
 
@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     out = output_file(png_path(args.out), what="PNG")
     what, source, checkpoint = args.what, args.source, args.checkpoint
     opts = dict(short=args.short_side, max_size=args.max_size, split=args.split)
-    opts.update(format=args.format, split_file=args.split_file)
+    opts.update(format=args.format, split_file=args.split_file, images=args.images)
+    opts.update(class_map=args.class_map)
     image = dict(index=args.index, device=args.device)  # which image, where a model runs
     if what == "losses":
         log = Path(source)  # a run folder, or a checkpoint in one: the folder's log

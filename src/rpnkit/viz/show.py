@@ -47,6 +47,8 @@ def _indexed_item(
     short = DEFAULT_SHORT_SIDE if short is None else short
     max_size = DEFAULT_MAX_SIZE if max_size is None else max_size
     dataset_index = index_for_input(path, **data_options)
+    if not dataset_index.records:  # each image left out was said in its line
+        raise ValueError(f"{path}: none of its images could be read (the lines above say why)")
     if not 0 <= index < len(dataset_index.records):
         raise ValueError(
             f"{path}: index {index} out of range ({len(dataset_index.records)} images)"
