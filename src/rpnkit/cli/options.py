@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import warnings
+from pathlib import Path
 
 from ..config import DEFAULT_PRESET, MAX_SEED
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
@@ -355,8 +356,6 @@ def decode_on_device(args: argparse.Namespace) -> bool | None:
 def inference_input(args: argparse.Namespace) -> str | list[str]:
     """propose's and detect's input: one image, folder or dataset, or several image files
     (as a shell glob gives them), which must all be image files."""
-    from pathlib import Path
-
     from ..data.records import IMAGE_SUFFIXES
 
     if len(args.input) == 1:
@@ -373,8 +372,6 @@ def inference_input(args: argparse.Namespace) -> str | list[str]:
 def check_results_out(args: argparse.Namespace, also: str = "") -> None:
     """--out names a .json file: the results are COCO results JSON (``also``: where other
     formats are written)."""
-    from pathlib import Path
-
     if Path(args.out).suffix.lower() != ".json":
         raise ValueError(
             f"--out {args.out}: the results are written as COCO results JSON: name it .json" + also
