@@ -41,13 +41,19 @@ def add_parser(sub) -> None:
         "--score", type=probability, default=0.3, help="keep detections at least this sure"
     )
     add_detection_limit(p)
+    add_label_options(p, what="the detections kept (--score, --max-detections)")
+    p.set_defaults(func=run)
+
+
+def add_label_options(p: argparse.ArgumentParser, *, what: str) -> None:
+    """--labels DIR and --labels-format, of detect and propose: ``what``, the results that
+    the labels hold, as the help names them."""
     p.add_argument(
         "--labels",
         default=None,
         metavar="DIR",
-        help="also write the detections kept (--score, --max-detections) as annotations in "
-        "DIR, a file for every image (an empty one without detections); a name met again: "
-        "a-2.xml",
+        help=f"also write {what} as annotations in DIR, a file for every image (an empty one "
+        "without any); a name met again: a-2.xml",
     )
     p.add_argument(
         "--labels-format",
@@ -57,21 +63,30 @@ def add_parser(sub) -> None:
         "(DIR/labels/<stem>.txt 'class cx cy w h', no score, and DIR/data.yaml) or csv "
         "(DIR/detections.csv: filename,width,height,class,xmin,ymin,xmax,ymax,score)",
     )
-    p.set_defaults(func=run)
+
+
+def label_options(args: argparse.Namespace) -> dict:
+    """--labels and --labels-format as export_results' keyword arguments, checked before the
+    model is loaded: a file in the folder's way, an earlier run's label files in it, or
+    --labels-format without --labels are one line."""
+    from ..engine.label_files import check_label_folder
+    from ..engine.paths import check_folder
+
+    check_has_effect(args, {"labels_format": "labels"})
+    if args.labels is not None:
+        check_folder(args.labels, name=f"--labels {args.labels}")
+        check_label_folder(args.labels, args.labels_format)
+    return {"labels": args.labels, "labels_format": args.labels_format}
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.label_files import check_label_folder
-    from ..engine.paths import check_folder, output_file
+    from ..engine.paths import output_file
     from ..viz.export import export_results
 
     check_results_out(args, also=" (annotations in VOC, YOLO or CSV: --labels DIR)")
     output_file(args.out, what="JSON")  # checked before the model is loaded, as
     overlays = overlay_options(args)  # the overlays' folder is, and the labels' one
-    check_has_effect(args, {"labels_format": "labels"})
-    if args.labels is not None:
-        check_folder(args.labels, name=f"--labels {args.labels}")
-        check_label_folder(args.labels, args.labels_format)
+    labels = label_options(args)
     inputs = inference_input(args)  # refused before the model is loaded
     runtime = load_runtime(args)
     results = runtime.iter_detections(
@@ -87,8 +102,7 @@ def run(args: argparse.Namespace) -> int:
         results,
         args.out,
         **overlays,
-        labels=args.labels,
-        labels_format=args.labels_format,
+        **labels,
         skipped=runtime.skipped,
         pace=runtime.pace,
     )

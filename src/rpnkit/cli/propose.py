@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .detect import add_label_options, label_options
 from .options import (
     HELP,
     add_inference_options,
@@ -24,7 +25,9 @@ def add_parser(sub) -> None:
         help="class-agnostic proposals for an image, a folder or a dataset",
         description=(
             "Writes COCO-style results JSON: a list of {file_name, image_id, bbox "
-            "[x, y, w, h] in original pixels, score}, best first per image."
+            "[x, y, w, h] in original pixels, score}, best first per image; PNG overlays on "
+            "request, and the proposals as annotations of one class, object (--labels DIR: "
+            "Pascal VOC XML, YOLO txt or CSV), to start annotating a new dataset from."
         ),
         formatter_class=HELP,
     )
@@ -41,6 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--overlay-top", type=non_negative_int, default=20, help="proposals drawn per overlay"
     )
+    add_label_options(p, what="the proposals kept (--top), of one class named object,")
     p.set_defaults(func=run)
 
 
@@ -50,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_results_out(args)
     output_file(args.out, what="JSON")  # checked before the model is loaded, as
-    overlays = overlay_options(args)  # the overlays' folder is
+    overlays = overlay_options(args)  # the overlays' folder is, and the labels' one
+    labels = label_options(args)
     inputs = inference_input(args)  # refused before the model is loaded
     runtime = load_runtime(args)
     results = runtime.iter_proposals(
@@ -65,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         results,
         args.out,
         **overlays,
+        **labels,
         skipped=runtime.skipped,
         pace=runtime.pace,
     )

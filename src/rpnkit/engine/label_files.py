@@ -2,7 +2,10 @@
 or CVAT, or to train another model on (pseudo-labels): ``LabelWriter`` takes each image's
 ``DetectionResult`` as it comes (``rpnkit detect --labels DIR``), ``write_labels`` many at
 once. What is written reads back with rpnkit's own readers (``data.read_dataset``) as the
-detections' boxes, to the format's rounding, and class names.
+detections' boxes, to the format's rounding, and class names. Proposals (``ProposalResult``,
+``rpnkit propose --labels DIR``) are written on request (``proposal_class``) as detections of
+one class, ``object`` for the command: the boxes of an open-world RPN to start annotating a
+new dataset from.
 
 The layouts, in the folder given:
 
@@ -41,6 +44,7 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
+import torch
 import yaml
 
 from ..data.records import listed
@@ -52,19 +56,25 @@ CSV_NAME = "detections.csv"
 CSV_COLUMNS = ("filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax", "score")
 YOLO_LABELS = "labels"  # the label files' folder, beside the images' (YOLO_IMAGES)
 YOLO_IMAGES = "images"
+PROPOSAL_CLASS = "object"  # the one class of proposals written by ``rpnkit propose --labels``
 
 
 class LabelWriter:
     """``with LabelWriter(folder, format="voc") as out: out.add(result)``: each
     ``DetectionResult`` added written as ``format`` into ``folder`` (module docstring);
     ``images`` counts the images written, ``entries`` their detections, and ``renamed`` lists
-    the (file name, label file) of the images whose name was met before in the run."""
+    the (file name, label file) of the images whose name was met before in the run.
+    ``proposal_class``: a class name to write each ``ProposalResult`` added as detections of
+    that one class (their scores kept where the format has a place); None refuses them."""
 
-    def __init__(self, folder: str | Path, *, format: str = "voc") -> None:
+    def __init__(
+        self, folder: str | Path, *, format: str = "voc", proposal_class: str | None = None
+    ) -> None:
         if format not in LABEL_FORMATS:
             raise ValueError(f"label format {format!r}: use one of {', '.join(LABEL_FORMATS)}")
         self.folder = Path(folder)
         self.format = format
+        self.proposal_class = proposal_class
         self.images = self.entries = 0
         self.renamed: list[tuple[str, str]] = []
         self._stems: set[str] = set()
@@ -98,10 +108,7 @@ class LabelWriter:
         """One image's detections into its file (VOC, YOLO) or rows (CSV)."""
         if not self._open:
             raise RuntimeError("LabelWriter.add is for inside its with block")
-        if not isinstance(result, DetectionResult):
-            proposals = isinstance(result, ProposalResult)
-            got = "proposals (no class)" if proposals else type(result).__name__
-            raise TypeError(f"label files are written from detections (DetectionResult), got {got}")
+        result = self._detections(result)
         stem, image = self._names_of(result)
         if self.format == "voc":
             self._replace(self.folder / f"{stem}.xml", voc_xml(result, image))
@@ -137,6 +144,17 @@ class LabelWriter:
             more = f" (and {len(self.renamed) - 1} more)" if len(self.renamed) > 1 else ""
             text += f" ({name} met again: written as {written}{more})"
         return text
+
+    def _detections(self, result: DetectionResult | ProposalResult) -> DetectionResult:
+        """``result`` as detections: proposals as ``proposal_class`` (label 1 each), or a
+        TypeError."""
+        if isinstance(result, DetectionResult):
+            return result
+        if isinstance(result, ProposalResult) and self.proposal_class is not None:
+            return as_detections(result, self.proposal_class)
+        proposals = isinstance(result, ProposalResult)
+        got = "proposals (no class: give proposal_class)" if proposals else type(result).__name__
+        raise TypeError(f"label files are written from detections (DetectionResult), got {got}")
 
     def _names_of(self, result: DetectionResult) -> tuple[str, str]:
         """The label file's stem and how the image is named in it: its file name, or, for a
@@ -188,16 +206,37 @@ def check_label_folder(folder: str | Path, format: str) -> None:
 
 
 def write_labels(
-    results: Iterable[DetectionResult], folder: str | Path, *, format: str = "voc"
+    results: Iterable[DetectionResult | ProposalResult],
+    folder: str | Path,
+    *,
+    format: str = "voc",
+    proposal_class: str | None = None,
 ) -> Path:
     """Every result's detections into ``folder`` as ``format`` (``"voc"``, ``"yolo"`` or
     ``"csv"``; the layouts: the module docstring) as they come (one result alone too);
-    ``folder``."""
+    ``folder``. ``proposal_class``: proposals written as detections of that class (e.g.
+    ``PROPOSAL_CLASS``, "object"); None refuses them."""
     results = each_result(results, "write_labels")
-    with LabelWriter(folder, format=format) as out:
+    with LabelWriter(folder, format=format, proposal_class=proposal_class) as out:
         for result in results:
             out.add(result)
     return out.folder
+
+
+def as_detections(result: ProposalResult, class_name: str = PROPOSAL_CLASS) -> DetectionResult:
+    """One image's proposals as detections of the one class ``class_name`` (label 1 each),
+    boxes, scores and the image as they are."""
+    labels = torch.ones(len(result.scores), dtype=torch.int64)
+    return DetectionResult(
+        result.image_id,
+        result.file_name,
+        result.boxes,
+        result.scores,
+        labels,
+        (class_name,),
+        result.image_size,
+        result.source,
+    )
 
 
 # ---------------------------------------------------------------- the formats' texts

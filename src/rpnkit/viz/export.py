@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.label_files import LabelWriter
+from ..engine.label_files import PROPOSAL_CLASS, LabelWriter
 from ..engine.results import DetectionResult, ProposalResult
 from ..engine.runner import Pace
 from ..engine.writing import CocoResultsWriter
@@ -52,9 +52,10 @@ def export_results(
     (``CocoResultsWriter``, in the background: renamed into place at the end), and the first
     ``max_overlays`` images drawn into ``overlays``, each into a file of its own
     (``a.jpg`` -> ``a.jpg.png``; a name met again in the run -> ``a.jpg-2.png``), so that
-    the count is the files written. ``labels``: a folder where each detection result is also
-    written as annotations in ``labels_format`` (``"voc"``, ``"yolo"`` or ``"csv"``:
-    ``engine.label_files.LabelWriter``). ``skipped``: the runtime's list of
+    the count is the files written. ``labels``: a folder where each result is also written
+    as annotations in ``labels_format`` (``"voc"``, ``"yolo"`` or ``"csv"``:
+    ``engine.label_files.LabelWriter``), proposals as detections of the one class
+    ``object``. ``skipped``: the runtime's list of
     unreadable images, filled as the results stream (for the count); ``pace``: the runtime's
     record of when its batches came (for the start-up and the steady rate, to the file in
     place; without it, the results are timed as they come here)."""
@@ -62,7 +63,9 @@ def export_results(
         pace = Pace()
         results = (result for _, result in pace.track(([None], r) for r in results))
     images, drawn, taken = 0, 0, set()
-    label_writer = LabelWriter(labels, format=labels_format) if labels is not None else None
+    label_writer = None
+    if labels is not None:
+        label_writer = LabelWriter(labels, format=labels_format, proposal_class=PROPOSAL_CLASS)
     with contextlib.ExitStack() as stack:
         written = stack.enter_context(CocoResultsWriter(out, background=True))
         if label_writer is not None:  # opened after the writer's process is forked
