@@ -28,6 +28,7 @@ from .records import (
     _make_record,
     _split_selection,
     image_size,
+    looked_in,
 )
 
 
@@ -64,7 +65,8 @@ def read_coco(
     if not data["images"]:
         raise DataError(f"{json_path}: lists no images ('images' is empty)")
     classes = _coco_classes(json_path, data["categories"], _class_list(class_names))
-    image_dir = Path(image_dir) if image_dir is not None else _coco_image_dir(json_path)
+    given = image_dir is not None
+    image_dir = Path(image_dir) if given else _coco_image_dir(json_path)
     out = _Collector(strict)
     images, shared = _coco_images(json_path, data["images"], out)
     anns_of = _coco_annotations_by_image(json_path, data["annotations"], images, shared, out)
@@ -72,6 +74,7 @@ def read_coco(
         stems = [Path(e["file_name"]).stem for e in images.values() if e is not None]
         wanted = _split_selection(Path(split_file), stems, json_path, out)
         images = {k: e for k, e in images.items() if e and Path(e["file_name"]).stem in wanted}
+    out.hold_until_found(looked_in([image_dir], given))  # one line if none is found
     records = []
     for image_id, entry in images.items():
         if entry is None:  # a malformed entry, already reported
@@ -80,8 +83,9 @@ def read_coco(
         try:
             width, height = image_size(path)  # trust the file: annotation sizes are sometimes off
         except DataError as err:
-            out.skip(path, str(err).removeprefix(f"{path}: "))
+            out.skip_image(path, err)
             continue
+        out.found()
         out.size_differs(path, (entry["width"], entry["height"]), (width, height))
         boxes, labels, ignore, areas, before = [], [], [], [], out.annotations
         for i, ann in anns_of.get(image_id, []):

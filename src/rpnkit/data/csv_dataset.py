@@ -22,6 +22,12 @@ from .records import (
     _make_record,
     _split_selection,
     image_size,
+    looked_in,
+)
+
+# where the images of a CSV none of whose images is found were looked for, without --images
+_FROM_ITS_FOLDER = (
+    "a CSV's relative image paths are read from its folder: give --images DIR (images=)"
 )
 
 
@@ -57,38 +63,20 @@ def read_csv(
         stems = [(root / image).stem for image in by_image]
         wanted = _split_selection(Path(split_file), stems, csv_path, out)
     events = [(p.line, "annotation", p.why) for p in table.problems]
+    out.hold_until_found(_FROM_ITS_FOLDER if image_dir is None else looked_in([root], True))
     records = []
     for image, (line, rows) in by_image.items():
         path = root / image
         if wanted is None or path.stem in wanted:
             record = _csv_record(path, str(image), (line, rows), names, events, class_names)
             records += [record] if record is not None else []
-    if not records and not strict:
-        events = _all_missing(csv_path, image_dir, root, events, out)
-    report = {"image": out.skip, "annotation": out.skip_annotation, "clip": out.clip}
+    if records:  # an image file found: no line held
+        out.found()
+    report = {"image": out.skip_image, "annotation": out.skip_annotation, "clip": out.clip}
     report["bare"] = lambda where, text: out.count_bare()
     for line, kind, text in sorted(events, key=lambda e: e[0]):  # in file order
         report[kind](f"{csv_path} line {line}", text)
     return out.index(records, names, str(csv_path))
-
-
-def _all_missing(csv_path: Path, image_dir, root: Path, events: list, out: _Collector) -> list:
-    """``events`` without those of the images when none of several images that the CSV names
-    exists: those are said in one line, with where the images were looked for (a CSV's
-    image folder not given, or given wrong, rather than many missing images)."""
-    images = [(line, text) for line, kind, text in events if kind == "image"]
-    if len(images) < 2 or not all(text.endswith(": image file not found") for _, text in images):
-        return events
-    first = images[0][1].removesuffix(": image file not found")
-    if image_dir is None:
-        how = "a CSV's relative image paths are read from its folder: give --images DIR (images=)"
-    else:
-        how = f"they were looked for in --images {root} (images=)"
-    out.skip_images(
-        [f"{csv_path} line {line}: {text}" for line, text in images],
-        f"{csv_path}: none of the {len(images)} images it names is found (first: {first}); " + how,
-    )
-    return [event for event in events if event[1] != "image"]
 
 
 def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events: list, given=None):
@@ -98,8 +86,8 @@ def _csv_record(path: Path, image_id: str, rows: tuple, names: list[str], events
     first, rows = rows
     try:
         width, height = image_size(path)
-    except DataError as err:
-        events.append((first, "image", str(err)))
+    except DataError as err:  # said by _Collector.skip_image
+        events.append((first, "image", err))
         return None
     position = {n: i + 1 for i, n in enumerate(names)}
     boxes, labels, skipped = [], [], len(events)

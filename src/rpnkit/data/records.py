@@ -26,9 +26,10 @@ the summary). A box that overshoots its image by
 at most ``BORDER_TOLERANCE`` pixels is clipped silently; one that overshoots further but
 overlaps the image is clipped and counted in ``DatasetIndex.clipped``. Ids of a split file
 (any format: image file stems) that name no image are skipped in one line, as are the label
-lines of class ids that a YOLO data.yaml does not name and the images of a CSV none of whose
-images exists (``_Collector.skip_annotation_later``, ``skip_images``). A dataset or split
-file that lists nothing is an error.
+lines of class ids that a YOLO data.yaml does not name (``_Collector.skip_annotation_later``)
+and the images of a COCO, VOC or CSV dataset none of whose images is found, with where they
+were looked for (``_Collector.hold_until_found``: a wrong image folder, not many missing
+images). A dataset or split file that lists nothing is an error.
 """
 
 from __future__ import annotations
@@ -65,6 +66,15 @@ BORDER_TOLERANCE = 1.0
 
 class DataError(ValueError):
     """A problem with the dataset, naming the file."""
+
+
+class ImageNotFound(DataError):
+    """An image file that is not where its annotation puts it; ``looked_for``: the path (or
+    name) looked for, for the one line of a dataset none of whose images is found."""
+
+    def __init__(self, message: str, looked_for: str | Path = "") -> None:
+        super().__init__(message)
+        self.looked_for = str(looked_for)
 
 
 class SkippedSample(UserWarning):
@@ -151,6 +161,9 @@ class _Collector:
         self.others: dict[str, int] = {}  # objects of each class not among the given names
         self.first_other = ""  # the first of them, as its own line would have said
         self.resized: list[str] = []  # images whose annotations give another size than the file
+        self._held: list[str] | None = None  # the lines held until an image file is found
+        self._not_found: list[tuple[int, str]] = []  # held: (position, path) of images not found
+        self._how = ""  # where the images were looked for, and what to give
 
     def skip(self, where: str | Path, problem: str, count: int = 1) -> None:
         """``count`` images left out, in one line."""
@@ -169,12 +182,29 @@ class _Collector:
             return
         self._report(f"{where}: {problem}")
 
-    def skip_images(self, lines: list[str], summary: str) -> None:
-        """Images left out, each with its line (``image_issues``), said in one line,
-        ``summary`` (every image of a CSV missing)."""
-        self._report(summary)
-        self.images += len(lines)
-        self.image_issues += lines
+    def hold_until_found(self, how: str) -> None:
+        """Hold the lines to say until an image file is found (``found``). When none is,
+        ``index`` says the images not found in one line, with ``how`` (where they were looked
+        for and what to give, ``looked_in``), rather than one line each: a wrong image folder,
+        not many missing images. Nothing is held with ``strict``: the first problem stops."""
+        if not self.strict:
+            self._held, self._how = [], how
+
+    def found(self) -> None:
+        """An image file is found (read, or there but unreadable): the lines held are said, in
+        order, and no more are held."""
+        held, self._held = self._held, None
+        for line in held or ():
+            self._warn(line)
+
+    def skip_image(self, where: str | Path, err: DataError) -> None:
+        """An image left out for ``err`` (``image_size``'s, a finder's), in one line ``where:
+        problem``: one not found (``ImageNotFound``) is held while no image file is found."""
+        if not isinstance(err, ImageNotFound):
+            self.found()
+        elif self._held is not None:
+            self._not_found.append((len(self._held), err.looked_for))
+        self.skip(where, str(err).removeprefix(f"{where}: "))
 
     def skip_annotation_later(self) -> None:
         """One annotation left out, said later with others of its kind in one line
@@ -208,10 +238,33 @@ class _Collector:
     def _report(self, line: str) -> None:
         if self.strict:
             raise DataError(line)
+        if self._held is not None:
+            self._held.append(line)
+        else:
+            self._warn(line)
+
+    def _warn(self, line: str) -> None:
         warnings.warn(f"skipped {line}", SkippedSample, stacklevel=_caller_level())
         self.issues.append(line)
 
+    def _none_found(self, source: str) -> None:
+        """The lines held when no image file was found (``hold_until_found``) said, those of
+        the images not found as one, in the place of the first, when there are several."""
+        if self._held is None:  # an image file was found, or nothing was held
+            return
+        held, missing, self._held = self._held, self._not_found, None
+        if len(missing) > 1:
+            first, gone = missing[0], {position for position, _ in missing}
+            held[first[0]] = (
+                f"{source}: none of the {len(missing)} images it names is found (first: "
+                f"{first[1]}); {self._how}"
+            )
+            held = [line for i, line in enumerate(held) if i == first[0] or i not in gone]
+        for line in held:
+            self._warn(line)
+
     def index(self, records: list[Record], names: list[str], source: str) -> DatasetIndex:
+        self._none_found(source)
         if self.others:
             self._report(_others_line(source, self.others, len(names), self.first_other))
         if self.resized:  # boxes drawn on a resized copy would be misplaced: say so, once
@@ -235,6 +288,16 @@ class _Collector:
             bare=self.bare,
             image_issues=self.image_issues,
         )
+
+
+def looked_in(folders: Sequence[Path], given: bool) -> str:
+    """Where a dataset's images were looked for and what to give, for the one line of a
+    dataset none of whose images is found (``_Collector.hold_until_found``); ``given``: the
+    one folder is the caller's (``--images``)."""
+    if given:
+        return f"they were looked for in --images {folders[0]} (images=)"
+    where = ", ".join(str(folder) for folder in folders)
+    return f"they were looked for in {where}: give --images DIR (images=)"
 
 
 def _note_repeated_boxes(records: list[Record], names: list[str], source: str) -> None:
@@ -353,7 +416,7 @@ def _caller_level() -> int:
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file header, after EXIF rotation; raises DataError."""
     if not path.is_file():
-        raise DataError(f"{path}: image file not found")
+        raise ImageNotFound(f"{path}: image file not found", path)
     if (problem := unread_picture(path)) is not None:
         raise DataError(problem)
     try:

@@ -17,6 +17,7 @@ from .records import (
     IMAGE_SUFFIXES,
     DataError,
     DatasetIndex,
+    ImageNotFound,
     OtherClass,
     _class_list,
     _Collector,
@@ -24,6 +25,7 @@ from .records import (
     _make_record,
     _split_selection,
     image_size,
+    looked_in,
 )
 
 
@@ -54,6 +56,7 @@ def read_voc(
             Path(split_file), [f.stem for f in xml_files], annotation_dir, out
         )
         xml_files = [f for f in xml_files if f.stem in wanted]
+    out.hold_until_found(looked_in(finder.folders, image_dir is not None))  # if none is found
     parsed, seen = [], set()
     for xml_file in xml_files:
         found = _voc_file(xml_file, finder, given, out)
@@ -86,8 +89,9 @@ def _voc_file(xml_file: Path, finder: _ImageFinder, given: list[str] | None, out
         path = finder.find((root.findtext("filename") or "").strip(), xml_file.stem)
         width, height = image_size(path)
     except DataError as err:
-        out.skip(xml_file, str(err))
+        out.skip_image(xml_file, err)
         return None
+    out.found()
     declared = [(root.findtext(f"size/{side}") or "").strip() for side in ("width", "height")]
     if all(v.isdigit() and int(v) > 0 for v in declared):  # some tools write 0 or nothing
         out.size_differs(path, (int(declared[0]), int(declared[1])), (width, height))
@@ -193,8 +197,9 @@ class _ImageFinder:
         where = ", ".join(str(f) for f in self.folders)
         also = f"no {stem}.<image suffix> either in {where}"
         if file_name:
-            raise DataError(f"{self.folders[0] / file_name}: image file not found ({also})")
-        raise DataError(f"{stem}: image file not found (no <filename>; {also})")
+            path = self.folders[0] / file_name
+            raise ImageNotFound(f"{path}: image file not found ({also})", path)
+        raise ImageNotFound(f"{stem}: image file not found (no <filename>; {also})", stem)
 
 
 def voc_xml_files(folder: Path) -> list[Path]:
