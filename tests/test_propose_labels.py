@@ -49,13 +49,10 @@ def _propose(checkpoint: Path, out: Path, *extra: str) -> list[str]:
 
 def _read_back(folder: Path, fmt: str):
     """The labels read by rpnkit's readers, nothing clipped or skipped (a note fails), the
-    images from raccoon's folder (YOLO: linked at images/, where YOLO looks)."""
+    images from raccoon's folder (YOLO: the writer's links to them at images/)."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         if fmt == "yolo":
-            (folder / "images").mkdir()
-            for name in FEW:
-                (folder / "images" / name).symlink_to(IMAGES.resolve() / name)
             return read_dataset(folder)
         return read_dataset(folder, images=IMAGES)
 

@@ -60,7 +60,8 @@ def add_label_options(p: argparse.ArgumentParser, *, what: str) -> None:
         choices=("voc", "yolo", "csv"),
         default="voc",
         help="with --labels: voc (DIR/<stem>.xml, the score in <score>), yolo "
-        "(DIR/labels/<stem>.txt 'class cx cy w h', no score, and DIR/data.yaml) or csv "
+        "(DIR/labels/<stem>.txt 'class cx cy w h', no score, DIR/images/<stem>.jpg a link to "
+        "each image, and DIR/data.yaml: a dataset as it is) or csv "
         "(DIR/detections.csv: filename,width,height,class,xmin,ymin,xmax,ymax,score)",
     )
 

@@ -18,9 +18,14 @@ The layouts, in the folder given:
   ``ymin + 1`` (what ``data/voc.py`` turns back into ``(xmin - 1, ymin - 1, xmax, ymax)``).
 - ``yolo``: ``labels/<stem>.txt`` per image, a ``class cx cy w h`` line per detection (class:
   the 0-based index into the checkpoint's class names; the rest normalised to the image size,
-  to 1e-6), and ``data.yaml`` with ``names`` (and ``train``/``val``: ``images``, where YOLO
-  looks for the images whose labels are in ``labels/``: put the images or a link to their
-  folder there). No score column: Ultralytics' loader and rpnkit's reader refuse a 6th.
+  to 1e-6), ``images/<stem><suffix>``, a symbolic link to the image's file (relative where
+  the system allows: the folder moved with the images still reads), and ``data.yaml`` with
+  ``names`` and ``train``/``val``: ``images``, where YOLO looks for the images whose labels
+  are in ``labels/``: the folder is a dataset that rpnkit and Ultralytics read as it is. An
+  image already there (labels written beside their images) is left as it is; an image given
+  in memory has no file to link; where links cannot be made (a filesystem without them) one
+  warning says so and the images are left to the user to put there. No score column:
+  Ultralytics' loader and rpnkit's reader refuse a 6th.
 - ``csv``: ``detections.csv``, raccoon's ``filename,width,height,class,xmin,ymin,xmax,ymax``
   (xyxy pixels to 0.01, as ``data/csv_boxes.py`` reads them) and ``score`` (to 1e-5; readers
   of that header ignore other columns); an image without detections is one row with empty
@@ -28,17 +33,22 @@ The layouts, in the folder given:
 
 Every image gets its file (an empty one without detections), so the folder is the whole set.
 Images of the same name (from two folders of a dataset) do not overwrite each other: a stem
-met again in a run (compared without case) gets ``-2``, ``-3``... (``a-2.xml``), and the
-formats that name the image (VOC's ``<filename>``, the CSV's ``filename``) give its full path
-instead, which rpnkit's readers follow (an image given in memory: ``a-2.jpg``). Each file is
-written to a temporary file renamed into place, so a file at its path is always whole; the
-CSV is renamed at the end (removed on an error), as ``CocoResultsWriter`` does.
+met again in a run (compared without case) gets ``-2``, ``-3``... (``a-2.xml``; YOLO's
+``labels/a-2.txt`` and ``images/a-2.jpg``), and the formats that name the image (VOC's
+``<filename>``, the CSV's ``filename``) give its full path instead, which rpnkit's readers
+follow (an image given in memory: ``a-2.jpg``). Each file is written to a temporary file
+renamed into place, so a file at its path is always whole; the CSV is renamed at the end
+(removed on an error), as ``CocoResultsWriter`` does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
+import os
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -82,6 +92,7 @@ class LabelWriter:
         self._csv: tuple[Path, io.TextIOBase, object] | None = None
         self._open = False
         self._names: tuple[str, ...] | None = None
+        self._linking = True  # YOLO's images linked, until a link cannot be made
 
     def __enter__(self) -> LabelWriter:
         check_label_folder(self.folder, self.format)
@@ -101,7 +112,7 @@ class LabelWriter:
             rows.writerow(CSV_COLUMNS)
             self._csv = (tmp, file, rows)
         self._open, self.images, self.entries, self.renamed = True, 0, 0, []
-        self._stems, self._names = set(), None
+        self._stems, self._names, self._linking = set(), None, True
         return self
 
     def add(self, result: DetectionResult) -> None:
@@ -114,6 +125,7 @@ class LabelWriter:
             self._replace(self.folder / f"{stem}.xml", voc_xml(result, image))
         elif self.format == "yolo":
             self._replace(self.folder / YOLO_LABELS / f"{stem}.txt", yolo_txt(result))
+            self._link_image(stem, result.source)
             if self._names is None:  # the class names YOLO tools need, once
                 self._names = tuple(result.class_names)
                 self._replace(self.folder / "data.yaml", data_yaml(self._names))
@@ -174,6 +186,35 @@ class LabelWriter:
         suffix = {"voc": ".xml", "yolo": ".txt"}.get(self.format)
         self.renamed.append((name, f"{stem}{suffix}" if suffix else image))
         return stem, image
+
+    def _link_image(self, stem: str, source: Path | None) -> None:
+        """``images/<stem><suffix>``: a symbolic link to the image's file ``source``, made
+        beside and renamed into place, where YOLO looks for it; nothing for an image given in
+        memory or one there already. The first link that cannot be made is one warning, and
+        no more are tried: the labels are written, the images are the user's to put there."""
+        if source is None or not self._linking:
+            return
+        link = self.folder / YOLO_IMAGES / f"{stem}{Path(source).suffix}"
+        tmp = self._tmp(link)
+        try:
+            if os.path.lexists(link):
+                if link.exists() and os.path.samefile(link, source):
+                    return  # the image itself: labels written beside their images
+                if not link.is_symlink():  # a file of the user's, never replaced
+                    raise FileExistsError(errno.EEXIST, f"another file is named {link.name}")
+            link.parent.mkdir(exist_ok=True)
+            os.symlink(_link_target(Path(source), link.parent), tmp)
+            os.replace(tmp, link)
+        except OSError as err:
+            self._linking = False
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            warnings.warn(
+                f"{link.parent}: cannot link the images there ({err.strerror or err}); the "
+                "labels are written: put the images, or links to them, there for YOLO to "
+                "read them",
+                stacklevel=3,
+            )
 
     def _tmp(self, path: Path) -> Path:
         return temporary_beside(path, self._token)
@@ -239,6 +280,17 @@ def as_detections(result: ProposalResult, class_name: str = PROPOSAL_CLASS) -> D
     )
 
 
+def _link_target(image: Path, folder: Path) -> str:
+    """What a link in ``folder`` to ``image`` holds: the image's path from the folder, both
+    resolved (the system reads a link from the folder it is really in), or the image's
+    absolute path where there is none (another drive)."""
+    image_path = os.path.realpath(image)
+    try:
+        return os.path.relpath(image_path, os.path.realpath(folder))
+    except ValueError:
+        return image_path
+
+
 # ---------------------------------------------------------------- the formats' texts
 
 
@@ -295,13 +347,13 @@ def yolo_txt(result: DetectionResult) -> str:
 
 
 def data_yaml(class_names: Iterable[str]) -> str:
-    """The data.yaml of YOLO labels: where the images go (``images/``, beside ``labels/``) and
-    the class names by 0-based id."""
+    """The data.yaml of YOLO labels: where the images are (``images/``, beside ``labels/``)
+    and the class names by 0-based id."""
     names = {"names": dict(enumerate(class_names))}
     return (
-        "# rpnkit detect's detections as YOLO labels: labels/<stem>.txt, 'class cx cy w h'\n"
-        "# normalised, no score. YOLO reads an image's labels from labels/ beside images/:\n"
-        "# put the images, or a link to their folder, at images/.\n"
+        "# rpnkit's detections (or proposals) as YOLO labels: labels/<stem>.txt, 'class cx cy\n"
+        "# w h' normalised, no score; images/<stem>.<ext>: a link to each image, where YOLO\n"
+        "# looks for the image of labels/<stem>.txt (images there where no link could be made).\n"
         f"train: {YOLO_IMAGES}\nval: {YOLO_IMAGES}\nnc: {len(names['names'])}\n"
         + yaml.safe_dump(names, sort_keys=False, allow_unicode=True)
     )
