@@ -58,7 +58,8 @@ def read_coco(
 ) -> DatasetIndex:
     """A COCO ``instances_*.json``. ``image_dir`` defaults to ``images/<split>`` or ``<split>``
     beside the ``annotations`` folder, for ``annotations/instances_<split>.json``.
-    ``split_file`` selects images by their file names' stems, as for VOC (``records``).
+    ``split_file`` selects images by their file names' stems, as for VOC (``records``), or
+    by their integer image ids (``139``, as written in the JSON).
     Classes: the categories sorted by id, or ``class_names`` (matched by category name)."""
     json_path = Path(json_path)
     data = _load_coco_json(json_path)
@@ -70,10 +71,11 @@ def read_coco(
     out = _Collector(strict)
     images, shared = _coco_images(json_path, data["images"], out)
     anns_of = _coco_annotations_by_image(json_path, data["annotations"], images, shared, out)
-    if split_file is not None:
-        stems = [Path(e["file_name"]).stem for e in images.values() if e is not None]
-        wanted = _split_selection(Path(split_file), stems, json_path, out)
-        images = {k: e for k, e in images.items() if e and Path(e["file_name"]).stem in wanted}
+    if split_file is not None:  # by file stem, or by the JSON's integer image id
+        ids = [k for k, e in images.items() if e is not None]
+        names = [images[k]["file_name"] for k in ids]
+        wanted = _split_selection(Path(split_file), names, json_path, out, image_ids=ids)
+        images = {ids[i]: images[ids[i]] for i in sorted(wanted)}
     out.hold_until_found(looked_in([image_dir], given))  # one line if none is found
     records = []
     for image_id, entry in images.items():

@@ -60,15 +60,13 @@ def read_csv(
     by_image = table.by_image()
     wanted = None
     if split_file is not None:
-        stems = [(root / image).stem for image in by_image]
-        wanted = _split_selection(Path(split_file), stems, csv_path, out)
+        wanted = _split_selection(Path(split_file), list(map(str, by_image)), csv_path, out)
     events = [(p.line, "annotation", p.why) for p in table.problems]
     out.hold_until_found(_FROM_ITS_FOLDER if image_dir is None else looked_in([root], True))
     records = []
-    for image, (line, rows) in by_image.items():
-        path = root / image
-        if wanted is None or path.stem in wanted:
-            record = _csv_record(path, str(image), (line, rows), names, events, class_names)
+    for i, (image, (line, rows)) in enumerate(by_image.items()):
+        if wanted is None or i in wanted:
+            record = _csv_record(root / image, str(image), (line, rows), names, events, class_names)
             records += [record] if record is not None else []
     if records:  # an image file found: no line held
         out.found()

@@ -623,10 +623,11 @@ def _make_record(
 # ---------------------------------------------------------------- split files
 
 
-def _read_split(path: Path) -> list[str]:
+def _read_split(path: Path) -> dict[str, bool]:
     """Image ids (file stems), in file order, once each, listed in a text file (the first word
     of each line: an id, or a file name with an image suffix) or in a CSV's ``filename``
-    column."""
+    column; each with whether it was written bare, without a suffix (``139``, not
+    ``139.jpg``), as a COCO image id may be (``_split_selection``)."""
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
     try:
@@ -635,13 +636,18 @@ def _read_split(path: Path) -> list[str]:
                 reader = csv.DictReader(f)
                 if "filename" not in (reader.fieldnames or []):
                     raise DataError(f"{path}: a split CSV needs a 'filename' column")
-                ids = [Path(row["filename"] or "").stem for row in reader]
+                written = [(Path(row["filename"] or "").stem, row["filename"]) for row in reader]
         else:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
-            ids = [_split_id(line.split()[0]) for line in lines if line.strip()]
+            words = [line.split()[0] for line in lines if line.strip()]
+            written = [(_split_id(word), word) for word in words]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path}: cannot read the split file ({err})") from err
-    return list(dict.fromkeys(i for i in ids if i))
+    ids: dict[str, bool] = {}
+    for image_id, word in written:
+        if image_id:
+            ids[image_id] = ids.get(image_id, False) or image_id == word
+    return ids
 
 
 def _split_id(word: str) -> str:
@@ -651,18 +657,24 @@ def _split_id(word: str) -> str:
     return name.stem if name.suffix.lower() in IMAGE_SUFFIXES else word
 
 
-def _split_selection(path: Path, stems: list[str], dataset, out: _Collector) -> set[str]:
-    """The ids of the split file ``path`` that name one of a dataset's images (by ``stems``);
-    those naming none are skipped in one line (a count and the first few); a split file that
-    names none of them is an error."""
+def _split_selection(
+    path: Path, names: Sequence[str], dataset, out: _Collector, image_ids: Sequence | None = None
+) -> set[int]:
+    """The positions (in ``names``, a dataset's image file names) of the images that the
+    split file ``path`` names. An id names the images of its stem; with ``image_ids`` (a COCO
+    JSON's, one per name), an id written bare as an integer (``139``) also names the image of
+    that integer id, and one naming an image by stem and another by id is an error. Ids naming
+    none are skipped in one line (a count and the first few); a split file naming none is an
+    error."""
     ids = _read_split(path)
     if not ids:
         raise DataError(f"{path}: lists no image ids")
-    have = set(stems)
-    unmatched = [i for i in ids if i not in have]
+    chosen, unmatched = _split_matches(path, ids, names, dataset, image_ids or ())
     first = listed(map(repr, unmatched), 3)
     if len(unmatched) == len(ids):
-        like = f"; its images are named like {stems[0]!r}" if stems else ""
+        like = f"; its images are named like {Path(names[0]).stem!r}" if names else ""
+        if image_ids and _is_integer_id(image_ids[0]):
+            like += f" (image id {image_ids[0]})"
         raise DataError(
             f"{path}: none of its {len(ids)} ids names an image of {dataset} (first: {first}{like})"
         )
@@ -672,4 +684,43 @@ def _split_selection(path: Path, stems: list[str], dataset, out: _Collector) -> 
             f"{len(unmatched)} of its {len(ids)} ids name no image of {dataset} (first: {first})",
             count=len(unmatched),
         )
-    return set(ids) & have
+    return chosen
+
+
+def _split_matches(
+    path: Path, ids: dict[str, bool], names: Sequence[str], dataset, image_ids: Sequence
+) -> tuple[set[int], list[str]]:
+    """The positions of the images that a split's ``ids`` (id -> written bare) name, by the
+    stems of ``names`` or as integer ``image_ids`` (see ``_split_selection``), and the ids that
+    name none; raises DataError for an id naming one image by stem and another by id."""
+    by_stem: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        by_stem.setdefault(Path(name).stem, []).append(i)
+    by_id = {image_id: i for i, image_id in enumerate(image_ids) if _is_integer_id(image_id)}
+    chosen, unmatched = set(), []
+    for image_id, bare in ids.items():
+        by_name = by_stem.get(image_id, [])
+        numbered = by_id.get(_written_integer(image_id)) if bare and by_id else None
+        if numbered is not None and by_name and numbered not in by_name:
+            raise DataError(
+                f"{path}: {image_id!r} names two images of {dataset}: {names[by_name[0]]!r} by "
+                f"its file name and {names[numbered]!r} by its image id; write the file name "
+                "of the one meant, with its suffix"
+            )
+        found = set(by_name) | ({numbered} if numbered is not None else set())
+        chosen |= found
+        unmatched += [] if found else [image_id]
+    return chosen, unmatched
+
+
+def _is_integer_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _written_integer(text: str) -> int | None:
+    """The integer that ``text`` is written as (``139``; not ``0139``, ``+139`` or ``1_39``)."""
+    try:
+        number = int(text)
+    except ValueError:
+        return None
+    return number if str(number) == text else None

@@ -52,10 +52,9 @@ def read_voc(
     finder = _ImageFinder(_voc_image_dirs(annotation_dir, image_dir))
     out = _Collector(strict)
     if split_file is not None:
-        wanted = _split_selection(
-            Path(split_file), [f.stem for f in xml_files], annotation_dir, out
-        )
-        xml_files = [f for f in xml_files if f.stem in wanted]
+        names = [f.name for f in xml_files]
+        wanted = _split_selection(Path(split_file), names, annotation_dir, out)
+        xml_files = [f for i, f in enumerate(xml_files) if i in wanted]
     out.hold_until_found(looked_in(finder.folders, image_dir is not None))  # if none is found
     parsed, seen = [], set()
     for xml_file in xml_files:

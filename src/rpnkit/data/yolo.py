@@ -60,9 +60,9 @@ def read_yolo(
     labelled = 0  # images with a label file
     ids = _yolo_image_ids(image_paths, root)  # of the whole split: a selection keeps them
     if split_file is not None:
-        stems = [p.stem for p in image_paths]
-        wanted = _split_selection(Path(split_file), stems, f"{data_yaml} [{split}]", out)
-        image_paths = [p for p in image_paths if p.stem in wanted]
+        names = [p.name for p in image_paths]
+        wanted = _split_selection(Path(split_file), names, f"{data_yaml} [{split}]", out)
+        image_paths = [p for i, p in enumerate(image_paths) if i in wanted]
     for path in image_paths:
         label_path = yolo_label_path(path)
         try:
