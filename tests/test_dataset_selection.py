@@ -144,45 +144,96 @@ def test_the_cli_reads_a_coco_split_file(tmp_path, capsys):
     assert f"{COCO128 / 'annotations' / 'instances_train2017.json'}: 1 image, 80 classes" in out
 
 
-def test_a_named_split_of_a_voc_or_csv_dataset_is_refused_not_ignored(tmp_path, capsys):
-    from rpnkit.cli import main
-
+def _voc_and_csv(tmp_path):
+    """A one-image VOC folder and a CSV of the same box."""
     voc = tmp_path / "voc"
-    _images(voc / "JPEGImages", "a.jpg")
+    _images(voc / "JPEGImages", "a.jpg", "b.jpg")
     (voc / "Annotations").mkdir()
     obj = "<object><name>x</name><bndbox><xmin>2</xmin><ymin>2</ymin><xmax>9</xmax>"
     obj += "<ymax>9</ymax></bndbox></object>"
-    (voc / "Annotations" / "a.xml").write_text(f"<annotation>{obj}</annotation>")
+    for stem in ("a", "b"):
+        (voc / "Annotations" / f"{stem}.xml").write_text(f"<annotation>{obj}</annotation>")
     csv = tmp_path / "boxes.csv"
     csv.write_text("image_path,xmin,ymin,xmax,ymax,label\nvoc/JPEGImages/a.jpg,2,2,9,9,x\n")
-    for path, fmt in ((voc, "VOC"), (csv, "CSV")):
+    return voc, csv
+
+
+def test_a_named_split_of_a_voc_or_csv_dataset_is_refused_not_ignored(tmp_path, capsys):
+    from rpnkit.cli import main
+
+    voc, csv = _voc_and_csv(tmp_path)
+    # any split asked, the default names included, is refused: read whole, it would pass
+    # for the split (an explicit --split val read a VOC set whole without a word)
+    for split in ("test", "train", "val"):
         with pytest.raises(DataError) as err:
-            read_dataset(path, split="test")
+            read_dataset(voc, split=split)
         assert str(err.value) == (
-            f"{path}: --split 'test' (split=) names a COCO JSON or a YOLO data.yaml key; a "
-            f"{fmt} dataset has no named splits: select its images with --split-file "
-            "(split_file=)"
+            f"{voc}: --split {split!r} (split=): a VOC dataset's split is its "
+            f"ImageSets/Main/{split}.txt, and there is none in {voc} or {tmp_path}: select "
+            "its images with --split-file (split_file=), or leave --split out to read it whole"
         )
-        # the splits every command and function names by default: read whole, as before
-        for split in ("train", "val"):
-            assert len(_read(path, split=split)[0].records) == 1
+        with pytest.raises(DataError) as err:
+            read_dataset(csv, split=split)
+        assert str(err.value) == (
+            f"{csv}: --split {split!r} (split=) names a COCO JSON, a YOLO data.yaml key or a "
+            "VOC ImageSets/Main file; a CSV dataset has no named splits: select its images "
+            "with --split-file (split_file=), give the split's own CSV, or leave --split out "
+            "to read it whole"
+        )
+    # not asked: read whole, by every reader and command
+    assert len(_read(voc)[0].records) == 2 and len(_read(csv)[0].records) == 1
+    assert len(DataConfig(str(voc), val_data=str(csv)).read_train().records) == 2
+    assert len(DataConfig(str(voc), val_data=str(csv)).read_val().records) == 1
     with pytest.raises(ValueError, match=r"--split 'test2007'"):
         DataConfig(str(voc), split="test2007").read_train()
-    with pytest.raises(ValueError, match=r"--split 'test'"):
-        DataConfig(str(csv), val_data=str(voc), val_split="test").read_val()
-    # VOC's own split file, when it has one, is named
+    with pytest.raises(ValueError, match=r"--split 'val'"):
+        DataConfig(str(csv), val_data=str(voc), val_split="val").read_val()
+    # the command line stops with the one line
+    assert main(["anchors", "--data", str(csv), "--split", "val", "--preset", "tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"rpnkit anchors: error: {csv}: --split 'val' (split=) names a COCO JSON, " +
+                   "a YOLO data.yaml key or a VOC ImageSets/Main file; a CSV dataset has no " +
+                   "named splits: select its images with --split-file (split_file=), give the " +
+                   "split's own CSV, or leave --split out to read it whole"]  # fmt: skip
+
+
+def test_a_voc_split_reads_its_image_sets_file(tmp_path, capsys):
+    from rpnkit.cli import main
+
+    voc, _ = _voc_and_csv(tmp_path)
     sets = voc / "ImageSets" / "Main"
     sets.mkdir(parents=True)
-    (sets / "test.txt").write_text("a\n")
-    with pytest.raises(DataError, match=rf"\(split_file=\): --split-file {sets / 'test.txt'}$"):
-        read_dataset(voc, split="test")
-    assert len(_read(voc, split_file=sets / "test.txt")[0].records) == 1
-    # the command line stops with the one line
-    assert main(["anchors", "--data", str(csv), "--split", "test", "--preset", "tiny"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"rpnkit anchors: error: {csv}: --split 'test' (split=) names a COCO JSON " +
-                   "or a YOLO data.yaml key; a CSV dataset has no named splits: select its " +
-                   "images with --split-file (split_file=)"]  # fmt: skip
+    (sets / "val.txt").write_text("b\n")
+    (sets / "train.txt").write_text("a\nb\n")
+    assert [r.image_id for r in _read(voc, split="val")[0].records] == ["b"]
+    assert len(_read(voc / "Annotations", split="train")[0].records) == 2  # VOCdevkit's parent
+    assert len(DataConfig(str(voc), split="val").read_train().records) == 1
+    with pytest.raises(DataError) as err:
+        read_dataset(voc, split="val", split_file=sets / "train.txt")
+    assert str(err.value) == (
+        f"{voc}: --split 'val' (split=, {sets / 'val.txt'}) and --split-file "
+        f"{sets / 'train.txt'} (split_file=) both select the images: give one"
+    )
+    argv = ["anchors", "--data", str(voc), "--preset", "tiny", "--short-side", "64"]
+    assert main([*argv, "--max-size", "96", "--split", "val"]) == 0
+    assert f"{voc / 'Annotations'}: 1 image, 1 class" in capsys.readouterr().out
+    assert main([*argv, "--max-size", "96"]) == 0  # no --split: the whole set
+    assert f"{voc / 'Annotations'}: 2 images, 1 class" in capsys.readouterr().out
+
+
+def test_settings_stored_before_splits_were_optional_mean_what_they_meant(tmp_path):
+    from rpnkit.data.config import stored_data_fields
+    from rpnkit.engine.resume import upgraded_settings
+
+    # earlier versions stored an unasked split as its name, which read VOC and CSV whole
+    old = {"data": "voc", "split": "train", "val_data": "csv", "val_split": "val"}
+    assert stored_data_fields(old, None) == {**old, "split": None, "val_split": None}
+    assert stored_data_fields({**old, "split": "trainval"}, None)["split"] == "trainval"
+    assert stored_data_fields(old, 2) == old  # asked, in this version's settings
+    upgraded = upgraded_settings({"data": old, "train": {"lr": 0.1}})
+    assert upgraded == {"version": 2, "data": {**old, "split": None, "val_split": None},
+                        "train": {"lr": 0.1}}  # fmt: skip
+    assert upgraded_settings({**upgraded, "data": old}) == {**upgraded, "data": old}
 
 
 # ---------------------------------------------------------------- one line, not one per sample

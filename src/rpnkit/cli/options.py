@@ -204,6 +204,8 @@ def add_data_options(
     p: argparse.ArgumentParser, *, split: str, locate: bool = False, checkpoint: bool = False
 ) -> None:
     """Which dataset split, in which format, how strictly, at what size; device, progress.
+    ``split``: the COCO or YOLO split the command reads when --split is not given (its
+    default stays None, so that a VOC or CSV dataset is read whole unless a split is asked);
     ``locate``: also --images and --class-map (commands that read their data through
     ``read_data`` or a ``DataConfig``); ``checkpoint``: the size defaults to the one the
     checkpoint was trained at (``load``)."""
@@ -215,10 +217,11 @@ def add_data_options(
     )
     p.add_argument(
         "--split",
-        default=split,
+        default=None,
         help="COCO: the JSON in annotations/: instances_<split>.json, else <split>.json, else "
         "the one whose name contains the split (captions, keypoints files aside); YOLO: the "
-        "data.yaml key",
+        "data.yaml key; VOC: ImageSets/Main/<split>.txt (CSV: none) "
+        f"(default: {split} for COCO and YOLO, a VOC or CSV dataset whole)",
     )
     p.add_argument(
         "--split-file",
@@ -226,6 +229,7 @@ def add_data_options(
         help="a text file of image ids (file names without suffix) or a CSV with a 'filename' "
         "column selecting the images, of any format (e.g. raccoon's train_labels.csv)",
     )
+    p.set_defaults(default_split=split)  # read_data's, for COCO and YOLO
     if locate:
         add_locate_options(p)
     p.add_argument(
@@ -293,10 +297,16 @@ def data_options(args: argparse.Namespace) -> dict:
 
 def read_data(args: argparse.Namespace, class_names=None):
     """The dataset --data names, with the ``data_options`` (its classes mapped by name to
-    ``class_names``, a checkpoint's); its summary line is printed."""
+    ``class_names``, a checkpoint's) and the command's split by default; its summary line is
+    printed."""
     from ..data import read_dataset
 
-    index = read_dataset(args.data, class_names=class_names, **data_options(args))
+    index = read_dataset(
+        args.data,
+        class_names=class_names,
+        default_split=args.default_split,
+        **data_options(args),
+    )
     print(index.summary())
     return index
 

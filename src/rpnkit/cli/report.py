@@ -26,6 +26,12 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default=None, help="split of --data (default: the run's)")
     p.add_argument("--split-file", default=None, help="split file of --data (default: the run's)")
     p.add_argument(
+        "--images",
+        default=None,
+        metavar="DIR",
+        help="image folder of --data, as for the other commands (default: the run's)",
+    )
+    p.add_argument(
         "--format",
         choices=["coco", "voc", "yolo", "csv"],
         default=None,
@@ -55,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         split=args.split,
         split_file=args.split_file,
         format=args.format,
+        images=args.images,
         short=args.short_side,
         max_size=args.max_size,
         gallery=args.gallery,

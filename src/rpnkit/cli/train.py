@@ -118,7 +118,12 @@ def _add_validation_options(p: argparse.ArgumentParser) -> None:
         "and machine for a --seed); the held-out images' names are written to "
         "--out/split.json, for rpnkit eval --split-from (a resumed run keeps it)",
     )
-    p.add_argument("--val-split", default="val", help="split of --val-data")
+    p.add_argument(
+        "--val-split",
+        default=None,
+        help="split of --val-data, as --split (default: val for COCO and YOLO, a VOC or CSV "
+        "dataset whole)",
+    )
     p.add_argument(
         "--val-split-file", default=None, help="split file of --val-data (as --split-file)"
     )

@@ -32,12 +32,29 @@ def _require(config, name: str, rule: str, ok: bool) -> None:
         )
 
 
+SETTINGS_VERSION = 2
+"""The version of stored data settings (a run's record and its checkpoints): from 2 on a split
+not asked is kept as None; before, as ``"train"`` and ``"val"``, which read a VOC or CSV
+dataset whole as None now does (``stored_data_fields``)."""
+
+
+def stored_data_fields(fields: dict, version) -> dict:
+    """A ``DataConfig``'s stored ``fields`` as this version reads them: settings stored
+    before ``SETTINGS_VERSION`` 2 get their default split names back as None (what they
+    meant: ``train``/``val`` of a COCO or YOLO dataset, a VOC or CSV dataset whole)."""
+    if not isinstance(fields, dict) or (isinstance(version, int) and version >= 2):
+        return fields
+    defaults = {"split": "train", "val_split": "val"}
+    return {k: None if k in defaults and v == defaults[k] else v for k, v in fields.items()}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """``data`` and ``val_data`` are dataset paths (COCO JSON, VOC folder, YOLO data.yaml, CSV
-    of boxes; format detected unless ``format`` is given); ``split`` names a COCO JSON or a
-    YOLO key (VOC and CSV have none: ``readers.read_dataset``), ``split_file`` selects images
-    of any format by file stem; ``images`` and ``val_images`` say
+    of boxes; format detected unless ``format`` is given); ``split`` and ``val_split`` name a
+    COCO JSON, a YOLO key or a VOC ImageSets file (``readers.read_dataset``; None: COCO and
+    YOLO read ``train`` and ``val``, VOC and CSV whole), ``split_file`` selects images of any
+    format by file stem; ``images`` and ``val_images`` say
     where their images are when it is not the usual place, ``class_map`` is a CSV dataset's
     ``class_name,id`` file. Without ``val_data``, ``val_fraction`` holds out that fraction of
     ``data`` for validation (``data.splits``: by a hash of each image's name unique in the
@@ -57,10 +74,10 @@ class DataConfig:
     (``data.class_subset.only_classes``). None: every class."""
 
     data: str
-    split: str = "train"
+    split: str | None = None
     split_file: str | None = None
     val_data: str | None = None
-    val_split: str = "val"
+    val_split: str | None = None
     val_split_file: str | None = None
     format: str | None = None
     short_side: int = 800
@@ -78,9 +95,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         plain_fields(self)  # paths and numpy numbers given: strings and Python numbers
         self._check_classes()
-        for name in ("data", "split", "val_split"):
-            _require(self, name, "a non-empty string", _non_empty_text(getattr(self, name)))
+        _require(self, "data", "a non-empty string", _non_empty_text(self.data))
         for name in (
+            "split",
+            "val_split",
             "split_file",
             "val_data",
             "val_split_file",
@@ -172,11 +190,15 @@ class DataConfig:
             raise ValueError(f"{index.source} has no box of the classes {list(self.classes)}")
         return index
 
-    def read_val(self, class_names: Sequence[str] | None = None) -> DatasetIndex | None:
+    def read_val(
+        self, class_names: Sequence[str] | None = None, *, default_split: str = "val"
+    ) -> DatasetIndex | None:
         """The validation set, its classes mapped by name to ``class_names`` (the training
         set's): a split that lacks a class keeps the other classes' ids. With ``classes``,
         their boxes only, labelled as in training (the set is read in its own naming, so the
-        other classes' objects are dropped, not reported as unknown)."""
+        other classes' objects are dropped, not reported as unknown). ``default_split``: the
+        COCO or YOLO split read when ``val_split`` is None (``train`` for images held out of
+        a training split)."""
         if self.val_data is None:
             return None
         index = read_dataset(
@@ -187,6 +209,7 @@ class DataConfig:
             strict=self.strict,
             class_names=class_names if self.classes is None else None,
             images=self.val_images,
+            default_split=default_split,
         )
         return index if self.classes is None else only_classes(index, self.classes)
 

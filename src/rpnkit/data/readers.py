@@ -177,32 +177,38 @@ def detect_format(path: str | Path) -> str:
 def read_dataset(
     path: str | Path,
     *,
-    split: str = "train",
+    split: str | None = None,
     format: str | None = None,
     split_file: str | Path | None = None,
     class_names: Sequence[str] | None = None,
     strict: bool = False,
     images: str | Path | None = None,
     class_map: str | Path | None = None,
+    default_split: str = "train",
 ) -> DatasetIndex:
     """Any supported dataset by path. ``split`` names COCO's JSON in a folder
     (``coco_json_for_split``: ``instances_<split>.json``, else ``<split>.json``, else the one
-    instances JSON whose name contains it: ``train`` finds ``instances_train2017.json``) and
-    YOLO's data.yaml key; VOC and CSV have no named splits, and refuse any ``split`` but
-    ``DEFAULT_SPLITS``. ``split_file`` selects images of any format (a text file of image
-    ids, the files' stems, or a CSV with a ``filename`` column: ``records``).
+    instances JSON whose name contains it: ``train`` finds ``instances_train2017.json``),
+    YOLO's data.yaml key and VOC's ``ImageSets/Main/<split>.txt``; a CSV has no named
+    splits and refuses one. None (not asked): COCO and YOLO read ``default_split`` (the
+    purpose's: ``train`` to train, ``val`` to evaluate), VOC and CSV are read whole.
+    ``split_file`` selects images of any format (a text file of image ids, the files'
+    stems, or a CSV with a ``filename`` column: ``records``).
     ``class_names`` (the training set's, for a validation set or a checkpoint's data) fixes
     the labels by name; see the module.
     ``images``: the image folder of a COCO, VOC or CSV dataset, when it is not the usual
     one; ``class_map``: a CSV dataset's ``class_name,id`` file."""
     path = Path(path)
-    fmt = _resolve_format(path, format, split)
+    fmt = _resolve_format(path, format, split or default_split)
     if images is not None and fmt == "yolo":
         raise DataError(f"{path}: --images does not apply to YOLO (data.yaml names the images)")
     if class_map is not None and fmt != "csv":
         raise DataError(f"{path}: --class-map applies to CSV datasets only, not {fmt}")
-    if fmt in ("voc", "csv") and split not in DEFAULT_SPLITS:
-        raise DataError(_no_named_splits(path, fmt, split))
+    if fmt == "voc" and split is not None:
+        split_file = _voc_split_file(path, split, split_file)
+    elif fmt == "csv" and split is not None:
+        raise DataError(_no_named_split(path, split))
+    split = split or default_split
     if fmt == "coco":
         if path.is_dir():
             path = coco_json_for_split(path, split)
@@ -234,26 +240,39 @@ def read_dataset(
     raise DataError(f"unknown dataset format {fmt!r}: use coco, voc, yolo or csv")
 
 
-# the splits that rpnkit's commands and functions name when none is asked for (``train`` to
-# train, ``val`` to evaluate): a format without named splits takes them without a word
-DEFAULT_SPLITS = ("train", "val")
-
-
-def _no_named_splits(path: Path, fmt: str, split: str) -> str:
-    """The line refusing a ``split`` asked of a VOC or CSV dataset, which has no named splits
-    (read whole, it would pass for the split); a VOC ``ImageSets/Main/<split>.txt`` beside
-    it is named as the split file to give."""
+def _voc_split_file(path: Path, split: str, split_file) -> Path:
+    """The file selecting a VOC dataset's ``split``: ``ImageSets/Main/<split>.txt`` in its
+    folder or the folder above (VOCdevkit's layout). A DataError when there is none, or when
+    ``split_file`` selects the images too."""
     folder = path if path.is_dir() else path.parent
-    sets = [
+    found = [
         where / "ImageSets" / "Main" / f"{split}.txt"
         for where in (folder, folder.parent)
         if (where / "ImageSets" / "Main" / f"{split}.txt").is_file()
     ]
-    example = f": --split-file {sets[0]}" if sets else ""
+    if not found:
+        raise DataError(
+            f"{path}: --split {split!r} (split=): a VOC dataset's split is its "
+            f"ImageSets/Main/{split}.txt, and there is none in {folder} or {folder.parent}: "
+            "select its images with --split-file (split_file=), or leave --split out to read "
+            "it whole"
+        )
+    if split_file is not None:
+        raise DataError(
+            f"{path}: --split {split!r} (split=, {found[0]}) and --split-file {split_file} "
+            "(split_file=) both select the images: give one"
+        )
+    return found[0]
+
+
+def _no_named_split(path: Path, split: str) -> str:
+    """The line refusing a ``split`` asked of a CSV dataset, which has no named splits (read
+    whole, it would pass for the split)."""
     return (
-        f"{path}: --split {split!r} (split=) names a COCO JSON or a YOLO data.yaml key; a "
-        f"{fmt.upper()} dataset has no named splits: select its images with --split-file "
-        f"(split_file=){example}"
+        f"{path}: --split {split!r} (split=) names a COCO JSON, a YOLO data.yaml key or a VOC "
+        "ImageSets/Main file; a CSV dataset has no named splits: select its images with "
+        "--split-file (split_file=), give the split's own CSV, or leave --split out to read "
+        "it whole"
     )
 
 

@@ -50,7 +50,7 @@ def looks_like_dataset(path: Path) -> bool:
 def index_for_input(
     path: str | Path,
     *,
-    split: str = "val",
+    split: str | None = None,
     format: str | None = None,
     split_file: str | Path | None = None,
     strict: bool = False,
@@ -59,9 +59,10 @@ def index_for_input(
     class_map: str | Path | None = None,
 ) -> DatasetIndex:
     """An image, a folder of images, or a dataset (COCO, VOC, YOLO, CSV) as a DatasetIndex; plain
-    images get no boxes and integer ids in name order. ``class_names`` maps a dataset's
-    classes by name (a checkpoint's), and ``images`` and ``class_map`` say where a dataset's
-    images and a CSV's class map are, as for ``read_dataset``."""
+    images get no boxes and integer ids in name order. A dataset is read as ``read_dataset``
+    reads it, its ``split`` by default ``val`` (COCO, YOLO) or the whole set (VOC, CSV);
+    ``class_names`` maps its classes by name (a checkpoint's), and ``images`` and
+    ``class_map`` say where its images and a CSV's class map are."""
     path = Path(path)
     if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
         check_no_dataset_options(f"{path}: an image", split, split_file, class_map)
@@ -95,6 +96,7 @@ def index_for_input(
         class_names=class_names,
         images=images,
         class_map=class_map,
+        default_split="val",
     )
 
 
@@ -117,13 +119,12 @@ def _note_sub_folders(path: Path, folders: list[Path], pictures: list[Path]) -> 
 
 
 def check_no_dataset_options(
-    what: str, split: str = "val", split_file=None, class_map=None, images=None, format=None
+    what: str, split=None, split_file=None, class_map=None, images=None, format=None
 ) -> None:
     """A dataset's options given with plain images (``what`` they are) would be ignored: say
-    so instead (a split other than the default ``"val"``, which every reader of plain images
-    passes)."""
+    so instead."""
     options = {
-        "--split (split=)": None if split == "val" else split,
+        "--split (split=)": split,
         "--split-file (split_file=)": split_file,
         "--class-map (class_map=)": class_map,
         "--images (images=)": images,

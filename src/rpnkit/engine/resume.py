@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..config import config_to_dict
 from ..data import DataConfig, DatasetIndex
+from ..data.config import SETTINGS_VERSION, stored_data_fields
 from ..data.records import DataNote, caller_of_package
 from .checkpoint import ModelSpec, RunState, read_header, read_run_state
 from .distributed import world_size
@@ -37,7 +38,16 @@ def run_settings(data: DataConfig, train: TrainConfig) -> dict:
     for key in ("data", "split_file", "images", "class_map"):
         if data_settings[key] is not None:
             data_settings[key] = os.path.realpath(data_settings[key])
-    return {"data": data_settings, "train": config_to_dict(train)}
+    return {"version": SETTINGS_VERSION, "data": data_settings, "train": config_to_dict(train)}
+
+
+def upgraded_settings(settings: dict | None) -> dict | None:
+    """A checkpoint's stored ``run_settings`` as this version writes them (an earlier
+    version's default split names: ``data.config.stored_data_fields``)."""
+    if not settings or not isinstance(settings.get("data"), dict):
+        return settings
+    data = stored_data_fields(settings["data"], settings.get("version"))
+    return {**settings, "version": SETTINGS_VERSION, "data": data}
 
 
 def data_counts(index: DatasetIndex) -> dict[str, int]:
@@ -64,7 +74,7 @@ def note_changed_data(resume, index: DatasetIndex) -> None:
 def saved_settings(checkpoint: str | Path) -> dict | None:
     """The data and training settings (``run_settings``) a checkpoint of ``fit`` keeps: a
     resumed run's own (None for a checkpoint that keeps none: older ones, ``Trainer`` alone)."""
-    return read_run_state(checkpoint).settings or None
+    return upgraded_settings(read_run_state(checkpoint).settings) or None
 
 
 def changed_settings(saved: dict, now: dict) -> list[tuple[str, object, object]]:

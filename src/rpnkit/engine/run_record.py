@@ -15,6 +15,7 @@ import yaml
 
 from ..config import config_from_dict, config_to_dict, yaml_problem
 from ..data import DataConfig
+from ..data.config import SETTINGS_VERSION, stored_data_fields
 from .checkpoint import ModelSpec
 from .trainer import TrainConfig
 
@@ -32,6 +33,7 @@ class RunRecord:
 
     def to_dict(self) -> dict:
         record = {
+            "version": SETTINGS_VERSION,
             "model": self.model.to_dict(),
             "train": config_to_dict(self.train),
             "data": config_to_dict(self.data),
@@ -65,7 +67,11 @@ class RunRecord:
             return cls(
                 ModelSpec.from_dict(data["model"], where=str(path)),
                 config_from_dict(TrainConfig, data["train"], where=f"{path} train"),
-                config_from_dict(DataConfig, data["data"], where=f"{path} data"),
+                config_from_dict(
+                    DataConfig,
+                    stored_data_fields(data["data"], data.get("version")),
+                    where=f"{path} data",
+                ),
                 data.get("schedule", "joint"),
                 data.get("split"),
                 data.get("proposals"),

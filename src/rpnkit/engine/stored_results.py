@@ -468,7 +468,7 @@ def evaluate_stored_detections(
     data,
     *,
     max_detections: int | None = None,
-    split: str = "val",
+    split: str | None = None,
 ) -> DetectionReport:
     """COCO mAP (pycocotools) and VOC mAP with per-class AP tables, as ``evaluate_detections``
     measures a Faster R-CNN, of stored detections: a COCO results file
@@ -497,11 +497,12 @@ def evaluate_stored_detections(
     return report
 
 
-def _dataset_index(data, split: str) -> DatasetIndex:
+def _dataset_index(data, split: str | None) -> DatasetIndex:
     """The dataset to score against: a ``DatasetIndex``, a ``DetectionDataset``'s, or a
-    dataset's path read at ``split`` (other options through ``read_dataset``)."""
+    dataset's path read at ``split`` (None: COCO's and YOLO's ``val``, VOC and CSV whole;
+    other options through ``read_dataset``)."""
     if isinstance(data, (str, Path)):
-        return read_dataset(data, split=split)
+        return read_dataset(data, split=split, default_split="val")
     if isinstance(data, DatasetIndex):
         return data
     index = getattr(data, "index", None)
@@ -519,7 +520,7 @@ def evaluate_stored_proposals(
     *,
     max_dets: Sequence[int] = MAX_DETS,
     device: torch.device | str = "cpu",
-    split: str = "val",
+    split: str | None = None,
 ) -> RecallReport:
     """Proposal recall, as ``evaluate_proposals`` measures it, of stored proposals: a COCO
     results file (``read_stored_proposals``) or results in memory (``Results``) against a

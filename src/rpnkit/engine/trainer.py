@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..config import MAX_SEED, check_choices, check_compile, check_ranges, plain_fields
 from ..data import Batch, EmptyBatch, collate
+from ..data.config import stored_data_fields
 from ..evaluation.detection import NO_GT, format_metric
 from .checkpoint import (
     ModelSpec,
@@ -309,7 +310,14 @@ class Trainer:
         """Whether a checkpoint (its ``RunState``) was made on this run's data, its
         validation data included (the ``data`` part of the settings: a resumed run may change
         its validation data, and then its recorded figures are of other images)."""
-        return (state.settings or {}).get("data") == (self.settings or {}).get("data")
+
+        def data(settings: dict | None):  # as this version stores it
+            data = (settings or {}).get("data")
+            if not isinstance(data, dict):
+                return data
+            return stored_data_fields(data, (settings or {}).get("version"))
+
+        return data(state.settings) == data(self.settings)
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)

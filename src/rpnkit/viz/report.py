@@ -90,8 +90,9 @@ def _metrics_table(metrics: dict[str, float]) -> str:
 def _validation_index(run_dir: Path, record: RunRecord | None, config: DataConfig, given):
     """The validation images: a run trained with ``--val-fraction`` held them out of its
     training data (its split.json), unless other data is given."""
-    index = config.read_val()
-    if given is None and record is not None and record.split is not None:
+    held = given is None and record is not None and record.split is not None
+    index = config.read_val(default_split="train" if held else "val")
+    if held:
         index = held_out(index, read_split(run_dir / record.split), f"{run_dir}'s split")
     return index
 
@@ -116,8 +117,9 @@ def report_data(run_dir: Path, record: RunRecord | None, **given) -> DataConfig:
     return DataConfig(
         data=str(data),
         val_data=str(data),
-        val_split=pick("split", "split" if split_run else "val_split", "val"),
+        val_split=pick("split", "split" if split_run else "val_split", None),
         val_split_file=pick("split_file", "split_file" if split_run else "val_split_file", None),
+        val_images=pick("images", "images" if split_run else "val_images", None),
         format=pick("format", "format", None),
         short_side=pick("short", "short_side", 800),
         max_size=pick("max_size", "max_size", 1333),
@@ -133,6 +135,7 @@ def write_report(
     split: str | None = None,
     split_file: str | None = None,
     format: str | None = None,
+    images: str | None = None,
     short: int | None = None,
     max_size: int | None = None,
     gallery: int = 4,
@@ -156,6 +159,7 @@ def write_report(
         split=split,
         split_file=split_file,
         format=format,
+        images=images,
         short=short,
         max_size=max_size,
     )
