@@ -226,8 +226,9 @@ def add_data_options(
     p.add_argument(
         "--split-file",
         default=None,
-        help="a text file of image ids (file names without suffix) or a CSV with a 'filename' "
-        "column selecting the images, of any format (e.g. raccoon's train_labels.csv)",
+        help="a text file of image ids (file names without suffix; for COCO also the JSON's "
+        "integer image ids, e.g. 139) or a CSV with a 'filename' column selecting the images, "
+        "of any format (e.g. raccoon's train_labels.csv)",
     )
     p.set_defaults(default_split=split)  # read_data's, for COCO and YOLO
     if locate:

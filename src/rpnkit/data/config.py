@@ -54,7 +54,7 @@ class DataConfig:
     of boxes; format detected unless ``format`` is given); ``split`` and ``val_split`` name a
     COCO JSON, a YOLO key or a VOC ImageSets file (``readers.read_dataset``; None: COCO and
     YOLO read ``train`` and ``val``, VOC and CSV whole), ``split_file`` selects images of any
-    format by file stem; ``images`` and ``val_images`` say
+    format by file stem (COCO: or integer image id); ``images`` and ``val_images`` say
     where their images are when it is not the usual place, ``class_map`` is a CSV dataset's
     ``class_name,id`` file. Without ``val_data``, ``val_fraction`` holds out that fraction of
     ``data`` for validation (``data.splits``: by a hash of each image's name unique in the
@@ -240,8 +240,8 @@ def _trainable(index: DatasetIndex) -> bool:
 
 
 def none_readable(index: DatasetIndex, images: str | None) -> str:
-    """Why a dataset has no image: the first skip, and where a CSV's images were looked for
-    when none was found (``images``: the folder given); one that lists no image says so."""
+    """Why a dataset has no image: the first skip, and what to give when none was found
+    (``images``: the folder given, if any); one that lists no image says so."""
     issues = index.image_issues
     if not issues:
         return f"{index.source}: lists no images"
@@ -249,4 +249,6 @@ def none_readable(index: DatasetIndex, images: str | None) -> str:
     missing = all("image file not found" in line for line in issues)
     if missing and images is None and index.source.endswith(".csv"):
         text += "; a CSV's images are looked for beside it: give --images DIR (images=)"
+    elif missing:
+        text += "; none was found: give --images DIR (images=), the folder that holds them"
     return text

@@ -192,8 +192,9 @@ def read_dataset(
     YOLO's data.yaml key and VOC's ``ImageSets/Main/<split>.txt``; a CSV has no named
     splits and refuses one. None (not asked): COCO and YOLO read ``default_split`` (the
     purpose's: ``train`` to train, ``val`` to evaluate), VOC and CSV are read whole.
-    ``split_file`` selects images of any format (a text file of image ids, the files'
-    stems, or a CSV with a ``filename`` column: ``records``).
+    ``split_file`` selects images of any format (a text file of image ids: the files'
+    stems or, for COCO, the JSON's integer ids; or a CSV with a ``filename`` column:
+    ``records``).
     ``class_names`` (the training set's, for a validation set or a checkpoint's data) fixes
     the labels by name; see the module.
     ``images``: the image folder of a COCO, VOC or CSV dataset, when it is not the usual
