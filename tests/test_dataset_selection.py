@@ -221,6 +221,30 @@ def test_a_voc_split_reads_its_image_sets_file(tmp_path, capsys):
     assert f"{voc / 'Annotations'}: 2 images, 1 class" in capsys.readouterr().out
 
 
+def test_eval_split_from_reads_the_training_split_it_was_held_out_of(tmp_path, capsys):
+    from rpnkit.cli import main
+    from rpnkit.data.splits import make_split
+
+    # a COCO folder whose train and val JSONs name other images: --val-fraction held images
+    # out of train; eval --split-from without --split must look there, not in val
+    ann = tmp_path / "annotations"
+    _images(tmp_path / "images" / "train", "a.jpg", "b.jpg", "c.jpg", "d.jpg")
+    _images(tmp_path / "images" / "val", "v.jpg")
+    _instances(ann / "instances_train.json", "a.jpg", "b.jpg", "c.jpg", "d.jpg")
+    _instances(ann / "instances_val.json", "v.jpg")
+    split = make_split(read_dataset(tmp_path), 0.5, seed=0)
+    split.save(tmp_path / "run")
+    proposals = tmp_path / "proposals.json"
+    results = [{"image_id": i, "bbox": [2, 3, 8, 7], "score": 0.9} for i in (1, 2, 3, 4)]
+    proposals.write_text(json.dumps(results))
+    argv = ["eval", "--proposals", str(proposals), "--data", str(tmp_path)]
+    assert main([*argv, "--split-from", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert f"{ann / 'instances_train.json'}: 4 images" in out and "evaluating 2 of them" in out
+    # --split given wins: the val JSON has none of the held-out images
+    assert main([*argv, "--split-from", str(tmp_path / "run"), "--split", "val"]) == 2
+
+
 def test_settings_stored_before_splits_were_optional_mean_what_they_meant(tmp_path):
     from rpnkit.data.config import stored_data_fields
     from rpnkit.engine.resume import upgraded_settings

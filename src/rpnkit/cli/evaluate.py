@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .options import (
     HELP,
@@ -42,7 +43,8 @@ def add_parser(sub) -> None:
         default=None,
         metavar="RUN_DIR",
         help="evaluate only the images that 'rpnkit train --val-fraction' held out of --data "
-        "in this run (its split.json, or the file itself)",
+        "in this run (its split.json, or the file itself); --split defaults to the run's "
+        "training split",
     )
     p.add_argument(
         "--batch-size",
@@ -110,6 +112,19 @@ def _add_what(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _read(args: argparse.Namespace, class_names=None):
+    """--data as ``read_data`` reads it; with --split-from and no --split, the split the run
+    trained on (its held-out images were taken from it): its record's, else ``train``."""
+    if args.split_from is not None and args.split is None:
+        from ..engine.run_record import RunRecord
+
+        run_dir = Path(args.split_from)
+        record = RunRecord.load(run_dir) if run_dir.is_dir() else None
+        args.split = record.data.split if record is not None else None
+        args.default_split = "train"
+    return read_data(args, class_names)
+
+
 def _held_out(args: argparse.Namespace, index):
     """The images of ``index`` that --split-from held out (all of them without it)."""
     if args.split_from is None:
@@ -140,7 +155,7 @@ def _evaluate(args: argparse.Namespace):
         return _stored_detections(args), None
     runtime = load_runtime(args)
     own_names = runtime.class_agnostic or args.seen_classes is not None
-    index = _held_out(args, read_data(args, None if own_names else list(runtime.class_names)))
+    index = _held_out(args, _read(args, None if own_names else list(runtime.class_names)))
     detector = runtime.spec.is_detector
     if args.top is not None and detector:
         raise ValueError("--top counts an RPN's proposals: a Faster R-CNN's is --max-detections")
@@ -172,7 +187,7 @@ def _stored_proposals(args: argparse.Namespace):
 
     if args.max_detections is not None:
         raise ValueError("--max-detections counts detections: for stored --proposals it is --top")
-    whole = read_data(args)
+    whole = _read(args)
     index = _held_out(args, whole)
     stored = read_stored_proposals(args.proposals, index, top=args.top, whole=whole)
     kept = f"; each image's best {args.top} scored" if args.top is not None else ""
@@ -188,7 +203,7 @@ def _stored_detections(args: argparse.Namespace):
 
     if args.top is not None:
         raise ValueError("--top counts proposals: for stored --detections it is --max-detections")
-    whole = read_data(args)
+    whole = _read(args)
     index = _held_out(args, whole)
     stored = read_stored_detections(args.detections, index, top=args.max_detections, whole=whole)
     print(stored.describe())
