@@ -13,6 +13,13 @@ opens, before the inference loop starts its threads; only on Linux (elsewhere fo
 process that has loaded system frameworks is not safe) and not from a daemonic process
 (which may not have children): otherwise the caller's thread writes. The parent gone, the
 process sees the pipe end, removes the temporary file and exits.
+
+Other files written from each result (``also``: ``label_files.LabelWriter``, ``detect
+--labels``) go the same way: the caller's thread makes each result's small job, sent with its
+entries, and the process writes it after them, in order (``Sidecar``). An error of the
+process (a file that cannot be written) is sent back and raised in the caller's thread at its
+next result or at the end: a ``ValueError`` as it was raised, anything else a
+``RuntimeError`` naming the results file.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import signal
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Protocol
 
 from .paths import output_file, temporary_beside
 from .results import DetectionResult, ProposalResult, each_result
@@ -52,21 +60,42 @@ class JsonListFile:
         self.file.close()
 
 
+class Sidecar(Protocol):
+    """Files that a ``CocoResultsWriter`` writes from each result too, after its entries:
+    ``prepare`` (checks, before any work) and ``job`` (per result, in order: small and
+    picklable) run in the caller's thread; ``open``, ``write`` and ``close`` (``whole``: the
+    run ended without an error) where the entries are written, the writing process's copy of
+    the object or the caller's thread; ``close(False)`` also in the caller's thread after an
+    error (what the process left half-written removed)."""
+
+    def prepare(self) -> None: ...
+    def job(self, result: ProposalResult | DetectionResult) -> Any: ...
+    def open(self) -> None: ...
+    def write(self, job: Any) -> None: ...
+    def close(self, whole: bool = True) -> None: ...
+
+
 class CocoResultsWriter:
     """``with CocoResultsWriter(path) as out: out.add(result)``: the COCO results JSON of
     every result added, ``json.dumps`` of their ``to_coco_results`` lists joined, written as
-    they come (module docstring); ``entries`` counts them."""
+    they come (module docstring); ``entries`` counts them. ``also``: other files written
+    from each result by the same writer (``Sidecar``)."""
 
-    def __init__(self, path: str | Path, *, background: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, *, background: bool = False, also: Sidecar | None = None
+    ) -> None:
         self.path = Path(path)
         self.background = background
+        self.also = also
         self.entries = 0
         self._tmp: Path | None = None
         self._file: JsonListFile | None = None
-        self._sender = None
+        self._sender = self._errors = None
         self._process = None
 
     def __enter__(self) -> CocoResultsWriter:
+        if self.also is not None:  # its checks before anything is made
+            self.also.prepare()
         output_file(self.path, what="JSON")  # its folders made; a folder or file in the way
         # hidden: a folder of images being read while this is written there ignores it
         tmp = temporary_beside(self.path)
@@ -82,6 +111,12 @@ class CocoResultsWriter:
                 started = True
         if not started:
             self._file = JsonListFile(tmp)
+            if self.also is not None:
+                try:
+                    self.also.open()
+                except BaseException:
+                    self.__exit__(*sys.exc_info())
+                    raise
         return self
 
     def add(self, result: ProposalResult | DetectionResult) -> None:
@@ -93,11 +128,14 @@ class CocoResultsWriter:
                 f"propose and detect return), got {type(result).__name__}"
             )
         encoded = result.encoded()
+        job = self.also.job(result) if self.also is not None else None
         self.entries += len(encoded)
         if self._file is not None:
             self._file.add(encoded.text())
-        elif len(encoded):  # pickled here: an error is the caller's, not lost in a thread
-            self._send(pickle.dumps(encoded, protocol=pickle.HIGHEST_PROTOCOL))
+            if job is not None:
+                self.also.write(job)
+        elif len(encoded) or job is not None:  # pickled here: an error is the caller's
+            self._send(pickle.dumps((encoded, job), protocol=pickle.HIGHEST_PROTOCOL))
 
     def __exit__(self, kind, error, trace) -> None:
         whole = kind is None
@@ -105,35 +143,50 @@ class CocoResultsWriter:
             if self._file is not None:
                 self._file.close(whole=whole)
             elif self._process is not None:
-                self._end_process(whole)
+                self._end_process(whole)  # the process has closed its copy of ``also``
+            if self.also is not None:
+                self.also.close(whole)  # in this thread, its files; else nothing open here
             if whole:
                 self._tmp.replace(self.path)
+        except BaseException:
+            if self.also is not None:
+                self.also.close(False)  # what was left half-written removed
+            raise
         finally:
             self._tmp.unlink(missing_ok=True)  # gone already once renamed
-            self._tmp = self._file = self._sender = self._process = None
+            if self._errors is not None:
+                self._errors.close()
+            self._tmp = self._file = self._sender = self._errors = self._process = None
 
     def _start_process(self) -> None:
         import fcntl  # Linux only, as the process
 
         context = multiprocessing.get_context("fork")
         receiver, sender = context.Pipe(duplex=False)
+        errors, error_sender = context.Pipe(duplex=False)  # the process's error, back
         with contextlib.suppress(OSError):  # a larger pipe where the system allows it
             fcntl.fcntl(sender.fileno(), _F_SETPIPE_SZ, PIPE_BYTES)
         process = context.Process(
-            target=_write_received, args=(receiver, sender, str(self._tmp)), daemon=True
+            target=_write_received,
+            args=(receiver, sender, error_sender, str(self._tmp), self.also),
+            daemon=True,
         )
         try:
             process.start()
+        except BaseException:
+            errors.close()
+            raise
         finally:
             receiver.close()  # the process's end: it alone reads
-        self._sender, self._process = sender, process
+            error_sender.close()  # and it alone writes there
+        self._sender, self._errors, self._process = sender, errors, process
 
     def _send(self, data: bytes) -> None:
         try:
             self._sender.send_bytes(data)  # waits while the pipe is full
         except OSError as err:  # the process has ended: nobody reads
             self._process.join()
-            raise RuntimeError(self._failure()) from err
+            raise self._failure() from err
 
     def _end_process(self, whole: bool) -> None:
         """Let the process write the end and exit (``whole``), or stop it (an error)."""
@@ -148,10 +201,24 @@ class CocoResultsWriter:
                 process.terminate()
             process.join()
         if whole and process.exitcode != 0:
-            raise RuntimeError(self._failure())
+            raise self._failure()
 
-    def _failure(self) -> str:
-        return (
+    def _failure(self) -> Exception:
+        """The process's error as the caller's: a ValueError (a file it could not write) as
+        it was raised, another one a RuntimeError naming the results file and it; without
+        one (the process killed), its exit code."""
+        error = None
+        with contextlib.suppress(Exception):  # an error that does not unpickle: the code
+            if self._errors.poll():
+                error = self._errors.recv()
+        if isinstance(error, ValueError):
+            return error
+        if isinstance(error, BaseException):
+            return RuntimeError(
+                f"{self.path}: the process writing the results failed "
+                f"({type(error).__name__}: {error}); the file is not written"
+            )
+        return RuntimeError(
             f"{self.path}: the process writing the results ended with code "
             f"{self._process.exitcode} (its error is printed above); the file is not written"
         )
@@ -161,20 +228,34 @@ def _can_fork() -> bool:
     return sys.platform == "linux" and not multiprocessing.current_process().daemon
 
 
-def _write_received(receiver, sender, tmp: str) -> None:
-    """The writing process: each image's entries as text until an empty message; at the
-    pipe's end (the parent gone without finishing) the temporary file removed, exit code 1."""
+def _write_received(receiver, sender, errors, tmp: str, also: Sidecar | None) -> None:
+    """The writing process: each image's entries as text, then its job for ``also``, until
+    an empty message. At the pipe's end (the parent gone without finishing), or on an error
+    (sent to the parent through ``errors``), the temporary files removed, exit code 1."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     sender.close()  # this process's copy of the parent's end, so that the end can come
     out = JsonListFile(tmp)
     try:
+        if also is not None:
+            also.open()
         while data := receiver.recv_bytes():
-            out.add(pickle.loads(data).text())
-    except EOFError:
+            encoded, job = pickle.loads(data)
+            out.add(encoded.text())
+            if job is not None:
+                also.write(job)
+        out.close()
+        if also is not None:
+            also.close(True)
+    except Exception as err:  # EOFError: the parent is gone, nobody to tell
+        if not isinstance(err, EOFError):
+            with contextlib.suppress(Exception):
+                errors.send(err)
         out.close(whole=False)
         Path(tmp).unlink(missing_ok=True)
+        if also is not None:
+            with contextlib.suppress(Exception):
+                also.close(False)
         raise SystemExit(1) from None
-    out.close()
 
 
 def write_coco_results(

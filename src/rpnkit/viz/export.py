@@ -5,7 +5,6 @@ annotation files (VOC, YOLO, CSV: ``engine.label_files``)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -55,7 +54,7 @@ def export_results(
     the count is the files written. ``labels``: a folder where each result is also written
     as annotations in ``labels_format`` (``"voc"``, ``"yolo"`` or ``"csv"``:
     ``engine.label_files.LabelWriter``), proposals as detections of the one class
-    ``object``. ``skipped``: the runtime's list of
+    ``object``, by the JSON's writing process too. ``skipped``: the runtime's list of
     unreadable images, filled as the results stream (for the count); ``pace``: the runtime's
     record of when its batches came (for the start-up and the steady rate, to the file in
     place; without it, the results are timed as they come here)."""
@@ -66,14 +65,10 @@ def export_results(
     label_writer = None
     if labels is not None:
         label_writer = LabelWriter(labels, format=labels_format, proposal_class=PROPOSAL_CLASS)
-    with contextlib.ExitStack() as stack:
-        written = stack.enter_context(CocoResultsWriter(out, background=True))
-        if label_writer is not None:  # opened after the writer's process is forked
-            stack.enter_context(label_writer)
+    # the labels too are written by the results' writing process, not by this thread
+    with CocoResultsWriter(out, background=True, also=label_writer) as written:
         for result in results:
             written.add(result)
-            if label_writer is not None:
-                label_writer.add(result)
             images += 1
             if overlays is not None and drawn < max_overlays:
                 name = overlay_name(result.file_name, taken)
