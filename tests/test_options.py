@@ -227,7 +227,7 @@ def test_help_still_prints_and_exits_0(capsys):
         (lambda: DataConfig("d", short_side=0), "DataConfig.short_side must be an integer >= 1"),
         (lambda: DataConfig("d", max_size=-5), "DataConfig.max_size"),
         (lambda: DataConfig("d", flip=1.5), r"DataConfig.flip must be a probability in \[0, 1\]"),
-        (lambda: DataConfig("d", split=""), "DataConfig.split must be a non-empty string"),
+        (lambda: DataConfig("d", split=""), "DataConfig.split must be None or a non-empty"),
         (lambda: DataConfig("d", format="xml"), "DataConfig.format"),
         (lambda: DataConfig(""), "DataConfig.data"),
         (lambda: AnchorConfig.single_level(sizes=(math.nan,)), "sizes and ratios must be positive"),

@@ -873,7 +873,9 @@ def test_a_coco_annotations_folder_is_read_by_inference_as_by_training(rpn, tmp_
         rpn.propose(tmp_path, split="train")
     with pytest.raises(DataError, match=r"an image: --split \(split=\) apply to datasets only"):
         rpn.propose(tmp_path / "raccoon-1.jpg", split="train2017")
-    assert len(rpn.propose(tmp_path, split="val")) == 1  # the default passes
+    with pytest.raises(DataError, match=expected):
+        rpn.propose(tmp_path, split="val")  # asked, even the commands' default
+    assert len(rpn.propose(tmp_path, split=None)) == 1  # not asked: the default
     listed = [tmp_path / "raccoon-1.jpg"] * 2  # a list of images: the same refusals
     for option in ({"split_file": "ids.txt"}, {"format": "voc"}, {"images": tmp_path}):
         with pytest.raises(DataError, match=r"^a list of images: --\S+ \(\w+=\) apply to"):
