@@ -8,10 +8,11 @@ from .options import (
     HELP,
     add_detection_limit,
     add_inference_options,
-    check_has_effect,
+    add_label_options,
     check_results_out,
     data_options,
     inference_input,
+    label_options,
     load_runtime,
     overlay_options,
     probability,
@@ -43,41 +44,6 @@ def add_parser(sub) -> None:
     add_detection_limit(p)
     add_label_options(p, what="the detections kept (--score, --max-detections)")
     p.set_defaults(func=run)
-
-
-def add_label_options(p: argparse.ArgumentParser, *, what: str) -> None:
-    """--labels DIR and --labels-format, of detect and propose: ``what``, the results that
-    the labels hold, as the help names them."""
-    p.add_argument(
-        "--labels",
-        default=None,
-        metavar="DIR",
-        help=f"also write {what} as annotations in DIR, a file for every image (an empty one "
-        "without any); a name met again: a-2.xml",
-    )
-    p.add_argument(
-        "--labels-format",
-        choices=("voc", "yolo", "csv"),
-        default="voc",
-        help="with --labels: voc (DIR/<stem>.xml, the score in <score>), yolo "
-        "(DIR/labels/<stem>.txt 'class cx cy w h', no score, DIR/images/<stem>.jpg a link to "
-        "each image, and DIR/data.yaml: a dataset as it is) or csv "
-        "(DIR/detections.csv: filename,width,height,class,xmin,ymin,xmax,ymax,score)",
-    )
-
-
-def label_options(args: argparse.Namespace) -> dict:
-    """--labels and --labels-format as export_results' keyword arguments, checked before the
-    model is loaded: a file in the folder's way, an earlier run's label files in it, or
-    --labels-format without --labels are one line."""
-    from ..engine.label_files import check_label_folder
-    from ..engine.paths import check_folder
-
-    check_has_effect(args, {"labels_format": "labels"})
-    if args.labels is not None:
-        check_folder(args.labels, name=f"--labels {args.labels}")
-        check_label_folder(args.labels, args.labels_format)
-    return {"labels": args.labels, "labels_format": args.labels_format}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -550,3 +550,38 @@ def add_detection_limit(p: argparse.ArgumentParser) -> None:
         "raises its limits, proposals included: a dense image needs more); with "
         "--tile-size each tile keeps the model's and the image every one they keep unless N",
     )
+
+
+def add_label_options(p: argparse.ArgumentParser, *, what: str) -> None:
+    """--labels DIR and --labels-format, of detect and propose: ``what``, the results that
+    the labels hold, as the help names them."""
+    p.add_argument(
+        "--labels",
+        default=None,
+        metavar="DIR",
+        help=f"also write {what} as annotations in DIR, a file for every image (an empty one "
+        "without any); a name met again: a-2.xml",
+    )
+    p.add_argument(
+        "--labels-format",
+        choices=("voc", "yolo", "csv"),
+        default="voc",
+        help="with --labels: voc (DIR/<stem>.xml, the score in <score>), yolo "
+        "(DIR/labels/<stem>.txt 'class cx cy w h', no score, DIR/images/<stem>.jpg a link to "
+        "each image, and DIR/data.yaml: a dataset as it is) or csv "
+        "(DIR/detections.csv: filename,width,height,class,xmin,ymin,xmax,ymax,score)",
+    )
+
+
+def label_options(args: argparse.Namespace) -> dict:
+    """--labels and --labels-format as export_results' keyword arguments, checked before the
+    model is loaded: a file in the folder's way, an earlier run's label files in it, or
+    --labels-format without --labels are one line."""
+    from ..engine.label_files import check_label_folder
+    from ..engine.paths import check_folder
+
+    check_has_effect(args, {"labels_format": "labels"})
+    if args.labels is not None:
+        check_folder(args.labels, name=f"--labels {args.labels}")
+        check_label_folder(args.labels, args.labels_format)
+    return {"labels": args.labels, "labels_format": args.labels_format}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from .detect import add_label_options, label_options
 from .options import (
     HELP,
     add_inference_options,
+    add_label_options,
     check_results_out,
     data_options,
     inference_input,
+    label_options,
     load_runtime,
     non_negative_int,
     overlay_options,
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.paths import output_file
     from ..viz.export import export_results
 
-    check_results_out(args)
+    check_results_out(args, also=" (annotations in VOC, YOLO or CSV: --labels DIR)")
     output_file(args.out, what="JSON")  # checked before the model is loaded, as
     overlays = overlay_options(args)  # the overlays' folder is, and the labels' one
     labels = label_options(args)
