@@ -766,7 +766,7 @@ def test_inputs_and_options_it_cannot_take_are_type_errors_naming_the_method(rpn
         three_classes.detect(path, bogus=1)
     with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) scroe; .*\bsplit\b"):
         rpn.evaluate_proposals(path, scroe=0.3)
-    assert len(rpn.propose([path], top=5, split="val", strict=False)) == 1  # data options pass
+    assert len(rpn.propose([path], top=5, split=None, strict=False)) == 1  # data options pass
 
 
 def test_evaluate_given_the_other_kind_s_limit_says_which_one_counts_its_results(

@@ -169,10 +169,11 @@ def empty_record(path: Path, image_id: int | str, width: int, height: int) -> Re
 
 class ImageList(Dataset):
     """Images given one by one, as files or in memory (see ``to_rgb``), as dataset items
-    without boxes. ``names`` name the in-memory images in results (default ``image-<i>``);
-    files keep their own names. An unreadable file (or a folder: it is read whole on its own
-    only) gives ``Unreadable``, warned of where the batches are collected (or raises with
-    ``strict``), as in ``DetectionDataset``; ``decode_on_device`` as there too."""
+    without boxes. ``names`` name the in-memory images in results as given, folders kept
+    (default ``image-<i>``); files keep their own names. An unreadable file (or a folder: it
+    is read whole on its own only) gives ``Unreadable``, warned of where the batches are
+    collected (or raises with ``strict``), as in ``DetectionDataset``; ``decode_on_device``
+    as there too."""
 
     def __init__(
         self,
@@ -235,4 +236,6 @@ class ImageList(Dataset):
             if item is not None:
                 return item
         record = empty_record(Path(self.name(i)), i, w, h)
-        return make_item(image, record.boxes, record, self.transforms, None, source=path)
+        item = make_item(image, record.boxes, record, self.transforms, None, source=path)
+        item["file_name"] = self.name(i)  # a name given keeps its folders (cam1/a.jpg)
+        return item

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
+import itertools
 import os
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -42,6 +44,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from ..config import check_compile, check_count, check_number
 from ..data import (
@@ -93,6 +96,40 @@ from .runner import (
 from .slicing import DEFAULT_TILE_OVERLAP, Merge, SliceConfig, sliced_batches
 
 Inputs = Any  # str | Path | DatasetIndex | Dataset | Sequence[str | Path | ImageLike]
+
+
+def streams(method):
+    """A ``Predictor.iter_*`` method that also takes a one-shot iterator of images (a
+    generator, a camera's frames): read ``batch_size`` images at a time, each batch's
+    results yielded before the next images are taken, so that an endless stream gets its
+    results with the latency of one batch (a list is read whole, decoding overlapping the
+    model). Image ids and in-memory images' names (``image-<i>``, or ``names``) count on
+    across batches; ``skipped`` gathers the whole stream's. The options are checked at the
+    call, as for a list."""
+
+    @functools.wraps(method)
+    def iter_results(self, inputs, **options):
+        if not isinstance(inputs, Iterator):
+            return method(self, inputs, **options)
+        method(self, [], **{k: v for k, v in options.items() if k != "names"})  # its checks
+        return _streamed(self, method, inputs, options)
+
+    return iter_results
+
+
+def _streamed(predictor, method, stream: Iterator, options: dict):
+    names, progress = options.pop("names", None), options.pop("progress", False)
+    size, skipped, start = options.get("batch_size", 4), [], 0
+    desc = "detecting" if method.__name__ == "iter_detections" else "proposing"
+    with tqdm(desc=desc, unit=" images", disable=not progress) as bar:
+        while chunk := list(itertools.islice(stream, size)):
+            count = range(start, start + len(chunk))
+            own = names[start : count.stop] if names is not None else [f"image-{i}" for i in count]
+            for result in method(predictor, chunk, names=own, **options):
+                yield dataclasses.replace(result, image_id=result.image_id + start)
+            skipped += predictor.skipped
+            predictor.skipped, start = skipped, count.stop
+            bar.update(len(chunk))
 
 
 class Predictor:
@@ -292,6 +329,8 @@ class Predictor:
         skipped.extend(getattr(index, "image_issues", []))
         if isinstance(dataset, ImageList) and len(dataset) == 0:  # a loop's empty batch
             return iter(())
+        if isinstance(dataset, ImageList) and len(dataset) <= batch_size:
+            common["num_workers"] = 0  # one batch (a stream's): workers would only start up
         if categories is not None:
             categories["ids"] = coco_category_ids(dataset, self.class_names)
         if whole:
@@ -385,6 +424,7 @@ class Predictor:
                 else dataclasses.replace(found, num=found.num.clamp(max=limit)),
             )
 
+    @streams
     def iter_proposals(
         self,
         inputs: Inputs,
@@ -442,6 +482,7 @@ class Predictor:
 
         return in_input_order(results(), batch_size * GROUP_WINDOW)
 
+    @streams
     def iter_detections(
         self,
         inputs: Inputs,
