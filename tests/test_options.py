@@ -226,6 +226,7 @@ def test_help_still_prints_and_exits_0(capsys):
         (lambda: RoIHeadConfig(pooler="max"), "RoIHeadConfig.pooler must be one of"),
         (lambda: DataConfig("d", short_side=0), "DataConfig.short_side must be an integer >= 1"),
         (lambda: DataConfig("d", max_size=-5), "DataConfig.max_size"),
+        (lambda: DataConfig("d", max_size=10), "DataConfig.max_size must be an integer >= 32"),
         (lambda: DataConfig("d", flip=1.5), r"DataConfig.flip must be a probability in \[0, 1\]"),
         (lambda: DataConfig("d", split=""), "DataConfig.split must be None or a non-empty"),
         (lambda: DataConfig("d", format="xml"), "DataConfig.format"),
@@ -254,7 +255,7 @@ def test_every_preset_and_its_detector_and_the_paper_settings_validate():
     RoIHeadConfig.paper(num_classes=21)
     ProposalConfig(nms_threshold=1.0)  # rpnkit show nms: no suppression at all
     RoIHeadConfig(num_classes=2, bg_iou=(0.5, 0.5), sampling_ratio=0)
-    DataConfig(Path("somewhere"), short_side=1, max_size=1, flip=0)
+    DataConfig(Path("somewhere"), short_side=1, max_size=32, flip=0)
 
 
 def test_a_config_file_with_a_bad_value_is_one_line_naming_the_file_and_field(tmp_path, capsys):

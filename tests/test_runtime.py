@@ -722,7 +722,8 @@ def test_images_a_folders_index_leaves_out_are_counted_as_skipped(rpn, tmp_path)
     [
         ({"short_side": -5}, "short_side must be an integer >= 1, got -5"),
         ({"short_side": 0}, "short_side must be an integer >= 1, got 0"),  # not the default
-        ({"max_size": 800.5}, "max_size must be an integer >= 1, got 800.5"),
+        ({"max_size": 800.5}, "max_size must be an integer >= 32, got 800.5"),
+        ({"max_size": 10}, "max_size must be an integer >= 32, got 10"),  # as --max-size
         ({"num_workers": -1}, "num_workers must be an integer >= 0 or None, got -1"),
         ({"compile": ""}, "compile must be True, False or a backend's name"),
     ],

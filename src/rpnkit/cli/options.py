@@ -10,7 +10,7 @@ from pathlib import Path
 from ..config import DEFAULT_PRESET, MAX_SEED
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine.slicing import DEFAULT_TILE_OVERLAP
-from ..modeling.sizes import SIZE_DIVISIBLE
+from ..modeling.sizes import MIN_MAX_SIZE
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -26,8 +26,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 HELP = HelpFormatter
-
-MIN_MAX_SIZE = SIZE_DIVISIBLE  # batches are padded to whole blocks: no side below one
 
 
 # --- errors: one line, never argparse's usage + error + SystemExit ---------------------------

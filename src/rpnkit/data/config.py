@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 
 from ..config import plain_fields
+from ..modeling.sizes import MIN_MAX_SIZE
 from .class_subset import only_classes, seen_class_names
 from .dataset import DetectionDataset
 from .readers import read_dataset
@@ -111,10 +112,10 @@ class DataConfig:
                 self, name, "None or a non-empty string", value is None or _non_empty_text(value)
             )
         _require(self, "format", "None, 'coco', 'voc', 'yolo' or 'csv'", self.format in FORMATS)
-        for name in ("short_side", "max_size"):
+        for name, least in (("short_side", 1), ("max_size", MIN_MAX_SIZE)):
             value = getattr(self, name)
-            ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
-            _require(self, name, "an integer >= 1", ok)
+            ok = isinstance(value, Integral) and not isinstance(value, bool) and value >= least
+            _require(self, name, f"an integer >= {least}", ok)
         flip = self.flip
         ok = isinstance(flip, Real) and not isinstance(flip, bool) and math.isfinite(flip)
         _require(self, "flip", "a probability in [0, 1]", ok and 0 <= flip <= 1)

@@ -61,6 +61,7 @@ from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..evaluation.recall import MAX_DETS
 from ..modeling.roi_heads import Detections
 from ..modeling.rpn import ProposalConfig, Proposals
+from ..modeling.sizes import MIN_MAX_SIZE
 from .checkpoint import ModelSpec, check_class_names, load_model_and_size
 from .device import (
     check_backend,
@@ -772,11 +773,12 @@ class Predictor:
 
 
 def check_settings(network: nn.Module, spec: ModelSpec, short_side, max_size, num_workers, compile):
-    """A ValueError naming a Predictor's setting that cannot work: sizes that are not
-    integers >= 1, num_workers not an integer >= 0 (or None), ``compile`` neither a flag nor a
-    backend's name, class names that are not one per class of a classifying box head."""
+    """A ValueError naming a Predictor's setting that cannot work: a short side that is not
+    an integer >= 1, a max size below ``MIN_MAX_SIZE`` (one padding block), num_workers not
+    an integer >= 0 (or None), ``compile`` neither a flag nor a backend's name, class names
+    that are not one per class of a classifying box head."""
     check_count("short_side", short_side)
-    check_count("max_size", max_size)
+    check_number("max_size", max_size, low=MIN_MAX_SIZE, integer=True)
     check_number("num_workers", num_workers, low=0, integer=True, optional=True)
     check_compile("compile", compile)
     check_backend("compile", compile)

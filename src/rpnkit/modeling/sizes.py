@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 SIZE_DIVISIBLE = 32
+MIN_MAX_SIZE = SIZE_DIVISIBLE  # the least cap on an image's longer side: one padding block
 
 
 def padded_size(height: int, width: int, divisor: int = SIZE_DIVISIBLE) -> tuple[int, int]:
