@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -55,9 +56,12 @@ def run_command(args, folder: Path, checkpoint: Path, amp: str, top: int | None)
                str(args.runs / "out.json"), "--no-progress"]  # fmt: skip
     command += ["--top", str(top)] if top is not None else []
     command += shlex.split(args.extra.format(runs=args.runs)) if args.extra else []
+    shutil.rmtree(args.runs / "labels", ignore_errors=True)  # a run's labels: not the next's
     start = time.perf_counter()
-    ran = subprocess.run(command, check=True, capture_output=True, text=True, env=os.environ)
+    ran = subprocess.run(command, capture_output=True, text=True, env=os.environ)
     wall = time.perf_counter() - start
+    if ran.returncode != 0:
+        raise RuntimeError(f"{shlex.join(command)} ended with {ran.returncode}: {ran.stderr}")
     said = re.search(r"first results after ([\d.]+) s, then ([\d.]+) images/s", ran.stdout)
     if said is None:
         raise RuntimeError(f"no rate in the command's summary: {ran.stdout!r}")
