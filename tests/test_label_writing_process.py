@@ -168,3 +168,37 @@ def test_a_job_pickles_to_the_same_texts_whatever_its_numbers_dtype_and_layout(t
         assert (job.stem, job.image) == ("p1", "p1.png")
         for text in (voc_xml, yolo_txt, csv_rows):
             assert text(job.result) == text(given)
+
+
+class Failing(PidRecorder):
+    """A ``Sidecar`` whose writing fails with an error of ``message``."""
+
+    def __init__(self, path: Path, error: Exception) -> None:
+        super().__init__(path)
+        self.error = error
+
+    def write(self, job) -> None:
+        raise self.error
+
+
+@linux_only
+def test_a_large_or_unpicklable_error_of_the_process_comes_back_short(tmp_path):
+    # an error larger than the pipe (a file name that is no UTF-8 in a label's XML quoted
+    # it whole) blocked the process in its send while the caller joined it: no end
+    class Unpicklable(Exception):
+        def __reduce__(self):
+            raise TypeError("not this one")
+
+    results = _results(tmp_path / "images", 2)
+    cases = [
+        (ValueError("x.xml: cannot write " + "<object/>" * 30_000), ValueError, r"^x\.xml: "),
+        (Unpicklable("quota exceeded"), RuntimeError, r"\(Unpicklable: quota exceeded\)"),
+    ]
+    for error, raised, message in cases:
+        sidecar = Failing(tmp_path / "side.txt", error)
+        writer = CocoResultsWriter(tmp_path / "r.json", background=True, also=sidecar)
+        with pytest.raises(raised, match=message) as caught, writer as out:
+            for result in results:
+                out.add(result)
+        assert len(str(caught.value)) < 2200
+        assert not (tmp_path / "r.json").exists()

@@ -107,12 +107,22 @@ def test_images_already_there_are_left_as_they_are(tmp_path):
     write_labels([_by_hand(p, [1, 2, 30, 40]) for p in own], tmp_path / "set", format="yolo")
     assert not any(p.is_symlink() for p in own)
     assert len(_quietly(read_dataset, tmp_path / "set").records) == 2
-    # another file of the image's name there: never replaced, said once
+    # another file of the image's name there: never replaced, said once; the other images
+    # are linked all the same (one name taken stopped every link)
     (theirs,) = _pictures(tmp_path / "set2" / "images" / "a.png")
-    (other,) = _pictures(tmp_path / "elsewhere" / "a.png")
-    with pytest.warns(UserWarning, match=r"cannot link .*\(another file is named a\.png\)"):
-        write_labels([_by_hand(other, [1, 2, 30, 40])], tmp_path / "set2", format="yolo")
+    others = _pictures(*(tmp_path / "elsewhere" / f"{n}.png" for n in ("a", "b", "c")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        write_labels(
+            [_by_hand(p, [1, 2, 30, 40]) for p in others], tmp_path / "set2", format="yolo"
+        )
+    assert [str(w.message) for w in caught] == [
+        f"{theirs}: another file has this name, kept: this image is not linked there (nor any "
+        "other whose name is taken), and its labels would read with that file: write the "
+        "labels to an empty folder"
+    ]
     assert not theirs.is_symlink() and (tmp_path / "set2" / "labels" / "a.txt").is_file()
+    assert all((tmp_path / "set2" / "images" / f"{n}.png").is_symlink() for n in "bc")
 
 
 def test_detect_yolo_labels_are_a_dataset_as_they_are(detector_checkpoint, tmp_path):

@@ -46,7 +46,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import errno
 import io
 import os
 import warnings
@@ -129,6 +128,7 @@ class LabelWriter:
         self._open = self._prepared = False
         self._names: tuple[str, ...] | None = None
         self._linking = True  # YOLO's images linked, until a link cannot be made
+        self._taken = 0  # images not linked: their names are other files'
 
     def __enter__(self) -> LabelWriter:
         self.prepare()
@@ -182,7 +182,7 @@ class LabelWriter:
             rows = csv.writer(file, lineterminator="\n")
             rows.writerow(CSV_COLUMNS)
             self._csv = (tmp, file, rows)
-        self._names, self._linking, self._open = None, True, True
+        self._names, self._linking, self._open, self._taken = None, True, True, 0
 
     def write(self, job: LabelJob) -> None:
         """One image's file (VOC, YOLO: and its image's link) or rows (CSV)."""
@@ -261,18 +261,20 @@ class LabelWriter:
     def _link_image(self, stem: str, source: Path | None) -> None:
         """``images/<stem><suffix>``: a symbolic link to the image's file ``source``, made
         beside and renamed into place, where YOLO looks for it; nothing for an image given in
-        memory or one there already. The first link that cannot be made is one warning, and
-        no more are tried: the labels are written, the images are the user's to put there."""
+        memory or one there already, nor where another file has the link's name
+        (``_name_taken``). The first link that cannot be made is one warning, and no more are
+        tried: the labels are written, the images are the user's to put there."""
         if source is None or not self._linking:
             return
         link = self.folder / YOLO_IMAGES / f"{stem}{Path(source).suffix}"
         tmp = self._tmp(link)
         try:
-            if os.path.lexists(link):
-                if link.exists() and os.path.samefile(link, source):
-                    return  # the image itself: labels written beside their images
-                if not link.is_symlink():  # a file of the user's, never replaced
-                    raise FileExistsError(errno.EEXIST, f"another file is named {link.name}")
+            if os.path.lexists(link) and not link.is_symlink():  # a file of the user's, kept
+                if not os.path.samefile(link, source):  # (not the image: labels beside it)
+                    self._name_taken(link)
+                return
+            if link.exists() and os.path.samefile(link, source):
+                return  # a link to the image already
             link.parent.mkdir(exist_ok=True)
             os.symlink(_link_target(Path(source), link.parent), tmp)
             os.replace(tmp, link)
@@ -284,6 +286,18 @@ class LabelWriter:
                 f"{link.parent}: cannot link the images there ({err.strerror or err}); the "
                 "labels are written: put the images, or links to them, there for YOLO to "
                 "read them",
+                stacklevel=3,
+            )
+
+    def _name_taken(self, link: Path) -> None:
+        """An image whose link's name is another file's: not linked (that file is never
+        replaced); the first such is one warning, for all."""
+        self._taken += 1
+        if self._taken == 1:
+            warnings.warn(
+                f"{link}: another file has this name, kept: this image is not linked there "
+                "(nor any other whose name is taken), and its labels would read with that "
+                "file: write the labels to an empty folder",
                 stacklevel=3,
             )
 
@@ -301,7 +315,7 @@ class LabelWriter:
         try:
             tmp.write_text(text, encoding="utf-8")
             tmp.replace(path)
-        except OSError as err:
+        except (OSError, UnicodeError) as err:  # UnicodeError: a name not valid UTF-8
             tmp.unlink(missing_ok=True)
             raise ValueError(f"{path}: cannot write the labels there ({err})") from err
 

@@ -39,6 +39,7 @@ from .results import DetectionResult, ProposalResult, each_result
 
 PIPE_BYTES = 1 << 20  # the pipe to the process holds ~50 images of 1,000 boxes (Linux's limit)
 _F_SETPIPE_SZ = 1031  # Linux's fcntl command to resize a pipe
+ERROR_CHARS = 2000  # what of the process's error comes back: well under a pipe's 64 KiB
 
 
 class JsonListFile:
@@ -208,15 +209,16 @@ class CocoResultsWriter:
         it was raised, another one a RuntimeError naming the results file and it; without
         one (the process killed), its exit code."""
         error = None
-        with contextlib.suppress(Exception):  # an error that does not unpickle: the code
+        with contextlib.suppress(Exception):  # nothing sent (the process killed): the code
             if self._errors.poll():
                 error = self._errors.recv()
-        if isinstance(error, ValueError):
-            return error
-        if isinstance(error, BaseException):
+        if isinstance(error, tuple) and len(error) == 2:  # (the error's type, its text)
+            kind, text = error
+            if kind == "ValueError":
+                return ValueError(text)
             return RuntimeError(
-                f"{self.path}: the process writing the results failed "
-                f"({type(error).__name__}: {error}); the file is not written"
+                f"{self.path}: the process writing the results failed ({kind}: {text}); the "
+                "file is not written"
             )
         return RuntimeError(
             f"{self.path}: the process writing the results ended with code "
@@ -247,9 +249,11 @@ def _write_received(receiver, sender, errors, tmp: str, also: Sidecar | None) ->
         if also is not None:
             also.close(True)
     except Exception as err:  # EOFError: the parent is gone, nobody to tell
-        if not isinstance(err, EOFError):
+        if not isinstance(err, EOFError):  # as text, short: the pipe never fills, and a
+            text = " ".join(str(err).split())  # message always unpickles
+            text = text if len(text) <= ERROR_CHARS else text[:ERROR_CHARS] + " ..."
             with contextlib.suppress(Exception):
-                errors.send(err)
+                errors.send((type(err).__name__, text))
         out.close(whole=False)
         Path(tmp).unlink(missing_ok=True)
         if also is not None:
