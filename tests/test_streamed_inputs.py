@@ -32,7 +32,7 @@ def test_a_generator_is_read_a_batch_at_a_time(detector_checkpoint, frames):
     model = load(detector_checkpoint, device="cpu")
     produced = []
     results = model.iter_detections(_counted(frames, produced), batch_size=2)
-    assert produced == []  # nothing read at the call: its checks only
+    assert len(produced) == 1  # at the call: its checks, and the first image (a file?)
     first = next(results)
     assert len(produced) == 2 and first.image_id == 0 and first.file_name == "image-0"
     produced.clear()
@@ -67,6 +67,22 @@ def test_a_stream_s_options_are_checked_at_the_call_and_its_skips_gathered(
         model.iter_detections(iter(frames), batch_size=0)
     with pytest.raises(TypeError, match="unexpected keyword"):
         model.iter_proposals(iter(frames), colour="red")
+    with pytest.raises(ValueError, match=r"^3 names for a stream of more images$"):
+        model.detect(iter(frames), batch_size=2, names=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"^6 names for a stream of 5 images$"):
+        model.detect(iter(frames), batch_size=2, names=list("abcdef"))
+    # an image that cannot be read is skipped and listed, in the list the call leaves in
+    # model.skipped, for the whole stream, even where the caller stops early
+    gone = [tmp_path / "gone-a.jpg", tmp_path / "gone-b.jpg"]
+    stream = iter([frames[0], gone[0], frames[1], gone[1], frames[2]])
+    results = model.iter_detections(stream, batch_size=2)
+    skipped = model.skipped
+    with pytest.warns(UserWarning):
+        found = list(itertools.islice(results, 2))
+    results.close()
+    assert [r.image_id for r in found] == [0, 2] and model.skipped is skipped
+    assert len(skipped) == 2 and "gone-a.jpg" in skipped[0] and "gone-b.jpg" in skipped[1]
+    # file paths from a generator (a glob): read as a list, decoding beside the model
     missing = [tmp_path / "gone-1.jpg", FILES[0], FILES[1], tmp_path / "gone-2.jpg", FILES[2]]
     with pytest.warns(UserWarning):
         found = model.detect(iter(missing), batch_size=2)

@@ -104,33 +104,45 @@ def streams(method):
     generator, a camera's frames): read ``batch_size`` images at a time, each batch's
     results yielded before the next images are taken, so that an endless stream gets its
     results with the latency of one batch (a list is read whole, decoding overlapping the
-    model). Image ids and in-memory images' names (``image-<i>``, or ``names``) count on
-    across batches; ``skipped`` gathers the whole stream's. The options are checked at the
-    call, as for a list."""
+    model). An iterator of file paths (a glob) is a list: its first item, taken at the call,
+    tells. Image ids and in-memory images' names (``image-<i>``, or ``names``, one per image
+    of the stream) count on across batches; ``skipped`` is the whole stream's list. The
+    options are checked at the call, as for a list."""
 
     @functools.wraps(method)
     def iter_results(self, inputs, **options):
         if not isinstance(inputs, Iterator):
             return method(self, inputs, **options)
+        first = list(itertools.islice(inputs, 1))
+        if first and isinstance(first[0], (str, os.PathLike)):  # files: read as a list
+            return method(self, first + list(inputs), **options)
         method(self, [], **{k: v for k, v in options.items() if k != "names"})  # its checks
-        return _streamed(self, method, inputs, options)
+        return _streamed(self, method, itertools.chain(first, inputs), options)
 
     return iter_results
 
 
 def _streamed(predictor, method, stream: Iterator, options: dict):
     names, progress = options.pop("names", None), options.pop("progress", False)
-    size, skipped, start = options.get("batch_size", 4), [], 0
+    size, skipped, start = options.get("batch_size", 4), predictor.skipped, 0
     desc = "detecting" if method.__name__ == "iter_detections" else "proposing"
     with tqdm(desc=desc, unit=" images", disable=not progress) as bar:
         while chunk := list(itertools.islice(stream, size)):
             count = range(start, start + len(chunk))
+            if names is not None and len(names) < count.stop:
+                raise ValueError(f"{len(names)} names for a stream of more images")
             own = names[start : count.stop] if names is not None else [f"image-{i}" for i in count]
-            for result in method(predictor, chunk, names=own, **options):
-                yield dataclasses.replace(result, image_id=result.image_id + start)
-            skipped += predictor.skipped
-            predictor.skipped, start = skipped, count.stop
+            results = method(predictor, chunk, names=own, **options)
+            chunk_skipped, predictor.skipped = predictor.skipped, skipped  # the stream's
+            try:
+                for result in results:
+                    yield dataclasses.replace(result, image_id=result.image_id + start)
+            finally:  # the batch's skips, even where the caller stops or an error ends it
+                skipped += chunk_skipped
+            start = count.stop
             bar.update(len(chunk))
+    if names is not None and len(names) != start:
+        raise ValueError(f"{len(names)} names for a stream of {start} images")
 
 
 class Predictor:
