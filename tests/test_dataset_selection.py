@@ -366,3 +366,39 @@ def test_a_clipped_coco_box_is_named_by_the_jsons_bbox(tmp_path):
         "(30.0, 5.0, 40.0, 15.0)"
     )
     assert index.records[0].boxes.tolist() == [[30, 5, 40, 15]]
+
+
+def test_a_run_of_an_earlier_version_resumes_with_or_without_split_train(tmp_path):
+    from rpnkit.config import config_to_dict
+    from rpnkit.engine.checkpoint import RunState, save_checkpoint
+    from rpnkit.engine.resume import check_own_run, check_resumed_settings, run_settings
+    from rpnkit.engine.trainer import TrainConfig
+    from rpnkit.modeling.presets import build_model, preset_config
+
+    voc, _ = _voc_and_csv(tmp_path)
+    model, config = build_model(preset_config("tiny")), config_to_dict(preset_config("tiny"))
+
+    def checkpoint(name: str, data: DataConfig, version) -> Path:
+        settings = run_settings(data, TrainConfig())
+        if version is None:  # as earlier versions wrote them: the default names, no version
+            del settings["version"]
+            settings["data"] = {**settings["data"], "split": "train", "val_split": "val"}
+        run = RunState(settings=settings)
+        return save_checkpoint(tmp_path / "run" / name, model, config=config, run=run)
+
+    for data in (str(COCO128), str(voc)):
+        old = checkpoint("best.safetensors", DataConfig(data), None)
+        check_resumed_settings(old, run_settings(DataConfig(data), TrainConfig()))
+        # this version's checkpoint of the same run (resumed in place) is that run
+        checkpoint("checkpoint.safetensors", DataConfig(data), 2)
+        check_own_run(old, tmp_path / "run")
+    # --split train names what a COCO or YOLO run read without one; a VOC one read it whole
+    check_resumed_settings(old, run_settings(DataConfig(str(voc)), TrainConfig()))
+    with pytest.raises(ValueError, match=r"data\.split None -> 'train'"):
+        check_resumed_settings(
+            old, run_settings(DataConfig(str(voc), split="train"), TrainConfig())
+        )
+    coco = checkpoint("coco.safetensors", DataConfig(str(COCO128)), None)
+    check_resumed_settings(
+        coco, run_settings(DataConfig(str(COCO128), split="train"), TrainConfig())
+    )

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from ..config import config_to_dict
-from ..data import DataConfig, DatasetIndex
+from ..data import DataConfig, DataError, DatasetIndex, detect_format
 from ..data.config import SETTINGS_VERSION, stored_data_fields
 from ..data.records import DataNote, caller_of_package
 from .checkpoint import ModelSpec, RunState, read_header, read_run_state
@@ -39,6 +39,20 @@ def run_settings(data: DataConfig, train: TrainConfig) -> dict:
         if data_settings[key] is not None:
             data_settings[key] = os.path.realpath(data_settings[key])
     return {"version": SETTINGS_VERSION, "data": data_settings, "train": config_to_dict(train)}
+
+
+def _as_read(settings: dict) -> dict:
+    """``settings`` with the training split that a COCO or YOLO dataset reads when none is
+    named (``train``) written out, so that --split train and no --split are one setting for
+    them (not for VOC and CSV, where no split is the whole set)."""
+    data = settings.get("data")
+    if not isinstance(data, dict) or data.get("split") is not None or not data.get("data"):
+        return settings
+    try:
+        fmt = data.get("format") or detect_format(data["data"])
+    except (DataError, OSError):
+        return settings
+    return {**settings, "data": {**data, "split": "train"}} if fmt in ("coco", "yolo") else settings
 
 
 def upgraded_settings(settings: dict | None) -> dict | None:
@@ -103,7 +117,8 @@ def check_resumed_settings(resume: str | Path, settings: dict) -> None:
     saved = saved_settings(resume)
     if saved is None:
         return
-    changed = [f"{name} {old!r} -> {new!r}" for name, old, new in changed_settings(saved, settings)]
+    pairs = changed_settings(_as_read(saved), _as_read(settings))
+    changed = [f"{name} {old!r} -> {new!r}" for name, old, new in pairs]
     if changed:
         raise ValueError(
             f"{resume}: a resumed run keeps its own settings, and these differ: "
@@ -138,8 +153,8 @@ def _same_run(a: dict, b: dict) -> bool:
     specs = [ModelSpec.from_dict(h["config"]).to_dict() if h.get("config") else {} for h in (a, b)]
     if specs[0] != specs[1]:
         return False
-    settings = [RunState.from_json(h.get("extra")).settings or {} for h in (a, b)]
-    return not changed_settings(*settings)
+    settings = [RunState.from_json(h.get("extra")).settings for h in (a, b)]
+    return not changed_settings(*(_as_read(upgraded_settings(x) or {}) for x in settings))
 
 
 def resumed_budget(resume, seconds: float | None) -> float | None:
