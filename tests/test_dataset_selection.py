@@ -402,3 +402,15 @@ def test_a_run_of_an_earlier_version_resumes_with_or_without_split_train(tmp_pat
     check_resumed_settings(
         coco, run_settings(DataConfig(str(COCO128), split="train"), TrainConfig())
     )
+
+
+def test_a_training_set_none_of_whose_images_is_found_says_what_to_give(tmp_path):
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    _instances(tmp_path / "annotations" / "instances_train.json", "a.jpg", "b.jpg")
+    elsewhere = _images(tmp_path / "elsewhere", "c.jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match=r"none was found: give --images DIR \(images=\)"):
+            DataConfig(str(tmp_path)).read_train()
+        with pytest.raises(ValueError, match=rf"none was found in --images {elsewhere}$"):
+            DataConfig(str(tmp_path), images=str(elsewhere)).read_train()

@@ -116,13 +116,21 @@ def _read(args: argparse.Namespace, class_names=None):
     """--data as ``read_data`` reads it; with --split-from and no --split, the split the run
     trained on (its held-out images were taken from it): its record's, else ``train``."""
     if args.split_from is not None and args.split is None:
-        from ..engine.run_record import RunRecord
-
-        run_dir = Path(args.split_from)
-        record = RunRecord.load(run_dir) if run_dir.is_dir() else None
-        args.split = record.data.split if record is not None else None
-        args.default_split = "train"
+        args.split, args.default_split = _run_split(Path(args.split_from), args.data), "train"
     return read_data(args, class_names)
+
+
+def _run_split(run_dir: Path, data: str) -> str | None:
+    """The split a run trained on, as its record names it, when it trained on ``data``
+    (None otherwise, and for a record that cannot be read: split.json is what counts)."""
+    from ..engine.run_record import RunRecord
+
+    try:
+        record = RunRecord.load(run_dir) if run_dir.is_dir() else None
+    except ValueError:
+        return None
+    same = record is not None and Path(record.data.data).resolve() == Path(data).resolve()
+    return record.data.split if same else None
 
 
 def _held_out(args: argparse.Namespace, index):

@@ -250,6 +250,8 @@ def none_readable(index: DatasetIndex, images: str | None) -> str:
     missing = all("image file not found" in line for line in issues)
     if missing and images is None and index.source.endswith(".csv"):
         text += "; a CSV's images are looked for beside it: give --images DIR (images=)"
-    elif missing:
+    elif missing and images is None:
         text += "; none was found: give --images DIR (images=), the folder that holds them"
+    elif missing:
+        text += f"; none was found in --images {images}"
     return text

@@ -119,7 +119,11 @@ def report_data(run_dir: Path, record: RunRecord | None, **given) -> DataConfig:
         val_data=str(data),
         val_split=pick("split", "split" if split_run else "val_split", None),
         val_split_file=pick("split_file", "split_file" if split_run else "val_split_file", None),
-        val_images=pick("images", "images" if split_run else "val_images", None),
+        val_images=(  # where the run's images were: not where other --data's are
+            given.get("images")
+            if given.get("data")
+            else pick("images", "images" if split_run else "val_images", None)
+        ),
         format=pick("format", "format", None),
         short_side=pick("short", "short_side", 800),
         max_size=pick("max_size", "max_size", 1333),
