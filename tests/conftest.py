@@ -25,6 +25,18 @@ def chromium() -> str:
 RACCOON = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "raccoon"
 
 
+def read_warned(*args, **kwargs):
+    """``read_dataset``'s index and the lines it warned."""
+    import warnings
+
+    from rpnkit.data import read_dataset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = read_dataset(*args, **kwargs)
+    return index, [str(w.message) for w in caught]
+
+
 def train_tiny_on_raccoon(out: Path, *, steps: int, size: int = 128, extra=()) -> int:
     """``rpnkit train`` of the tiny preset on raccoon's CSV split, with raccoon's test split
     as validation data, at a small image size; returns the exit code."""

@@ -3,10 +3,10 @@ file stems (``000000000139``): an id written bare as an integer names the image 
 naming an image by stem and another by id is an error, not a guess."""
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
+from conftest import read_warned
 from PIL import Image
 
 from rpnkit.data import DataError, read_dataset
@@ -14,12 +14,7 @@ from rpnkit.data import DataError, read_dataset
 COCO128 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128"
 
 
-def _read(*args, **kwargs):
-    """``read_dataset``'s index and the lines it warned."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        index = read_dataset(*args, **kwargs)
-    return index, [str(w.message) for w in caught]
+_read = read_warned
 
 
 def _split(tmp_path: Path, text: str, name: str = "ids.txt") -> Path:

@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from conftest import read_warned
 from PIL import Image
 
 from rpnkit.data import DataConfig, DataError, read_dataset
@@ -16,12 +17,7 @@ from rpnkit.data import DataConfig, DataError, read_dataset
 COCO128 = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "coco128"
 
 
-def _read(*args, **kwargs):
-    """``read_dataset``'s index and the lines it warned."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        index = read_dataset(*args, **kwargs)
-    return index, [str(w.message) for w in caught]
+_read = read_warned
 
 
 def _images(folder: Path, *names: str, size=(40, 30)) -> Path:
