@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint.safetensors to export")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="what to write")
-    p.add_argument("--out", default="model.onnx", help="the file to write")
+    p.add_argument("--out", default="model.onnx", help="the .onnx file to write")
     p.add_argument(
         "--fp16",
         action="store_true",

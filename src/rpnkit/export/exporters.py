@@ -10,6 +10,7 @@ graph computes, with the translations of ``graph_ops.onnx_translations``.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from torch import nn
 
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine.checkpoint import load_model_and_size
-from ..engine.paths import output_file
+from ..engine.paths import output_file, temporary_beside
 from .model import INPUT_NAMES, ExportableModel
 
 DEFAULT_OPSET = 18
@@ -61,9 +62,10 @@ def export_program(model: ExportableModel) -> torch.export.ExportedProgram:
 
 
 def check_target(out: str | Path, opset: int) -> Path:
-    """``out`` as a Path, or a ValueError for an opset rpnkit's graph cannot use or the
-    installed onnx does not know, a folder given as the file, or a file in the place of one of
-    its folders (``output_file``: a missing folder is made)."""
+    """``out`` as a Path, or a one-line ValueError for an opset rpnkit's graph cannot use or
+    the installed onnx does not know, a name not ending in .onnx, a folder given as the file,
+    or a file in the place of one of its folders (``output_file``: a missing folder is
+    made)."""
     try:
         import onnx
     except ImportError:
@@ -72,7 +74,24 @@ def check_target(out: str | Path, opset: int) -> Path:
         raise ValueError(f"opset {opset}: rpnkit's graph needs opset {MIN_OPSET} or later")
     if opset > (known := onnx.defs.onnx_opset_version()):
         raise ValueError(f"opset {opset}: onnx {onnx.__version__} knows opsets up to {known}")
+    out = Path(out)
+    if not out.is_dir() and out.suffix.lower() != ".onnx":  # a folder: output_file says so
+        raise ValueError(f"{out}: not an ONNX file name: name the file to write NAME.onnx")
     return output_file(out, what=".onnx")  # its folder made, as propose, detect and eval do
+
+
+def check_not_the_checkpoint(out: str | Path, checkpoint: str | Path) -> None:
+    """A one-line ValueError when ``out`` is the file ``checkpoint`` (the same path, or the
+    same file through a link): the export would write over the trained model."""
+    out, checkpoint = Path(out), Path(checkpoint)
+    same = out.resolve() == checkpoint.resolve()
+    if not same and out.exists() and checkpoint.exists():
+        same = os.path.samefile(out, checkpoint)  # a hard link
+    if same:
+        raise ValueError(
+            f"{out}: is the checkpoint {checkpoint}: the export would write over the trained "
+            "model; give --out (out=) a new NAME.onnx"
+        )
 
 
 def save_onnx(
@@ -83,10 +102,12 @@ def save_onnx(
     metadata: dict[str, str] | None = None,
     program: torch.export.ExportedProgram | None = None,
 ) -> Path:
-    """Export ``model`` to the ONNX file ``out`` (one file, weights inside). The
-    inputs and outputs are named as ``INPUT_NAMES`` and ``model.output_names``; ``metadata``
-    goes to the model's metadata_props. ``program``: ``export_program(model)`` when the
-    caller has it already (the ONNX graph is translated from it)."""
+    """Export ``model`` to the ONNX file ``out`` (one file, weights inside), written to a
+    hidden temporary file beside it and renamed (a failed export leaves no part, and an
+    earlier file as it was). The inputs and outputs are named as ``INPUT_NAMES`` and
+    ``model.output_names``; ``metadata`` goes to the model's metadata_props. ``program``:
+    ``export_program(model)`` when the caller has it already (the ONNX graph is translated
+    from it)."""
     from .graph_ops import onnx_translations
 
     out = check_target(out, opset)
@@ -111,7 +132,12 @@ def save_onnx(
             f"to it (it stays at opset {written}); give another --opset (opset=)"
         )
     onnx_program.model.metadata_props.update(metadata or {})
-    onnx_program.save(str(out), external_data=False)
+    temporary = temporary_beside(out)
+    try:
+        onnx_program.save(str(temporary), external_data=False)
+        os.replace(temporary, out)
+    finally:
+        temporary.unlink(missing_ok=True)
     return out
 
 
@@ -126,6 +152,7 @@ def export_onnx(
     folded, anchors and NMS in the graph, dynamic batch and image size; ``fp16``: half-precision
     weights and activations (for a GPU runtime), float32 boxes and scores. See docs/deploy.md
     for the graph's inputs and outputs."""
+    check_not_the_checkpoint(out, checkpoint)
     check_target(out, opset)  # before the model is loaded
     network, spec, trained = load_model_and_size(checkpoint, "cpu")
     model = ExportableModel(network, fp16=fp16)

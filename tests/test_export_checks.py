@@ -1,0 +1,96 @@
+"""``rpnkit export``'s checks: an --out that is the checkpoint (or not .onnx) is refused
+before anything is written; the ONNX file is written whole or not at all.
+"""
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rpnkit.cli import main
+from rpnkit.engine.checkpoint import RPN, ModelSpec, save_model
+from rpnkit.export import ExportableModel, save_onnx
+from rpnkit.modeling.presets import build_model, preset_config
+
+
+def tiny_rpn(spread: bool = False) -> torch.nn.Module:
+    """The tiny preset's RPN; ``spread``: its head scaled so that the objectness spreads
+    (untrained, every score is about 0.5 and a comparison would mostly match near-ties)."""
+    torch.manual_seed(0)
+    model = build_model(preset_config("tiny")).eval()
+    if spread:
+        with torch.no_grad():
+            torch.nn.init.normal_(model.rpn.head.conv.weight, std=0.1)
+            for layer in model.rpn.head.cls_logits:
+                torch.nn.init.normal_(layer.weight, std=3.0)
+    return model
+
+
+def rpn_checkpoint(path: Path, *, spread: bool = False) -> Path:
+    spec = ModelSpec(RPN, preset_config("tiny"), ("raccoon",))
+    return save_model(path, tiny_rpn(spread), spec, input_size=(128, 192))
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+# ---------------------------------------------------------------- what is refused, up front
+
+
+def test_export_refuses_to_write_over_its_checkpoint(tmp_path, monkeypatch, capsys):
+    """Was: the ONNX file written over the trained model. The same path, another spelling of
+    it, a symbolic and a hard link to it named .onnx: each refused in one line, the checkpoint
+    unchanged; a name not ending in .onnx is refused as such, nothing written."""
+    checkpoint = rpn_checkpoint(tmp_path / "checkpoint.safetensors")
+    before = checkpoint.read_bytes()
+    (tmp_path / "link.onnx").symlink_to(checkpoint)
+    os.link(checkpoint, tmp_path / "hard.onnx")
+    monkeypatch.chdir(tmp_path)
+    outs = [checkpoint, "checkpoint.safetensors", "./sub/../checkpoint.safetensors"]
+    for out in [*outs, "link.onnx", tmp_path / "hard.onnx"]:
+        argv = ["export", "--checkpoint", "checkpoint.safetensors", "--out", str(out)]
+        assert main(argv) == 2
+        err = one_line_error(capsys)
+        assert f"{Path(out)}: is the checkpoint checkpoint.safetensors: the export would" in err
+        assert "write over the trained model; give --out (out=) a new NAME.onnx" in err
+    assert checkpoint.read_bytes() == before
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", "model.bin"]) == 2
+    assert "model.bin: not an ONNX file name: name the file to write NAME.onnx" in (
+        one_line_error(capsys)
+    )
+    assert not (tmp_path / "model.bin").exists()
+
+
+# ---------------------------------------------------------------- writing the file
+
+
+def test_the_onnx_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The file goes to a hidden temporary beside it, renamed when whole: a failed save
+    leaves an earlier file as it was and no part; a finished one replaces it."""
+    model = ExportableModel(tiny_rpn())
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    written = []
+
+    def failing_save(path, external_data):
+        written.append(Path(path))
+        Path(path).write_bytes(b"half a gra")
+        raise OSError(28, "No space left on device")
+
+    onnx_model = SimpleNamespace(opset_imports={"": 18}, metadata_props={}, doc_string=None)
+    program = SimpleNamespace(model=onnx_model, save=failing_save)
+    monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: program)
+    with pytest.raises(OSError, match="No space left"):
+        save_onnx(model, out, program=object())
+    assert out.read_bytes() == b"an earlier export"
+    assert written[0].parent == tmp_path and written[0].name.startswith(".model.onnx.")
+    assert written[0].suffix == ".tmp"
+    assert sorted(tmp_path.iterdir()) == [out]  # the part removed
+    program.save = lambda path, external_data: Path(path).write_bytes(b"the new export")
+    assert save_onnx(model, out, program=object()) == out
+    assert out.read_bytes() == b"the new export" and sorted(tmp_path.iterdir()) == [out]
