@@ -1,8 +1,10 @@
 """``rpnkit export``'s checks: an --out that is the checkpoint (or not .onnx) is refused
-before anything is written; the ONNX file is written whole or not at all.
+before anything is written; the ONNX file is written whole or not at all; a missing
+onnxscript is one line before the model is loaded.
 """
 
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -64,6 +66,17 @@ def test_export_refuses_to_write_over_its_checkpoint(tmp_path, monkeypatch, caps
         one_line_error(capsys)
     )
     assert not (tmp_path / "model.bin").exists()
+
+
+def test_a_missing_onnxscript_is_one_line_before_the_model_is_loaded(tmp_path, monkeypatch, capsys):
+    """torch.onnx's exporter needs onnxscript: was a traceback after loading and tracing."""
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # import onnxscript: ImportError
+    missing = tmp_path / "none.safetensors"  # not read: the check comes first
+    argv = ["export", "--checkpoint", str(missing), "--out", str(tmp_path / "m.onnx")]
+    assert main(argv) == 2
+    assert one_line_error(capsys) == (
+        'rpnkit export: error: the export needs onnxscript: pip install -e ".[export]"\n'
+    )
 
 
 # ---------------------------------------------------------------- writing the file

@@ -62,14 +62,19 @@ def export_program(model: ExportableModel) -> torch.export.ExportedProgram:
 
 
 def check_target(out: str | Path, opset: int) -> Path:
-    """``out`` as a Path, or a one-line ValueError for an opset rpnkit's graph cannot use or
-    the installed onnx does not know, a name not ending in .onnx, a folder given as the file,
-    or a file in the place of one of its folders (``output_file``: a missing folder is
-    made)."""
+    """``out`` as a Path, or a one-line ValueError for a missing onnx or onnxscript (torch's
+    exporter needs both: said before any model is loaded or traced), an opset rpnkit's graph
+    cannot use or the installed onnx does not know, a name not ending in .onnx, a folder
+    given as the file, or a file in the place of one of its folders (``output_file``: a
+    missing folder is made)."""
     try:
         import onnx
     except ImportError:
         raise ValueError('the export needs onnx: pip install -e ".[export]"') from None
+    try:
+        import onnxscript  # noqa: F401  torch.onnx's exporter (dynamo=True) writes through it
+    except ImportError:
+        raise ValueError('the export needs onnxscript: pip install -e ".[export]"') from None
     if opset < MIN_OPSET:
         raise ValueError(f"opset {opset}: rpnkit's graph needs opset {MIN_OPSET} or later")
     if opset > (known := onnx.defs.onnx_opset_version()):
