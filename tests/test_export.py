@@ -2,7 +2,10 @@
 own outputs on the same inputs, for an RPN and a Faster R-CNN on the tiny preset and OLN's
 class-agnostic detector on tiny-oln-rcnn, at batch sizes and image sizes other than the one
 traced; the Cascade RPN (tiny-cascade), alone and as a Faster R-CNN's first stage; the fp16
-graph; the command line.
+graph; the command line. Three of the exports are made at other settings than the model's
+(``EXPORT_SETTINGS``: ``rpnkit export --score / --max-detections``, ``export_configs(top=)``),
+and rpnkit's outputs are taken at the same settings (``FasterRCNN.forward(proposal_config=,
+head_config=)``): the graph bakes them in.
 
 Tolerances: the same boxes at IoU >= 0.99 and the same scores to 1e-4. ONNX Runtime computes
 the same float32 function with other kernels (convolutions accumulate in another order, its
@@ -30,6 +33,7 @@ from rpnkit.export import (
     INPUT_NAMES,
     RPN_OUTPUT_NAMES,
     ExportableModel,
+    export_configs,
     export_program,
     save_onnx,
 )
@@ -43,6 +47,16 @@ CLASSES = ("circle", "square", "triangle", "diamond")
 # oln: OLN's class-agnostic detector (tiny-oln-rcnn); cascade: the Cascade RPN (tiny-cascade),
 # cascade-rcnn: a Faster R-CNN on it
 KINDS = ["rpn", "detector", "oln", "cascade", "cascade-rcnn"]
+# exports at other settings than the model's: a higher score threshold and fewer detections
+# (D 40: a batch of CROPS[:3] keeps 40, 40 and 12, cut by D and by the threshold); a lower
+# threshold and more detections than the model's 100 (its NMS candidates and RoIs raised as
+# rpnkit detect raises them); fewer proposals than the RPN's 300
+EXPORT_SETTINGS = {
+    "detector": {"score_threshold": 0.197, "max_detections": 40},
+    "cascade-rcnn": {"score_threshold": 0.02, "max_detections": 150},
+    "cascade": {"top": 100},
+}
+CLI_OPTIONS = {"score_threshold": "--score", "max_detections": "--max-detections", "top": "--top"}
 
 
 # ---------------------------------------------------------------- models, images and sessions
@@ -147,14 +161,21 @@ def exported(tmp_path_factory) -> dict:
         checkpoint = save_model(folder / f"{kind}.safetensors", build(), spec, **size)
         out = folder / f"{kind}.onnx"
         argv = ["export", "--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(out)]
+        settings = EXPORT_SETTINGS.get(kind, {})
+        argv += [str(x) for key, value in settings.items() for x in (CLI_OPTIONS[key], value)]
         assert main(argv) == 0
-        found[kind] = (ExportableModel(build()), session(out), out, None)
+        found[kind] = (exportable(build(), settings), session(out), out, None)
     for kind, build in (("rpn", tiny_rpn), ("cascade", tiny_cascade)):
-        rpn = ExportableModel(build())
+        rpn = exportable(build(), EXPORT_SETTINGS.get(kind, {}))
         program = export_program(rpn)
         out = save_onnx(rpn, folder / f"{kind}.onnx", program=program)
         found[kind] = (rpn, session(out), out, program)
     return found
+
+
+def exportable(network: torch.nn.Module, settings: dict) -> ExportableModel:
+    """``network`` wrapped for export at ``settings`` (``export_configs``'s keywords)."""
+    return ExportableModel(network, **export_configs(network, **settings))
 
 
 def session(path) -> "ort.InferenceSession":
@@ -240,11 +261,18 @@ def test_the_graph_has_the_documented_inputs_and_outputs(exported):
         names = DETECTOR_OUTPUT_NAMES if model.is_detector else RPN_OUTPUT_NAMES
         assert [i.name for i in sess.get_inputs()] == list(INPUT_NAMES)
         assert [i.type for i in sess.get_inputs()] == ["tensor(uint8)", "tensor(int64)"]
+        # the dynamic sizes are named, not torch.export's symbols (s34, s14...)
+        assert [i.shape for i in sess.get_inputs()] == [
+            ["batch", 3, "height", "width"],
+            ["batch", 2],
+        ]
         assert [o.name for o in sess.get_outputs()] == list(names)
         images, sizes = padded_batch(CROPS[:2])
         outputs = run(sess, images, sizes)
-        k = model.first_stage.rpn.config.test_proposals.post_nms_top_n
-        width = model.model.roi_heads.config.detections_per_image if model.is_detector else k
+        width = model.settings()[
+            "detections_per_image" if model.is_detector else "proposals_per_image"
+        ]
+        assert [o.shape[:2] for o in sess.get_outputs()][:2] == [["batch", width]] * 2
         assert outputs[0].shape == (2, width, 4) and outputs[0].dtype == torch.float32
         assert outputs[1].shape == (2, width) and outputs[-1].shape == (2,)
         graph = onnx.load(str(path))
@@ -253,13 +281,35 @@ def test_the_graph_has_the_documented_inputs_and_outputs(exported):
         assert ("RoiAlign" in ops) == model.is_detector
         # the Cascade RPN's adaptive convolution: bilinear sampling (deform_conv2d has no op)
         assert ("GridSample" in ops) == kind.startswith("cascade")
-    # rpnkit export records what the file is
-    metadata = {p.key: p.value for p in onnx.load(str(exported["detector"][2])).metadata_props}
+        metadata = {p.key: p.value for p in graph.metadata_props}
+        assert {k: json.loads(metadata[f"rpnkit.{k}"]) for k in model.settings()} == (
+            model.settings()
+        )
+        assert "images (batch, 3, height, width) uint8 RGB" in graph.doc_string
+    # rpnkit export records what the file is, and the settings baked in
+    graph = onnx.load(str(exported["detector"][2]))
+    metadata = {p.key: p.value for p in graph.metadata_props}
     assert metadata["rpnkit.kind"] == "faster-rcnn" and metadata["rpnkit.preset"] == "tiny"
     assert json.loads(metadata["rpnkit.class_names"]) == list(CLASSES)
     assert json.loads(metadata["rpnkit.input_size"]) == [800, 1333]  # recorded none: defaults
+    baked = {k: json.loads(metadata[f"rpnkit.{k}"]) for k in ("score_threshold", "nms_threshold")}
+    assert baked == {"score_threshold": 0.197, "nms_threshold": 0.5}  # --score 0.197
+    assert json.loads(metadata["rpnkit.detections_per_image"]) == 40  # --max-detections 40
+    assert json.loads(metadata["rpnkit.pixel_mean"]) == [0.485, 0.456, 0.406]
+    assert json.loads(metadata["rpnkit.pixel_std"]) == [0.229, 0.224, 0.225]
+    assert json.loads(metadata["rpnkit.size_divisible"]) == 32
+    assert metadata["rpnkit.version"] and metadata["rpnkit.precision"] == "fp32"
+    assert "scoring above 0.197 after NMS at IoU 0.5 within each class, at most 40" in (
+        graph.doc_string
+    )
     metadata = {p.key: p.value for p in onnx.load(str(exported["oln"][2])).metadata_props}
     assert json.loads(metadata["rpnkit.input_size"]) == [640, 960]  # the training resize
+    assert json.loads(metadata["rpnkit.detections_per_image"]) == 1500  # the model's own
+    assert json.loads(metadata["rpnkit.proposals_per_image"]) == 300
+    cascade = exported["cascade-rcnn"][0]  # --max-detections 150: its NMS candidates raised
+    assert cascade.head_config.detections_per_image == 150
+    assert cascade.head_config.nms_candidates == 5000  # max(5000, 5 x 150)
+    assert exported["cascade"][0].proposals_per_image == 100  # top=100
 
 
 @pytest.mark.parametrize("kind", ["detector", "cascade"])
@@ -299,10 +349,10 @@ def test_no_detection_is_zero_counts_and_zero_padding(tmp_path):
 # ---------------------------------------------------------------- fp16 and torch.export
 
 
-def test_fp16_graph_has_half_weights_and_float32_outputs(exported, tmp_path):
+def test_fp16_graph_has_half_weights_and_float32_outputs(tmp_path):
     """The fp16 graph (for a GPU) runs on ONNX Runtime's CPU too: its best detections are
     rpnkit's float32 ones, to half precision's tolerance (IoU 0.9, scores 1e-2)."""
-    reference = exported["detector"][0]
+    reference = ExportableModel(tiny_detector())  # the model's own settings, as the fp16 one
     path = save_onnx(ExportableModel(tiny_detector(), fp16=True), tmp_path / "fp16.onnx")
     graph = onnx.load(str(path)).graph
     convs = {n.input[1] for n in graph.node if n.op_type == "Conv"}

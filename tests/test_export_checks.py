@@ -1,8 +1,10 @@
 """``rpnkit export``'s checks: an --out that is the checkpoint (or not .onnx) is refused
 before anything is written; the ONNX file is written whole or not at all; a missing
-onnxscript is one line before the model is loaded.
+onnxscript is one line before the model is loaded; the settings that the graph bakes in
+(--score, --max-detections, --top) are refused for the other kind of model.
 """
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -13,8 +15,8 @@ import torch
 
 from rpnkit.cli import main
 from rpnkit.engine.checkpoint import RPN, ModelSpec, save_model
-from rpnkit.export import ExportableModel, save_onnx
-from rpnkit.modeling.presets import build_model, preset_config
+from rpnkit.export import ExportableModel, export_configs, save_onnx
+from rpnkit.modeling.presets import build_detector, build_model, detector_config, preset_config
 
 
 def tiny_rpn(spread: bool = False) -> torch.nn.Module:
@@ -79,12 +81,39 @@ def test_a_missing_onnxscript_is_one_line_before_the_model_is_loaded(tmp_path, m
     )
 
 
+def test_settings_of_the_other_kind_of_model_are_refused(tmp_path, capsys):
+    rpn = tiny_rpn()
+    detector = build_detector(detector_config(preset_config("tiny"), 2)).eval()
+    with pytest.raises(ValueError, match=r"^--top \(top=\) sets an RPN's proposals per image"):
+        export_configs(detector, top=10)
+    with pytest.raises(ValueError, match=r"^--score and --max-detections .* set a Faster R-CNN"):
+        export_configs(rpn, score_threshold=0.3)
+    with pytest.raises(ValueError, match=r"^--score and --max-detections"):
+        export_configs(rpn, max_detections=5)
+    own = rpn.rpn.config.test_proposals
+    assert export_configs(rpn, top=50)["proposal_config"].post_nms_top_n == 50
+    raised = export_configs(rpn, top=2000)["proposal_config"]  # as propose --top 2000
+    assert (raised.post_nms_top_n, raised.pre_nms_top_n) == (2000, max(2000, own.pre_nms_top_n))
+    head = export_configs(detector, score_threshold=0.5, max_detections=7)["head_config"]
+    assert (head.score_threshold, head.detections_per_image) == (0.5, 7)
+    assert detector.roi_heads.config.score_threshold == 0.05  # the model is left as it is
+    checkpoint = rpn_checkpoint(tmp_path / "rpn.safetensors")
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx")]
+    assert main([*argv, "--score", "0.3"]) == 2  # before the export
+    assert "--score and --max-detections (score_threshold=, max_detections=)" in (
+        one_line_error(capsys)
+    )
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # ---------------------------------------------------------------- writing the file
 
 
 def test_the_onnx_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     """The file goes to a hidden temporary beside it, renamed when whole: a failed save
     leaves an earlier file as it was and no part; a finished one replaces it."""
+    from rpnkit.export import exporters
+
     model = ExportableModel(tiny_rpn())
     out = tmp_path / "model.onnx"
     out.write_bytes(b"an earlier export")
@@ -98,6 +127,7 @@ def test_the_onnx_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     onnx_model = SimpleNamespace(opset_imports={"": 18}, metadata_props={}, doc_string=None)
     program = SimpleNamespace(model=onnx_model, save=failing_save)
     monkeypatch.setattr(torch.onnx, "export", lambda *args, **kwargs: program)
+    monkeypatch.setattr(exporters, "name_dynamic_dims", lambda model: None)
     with pytest.raises(OSError, match="No space left"):
         save_onnx(model, out, program=object())
     assert out.read_bytes() == b"an earlier export"
@@ -107,3 +137,5 @@ def test_the_onnx_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     program.save = lambda path, external_data: Path(path).write_bytes(b"the new export")
     assert save_onnx(model, out, program=object()) == out
     assert out.read_bytes() == b"the new export" and sorted(tmp_path.iterdir()) == [out]
+    assert json.loads(onnx_model.metadata_props["rpnkit.proposals_per_image"]) == 300
+    assert "proposals (batch, 300, 4) float32 xyxy" in onnx_model.doc_string

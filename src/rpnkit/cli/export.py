@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import HELP, positive_int
+from .options import HELP, positive_int, probability
 
 
 def add_parser(sub) -> None:
@@ -16,8 +16,10 @@ def add_parser(sub) -> None:
             "one ONNX file with anchors, NMS and RoI pooling inside the graph. Inputs: images "
             "(B, 3, H, W) uint8 RGB of any size (padded to multiples of 32 inside), and "
             "image_sizes (B, 2) int64; "
-            "batch, height and width are dynamic. Outputs are padded with per-image counts. "
-            "See docs/deploy.md."
+            "batch (B >= 1), height and width are dynamic. Outputs are padded with per-image "
+            "counts. The graph bakes in the score threshold, NMS and the number of detections "
+            "(proposals) per image: the model's own, or --score, --max-detections (--top); "
+            "the file's metadata records them. See docs/deploy.md."
         ),
         formatter_class=HELP,
     )
@@ -32,14 +34,67 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--opset", type=positive_int, default=None, help="ONNX opset (default: rpnkit's, 18)"
     )
+    add_baked_in_options(p)
     p.set_defaults(func=run)
+
+
+def add_baked_in_options(p: argparse.ArgumentParser) -> None:
+    """--score, --max-detections and --top: the settings the graph bakes in."""
+    p.add_argument(
+        "--score",
+        type=probability,
+        default=None,
+        help=(
+            "a Faster R-CNN's score threshold baked into the graph: it keeps detections "
+            "scoring above it (default: the model's own, 0.05; rpnkit detect keeps 0.3 and up)"
+        ),
+    )
+    p.add_argument(
+        "--max-detections",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="a Faster R-CNN's detections per image, D (default: the model's, 100)",
+    )
+    p.add_argument(
+        "--top",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="an RPN's proposals per image, K (default: its test setting, 1000 on FPN presets)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..export import DEFAULT_OPSET, export_onnx
 
     opset = DEFAULT_OPSET if args.opset is None else args.opset
-    out = export_onnx(args.checkpoint, args.out, fp16=args.fp16, opset=opset)
+    out = export_onnx(
+        args.checkpoint,
+        args.out,
+        fp16=args.fp16,
+        opset=opset,
+        score_threshold=args.score,
+        max_detections=args.max_detections,
+        top=args.top,
+    )
     precision = "float16" if args.fp16 else "float32"
-    print(f"wrote {out} (ONNX opset {opset}, {precision}); see docs/deploy.md to run it")
+    print(
+        f"wrote {out} (ONNX opset {opset}, {precision}; {baked_in(out)}); see docs/deploy.md "
+        "to run it"
+    )
     return 0
+
+
+def baked_in(path) -> str:
+    """The settings the file records as baked in, in words."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    nms = f"NMS at IoU {float(meta['rpnkit.nms_threshold']):g}"
+    if "rpnkit.detections_per_image" in meta:
+        return (
+            f"baked in: scores above {float(meta['rpnkit.score_threshold']):g}, {nms}, at most "
+            f"{meta['rpnkit.detections_per_image']} detections per image"
+        )
+    return f"baked in: {nms}, at most {meta['rpnkit.proposals_per_image']} proposals per image"

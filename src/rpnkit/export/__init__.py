@@ -8,7 +8,10 @@
   folded) with inputs ``images`` (B, 3, H, W) uint8 and ``image_sizes`` (B, 2) int64 and
   fixed-shape padded outputs.
 - ``exporters``: ``export_program`` (``torch.export``), ``save_onnx`` and ``export_onnx`` (a
-  checkpoint to an ONNX file), with a dynamic batch and image size.
+  checkpoint to an ONNX file), with a dynamic batch and image size; the settings baked into
+  the graph (``export_configs``: score threshold, D, K) recorded in its metadata.
+
+Nothing here imports onnx or onnxscript until an export runs.
 
 docs/deploy.md shows how to run the ONNX file.
 """
@@ -22,7 +25,13 @@ from .exporters import (
     export_program,
     save_onnx,
 )
-from .model import DETECTOR_OUTPUT_NAMES, INPUT_NAMES, RPN_OUTPUT_NAMES, ExportableModel
+from .model import (
+    DETECTOR_OUTPUT_NAMES,
+    INPUT_NAMES,
+    RPN_OUTPUT_NAMES,
+    ExportableModel,
+    export_configs,
+)
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -33,6 +42,7 @@ __all__ = [
     "ExportableModel",
     "dynamic_shapes",
     "example_inputs",
+    "export_configs",
     "export_onnx",
     "export_program",
     "save_onnx",

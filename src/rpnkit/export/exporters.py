@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
@@ -20,7 +22,8 @@ from torch import nn
 from ..data.transforms import DEFAULT_MAX_SIZE, DEFAULT_SHORT_SIDE
 from ..engine.checkpoint import load_model_and_size
 from ..engine.paths import output_file, temporary_beside
-from .model import INPUT_NAMES, ExportableModel
+from ..modeling.sizes import SIZE_DIVISIBLE
+from .model import INPUT_NAMES, ExportableModel, export_configs
 
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # the graph's translations are written in opset 18 (RoiAlign's modes need 16)
@@ -99,6 +102,93 @@ def check_not_the_checkpoint(out: str | Path, checkpoint: str | Path) -> None:
         )
 
 
+def rpnkit_version() -> str:
+    try:
+        return version("rpnkit")
+    except PackageNotFoundError:  # run from a source tree (PYTHONPATH=src)
+        return "unknown (source tree)"
+
+
+def graph_metadata(model: ExportableModel) -> dict[str, str]:
+    """The ``rpnkit.*`` metadata_props every export records: rpnkit's version, the outputs,
+    the precision, the normalisation inside the graph (RGB mean and std of pixel / 255), the
+    padding multiple and the settings the graph bakes in (``ExportableModel.settings``)."""
+    stage = model.first_stage
+    numbers = {
+        "pixel_mean": [round(float(v), 6) for v in stage.pixel_mean.flatten()],
+        "pixel_std": [round(float(v), 6) for v in stage.pixel_std.flatten()],
+        "size_divisible": SIZE_DIVISIBLE,
+        **model.settings(),
+    }
+    return {
+        "rpnkit.version": rpnkit_version(),
+        "rpnkit.outputs": ",".join(model.output_names),
+        "rpnkit.precision": "fp16" if model.dtype == torch.float16 else "fp32",
+        **{f"rpnkit.{key}": json.dumps(value) for key, value in numbers.items()},
+    }
+
+
+def describe(model: ExportableModel, metadata: dict[str, str]) -> str:
+    """The ONNX model's doc_string: its inputs, outputs and baked-in settings, in words."""
+    meta = {k.removeprefix("rpnkit."): v for k, v in metadata.items()}
+    if model.is_detector:
+        d = meta["detections_per_image"]
+        outputs = (
+            f"boxes (batch, {d}, 4) float32 xyxy in pixels of the network input, scores (batch, "
+            f"{d}) float32, labels (batch, {d}) int64 class ids 1..C (class_names[label - 1]), "
+            f"counts (batch,) int64; detections scoring above {meta['score_threshold']} after NMS "
+            f"at IoU {meta['nms_threshold']} within each class, at most {d} per image"
+        )
+    else:
+        k = meta["proposals_per_image"]
+        outputs = (
+            f"proposals (batch, {k}, 4) float32 xyxy in pixels of the network input, scores "
+            f"(batch, {k}) float32 objectness, counts (batch,) int64; at most {k} per image "
+            f"after NMS at IoU {meta['nms_threshold']}"
+        )
+    resize = ""
+    if "input_size" in meta:
+        short, longest = json.loads(meta["input_size"])
+        resize = f" resized (shorter side {short}, longer at most {longest}),"
+    return (
+        f"rpnkit {meta['version']} export. Inputs: images (batch, 3, height, width) uint8 RGB"
+        f"{resize} zero-padded at the bottom and right to the batch's size (batch >= 1); "
+        "image_sizes (batch, 2) int64, each image's (height, width) before padding. The graph "
+        f"pads to multiples of {meta['size_divisible']} and normalises ((pixel / 255 - mean) / "
+        f"std, mean {meta['pixel_mean']}, std {meta['pixel_std']}). Outputs: {outputs}. The "
+        "first counts[i] rows of image i are valid, best first; the rest are zeros. "
+        "metadata_props: rpnkit.*. See rpnkit's docs/deploy.md."
+    )
+
+
+def name_dynamic_dims(onnx_model) -> None:
+    """Rename torch.export's symbols of the dynamic sizes (``s34``...) ``batch``, ``height``
+    and ``width`` in every shape of ``onnx_model`` (an ``onnx_ir.Model``; intermediate shapes
+    are expressions of them)."""
+    import onnx_ir as ir
+
+    images = onnx_model.graph.inputs[0].shape  # (batch, 3, height, width)
+    sizes = zip((images[0], images[2], images[3]), ("batch", "height", "width"))
+    names = {d.value: name for d, name in sizes if isinstance(d, ir.SymbolicDim) and d.value}
+    if not names:
+        return
+    symbol = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
+    values = [*onnx_model.graph.inputs, *onnx_model.graph.outputs]
+    values += [
+        v for node in ir.traversal.RecursiveGraphIterator(onnx_model.graph) for v in node.outputs
+    ]
+    for value in values:
+        if value.shape is None:
+            continue
+        renamed = [
+            symbol.sub(lambda m: names[m.group(1)], d.value)
+            if isinstance(d, ir.SymbolicDim) and d.value is not None
+            else d
+            for d in value.shape
+        ]
+        value.shape = ir.Shape(renamed)
+
+
 def save_onnx(
     model: ExportableModel,
     out: str | Path,
@@ -110,9 +200,10 @@ def save_onnx(
     """Export ``model`` to the ONNX file ``out`` (one file, weights inside), written to a
     hidden temporary file beside it and renamed (a failed export leaves no part, and an
     earlier file as it was). The inputs and outputs are named as ``INPUT_NAMES`` and
-    ``model.output_names``; ``metadata`` goes to the model's metadata_props. ``program``:
-    ``export_program(model)`` when the caller has it already (the ONNX graph is translated
-    from it)."""
+    ``model.output_names``, the dynamic sizes ``batch``, ``height`` and ``width``; the
+    metadata_props hold ``graph_metadata(model)`` and ``metadata``, the doc_string
+    ``describe``'s words. ``program``: ``export_program(model)`` when the caller has it
+    already (the ONNX graph is translated from it)."""
     from .graph_ops import onnx_translations
 
     out = check_target(out, opset)
@@ -136,7 +227,10 @@ def save_onnx(
             f"opset {opset}: torch {torch.__version__}'s exporter could not convert the graph "
             f"to it (it stays at opset {written}); give another --opset (opset=)"
         )
-    onnx_program.model.metadata_props.update(metadata or {})
+    metadata = {**graph_metadata(model), **(metadata or {})}
+    name_dynamic_dims(onnx_program.model)
+    onnx_program.model.metadata_props.update(metadata)
+    onnx_program.model.doc_string = describe(model, metadata)
     temporary = temporary_beside(out)
     try:
         onnx_program.save(str(temporary), external_data=False)
@@ -152,21 +246,30 @@ def export_onnx(
     *,
     fp16: bool = False,
     opset: int = DEFAULT_OPSET,
+    score_threshold: float | None = None,
+    max_detections: int | None = None,
+    top: int | None = None,
 ) -> Path:
     """An rpnkit checkpoint (an RPN or a Faster R-CNN) to the ONNX file ``out``: batch norms
     folded, anchors and NMS in the graph, dynamic batch and image size; ``fp16``: half-precision
-    weights and activations (for a GPU runtime), float32 boxes and scores. See docs/deploy.md
-    for the graph's inputs and outputs."""
+    weights and activations (for a GPU runtime), float32 boxes and scores.
+
+    The graph bakes in the box head's ``score_threshold`` (it keeps scores above it; default:
+    the model's own, 0.05), NMS, ``max_detections`` (D, a detector's; default its
+    ``detections_per_image``, 100) and ``top`` (K, an RPN's proposals per image): see
+    ``export_configs``; the file's metadata records them. See docs/deploy.md for the graph's
+    inputs and outputs."""
     check_not_the_checkpoint(out, checkpoint)
     check_target(out, opset)  # before the model is loaded
     network, spec, trained = load_model_and_size(checkpoint, "cpu")
-    model = ExportableModel(network, fp16=fp16)
+    limits = export_configs(
+        network, score_threshold=score_threshold, max_detections=max_detections, top=top
+    )
+    model = ExportableModel(network, fp16=fp16, **limits)
     metadata = {
         "rpnkit.kind": spec.kind,
         "rpnkit.preset": spec.model_config.preset,
         "rpnkit.class_names": json.dumps(list(spec.class_names or [])),
-        "rpnkit.outputs": ",".join(model.output_names),
-        "rpnkit.precision": "fp16" if fp16 else "fp32",
         # the resize of training (short side, max size): what the caller resizes to
         "rpnkit.input_size": json.dumps(list(trained or (DEFAULT_SHORT_SIDE, DEFAULT_MAX_SIZE))),
     }

@@ -18,6 +18,12 @@ K = min(post_nms_top_n, L * pre_nms_top_n) of the RPN's test setting and D =
 ``detections_per_image``: the same for every batch and image size. Boxes are in pixels of the
 network input.
 
+The graph bakes in the box head's score threshold, both NMS thresholds, D and K: the model's
+own settings, or an export's (``export_configs``: ``rpnkit export --score``,
+``--max-detections``, ``--top``), given to ``ExportableModel`` as a ``ProposalConfig`` and a
+``RoIHeadConfig``, as ``FasterRCNN.forward(proposal_config=, head_config=)`` takes one call's
+limits: the network itself is left as it is.
+
 uint8 images, not float: that is how rpnkit's own batches travel (a quarter of float32's
 bytes), normalisation then happens inside the graph, exactly as in ``ProposalModel``, and
 nobody has to remember whether the graph wants [0, 1] or [0, 255].
@@ -26,18 +32,25 @@ nobody has to remember whether the graph wants [0, 1] or [0, 255].
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.device import fold_for_inference
+from ..engine.runner import detection_limits, proposal_limit
 from ..modeling.boxes import clip_boxes
 from ..modeling.cascade_rpn import CascadeRPN, adaptive_offsets
 from ..modeling.detector import FasterRCNN
 from ..modeling.proposal_model import ProposalModel, normalize
-from ..modeling.roi_heads import Detections, postprocess_detections, postprocess_localization
-from ..modeling.rpn import Proposals, select_proposals
+from ..modeling.roi_heads import (
+    Detections,
+    RoIHeadConfig,
+    postprocess_detections,
+    postprocess_localization,
+)
+from ..modeling.rpn import ProposalConfig, Proposals, select_proposals
 from ..modeling.sizes import SIZE_DIVISIBLE
 from .graph_ops import (
     graph_anchor_grid,
@@ -52,6 +65,51 @@ from .graph_ops import (
 INPUT_NAMES = ("images", "image_sizes")
 RPN_OUTPUT_NAMES = ("proposals", "scores", "counts")
 DETECTOR_OUTPUT_NAMES = ("boxes", "scores", "labels", "counts")
+
+
+def export_configs(
+    model: nn.Module,
+    *,
+    score_threshold: float | None = None,
+    max_detections: int | None = None,
+    top: int | None = None,
+) -> dict[str, ProposalConfig | RoIHeadConfig | None]:
+    """The ``proposal_config`` and ``head_config`` of an export of ``model`` (a ``FasterRCNN``
+    or a ``ProposalModel``) at other settings than its own (None: its own), for
+    ``ExportableModel``; the model is left as it is.
+
+    A detector's ``score_threshold`` is its box head's, baked into the graph (it keeps scores
+    above it); ``max_detections`` is D: more than its ``detections_per_image`` raises its NMS
+    candidates and RPN proposals as ``rpnkit detect --max-detections`` does for one call
+    (``runner.detection_limits``), fewer keeps the best D, the leading ones of its own output.
+    An RPN's ``top`` is K, its proposals per image (more raises ``pre_nms_top_n`` with it, as
+    ``rpnkit propose --top``: ``runner.proposal_limit``). A setting of the other kind is a
+    one-line ValueError."""
+    if isinstance(model, FasterRCNN):
+        if top is not None:
+            raise ValueError(
+                "--top (top=) sets an RPN's proposals per image; a Faster R-CNN's graph keeps "
+                "--max-detections (max_detections=) detections"
+            )
+        proposals, head = detection_limits(model, max_detections, score_threshold)
+        head = head or model.roi_heads.config
+        changes: dict = {}
+        if score_threshold is not None:
+            changes["score_threshold"] = score_threshold  # a higher one too: baked in
+        if max_detections is not None and max_detections < head.detections_per_image:
+            changes["detections_per_image"] = max_detections
+        return {"proposal_config": proposals, "head_config": dataclasses.replace(head, **changes)}
+    if score_threshold is not None or max_detections is not None:
+        raise ValueError(
+            "--score and --max-detections (score_threshold=, max_detections=) set a Faster "
+            "R-CNN's detections; an RPN's graph keeps --top (top=) proposals"
+        )
+    if top is None:
+        return {"proposal_config": None, "head_config": None}
+    own = model.rpn.config.test_proposals
+    raised = proposal_limit(own, top)
+    fewer = dataclasses.replace(own, post_nms_top_n=top)  # the best ``top``: a prefix of its own
+    return {"proposal_config": raised if top > own.post_nms_top_n else fewer, "head_config": None}
 
 
 def pad_batch(images: Tensor) -> Tensor:
@@ -70,9 +128,18 @@ class ExportableModel(nn.Module):
 
     ``fp16``: the convolutions and linear layers in float16 (weights and activations, for a
     GPU); the anchors, box decoding, NMS, RoI pooling and the outputs stay float32.
+    ``proposal_config``, ``head_config``: the RPN's test setting and the box head's settings
+    the graph bakes in (None: the model's own; ``export_configs`` makes them).
     """
 
-    def __init__(self, model: nn.Module, *, fp16: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        fp16: bool = False,
+        proposal_config: ProposalConfig | None = None,
+        head_config: RoIHeadConfig | None = None,
+    ) -> None:
         super().__init__()
         if not isinstance(model, ProposalModel | FasterRCNN):
             raise ValueError(
@@ -90,10 +157,43 @@ class ExportableModel(nn.Module):
             if self.is_detector:
                 model.roi_heads.box_head.half()
         self.first_stage.use_channels_last(False)  # an export-time layout is the runtime's call
+        self.proposal_config = proposal_config or self.first_stage.rpn.config.test_proposals
+        if head_config is not None and not self.is_detector:
+            raise ValueError("an RPN has no box head: give head_config to a FasterRCNN's export")
+        self.head_config = head_config or (model.roi_heads.config if self.is_detector else None)
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return DETECTOR_OUTPUT_NAMES if self.is_detector else RPN_OUTPUT_NAMES
+
+    @property
+    def proposals_per_image(self) -> int:
+        """K, the graph's proposal slots: min(post_nms_top_n, L * pre_nms_top_n), L levels."""
+        levels = self.first_stage.rpn.anchor_generator.num_levels
+        config = self.proposal_config
+        return min(config.post_nms_top_n, levels * config.pre_nms_top_n)
+
+    def settings(self) -> dict[str, float | int]:
+        """What the graph bakes in: ``score_threshold`` and ``nms_threshold`` of its outputs
+        (a detector's box head's, or an RPN's proposals'), ``detections_per_image`` (D, a
+        detector's), ``proposals_per_image`` (K: an RPN's outputs, a detector's RoIs) and a
+        detector's ``proposal_nms_threshold``."""
+        proposals = self.proposal_config
+        found = {"proposals_per_image": self.proposals_per_image}
+        if not self.is_detector:
+            return {
+                "score_threshold": proposals.score_threshold,
+                "nms_threshold": proposals.nms_threshold,
+                **found,
+            }
+        head = self.head_config
+        return {
+            "score_threshold": head.score_threshold,
+            "nms_threshold": head.nms_threshold,
+            "detections_per_image": head.detections_per_image,
+            **found,
+            "proposal_nms_threshold": proposals.nms_threshold,
+        }
 
     def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, ...]:
         """(B, 3, H, W) uint8, (B, 2) int64 -> the padded outputs named ``output_names``."""
@@ -131,7 +231,7 @@ class ExportableModel(nn.Module):
             anchors,
             level_sizes(rpn.anchor_generator, features),
             image_sizes,
-            rpn.config.test_proposals,
+            self.proposal_config,
             box_coder=rpn.box_coder,
             top_per_level=graph_level_top_k,
             nms=graph_nms,
@@ -164,7 +264,7 @@ class ExportableModel(nn.Module):
         pooled_features = [f.float() for f in features[: self.model.pooled_levels]]
         pooled = heads.pooler(pooled_features, proposals.boxes, pool_levels=graph_pool_levels)
         scores, deltas = heads.box_head(pooled.to(self.dtype))
-        if heads.config.class_agnostic:
+        if self.head_config.class_agnostic:
             return postprocess_localization(
                 scores.float(),
                 deltas.float(),
@@ -172,7 +272,7 @@ class ExportableModel(nn.Module):
                 proposals.valid,
                 proposals.scores,
                 image_sizes,
-                heads.config,
+                self.head_config,
                 heads.coder,
                 nms=graph_nms,
             )
@@ -182,7 +282,7 @@ class ExportableModel(nn.Module):
             proposals.boxes,
             proposals.valid,
             image_sizes,
-            heads.config,
+            self.head_config,
             heads.coder,
             nms=graph_nms,
         )
@@ -194,8 +294,9 @@ class ExportableModel(nn.Module):
         if self.dtype != torch.float32:
             raise ValueError("reference() runs the float32 model: wrap it without fp16")
         images = pad_batch(images)  # as the graph does
+        limits = {"proposal_config": self.proposal_config}
         if not self.is_detector:
-            found = self.model(images, image_sizes).proposals
+            found = self.model(images, image_sizes, **limits).proposals
             return found.boxes, found.scores, found.num
-        found = self.model(images, image_sizes).detections
+        found = self.model(images, image_sizes, **limits, head_config=self.head_config).detections
         return found.boxes, found.scores, found.labels, found.num
