@@ -1,22 +1,29 @@
 """``rpnkit export``'s checks: an --out that is the checkpoint (or not .onnx) is refused
 before anything is written; the ONNX file is written whole or not at all; a missing
-onnxscript is one line before the model is loaded; the settings that the graph bakes in
-(--score, --max-detections, --top) are refused for the other kind of model.
+onnxscript is one line before the model is loaded; an ONNX file given as a checkpoint says
+what it is; the settings that the graph bakes in (--score, --max-detections, --top) are
+refused for the other kind of model.
 """
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import onnx
 import pytest
 import torch
+from conftest import RACCOON
 
+import rpnkit
 from rpnkit.cli import main
-from rpnkit.engine.checkpoint import RPN, ModelSpec, save_model
+from rpnkit.engine.checkpoint import RPN, ModelSpec, load_model, save_model
 from rpnkit.export import ExportableModel, export_configs, save_onnx
 from rpnkit.modeling.presets import build_detector, build_model, detector_config, preset_config
+
+PHOTOS = [RACCOON / "images" / f"raccoon-{i}.jpg" for i in (1, 2, 3)]
 
 
 def tiny_rpn(spread: bool = False) -> torch.nn.Module:
@@ -139,3 +146,38 @@ def test_the_onnx_file_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     assert out.read_bytes() == b"the new export" and sorted(tmp_path.iterdir()) == [out]
     assert json.loads(onnx_model.metadata_props["rpnkit.proposals_per_image"]) == 300
     assert "proposals (batch, 300, 4) float32 xyxy" in onnx_model.doc_string
+
+
+# ---------------------------------------------------------------- an ONNX file as a checkpoint
+
+
+def tiny_onnx_model() -> onnx.ModelProto:
+    value = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    out = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [value], [out]
+    )
+    return onnx.helper.make_model(graph, producer_name="rpnkit")
+
+
+def test_an_onnx_file_given_as_a_checkpoint_says_what_it_is(tmp_path, capsys):
+    """Was: 'not a readable rpnkit checkpoint (SafetensorError: header too large)'. An ONNX
+    model named .onnx or not (its bytes say so); a checkpoint named .onnx still loads."""
+    said = (
+        "an ONNX model (what rpnkit export writes), not an rpnkit checkpoint: run it in ONNX "
+        "Runtime (docs/deploy.md), or give the .safetensors checkpoint it was exported from"
+    )
+    for name in ("model.onnx", "model.bin"):
+        path = tmp_path / name
+        onnx.save(tiny_onnx_model(), str(path))
+        with pytest.raises(ValueError) as raised:
+            rpnkit.load(path, "cpu")
+        assert str(raised.value) == f"{path}: {said}"
+        assert main(["detect", str(PHOTOS[0]), "--checkpoint", str(path)]) == 2
+        assert one_line_error(capsys) == f"rpnkit detect: error: {path}: {said}\n"
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\xff" * 64)
+    with pytest.raises(ValueError, match="not a readable rpnkit checkpoint"):
+        rpnkit.load(junk, "cpu")
+    named_onnx = shutil.copy(rpn_checkpoint(tmp_path / "rpn.safetensors"), tmp_path / "rpn.onnx")
+    assert load_model(named_onnx)[1].kind == RPN

@@ -351,11 +351,37 @@ def _check_header(header: Any, path: Path) -> None:
 
 
 def _unreadable(path: Path, err: Exception) -> ValueError:
+    if is_onnx_file(path):
+        return ValueError(
+            f"{path}: an ONNX model (what rpnkit export writes), not an rpnkit checkpoint: run "
+            "it in ONNX Runtime (docs/deploy.md), or give the .safetensors checkpoint it was "
+            "exported from"
+        )
     if isinstance(err, KeyError):  # a safetensors file, but none of rpnkit's
         why = "a safetensors file without rpnkit's header (weights saved by another tool?)"
     else:
         why = f"{type(err).__name__}: {err}"
     return ValueError(f"{path}: not a readable rpnkit checkpoint ({why})")
+
+
+# the ModelProto fields that follow ir_version (field 1) in a serialised ONNX model: producer
+# name and version, domain, model version, doc string, graph, opset imports, metadata
+_ONNX_FIELD_TAGS = frozenset((0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72))
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    """Whether ``path``, which reads as no checkpoint, is an ONNX model: named .onnx, or
+    starting as a serialised ModelProto does (ir_version, field 1, a small varint: 0x08 NN,
+    then another of its fields). A safetensors file starts with its header's length."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(3)
+    except OSError:
+        return False
+    return len(head) == 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_FIELD_TAGS
 
 
 def resumed_in_place(resume: str | Path | None, folder: str | Path) -> bool:
