@@ -35,6 +35,17 @@ def add_parser(sub) -> None:
         "--opset", type=positive_int, default=None, help="ONNX opset (default: rpnkit's, 18)"
     )
     add_baked_in_options(p)
+    p.add_argument(
+        "--verify",
+        nargs="+",
+        default=None,
+        metavar="IMAGES",
+        help=(
+            "after exporting, run the ONNX file in ONNX Runtime and the checkpoint in PyTorch "
+            "on these images (a folder or image files; the first 10 readable are used) at "
+            "batch 1 and compare them; exit 2 beyond the tolerance"
+        ),
+    )
     p.set_defaults(func=run)
 
 
@@ -67,7 +78,10 @@ def add_baked_in_options(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..export import DEFAULT_OPSET, export_onnx
+    from ..export.verify import check_verify_inputs, verify_onnx
 
+    if args.verify is not None:
+        check_verify_inputs(args.verify)  # before the export
     opset = DEFAULT_OPSET if args.opset is None else args.opset
     out = export_onnx(
         args.checkpoint,
@@ -83,6 +97,12 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {out} (ONNX opset {opset}, {precision}; {baked_in(out)}); see docs/deploy.md "
         "to run it"
     )
+    if args.verify is None:
+        return 0
+    verification = verify_onnx(out, args.checkpoint, args.verify)
+    print(verification.line())
+    if not verification.ok:
+        raise ValueError(verification.failure())
     return 0
 
 

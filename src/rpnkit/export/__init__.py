@@ -10,8 +10,10 @@
 - ``exporters``: ``export_program`` (``torch.export``), ``save_onnx`` and ``export_onnx`` (a
   checkpoint to an ONNX file), with a dynamic batch and image size; the settings baked into
   the graph (``export_configs``: score threshold, D, K) recorded in its metadata.
+- ``verify``: ``verify_onnx``, the ONNX file in ONNX Runtime against its checkpoint in
+  PyTorch on a few images (``rpnkit export --verify``).
 
-Nothing here imports onnx or onnxscript until an export runs.
+Nothing here imports onnx, onnxscript or onnxruntime until an export or a verification runs.
 
 docs/deploy.md shows how to run the ONNX file.
 """
@@ -32,6 +34,7 @@ from .model import (
     ExportableModel,
     export_configs,
 )
+from .verify import Verification, verify_onnx
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -40,10 +43,12 @@ __all__ = [
     "MIN_OPSET",
     "RPN_OUTPUT_NAMES",
     "ExportableModel",
+    "Verification",
     "dynamic_shapes",
     "example_inputs",
     "export_configs",
     "export_onnx",
     "export_program",
     "save_onnx",
+    "verify_onnx",
 ]
