@@ -4,7 +4,8 @@ onnxscript is one line before the model is loaded; an ONNX file given as a check
 what it is; the settings that the graph bakes in (--score, --max-detections, --top) are
 refused for the other kind of model; ``--verify`` compares ONNX Runtime with rpnkit in PyTorch
 (``Predictor.detect`` / ``propose``, what ``rpnkit detect`` / ``propose`` run) on raccoon
-photographs at the settings baked in, and fails on a file that does not compute what it says.
+photographs at the settings baked in, and fails on a file that does not compute what it says;
+docs/deploy.md names every option and metadata key.
 """
 
 import contextlib
@@ -361,3 +362,31 @@ def test_verify_refuses_missing_images_before_exporting(tmp_path, capsys):
         one_line_error(capsys)
     )
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- docs/deploy.md
+
+
+def test_the_deploy_guide_documents_every_option_and_metadata_key():
+    """docs/deploy.md names each option of rpnkit export, each metadata key an export
+    records (an RPN's and a detector's), the extra that installs the exporter and the import
+    that reaches rpnkit.export."""
+    import argparse
+
+    from rpnkit.cli import export as export_command
+    from rpnkit.export.exporters import graph_metadata
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    parser = argparse.ArgumentParser()
+    export_command.add_parser(parser.add_subparsers())
+    (command,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    options = {o for a in command.choices["export"]._actions for o in a.option_strings}
+    assert {"--score", "--max-detections", "--top", "--verify"} <= options
+    assert [o for o in sorted(options - {"-h", "--help"}) if f"`{o}" not in guide] == []
+    detector = build_detector(detector_config(preset_config("tiny"), 2)).eval()
+    keys = {"rpnkit.kind", "rpnkit.preset", "rpnkit.class_names", "rpnkit.input_size"}
+    for network in (tiny_rpn(), detector):
+        keys |= set(graph_metadata(ExportableModel(network)))
+    assert [k for k in sorted(keys) if f"`{k}`" not in guide] == []
+    assert 'pip install -e ".[export]"' in guide and ".[test]" not in guide
+    assert "import rpnkit.export" in guide
