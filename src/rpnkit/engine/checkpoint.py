@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import config_from_dict, config_to_dict
+from ..data.config import SETTINGS_VERSION, stored_data_fields
 from ..data.records import listed
 from ..modeling.presets import (
     DetectorConfig,
@@ -195,6 +196,15 @@ class RunState:
             best=field("best", dict),
             metrics=field("metrics", dict),
         )
+
+
+def upgraded_settings(settings: dict | None) -> dict | None:
+    """A checkpoint's stored ``run_settings`` as this version writes them (an earlier
+    version's default split names: ``data.config.stored_data_fields``)."""
+    if not settings or not isinstance(settings.get("data"), dict):
+        return settings
+    data = stored_data_fields(settings["data"], settings.get("version"))
+    return {**settings, "version": SETTINGS_VERSION, "data": data}
 
 
 def read_run_state(path: str | Path) -> RunState:

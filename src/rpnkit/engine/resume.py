@@ -16,9 +16,9 @@ from pathlib import Path
 
 from ..config import config_to_dict
 from ..data import DataConfig, DataError, DatasetIndex, detect_format
-from ..data.config import SETTINGS_VERSION, stored_data_fields
+from ..data.config import SETTINGS_VERSION
 from ..data.records import DataNote, caller_of_package
-from .checkpoint import ModelSpec, RunState, read_header, read_run_state
+from .checkpoint import ModelSpec, RunState, read_header, read_run_state, upgraded_settings
 from .distributed import world_size
 from .trainer import TrainConfig
 
@@ -53,15 +53,6 @@ def _as_read(settings: dict) -> dict:
     except (DataError, OSError):
         return settings
     return {**settings, "data": {**data, "split": "train"}} if fmt in ("coco", "yolo") else settings
-
-
-def upgraded_settings(settings: dict | None) -> dict | None:
-    """A checkpoint's stored ``run_settings`` as this version writes them (an earlier
-    version's default split names: ``data.config.stored_data_fields``)."""
-    if not settings or not isinstance(settings.get("data"), dict):
-        return settings
-    data = stored_data_fields(settings["data"], settings.get("version"))
-    return {**settings, "version": SETTINGS_VERSION, "data": data}
 
 
 def data_counts(index: DatasetIndex) -> dict[str, int]:

@@ -26,7 +26,6 @@ from tqdm import tqdm
 
 from ..config import MAX_SEED, check_choices, check_compile, check_ranges, plain_fields
 from ..data import Batch, EmptyBatch, collate
-from ..data.config import stored_data_fields
 from ..evaluation.detection import NO_GT, format_metric
 from .checkpoint import (
     ModelSpec,
@@ -40,6 +39,7 @@ from .checkpoint import (
     resumed_in_place,
     save_checkpoint,
     set_rng_state,
+    upgraded_settings,
 )
 from .device import (
     AMP_DTYPES,
@@ -310,14 +310,8 @@ class Trainer:
         """Whether a checkpoint (its ``RunState``) was made on this run's data, its
         validation data included (the ``data`` part of the settings: a resumed run may change
         its validation data, and then its recorded figures are of other images)."""
-
-        def data(settings: dict | None):  # as this version stores it
-            data = (settings or {}).get("data")
-            if not isinstance(data, dict):
-                return data
-            return stored_data_fields(data, (settings or {}).get("version"))
-
-        return data(state.settings) == data(self.settings)
+        saved, own = (upgraded_settings(x) or {} for x in (state.settings, self.settings))
+        return saved.get("data") == own.get("data")  # as this version stores them
 
     def _restore(self) -> dict:
         state = load_checkpoint(self.resume)
